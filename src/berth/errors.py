@@ -7,7 +7,8 @@
      ├── InvalidArgument     the request itself is wrong               (HTTP 400)
      ├── FailedPrecondition  the host lacks something the request needs (HTTP 500)
      ├── Unavailable         a dependency did not answer               (HTTP 503)
-     └── CommandFailed       a program berth ran exited non-zero       (HTTP 500)
+     ├── CommandFailed       a program berth ran exited non-zero       (HTTP 500)
+     └── NotModified         nothing to do: already in that state      (HTTP 304)
 
 Raise the category with context and chain the cause:
     raise NotFound(f"No such image: {ref}") from exc
@@ -54,3 +55,7 @@ class CommandFailed(BerthError):
         self.stderr = stderr
         tail = stderr.strip().splitlines()[-3:]
         super().__init__(f"{argv[0]} exited with {returncode}: {' '.join(tail)}")
+
+
+class NotModified(BerthError):
+    """The request asked for a state the thing is already in (Docker answers 304)."""

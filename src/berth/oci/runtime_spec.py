@@ -7,8 +7,15 @@ isolation driver consumes the same document. No I/O in this module.
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass, field
 from typing import Any
+
+from berth.errors import InvalidArgument
+from berth.oci import capabilities, seccomp
+
+OCI_VERSION = "1.0.2"
+NOFILE_DEFAULT = 1048576  # Docker's RLIMIT_NOFILE, soft and hard
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +35,10 @@ class Resources:
     cpu_quota: int = 0         # microseconds per cpu_period; 0 = unlimited
     cpu_period: int = 0        # microseconds; 0 = default (100000)
     pids_limit: int = 0        # 0 or negative = unlimited
+    swap_accounting: bool = True   # False: the host has no memsw; never set a swap limit
+    # RLIMIT_NOFILE soft and hard; 0 = inherit the runtime's. runc cannot raise the hard
+    # limit above its own without CAP_SYS_RESOURCE: the caller caps it at its hard limit.
+    nofile: int = NOFILE_DEFAULT
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,12 +62,253 @@ class ContainerSpec:
     network_mode: str = "none"             # "none" (own netns, loopback only) or "host"
     cgroups_path: str = ""                 # e.g. "/berth/<id>"
     annotations: tuple[tuple[str, str], ...] = ()
+    # The runtime's own bounding set ("CAP_*" names), read by the caller from
+    # /proc/self/status CapBnd; None = assume every capability. "ALL" and
+    # privileged are limited to it, since runc cannot grant more.
+    host_capabilities: tuple[str, ...] | None = None
 
 
-def build(spec: ContainerSpec) -> dict[str, Any]:
+PATH_DEFAULT = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+CPU_PERIOD_DEFAULT = 100000
+NETWORK_MODES = ("none", "host")
+
+MASKED_PATHS: tuple[str, ...] = (
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+)
+
+READONLY_PATHS: tuple[str, ...] = (
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+)
+
+#: (type, major, minor) allowed with rwm besides mknod; None = any.
+DEFAULT_DEVICES: tuple[tuple[str, int, int | None], ...] = (
+    ("c", 1, 3),    # null
+    ("c", 1, 5),    # zero
+    ("c", 1, 7),    # full
+    ("c", 1, 8),    # random
+    ("c", 1, 9),    # urandom
+    ("c", 5, 0),    # tty
+    ("c", 5, 1),    # console
+    ("c", 5, 2),    # ptmx
+    ("c", 136, None),  # pts/*
+    ("c", 10, 200),  # net/tun
+)
+
+
+def _default_mounts(privileged: bool) -> list[dict[str, Any]]:
+    sys_mode = "rw" if privileged else "ro"
+    return [
+        {"destination": "/proc", "type": "proc", "source": "proc",
+         "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+        {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+         "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+        {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+         "options": ["nosuid", "noexec", "nodev", sys_mode]},
+        {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",
+         "options": ["nosuid", "noexec", "nodev", "relatime", sys_mode]},
+        {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+         "options": ["nosuid", "noexec", "nodev"]},
+        {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=67108864"]},
+    ]
+
+
+def _is_under(path: str, parent: str) -> bool:
+    return path == parent or path.startswith(parent.rstrip("/") + "/")
+
+
+def _clean(path: str) -> str:
+    cleaned = posixpath.normpath(path)
+    return "/" + cleaned.lstrip("/")
+
+
+def _mounts(spec: ContainerSpec) -> list[dict[str, Any]]:
+    binds: list[dict[str, Any]] = []
+    for m in spec.mounts:
+        if not posixpath.isabs(m.source):
+            raise InvalidArgument(f"bind mount source must be an absolute path: {m.source!r}")
+        if not posixpath.isabs(m.destination):
+            raise InvalidArgument(f"bind mount destination must be an absolute path: {m.destination!r}")
+        if _clean(m.destination) == "/":
+            raise InvalidArgument(f"bind mount destination cannot be '/': {m.source!r}")
+        options = ["rbind", *(m.options or ("rprivate",))]
+        if m.readonly and "ro" not in options:
+            options.append("ro")
+        binds.append({"destination": _clean(m.destination), "type": "bind",
+                      "source": m.source, "options": options})
+    # Parents before children, keeping the caller's order among equals.
+    binds.sort(key=lambda b: b["destination"].rstrip("/").count("/"))
+    taken = [b["destination"] for b in binds]
+    defaults = [d for d in _default_mounts(spec.privileged)
+                if not any(_is_under(d["destination"], t) for t in taken)]
+    return defaults + binds
+
+
+def _env(spec: ContainerSpec) -> list[str]:
+    env = list(spec.env)
+    keys = {item.partition("=")[0] for item in env}
+    if "PATH" not in keys:
+        env.insert(0, PATH_DEFAULT)
+    if spec.tty and "TERM" not in keys:
+        env.append("TERM=xterm")
+    return env
+
+
+def _memory(r: Resources) -> dict[str, int]:
+    if r.memory < 0:
+        raise InvalidArgument(f"memory limit must not be negative: {r.memory}")
+    if r.memory_swap < -1:
+        raise InvalidArgument(f"invalid memory swap limit: {r.memory_swap}")
+    if r.memory == 0:
+        if r.memory_swap > 0:
+            raise InvalidArgument("a memory swap limit needs a memory limit")
+        return {}
+    out = {"limit": r.memory}
+    if not r.swap_accounting:
+        return out
+    if r.memory_swap == 0:
+        out["swap"] = 2 * r.memory
+    elif r.memory_swap == -1:
+        out["swap"] = -1
+    elif r.memory_swap < r.memory:
+        raise InvalidArgument(
+            f"memory swap limit ({r.memory_swap}) must be at least the memory limit ({r.memory})")
+    else:
+        out["swap"] = r.memory_swap
+    return out
+
+
+def _cpu(r: Resources) -> dict[str, int]:
+    for name in ("nano_cpus", "cpu_shares", "cpu_quota", "cpu_period"):
+        if getattr(r, name) < 0:
+            raise InvalidArgument(f"{name} must not be negative: {getattr(r, name)}")
+    out: dict[str, int] = {}
+    if r.nano_cpus:
+        if r.cpu_quota or r.cpu_period:
+            raise InvalidArgument("nano_cpus conflicts with cpu_quota/cpu_period; set one or the other")
+        quota = r.nano_cpus * CPU_PERIOD_DEFAULT // 1_000_000_000
+        if quota < 1000:
+            raise InvalidArgument(f"nano_cpus {r.nano_cpus} is below the minimum of 0.01 CPU")
+        out["quota"], out["period"] = quota, CPU_PERIOD_DEFAULT
+    else:
+        if r.cpu_quota:
+            if r.cpu_quota < 1000:
+                raise InvalidArgument(f"cpu_quota must be at least 1000 microseconds: {r.cpu_quota}")
+            out["quota"] = r.cpu_quota
+        if r.cpu_period:
+            if not 1000 <= r.cpu_period <= 1_000_000:
+                raise InvalidArgument(f"cpu_period must be 1000-1000000 microseconds: {r.cpu_period}")
+            out["period"] = r.cpu_period
+    if r.cpu_shares:
+        out["shares"] = r.cpu_shares
+    return out
+
+
+def _devices(privileged: bool) -> list[dict[str, Any]]:
+    if privileged:
+        return [{"allow": True, "access": "rwm"}]
+    rules: list[dict[str, Any]] = [
+        {"allow": False, "access": "rwm"},
+        {"allow": True, "type": "c", "access": "m"},
+        {"allow": True, "type": "b", "access": "m"},
+    ]
+    for kind, major, minor in DEFAULT_DEVICES:
+        rule: dict[str, Any] = {"allow": True, "type": kind, "major": major, "access": "rwm"}
+        if minor is not None:
+            rule["minor"] = minor
+        rules.append(rule)
+    return rules
+
+
+def build(spec: ContainerSpec, arch: str = "amd64") -> dict[str, Any]:
     """Return the OCI runtime config (config.json content) for *spec*.
 
+    Args:
+        spec: the container to describe.
+        arch: the host architecture for the seccomp filter ("amd64" or "arm64").
+
+    Returns:
+        A JSON-ready dict following runtime-spec 1.0.2.
+
     Raises:
-        berth.errors.InvalidArgument: an unknown capability name.
+        berth.errors.InvalidArgument: an unknown capability name, an unknown
+            network mode, a relative mount path, or inconsistent resources.
+        berth.errors.FailedPrecondition: a requested capability is not in
+            spec.host_capabilities.
     """
-    raise NotImplementedError
+    if not spec.args:
+        raise InvalidArgument("no command given for the container")
+    if spec.network_mode not in NETWORK_MODES:
+        raise InvalidArgument(f"unsupported network mode: {spec.network_mode!r}")
+    if not posixpath.isabs(spec.cwd):
+        raise InvalidArgument(f"the working directory must be an absolute path: {spec.cwd!r}")
+    caps = capabilities.effective(spec.cap_add, spec.cap_drop, spec.privileged, spec.host_capabilities)
+    r = spec.resources
+
+    process: dict[str, Any] = {
+        "terminal": spec.tty,
+        "user": {"uid": spec.uid, "gid": spec.gid, "additionalGids": list(spec.additional_gids)},
+        "args": list(spec.args),
+        "env": _env(spec),
+        "cwd": spec.cwd,
+        "capabilities": {
+            "bounding": list(caps),
+            "effective": list(caps),
+            "permitted": list(caps),
+            "inheritable": [],
+            "ambient": [],
+        },
+        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": r.nofile, "soft": r.nofile}] if r.nofile else [],
+        "noNewPrivileges": spec.no_new_privileges,
+        "oomScoreAdj": 0,
+    }
+
+    namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
+    if spec.network_mode != "host":
+        namespaces.append({"type": "network"})
+
+    resources: dict[str, Any] = {"devices": _devices(spec.privileged)}
+    memory, cpu = _memory(r), _cpu(r)
+    if memory:
+        resources["memory"] = memory
+    if cpu:
+        resources["cpu"] = cpu
+    if r.pids_limit > 0:
+        resources["pids"] = {"limit": r.pids_limit}
+
+    linux: dict[str, Any] = {"namespaces": namespaces, "resources": resources}
+    if spec.cgroups_path:
+        linux["cgroupsPath"] = spec.cgroups_path
+    if not spec.privileged:
+        linux["maskedPaths"] = list(MASKED_PATHS)
+        linux["readonlyPaths"] = list(READONLY_PATHS)
+        linux["seccomp"] = seccomp.default_profile(caps, arch)
+
+    config: dict[str, Any] = {
+        "ociVersion": OCI_VERSION,
+        "process": process,
+        "root": {"path": spec.rootfs, "readonly": spec.readonly_rootfs},
+        "mounts": _mounts(spec),
+        "linux": linux,
+    }
+    if spec.hostname:
+        config["hostname"] = spec.hostname
+    if spec.annotations:
+        config["annotations"] = dict(spec.annotations)
+    return config

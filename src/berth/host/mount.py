@@ -1,0 +1,47 @@
+"""mount(2) and umount2(2) through libc, and overlay mounts.
+
+Strategy: callers describe mounts as data (snapshot.Mount); only this module
+performs them. No subprocess per mount: a container start is on the hot path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+
+from berth.errors import FailedPrecondition
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+MNT_DETACH = 2
+
+
+def mount(source: str, target: str, fstype: str, options: str = "", flags: int = 0) -> None:
+    """Raises FailedPrecondition with the kernel's reason when the mount fails."""
+    rc = _libc.mount(source.encode(), target.encode(), fstype.encode(), flags, options.encode() or None)
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise FailedPrecondition(f"mount {fstype} on {target}: {os.strerror(err)}")
+
+
+def unmount(target: str, lazy: bool = True) -> None:
+    """Unmount *target*; a target that is not mounted is fine."""
+    rc = _libc.umount2(target.encode(), MNT_DETACH if lazy else 0)
+    if rc != 0:
+        err = ctypes.get_errno()
+        if err in (errno.EINVAL, errno.ENOENT):
+            return
+        raise FailedPrecondition(f"unmount {target}: {os.strerror(err)}")
+
+
+def is_mountpoint(path: str) -> bool:
+    return os.path.ismount(path)
+
+
+def mount_overlay(lower: list[str], upper: str, work: str, target: str) -> None:
+    """Mount an overlay of *lower* (topmost first) with *upper*/*work* on *target*."""
+    opts = f"lowerdir={':'.join(lower)},upperdir={upper},workdir={work}"
+    if is_mountpoint(target):
+        return
+    mount("overlay", target, "overlay", opts)

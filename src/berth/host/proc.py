@@ -1,0 +1,116 @@
+"""The one door to subprocesses.
+
+Strategy: argv lists only (no shell), a timeout on everything that is awaited,
+and cancellation that sends SIGTERM, waits briefly, then SIGKILL. A non-zero
+exit raises CommandFailed carrying the tail of stderr. argv is logged at DEBUG.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+from berth.errors import CommandFailed, FailedPrecondition
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+
+async def run(
+    argv: Sequence[str],
+    *,
+    timeout: float = 60.0,
+    input: bytes | None = None,
+    check: bool = True,
+    env: Mapping[str, str] | None = None,
+    pass_fds: Sequence[int] = (),
+) -> Result:
+    """Run *argv* to completion and return its output.
+
+    Raises:
+        CommandFailed: the program exited non-zero (when check is true) or timed out.
+        FailedPrecondition: the program is not installed.
+    """
+    log.debug("run %s", list(argv))
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *argv,
+            stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=dict(env) if env is not None else None,
+            pass_fds=tuple(pass_fds),
+        )
+    except FileNotFoundError as exc:
+        raise FailedPrecondition(f"{argv[0]} is not installed (run the README's set-up)") from exc
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(input), timeout)
+    except (asyncio.TimeoutError, asyncio.CancelledError):
+        await _terminate(proc)
+        if asyncio.current_task() is not None and asyncio.current_task().cancelling():  # type: ignore[union-attr]
+            raise
+        raise CommandFailed(list(argv), -1, f"timed out after {timeout}s")
+    assert proc.returncode is not None
+    if check and proc.returncode != 0:
+        raise CommandFailed(list(argv), proc.returncode, err.decode(errors="replace"))
+    return Result(proc.returncode, out, err)
+
+
+async def _terminate(proc: asyncio.subprocess.Process) -> None:
+    if proc.returncode is not None:
+        return
+    try:
+        proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(proc.wait(), 3)
+    except ProcessLookupError:
+        return
+    except asyncio.TimeoutError:
+        log.warning("process %s ignored SIGTERM; killing", proc.pid)
+        proc.kill()
+        await proc.wait()
+
+
+def pid_alive(pid: int) -> bool:
+    """True when *pid* exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    state = stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3]
+    return state not in (b"Z", b"X")
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [p.decode(errors="replace") for p in f.read().split(b"\0") if p]
+    except OSError:
+        return []
+
+
+async def wait_pid_exit(pid: int) -> None:
+    """Wait until *pid* (not necessarily our child) has exited."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+    loop.add_reader(fd, lambda: done.done() or done.set_result(None))
+    try:
+        if pid_alive(pid):
+            await done
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)

@@ -1,0 +1,85 @@
+"""Metadata in SQLite (WAL): images, tags, containers.
+
+Strategy: each record is a JSON document keyed by id, plus the few columns we
+look things up by (name, ref). Every change is one transaction, so a daemon
+killed at any moment leaves the previous or the next state, never a mix.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any, Iterator
+
+from berth.errors import AlreadyExists
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS images (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tags (ref TEXT PRIMARY KEY, image_id TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS containers (id TEXT PRIMARY KEY, name TEXT UNIQUE NOT NULL, doc TEXT NOT NULL);
+"""
+
+
+class Database:
+    def __init__(self, path: str) -> None:
+        self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    # images -----------------------------------------------------------
+    def put_image(self, image_id: str, doc: dict[str, Any]) -> None:
+        self._db.execute("INSERT OR REPLACE INTO images VALUES (?, ?)", (image_id, json.dumps(doc)))
+
+    def get_image(self, image_id: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT doc FROM images WHERE id = ?", (image_id,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def images(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        for image_id, doc in self._db.execute("SELECT id, doc FROM images").fetchall():
+            yield image_id, json.loads(doc)
+
+    def delete_image(self, image_id: str) -> None:
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute("DELETE FROM tags WHERE image_id = ?", (image_id,))
+            self._db.execute("DELETE FROM images WHERE id = ?", (image_id,))
+
+    def set_tag(self, ref: str, image_id: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO tags VALUES (?, ?)", (ref, image_id))
+
+    def remove_tag(self, ref: str) -> None:
+        self._db.execute("DELETE FROM tags WHERE ref = ?", (ref,))
+
+    def tag(self, ref: str) -> str | None:
+        row = self._db.execute("SELECT image_id FROM tags WHERE ref = ?", (ref,)).fetchone()
+        return row[0] if row else None
+
+    def tags(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for ref, image_id in self._db.execute("SELECT ref, image_id FROM tags ORDER BY ref"):
+            out.setdefault(image_id, []).append(ref)
+        return out
+
+    # containers -------------------------------------------------------
+    def insert_container(self, cid: str, name: str, doc: dict[str, Any]) -> None:
+        try:
+            self._db.execute("INSERT INTO containers VALUES (?, ?, ?)", (cid, name, json.dumps(doc)))
+        except sqlite3.IntegrityError as exc:
+            raise AlreadyExists(f"name {name}") from exc
+
+    def update_container(self, cid: str, name: str, doc: dict[str, Any]) -> None:
+        try:
+            self._db.execute("UPDATE containers SET name = ?, doc = ? WHERE id = ?", (name, json.dumps(doc), cid))
+        except sqlite3.IntegrityError as exc:
+            raise AlreadyExists(f"name {name}") from exc
+
+    def containers(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        for cid, doc in self._db.execute("SELECT id, doc FROM containers").fetchall():
+            yield cid, json.loads(doc)
+
+    def delete_container(self, cid: str) -> None:
+        self._db.execute("DELETE FROM containers WHERE id = ?", (cid,))

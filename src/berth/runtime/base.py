@@ -1,0 +1,68 @@
+"""The isolation driver interface.
+
+Strategy: every isolation mode consumes the same OCI bundle (a directory with
+config.json and a prepared root) and is driven through this protocol. A
+driver's container is owned by a monitor process that is NOT berthd's child,
+so containers outlive the daemon; the driver can find them again from the
+files the monitor leaves in the bundle (pid files, exit file, attach socket).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    monitor_pid: int     # the per-container monitor (conmon)
+    pid: int             # the container's first process, as the host sees it
+
+
+@dataclass(frozen=True, slots=True)
+class Exit:
+    code: int
+    oom_killed: bool = False
+    error: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CreateOptions:
+    tty: bool = False
+    stdin: bool = False
+    stdin_once: bool = True
+
+
+class Runtime(Protocol):
+    name: str
+
+    async def create(self, cid: str, bundle: str, opts: CreateOptions) -> Started:
+        """Create the container under its monitor; its process waits for start()."""
+        ...
+
+    async def start(self, cid: str) -> None: ...
+
+    async def kill(self, cid: str, signal: int) -> None: ...
+
+    async def pause(self, cid: str) -> None: ...
+
+    async def resume(self, cid: str) -> None: ...
+
+    async def wait(self, cid: str, bundle: str, monitor_pid: int) -> Exit:
+        """Wait for the container to exit (also after a daemon restart) and return how."""
+        ...
+
+    async def delete(self, cid: str) -> None: ...
+
+    async def top(self, cid: str, ps_args: list[str]) -> tuple[list[str], list[list[str]]]: ...
+
+    def attach_socket(self, cid: str, bundle: str) -> str:
+        """Path of the monitor's attach socket (SOCK_SEQPACKET)."""
+        ...
+
+    def resize(self, bundle: str, height: int, width: int) -> None: ...
+
+    def exec_argv(self, cid: str, process_json: str, tty: bool, console_socket: str | None,
+                  pid_file: str) -> list[str]:
+        """The command that runs a further process in the running container."""
+        ...

@@ -1,0 +1,211 @@
+"""OCI runtime driver: conmon as the per-container monitor, runc or runsc below it.
+
+Strategy: `create` starts conmon, which double-forks away from berthd, runs
+`<runtime> create`, keeps the container's stdio (attach socket, log file in
+k8s-file format) and writes the exit code to <bundle>/exit when the
+container ends. conmon reports the container's pid (or the runtime's error)
+on a sync pipe we pass it. `start` is then a plain `<runtime> start`, so an
+attacher can connect to the attach socket before the first byte is written.
+After a daemon restart, `wait` finds the monitor again by its pid file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+
+from berth.errors import CommandFailed, Conflict, FailedPrecondition, InvalidArgument
+from berth.host import proc
+from berth.runtime.base import CreateOptions, Exit, Started
+
+log = logging.getLogger(__name__)
+
+CONMON = "/usr/bin/conmon"
+
+
+class OciRuntime:
+    """One OCI runtime binary (runc, runsc) under conmon."""
+
+    def __init__(self, name: str, binary: str, state_root: str, socket_dir: str,
+                 extra_args: tuple[str, ...] = ()) -> None:
+        self.name = name
+        self.binary = binary
+        self.state_root = state_root
+        self.socket_dir = socket_dir
+        self.extra_args = extra_args
+        os.makedirs(state_root, exist_ok=True)
+        os.makedirs(socket_dir, exist_ok=True)
+
+    def _argv(self, *args: str) -> list[str]:
+        return [self.binary, "--root", self.state_root, *self.extra_args, *args]
+
+    async def create(self, cid: str, bundle: str, opts: CreateOptions) -> Started:
+        if not os.path.exists(CONMON):
+            raise FailedPrecondition("conmon is not installed: run the README's set-up (apt-get install conmon)")
+        for stale in ("exit", "oom", "conmon.pid", "pid", "attach", "ctl", "winsz"):
+            try:
+                os.unlink(os.path.join(bundle, stale))
+            except FileNotFoundError:
+                pass
+        rfd, wfd = os.pipe()
+        argv = [
+            CONMON, "--api-version", "1", "-c", cid, "-u", cid[:16], "-n", cid[:12],
+            "-r", self.binary, "-b", bundle,
+            "-p", os.path.join(bundle, "pid"), "-P", os.path.join(bundle, "conmon.pid"),
+            "-l", "k8s-file:" + os.path.join(bundle, "container.log"),
+            "--exit-dir", os.path.join(bundle, "exits"), "-0", bundle,
+            "--socket-dir-path", self.socket_dir, "--log-level", "error",
+            "--runtime-arg", "--root", "--runtime-arg", self.state_root,
+        ]
+        for extra in self.extra_args:
+            argv += ["--runtime-arg", extra]
+        if opts.tty:
+            argv.append("-t")
+        if opts.stdin:
+            argv.append("-i")
+            if not opts.stdin_once:
+                argv.append("--leave-stdin-open")
+        os.makedirs(os.path.join(bundle, "exits"), exist_ok=True)
+        env = dict(os.environ, _OCI_SYNCPIPE=str(wfd))
+        try:
+            await proc.run(argv, timeout=30, env=env, pass_fds=[wfd])
+        finally:
+            os.close(wfd)
+        try:
+            reply = await asyncio.wait_for(_read_all(rfd), 60)
+        finally:
+            os.close(rfd)
+        pid = -1
+        message = ""
+        for line in reply.splitlines():
+            try:
+                doc = json.loads(line)
+            except ValueError:
+                continue
+            pid = int(doc.get("pid", doc.get("data", -1)))
+            message = doc.get("message", "")
+            break
+        if pid <= 0:
+            raise _start_error(message or reply.decode(errors="replace") or "the runtime failed to create the container")
+        with open(os.path.join(bundle, "conmon.pid")) as f:
+            monitor = int(f.read().strip())
+        return Started(monitor, pid)
+
+    async def start(self, cid: str) -> None:
+        try:
+            await proc.run(self._argv("start", cid), timeout=30)
+        except CommandFailed as exc:
+            raise _start_error(exc.stderr) from exc
+
+    async def kill(self, cid: str, signal: int) -> None:
+        try:
+            await proc.run(self._argv("kill", cid, str(signal)), timeout=10)
+        except CommandFailed as exc:
+            if "not running" in exc.stderr or "does not exist" in exc.stderr or "process already finished" in exc.stderr:
+                raise Conflict(f"container {cid[:12]} is not running") from exc
+            raise
+
+    async def pause(self, cid: str) -> None:
+        await proc.run(self._argv("pause", cid), timeout=10)
+
+    async def resume(self, cid: str) -> None:
+        await proc.run(self._argv("resume", cid), timeout=10)
+
+    async def wait(self, cid: str, bundle: str, monitor_pid: int) -> Exit:
+        if monitor_pid > 0 and _is_monitor(monitor_pid, cid):
+            await proc.wait_pid_exit(monitor_pid)
+        exit_file = os.path.join(bundle, "exit")
+        code, error = 255, ""
+        for _ in range(50):  # conmon writes the file just before it exits
+            try:
+                with open(exit_file) as f:
+                    text = f.read().strip()
+                if text:
+                    code = int(text)
+                    break
+            except FileNotFoundError:
+                pass
+            await asyncio.sleep(0.02)
+        else:
+            error = "the container's monitor exited without recording an exit code"
+        oom = os.path.exists(os.path.join(bundle, "oom")) or _cgroup_oom(cid)
+        return Exit(code, oom, error)
+
+    async def delete(self, cid: str) -> None:
+        await proc.run(self._argv("delete", "--force", cid), timeout=30, check=False)
+
+    async def top(self, cid: str, ps_args: list[str]) -> tuple[list[str], list[list[str]]]:
+        res = await proc.run(self._argv("ps", cid, *(ps_args or ["-ef"])), timeout=10)
+        lines = res.stdout.decode(errors="replace").splitlines()
+        if not lines:
+            return [], []
+        titles = lines[0].split()
+        rows = [line.split(None, len(titles) - 1) for line in lines[1:] if line.strip()]
+        return titles, rows
+
+    def attach_socket(self, cid: str, bundle: str) -> str:
+        return os.path.join(self.socket_dir, cid[:16], "attach")
+
+    def resize(self, bundle: str, height: int, width: int) -> None:
+        if not (0 <= height <= 1000 and 0 <= width <= 1000):
+            raise InvalidArgument("resize: height and width must be between 0 and 1000")
+        fd = os.open(os.path.join(bundle, "ctl"), os.O_WRONLY | os.O_NONBLOCK)
+        try:
+            os.write(fd, f"1 {height} {width}\n".encode())
+        finally:
+            os.close(fd)
+
+    def exec_argv(self, cid: str, process_json: str, tty: bool, console_socket: str | None,
+                  pid_file: str) -> list[str]:
+        argv = self._argv("exec", "--process", process_json, "--pid-file", pid_file)
+        if tty and console_socket:
+            argv += ["--tty", "--console-socket", console_socket]
+        return argv + [cid]
+
+
+async def _read_all(fd: int) -> bytes:
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(None, _read_fd, fd)
+
+
+def _read_fd(fd: int) -> bytes:
+    chunks = []
+    while True:
+        data = os.read(fd, 65536)
+        if not data:
+            break
+        chunks.append(data)
+        if b"\n" in data or b"}" in data:
+            break
+    return b"".join(chunks)
+
+
+def _is_monitor(pid: int, cid: str) -> bool:
+    argv = proc.cmdline(pid)
+    return bool(argv) and os.path.basename(argv[0]) == "conmon" and cid in argv
+
+
+def _cgroup_oom(cid: str) -> bool:
+    try:
+        with open(f"/sys/fs/cgroup/memory/berth/{cid}/memory.oom_control") as f:
+            for line in f:
+                key, _, value = line.partition(" ")
+                if key == "oom_kill" and int(value) > 0:
+                    return True
+    except (OSError, ValueError):
+        pass
+    return False
+
+
+def _start_error(message: str) -> Exception:
+    """The runtime's complaint as an error the docker CLI maps to 126/127."""
+    text = " ".join(message.strip().split())
+    for noise in ("runc create failed: ", "runc run failed: "):
+        text = text.replace(noise, "")
+    if "executable file not found" in text or "no such file or directory" in text:
+        return InvalidArgument(f"failed to create task for container: {text}: unknown")
+    if "permission denied" in text:
+        return InvalidArgument(f"failed to create task for container: {text}: unknown")
+    return CommandFailed(["runtime"], 1, f"failed to create task for container: {text}")

@@ -1,0 +1,154 @@
+"""Prepare a container's OCI bundle: root mount, generated /etc files, config.json.
+
+Strategy: the container record (API-shaped Config/HostConfig) is turned into
+a runtime_spec.ContainerSpec here, once, for every isolation driver. The
+only I/O is reading the image's /etc/passwd and /etc/group for the user and
+writing the bundle's files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+from dataclasses import dataclass
+from typing import Any
+
+from berth.host import fs, mount
+from berth.oci import capabilities, passwd, runtime_spec
+from berth.snapshot.overlay import OverlayMount
+
+INIT_BINARY = "/usr/bin/tini-static"
+INIT_PATH = "/sbin/docker-init"
+
+
+@dataclass(frozen=True, slots=True)
+class HostFacts:
+    """What this host lets a container have, read once at daemon start."""
+
+    capabilities: tuple[str, ...]   # the daemon's bounding set
+    nofile: int                     # RLIMIT_NOFILE a container may get
+    swap_accounting: bool
+
+    @classmethod
+    def probe(cls) -> HostFacts:
+        caps: tuple[str, ...] = ()
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapBnd:"):
+                    caps = tuple(capabilities.from_bitmask(int(line.split()[1], 16)))
+        return cls(caps, min(1048576, resource.getrlimit(resource.RLIMIT_NOFILE)[1]),
+                   os.path.exists("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"))
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def mount_root(m: OverlayMount) -> None:
+    for d in (m.upper, m.work, m.target):
+        os.makedirs(d, exist_ok=True)
+    mount.mount_overlay(list(m.lower), m.upper, m.work, m.target)
+
+
+def unmount_root(m: OverlayMount) -> None:
+    mount.unmount(m.target)
+
+
+def process_args(doc: dict[str, Any]) -> list[str]:
+    """Entrypoint + Cmd, as Docker joins them (Path and Args in inspect)."""
+    cfg = doc["Config"]
+    return list(cfg.get("Entrypoint") or []) + list(cfg.get("Cmd") or [])
+
+
+def write_etc_files(doc: dict[str, Any], bundle: str) -> list[runtime_spec.BindMount]:
+    cfg, host = doc["Config"], doc["HostConfig"]
+    hostname = cfg.get("Hostname") or doc["Id"][:12]
+    network = host.get("NetworkMode") or "default"
+    if network == "host":
+        hostname = cfg.get("Hostname") or os.uname().nodename
+    hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+    if network != "host":
+        hosts += f"127.0.1.1\t{hostname}\n"
+    for extra in host.get("ExtraHosts") or []:
+        name, _, addr = extra.partition(":")
+        hosts += f"{addr}\t{name}\n"
+    resolv = _read("/etc/resolv.conf") or ""
+    if network != "host":
+        resolv = "".join(line + "\n" for line in resolv.splitlines()
+                         if not line.strip().startswith("nameserver 127."))
+    for dns in host.get("Dns") or []:
+        resolv = f"nameserver {dns}\n" + resolv
+    files = {"hostname": hostname + "\n", "hosts": hosts, "resolv.conf": resolv}
+    mounts = []
+    for name, text in files.items():
+        path = os.path.join(bundle, name)
+        fs.atomic_write(path, text.encode())
+        mounts.append(runtime_spec.BindMount(path, f"/etc/{name}", options=("rprivate",)))
+    return mounts
+
+
+def build_spec(doc: dict[str, Any], bundle: str, rootfs: str, host_facts: HostFacts) -> runtime_spec.ContainerSpec:
+    """Write the bundle's /etc files and return the container's spec.
+
+    Raises:
+        InvalidArgument: the user does not exist in the image, or a bind source is unusable.
+    """
+    cfg, host = doc["Config"], doc["HostConfig"]
+    uid, gid, groups = passwd.resolve_user(cfg.get("User") or "", _read(os.path.join(rootfs, "etc/passwd")),
+                                           _read(os.path.join(rootfs, "etc/group")))
+    mounts = write_etc_files(doc, bundle)
+    for bind in doc.get("Binds") or []:
+        os.makedirs(bind["Source"], exist_ok=True)  # as docker -v does for a missing host path
+        mounts.append(runtime_spec.BindMount(bind["Source"], bind["Destination"], not bind["RW"],
+                                             tuple(bind.get("Options") or ())))
+    args = process_args(doc)
+    if host.get("Init"):
+        mounts.append(runtime_spec.BindMount(INIT_BINARY, INIT_PATH, True))
+        args = [INIT_PATH, "--"] + args
+    env = list(cfg.get("Env") or [])
+    if not any(e.startswith("HOSTNAME=") for e in env):
+        env.insert(0, f"HOSTNAME={cfg.get('Hostname') or doc['Id'][:12]}")
+    if uid != 0 and not any(e.startswith("HOME=") for e in env):
+        home = _home(_read(os.path.join(rootfs, "etc/passwd")), uid)
+        env.append(f"HOME={home}")
+    elif not any(e.startswith("HOME=") for e in env):
+        env.append("HOME=/root")
+    network = host.get("NetworkMode") or "default"
+    resources = runtime_spec.Resources(
+        memory=host.get("Memory") or 0, memory_swap=host.get("MemorySwap") or 0,
+        nano_cpus=host.get("NanoCpus") or 0, cpu_shares=host.get("CpuShares") or 0,
+        cpu_quota=host.get("CpuQuota") or 0, cpu_period=host.get("CpuPeriod") or 0,
+        pids_limit=host.get("PidsLimit") or 0,
+        swap_accounting=host_facts.swap_accounting, nofile=host_facts.nofile,
+    )
+    return runtime_spec.ContainerSpec(
+        args=tuple(args), rootfs=rootfs, env=tuple(env), cwd=cfg.get("WorkingDir") or "/",
+        uid=uid, gid=gid, additional_gids=groups,
+        hostname=cfg.get("Hostname") or doc["Id"][:12] if network != "host" else "",
+        tty=bool(cfg.get("Tty")), readonly_rootfs=bool(host.get("ReadonlyRootfs")),
+        mounts=tuple(mounts), cap_add=tuple(host.get("CapAdd") or ()), cap_drop=tuple(host.get("CapDrop") or ()),
+        privileged=bool(host.get("Privileged")),
+        no_new_privileges="no-new-privileges" in (host.get("SecurityOpt") or [])
+        or "no-new-privileges:true" in (host.get("SecurityOpt") or []),
+        resources=resources, network_mode="host" if network == "host" else "none",
+        cgroups_path=f"/berth/{doc['Id']}", host_capabilities=host_facts.capabilities,
+    )
+
+
+def _home(passwd_text: str | None, uid: int) -> str:
+    for line in (passwd_text or "").splitlines():
+        fields = line.split(":")
+        if len(fields) >= 6 and fields[2] == str(uid):
+            return fields[5] or "/"
+    return "/"
+
+
+def write_config(spec: runtime_spec.ContainerSpec, bundle: str) -> dict[str, Any]:
+    config = runtime_spec.build(spec)
+    fs.atomic_write(os.path.join(bundle, "config.json"), json.dumps(config).encode())
+    return config

@@ -1,0 +1,137 @@
+"""Validation of the create request: pure checks with Docker's wording.
+
+Strategy: every field of ContainerConfig/HostConfig that berth acts on is
+checked for type and value here, before anything is written, so a bad request
+is a 400 that names the field, never a 500 from deep inside.
+"""
+
+from __future__ import annotations
+
+import re
+import signal as _signal
+from typing import Any
+
+from berth.errors import InvalidArgument
+
+_NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+
+_TYPES: dict[str, tuple[type, ...]] = {
+    "Hostname": (str,), "Domainname": (str,), "User": (str,), "AttachStdin": (bool,),
+    "AttachStdout": (bool,), "AttachStderr": (bool,), "Tty": (bool,), "OpenStdin": (bool,),
+    "StdinOnce": (bool,), "Env": (list,), "Cmd": (list, str), "Entrypoint": (list, str),
+    "Image": (str,), "WorkingDir": (str,), "Labels": (dict,), "StopSignal": (str,),
+    "StopTimeout": (int,), "NetworkDisabled": (bool,), "Volumes": (dict,), "ExposedPorts": (dict,),
+    "HostConfig": (dict,),
+}
+_HOST_TYPES: dict[str, tuple[type, ...]] = {
+    "Binds": (list,), "AutoRemove": (bool,), "Memory": (int,), "MemorySwap": (int,),
+    "NanoCpus": (int,), "CpuShares": (int,), "CpuQuota": (int,), "CpuPeriod": (int,),
+    "PidsLimit": (int,), "ReadonlyRootfs": (bool,), "CapAdd": (list,), "CapDrop": (list,),
+    "Privileged": (bool,), "Init": (bool,), "NetworkMode": (str,), "Isolation": (str,),
+    "Runtime": (str,), "SecurityOpt": (list,), "ExtraHosts": (list,), "Dns": (list,),
+}
+
+
+def _check_types(obj: dict[str, Any], table: dict[str, tuple[type, ...]], where: str) -> None:
+    for key, types in table.items():
+        value = obj.get(key)
+        if value is None:
+            continue
+        if bool in types and not isinstance(value, bool):
+            raise InvalidArgument(f"{where}{key}: expected a boolean, got {type(value).__name__}")
+        if isinstance(value, bool) and bool not in types:
+            raise InvalidArgument(f"{where}{key}: expected {types[0].__name__}, got a boolean")
+        if not isinstance(value, types):
+            names = " or ".join("array" if t is list else "object" if t is dict else
+                                "string" if t is str else "integer" if t is int else t.__name__ for t in types)
+            raise InvalidArgument(f"json: cannot unmarshal {type(value).__name__} into {where}{key} (expected {names})")
+
+
+def check_config(body: Any) -> None:
+    """Raises InvalidArgument on a malformed create request."""
+    if not isinstance(body, dict):
+        raise InvalidArgument("the request body must be a JSON object (ContainerConfig)")
+    _check_types(body, _TYPES, "Config.")
+    for key in ("Env", "Cmd", "Entrypoint"):
+        value = body.get(key)
+        if isinstance(value, list) and not all(isinstance(v, str) for v in value):
+            raise InvalidArgument(f"Config.{key}: every element must be a string")
+    labels = body.get("Labels") or {}
+    if not all(isinstance(v, str) for v in labels.values()):
+        raise InvalidArgument("Config.Labels: values must be strings")
+    host = body.get("HostConfig") or {}
+    _check_types(host, _HOST_TYPES, "HostConfig.")
+    for key in ("Memory", "MemorySwap" if host.get("MemorySwap", 0) != -1 else "", "NanoCpus", "CpuShares",
+                "CpuQuota", "CpuPeriod"):
+        if key and (host.get(key) or 0) < 0:
+            raise InvalidArgument(f"invalid {key}: {host[key]} must not be negative")
+    memory = host.get("Memory") or 0
+    if 0 < memory < 6 * 1024 * 1024:
+        raise InvalidArgument("Minimum memory limit allowed is 6MB")
+    if host.get("NanoCpus") and (host.get("CpuQuota") or host.get("CpuPeriod")):
+        raise InvalidArgument("Conflicting options: Nano CPUs and CPU Period cannot both be set")
+    for bind in host.get("Binds") or []:
+        parse_bind(bind)
+
+
+def check_name(name: str) -> str:
+    if not _NAME.match(name):
+        raise InvalidArgument(f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
+    return name.lstrip("/")
+
+
+def parse_bind(bind: Any) -> tuple[str, str, bool, tuple[str, ...]]:
+    """`/host:/ctr[:ro|rw,propagation]` -> (source, destination, readonly, extra options)."""
+    if not isinstance(bind, str):
+        raise InvalidArgument("HostConfig.Binds: every element must be a string")
+    parts = bind.split(":")
+    if len(parts) not in (2, 3):
+        raise InvalidArgument(f"invalid volume specification: '{bind}': use /host/path:/container/path[:ro]")
+    src, dst = parts[0], parts[1]
+    opts = parts[2].split(",") if len(parts) == 3 else []
+    if not src.startswith("/"):
+        raise InvalidArgument(f"invalid mount config for type \"bind\": '{bind}': the host path must be absolute "
+                              "(named volumes are not supported yet)")
+    if not dst.startswith("/"):
+        raise InvalidArgument(f"invalid volume specification: '{bind}': the container path must be absolute")
+    if dst == "/":
+        raise InvalidArgument(f"invalid volume specification: '{bind}': the destination can't be '/'")
+    readonly, extra = False, []
+    for opt in opts:
+        if opt == "ro":
+            readonly = True
+        elif opt in ("rw", "z", "Z", ""):
+            continue
+        elif opt in ("private", "rprivate", "shared", "rshared", "slave", "rslave"):
+            extra.append(opt)
+        elif opt in ("nocopy",):
+            continue
+        else:
+            raise InvalidArgument(f"invalid mode: {opt} in '{bind}'")
+    return src, dst, readonly, tuple(extra)
+
+
+def parse_signal(value: str | int | None, default: int = _signal.SIGTERM) -> int:
+    """Signal name ("KILL", "SIGKILL", "sigkill") or number -> number.
+
+    Raises:
+        InvalidArgument: no such signal.
+    """
+    if value is None or value == "":
+        return default
+    text = str(value).strip()
+    if text.isdigit():
+        num = int(text)
+        if 0 < num <= 64:
+            return num
+        raise InvalidArgument(f"Invalid signal: {text}")
+    name = text.upper()
+    if not name.startswith("SIG"):
+        name = "SIG" + name
+    sig = getattr(_signal.Signals, name, None) if name in _signal.Signals.__members__ else None
+    if sig is None:
+        m = re.fullmatch(r"SIGRTMIN\+(\d+)", name)
+        if m and int(m.group(1)) <= 30:
+            return int(_signal.SIGRTMIN) + int(m.group(1))
+        raise InvalidArgument(f"Invalid signal: {text}")
+    return int(sig)

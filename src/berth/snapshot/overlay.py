@@ -1,0 +1,70 @@
+"""Layer snapshots and the overlay mounts that stack them.
+
+Strategy: each layer chain is unpacked once into snapshots/<chain>/fs, in a
+temporary directory that is renamed into place only when complete. A
+container's root is an overlay of its image's snapshots (lower, read-only)
+with its own upper/work directories. This module returns mounts as data;
+berth.host.mount performs them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from typing import Callable
+
+
+@dataclass(frozen=True, slots=True)
+class OverlayMount:
+    lower: tuple[str, ...]   # topmost first
+    upper: str
+    work: str
+    target: str
+
+
+def chain_ids(diff_ids: list[str]) -> list[str]:
+    """OCI chain IDs of a list of layer diff IDs, bottom first."""
+    out: list[str] = []
+    for diff in diff_ids:
+        out.append(diff if not out else "sha256:" + hashlib.sha256(f"{out[-1]} {diff}".encode()).hexdigest())
+    return out
+
+
+class Snapshots:
+    def __init__(self, root: str) -> None:
+        self.root = os.path.join(root, "snapshots")
+        os.makedirs(self.root, exist_ok=True)
+        for entry in os.listdir(self.root):
+            if entry.startswith(".tmp-"):  # a crash mid-unpack
+                shutil.rmtree(os.path.join(self.root, entry), ignore_errors=True)
+
+    def path(self, chain_id: str) -> str:
+        return os.path.join(self.root, chain_id.split(":", 1)[1], "fs")
+
+    def exists(self, chain_id: str) -> bool:
+        return os.path.isdir(self.path(chain_id))
+
+    def commit(self, chain_id: str, fill: Callable[[str], None]) -> None:
+        """Create the snapshot for *chain_id* by calling fill(directory), atomically."""
+        if self.exists(chain_id):
+            return
+        tmp = os.path.join(self.root, f".tmp-{uuid.uuid4().hex}")
+        os.makedirs(os.path.join(tmp, "fs"))
+        try:
+            fill(os.path.join(tmp, "fs"))
+            os.rename(tmp, os.path.dirname(self.path(chain_id)))
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def remove(self, chain_id: str) -> None:
+        shutil.rmtree(os.path.dirname(self.path(chain_id)), ignore_errors=True)
+
+    def container_mount(self, chains: list[str], container_dir: str) -> OverlayMount:
+        """The overlay for a container whose image has *chains* (bottom first)."""
+        upper, work = os.path.join(container_dir, "upper"), os.path.join(container_dir, "work")
+        return OverlayMount(tuple(self.path(c) for c in reversed(chains)), upper, work,
+                            os.path.join(container_dir, "rootfs"))
