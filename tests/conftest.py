@@ -13,8 +13,10 @@ themselves can be checked against what Docker really does.
 Public API (used by the test modules):
 
     berthd                 session fixture -> Daemon(.sock, .host, .root, .env, .log_path, .kind)
-    berthd_factory         function fixture: factory(name=None) -> Daemon; extra daemons,
-                           each with .kill9() and .restart() (crash tests)
+    berthd_factory         function fixture: factory(live_restore=False) -> Daemon; extra
+                           daemons, each with .kill9() and .restart() (crash tests);
+                           live_restore matters only for dockerd (berthd always keeps
+                           containers across its restarts)
     docker(d, *args, input=None, timeout=60, check=True) -> CompletedProcess
     rootfs_tar             session fixture -> Path of a busybox rootfs tarball
     image                  session fixture -> "busybox:latest", imported with `docker import`
@@ -35,6 +37,7 @@ The helpers are importable from test modules as ``from berth_e2e_conftest import
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import shutil
 import signal
@@ -199,6 +202,7 @@ class Daemon:
     log_path: Path
     proc: subprocess.Popen | None = None
     restarts: int = 0
+    live_restore: bool = False   # dockerd only: keep containers across daemon restarts
     _log_files: list = field(default_factory=list)
 
     # -- lifecycle ---------------------------------------------------------
@@ -218,9 +222,11 @@ class Daemon:
         if self.kind == "dockerd":
             # gVisor refuses to set up networking itself in this sandbox; containers
             # here run with --network none anyway.
-            Path(self.tmp, "daemon.json").write_text(
-                '{"runtimes": {"runsc": {"path": "/usr/bin/runsc", '
-                '"runtimeArgs": ["--network=none"]}}}')
+            cfg = {"runtimes": {"runsc": {"path": "/usr/bin/runsc",
+                                          "runtimeArgs": ["--network=none"]}}}
+            if self.live_restore:
+                cfg["live-restore"] = True
+            Path(self.tmp, "daemon.json").write_text(json.dumps(cfg))
         log = open(self.log_path, "ab")
         self._log_files.append(log)
         log.write(f"\n=== start #{self.restarts}: {' '.join(self.argv())}\n".encode())
@@ -332,8 +338,9 @@ def berthd_factory(_log_dir: Path) -> Iterator[Callable[[], Daemon]]:
     """Start extra daemons, each on its own root and socket; all stopped at teardown."""
     made: list[Daemon] = []
 
-    def factory() -> Daemon:
+    def factory(live_restore: bool = False) -> Daemon:
         d = _new_daemon(TARGET, _log_dir)
+        d.live_restore = live_restore
         made.append(d)
         d.start()
         return d
@@ -479,6 +486,16 @@ class LineReader:
 
     def wait_eof(self, timeout: float = 30) -> None:
         self.wait_for(lambda ls: self.eof, timeout, "end of stream")
+
+
+def _interrupt_on_sigterm(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A SIGTERM (a CI timeout, `timeout`, a kill of the run) becomes a
+    # KeyboardInterrupt so that pytest still tears the daemons down.
+    signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
 
 
 def pytest_report_header(config: pytest.Config) -> str:

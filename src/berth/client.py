@@ -469,11 +469,13 @@ class Client:
             hdrs["Content-Type"] = "application/json"
         elif body is not None:
             stream = body
+        # A stream is sent as is when the caller gives its length, else chunked.
+        sized = bool(headers) and any(k.lower() == "content-length" for k in headers or {})
         if payload is not None:
             hdrs["Content-Length"] = str(len(payload))
-        elif stream is not None:
+        elif stream is not None and not sized:
             hdrs["Transfer-Encoding"] = "chunked"
-        elif method in ("POST", "PUT"):
+        elif method in ("POST", "PUT") and not sized:
             hdrs["Content-Length"] = "0"
         if headers:
             hdrs.update(headers)
@@ -482,7 +484,10 @@ class Client:
         sock = self._connect()
         try:
             sock.sendall(head.encode("latin-1") + (payload or b""))
-            if stream is not None:
+            if stream is not None and sized:
+                while chunk := stream.read(_CHUNK):
+                    sock.sendall(chunk)
+            elif stream is not None:
                 while chunk := stream.read(_CHUNK):
                     sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
                 sock.sendall(b"0\r\n\r\n")

@@ -34,6 +34,7 @@ async def run(
     check: bool = True,
     env: Mapping[str, str] | None = None,
     pass_fds: Sequence[int] = (),
+    cwd: str | None = None,
 ) -> Result:
     """Run *argv* to completion and return its output.
 
@@ -50,6 +51,7 @@ async def run(
             stderr=asyncio.subprocess.PIPE,
             env=dict(env) if env is not None else None,
             pass_fds=tuple(pass_fds),
+            cwd=cwd,
         )
     except FileNotFoundError as exc:
         raise FailedPrecondition(f"{argv[0]} is not installed (run the README's set-up)") from exc
@@ -114,3 +116,18 @@ async def wait_pid_exit(pid: int) -> None:
     finally:
         loop.remove_reader(fd)
         os.close(fd)
+
+
+async def spawn(argv: Sequence[str], *, stdin: int | None, stdout: int | None, stderr: int | None,
+                pass_fds: Sequence[int] = ()) -> asyncio.subprocess.Process:
+    """Start *argv* with the given stdio (asyncio.subprocess.PIPE/DEVNULL or an fd); the caller waits.
+
+    Raises:
+        FailedPrecondition: the program is not installed.
+    """
+    log.debug("spawn %s", list(argv))
+    try:
+        return await asyncio.create_subprocess_exec(*argv, stdin=stdin, stdout=stdout, stderr=stderr,
+                                                    pass_fds=tuple(pass_fds))
+    except FileNotFoundError as exc:
+        raise FailedPrecondition(f"{argv[0]} is not installed (run the README's set-up)") from exc

@@ -62,7 +62,6 @@ class Runtime(Protocol):
 
     def resize(self, bundle: str, height: int, width: int) -> None: ...
 
-    def exec_argv(self, cid: str, process_json: str, tty: bool, console_socket: str | None,
-                  pid_file: str) -> list[str]:
-        """The command that runs a further process in the running container."""
+    def exec_argv(self, cid: str, process_json: str, pid_file: str) -> list[str]:
+        """The command that runs a further process (process.json) in the running container, in the foreground."""
         ...

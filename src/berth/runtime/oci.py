@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 
 from berth.errors import CommandFailed, Conflict, FailedPrecondition, InvalidArgument
 from berth.host import proc
@@ -70,7 +71,7 @@ class OciRuntime:
         os.makedirs(os.path.join(bundle, "exits"), exist_ok=True)
         env = dict(os.environ, _OCI_SYNCPIPE=str(wfd))
         try:
-            await proc.run(argv, timeout=30, env=env, pass_fds=[wfd])
+            await proc.run(argv, timeout=30, env=env, pass_fds=[wfd], cwd=bundle)  # conmon writes "oom" into its cwd
         finally:
             os.close(wfd)
         try:
@@ -157,12 +158,8 @@ class OciRuntime:
         finally:
             os.close(fd)
 
-    def exec_argv(self, cid: str, process_json: str, tty: bool, console_socket: str | None,
-                  pid_file: str) -> list[str]:
-        argv = self._argv("exec", "--process", process_json, "--pid-file", pid_file)
-        if tty and console_socket:
-            argv += ["--tty", "--console-socket", console_socket]
-        return argv + [cid]
+    def exec_argv(self, cid: str, process_json: str, pid_file: str) -> list[str]:
+        return self._argv("exec", "--process", process_json, "--pid-file", pid_file, cid)
 
 
 async def _read_all(fd: int) -> bytes:
@@ -202,6 +199,9 @@ def _cgroup_oom(cid: str) -> bool:
 def _start_error(message: str) -> Exception:
     """The runtime's complaint as an error the docker CLI maps to 126/127."""
     text = " ".join(message.strip().split())
+    m = re.search(r'msg="((?:[^"\\]|\\.)*)"', text)
+    if m:
+        text = m.group(1).replace('\\"', '"')
     for noise in ("runc create failed: ", "runc run failed: "):
         text = text.replace(noise, "")
     if "executable file not found" in text or "no such file or directory" in text:

@@ -1,0 +1,210 @@
+"""Container routes: lifecycle, inspect/list, logs, attach, exec."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import AsyncIterator
+
+from berth import timefmt
+from berth.api.server import Hijack, Reply, Request, Router, Stream
+from berth.api.wiring import Daemon
+from berth.errors import InvalidArgument
+from berth.services import streams
+
+RAW = "application/vnd.docker.raw-stream"
+MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
+
+
+def _since(req: Request, name: str) -> int:
+    value = req.q(name)
+    if not value or value == "0":
+        return 0
+    try:
+        return timefmt.parse_since(value)
+    except ValueError:
+        raise InvalidArgument(f"invalid value for {name}: {value!r}") from None
+
+
+def register(router: Router, d: Daemon) -> None:
+    cs = d.containers
+
+    async def create(req: Request) -> Reply:
+        body = await req.json()
+        cid, warnings = cs.create(req.q("name"), body, req.q("platform"))
+        return Reply(201, {"Id": cid, "Warnings": warnings})
+
+    async def list_(req: Request) -> Reply:
+        return Reply(200, cs.list(req.qbool("all"), req.qint("limit", -1) or -1, req.filters()))
+
+    async def inspect(req: Request) -> Reply:
+        return Reply(200, cs.inspect(req.params["id"]))
+
+    async def start(req: Request) -> Reply:
+        await cs.start(req.params["id"])
+        return Reply(204)
+
+    async def stop(req: Request) -> Reply:
+        await cs.stop(req.params["id"], req.qint("t"), req.q("signal") or None)
+        return Reply(204)
+
+    async def restart(req: Request) -> Reply:
+        await cs.restart(req.params["id"], req.qint("t"), req.q("signal") or None)
+        return Reply(204)
+
+    async def kill(req: Request) -> Reply:
+        await cs.kill(req.params["id"], req.q("signal") or None)
+        return Reply(204)
+
+    async def pause(req: Request) -> Reply:
+        await cs.pause(req.params["id"])
+        return Reply(204)
+
+    async def unpause(req: Request) -> Reply:
+        await cs.unpause(req.params["id"])
+        return Reply(204)
+
+    async def wait(req: Request) -> Stream:
+        # Headers go out at once (docker run sends this before start and waits for them);
+        # the body follows when the condition is met.
+        result = cs.wait(req.params["id"], req.q("condition"))
+        first = asyncio.ensure_future(result)
+        await asyncio.sleep(0)
+        if first.done() and first.exception() is not None:
+            raise first.exception()  # type: ignore[misc]
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                yield b""
+                yield json.dumps(await first).encode() + b"\n"
+            finally:
+                first.cancel()
+        return Stream(body())
+
+    async def remove(req: Request) -> Reply:
+        await cs.remove(req.params["id"], req.qbool("force"), req.qbool("v"))
+        return Reply(204)
+
+    async def rename(req: Request) -> Reply:
+        cs.rename(req.params["id"], req.q("name"))
+        return Reply(204)
+
+    async def top(req: Request) -> Reply:
+        return Reply(200, await cs.top(req.params["id"], req.q("ps_args")))
+
+    async def resize(req: Request) -> Reply:
+        cs.resize(req.params["id"], req.qint("h", 0) or 0, req.qint("w", 0) or 0)
+        return Reply(200)
+
+    async def logs(req: Request) -> Stream:
+        c = cs.get(req.params["id"])
+        tail = req.q("tail", "all")
+        try:
+            tail_n = -1 if tail in ("all", "") else int(tail)
+        except ValueError:
+            raise InvalidArgument(f"invalid value for tail: {tail!r}") from None
+        opts = streams.LogOptions(follow=req.qbool("follow"), stdout=req.qbool("stdout"),
+                                  stderr=req.qbool("stderr"), since_ns=_since(req, "since"),
+                                  until_ns=_since(req, "until"), timestamps=req.qbool("timestamps"),
+                                  tail=tail_n)
+        if not (opts.stdout or opts.stderr):
+            raise InvalidArgument("You must choose at least one stream")
+        chunks = streams.logs(cs, c, opts)
+        first = [await _first(chunks)]
+
+        async def all_chunks() -> AsyncIterator[bytes]:
+            if first[0]:
+                yield first[0]
+            async for chunk in chunks:
+                yield chunk
+        return Stream(all_chunks(), RAW if c.doc["Config"].get("Tty") else MULTIPLEXED)
+
+    async def attach(req: Request) -> Hijack:
+        c = cs.get(req.params["id"])
+        keys = req.q("detachKeys")
+        opts = streams.AttachOptions(stdin=req.qbool("stdin"), stdout=req.qbool("stdout"),
+                                     stderr=req.qbool("stderr"), stream=req.qbool("stream"),
+                                     logs=req.qbool("logs"), detach_keys=_detach_keys(keys))
+
+        async def run(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pending: bytes) -> None:
+            await streams.attach(cs, c, opts, reader, writer, pending)
+        return Hijack(run, RAW if c.doc["Config"].get("Tty") else MULTIPLEXED)
+
+    async def exec_create(req: Request) -> Reply:
+        body = await req.json()
+        return Reply(201, {"Id": d.execs.create(req.params["id"], body)})
+
+    async def exec_start(req: Request) -> Hijack | Reply:
+        body = await req.json(required=False)
+        if not isinstance(body, dict):
+            raise InvalidArgument("the request body must be a JSON object")
+        e = d.execs.get(req.params["id"])
+        if body.get("Tty") is not None:
+            e.config["Tty"] = bool(body["Tty"])
+        if body.get("ConsoleSize"):
+            e.config["ConsoleSize"] = body["ConsoleSize"]
+        if body.get("Detach"):
+            await d.execs.start(e.id, True, None, None)
+            return Reply(200)
+        if e.running or e.exit_code is not None:
+            raise InvalidArgument(f"exec {e.id[:12]} has already been started")
+        if not e.container.running:
+            from berth.errors import Conflict
+            raise Conflict(f"Container {e.container.id} is not running")
+
+        async def run(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pending: bytes) -> None:
+            await d.execs.start(e.id, False, reader, writer, pending)
+        return Hijack(run, RAW if e.config.get("Tty") else MULTIPLEXED)
+
+    async def exec_inspect(req: Request) -> Reply:
+        return Reply(200, d.execs.inspect(req.params["id"]))
+
+    async def exec_resize(req: Request) -> Reply:
+        d.execs.resize(req.params["id"], req.qint("h", 0) or 0, req.qint("w", 0) or 0)
+        return Reply(201)
+
+    router.add("POST", "/containers/create", create)
+    router.add("GET", "/containers/json", list_)
+    router.add("GET", "/containers/{id}/json", inspect)
+    router.add("POST", "/containers/{id}/start", start)
+    router.add("POST", "/containers/{id}/stop", stop)
+    router.add("POST", "/containers/{id}/restart", restart)
+    router.add("POST", "/containers/{id}/kill", kill)
+    router.add("POST", "/containers/{id}/pause", pause)
+    router.add("POST", "/containers/{id}/unpause", unpause)
+    router.add("POST", "/containers/{id}/wait", wait)
+    router.add("DELETE", "/containers/{id}", remove)
+    router.add("POST", "/containers/{id}/rename", rename)
+    router.add("GET", "/containers/{id}/top", top)
+    router.add("POST", "/containers/{id}/resize", resize)
+    router.add("GET", "/containers/{id}/logs", logs)
+    router.add("POST", "/containers/{id}/attach", attach)
+    router.add("POST", "/containers/{id}/exec", exec_create)
+    router.add("POST", "/exec/{id}/start", exec_start)
+    router.add("GET", "/exec/{id}/json", exec_inspect)
+    router.add("POST", "/exec/{id}/resize", exec_resize)
+
+
+async def _first(chunks: AsyncIterator[bytes]) -> bytes:
+    """Run the generator to its first chunk so errors surface as a status, not a broken stream."""
+    try:
+        return await chunks.__anext__()
+    except StopAsyncIteration:
+        return b""
+
+
+def _detach_keys(spec: str) -> bytes:
+    if not spec:
+        return streams.DETACH
+    out = b""
+    for key in spec.split(","):
+        key = key.strip()
+        if key.startswith("ctrl-") and len(key) == 6:
+            ch = key[5]
+            out += bytes([(ord(ch.upper()) - 64) & 0x7F]) if ch.isalpha() else {
+                "@": b"\x00", "[": b"\x1b", "\\": b"\x1c", "]": b"\x1d", "^": b"\x1e", "_": b"\x1f"}.get(ch, b"")
+        elif len(key) == 1:
+            out += key.encode()
+        else:
+            raise InvalidArgument(f"invalid detach keys: {spec!r}")
+    return out

@@ -1,0 +1,132 @@
+"""System routes: _ping, version, info, events."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import time
+from typing import Any, AsyncIterator
+
+from berth import API_VERSION, MIN_API_VERSION, __version__, timefmt
+from berth.api.server import Reply, Request, Router, Stream
+from berth.api.wiring import Daemon
+from berth.errors import InvalidArgument
+
+ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
+
+
+def _tool_version(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=5).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    first = out.strip().splitlines()[0] if out.strip() else ""
+    return first.split()[-1] if first else ""
+
+
+def register(router: Router, d: Daemon) -> None:
+    kernel = platform.release()
+    arch = ARCH.get(platform.machine(), platform.machine())
+    runtime_versions = {name: _tool_version([rt.binary, "--version"])  # type: ignore[attr-defined]
+                        for name, rt in d.runtimes.items()}
+    conmon_version = _tool_version(["conmon", "--version"])
+
+    async def ping(req: Request) -> Reply:
+        return Reply(200, b"OK", [("Cache-Control", "no-cache, no-store, must-revalidate"), ("Pragma", "no-cache"),
+                                  ("Builder-Version", "1")], "text/plain; charset=utf-8")
+
+    async def version(req: Request) -> Reply:
+        components: list[dict[str, Any]] = [{
+            "Name": "Engine", "Version": __version__,
+            "Details": {"ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "Os": "linux", "Arch": arch,
+                        "KernelVersion": kernel, "GitCommit": "", "GoVersion": "python" + platform.python_version(),
+                        "BuildTime": "", "Experimental": "false"}}]
+        for name, ver in runtime_versions.items():
+            components.append({"Name": name, "Version": ver, "Details": {"GitCommit": ""}})
+        components.append({"Name": "conmon", "Version": conmon_version, "Details": {"GitCommit": ""}})
+        return Reply(200, {
+            "Platform": {"Name": "berth"}, "Components": components, "Version": __version__,
+            "ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "GitCommit": "",
+            "GoVersion": "python" + platform.python_version(), "Os": "linux", "Arch": arch,
+            "KernelVersion": kernel, "BuildTime": "",
+        })
+
+    async def info(req: Request) -> Reply:
+        cs = d.containers.all()
+        running = sum(1 for c in cs if c.running and not c.state["Paused"])
+        paused = sum(1 for c in cs if c.state["Paused"])
+        mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return Reply(200, {
+            "ID": _daemon_id(d.config.root), "Containers": len(cs), "ContainersRunning": running,
+            "ContainersPaused": paused, "ContainersStopped": len(cs) - running - paused,
+            "Images": len(d.images.list()), "Driver": "overlay2",
+            "DriverStatus": [["Backing Filesystem", "extfs"], ["Supports d_type", "true"]],
+            "Plugins": {"Volume": [], "Network": ["host", "null"], "Authorization": None, "Log": ["json-file"]},
+            "MemoryLimit": True, "SwapLimit": os.path.exists("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"),
+            "CpuCfsPeriod": True, "CpuCfsQuota": True, "CPUShares": True, "CPUSet": True, "PidsLimit": True,
+            "IPv4Forwarding": True, "Debug": False, "NFd": len(os.listdir("/proc/self/fd")),
+            "NGoroutines": 0, "SystemTime": timefmt.now(), "LoggingDriver": "json-file",
+            "CgroupDriver": "cgroupfs", "CgroupVersion": "2" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else "1",
+            "NEventsListener": 0, "KernelVersion": kernel, "OperatingSystem": _os_name(),
+            "OSVersion": "", "OSType": "linux", "Architecture": platform.machine(), "IndexServerAddress": "",
+            "NCPU": os.cpu_count() or 1, "MemTotal": mem, "DockerRootDir": os.path.abspath(d.config.root),
+            "Name": socket.gethostname(), "Labels": [], "ExperimentalBuild": False,
+            "ServerVersion": __version__, "HttpProxy": "", "HttpsProxy": "", "NoProxy": "",
+            "Runtimes": {name: {"path": rt.binary} for name, rt in d.runtimes.items()},  # type: ignore[attr-defined]
+            "DefaultRuntime": d.config.default_runtime, "Swarm": {"LocalNodeState": "inactive",
+                                                                "ControlAvailable": False, "NodeID": "",
+                                                                "NodeAddr": "", "RemoteManagers": None},
+            "LiveRestoreEnabled": True, "Isolation": "process",
+            "IsolationModes": ["process"], "VirtualizationAccel": "none",
+            "InitBinary": "docker-init", "SecurityOptions": ["name=seccomp,profile=builtin"],
+            "Warnings": [],
+        })
+
+    async def events(req: Request) -> Stream:
+        since = timefmt.parse_since(req.q("since")) if req.q("since") else 0
+        until = timefmt.parse_since(req.q("until")) if req.q("until") else 0
+        if since and until and until < since:
+            raise InvalidArgument("`since` must be before `until`")
+        filters = req.filters()
+        source = d.events.subscribe(since, until, filters)
+
+        async def lines() -> AsyncIterator[bytes]:
+            yield b""
+            async for event in source:
+                yield json.dumps(event).encode() + b"\n"
+        return Stream(lines())
+
+    router.add("GET", "/_ping", ping)
+    router.add("GET", "/version", version)
+    router.add("GET", "/info", info)
+    router.add("GET", "/events", events, waits=False)
+
+
+def _os_name() -> str:
+    try:
+        with open("/etc/os-release") as f:
+            for line in f:
+                if line.startswith("PRETTY_NAME="):
+                    return line.split("=", 1)[1].strip().strip('"')
+    except OSError:
+        pass
+    return "Linux"
+
+
+def _daemon_id(root: str) -> str:
+    path = os.path.join(root, "engine-id")
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        import uuid
+        value = str(uuid.uuid4())
+        with open(path, "w") as f:
+            f.write(value)
+        return value
+
+
+_ = time

@@ -1,0 +1,67 @@
+"""The composition root: build every component from a DaemonConfig.
+
+Strategy: nothing is global. The daemon's main builds one Daemon here and
+hands its parts to the API handlers; tests can build another with another
+root and socket in the same process.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+
+from berth.content.local import LocalStore
+from berth.metadata.db import Database
+from berth.runtime.base import Runtime
+from berth.runtime.oci import OciRuntime
+from berth.services.bundle import HostFacts
+from berth.services.containers import Containers
+from berth.services.events import Events
+from berth.services.execs import Execs
+from berth.services.images import Images
+from berth.snapshot.overlay import Snapshots
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    root: str = "/var/lib/berth"
+    hosts: tuple[str, ...] = ("unix:///run/berth/berth.sock",)
+    default_runtime: str = "runc"
+    runtime_paths: dict[str, str] = field(default_factory=lambda: {"runc": "runc", "runsc": "runsc"})
+
+
+@dataclass
+class Daemon:
+    config: DaemonConfig
+    db: Database
+    store: LocalStore
+    images: Images
+    containers: Containers
+    execs: Execs
+    events: Events
+    runtimes: dict[str, Runtime]
+
+
+def build(config: DaemonConfig) -> Daemon:
+    root = os.path.abspath(config.root)
+    os.makedirs(root, exist_ok=True)
+    db = Database(os.path.join(root, "berth.db"))
+    store = LocalStore(root)
+    snaps = Snapshots(root)
+    events = Events()
+    runtimes: dict[str, Runtime] = {}
+    sockets = os.path.join(root, "s")
+    for name, binary in config.runtime_paths.items():
+        path = shutil.which(binary) or (binary if os.path.isabs(binary) and os.path.exists(binary) else None)
+        if path is None:
+            continue
+        extra: tuple[str, ...] = ()
+        if name == "runsc":
+            extra = ("--network=none", "--ignore-cgroups")
+        runtimes[name] = OciRuntime(name, path, os.path.join(root, "runtime", name), sockets, extra)
+    holder: dict[str, Containers] = {}
+    images = Images(db, store, snaps, lambda image_id: holder["c"].using_image(image_id))
+    containers = Containers(root, db, images, snaps, events, runtimes, config.default_runtime, HostFacts.probe())
+    holder["c"] = containers
+    return Daemon(config, db, store, images, containers, Execs(containers), events, runtimes)

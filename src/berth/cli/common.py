@@ -1,0 +1,75 @@
+"""What every command shares: the invocation context, output helpers, exit statuses.
+
+Strategy: commands are functions `(ctx, argv) -> int`. They reach the daemon
+only through `ctx.client` (created on first use, so `--help` needs no daemon),
+write through `ctx.out`/`ctx.err`, and signal a specific exit code by raising
+`StatusError`. Commands acting on several objects use `for_each`, which keeps
+going after a failure and reports it the way docker does.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from berth.client import APIError, Client
+from berth.errors import BerthError
+
+
+class StatusError(BerthError):
+    """End the command with this exit code, after printing message (if any) on stderr."""
+
+    def __init__(self, code: int, message: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Ctx:
+    host: str
+    debug: bool = False
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    err: TextIO = field(default_factory=lambda: sys.stderr)
+    _client: Client | None = None
+
+    @property
+    def client(self) -> Client:
+        if self._client is None:
+            self._client = Client(self.host)
+        return self._client
+
+    def print(self, text: str = "", end: str = "\n") -> None:
+        self.out.write(text + end)
+
+    def error(self, text: str) -> None:
+        self.out.flush()
+        self.err.write(text + "\n")
+        self.err.flush()
+
+    def flush(self) -> None:
+        self.out.flush()
+
+
+def describe(exc: BaseException) -> str:
+    """The line docker prints for an error."""
+    if isinstance(exc, APIError):
+        return f"Error response from daemon: {exc.message}"
+    return str(exc)
+
+
+def for_each(ctx: Ctx, names: Iterable[str], action: Callable[[str], str | None]) -> int:
+    """Run action on each name; print what it returns, report failures, exit 1 if any."""
+    failed = False
+    for name in names:
+        try:
+            shown = action(name)
+        except APIError as exc:
+            ctx.error(describe(exc))
+            failed = True
+            continue
+        if shown is not None:
+            ctx.print(shown)
+    return 1 if failed else 0

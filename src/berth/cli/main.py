@@ -1,0 +1,196 @@
+"""`berth`: a docker-compatible command line that talks to berthd over the Engine API.
+
+Strategy: `main` reads the global options (-H/--host, -D, --version, --help) up
+to the first word, looks the verb up in the command tables of the
+`commands_*` modules, runs it, and turns whatever it raises into docker's
+messages and exit codes: a bad flag exits 125, an error response from the daemon
+prints `Error response from daemon: ...` and exits 1 (125 for create/run,
+which translate their own), an unreachable daemon says so and exits 1.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+from collections.abc import Callable, Sequence
+
+from berth import __version__
+from berth.cli import commands_containers, commands_images, commands_system
+from berth.cli.common import Ctx, StatusError, describe
+from berth.cli.parser import HelpRequested, UsageError
+from berth.client import APIError, DaemonUnreachable, resolve_host
+from berth.errors import BerthError
+
+Command = Callable[[Ctx, list[str]], int]
+
+COMMANDS: dict[str, Command] = {
+    **commands_containers.COMMANDS,
+    **commands_images.COMMANDS,
+    **commands_system.COMMANDS,
+}
+
+_SUMMARY = [
+    ("run", "Create and run a new container from an image"),
+    ("exec", "Execute a command in a running container"),
+    ("ps", "List containers"),
+    ("images", "List images"),
+    ("import", "Import the contents from a tarball to create a filesystem image"),
+    ("info", "Display system-wide information"),
+    ("version", "Show the berth version information"),
+    ("attach", "Attach local standard input, output, and error streams to a running container"),
+    ("create", "Create a new container"),
+    ("events", "Get real time events from the server"),
+    ("inspect", "Return low-level information on containers or images"),
+    ("kill", "Kill one or more running containers"),
+    ("logs", "Fetch the logs of a container"),
+    ("pause", "Pause all processes within one or more containers"),
+    ("rename", "Rename a container"),
+    ("restart", "Restart one or more containers"),
+    ("rm", "Remove one or more containers"),
+    ("rmi", "Remove one or more images"),
+    ("start", "Start one or more stopped containers"),
+    ("stop", "Stop one or more running containers"),
+    ("tag", "Create a tag TARGET_IMAGE that refers to SOURCE_IMAGE"),
+    ("top", "Display the running processes of a container"),
+    ("unpause", "Unpause all processes within one or more containers"),
+    ("wait", "Block until one or more containers stop, then print their exit codes"),
+]
+
+
+def usage() -> str:
+    width = max(len(name) for name, _ in _SUMMARY) + 3
+    lines = [
+        "Usage:  berth [OPTIONS] COMMAND",
+        "",
+        "A container engine that speaks the Docker Engine API",
+        "",
+        "Options:",
+        "  -H, --host string   Daemon socket to connect to (default: $BERTH_HOST,",
+        "                      $DOCKER_HOST, or unix:///run/berth/berth.sock)",
+        "  -D, --debug         Enable debug mode",
+        "  -v, --version       Print version information and quit",
+        "",
+        "Commands:",
+    ]
+    lines += [f"  {name.ljust(width)}{desc}" for name, desc in _SUMMARY]
+    lines += ["", "Run 'berth COMMAND --help' for more information on a command."]
+    return "\n".join(lines) + "\n"
+
+
+class GlobalOptions:
+    def __init__(self) -> None:
+        self.host: str | None = None
+        self.debug = False
+        self.version = False
+        self.help = False
+
+
+def parse_globals(argv: Sequence[str]) -> tuple[GlobalOptions, list[str]]:
+    """Read options before the verb; return them and the rest (verb first)."""
+    opts = GlobalOptions()
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            i += 1
+            break
+        if not arg.startswith("-") or arg == "-":
+            break
+        name, eq, value = arg.partition("=")
+        if name in ("-H", "--host", "-l", "--log-level", "--config", "-c", "--context",
+                    "--tlscacert", "--tlscert", "--tlskey"):
+            if not eq:
+                if i + 1 >= len(args):
+                    raise UsageError(f"flag needs an argument: {name}")
+                value = args[i + 1]
+                i += 1
+            if name in ("-H", "--host"):
+                opts.host = value
+        elif arg.startswith("-H") and len(arg) > 2:
+            opts.host = arg[2:]
+        elif arg in ("-D", "--debug"):
+            opts.debug = True
+        elif arg in ("-v", "--version"):
+            opts.version = True
+        elif arg in ("-h", "--help"):
+            opts.help = True
+        elif arg in ("--tls", "--tlsverify"):
+            pass
+        else:
+            raise UsageError(f"unknown flag: {arg}" if arg.startswith("--")
+                             else f"unknown shorthand flag: {arg[1:2]!r} in {arg}")
+        i += 1
+    return opts, args[i:]
+
+
+def run(argv: Sequence[str]) -> int:
+    """Run one berth command line; return the exit code."""
+    try:
+        opts, rest = parse_globals(argv)
+    except UsageError as exc:
+        sys.stderr.write(f"berth: {exc}\nSee 'berth --help'.\n")
+        return 125
+    if opts.version:
+        sys.stdout.write(f"berth version {__version__}\n")
+        return 0
+    if not rest or opts.help and not rest:
+        sys.stdout.write(usage())
+        return 0
+    verb, args = rest[0], rest[1:]
+    if verb == "help":
+        if args and args[0] in COMMANDS:
+            verb, args = args[0], ["--help"]
+        else:
+            sys.stdout.write(usage())
+            return 0
+    command = COMMANDS.get(verb)
+    if command is None:
+        sys.stderr.write(f"berth: unknown command: berth {verb}\n\n"
+                         "Run 'berth --help' for more information\n")
+        return 1
+    if opts.help:
+        args = ["--help"]
+    ctx = Ctx(host=resolve_host(opts.host), debug=opts.debug)
+    try:
+        return command(ctx, args)
+    except HelpRequested as exc:
+        ctx.out.write(exc.text)
+        return 0
+    except UsageError as exc:
+        ctx.flush()
+        prefix = "berth: " if exc.code != 125 else ""
+        ctx.error(f"{prefix}{exc}\nSee 'berth {verb} --help'.")
+        return exc.code
+    except StatusError as exc:
+        if exc.message:
+            ctx.error(exc.message)
+        return exc.code
+    except (APIError, DaemonUnreachable) as exc:
+        ctx.error(describe(exc))
+        return 1
+    except BerthError as exc:
+        ctx.error(f"berth: {exc}" if not str(exc).startswith("Error") else str(exc))
+        return 1
+    finally:
+        try:
+            ctx.flush()
+        except OSError:
+            pass
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    try:
+        code = run(sys.argv[1:] if argv is None else argv)
+    except KeyboardInterrupt:
+        code = 130
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, OSError):
+        pass
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

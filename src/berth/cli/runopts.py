@@ -1,0 +1,231 @@
+"""`create`/`run` flags and their mapping onto POST /containers/create.
+
+Strategy: `add_create_flags` declares docker's flag names on a Parser;
+`build_create` is a pure function from the parsed flags (plus the local
+environment, for `-e NAME` without a value) to the request's query and JSON body
+(Config fields at the top level, HostConfig and NetworkingConfig nested), so
+the whole mapping is testable without a daemon.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from berth.cli.parser import Parser, integer, typed
+from berth.cli.units import parse_cpus, ram_in_bytes
+from berth.errors import InvalidArgument
+
+_BUILTIN_NETWORKS = {"default", "bridge", "host", "none"}
+
+
+def add_create_flags(p: Parser, run: bool) -> None:
+    if run:
+        p.add_argument("-d", "--detach", action="store_true")
+        p.add_argument("--rm", action="store_true")
+        p.add_argument("--sig-proxy", default=True, type=_boolean, nargs="?", const=True)
+        p.add_argument("--detach-keys", default=None)
+    else:
+        p.add_argument("--rm", action="store_true")
+    p.add_argument("-i", "--interactive", action="store_true")
+    p.add_argument("-t", "--tty", action="store_true")
+    p.add_argument("-a", "--attach", action="append", default=[])
+    p.add_argument("-e", "--env", action="append", default=[])
+    p.add_argument("--env-file", action="append", default=[])
+    p.add_argument("-w", "--workdir", default=None)
+    p.add_argument("-u", "--user", default=None)
+    p.add_argument("--name", default=None)
+    p.add_argument("-v", "--volume", action="append", default=[])
+    p.add_argument("-l", "--label", action="append", default=[])
+    p.add_argument("-m", "--memory", type=typed("-m, --memory", ram_in_bytes), default=None)
+    p.add_argument("--cpus", type=typed("--cpus", parse_cpus), default=None)
+    p.add_argument("-c", "--cpu-shares", type=typed("-c, --cpu-shares", integer), default=None)
+    p.add_argument("--pids-limit", type=typed("--pids-limit", integer), default=None)
+    p.add_argument("--entrypoint", default=None)
+    p.add_argument("--read-only", action="store_true")
+    p.add_argument("--init", action="store_true", default=None)
+    p.add_argument("--privileged", action="store_true")
+    p.add_argument("--cap-add", action="append", default=[])
+    p.add_argument("--cap-drop", action="append", default=[])
+    p.add_argument("-h", "--hostname", default=None)
+    p.add_argument("--network", "--net", default=None)
+    p.add_argument("--isolation", default=None)
+    p.add_argument("--runtime", default=None)
+    p.add_argument("--platform", default=None)
+    p.add_argument("--stop-signal", default=None)
+    p.add_argument("--stop-timeout", type=typed("--stop-timeout", integer), default=None)
+    p.add_argument("image")
+    p.add_argument("command", nargs=argparse.REMAINDER)
+
+
+def _boolean(text: str) -> bool:
+    low = text.lower()
+    if low in ("1", "t", "true"):
+        return True
+    if low in ("0", "f", "false"):
+        return False
+    raise argparse.ArgumentTypeError(f'invalid argument "{text}": parse error')
+
+
+@dataclass
+class CreateRequest:
+    query: dict[str, Any]
+    body: dict[str, Any]
+    attach_stdin: bool = False
+    attach_stdout: bool = True
+    attach_stderr: bool = True
+    warnings: list[str] = field(default_factory=list)
+
+
+def parse_env_file(text: str, environ: Mapping[str, str]) -> list[str]:
+    out = []
+    for raw in text.splitlines():
+        line = raw.lstrip()
+        if not line or line.startswith("#"):
+            continue
+        if "=" in line:
+            out.append(line)
+        elif line in environ:
+            out.append(f"{line}={environ[line]}")
+    return out
+
+
+def expand_env(items: list[str], environ: Mapping[str, str]) -> list[str]:
+    """`-e K=V` as is; `-e K` takes K from the local environment (dropped if unset)."""
+    out = []
+    for item in items:
+        if "=" in item:
+            if item.startswith("="):
+                raise InvalidArgument(f"invalid environment variable: {item}")
+            out.append(item)
+        elif item in environ:
+            out.append(f"{item}={environ[item]}")
+    return out
+
+
+def parse_labels(items: list[str]) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        if not key:
+            raise InvalidArgument(f"invalid label: {item}")
+        labels[key] = value
+    return labels
+
+
+def split_volumes(specs: list[str]) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """Split `-v` specs into HostConfig.Binds (src:dst[:opts]) and anonymous Volumes."""
+    binds: list[str] = []
+    volumes: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        if not spec:
+            raise InvalidArgument("invalid empty volume spec")
+        parts = spec.split(":")
+        if len(parts) == 1:
+            if not spec.startswith("/"):
+                raise InvalidArgument(f"invalid volume specification: '{spec}'")
+            volumes[spec] = {}
+        elif len(parts) <= 3:
+            if not parts[1].startswith("/"):
+                raise InvalidArgument(
+                    f"invalid volume specification: '{spec}': invalid mount config: "
+                    "destination must be an absolute path")
+            binds.append(spec)
+        else:
+            raise InvalidArgument(f"invalid volume specification: '{spec}'")
+    return binds, volumes
+
+
+def build_create(ns: argparse.Namespace, environ: Mapping[str, str] | None = None,
+                 console_size: tuple[int, int] | None = None) -> CreateRequest:
+    """Map parsed create/run flags to the create request."""
+    environ = os.environ if environ is None else environ
+    detach = bool(getattr(ns, "detach", False))
+    attach = [a.lower() for a in ns.attach]
+    for a in attach:
+        if a not in ("stdin", "stdout", "stderr"):
+            raise InvalidArgument(f"invalid argument \"{a}\" for \"-a, --attach\" flag: "
+                                  "valid streams are STDIN, STDOUT and STDERR")
+    if detach and attach:
+        raise InvalidArgument("Conflicting options: -a and -d")
+    if attach:
+        a_in, a_out, a_err = ("stdin" in attach), ("stdout" in attach), ("stderr" in attach)
+        a_in = a_in or ns.interactive
+    elif detach:
+        a_in = a_out = a_err = False
+    else:
+        a_in, a_out, a_err = ns.interactive, True, True
+
+    env: list[str] = []
+    for path in ns.env_file:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                env += parse_env_file(fh.read(), environ)
+        except OSError as exc:
+            raise InvalidArgument(f"open {path}: {exc.strerror.lower()}") from None
+    env += expand_env(ns.env, environ)
+    binds, volumes = split_volumes(ns.volume)
+
+    body: dict[str, Any] = {
+        "Hostname": ns.hostname or "",
+        "User": ns.user or "",
+        "AttachStdin": a_in,
+        "AttachStdout": a_out,
+        "AttachStderr": a_err,
+        "Tty": ns.tty,
+        "OpenStdin": ns.interactive,
+        "StdinOnce": bool(ns.interactive and a_in and not detach),
+        "Env": env,
+        "Cmd": list(ns.command) if ns.command else None,
+        "Image": ns.image,
+        "WorkingDir": ns.workdir or "",
+        "Labels": parse_labels(ns.label),
+    }
+    if volumes:
+        body["Volumes"] = volumes
+    if ns.entrypoint is not None:
+        body["Entrypoint"] = [ns.entrypoint] if ns.entrypoint else [""]
+    if ns.stop_signal:
+        body["StopSignal"] = ns.stop_signal
+    if ns.stop_timeout is not None:
+        body["StopTimeout"] = ns.stop_timeout
+
+    network = ns.network or "default"
+    host: dict[str, Any] = {
+        "Binds": binds or None,
+        "NetworkMode": network,
+        "AutoRemove": bool(ns.rm),
+        "Privileged": ns.privileged,
+        "ReadonlyRootfs": ns.read_only,
+        "CapAdd": ns.cap_add or None,
+        "CapDrop": ns.cap_drop or None,
+    }
+    if ns.memory is not None:
+        host["Memory"] = ns.memory
+    if ns.cpus is not None:
+        host["NanoCpus"] = ns.cpus
+    if ns.cpu_shares is not None:
+        host["CpuShares"] = ns.cpu_shares
+    if ns.pids_limit is not None:
+        host["PidsLimit"] = ns.pids_limit
+    if ns.init:
+        host["Init"] = True
+    if ns.isolation:
+        host["Isolation"] = ns.isolation
+    if ns.runtime:
+        host["Runtime"] = ns.runtime
+    if ns.tty and console_size:
+        host["ConsoleSize"] = list(console_size)
+    body["HostConfig"] = host
+    if network not in _BUILTIN_NETWORKS and not network.startswith("container:"):
+        body["NetworkingConfig"] = {"EndpointsConfig": {network: {}}}
+
+    query: dict[str, Any] = {}
+    if ns.name:
+        query["name"] = ns.name
+    if ns.platform:
+        query["platform"] = ns.platform
+    return CreateRequest(query, body, a_in, a_out, a_err)

@@ -1,0 +1,683 @@
+"""Containers: create, start, stop, wait, remove, and how the API sees them.
+
+Strategy: a container is a JSON record in the metadata database (Docker's
+Config/HostConfig/State shapes) plus a directory <root>/containers/<id>
+that is its OCI bundle (config.json, rootfs overlay mount, conmon's files).
+Every state change is written to the database before it is announced, so
+a daemon killed at any moment comes back to a true picture: on start-up,
+`recover` finds each running container's monitor again, or its exit file.
+Each running container has one watcher task awaiting its exit; waiters and
+followers are woken through per-container asyncio conditions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal as _signal
+import time
+from typing import Any, Callable
+
+from berth import timefmt
+from berth.errors import (AlreadyExists, BerthError, Conflict, FailedPrecondition, InvalidArgument,
+                          NotFound, NotModified)
+from berth.metadata.db import Database
+from berth.runtime.base import CreateOptions, Exit, Runtime
+from berth.services import bundle as bundles
+from berth.services import validate
+from berth.services.events import Events
+from berth.services.images import Images
+from berth.snapshot.overlay import OverlayMount, Snapshots
+
+log = logging.getLogger(__name__)
+
+ISOLATIONS = {"": "process", "default": "process", "process": "process"}
+VM_ISOLATIONS = ("vm", "hyperv")
+
+_ADJECTIVES = ("brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid", "merry",
+               "nifty", "proud", "quiet", "sharp", "tender", "vivid", "witty", "zealous")
+_NOUNS = ("anchor", "beacon", "buoy", "cove", "dock", "harbor", "jetty", "keel", "lagoon", "marina",
+          "pier", "quay", "reef", "skiff", "tide", "wharf", "yawl", "schooner")
+
+
+class Container:
+    """The live view of one container: its record plus in-memory coordination."""
+
+    def __init__(self, doc: dict[str, Any], directory: str) -> None:
+        self.doc = doc
+        self.dir = directory
+        self.changed = asyncio.Condition()
+        self.exits = 0            # incremented at every exit, for next-exit waiters
+        self.removed = False
+        self.watcher: asyncio.Task[None] | None = None
+        self.pending_attach: list[Callable[[bool], None]] = []  # attachers waiting for start
+        self.lock = asyncio.Lock()   # serialises start/stop/remove
+        self.restarting = False
+
+    @property
+    def id(self) -> str:
+        return str(self.doc["Id"])
+
+    @property
+    def name(self) -> str:
+        return str(self.doc["Name"]).lstrip("/")
+
+    @property
+    def state(self) -> dict[str, Any]:
+        return self.doc["State"]  # type: ignore[no-any-return]
+
+    @property
+    def running(self) -> bool:
+        return bool(self.state["Running"])
+
+    async def notify(self) -> None:
+        async with self.changed:
+            self.changed.notify_all()
+
+
+class Containers:
+    def __init__(self, root: str, db: Database, images: Images, snaps: Snapshots, events: Events,
+                 runtimes: dict[str, Runtime], default_runtime: str, host_facts: bundles.HostFacts) -> None:
+        self.root = os.path.join(root, "containers")
+        os.makedirs(self.root, exist_ok=True)
+        self._db, self._images, self._snaps, self._events = db, images, snaps, events
+        self.runtimes, self.default_runtime = runtimes, default_runtime
+        self._host_facts = host_facts
+        self._all: dict[str, Container] = {}
+        for cid, doc in db.containers():
+            self._all[cid] = Container(doc, os.path.join(self.root, cid))
+
+    # lookup -------------------------------------------------------------
+    def get(self, ref: str) -> Container:
+        """By full id, name, or unique id prefix.
+
+        Raises:
+            NotFound: "No such container: <ref>".
+        """
+        if ref in self._all:
+            return self._all[ref]
+        name = ref.lstrip("/")
+        for c in self._all.values():
+            if c.name == name:
+                return c
+        matches = [c for cid, c in self._all.items() if ref and cid.startswith(ref)]
+        if len(matches) == 1:
+            return matches[0]
+        if len(matches) > 1:
+            raise InvalidArgument(f"multiple IDs found with provided prefix: {ref}")
+        raise NotFound(f"No such container: {ref}")
+
+    def all(self) -> list[Container]:
+        return list(self._all.values())
+
+    def using_image(self, image_id: str) -> list[str]:
+        return [c.id for c in self._all.values() if c.doc["Image"] == image_id]
+
+    def runtime_of(self, c: Container) -> Runtime:
+        return self.runtimes[c.doc["HostConfig"].get("Runtime") or self.default_runtime]
+
+    def _save(self, c: Container) -> None:
+        self._db.update_container(c.id, c.name, c.doc)
+
+    def _event(self, c: Container, action: str, **extra: str) -> None:
+        attrs = {"image": c.doc["Config"].get("Image", ""), "name": c.name}
+        attrs.update({k: v for k, v in (c.doc["Config"].get("Labels") or {}).items()})
+        attrs.update(extra)
+        self._events.publish("container", action, c.id, attrs)
+
+    # create -------------------------------------------------------------
+    def create(self, name: str, body: Any, platform: str = "") -> tuple[str, list[str]]:
+        validate.check_config(body)
+        host = dict(body.get("HostConfig") or {})
+        if name:
+            name = validate.check_name(name)
+            for c in self._all.values():
+                if c.name == name:
+                    raise AlreadyExists(
+                        f'Conflict. The container name "/{name}" is already in use by container "{c.id}". '
+                        "You have to remove (or rename) that container to be able to reuse that name.")
+        else:
+            name = self._generate_name()
+        image_ref = body.get("Image") or ""
+        image_id = self._images.resolve(image_ref)
+        image_cfg = self._images.config(image_id)
+        if platform:
+            want = platform.split("/")
+            have = [image_cfg.get("os", "linux"), image_cfg.get("architecture", "amd64")]
+            if want[:2] != have[: len(want[:2])]:
+                raise NotFound(f"image with reference {image_ref} was found but does not match the specified "
+                               f"platform: wanted {platform}, actual: {'/'.join(have)}")
+        isolation = (host.get("Isolation") or "").lower()
+        if isolation in VM_ISOLATIONS:
+            raise InvalidArgument(f"isolation {isolation!r} (a utility VM per container) is not available in this "
+                                  "version of berth yet: use --isolation process")
+        if isolation not in ISOLATIONS:
+            raise InvalidArgument(f"invalid isolation {isolation!r}: use process, vm or hyperv")
+        runtime = host.get("Runtime") or self.default_runtime
+        if runtime not in self.runtimes:
+            raise InvalidArgument(f"unknown or invalid runtime name: {runtime} (available: {', '.join(sorted(self.runtimes))})")
+        network = host.get("NetworkMode") or "default"
+        if network not in ("default", "bridge", "none", "host"):
+            raise InvalidArgument(f"network mode {network!r} is not supported yet: use none or host")
+        cfg = _merge_image_config(body, image_cfg.get("config") or {})
+        if not bundles.process_args({"Config": cfg}):
+            raise InvalidArgument("no command specified")
+        binds = []
+        for spec in host.get("Binds") or []:
+            src, dst, ro, opts = validate.parse_bind(spec)
+            binds.append({"Type": "bind", "Source": src, "Destination": dst, "Mode": "ro" if ro else "",
+                          "RW": not ro, "Propagation": next(iter(opts), "rprivate"), "Options": list(opts)})
+        cid = secrets.token_hex(32)
+        while cid in self._all or cid[:12].isdigit():
+            cid = secrets.token_hex(32)
+        host.setdefault("NetworkMode", network)
+        host["Runtime"] = runtime
+        host["Isolation"] = ISOLATIONS[isolation]
+        host.setdefault("LogConfig", {"Type": "json-file", "Config": {}})
+        host.setdefault("RestartPolicy", {"Name": "no", "MaximumRetryCount": 0})
+        args = bundles.process_args({"Config": cfg})
+        doc = {
+            "Id": cid, "Name": "/" + name, "Created": timefmt.now(), "Path": args[0], "Args": args[1:],
+            "Config": cfg, "HostConfig": host, "Image": image_id, "Binds": binds,
+            "State": {"Status": "created", "Running": False, "Paused": False, "Restarting": False,
+                      "OOMKilled": False, "Dead": False, "Pid": 0, "ExitCode": 0, "Error": "",
+                      "StartedAt": timefmt.ZERO, "FinishedAt": timefmt.ZERO},
+            "MonitorPid": 0, "RestartCount": 0, "Platform": image_cfg.get("os", "linux"),
+        }
+        directory = os.path.join(self.root, cid)
+        os.makedirs(directory)
+        try:
+            self._db.insert_container(cid, name, doc)
+        except AlreadyExists:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise AlreadyExists(f'Conflict. The container name "/{name}" is already in use. '
+                                "You have to remove (or rename) that container to be able to reuse that name.")
+        c = Container(doc, directory)
+        self._all[cid] = c
+        self._event(c, "create")
+        return cid, []
+
+    def _generate_name(self) -> str:
+        taken = {c.name for c in self._all.values()}
+        while True:
+            name = f"{secrets.choice(_ADJECTIVES)}_{secrets.choice(_NOUNS)}"
+            if name in taken:
+                name += str(secrets.randbelow(100))
+            if name not in taken:
+                return name
+
+    # start --------------------------------------------------------------
+    def _overlay(self, c: Container) -> OverlayMount:
+        return self._snaps.container_mount(self._images.chains(c.doc["Image"]), c.dir)
+
+    async def start(self, ref: str) -> None:
+        c = self.get(ref)
+        async with c.lock:
+            if c.state["Paused"]:
+                raise Conflict("cannot start a paused container, try unpause instead")
+            if c.running:
+                raise NotModified(f"container {c.id} is already running")
+            if c.removed:
+                raise NotFound(f"No such container: {ref}")
+            try:
+                await self._start_locked(c)
+            except BaseException:
+                if c.doc["HostConfig"].get("AutoRemove"):
+                    await self.remove(c.id, force=True)  # docker run --rm waits for this
+                raise
+
+    async def _start_locked(self, c: Container) -> None:
+        runtime = self.runtime_of(c)
+        overlay = self._overlay(c)
+        cfg = c.doc["Config"]
+        try:
+            bundles.mount_root(overlay)
+            spec = bundles.build_spec(c.doc, c.dir, overlay.target, self._host_facts)
+            bundles.write_config(spec, c.dir)
+            started = await runtime.create(c.id, c.dir, CreateOptions(
+                tty=bool(cfg.get("Tty")), stdin=bool(cfg.get("OpenStdin")),
+                stdin_once=bool(cfg.get("StdinOnce"))))
+        except BaseException as exc:
+            await self._cleanup_failed_start(c, overlay, exc)
+            raise
+        for connect in c.pending_attach:
+            connect(True)
+        c.pending_attach.clear()
+        size = c.doc.pop("PendingSize", None)
+        if size and cfg.get("Tty"):
+            runtime.resize(c.dir, *size)
+        try:
+            await runtime.start(c.id)
+        except BaseException as exc:
+            await runtime.delete(c.id)
+            await self._cleanup_failed_start(c, overlay, exc)
+            raise
+        st = c.state
+        st.update(Status="running", Running=True, Paused=False, OOMKilled=False, Dead=False,
+                  Pid=started.pid, ExitCode=0, Error="", StartedAt=timefmt.now(), FinishedAt=timefmt.ZERO)
+        c.doc["MonitorPid"] = started.monitor_pid
+        self._save(c)
+        self._event(c, "start")
+        c.watcher = asyncio.get_running_loop().create_task(self._watch(c, started.monitor_pid))
+        await c.notify()
+
+    async def _cleanup_failed_start(self, c: Container, overlay: OverlayMount, exc: BaseException) -> None:
+        try:
+            bundles.unmount_root(overlay)
+        except BerthError:
+            log.exception("unmount after a failed start of %s", c.id)
+        message = str(exc)
+        code = 127 if ("not found" in message or "no such file" in message) else \
+            126 if "permission denied" in message else 128
+        c.state.update(Error=message, ExitCode=code if isinstance(exc, BerthError) else 128)
+        self._save(c)
+        for connect in c.pending_attach:
+            connect(False)
+        c.pending_attach.clear()
+        await c.notify()
+
+    # exit ---------------------------------------------------------------
+    async def _watch(self, c: Container, monitor_pid: int) -> None:
+        runtime = self.runtime_of(c)
+        try:
+            result = await runtime.wait(c.id, c.dir, monitor_pid)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # keep the daemon alive; record what happened
+            log.exception("waiting for %s", c.id)
+            result = Exit(255, False, str(exc))
+        await self._exited(c, result)
+
+    async def _exited(self, c: Container, result: Exit) -> None:
+        runtime = self.runtime_of(c)
+        await runtime.delete(c.id)
+        try:
+            bundles.unmount_root(self._overlay(c))
+        except (BerthError, NotFound):
+            log.exception("unmount rootfs of %s", c.id)
+        st = c.state
+        st.update(Status="exited", Running=False, Paused=False, Pid=0, ExitCode=result.code,
+                  OOMKilled=result.oom_killed, Error=result.error, FinishedAt=timefmt.now())
+        c.doc["MonitorPid"] = 0
+        c.exits += 1
+        c.watcher = None
+        self._save(c)
+        if result.oom_killed:
+            self._event(c, "oom")
+        self._event(c, "die", exitCode=str(result.code))
+        await c.notify()
+        if c.doc["HostConfig"].get("AutoRemove") and not c.restarting:
+            await self.remove(c.id, force=True)
+
+    async def recover(self) -> None:
+        """After a daemon (re)start: re-attach to running containers, record exits that happened meanwhile."""
+        for c in list(self._all.values()):
+            if c.removed:
+                continue
+            if c.running:
+                monitor = int(c.doc.get("MonitorPid") or 0)
+                c.watcher = asyncio.get_running_loop().create_task(self._watch(c, monitor))
+            elif c.doc["HostConfig"].get("AutoRemove") and c.state["Status"] == "exited":
+                await self.remove(c.id, force=True)
+
+    # signals ------------------------------------------------------------
+    async def kill(self, ref: str, signal: str | None) -> None:
+        c = self.get(ref)
+        sig = validate.parse_signal(signal, _signal.SIGKILL)
+        if not c.running:
+            raise Conflict(f"Cannot kill container: {ref}: Container {c.id} is not running")
+        await self.runtime_of(c).kill(c.id, sig)
+        self._event(c, "kill", signal=str(sig))
+        if c.state["Paused"] and sig == _signal.SIGKILL:
+            await self._resume_quietly(c)
+
+    async def stop(self, ref: str, timeout: int | None, signal: str | None) -> None:
+        c = self.get(ref)
+        async with c.lock:
+            if not c.running:
+                raise NotModified(f"container {c.id} is already stopped")
+            await self._stop_locked(c, timeout, signal)
+
+    async def _stop_locked(self, c: Container, timeout: int | None, signal: str | None) -> None:
+        cfg = c.doc["Config"]
+        sig = validate.parse_signal(signal or cfg.get("StopSignal"), _signal.SIGTERM)
+        if timeout is None:
+            timeout = cfg.get("StopTimeout")
+        if timeout is None:
+            timeout = 10
+        runtime = self.runtime_of(c)
+        exits = c.exits
+        try:
+            await runtime.kill(c.id, sig)
+            if c.state["Paused"]:
+                await self._resume_quietly(c)
+            self._event(c, "kill", signal=str(sig))
+        except Conflict:
+            pass
+        if timeout < 0 or not await self._wait_exit(c, exits, timeout):
+            try:
+                await runtime.kill(c.id, _signal.SIGKILL)
+                self._event(c, "kill", signal=str(int(_signal.SIGKILL)))
+            except Conflict:
+                pass
+            await self._wait_exit(c, exits, None)
+        self._event(c, "stop")
+
+    async def _resume_quietly(self, c: Container) -> None:
+        try:
+            await self.runtime_of(c).resume(c.id)
+        except BerthError:
+            pass
+        c.state.update(Paused=False, Status="running" if c.running else c.state["Status"])
+
+    async def _wait_exit(self, c: Container, exits_before: int, timeout: float | None) -> bool:
+        async def until() -> None:
+            async with c.changed:
+                await c.changed.wait_for(lambda: c.exits > exits_before or c.removed)
+        try:
+            await asyncio.wait_for(until(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    async def restart(self, ref: str, timeout: int | None, signal: str | None) -> None:
+        c = self.get(ref)
+        async with c.lock:
+            c.restarting = True
+            try:
+                if c.running:
+                    await self._stop_locked(c, timeout, signal)
+                await self._start_locked(c)
+            finally:
+                c.restarting = False
+        self._event(c, "restart")
+
+    async def pause(self, ref: str) -> None:
+        c = self.get(ref)
+        if not c.running:
+            raise Conflict(f"Container {c.id} is not running")
+        if c.state["Paused"]:
+            raise Conflict(f"Container {c.id} is already paused")
+        await self.runtime_of(c).pause(c.id)
+        c.state.update(Paused=True, Status="paused")
+        self._save(c)
+        self._event(c, "pause")
+
+    async def unpause(self, ref: str) -> None:
+        c = self.get(ref)
+        if not c.state["Paused"]:
+            raise Conflict(f"Container {c.id} is not paused")
+        await self.runtime_of(c).resume(c.id)
+        c.state.update(Paused=False, Status="running")
+        self._save(c)
+        self._event(c, "unpause")
+
+    # wait / remove ------------------------------------------------------
+    async def wait(self, ref: str, condition: str) -> dict[str, Any]:
+        c = self.get(ref)
+        condition = condition or "not-running"
+        if condition not in ("not-running", "next-exit", "removed"):
+            raise InvalidArgument(f"invalid condition {condition!r}: use not-running, next-exit or removed")
+        exits = c.exits
+        async with c.changed:
+            if condition == "not-running":
+                await c.changed.wait_for(lambda: not c.running or c.removed)
+            elif condition == "next-exit":
+                await c.changed.wait_for(lambda: c.exits > exits or c.removed)
+            else:
+                await c.changed.wait_for(lambda: c.removed)
+        error = (c.state.get("Error") or None) if c.state["Status"] == "exited" else None
+        return {"StatusCode": c.state["ExitCode"], "Error": {"Message": error} if error else None}
+
+    async def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
+        c = self.get(ref)
+        if c.running:
+            if not force:
+                state = "paused" if c.state["Paused"] else "running"
+                raise Conflict(f"You cannot remove a {state} container {c.id}. Stop the container before "
+                               "attempting removal or force remove")
+            exits = c.exits
+            try:
+                await self.runtime_of(c).kill(c.id, _signal.SIGKILL)
+            except Conflict:
+                pass
+            if c.state["Paused"]:
+                await self._resume_quietly(c)
+            await self._wait_exit(c, exits, 30)
+            if c.removed:  # AutoRemove got there first
+                return
+        if c.removed:
+            return
+        c.removed = True
+        if c.watcher is not None:
+            c.watcher.cancel()
+        await self.runtime_of(c).delete(c.id)
+        try:
+            bundles.unmount_root(self._overlay(c))
+        except (BerthError, NotFound):
+            pass
+        self._db.delete_container(c.id)
+        self._all.pop(c.id, None)
+        shutil.rmtree(c.dir, ignore_errors=True)
+        self._event(c, "destroy")
+        await c.notify()
+
+    # other --------------------------------------------------------------
+    def rename(self, ref: str, new_name: str) -> None:
+        c = self.get(ref)
+        new = validate.check_name(new_name)
+        if any(o.name == new and o is not c for o in self._all.values()):
+            raise AlreadyExists(f'Error when allocating new name: Conflict. The container name "/{new}" is already '
+                                "in use. You have to remove (or rename) that container to be able to reuse that name.")
+        old = c.name
+        c.doc["Name"] = "/" + new
+        self._save(c)
+        self._event(c, "rename", oldName="/" + old)
+
+    async def top(self, ref: str, ps_args: str) -> dict[str, Any]:
+        c = self.get(ref)
+        if not c.running:
+            raise Conflict(f"Container {c.id} is not running")
+        titles, rows = await self.runtime_of(c).top(c.id, ps_args.split() if ps_args else [])
+        return {"Titles": titles, "Processes": rows}
+
+    def resize(self, ref: str, height: int, width: int) -> None:
+        c = self.get(ref)
+        if not c.running:
+            if c.state["Status"] == "created":
+                c.doc["PendingSize"] = [height, width]
+                return
+            raise Conflict(f"Container {c.id} is not running")
+        try:
+            self.runtime_of(c).resize(c.dir, height, width)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise FailedPrecondition(f"resize: {exc}") from exc
+
+    # API shapes ---------------------------------------------------------
+    def inspect(self, ref: str) -> dict[str, Any]:
+        c = self.get(ref)
+        d = c.doc
+        host = dict(d["HostConfig"])
+        host.setdefault("Binds", None)
+        state = dict(d["State"])
+        state["Status"] = _status_word(state)
+        return {
+            "Id": c.id, "Created": d["Created"], "Path": d["Path"], "Args": d["Args"], "State": state,
+            "Image": d["Image"], "ResolvConfPath": os.path.join(c.dir, "resolv.conf"),
+            "HostnamePath": os.path.join(c.dir, "hostname"), "HostsPath": os.path.join(c.dir, "hosts"),
+            "LogPath": os.path.join(c.dir, "container.log"), "Name": d["Name"],
+            "RestartCount": d.get("RestartCount", 0), "Driver": "overlay2", "Platform": d.get("Platform", "linux"),
+            "MountLabel": "", "ProcessLabel": "", "AppArmorProfile": "", "ExecIDs": None,
+            "HostConfig": host,
+            "GraphDriver": {"Name": "overlay2", "Data": {"UpperDir": os.path.join(c.dir, "upper"),
+                                                         "WorkDir": os.path.join(c.dir, "work"),
+                                                         "MergedDir": os.path.join(c.dir, "rootfs")}},
+            "Mounts": [{k: b[k] for k in ("Type", "Source", "Destination", "Mode", "RW", "Propagation")}
+                       for b in d.get("Binds") or []],
+            "Config": d["Config"],
+            "NetworkSettings": _network_settings(host.get("NetworkMode", "default")),
+        }
+
+    def summary(self, c: Container) -> dict[str, Any]:
+        d = c.doc
+        args = [d["Path"], *d["Args"]]
+        image = d["Config"].get("Image") or d["Image"]
+        return {
+            "Id": c.id, "Names": [d["Name"]], "Image": image, "ImageID": d["Image"],
+            "Command": " ".join(args), "Created": timefmt.parse_ns(d["Created"]) // 1_000_000_000,
+            "Ports": [], "Labels": d["Config"].get("Labels") or {}, "State": _status_word(d["State"]),
+            "Status": status_text(d["State"]), "HostConfig": {"NetworkMode": d["HostConfig"].get("NetworkMode")},
+            "NetworkSettings": {"Networks": _network_settings(d["HostConfig"].get("NetworkMode"))["Networks"]},
+            "Mounts": [{k: b[k] for k in ("Type", "Source", "Destination", "Mode", "RW", "Propagation")}
+                       for b in d.get("Binds") or []],
+        }
+
+    def list(self, all_: bool, limit: int, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
+        items = sorted(self._all.values(), key=lambda c: c.doc["Created"], reverse=True)
+        out = []
+        for c in items:
+            if not all_ and not c.running and not filters.get("status") and not filters.get("exited"):
+                continue
+            if not self._matches(c, filters):
+                continue
+            out.append(self.summary(c))
+            if limit > 0 and len(out) >= limit:
+                break
+        return out
+
+    def _matches(self, c: Container, filters: dict[str, list[str]]) -> bool:
+        d = c.doc
+        for key, values in filters.items():
+            if key == "status":
+                bad = [v for v in values if v not in ("created", "restarting", "running", "removing",
+                                                       "paused", "exited", "dead")]
+                if bad:
+                    raise InvalidArgument(f"invalid filter 'status={bad[0]}'")
+                if _status_word(d["State"]) not in values:
+                    return False
+            elif key == "name":
+                if not any(re.search(v, c.name) for v in values):
+                    return False
+            elif key == "id":
+                if not any(c.id.startswith(v) for v in values):
+                    return False
+            elif key == "label":
+                labels = d["Config"].get("Labels") or {}
+                for v in values:
+                    k, eq, val = v.partition("=")
+                    if k not in labels or (eq and labels[k] != val):
+                        return False
+            elif key == "ancestor":
+                ok = False
+                for v in values:
+                    try:
+                        if self._images.resolve(v) == d["Image"]:
+                            ok = True
+                    except NotFound:
+                        pass
+                if not ok:
+                    return False
+            elif key == "exited":
+                if d["State"]["Running"] or d["State"]["Status"] != "exited" or \
+                        str(d["State"]["ExitCode"]) not in values:
+                    return False
+            elif key == "isolation":
+                if d["HostConfig"].get("Isolation", "process") not in values:
+                    return False
+            elif key in ("before", "since", "network", "volume", "health", "publish", "expose", "is-task"):
+                continue
+            else:
+                raise InvalidArgument(f"invalid filter '{key}'")
+        return True
+
+
+def _merge_image_config(body: dict[str, Any], image: dict[str, Any]) -> dict[str, Any]:
+    """The container's Config: the request's fields over the image's defaults (as Docker merges them)."""
+    cfg = {k: v for k, v in body.items() if k not in ("HostConfig", "NetworkingConfig")}
+    for key in ("Cmd", "Entrypoint"):
+        if isinstance(cfg.get(key), str):
+            cfg[key] = [cfg[key]] if key == "Entrypoint" else ["/bin/sh", "-c", cfg[key]]
+    if cfg.get("Entrypoint") is None and "Entrypoint" not in body:
+        cfg["Entrypoint"] = image.get("Entrypoint")
+    if cfg.get("Entrypoint") == [""]:
+        cfg["Entrypoint"] = None
+    if not cfg.get("Cmd") and not body.get("Entrypoint"):
+        cfg["Cmd"] = image.get("Cmd")
+    env = list(image.get("Env") or [])
+    for e in cfg.get("Env") or []:
+        key = e.split("=", 1)[0]
+        env = [x for x in env if x.split("=", 1)[0] != key] + [e]
+    cfg["Env"] = env
+    for key in ("WorkingDir", "User", "StopSignal"):
+        if not cfg.get(key) and image.get(key):
+            cfg[key] = image[key]
+    labels = dict(image.get("Labels") or {})
+    labels.update(cfg.get("Labels") or {})
+    cfg["Labels"] = labels
+    cfg.setdefault("Hostname", "")
+    for key in ("AttachStdin", "AttachStdout", "AttachStderr", "Tty", "OpenStdin", "StdinOnce"):
+        cfg[key] = bool(cfg.get(key))
+    for key in ("Domainname", "User", "WorkingDir"):
+        cfg.setdefault(key, "")
+    cfg.setdefault("Volumes", None)
+    cfg.setdefault("OnBuild", None)
+    return cfg
+
+
+def _status_word(state: dict[str, Any]) -> str:
+    if state["Running"]:
+        return "paused" if state["Paused"] else "running"
+    return str(state["Status"])
+
+
+def human_duration(seconds: float) -> str:
+    """Docker's wording for a duration (go-units HumanDuration)."""
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    m = s // 60
+    if m == 1:
+        return "About a minute"
+    if m < 60:
+        return f"{m} minutes"
+    h = round(s / 3600)
+    if h == 1:
+        return "About an hour"
+    if h < 48:
+        return f"{h} hours"
+    if h < 24 * 7 * 2:
+        return f"{h // 24} days"
+    if h < 24 * 30 * 2:
+        return f"{h // 24 // 7} weeks"
+    if h < 24 * 365 * 2:
+        return f"{h // 24 // 30} months"
+    return f"{h // 24 // 365} years"
+
+
+def status_text(state: dict[str, Any]) -> str:
+    now = time.time_ns()
+    if state["Running"]:
+        up = human_duration((now - timefmt.parse_ns(state["StartedAt"])) / 1e9)
+        return f"Up {up} (Paused)" if state["Paused"] else f"Up {up}"
+    if state["Status"] == "exited":
+        ago = human_duration((now - timefmt.parse_ns(state["FinishedAt"])) / 1e9)
+        return f"Exited ({state['ExitCode']}) {ago} ago"
+    return str(state["Status"]).capitalize()
+
+
+def _network_settings(mode: str | None) -> dict[str, Any]:
+    name = "host" if mode == "host" else "none"
+    return {"Bridge": "", "SandboxID": "", "HairpinMode": False, "Ports": {}, "SandboxKey": "",
+            "Gateway": "", "IPAddress": "", "IPPrefixLen": 0, "MacAddress": "",
+            "Networks": {name: {"NetworkID": name, "EndpointID": "", "Gateway": "", "IPAddress": "",
+                                "IPPrefixLen": 0, "MacAddress": "", "Aliases": None}}}

@@ -1,0 +1,157 @@
+"""End-to-end: the daemon dies with SIGKILL and comes back; containers don't notice.
+
+Containers are owned by their monitors, not by the daemon: a `kill -9` of the
+daemon must leave them running, keep their logs whole, and record the exit of
+one that ends while the daemon is down. A new daemon on the same root and
+socket picks everything up again.
+
+With BERTH_TEST_TARGET=dockerd this runs against dockerd with live-restore,
+which is Docker's way of keeping containers across a daemon restart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from berth_e2e_conftest import DOCKER, RUN_NET, LineReader, docker, wait_until
+
+pytestmark = pytest.mark.timeout(240)
+
+COUNTER = "i=0; while true; do echo $i; i=$((i+1)); sleep 0.2; done"
+
+
+def _state(d, name):
+    return json.loads(docker(d, "inspect", "--format", "{{json .State}}", name).stdout)
+
+
+def _numbers(d, name):
+    return [int(x) for x in docker(d, "logs", name).stdout.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie is not alive
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _ancestors(pid: int) -> list[int]:
+    chain = []
+    while pid > 1:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            break
+        pid = int(next(line.split()[1] for line in status.splitlines()
+                       if line.startswith("PPid:")))
+        chain.append(pid)
+    return chain
+
+
+def _popen(d, *args):
+    return subprocess.Popen([DOCKER, *args], env=d.env, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+
+
+def _end(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.kill()
+    proc.wait(10)
+
+
+def test_daemon_kill9_and_restart(berthd_factory, rootfs_tar):
+    d = berthd_factory(live_restore=True)
+    docker(d, "import", str(rootfs_tar), "busybox:latest", timeout=120)
+    counter, sleeper, short = "crash-counter", "crash-sleeper", "crash-short"
+    procs: list[subprocess.Popen] = []
+    try:
+        for name, cmd in ((counter, COUNTER), (sleeper, "sleep 1000"),
+                          (short, "sleep 3; exit 4")):
+            docker(d, "run", "-d", *RUN_NET, "--name", name, "busybox:latest", "sh", "-c", cmd)
+        pids = {n: _state(d, n)["Pid"] for n in (counter, sleeper, short)}
+        assert all(p > 0 for p in pids.values()), pids
+
+        follow = _popen(d, "logs", "-f", counter)
+        procs.append(follow)
+        reader = LineReader(follow.stdout)
+        reader.wait_line("3")
+
+        daemon_pid = d.proc.pid
+        for name, pid in pids.items():
+            assert daemon_pid not in _ancestors(pid), (name, pid, _ancestors(pid))
+
+        d.kill9()
+        # the follower loses its daemon and ends; the containers do not
+        reader.wait_eof(timeout=60)
+        assert _alive(pids[counter]) and _alive(pids[sleeper])
+        wait_until(lambda: not _alive(pids[short]), 60, "the short container to exit")
+        assert _alive(pids[counter]) and _alive(pids[sleeper])
+
+        d.restart()
+
+        # survivors run on, same processes
+        ps = docker(d, "ps", "--format", "{{.Names}}").stdout.split()
+        assert counter in ps and sleeper in ps and short not in ps, ps
+        for name in (counter, sleeper):
+            st = _state(d, name)
+            assert st["Running"] is True and st["Pid"] == pids[name], (name, st)
+        # the one that ended while the daemon was down has its real exit code
+        st = wait_until(lambda: (s := _state(d, short))["Status"] == "exited" and s, 30,
+                        "short container reported exited")
+        assert st["ExitCode"] == 4, st
+        status = docker(d, "ps", "-a", "--filter", f"name=^{short}$",
+                        "--format", "{{.Status}}").stdout
+        assert status.startswith("Exited (4)"), status
+
+        # the counter's log has every number, before, during and after the outage
+        before = max(int(x) for x in reader.lines if x.strip().isdigit())
+        nums = wait_until(lambda: (n := _numbers(d, counter)) and n[-1] > before + 10 and n,
+                          60, "the counter to go on after the restart")
+        assert nums == list(range(len(nums))), f"gap or repeat in {nums}"
+
+        # logs -f streams again
+        follow2 = _popen(d, "logs", "-f", "--tail", "1", counter)
+        procs.append(follow2)
+        reader2 = LineReader(follow2.stdout)
+        last = nums[-1]
+        reader2.wait_for(lambda ls: any(x.isdigit() and int(x) > last + 2 for x in ls), 30,
+                         "new counter lines from logs -f")
+
+        # attach sees live output
+        att = _popen(d, "attach", "--sig-proxy=false", counter)
+        procs.append(att)
+        reader3 = LineReader(att.stdout)
+        reader3.wait_for(lambda ls: sum(x.isdigit() for x in ls) >= 2, 30,
+                         "counter lines through attach")
+        _end(att)
+
+        assert docker(d, "exec", sleeper, "echo", "still-here").stdout == "still-here\n"
+
+        # stop and wait work on reconnected containers
+        docker(d, "stop", "-t", "1", counter, timeout=60)
+        assert docker(d, "wait", counter).stdout == "137\n"
+        reader2.wait_eof(timeout=30)
+        waiter = _popen(d, "wait", sleeper)
+        procs.append(waiter)
+        docker(d, "kill", sleeper)
+        assert waiter.wait(60) == 0
+        assert waiter.stdout.read().strip() == "137"
+        assert not _alive(pids[counter]) and not _alive(pids[sleeper])
+        st = _state(d, counter)
+        assert st["Status"] == "exited" and st["ExitCode"] == 137
+    finally:
+        for p in procs:
+            _end(p)
+        if d.proc is not None and d.proc.poll() is None:
+            docker(d, "rm", "-f", counter, sleeper, short, check=False, timeout=120)
