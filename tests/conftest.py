@@ -4,7 +4,7 @@ Theory of operation
 -------------------
 Every end-to-end test talks to a real daemon over a real unix socket, with the
 real ``docker`` CLI or the real Docker SDK for Python. By default the daemon is
-berthd (``/work/main/.venv/bin/berthd``, or ``$BERTHD``), started per session on
+berthd (the ``berthd`` beside the running Python, or ``$BERTHD``), started per session on
 a fresh root under /tmp. With ``BERTH_TEST_TARGET=dockerd`` the same tests run
 against Debian's dockerd instead, started in its own network namespace (Debian's
 dockerd would otherwise rewrite the host's bridges), so that the tests
@@ -53,8 +53,8 @@ from typing import Callable, Iterator
 
 import pytest
 
-BERTHD = os.environ.get("BERTHD", "/work/main/.venv/bin/berthd")
-DOCKER = os.environ.get("DOCKER_CLI", "/usr/local/bin/docker")
+BERTHD = os.environ.get("BERTHD", os.path.join(os.path.dirname(sys.executable), "berthd"))
+DOCKER = os.environ.get("DOCKER_CLI", shutil.which("docker") or "/usr/bin/docker")
 TARGET = os.environ.get("BERTH_TEST_TARGET", "berthd")
 START_TIMEOUT = 20.0
 

@@ -9,6 +9,7 @@ dockerd, for checking the tests themselves), imports a busybox tarball with
 from __future__ import annotations
 
 import os
+import sys
 import shutil
 import signal
 import socket
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-VENV_BIN = Path("/work/main/.venv/bin")
+VENV_BIN = Path(sys.executable).parent
 BERTH = str(VENV_BIN / "berth")
 BERTHD = os.environ.get("BERTHD", str(VENV_BIN / "berthd"))
 EXTERNAL = os.environ.get("BERTH_CLI_E2E_HOST", "")

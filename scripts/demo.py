@@ -1,0 +1,106 @@
+"""berth's demo: start berthd, make a busybox image locally, run containers in each isolation mode.
+
+Every step is a real command (the docker CLI, or berth's own when docker is
+absent) against berthd on the default socket; each is printed before it runs.
+berthd is left running afterwards so you can carry on by hand.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from berth import client
+from berth.testing.rootfs import write_rootfs_tar
+
+SOCK = "/run/berth/berth.sock"
+HOST = f"unix://{SOCK}"
+BIN = Path(sys.executable).parent
+
+
+def say(text: str) -> None:
+    print(f"\n\033[1m== {text}\033[0m", flush=True)
+
+
+def run(*argv: str, check: bool = True) -> int:
+    print("$ " + shlex.join(argv), flush=True)
+    code = subprocess.call(list(argv), env=dict(os.environ, DOCKER_HOST=HOST))
+    if code:
+        print(f"(exit code {code})", flush=True)
+    if check and code not in (0,):
+        raise SystemExit(f"demo: {argv[0]} {argv[1]} failed with {code}")
+    return code
+
+
+def daemon_up() -> bool:
+    try:
+        return client.Client(HOST, api_version="1.47").request("GET", "/_ping").status == 200
+    except (OSError, client.BerthError):
+        return False
+
+
+def main() -> None:
+    cli = shutil.which("docker") or str(BIN / "berth")
+    say("berthd")
+    if daemon_up():
+        print(f"berthd already answers on {SOCK}")
+    else:
+        log = "/var/log/berthd.log"
+        print(f"starting {BIN / 'berthd'} on {HOST} (root /var/lib/berth, log {log})")
+        with open(log, "ab") as out:
+            subprocess.Popen([str(BIN / "berthd"), "-H", HOST], stdout=out, stderr=out, start_new_session=True)
+        for _ in range(100):
+            if daemon_up():
+                break
+            time.sleep(0.1)
+        else:
+            raise SystemExit(f"demo: berthd did not start; see {log}")
+    run(cli, "version")
+
+    say("a busybox image, made here from Debian's busybox-static")
+    with tempfile.TemporaryDirectory() as tmp:
+        tar = write_rootfs_tar(Path(tmp) / "busybox.tar")
+        run(cli, "import", str(tar), "busybox:latest")
+    run(cli, "images")
+
+    say("process isolation (the default): shared kernel, namespaces, cgroups, overlayfs root")
+    run(cli, "run", "--rm", "busybox", "echo", "hello from a berth container")
+    run(cli, "run", "--rm", "--isolation", "process", "busybox", "uname", "-r")
+    run(cli, "run", "--rm", "--memory", "64m", "--pids-limit", "32", "busybox",
+        "cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/pids/pids.max")
+    run(cli, "run", "--rm", "-u", "bob", "-w", "/tmp", "-e", "GREETING=hi", "busybox",
+        "sh", "-c", 'echo "$GREETING from $(id -un) in $(pwd)"')
+    run(cli, "run", "--rm", "busybox", "sh", "-c", "exit 3", check=False)
+
+    say("sandbox isolation: the same image under gVisor (--runtime runsc)")
+    run(cli, "run", "--rm", "--runtime", "runsc", "busybox", "sh", "-c", "echo hello from gVisor; uname -r",
+        check=False)
+
+    say("VM isolation (--isolation hyperv): not in this version yet; berth says so plainly")
+    run(cli, "run", "--rm", "--isolation", "hyperv", "busybox", "true", check=False)
+
+    say("a long-running container: logs, exec, stop, remove")
+    run(cli, "rm", "-f", "demo-ticker", check=False)
+    run(cli, "run", "-d", "--name", "demo-ticker", "busybox", "sh", "-c",
+        "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done")
+    time.sleep(1)
+    run(cli, "logs", "--tail", "3", "demo-ticker")
+    run(cli, "exec", "demo-ticker", "ps")
+    run(cli, "ps", "--format", "table {{.Names}}\t{{.Status}}\t{{.Command}}")
+    run(cli, "stop", "-t", "1", "demo-ticker")
+    run(cli, "inspect", "--format", "exit code {{.State.ExitCode}}, finished {{.State.FinishedAt}}", "demo-ticker")
+    run(cli, "rm", "demo-ticker")
+
+    say("done")
+    print(f"berthd keeps running. Try: export DOCKER_HOST={HOST}; docker run -it --rm busybox sh")
+    print("Stop it with: pkill -f .venv/bin/berthd")
+
+
+if __name__ == "__main__":
+    main()
