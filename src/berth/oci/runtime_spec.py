@@ -42,6 +42,19 @@ class Resources:
 
 
 @dataclass(frozen=True, slots=True)
+class Device:
+    """A device node to create in the container's /dev (privileged containers get the host's)."""
+
+    path: str
+    kind: str          # "c" or "b"
+    major: int
+    minor: int
+    mode: int = 0o666
+    uid: int = 0
+    gid: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class ContainerSpec:
     args: tuple[str, ...]                  # argv, already joined from entrypoint + cmd (+ init)
     rootfs: str                            # absolute path of the mounted root file system
@@ -66,6 +79,7 @@ class ContainerSpec:
     # /proc/self/status CapBnd; None = assume every capability. "ALL" and
     # privileged are limited to it, since runc cannot grant more.
     host_capabilities: tuple[str, ...] | None = None
+    devices: tuple[Device, ...] = ()
 
 
 PATH_DEFAULT = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -293,6 +307,9 @@ def build(spec: ContainerSpec, arch: str = "amd64") -> dict[str, Any]:
         resources["pids"] = {"limit": r.pids_limit}
 
     linux: dict[str, Any] = {"namespaces": namespaces, "resources": resources}
+    if spec.devices:
+        linux["devices"] = [{"path": d.path, "type": d.kind, "major": d.major, "minor": d.minor,
+                             "fileMode": d.mode, "uid": d.uid, "gid": d.gid} for d in spec.devices]
     if spec.cgroups_path:
         linux["cgroupsPath"] = spec.cgroups_path
     if not spec.privileged:

@@ -14,7 +14,7 @@ import resource
 from dataclasses import dataclass
 from typing import Any
 
-from berth.host import fs, mount
+from berth.host import devices, fs, mount
 from berth.oci import capabilities, passwd, runtime_spec
 from berth.snapshot.overlay import OverlayMount
 
@@ -137,6 +137,7 @@ def build_spec(doc: dict[str, Any], bundle: str, rootfs: str, host_facts: HostFa
         or "no-new-privileges:true" in (host.get("SecurityOpt") or []),
         resources=resources, network_mode="host" if network == "host" else "none",
         cgroups_path=f"/berth/{doc['Id']}", host_capabilities=host_facts.capabilities,
+        devices=devices.host_devices() if host.get("Privileged") else (),
     )
 
 

@@ -35,6 +35,8 @@ from berth.snapshot.overlay import OverlayMount, Snapshots
 
 log = logging.getLogger(__name__)
 
+CONTAINER_FILTERS = ("status", "name", "id", "label", "ancestor", "exited", "isolation", "before", "since",
+                     "network", "volume", "health", "publish", "expose", "is-task")
 ISOLATIONS = {"": "process", "default": "process", "process": "process"}
 VM_ISOLATIONS = ("vm", "hyperv")
 
@@ -539,6 +541,9 @@ class Containers:
         }
 
     def list(self, all_: bool, limit: int, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
+        for key in filters:
+            if key not in CONTAINER_FILTERS:
+                raise InvalidArgument(f"invalid filter '{key}'")
         items = sorted(self._all.values(), key=lambda c: c.doc["Created"], reverse=True)
         out = []
         for c in items:
@@ -590,10 +595,6 @@ class Containers:
             elif key == "isolation":
                 if d["HostConfig"].get("Isolation", "process") not in values:
                     return False
-            elif key in ("before", "since", "network", "volume", "health", "publish", "expose", "is-task"):
-                continue
-            else:
-                raise InvalidArgument(f"invalid filter '{key}'")
         return True
 
 
