@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+
 from berth import errors
 
 log = logging.getLogger(__name__)

@@ -61,7 +61,7 @@ async def run(
         await _terminate(proc)
         if asyncio.current_task() is not None and asyncio.current_task().cancelling():  # type: ignore[union-attr]
             raise
-        raise CommandFailed(list(argv), -1, f"timed out after {timeout}s")
+        raise CommandFailed(list(argv), -1, f"timed out after {timeout}s") from None
     assert proc.returncode is not None
     if check and proc.returncode != 0:
         raise CommandFailed(list(argv), proc.returncode, err.decode(errors="replace"))
@@ -109,7 +109,7 @@ async def wait_pid_exit(pid: int) -> None:
         return
     loop = asyncio.get_running_loop()
     done = loop.create_future()
-    loop.add_reader(fd, lambda: done.done() or done.set_result(None))
+    loop.add_reader(fd, lambda: None if done.done() else done.set_result(None))
     try:
         if pid_alive(pid):
             await done

@@ -23,8 +23,15 @@ import time
 from typing import Any, Callable
 
 from berth import timefmt
-from berth.errors import (AlreadyExists, BerthError, Conflict, FailedPrecondition, InvalidArgument,
-                          NotFound, NotModified)
+from berth.errors import (
+    AlreadyExists,
+    BerthError,
+    Conflict,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    NotModified,
+)
 from berth.metadata.db import Database
 from berth.runtime.base import CreateOptions, Exit, Runtime
 from berth.services import bundle as bundles
@@ -194,10 +201,10 @@ class Containers:
         os.makedirs(directory)
         try:
             self._db.insert_container(cid, name, doc)
-        except AlreadyExists:
+        except AlreadyExists as exc:
             shutil.rmtree(directory, ignore_errors=True)
             raise AlreadyExists(f'Conflict. The container name "/{name}" is already in use. '
-                                "You have to remove (or rename) that container to be able to reuse that name.")
+                                "You have to remove (or rename) that container to be able to reuse that name.") from exc
         c = Container(doc, directory)
         self._all[cid] = c
         self._event(c, "create")
@@ -540,7 +547,7 @@ class Containers:
                        for b in d.get("Binds") or []],
         }
 
-    def list(self, all_: bool, limit: int, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
+    def listing(self, all_: bool, limit: int, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
         for key in filters:
             if key not in CONTAINER_FILTERS:
                 raise InvalidArgument(f"invalid filter '{key}'")

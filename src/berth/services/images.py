@@ -17,7 +17,7 @@ import json
 import lzma
 import os
 import shlex
-from typing import Any, AsyncIterator, BinaryIO, Callable
+from typing import IO, Any, AsyncIterator, BinaryIO, Callable
 
 from berth import timefmt
 from berth.content.local import LocalStore
@@ -38,7 +38,7 @@ now_iso = timefmt.now
 class _Hashing(io.RawIOBase):
     """A reader that hashes what passes through it (the layer's diff ID)."""
 
-    def __init__(self, inner: BinaryIO) -> None:
+    def __init__(self, inner: IO[bytes]) -> None:
         self._inner, self.hash = inner, hashlib.sha256()
 
     def readable(self) -> bool:
@@ -51,7 +51,7 @@ class _Hashing(io.RawIOBase):
         return len(data)
 
 
-def _decompressed(f: BinaryIO) -> tuple[BinaryIO, str]:
+def _decompressed(f: BinaryIO) -> tuple[IO[bytes], str]:
     head = f.read(6)
     f.seek(0)
     if head.startswith(b"\x1f\x8b"):
@@ -63,25 +63,26 @@ def _decompressed(f: BinaryIO) -> tuple[BinaryIO, str]:
     return f, MEDIA_LAYER
 
 
+def _command(change: str, rest: str) -> list[str]:
+    """CMD/ENTRYPOINT in exec form (a JSON array) or shell form."""
+    if rest.startswith("["):
+        try:
+            value = json.loads(rest)
+        except ValueError as exc:
+            raise InvalidArgument(f"--change {change!r}: not a JSON array") from exc
+        return [str(v) for v in value]
+    return ["/bin/sh", "-c", rest]
+
+
 def parse_changes(changes: list[str], config: dict[str, Any]) -> None:
     """Apply `docker import --change` Dockerfile instructions to an image config."""
     for change in changes:
         word, _, rest = change.strip().partition(" ")
         word, rest = word.upper(), rest.strip()
-
-        def listish() -> list[str]:
-            if rest.startswith("["):
-                try:
-                    value = json.loads(rest)
-                except ValueError as exc:
-                    raise InvalidArgument(f"--change {change!r}: not a JSON array") from exc
-                return [str(v) for v in value]
-            return ["/bin/sh", "-c", rest]
-
         if word == "CMD":
-            config["Cmd"] = listish()
+            config["Cmd"] = _command(change, rest)
         elif word == "ENTRYPOINT":
-            config["Entrypoint"] = listish()
+            config["Entrypoint"] = _command(change, rest)
         elif word == "ENV":
             pairs = shlex.split(rest)
             if len(pairs) == 2 and "=" not in pairs[0]:
@@ -240,7 +241,7 @@ class Images:
             "Containers": len(self._in_use(image_id)),
         }
 
-    def list(self, all_: bool = False, filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
+    def listing(self, all_: bool = False, filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
         tags = self._db.tags()
         out = []
         for image_id, doc in self._db.images():

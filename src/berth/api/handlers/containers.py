@@ -9,7 +9,7 @@ from typing import AsyncIterator
 from berth import timefmt
 from berth.api.server import Hijack, Reply, Request, Router, Stream
 from berth.api.wiring import Daemon
-from berth.errors import InvalidArgument
+from berth.errors import Conflict, InvalidArgument
 from berth.services import streams
 
 RAW = "application/vnd.docker.raw-stream"
@@ -35,7 +35,7 @@ def register(router: Router, d: Daemon) -> None:
         return Reply(201, {"Id": cid, "Warnings": warnings})
 
     async def list_(req: Request) -> Reply:
-        return Reply(200, cs.list(req.qbool("all"), req.qint("limit", -1) or -1, req.filters()))
+        return Reply(200, cs.listing(req.qbool("all"), req.qint("limit", -1) or -1, req.filters()))
 
     async def inspect(req: Request) -> Reply:
         return Reply(200, cs.inspect(req.params["id"]))
@@ -149,7 +149,6 @@ def register(router: Router, d: Daemon) -> None:
         if e.running or e.exit_code is not None:
             raise InvalidArgument(f"exec {e.id[:12]} has already been started")
         if not e.container.running:
-            from berth.errors import Conflict
             raise Conflict(f"Container {e.container.id} is not running")
 
         async def run(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pending: bytes) -> None:

@@ -7,7 +7,7 @@ from typing import AsyncIterator
 
 from berth.api.server import Reply, Request, Router, Stream
 from berth.api.wiring import Daemon
-from berth.errors import BerthError, InvalidArgument, NotFound
+from berth.errors import InvalidArgument, NotFound
 
 
 def register(router: Router, d: Daemon) -> None:
@@ -30,7 +30,7 @@ def register(router: Router, d: Daemon) -> None:
         return Stream(out())
 
     async def list_(req: Request) -> Reply:
-        return Reply(200, d.images.list(req.qbool("all"), req.filters()))
+        return Reply(200, d.images.listing(req.qbool("all"), req.filters()))
 
     async def inspect(req: Request) -> Reply:
         return Reply(200, d.images.inspect(req.params["image"]))
@@ -52,5 +52,3 @@ def register(router: Router, d: Daemon) -> None:
     router.add("POST", "/images/{image}/tag", tag)
     router.add("DELETE", "/images/{image}", remove)
 
-
-__all__ = ["register", "BerthError"]

@@ -7,7 +7,7 @@ import os
 import platform
 import socket
 import subprocess
-import time
+import uuid
 from typing import Any, AsyncIterator
 
 from berth import API_VERSION, MIN_API_VERSION, __version__, timefmt
@@ -62,7 +62,7 @@ def register(router: Router, d: Daemon) -> None:
         return Reply(200, {
             "ID": _daemon_id(d.config.root), "Containers": len(cs), "ContainersRunning": running,
             "ContainersPaused": paused, "ContainersStopped": len(cs) - running - paused,
-            "Images": len(d.images.list()), "Driver": "overlay2",
+            "Images": len(d.images.listing()), "Driver": "overlay2",
             "DriverStatus": [["Backing Filesystem", "extfs"], ["Supports d_type", "true"]],
             "Plugins": {"Volume": [], "Network": ["host", "null"], "Authorization": None, "Log": ["json-file"]},
             "MemoryLimit": True, "SwapLimit": os.path.exists("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"),
@@ -122,11 +122,8 @@ def _daemon_id(root: str) -> str:
         with open(path) as f:
             return f.read().strip()
     except FileNotFoundError:
-        import uuid
         value = str(uuid.uuid4())
         with open(path, "w") as f:
             f.write(value)
         return value
 
-
-_ = time
