@@ -104,8 +104,9 @@ def resolve_user(user: str, passwd: str | None, group: str | None) -> tuple[int,
     Returns:
         (uid, gid, additional gids). gid is the user's primary group from passwd
         (0 for a numeric uid passwd does not know) unless a group was given.
-        The additional gids are the groups listing the user by name, in file
-        order, only when no group was given.
+        The additional gids are the primary gid, then the groups listing the user by name
+        in file order; with an explicit group, just that group (as Docker sets them).
+
 
     Raises:
         berth.errors.InvalidArgument: a user or group name not found, or an id
@@ -141,12 +142,12 @@ def resolve_user(user: str, passwd: str | None, group: str | None) -> tuple[int,
             None,
         )
         if match is not None:
-            return uid, match.gid, ()
+            return uid, match.gid, (match.gid,)
         if wanted_gid is None:
             raise InvalidArgument(f"unable to find group {group_part}: no matching entries in group file")
-        return uid, _check_range("gid", wanted_gid), ()
+        return uid, _check_range("gid", wanted_gid), (wanted_gid,)
 
-    extra: list[int] = []
+    extra: list[int] = [gid]  # Docker lists the primary group among the supplementary ones
     if name is not None:
         for g in groups:
             if name in g.members and g.gid not in extra:

@@ -39,6 +39,7 @@ class Resources:
     # RLIMIT_NOFILE soft and hard; 0 = inherit the runtime's. runc cannot raise the hard
     # limit above its own without CAP_SYS_RESOURCE: the caller caps it at its hard limit.
     nofile: int = NOFILE_DEFAULT
+    disable_oom_killer: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +81,7 @@ class ContainerSpec:
     # privileged are limited to it, since runc cannot grant more.
     host_capabilities: tuple[str, ...] | None = None
     devices: tuple[Device, ...] = ()
+    tmpfs: tuple[tuple[str, str], ...] = ()   # (destination, "opt,opt") as HostConfig.Tmpfs
 
 
 PATH_DEFAULT = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -166,6 +168,12 @@ def _mounts(spec: ContainerSpec) -> list[dict[str, Any]]:
             options.append("ro")
         binds.append({"destination": _clean(m.destination), "type": "bind",
                       "source": m.source, "options": options})
+    for destination, opts in spec.tmpfs:
+        if not posixpath.isabs(destination):
+            raise InvalidArgument(f"tmpfs destination must be an absolute path: {destination!r}")
+        options = [o for o in opts.split(",") if o] or ["rw", "nosuid", "nodev", "noexec"]
+        binds.append({"destination": _clean(destination), "type": "tmpfs", "source": "tmpfs",
+                      "options": options})
     # Parents before children, keeping the caller's order among equals.
     binds.sort(key=lambda b: b["destination"].rstrip("/").count("/"))
     taken = [b["destination"] for b in binds]
@@ -175,7 +183,7 @@ def _mounts(spec: ContainerSpec) -> list[dict[str, Any]]:
 
 
 def _env(spec: ContainerSpec) -> list[str]:
-    env = list(spec.env)
+    env = [item for item in spec.env if "=" in item]  # "-e VAR" unset on the client: not set at all
     keys = {item.partition("=")[0] for item in env}
     if "PATH" not in keys:
         env.insert(0, PATH_DEFAULT)
@@ -184,7 +192,7 @@ def _env(spec: ContainerSpec) -> list[str]:
     return env
 
 
-def _memory(r: Resources) -> dict[str, int]:
+def _memory(r: Resources) -> dict[str, Any]:
     if r.memory < 0:
         raise InvalidArgument(f"memory limit must not be negative: {r.memory}")
     if r.memory_swap < -1:
@@ -192,8 +200,10 @@ def _memory(r: Resources) -> dict[str, int]:
     if r.memory == 0:
         if r.memory_swap > 0:
             raise InvalidArgument("a memory swap limit needs a memory limit")
-        return {}
-    out = {"limit": r.memory}
+        return {"disableOOMKiller": True} if r.disable_oom_killer else {}
+    out: dict[str, Any] = {"limit": r.memory}
+    if r.disable_oom_killer:
+        out["disableOOMKiller"] = True
     if not r.swap_accounting:
         return out
     if r.memory_swap == 0:

@@ -125,6 +125,7 @@ def build_spec(doc: dict[str, Any], bundle: str, rootfs: str, host_facts: HostFa
         cpu_quota=host.get("CpuQuota") or 0, cpu_period=host.get("CpuPeriod") or 0,
         pids_limit=host.get("PidsLimit") or 0,
         swap_accounting=host_facts.swap_accounting, nofile=host_facts.nofile,
+        disable_oom_killer=bool(host.get("OomKillDisable")),
     )
     return runtime_spec.ContainerSpec(
         args=tuple(args), rootfs=rootfs, env=tuple(env), cwd=cfg.get("WorkingDir") or "/",
@@ -138,6 +139,7 @@ def build_spec(doc: dict[str, Any], bundle: str, rootfs: str, host_facts: HostFa
         resources=resources, network_mode="host" if network == "host" else "none",
         cgroups_path=f"/berth/{doc['Id']}", host_capabilities=host_facts.capabilities,
         devices=devices.host_devices() if host.get("Privileged") else (),
+        tmpfs=tuple((k, v or "") for k, v in (host.get("Tmpfs") or {}).items()),
     )
 
 

@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import secrets
+import shlex
 import shutil
 import signal as _signal
 import time
@@ -533,13 +534,19 @@ class Containers:
             "NetworkSettings": _network_settings(host.get("NetworkMode", "default")),
         }
 
+    def sizes(self, c: Container) -> dict[str, int]:
+        """SizeRw (the container's own writes) and SizeRootFs (with its image)."""
+        rw = _disk_usage(os.path.join(c.dir, "upper"))
+        image = self._images.record(c.doc["Image"])["size"]
+        return {"SizeRw": rw, "SizeRootFs": rw + image}
+
     def summary(self, c: Container) -> dict[str, Any]:
         d = c.doc
         args = [d["Path"], *d["Args"]]
         image = d["Config"].get("Image") or d["Image"]
         return {
             "Id": c.id, "Names": [d["Name"]], "Image": image, "ImageID": d["Image"],
-            "Command": " ".join(args), "Created": timefmt.parse_ns(d["Created"]) // 1_000_000_000,
+            "Command": shlex.join(args), "Created": timefmt.parse_ns(d["Created"]) // 1_000_000_000,
             "Ports": [], "Labels": d["Config"].get("Labels") or {}, "State": _status_word(d["State"]),
             "Status": status_text(d["State"]), "HostConfig": {"NetworkMode": d["HostConfig"].get("NetworkMode")},
             "NetworkSettings": {"Networks": _network_settings(d["HostConfig"].get("NetworkMode"))["Networks"]},
@@ -547,18 +554,20 @@ class Containers:
                        for b in d.get("Binds") or []],
         }
 
-    def listing(self, all_: bool, limit: int, filters: dict[str, list[str]]) -> list[dict[str, Any]]:
+    def listing(self, all_: bool, limit: int, filters: dict[str, list[str]],
+                size: bool = False) -> list[dict[str, Any]]:
         for key in filters:
             if key not in CONTAINER_FILTERS:
                 raise InvalidArgument(f"invalid filter '{key}'")
         items = sorted(self._all.values(), key=lambda c: c.doc["Created"], reverse=True)
+        all_ = all_ or limit > 0  # as Docker: the N newest, whatever their state
         out = []
         for c in items:
             if not all_ and not c.running and not filters.get("status") and not filters.get("exited"):
                 continue
             if not self._matches(c, filters):
                 continue
-            out.append(self.summary(c))
+            out.append(self.summary(c) | (self.sizes(c) if size else {}))
             if limit > 0 and len(out) >= limit:
                 break
         return out
@@ -636,6 +645,17 @@ def _merge_image_config(body: dict[str, Any], image: dict[str, Any]) -> dict[str
     cfg.setdefault("Volumes", None)
     cfg.setdefault("OnBuild", None)
     return cfg
+
+
+def _disk_usage(path: str) -> int:
+    total = 0
+    for directory, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.lstat(os.path.join(directory, name)).st_size
+            except OSError:
+                pass
+    return total
 
 
 def _status_word(state: dict[str, Any]) -> str:

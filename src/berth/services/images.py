@@ -30,7 +30,7 @@ from berth.snapshot.overlay import Snapshots, chain_ids
 MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MEDIA_CONFIG = "application/vnd.oci.image.config.v1+json"
 MEDIA_LAYER = "application/vnd.oci.image.layer.v1.tar"
-DEFAULT_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
 
 now_iso = timefmt.now
 
@@ -142,7 +142,7 @@ class Images:
             if parts[0] != "linux" or len(parts) < 2:
                 raise InvalidArgument(f"import: unsupported platform {platform!r}: use linux/<arch>")
             arch = parts[1]
-        config_body: dict[str, Any] = {"Env": [DEFAULT_PATH]}
+        config_body: dict[str, Any] = {}  # as docker import: the runtime adds PATH, not the image
         parse_changes(changes, config_body)
         created = now_iso()
         config = {

@@ -28,19 +28,19 @@ staff:x:50: alice , bob
 @pytest.mark.parametrize(
     ("user", "expected"),
     [
-        ("", (0, 0, ())),
-        ("root", (0, 0, ())),
-        ("0", (0, 0, ())),
-        ("bob", (1000, 1000, (10, 29, 50))),
-        ("1000", (1000, 1000, (10, 29, 50))),
-        ("alice", (1001, 100, (10, 50))),
-        ("bob:audio", (1000, 29, ())),
-        ("bob:7", (1000, 7, ())),
-        ("1000:1000", (1000, 1000, ())),
-        ("1000:wheel", (1000, 10, ())),
-        ("4242", (4242, 0, ())),
-        ("4242:4343", (4242, 4343, ())),
-        ("4242:users", (4242, 100, ())),
+        ("", (0, 0, (0,))),
+        ("root", (0, 0, (0,))),
+        ("0", (0, 0, (0,))),
+        ("bob", (1000, 1000, (1000, 10, 29, 50))),
+        ("1000", (1000, 1000, (1000, 10, 29, 50))),
+        ("alice", (1001, 100, (100, 10, 50))),
+        ("bob:audio", (1000, 29, (29,))),
+        ("bob:7", (1000, 7, (7,))),
+        ("1000:1000", (1000, 1000, (1000,))),
+        ("1000:wheel", (1000, 10, (10,))),
+        ("4242", (4242, 0, (0,))),
+        ("4242:4343", (4242, 4343, (4343,))),
+        ("4242:users", (4242, 100, (100,))),
     ],
 )
 def test_forms(user: str, expected: tuple[int, int, tuple[int, ...]]) -> None:
@@ -58,13 +58,13 @@ def test_unknown_group() -> None:
 
 
 def test_missing_files() -> None:
-    assert resolve_user("", None, None) == (0, 0, ())
-    assert resolve_user("123:456", None, None) == (123, 456, ())
+    assert resolve_user("", None, None) == (0, 0, (0,))
+    assert resolve_user("123:456", None, None) == (123, 456, (456,))
     with pytest.raises(InvalidArgument, match="unable to find user bob"):
         resolve_user("bob", None, None)
     with pytest.raises(InvalidArgument, match="unable to find group wheel"):
         resolve_user("bob:wheel", PASSWD, None)
-    assert resolve_user("bob", PASSWD, None) == (1000, 1000, ())
+    assert resolve_user("bob", PASSWD, None) == (1000, 1000, (1000,))
 
 
 def test_out_of_range_and_malformed() -> None:

@@ -35,10 +35,14 @@ def register(router: Router, d: Daemon) -> None:
         return Reply(201, {"Id": cid, "Warnings": warnings})
 
     async def list_(req: Request) -> Reply:
-        return Reply(200, cs.listing(req.qbool("all"), req.qint("limit", -1) or -1, req.filters()))
+        return Reply(200, cs.listing(req.qbool("all"), req.qint("limit", -1) or -1, req.filters(),
+                                     req.qbool("size")))
 
     async def inspect(req: Request) -> Reply:
-        return Reply(200, cs.inspect(req.params["id"]))
+        doc = cs.inspect(req.params["id"])
+        if req.qbool("size"):
+            doc |= cs.sizes(cs.get(req.params["id"]))
+        return Reply(200, doc)
 
     async def start(req: Request) -> Reply:
         await cs.start(req.params["id"])
