@@ -187,7 +187,8 @@ class Containers:
         host.setdefault("NetworkMode", network)
         host["Runtime"] = runtime
         host["Isolation"] = ISOLATIONS[isolation]
-        host.setdefault("LogConfig", {"Type": "json-file", "Config": {}})
+        if not (host.get("LogConfig") or {}).get("Type"):
+            host["LogConfig"] = {"Type": "json-file", "Config": {}}
         host.setdefault("RestartPolicy", {"Name": "no", "MaximumRetryCount": 0})
         args = bundles.process_args({"Config": cfg})
         doc = {
@@ -476,6 +477,29 @@ class Containers:
         self._event(c, "destroy")
         await c.notify()
 
+    async def prune(self, filters: dict[str, list[str]]) -> dict[str, Any]:
+        """Remove every stopped container matching *filters* (label, label!, until)."""
+        for key in filters:
+            if key not in ("label", "label!", "until"):
+                raise InvalidArgument(f"invalid filter '{key}'")
+        until = min((timefmt.parse_since(v) for v in filters.get("until", [])), default=0)
+        deleted, reclaimed = [], 0
+        for c in list(self._all.values()):
+            if c.running or c.state["Paused"]:
+                continue
+            labels = c.doc["Config"].get("Labels") or {}
+            if not all(_label_matches(labels, v) for v in filters.get("label", [])):
+                continue
+            if any(_label_matches(labels, v) for v in filters.get("label!", [])):
+                continue
+            if until and timefmt.parse_ns(c.doc["Created"]) > until:
+                continue
+            reclaimed += _disk_usage(os.path.join(c.dir, "upper"))
+            await self.remove(c.id)
+            deleted.append(c.id)
+        self._events.publish("container", "prune", "", {"reclaimed": str(reclaimed)})
+        return {"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed}
+
     # other --------------------------------------------------------------
     def rename(self, ref: str, new_name: str) -> None:
         c = self.get(ref)
@@ -590,10 +614,8 @@ class Containers:
                     return False
             elif key == "label":
                 labels = d["Config"].get("Labels") or {}
-                for v in values:
-                    k, eq, val = v.partition("=")
-                    if k not in labels or (eq and labels[k] != val):
-                        return False
+                if not all(_label_matches(labels, v) for v in values):
+                    return False
             elif key == "ancestor":
                 ok = False
                 for v in values:
@@ -645,6 +667,11 @@ def _merge_image_config(body: dict[str, Any], image: dict[str, Any]) -> dict[str
     cfg.setdefault("Volumes", None)
     cfg.setdefault("OnBuild", None)
     return cfg
+
+
+def _label_matches(labels: dict[str, str], spec: str) -> bool:
+    key, eq, value = spec.partition("=")
+    return key in labels and (not eq or labels[key] == value)
 
 
 def _disk_usage(path: str) -> int:

@@ -10,7 +10,7 @@ from berth import timefmt
 from berth.api.server import Hijack, Reply, Request, Router, Stream
 from berth.api.wiring import Daemon
 from berth.errors import Conflict, InvalidArgument
-from berth.services import streams
+from berth.services import stats, streams
 
 RAW = "application/vnd.docker.raw-stream"
 MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
@@ -134,6 +134,13 @@ def register(router: Router, d: Daemon) -> None:
             await streams.attach(cs, c, opts, reader, writer, pending)
         return Hijack(run, RAW if c.doc["Config"].get("Tty") else MULTIPLEXED)
 
+    async def stats_(req: Request) -> Stream:
+        c = cs.get(req.params["id"])
+        return Stream(stats.stream(c, req.qbool("stream", True), req.qbool("one-shot")))
+
+    async def prune(req: Request) -> Reply:
+        return Reply(200, await cs.prune(req.filters()))
+
     async def exec_create(req: Request) -> Reply:
         body = await req.json()
         return Reply(201, {"Id": d.execs.create(req.params["id"], body)})
@@ -167,6 +174,7 @@ def register(router: Router, d: Daemon) -> None:
         return Reply(201)
 
     router.add("POST", "/containers/create", create)
+    router.add("POST", "/containers/prune", prune)
     router.add("GET", "/containers/json", list_)
     router.add("GET", "/containers/{id}/json", inspect)
     router.add("POST", "/containers/{id}/start", start)
@@ -182,6 +190,7 @@ def register(router: Router, d: Daemon) -> None:
     router.add("POST", "/containers/{id}/resize", resize)
     router.add("GET", "/containers/{id}/logs", logs)
     router.add("POST", "/containers/{id}/attach", attach)
+    router.add("GET", "/containers/{id}/stats", stats_)
     router.add("POST", "/containers/{id}/exec", exec_create)
     router.add("POST", "/exec/{id}/start", exec_start)
     router.add("GET", "/exec/{id}/json", exec_inspect)
