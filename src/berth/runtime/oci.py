@@ -134,6 +134,16 @@ class OciRuntime:
         oom = os.path.exists(os.path.join(bundle, "oom")) or _cgroup_oom(cid)
         return Exit(code, oom, error)
 
+    async def status(self, cid: str) -> str | None:
+        """The runtime's view: "created", "running", "paused", "stopped", or None if it has no such container."""
+        res = await proc.run(self._argv("state", cid), timeout=10, check=False)
+        if res.returncode != 0:
+            return None
+        try:
+            return str(json.loads(res.stdout).get("status"))
+        except ValueError:
+            return None
+
     async def delete(self, cid: str) -> None:
         await proc.run(self._argv("delete", "--force", cid), timeout=30, check=False)
 

@@ -325,15 +325,47 @@ class Containers:
             await self.remove(c.id, force=True)
 
     async def recover(self) -> None:
-        """After a daemon (re)start: re-attach to running containers, record exits that happened meanwhile."""
+        """After a daemon (re)start: re-attach to running containers, record exits that happened meanwhile.
+
+        A container whose start the daemon did not finish recording (killed between
+        creating it and saving "running") is adopted when the runtime runs it, and
+        cleaned away when the runtime only created it.
+        """
+        for entry in os.listdir(self.root):
+            if entry not in self._all:  # created on disk, never committed to the database
+                directory = os.path.join(self.root, entry)
+                bundles.unmount_root(OverlayMount((), "", "", os.path.join(directory, "rootfs")))
+                shutil.rmtree(directory, ignore_errors=True)
         for c in list(self._all.values()):
             if c.removed:
                 continue
+            if not c.running:
+                await self._adopt_or_clean(c)
             if c.running:
                 monitor = int(c.doc.get("MonitorPid") or 0)
                 c.watcher = asyncio.get_running_loop().create_task(self._watch(c, monitor))
             elif c.doc["HostConfig"].get("AutoRemove") and c.state["Status"] == "exited":
                 await self.remove(c.id, force=True)
+
+    async def _adopt_or_clean(self, c: Container) -> None:
+        if not os.path.exists(os.path.join(c.dir, "conmon.pid")) or os.path.exists(os.path.join(c.dir, "exit")):
+            return  # never handed to a monitor, or its exit is already known
+        runtime = self.runtime_of(c)
+        status = await runtime.status(c.id)
+        if status is None:
+            return
+        if status in ("running", "paused"):
+            monitor = _read_int(os.path.join(c.dir, "conmon.pid"))
+            c.state.update(Status="running", Running=True, Paused=status == "paused",
+                           Pid=_read_int(os.path.join(c.dir, "pid")), StartedAt=timefmt.now(),
+                           FinishedAt=timefmt.ZERO, ExitCode=0, Error="")
+            c.doc["MonitorPid"] = monitor
+            self._save(c)
+            log.info("adopted %s, started while the daemon was going down", c.id[:12])
+            return
+        await runtime.delete(c.id)
+        if status == "created":
+            bundles.unmount_root(self._overlay(c))
 
     # signals ------------------------------------------------------------
     async def kill(self, ref: str, signal: str | None) -> None:
@@ -667,6 +699,14 @@ def _merge_image_config(body: dict[str, Any], image: dict[str, Any]) -> dict[str
     cfg.setdefault("Volumes", None)
     cfg.setdefault("OnBuild", None)
     return cfg
+
+
+def _read_int(path: str) -> int:
+    try:
+        with open(path) as f:
+            return int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0
 
 
 def _label_matches(labels: dict[str, str], spec: str) -> bool:
