@@ -31,6 +31,8 @@ class CreateOptions:
     tty: bool = False
     stdin: bool = False
     stdin_once: bool = True
+    log: bool = True            # False: the "none" log driver, nothing is kept
+    log_size_max: int = 0       # bytes; 0 = unlimited
 
 
 class Runtime(Protocol):

@@ -55,13 +55,15 @@ class OciRuntime:
             CONMON, "--api-version", "1", "-c", cid, "-u", cid[:16], "-n", cid[:12],
             "-r", self.binary, "-b", bundle,
             "-p", os.path.join(bundle, "pid"), "-P", os.path.join(bundle, "conmon.pid"),
-            "-l", "k8s-file:" + os.path.join(bundle, "container.log"),
+            "-l", ("k8s-file:" + os.path.join(bundle, "container.log")) if opts.log else "none:",
             "--exit-dir", os.path.join(bundle, "exits"), "-0", bundle,
             "--socket-dir-path", self.socket_dir, "--log-level", "error",
             "--runtime-arg", "--root", "--runtime-arg", self.state_root,
         ]
         for extra in self.extra_args:
             argv += ["--runtime-arg", extra]
+        if opts.log_size_max > 0:
+            argv += ["--log-size-max", str(opts.log_size_max)]
         if opts.tty:
             argv.append("-t")
         if opts.stdin:

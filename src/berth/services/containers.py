@@ -249,9 +249,10 @@ class Containers:
             bundles.mount_root(overlay)
             spec = bundles.build_spec(c.doc, c.dir, overlay.target, self._host_facts)
             bundles.write_config(spec, c.dir)
+            driver, size = validate.log_config(c.doc["HostConfig"].get("LogConfig"))
             started = await runtime.create(c.id, c.dir, CreateOptions(
                 tty=bool(cfg.get("Tty")), stdin=bool(cfg.get("OpenStdin")),
-                stdin_once=bool(cfg.get("StdinOnce"))))
+                stdin_once=bool(cfg.get("StdinOnce")), log=driver != "none", log_size_max=size))
         except BaseException as exc:
             await self._cleanup_failed_start(c, overlay, exc)
             raise

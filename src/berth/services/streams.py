@@ -58,6 +58,8 @@ async def logs(containers: Containers, c: Container, opts: LogOptions) -> AsyncI
     """Yield the container's log as wire bytes, following while it runs when asked."""
     if not (opts.stdout or opts.stderr):
         raise InvalidArgument("You must choose at least one stream")
+    if (c.doc["HostConfig"].get("LogConfig") or {}).get("Type") == "none":
+        raise InvalidArgument('configured logging driver does not support reading ("none")')
     want = {s for s, on in (("stdout", opts.stdout), ("stderr", opts.stderr)) if on}
 
     def keep(e: Entry) -> bool:

@@ -73,6 +73,37 @@ def check_config(body: Any) -> None:
         raise InvalidArgument("Conflicting options: Nano CPUs and CPU Period cannot both be set")
     for bind in host.get("Binds") or []:
         parse_bind(bind)
+    log_config(host.get("LogConfig"))
+
+
+LOG_DRIVERS = ("json-file", "none")
+LOG_OPTIONS = ("max-size", "max-file", "compress", "mode", "max-buffer-size")
+
+
+def log_config(value: Any) -> tuple[str, int]:
+    """HostConfig.LogConfig -> (driver, max size in bytes); only what berth really does is accepted."""
+    if value is None:
+        return "json-file", 0
+    if not isinstance(value, dict):
+        raise InvalidArgument("HostConfig.LogConfig: expected an object")
+    driver = value.get("Type") or "json-file"
+    if driver not in LOG_DRIVERS:
+        raise InvalidArgument(f'error looking up logging plugin {driver}: plugin "{driver}" not found '
+                              f"(berth has: {', '.join(LOG_DRIVERS)})")
+    size = 0
+    for key, opt in (value.get("Config") or {}).items():
+        if key not in LOG_OPTIONS or driver == "none":
+            raise InvalidArgument(f"unknown log opt '{key}' for {driver} log driver")
+        if key == "max-size":
+            size = parse_size(str(opt))
+    return driver, size
+
+
+def parse_size(text: str) -> int:
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?", text.strip().lower())
+    if not m:
+        raise InvalidArgument(f"failed to initialize logging driver: invalid size: '{text}'")
+    return int(float(m.group(1)) * 1024 ** " kmgt".index(m.group(2) or " "))
 
 
 def check_name(name: str) -> str:
