@@ -25,7 +25,7 @@ import termios
 from dataclasses import dataclass, field
 from typing import Any
 
-from berth.errors import Conflict, InvalidArgument, NotFound
+from berth.errors import BerthError, Conflict, InvalidArgument, NotFound
 from berth.host import fs, proc
 from berth.oci import passwd
 from berth.services.containers import Container, Containers
@@ -132,7 +132,18 @@ class Execs:
         workdir = tempfile.mkdtemp(prefix="berth-exec-")
         try:
             spec_path = os.path.join(workdir, "process.json")
-            fs.atomic_write(spec_path, json.dumps(self._process_json(e, tty)).encode())
+            try:
+                process = self._process_json(e, tty)
+            except BerthError as exc:  # reported in the stream, as Docker does once hijacked
+                e.exit_code = 126
+                e.done.set()
+                if writer is not None:
+                    message = f"{exc}\n".encode()
+                    writer.write(message if tty else stdcopy.encode(2, message))
+                    await writer.drain()
+                    return
+                raise
+            fs.atomic_write(spec_path, json.dumps(process).encode())
             argv = self._containers.runtime_of(c).exec_argv(c.id, spec_path, os.path.join(workdir, "pid"))
             e.running = True
             if detach or writer is None:

@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 STREAM_IDS = {"stdout": 1, "stderr": 2}
 POLL = 0.05
 DETACH = b"\x10\x11"  # ctrl-p ctrl-q
+STDIN_PACKET = 16384  # the attach socket is SOCK_SEQPACKET: a packet conmon cannot read whole is cut
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,10 +188,11 @@ async def attach(containers: Containers, c: Container, opts: AttachOptions,
             if data:
                 if tty and opts.detach_keys and opts.detach_keys in data:
                     before = data.split(opts.detach_keys, 1)[0]
-                    if before:
-                        await loop.sock_sendall(sock, before)
+                    for i in range(0, len(before), STDIN_PACKET):
+                        await loop.sock_sendall(sock, before[i:i + STDIN_PACKET])
                     return
-                await loop.sock_sendall(sock, data)
+                for i in range(0, len(data), STDIN_PACKET):  # conmon reads one packet into 32 KiB
+                    await loop.sock_sendall(sock, data[i:i + STDIN_PACKET])
             data = await reader.read(65536)
             if not data:
                 if c.doc["Config"].get("StdinOnce"):
