@@ -61,7 +61,7 @@ def build(config: DaemonConfig) -> Daemon:
             extra = ("--network=none", "--ignore-cgroups")
         runtimes[name] = OciRuntime(name, path, os.path.join(root, "runtime", name), sockets, extra)
     holder: dict[str, Containers] = {}
-    images = Images(db, store, snaps, lambda image_id: holder["c"].using_image(image_id))
+    images = Images(db, store, snaps, events, lambda image_id: holder["c"].using_image(image_id))
     containers = Containers(root, db, images, snaps, events, runtimes, config.default_runtime, HostFacts.probe())
     holder["c"] = containers
     return Daemon(config, db, store, images, containers, Execs(containers), events, runtimes)

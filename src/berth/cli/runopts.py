@@ -57,8 +57,22 @@ def add_create_flags(p: Parser, run: bool) -> None:
     p.add_argument("--platform", default=None)
     p.add_argument("--stop-signal", default=None)
     p.add_argument("--stop-timeout", type=typed("--stop-timeout", integer), default=None)
+    p.add_argument("--memory-swap", type=typed("--memory-swap", _swap), default=None)
+    p.add_argument("--cpu-quota", type=typed("--cpu-quota", integer), default=None)
+    p.add_argument("--cpu-period", type=typed("--cpu-period", integer), default=None)
+    p.add_argument("--oom-kill-disable", action="store_true")
+    p.add_argument("--security-opt", action="append", default=[])
+    p.add_argument("--tmpfs", action="append", default=[])
+    p.add_argument("--log-driver", default=None)
+    p.add_argument("--log-opt", action="append", default=[])
+    p.add_argument("--add-host", action="append", default=[])
+    p.add_argument("--dns", action="append", default=[])
     p.add_argument("image")
     p.add_argument("command", nargs=argparse.REMAINDER)
+
+
+def _swap(text: str) -> int:
+    return -1 if text.strip() == "-1" else ram_in_bytes(text)
 
 
 def _boolean(text: str) -> bool:
@@ -213,6 +227,25 @@ def build_create(ns: argparse.Namespace, environ: Mapping[str, str] | None = Non
         host["PidsLimit"] = ns.pids_limit
     if ns.init:
         host["Init"] = True
+    if ns.memory_swap is not None:
+        host["MemorySwap"] = ns.memory_swap
+    if ns.cpu_quota is not None:
+        host["CpuQuota"] = ns.cpu_quota
+    if ns.cpu_period is not None:
+        host["CpuPeriod"] = ns.cpu_period
+    if ns.oom_kill_disable:
+        host["OomKillDisable"] = True
+    if ns.security_opt:
+        host["SecurityOpt"] = list(ns.security_opt)
+    if ns.tmpfs:
+        host["Tmpfs"] = {t.partition(":")[0]: t.partition(":")[2] for t in ns.tmpfs}
+    if ns.log_driver or ns.log_opt:
+        host["LogConfig"] = {"Type": ns.log_driver or "",
+                             "Config": {o.partition("=")[0]: o.partition("=")[2] for o in ns.log_opt}}
+    if ns.add_host:
+        host["ExtraHosts"] = list(ns.add_host)
+    if ns.dns:
+        host["Dns"] = list(ns.dns)
     if ns.isolation:
         host["Isolation"] = ns.isolation
     if ns.runtime:

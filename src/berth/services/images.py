@@ -24,6 +24,7 @@ from berth.content.local import LocalStore
 from berth.errors import Conflict, InvalidArgument, NotFound
 from berth.image import archive
 from berth.metadata.db import Database
+from berth.services.events import Events
 from berth.oci import reference
 from berth.snapshot.overlay import Snapshots, chain_ids
 
@@ -113,9 +114,9 @@ def parse_changes(changes: list[str], config: dict[str, Any]) -> None:
 
 
 class Images:
-    def __init__(self, db: Database, store: LocalStore, snaps: Snapshots,
+    def __init__(self, db: Database, store: LocalStore, snaps: Snapshots, events: Events,
                  in_use: Callable[[str], list[str]]) -> None:
-        self._db, self._store, self._snaps = db, store, snaps
+        self._db, self._store, self._snaps, self._events = db, store, snaps, events
         self._in_use = in_use  # image id -> ids of containers using it
 
     # import -------------------------------------------------------------
@@ -164,6 +165,7 @@ class Images:
         })
         if ref is not None:
             self._db.set_tag(str(ref), config_digest)
+        self._events.publish("image", "import", config_digest, {"name": str(ref) if ref else config_digest})
         return config_digest
 
     def _unpack_single(self, layer_digest: str) -> tuple[int, str, str]:
@@ -299,6 +301,7 @@ class Images:
         doc = self.record(image_id)
         doc["tagged"] = now_iso()
         self._db.put_image(image_id, doc)
+        self._events.publish("image", "tag", image_id, {"name": str(ref)})
 
     def remove(self, name: str, force: bool = False) -> list[dict[str, str]]:
         image_id = self.resolve(name)
@@ -313,6 +316,7 @@ class Images:
         users = self._in_use(image_id)
         if by_ref and len(tags) > 1:
             self._db.remove_tag(by_ref)
+            self._events.publish("image", "untag", image_id, {"name": by_ref})
             return [{"Untagged": by_ref}]
         if not by_ref and len(tags) > 1 and not force:
             raise Conflict(f"conflict: unable to delete {image_id[7:19]} (must be forced) - "
@@ -324,6 +328,7 @@ class Images:
                                f"{users[0][:12]} is using its referenced image {image_id[7:19]}")
             for t in tags:
                 self._db.remove_tag(t)
+                self._events.publish("image", "untag", image_id, {"name": t})
             return [{"Untagged": t} for t in tags]
         out: list[dict[str, str]] = [{"Untagged": t} for t in tags]
         doc = self.record(image_id)
@@ -335,6 +340,9 @@ class Images:
         for digest in [doc["manifest"], image_id, *doc["layers"]]:
             self._store.delete(digest)
         out.append({"Deleted": image_id})
+        for t in tags:
+            self._events.publish("image", "untag", image_id, {"name": t})
+        self._events.publish("image", "delete", image_id, {"name": image_id})
         return out
 
 
