@@ -41,7 +41,8 @@ class HostFacts:
                    os.path.exists("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"))
 
 
-def _read(path: str) -> str | None:
+def read_text(path: str) -> str | None:
+    """The file's text, or None when it does not exist (an image without /etc/passwd)."""
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
             return f.read()
@@ -77,7 +78,7 @@ def write_etc_files(doc: dict[str, Any], bundle: str) -> list[runtime_spec.BindM
     for extra in host.get("ExtraHosts") or []:
         name, _, addr = extra.partition(":")
         hosts += f"{addr}\t{name}\n"
-    resolv = _read("/etc/resolv.conf") or ""
+    resolv = read_text("/etc/resolv.conf") or ""
     if network != "host":
         resolv = "".join(line + "\n" for line in resolv.splitlines()
                          if not line.strip().startswith("nameserver 127."))
@@ -99,8 +100,8 @@ def build_spec(doc: dict[str, Any], bundle: str, rootfs: str, host_facts: HostFa
         InvalidArgument: the user does not exist in the image, or a bind source is unusable.
     """
     cfg, host = doc["Config"], doc["HostConfig"]
-    uid, gid, groups = passwd.resolve_user(cfg.get("User") or "", _read(os.path.join(rootfs, "etc/passwd")),
-                                           _read(os.path.join(rootfs, "etc/group")))
+    uid, gid, groups = passwd.resolve_user(cfg.get("User") or "", read_text(os.path.join(rootfs, "etc/passwd")),
+                                           read_text(os.path.join(rootfs, "etc/group")))
     mounts = write_etc_files(doc, bundle)
     for bind in doc.get("Binds") or []:
         os.makedirs(bind["Source"], exist_ok=True)  # as docker -v does for a missing host path
@@ -114,7 +115,7 @@ def build_spec(doc: dict[str, Any], bundle: str, rootfs: str, host_facts: HostFa
     if not any(e.startswith("HOSTNAME=") for e in env):
         env.insert(0, f"HOSTNAME={cfg.get('Hostname') or doc['Id'][:12]}")
     if uid != 0 and not any(e.startswith("HOME=") for e in env):
-        home = _home(_read(os.path.join(rootfs, "etc/passwd")), uid)
+        home = _home(read_text(os.path.join(rootfs, "etc/passwd")), uid)
         env.append(f"HOME={home}")
     elif not any(e.startswith("HOME=") for e in env):
         env.append("HOME=/root")

@@ -732,41 +732,13 @@ def _status_word(state: dict[str, Any]) -> str:
     return str(state["Status"])
 
 
-def human_duration(seconds: float) -> str:
-    """Docker's wording for a duration (go-units HumanDuration)."""
-    s = int(seconds)
-    if s < 1:
-        return "Less than a second"
-    if s == 1:
-        return "1 second"
-    if s < 60:
-        return f"{s} seconds"
-    m = s // 60
-    if m == 1:
-        return "About a minute"
-    if m < 60:
-        return f"{m} minutes"
-    h = round(s / 3600)
-    if h == 1:
-        return "About an hour"
-    if h < 48:
-        return f"{h} hours"
-    if h < 24 * 7 * 2:
-        return f"{h // 24} days"
-    if h < 24 * 30 * 2:
-        return f"{h // 24 // 7} weeks"
-    if h < 24 * 365 * 2:
-        return f"{h // 24 // 30} months"
-    return f"{h // 24 // 365} years"
-
-
 def status_text(state: dict[str, Any]) -> str:
     now = time.time_ns()
     if state["Running"]:
-        up = human_duration((now - timefmt.parse_ns(state["StartedAt"])) / 1e9)
+        up = timefmt.human_duration((now - timefmt.parse_ns(state["StartedAt"])) / 1e9)
         return f"Up {up} (Paused)" if state["Paused"] else f"Up {up}"
     if state["Status"] == "exited":
-        ago = human_duration((now - timefmt.parse_ns(state["FinishedAt"])) / 1e9)
+        ago = timefmt.human_duration((now - timefmt.parse_ns(state["FinishedAt"])) / 1e9)
         return f"Exited ({state['ExitCode']}) {ago} ago"
     return str(state["Status"]).capitalize()
 

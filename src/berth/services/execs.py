@@ -28,6 +28,7 @@ from typing import Any
 from berth.errors import BerthError, Conflict, InvalidArgument, NotFound
 from berth.host import fs, proc
 from berth.oci import passwd
+from berth.services import bundle as bundles
 from berth.services.containers import Container, Containers
 from berth.wire import stdcopy
 
@@ -104,8 +105,8 @@ class Execs:
         cfg = e.config
         rootfs = os.path.join(c.dir, "rootfs")
         user = cfg.get("User") or c.doc["Config"].get("User") or ""
-        uid, gid, groups = passwd.resolve_user(user, _read(os.path.join(rootfs, "etc/passwd")),
-                                               _read(os.path.join(rootfs, "etc/group")))
+        uid, gid, groups = passwd.resolve_user(user, bundles.read_text(os.path.join(rootfs, "etc/passwd")),
+                                               bundles.read_text(os.path.join(rootfs, "etc/group")))
         env = list(process.get("env") or [])
         for item in cfg.get("Env") or []:
             key = item.split("=", 1)[0]
@@ -272,11 +273,3 @@ class Execs:
                 await child.wait()
             e.running = False
             e.done.set()
-
-
-def _read(path: str) -> str | None:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read()
-    except (FileNotFoundError, NotADirectoryError):
-        return None

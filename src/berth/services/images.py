@@ -24,8 +24,8 @@ from berth.content.local import LocalStore
 from berth.errors import Conflict, InvalidArgument, NotFound
 from berth.image import archive
 from berth.metadata.db import Database
-from berth.services.events import Events
 from berth.oci import reference
+from berth.services.events import Events
 from berth.snapshot.overlay import Snapshots, chain_ids
 
 MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
