@@ -8,7 +8,8 @@
      ├── FailedPrecondition  the host lacks something the request needs (HTTP 500)
      ├── Unavailable         a dependency did not answer               (HTTP 503)
      ├── CommandFailed       a program berth ran exited non-zero       (HTTP 500)
-     └── NotModified         nothing to do: already in that state      (HTTP 304)
+     ├── NotModified         nothing to do: already in that state      (HTTP 304)
+     └── NotImplemented_     a Docker feature berth does not have yet  (HTTP 501)
 
 Raise the category with context and chain the cause:
     raise NotFound(f"No such image: {ref}") from exc
@@ -59,3 +60,7 @@ class CommandFailed(BerthError):
 
 class NotModified(BerthError):
     """The request asked for a state the thing is already in (Docker answers 304)."""
+
+
+class NotImplemented_(BerthError):
+    """A Docker API feature this version of berth does not offer (yet)."""

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import datetime
+from fractions import Fraction
 import re
 import time
 
 ZERO = "0001-01-01T00:00:00Z"
+UNIT_NS = {"h": 3_600_000_000_000, "m": 60_000_000_000, "s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}
 _ISO = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
 
 
@@ -42,10 +44,10 @@ def parse_since(text: str, now_ns: int | None = None) -> int:
         return int(whole) * 1_000_000_000 + int(frac[:9].ljust(9, "0") if frac else 0)
     m = re.fullmatch(r"((?:\d+(?:\.\d+)?(?:h|m|s|ms|us|ns))+)", text)
     if m:
-        total = 0.0
+        total = Fraction(0)
         for num, unit in re.findall(r"(\d+(?:\.\d+)?)(h|ms|us|ns|m|s)", text):
-            total += float(num) * {"h": 3600, "m": 60, "s": 1, "ms": 1e-3, "us": 1e-6, "ns": 1e-9}[unit]
-        return (now_ns if now_ns is not None else time.time_ns()) - int(total * 1e9)
+            total += Fraction(num) * UNIT_NS[unit]
+        return (now_ns if now_ns is not None else time.time_ns()) - int(total)
     return parse_ns(text)
 
 

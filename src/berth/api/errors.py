@@ -17,6 +17,7 @@ STATUS: dict[type[errors.BerthError], int] = {
     errors.Unavailable: 503,
     errors.CommandFailed: 500,
     errors.NotModified: 304,
+    errors.NotImplemented_: 501,
 }
 
 

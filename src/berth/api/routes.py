@@ -11,4 +11,39 @@ def build(daemon: Daemon) -> Router:
     router = Router()
     for group in (system, images, containers):
         group.register(router, daemon)
+    for template, what in PLANNED:
+        router.plan(template, what)
     return router
+
+
+# Docker API paths that later versions of berth will serve.
+PLANNED = (
+    ("/containers/{id}/changes", "`docker diff` yet"),
+    ("/containers/{id}/export", "`docker export` yet"),
+    ("/containers/{id}/archive", "`docker cp` yet"),
+    ("/commit", "`docker commit` yet"),
+    ("/build", "`docker build` yet"),
+    ("/build/*", "`docker build` yet"),
+    ("/images/{name}/push", "`docker push` yet"),
+    ("/images/get", "`docker save` yet"),
+    ("/images/{name}/get", "`docker save` yet"),
+    ("/images/load", "`docker load` yet"),
+    ("/images/search", "`docker search` yet"),
+    ("/images/prune", "`docker image prune` yet"),
+    ("/system/df", "`docker system df` yet"),
+    ("/networks", "`docker network` yet: use --network none or --network host"),
+    ("/networks/*", "`docker network` yet: use --network none or --network host"),
+    ("/volumes", "`docker volume` yet: use bind mounts (-v /host/path:/path)"),
+    ("/volumes/*", "`docker volume` yet: use bind mounts (-v /host/path:/path)"),
+    ("/auth", "`docker login` yet"),
+    ("/distribution/*", "registry access yet"),
+    ("/swarm*", "swarm mode"),
+    ("/nodes*", "swarm mode"),
+    ("/services*", "swarm mode"),
+    ("/tasks*", "swarm mode"),
+    ("/secrets*", "swarm mode"),
+    ("/configs*", "swarm mode"),
+    ("/plugins*", "plugins"),
+    ("/session", "BuildKit sessions"),
+    ("/grpc", "BuildKit"),
+)

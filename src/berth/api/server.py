@@ -25,7 +25,7 @@ import h11
 
 from berth import API_VERSION, MIN_API_VERSION, __version__
 from berth.api.errors import error_body
-from berth.errors import InvalidArgument, NotFound
+from berth.errors import InvalidArgument, NotFound, NotImplemented_
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +140,12 @@ class Route:
 class Router:
     def __init__(self) -> None:
         self.routes: list[Route] = []
+        self.planned: list[tuple[re.Pattern[str], str]] = []
+
+    def plan(self, template: str, what: str) -> None:
+        """A Docker API path berth does not serve yet: answer 501 naming *what*, not a bare 404."""
+        regex = re.sub(r"\{(\w+)\}", "[^/]+", template).replace("*", ".*")
+        self.planned.append((re.compile(f"^{regex}/?$"), what))
 
     def add(self, method: str, template: str, handler: Handler, waits: bool = False) -> None:
         regex = re.sub(r"\{(\w+)\}", lambda m: f"(?P<{m.group(1)}>[^/]+)", template)
@@ -156,6 +162,9 @@ class Router:
                 allowed = True
         if allowed:
             raise _MethodNotAllowed()
+        for pattern, what in self.planned:
+            if pattern.match(path):
+                raise NotImplemented_(f"this version of berth does not support {what}")
         raise NotFound(f"page not found: {path}")
 
 
@@ -192,7 +201,15 @@ class Server:
         self.connections.add(task)
         try:
             await self._serve(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError, h11.RemoteProtocolError):
+        except h11.RemoteProtocolError as exc:  # not HTTP we can read: say so, then hang up
+            try:
+                body = json.dumps({"message": f"malformed HTTP request: {exc}"}).encode()
+                writer.write(f"HTTP/1.1 {exc.error_status_hint} Bad Request\r\nContent-Type: application/json\r\n"
+                             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+                await writer.drain()
+            except (ConnectionError, RuntimeError):
+                pass
+        except (ConnectionError, asyncio.IncompleteReadError):
             pass
         except asyncio.CancelledError:
             pass

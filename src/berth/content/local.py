@@ -16,11 +16,11 @@ import uuid
 from berth.errors import InvalidArgument, NotFound
 from berth.host import fs
 
-_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
+_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 
 
 def validate_digest(digest: str) -> str:
-    if not _DIGEST.match(digest):
+    if not _DIGEST.fullmatch(digest):
         raise InvalidArgument(f"invalid digest {digest!r}: expected sha256:<64 hex digits>")
     return digest
 
@@ -101,7 +101,10 @@ class LocalStore:
             raise NotFound(f"content {digest}") from exc
 
     def size(self, digest: str) -> int:
-        return os.stat(self.path(digest)).st_size
+        try:
+            return os.stat(self.path(digest)).st_size
+        except FileNotFoundError as exc:
+            raise NotFound(f"content {digest}") from exc
 
     def delete(self, digest: str) -> None:
         try:

@@ -51,6 +51,21 @@ def _check_parents(root: str, rel: str) -> None:
             raise InvalidArgument(f"layer refused: {rel!r} has a parent that is not a directory")
 
 
+def _real_dir_inside(root: str, path: str) -> bool:
+    """True when *path* and every parent up to *root* are real directories (no symlinks)."""
+    rel = os.path.relpath(path, root)
+    current = root
+    for part in ([] if rel == "." else rel.split(os.sep)):
+        current = os.path.join(current, part)
+        try:
+            st = os.lstat(current)
+        except FileNotFoundError:
+            return False
+        if not stat.S_ISDIR(st.st_mode):
+            return False
+    return True
+
+
 def _remove(path: str) -> None:
     try:
         st = os.lstat(path)
@@ -84,9 +99,11 @@ def apply_layer(stream: BinaryIO, root: str) -> int:
         except tarfile.TarError as exc:
             raise InvalidArgument(f"layer is not a valid tar archive: {exc}") from exc
     for path, member in reversed(dirs):
+        if not _real_dir_inside(root, path):
+            continue  # it, or a parent, was replaced later in the layer (by a symlink, say)
         os.lchown(path, member.uid, member.gid)
         os.chmod(path, member.mode & 0o7777)
-        os.utime(path, (member.mtime, member.mtime))
+        os.utime(path, (member.mtime, member.mtime), follow_symlinks=False)
     return total
 
 
@@ -105,7 +122,10 @@ def _apply_member(tar: tarfile.TarFile, member: tarfile.TarInfo, root: str,
         os.setxattr(os.path.dirname(path), "trusted.overlay.opaque", b"y")
         return 0
     if base.startswith(WHITEOUT_PREFIX):
-        target = os.path.join(os.path.dirname(path), base[len(WHITEOUT_PREFIX):])
+        hidden = base[len(WHITEOUT_PREFIX):]
+        if hidden in ("", ".", "..") or "/" in hidden:
+            raise InvalidArgument(f"layer refused: whiteout {rel!r} names no file")
+        target = os.path.join(os.path.dirname(path), hidden)
         _remove(target)
         os.mknod(target, stat.S_IFCHR | 0o000, os.makedev(0, 0))
         return 0

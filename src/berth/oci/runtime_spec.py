@@ -260,6 +260,23 @@ def _devices(privileged: bool) -> list[dict[str, Any]]:
     return rules
 
 
+def limits(r: Resources) -> dict[str, Any]:
+    """The memory, cpu and pids parts of linux.resources (also what `runc update` takes).
+
+    Raises:
+        InvalidArgument: inconsistent or negative limits.
+    """
+    out: dict[str, Any] = {}
+    memory, cpu = _memory(r), _cpu(r)
+    if memory:
+        out["memory"] = memory
+    if cpu:
+        out["cpu"] = cpu
+    if r.pids_limit > 0:
+        out["pids"] = {"limit": r.pids_limit}
+    return out
+
+
 def build(spec: ContainerSpec, arch: str = "amd64") -> dict[str, Any]:
     """Return the OCI runtime config (config.json content) for *spec*.
 
@@ -307,14 +324,7 @@ def build(spec: ContainerSpec, arch: str = "amd64") -> dict[str, Any]:
     if spec.network_mode != "host":
         namespaces.append({"type": "network"})
 
-    resources: dict[str, Any] = {"devices": _devices(spec.privileged)}
-    memory, cpu = _memory(r), _cpu(r)
-    if memory:
-        resources["memory"] = memory
-    if cpu:
-        resources["cpu"] = cpu
-    if r.pids_limit > 0:
-        resources["pids"] = {"limit": r.pids_limit}
+    resources: dict[str, Any] = {"devices": _devices(spec.privileged), **limits(r)}
 
     linux: dict[str, Any] = {"namespaces": namespaces, "resources": resources}
     if spec.devices:

@@ -10,7 +10,7 @@ files the monitor leaves in the bundle (pid files, exit file, attach socket).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +52,10 @@ class Runtime(Protocol):
 
     async def wait(self, cid: str, bundle: str, monitor_pid: int) -> Exit:
         """Wait for the container to exit (also after a daemon restart) and return how."""
+        ...
+
+    async def update(self, cid: str, resources: dict[str, Any]) -> None:
+        """Apply new limits (runtime_spec.limits) to a running container."""
         ...
 
     async def status(self, cid: str) -> str | None:

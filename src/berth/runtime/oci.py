@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import re
+from typing import Any
 
 from berth.errors import CommandFailed, Conflict, FailedPrecondition, InvalidArgument
 from berth.host import proc
@@ -135,6 +136,10 @@ class OciRuntime:
             error = "the container's monitor exited without recording an exit code"
         oom = os.path.exists(os.path.join(bundle, "oom")) or _cgroup_oom(cid)
         return Exit(code, oom, error)
+
+    async def update(self, cid: str, resources: dict[str, Any]) -> None:
+        await proc.run(self._argv("update", "--resources", "-", cid), timeout=10,
+                       input=json.dumps(resources).encode())
 
     async def status(self, cid: str) -> str | None:
         """The runtime's view: "created", "running", "paused", "stopped", or None if it has no such container."""

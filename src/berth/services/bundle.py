@@ -120,14 +120,7 @@ def build_spec(doc: dict[str, Any], bundle: str, rootfs: str, host_facts: HostFa
     elif not any(e.startswith("HOME=") for e in env):
         env.append("HOME=/root")
     network = host.get("NetworkMode") or "default"
-    resources = runtime_spec.Resources(
-        memory=host.get("Memory") or 0, memory_swap=host.get("MemorySwap") or 0,
-        nano_cpus=host.get("NanoCpus") or 0, cpu_shares=host.get("CpuShares") or 0,
-        cpu_quota=host.get("CpuQuota") or 0, cpu_period=host.get("CpuPeriod") or 0,
-        pids_limit=host.get("PidsLimit") or 0,
-        swap_accounting=host_facts.swap_accounting, nofile=host_facts.nofile,
-        disable_oom_killer=bool(host.get("OomKillDisable")),
-    )
+    resources = resources_of(host, host_facts)
     return runtime_spec.ContainerSpec(
         args=tuple(args), rootfs=rootfs, env=tuple(env), cwd=cfg.get("WorkingDir") or "/",
         uid=uid, gid=gid, additional_gids=groups,
@@ -141,6 +134,18 @@ def build_spec(doc: dict[str, Any], bundle: str, rootfs: str, host_facts: HostFa
         cgroups_path=f"/berth/{doc['Id']}", host_capabilities=host_facts.capabilities,
         devices=devices.host_devices() if host.get("Privileged") else (),
         tmpfs=tuple((k, v or "") for k, v in (host.get("Tmpfs") or {}).items()),
+    )
+
+
+def resources_of(host: dict[str, Any], host_facts: HostFacts) -> runtime_spec.Resources:
+    """HostConfig's limits as runtime_spec.Resources."""
+    return runtime_spec.Resources(
+        memory=host.get("Memory") or 0, memory_swap=host.get("MemorySwap") or 0,
+        nano_cpus=host.get("NanoCpus") or 0, cpu_shares=host.get("CpuShares") or 0,
+        cpu_quota=host.get("CpuQuota") or 0, cpu_period=host.get("CpuPeriod") or 0,
+        pids_limit=host.get("PidsLimit") or 0,
+        swap_accounting=host_facts.swap_accounting, nofile=host_facts.nofile,
+        disable_oom_killer=bool(host.get("OomKillDisable")),
     )
 
 

@@ -34,6 +34,7 @@ from berth.errors import (
     NotModified,
 )
 from berth.metadata.db import Database
+from berth.oci import runtime_spec
 from berth.runtime.base import CreateOptions, Exit, Runtime
 from berth.services import bundle as bundles
 from berth.services import validate
@@ -63,6 +64,7 @@ class Container:
         self.changed = asyncio.Condition()
         self.exits = 0            # incremented at every exit, for next-exit waiters
         self.removed = False
+        self.removing = False
         self.watcher: asyncio.Task[None] | None = None
         self.pending_attach: list[Callable[[bool], None]] = []  # attachers waiting for start
         self.lock = asyncio.Lock()   # serialises start/stop/remove
@@ -232,7 +234,7 @@ class Containers:
                 raise Conflict("cannot start a paused container, try unpause instead")
             if c.running:
                 raise NotModified(f"container {c.id} is already running")
-            if c.removed:
+            if c.removed or c.removing:
                 raise NotFound(f"No such container: {ref}")
             try:
                 await self._start_locked(c)
@@ -492,11 +494,12 @@ class Containers:
             if c.state["Paused"]:
                 await self._resume_quietly(c)
             await self._wait_exit(c, exits, 30)
-            if c.removed:  # AutoRemove got there first
-                return
-        if c.removed:
+        if c.removing and not c.removed:  # AutoRemove got there first: answer when it is done
+            async with c.changed:
+                await c.changed.wait_for(lambda: c.removed)
+        if c.removed or c.removing:
             return
-        c.removed = True
+        c.removing = True  # "removed" waiters are woken only once it is really gone
         if c.watcher is not None:
             c.watcher.cancel()
         await self.runtime_of(c).delete(c.id)
@@ -507,8 +510,35 @@ class Containers:
         self._db.delete_container(c.id)
         self._all.pop(c.id, None)
         shutil.rmtree(c.dir, ignore_errors=True)
+        c.removed = True
         self._event(c, "destroy")
         await c.notify()
+
+    async def update(self, ref: str, body: Any) -> dict[str, Any]:
+        """Change a container's limits (and restart policy), live when it runs."""
+        c = self.get(ref)
+        if not isinstance(body, dict):
+            raise InvalidArgument("the request body must be a JSON object (UpdateConfig)")
+        allowed = {"Memory", "MemorySwap", "NanoCpus", "CpuShares", "CpuQuota", "CpuPeriod", "PidsLimit",
+                   "RestartPolicy", "OomKillDisable"}
+        changes = {k: v for k, v in body.items() if k in allowed and v not in (None, 0) or k == "RestartPolicy"}
+        validate.check_config({"HostConfig": changes})
+        host = dict(c.doc["HostConfig"]) | changes
+        if changes.get("NanoCpus"):
+            host["CpuQuota"] = host["CpuPeriod"] = 0
+        elif changes.get("CpuQuota") or changes.get("CpuPeriod"):
+            host["NanoCpus"] = 0
+        limits = runtime_spec.limits(bundles.resources_of(host, self._host_facts))
+        if c.running:
+            await self.runtime_of(c).update(c.id, limits)
+        c.doc["HostConfig"] = host
+        self._save(c)
+        self._event(c, "update")
+        return {"Warnings": []}
+
+    def event(self, c: Container, action: str, **attributes: str) -> None:
+        """Publish a container event (for services built on containers: exec)."""
+        self._event(c, action, **attributes)
 
     async def prune(self, filters: dict[str, list[str]]) -> dict[str, Any]:
         """Remove every stopped container matching *filters* (label, label!, until)."""

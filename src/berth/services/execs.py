@@ -75,6 +75,7 @@ class Execs:
                 raise InvalidArgument(f"ExecConfig.{key}: expected an array of strings")
         exec_id = secrets.token_hex(32)
         self._all[exec_id] = Exec(exec_id, c, body)
+        self._containers.event(c, "exec_create: " + " ".join(cmd), execID=exec_id)
         c.doc.setdefault("ExecIDs", [])
         return exec_id
 
@@ -147,6 +148,7 @@ class Execs:
             fs.atomic_write(spec_path, json.dumps(process).encode())
             argv = self._containers.runtime_of(c).exec_argv(c.id, spec_path, os.path.join(workdir, "pid"))
             e.running = True
+            self._containers.event(c, "exec_start: " + " ".join(e.config["Cmd"]), execID=e.id)
             if detach or writer is None:
                 child = await proc.spawn(argv, stdin=asyncio.subprocess.DEVNULL,
                                          stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
@@ -160,6 +162,7 @@ class Execs:
                 await self._run_pipes(e, argv, reader, writer, pending)
             if not os.path.exists(os.path.join(workdir, "pid")):
                 e.exit_code = 126
+            self._died(e)
         finally:
             if workdir:
                 shutil.rmtree(workdir, ignore_errors=True)
@@ -171,6 +174,10 @@ class Execs:
             e.running = False
             e.done.set()
             shutil.rmtree(workdir, ignore_errors=True)
+            self._died(e)
+
+    def _died(self, e: Exec) -> None:
+        self._containers.event(e.container, "exec_die", execID=e.id, exitCode=str(e.exit_code))
 
     async def _run_pipes(self, e: Exec, argv: list[str], reader: asyncio.StreamReader,
                          writer: asyncio.StreamWriter, pending: bytes) -> None:

@@ -35,7 +35,7 @@ class Parser:
                 return out
             line, self._buf = self._buf[:nl], self._buf[nl + 1:]
             parts = line.split(b" ", 3)
-            if len(parts) < 3:
+            if len(parts) < 3 or parts[1] not in (b"stdout", b"stderr") or parts[2] not in (b"P", b"F"):
                 continue
             try:
                 ns = timefmt.parse_ns(parts[0].decode())

@@ -13,7 +13,7 @@ from typing import Any
 
 from berth.errors import InvalidArgument
 
-_NAME = re.compile(r"^/?[a-zA-Z0-9][a-zA-Z0-9_.-]+$")
+_NAME = re.compile(r"/?[a-zA-Z0-9][a-zA-Z0-9_.-]+")
 
 _TYPES: dict[str, tuple[type, ...]] = {
     "Hostname": (str,), "Domainname": (str,), "User": (str,), "AttachStdin": (bool,),
@@ -107,7 +107,7 @@ def parse_size(text: str) -> int:
 
 
 def check_name(name: str) -> str:
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise InvalidArgument(f"Invalid container name ({name}), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")
     return name.lstrip("/")
 
@@ -152,7 +152,7 @@ def parse_signal(value: str | int | None, default: int = _signal.SIGTERM) -> int
     if value is None or value == "":
         return default
     text = str(value).strip()
-    if text.isdigit():
+    if text.isascii() and text.isdigit():
         num = int(text)
         if 0 < num <= 64:
             return num
@@ -162,8 +162,9 @@ def parse_signal(value: str | int | None, default: int = _signal.SIGTERM) -> int
         name = "SIG" + name
     sig = getattr(_signal.Signals, name, None) if name in _signal.Signals.__members__ else None
     if sig is None:
-        m = re.fullmatch(r"SIGRTMIN\+(\d+)", name)
-        if m and int(m.group(1)) <= 30:
-            return int(_signal.SIGRTMIN) + int(m.group(1))
+        m = re.fullmatch(r"SIGRT(MIN\+|MAX-)([0-9]+)", name)
+        if m and int(m.group(2)) <= int(_signal.SIGRTMAX) - int(_signal.SIGRTMIN):
+            base = int(_signal.SIGRTMIN) if m.group(1) == "MIN+" else int(_signal.SIGRTMAX)
+            return base + int(m.group(2)) if m.group(1) == "MIN+" else base - int(m.group(2))
         raise InvalidArgument(f"Invalid signal: {text}")
     return int(sig)

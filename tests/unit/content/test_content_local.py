@@ -154,16 +154,11 @@ def test_valid_digest_returned_unchanged() -> None:
     assert validate_digest(d) == d
 
 
-@pytest.mark.xfail(reason="bug: content.local._DIGEST ends in '$', which matches before a "
-                          "trailing newline; validate_digest accepts 'sha256:<hex>\\n' and the "
-                          "store would use a file name ending in a newline", strict=True)
 def test_digest_with_trailing_newline_refused(store: LocalStore) -> None:
     with pytest.raises(InvalidArgument):
         validate_digest(sha(b"x") + "\n")
 
 
-@pytest.mark.xfail(reason="bug: LocalStore.size lets FileNotFoundError escape for a missing blob; "
-                          "read() raises NotFound for the same case", strict=True)
 def test_size_of_missing_blob_is_not_found(store: LocalStore) -> None:
     with pytest.raises(NotFound):
         store.size(sha(b"never stored"))

@@ -100,24 +100,16 @@ def test_default_tag() -> None:
     assert parse("busybox@" + DIGEST).tag is None
 
 
-@pytest.mark.xfail(reason="bug: reference.py regexes end in '$', which also matches before a "
-                          "trailing newline, so a name/tag/digest ending in '\\n' is accepted",
-                   strict=True)
 @pytest.mark.parametrize("text", ["busybox\n", "busybox:latest\n", "busybox@" + DIGEST + "\n"])
 def test_trailing_newline_refused(text: str) -> None:
     with pytest.raises(InvalidArgument):
         parse(text)
 
 
-@pytest.mark.xfail(reason="bug: reference._TAG uses \\w on str, which is Unicode-aware; "
-                          "tags are ASCII [A-Za-z0-9_.-] only", strict=True)
 def test_non_ascii_tag_refused() -> None:
     with pytest.raises(InvalidArgument):
         parse("busybox:t\u00e4g")
 
 
-@pytest.mark.xfail(reason="bug: reference.parse drops 'docker.io/library/' but not a bare "
-                          "'library/' prefix, so library/busybox and busybox name different "
-                          "images although Docker shows both as busybox", strict=True)
 def test_library_prefix_is_shortened() -> None:
     assert parse("library/busybox:1") == parse("busybox:1")

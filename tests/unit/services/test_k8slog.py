@@ -102,10 +102,6 @@ def test_bad_lines_are_skipped(bad: bytes) -> None:
     assert Parser().feed(good + bad + good) == [Entry("stdout", b"ok\n", T1_NS)] * 2
 
 
-@pytest.mark.xfail(reason="bug: k8slog.Parser.feed does not check the stream and tag fields: "
-                          "a line with stream 'bogus' or tag 'X' becomes an entry "
-                          "(and a non-UTF-8 stream raises UnicodeDecodeError out of feed)",
-                   strict=True)
 @pytest.mark.parametrize("bad", [
     f"{T1} bogus F text\n".encode(),
     f"{T1} stdout X text\n".encode(),

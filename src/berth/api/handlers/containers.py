@@ -138,6 +138,9 @@ def register(router: Router, d: Daemon) -> None:
         c = cs.get(req.params["id"])
         return Stream(stats.stream(c, req.qbool("stream", True), req.qbool("one-shot")))
 
+    async def update(req: Request) -> Reply:
+        return Reply(200, await cs.update(req.params["id"], await req.json()))
+
     async def prune(req: Request) -> Reply:
         return Reply(200, await cs.prune(req.filters()))
 
@@ -191,6 +194,7 @@ def register(router: Router, d: Daemon) -> None:
     router.add("GET", "/containers/{id}/logs", logs)
     router.add("POST", "/containers/{id}/attach", attach)
     router.add("GET", "/containers/{id}/stats", stats_)
+    router.add("POST", "/containers/{id}/update", update)
     router.add("POST", "/containers/{id}/exec", exec_create)
     router.add("POST", "/exec/{id}/start", exec_start)
     router.add("GET", "/exec/{id}/json", exec_inspect)

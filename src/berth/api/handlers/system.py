@@ -13,7 +13,7 @@ from typing import Any, AsyncIterator
 from berth import API_VERSION, MIN_API_VERSION, __version__, timefmt
 from berth.api.server import Reply, Request, Router, Stream
 from berth.api.wiring import Daemon
-from berth.errors import InvalidArgument
+from berth.errors import BerthError, InvalidArgument
 
 ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
 
@@ -91,6 +91,12 @@ def register(router: Router, d: Daemon) -> None:
         if since and until and until < since:
             raise InvalidArgument("`since` must be before `until`")
         filters = req.filters()
+        if "container" in filters:  # follow the container, not its name (it may be renamed)
+            for value in list(filters["container"]):
+                try:
+                    filters["container"].append(d.containers.get(value).id)
+                except BerthError:
+                    pass
         source = d.events.subscribe(since, until, filters)
 
         async def lines() -> AsyncIterator[bytes]:
