@@ -67,6 +67,7 @@ def add_create_flags(p: Parser, run: bool) -> None:
     p.add_argument("--log-opt", action="append", default=[])
     p.add_argument("--add-host", action="append", default=[])
     p.add_argument("--dns", action="append", default=[])
+    p.add_argument("--restart", default=None)
     p.add_argument("image")
     p.add_argument("command", nargs=argparse.REMAINDER)
 
@@ -246,6 +247,9 @@ def build_create(ns: argparse.Namespace, environ: Mapping[str, str] | None = Non
         host["ExtraHosts"] = list(ns.add_host)
     if ns.dns:
         host["Dns"] = list(ns.dns)
+    if ns.restart:
+        name, _, count = ns.restart.partition(":")
+        host["RestartPolicy"] = {"Name": name, "MaximumRetryCount": int(count) if count.isdigit() else 0}
     if ns.isolation:
         host["Isolation"] = ns.isolation
     if ns.runtime:

@@ -172,6 +172,14 @@ class Containers:
         runtime = host.get("Runtime") or self.default_runtime
         if runtime not in self.runtimes:
             raise InvalidArgument(f"unknown or invalid runtime name: {runtime} (available: {', '.join(sorted(self.runtimes))})")
+        policy = host.get("RestartPolicy") or {}
+        if (policy.get("Name") or "no") not in ("no", "always", "unless-stopped", "on-failure"):
+            raise InvalidArgument(f"invalid restart policy {policy.get('Name')!r}: use no, always, unless-stopped "
+                                  "or on-failure[:max-retries]")
+        if (policy.get("Name") or "no") != "no" and host.get("AutoRemove"):
+            raise InvalidArgument("can't create 'AutoRemove' container with restart policy")
+        if policy.get("MaximumRetryCount") and policy.get("Name") != "on-failure":
+            raise InvalidArgument(f"maximum retry count cannot be used with restart policy '{policy.get('Name')}'")
         network = host.get("NetworkMode") or "default"
         if network not in ("default", "bridge", "none", "host"):
             raise InvalidArgument(f"network mode {network!r} is not supported yet: use none or host")
@@ -191,7 +199,8 @@ class Containers:
         host["Isolation"] = ISOLATIONS[isolation]
         if not (host.get("LogConfig") or {}).get("Type"):
             host["LogConfig"] = {"Type": "json-file", "Config": {}}
-        host.setdefault("RestartPolicy", {"Name": "no", "MaximumRetryCount": 0})
+        if not (host.get("RestartPolicy") or {}).get("Name"):
+            host["RestartPolicy"] = {"Name": "no", "MaximumRetryCount": 0}
         args = bundles.process_args({"Config": cfg})
         doc = {
             "Id": cid, "Name": "/" + name, "Created": timefmt.now(), "Path": args[0], "Args": args[1:],
@@ -270,8 +279,9 @@ class Containers:
             await runtime.delete(c.id)
             await self._cleanup_failed_start(c, overlay, exc)
             raise
+        c.doc["ManuallyStopped"] = False
         st = c.state
-        st.update(Status="running", Running=True, Paused=False, OOMKilled=False, Dead=False,
+        st.update(Status="running", Running=True, Paused=False, Restarting=False, OOMKilled=False, Dead=False,
                   Pid=started.pid, ExitCode=0, Error="", StartedAt=timefmt.now(), FinishedAt=timefmt.ZERO)
         c.doc["MonitorPid"] = started.monitor_pid
         self._save(c)
@@ -326,6 +336,27 @@ class Containers:
         await c.notify()
         if c.doc["HostConfig"].get("AutoRemove") and not c.restarting:
             await self.remove(c.id, force=True)
+        elif not c.restarting and _should_restart(c.doc, result.code):
+            asyncio.get_running_loop().create_task(self._restart_by_policy(c))
+
+    async def _restart_by_policy(self, c: Container) -> None:
+        """Start again after an exit, as the restart policy asks: 100 ms, doubling, at most a minute."""
+        delay = min(60.0, 0.1 * 2 ** min(int(c.doc.get("RestartCount", 0)), 10))
+        c.state.update(Restarting=True, Status="restarting")
+        await asyncio.sleep(delay)
+        async with c.lock:
+            c.state["Restarting"] = False
+            if c.removed or c.removing or c.running or c.doc.get("ManuallyStopped"):
+                if not c.running and not c.removed:
+                    c.state["Status"] = "exited"
+                return
+            c.doc["RestartCount"] = int(c.doc.get("RestartCount", 0)) + 1
+            try:
+                await self._start_locked(c)
+            except BerthError as exc:
+                log.warning("restart policy: %s did not start: %s", c.id[:12], exc)
+                c.state["Status"] = "exited"
+                self._save(c)
 
     async def recover(self) -> None:
         """After a daemon (re)start: re-attach to running containers, record exits that happened meanwhile.
@@ -376,6 +407,7 @@ class Containers:
         sig = validate.parse_signal(signal, _signal.SIGKILL)
         if not c.running:
             raise Conflict(f"Cannot kill container: {ref}: Container {c.id} is not running")
+        c.doc["ManuallyStopped"] = True
         await self.runtime_of(c).kill(c.id, sig)
         self._event(c, "kill", signal=str(sig))
         if c.state["Paused"] and sig == _signal.SIGKILL:
@@ -385,10 +417,15 @@ class Containers:
         c = self.get(ref)
         async with c.lock:
             if not c.running:
+                if c.state.get("Restarting"):  # waiting to be restarted by its policy: cancel that
+                    c.doc["ManuallyStopped"] = True
+                    self._save(c)
+                    return
                 raise NotModified(f"container {c.id} is already stopped")
             await self._stop_locked(c, timeout, signal)
 
     async def _stop_locked(self, c: Container, timeout: int | None, signal: str | None) -> None:
+        c.doc["ManuallyStopped"] = not c.restarting
         cfg = c.doc["Config"]
         sig = validate.parse_signal(signal or cfg.get("StopSignal"), _signal.SIGTERM)
         if timeout is None:
@@ -730,6 +767,17 @@ def _merge_image_config(body: dict[str, Any], image: dict[str, Any]) -> dict[str
     cfg.setdefault("Volumes", None)
     cfg.setdefault("OnBuild", None)
     return cfg
+
+
+def _should_restart(doc: dict[str, Any], code: int) -> bool:
+    policy = doc["HostConfig"].get("RestartPolicy") or {}
+    name = policy.get("Name") or "no"
+    if doc.get("ManuallyStopped") or name == "no":
+        return False
+    if name == "on-failure":
+        limit = int(policy.get("MaximumRetryCount") or 0)
+        return code != 0 and (limit == 0 or int(doc.get("RestartCount", 0)) < limit)
+    return name in ("always", "unless-stopped")
 
 
 def _read_int(path: str) -> int:

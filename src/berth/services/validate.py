@@ -29,7 +29,7 @@ _HOST_TYPES: dict[str, tuple[type, ...]] = {
     "PidsLimit": (int,), "ReadonlyRootfs": (bool,), "CapAdd": (list,), "CapDrop": (list,),
     "Privileged": (bool,), "Init": (bool,), "NetworkMode": (str,), "Isolation": (str,),
     "Runtime": (str,), "SecurityOpt": (list,), "ExtraHosts": (list,), "Dns": (list,),
-    "OomKillDisable": (bool,), "Tmpfs": (dict,),
+    "OomKillDisable": (bool,), "Tmpfs": (dict,), "RestartPolicy": (dict,),
 }
 
 
