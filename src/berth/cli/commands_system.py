@@ -150,6 +150,10 @@ def info_lines(client: Mapping[str, Any], info: Mapping[str, Any]) -> str:
     isolation = info.get("Isolation")
     if isolation:
         lines.append(f" Default Isolation: {isolation}")
+    modes = info.get("IsolationModes")
+    if modes:
+        lines.append(f" Isolation Modes: {' '.join(modes)}")
+        lines.append(f" Virtualization: {info.get('VirtualizationAccel') or 'none'}")
     sec = info.get("SecurityOptions") or []
     if sec:
         lines.append(" Security Options:")
