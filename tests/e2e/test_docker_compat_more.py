@@ -746,21 +746,29 @@ def test_exec_events(berthd, image, names):
     assert "exec_die" in actions, actions
 
 
-@berthd_gap("events --filter container=NAME stops matching after a rename")
-def test_events_filter_follows_rename(berthd, image, names):
-    old, new = names("old"), names("new")
-    proc = popen_docker(berthd, "events", "--filter", f"container={old}", "--format",
-                        "{{.Action}} {{.Actor.Attributes.name}}")
+@berthd_gap("events --filter container= matches whole names only (Docker: name or ID prefix)")
+def test_events_container_filter_prefix_match(berthd, image, names):
+    # Docker matches the container filter of events as a prefix of the name or the ID
+    # (a renamed container is still matched when its new name shares the prefix).
+    base = names("pfx")
+    longer = base + "-long"
+    since = str(int(time.time()) - 1)
     try:
-        reader = LineReader(proc.stdout)
-        time.sleep(0.5)
-        docker(berthd, "create", *RUN_NET, "--name", old, image, "sleep", "1000")
-        docker(berthd, "rename", old, new)
-        docker(berthd, "start", new)
-        reader.wait_line(f"start {new}", timeout=30)
+        run(berthd, "--name", longer, image, "true")
+        cid = cid_of(berthd, longer)
+        time.sleep(1.1)
+        until = str(int(time.time()) + 1)
+
+        def actions(value):
+            return docker(berthd, "events", "--since", since, "--until", until, "--filter",
+                          f"container={value}", "--format", "{{.Action}}").stdout.split()
+
+        assert {"create", "start", "die"} <= set(actions(longer)), actions(longer)
+        assert {"create", "start", "die"} <= set(actions(cid[:10])), actions(cid[:10])
+        assert {"create", "start", "die"} <= set(actions(base)), actions(base)
+        assert actions(longer[1:]) == []  # a prefix, not a substring
     finally:
-        proc.terminate()
-        finish(proc, 10)
+        docker(berthd, "rm", "-f", longer, check=False)
 
 
 # --------------------------------------------------------------------------- #
@@ -780,10 +788,14 @@ def test_sdk_run_detach_logs_since_until(client, image, names):
     wait_until(lambda: c.logs() == b"a\nb\n", 30, "b")
     stamps = [parse_rfc3339(line.split(b" ")[0].decode())
               for line in c.logs(timestamps=True).splitlines()]
-    mid = stamps[0] + (stamps[1] - stamps[0]) / 2
+    mid = (stamps[0] + (stamps[1] - stamps[0]) / 2).timestamp()
+    # floats are fractional epoch seconds; datetimes and ints are truncated to whole seconds
     assert c.logs(since=mid) == b"b\n"
     assert c.logs(until=mid) == b"a\n"
-    assert c.logs(since=int(mid.timestamp()) - 60) == b"a\nb\n"
+    assert c.logs(since=int(mid) - 60) == b"a\nb\n"
+    hour_ago = datetime.now(timezone.utc) - timedelta(hours=1)
+    assert c.logs(since=hour_ago) == b"a\nb\n"
+    assert c.logs(until=hour_ago) == b""
 
 
 def test_sdk_exec_run_stream_demux(client, image, names):
@@ -956,3 +968,39 @@ def test_many_containers_then_rm_all(berthd_factory, rootfs_tar):
     wait_until(lambda: not _pids_mentioning_any(ids), 30, "monitors/shims to be gone")
     # nothing is left in the daemon's container bookkeeping either
     assert json.loads(docker(d, "info", "--format", "{{json .Containers}}").stdout) == 0
+
+
+# --------------------------------------------------------------------------- #
+# restart policies, host namespaces
+
+
+@berthd_gap("restart policies are recorded but never acted on")
+def test_restart_policy_on_failure(berthd, image, names):
+    name = run_d(berthd, names(), image, "sh", "-c", "echo try; exit 1",
+                 extra=("--restart", "on-failure:2"))
+    wait_until(lambda: fmt(berthd, "{{.RestartCount}} {{.State.Status}}", name) == "2 exited"
+               and docker(berthd, "logs", name).stdout.count("try") == 3, 60,
+               "two restarts, then exited")
+    assert fmt(berthd, "{{.HostConfig.RestartPolicy.Name}} "
+                       "{{.HostConfig.RestartPolicy.MaximumRetryCount}}", name) == "on-failure 2"
+    assert state(berthd, name)["ExitCode"] == 1
+
+
+@berthd_gap("an unknown restart policy is accepted")
+def test_restart_policy_bogus_refused(berthd, image, names):
+    cp = run(berthd, "-d", "--name", names(), "--restart", "bogus", image, "true", check=False)
+    assert cp.returncode == 125, cp
+    assert "restart policy" in cp.stderr, cp.stderr
+
+
+@berthd_gap("--pid/--ipc/--uts host are recorded but the container gets new namespaces")
+def test_host_pid_ipc_uts_namespaces(berthd, image):
+    host = {ns: os.readlink(f"/proc/self/ns/{ns}") for ns in ("ipc", "pid", "uts")}
+    out = run(berthd, "--rm", "--pid", "host", "--ipc", "host", "--uts", "host", image, "sh",
+              "-c", "for n in ipc pid uts; do readlink /proc/self/ns/$n; done; hostname").stdout
+    *links, hostname = out.split()
+    assert links == [host["ipc"], host["pid"], host["uts"]], (links, host)
+    assert hostname == socket.gethostname()
+    # and without them, the container has its own
+    own = run(berthd, "--rm", image, "readlink", "/proc/self/ns/pid").stdout.strip()
+    assert own != host["pid"]

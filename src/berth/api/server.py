@@ -160,11 +160,11 @@ class Router:
                 if route.method == method or (method == "HEAD" and route.method == "GET"):
                     return route, {k: urllib.parse.unquote(v) for k, v in m.groupdict().items()}
                 allowed = True
-        if allowed:
-            raise _MethodNotAllowed()
         for pattern, what in self.planned:
             if pattern.match(path):
                 raise NotImplemented_(f"this version of berth does not support {what}")
+        if allowed:
+            raise _MethodNotAllowed()
         raise NotFound(f"page not found: {path}")
 
 

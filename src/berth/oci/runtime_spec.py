@@ -82,6 +82,10 @@ class ContainerSpec:
     host_capabilities: tuple[str, ...] | None = None
     devices: tuple[Device, ...] = ()
     tmpfs: tuple[tuple[str, str], ...] = ()   # (destination, "opt,opt") as HostConfig.Tmpfs
+    # "" = own namespace, "host" = the host's, "/proc/<pid>/ns/<kind>" = another container's
+    pid_mode: str = ""
+    ipc_mode: str = ""
+    uts_mode: str = ""
 
 
 PATH_DEFAULT = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -320,9 +324,17 @@ def build(spec: ContainerSpec, arch: str = "amd64") -> dict[str, Any]:
         "oomScoreAdj": 0,
     }
 
-    namespaces = [{"type": t} for t in ("pid", "ipc", "uts", "mount")]
-    if spec.network_mode != "host":
-        namespaces.append({"type": "network"})
+    namespaces: list[dict[str, str]] = []
+    for kind, mode in (("pid", spec.pid_mode), ("ipc", spec.ipc_mode), ("uts", spec.uts_mode),
+                       ("mount", ""), ("network", spec.network_mode if spec.network_mode == "host" else "")):
+        if mode == "host":
+            continue  # share the host's
+        if mode.startswith("/proc/"):
+            namespaces.append({"type": kind, "path": mode})  # join another container's
+        elif mode:
+            raise InvalidArgument(f"invalid {kind} namespace mode {mode!r}: use host or a namespace path")
+        else:
+            namespaces.append({"type": kind})
 
     resources: dict[str, Any] = {"devices": _devices(spec.privileged), **limits(r)}
 
@@ -344,7 +356,7 @@ def build(spec: ContainerSpec, arch: str = "amd64") -> dict[str, Any]:
         "mounts": _mounts(spec),
         "linux": linux,
     }
-    if spec.hostname:
+    if spec.hostname and not spec.uts_mode:
         config["hostname"] = spec.hostname
     if spec.annotations:
         config["annotations"] = dict(spec.annotations)

@@ -93,7 +93,8 @@ def write_etc_files(doc: dict[str, Any], bundle: str) -> list[runtime_spec.BindM
     return mounts
 
 
-def build_spec(doc: dict[str, Any], bundle: str, rootfs: str, host_facts: HostFacts) -> runtime_spec.ContainerSpec:
+def build_spec(doc: dict[str, Any], bundle: str, rootfs: str, host_facts: HostFacts,
+               namespaces: dict[str, str] | None = None) -> runtime_spec.ContainerSpec:
     """Write the bundle's /etc files and return the container's spec.
 
     Raises:
@@ -134,6 +135,8 @@ def build_spec(doc: dict[str, Any], bundle: str, rootfs: str, host_facts: HostFa
         cgroups_path=f"/berth/{doc['Id']}", host_capabilities=host_facts.capabilities,
         devices=devices.host_devices() if host.get("Privileged") else (),
         tmpfs=tuple((k, v or "") for k, v in (host.get("Tmpfs") or {}).items()),
+        pid_mode=(namespaces or {}).get("pid", ""), ipc_mode=(namespaces or {}).get("ipc", ""),
+        uts_mode=(namespaces or {}).get("uts", ""),
     )
 
 

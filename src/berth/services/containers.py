@@ -183,6 +183,18 @@ class Containers:
         network = host.get("NetworkMode") or "default"
         if network not in ("default", "bridge", "none", "host"):
             raise InvalidArgument(f"network mode {network!r} is not supported yet: use none or host")
+        if any(host.get("PortBindings") or {}) or host.get("PublishAllPorts"):
+            raise InvalidArgument("publishing ports (-p, -P) needs bridge networking, which this version of berth "
+                                  "does not have yet: use --network host to reach the container's ports")
+        for key, allowed in (("PidMode", ("", "host", "private")), ("IpcMode", ("", "host", "private", "shareable")),
+                             ("UTSMode", ("", "host"))):
+            mode = host.get(key) or ""
+            if not isinstance(mode, str) or (mode not in allowed and not mode.startswith("container:")) \
+                    or (key == "UTSMode" and mode.startswith("container:")):
+                raise InvalidArgument(f"invalid {key} {mode!r}: use {', '.join(a for a in allowed if a)}"
+                                      f"{'' if key == 'UTSMode' else ' or container:<name|id>'}")
+            if mode.startswith("container:"):
+                self.get(mode.split(":", 1)[1])
         cfg = _merge_image_config(body, image_cfg.get("config") or {})
         if not bundles.process_args({"Config": cfg}):
             raise InvalidArgument("no command specified")
@@ -258,7 +270,7 @@ class Containers:
         cfg = c.doc["Config"]
         try:
             bundles.mount_root(overlay)
-            spec = bundles.build_spec(c.doc, c.dir, overlay.target, self._host_facts)
+            spec = bundles.build_spec(c.doc, c.dir, overlay.target, self._host_facts, self._namespaces(c))
             bundles.write_config(spec, c.dir)
             driver, size = validate.log_config(c.doc["HostConfig"].get("LogConfig"))
             started = await runtime.create(c.id, c.dir, CreateOptions(
@@ -288,6 +300,21 @@ class Containers:
         self._event(c, "start")
         c.watcher = asyncio.get_running_loop().create_task(self._watch(c, started.monitor_pid))
         await c.notify()
+
+    def _namespaces(self, c: Container) -> dict[str, str]:
+        """HostConfig's PidMode/IpcMode/UTSMode as runtime_spec namespace modes."""
+        out = {}
+        host = c.doc["HostConfig"]
+        for kind, key in (("pid", "PidMode"), ("ipc", "IpcMode"), ("uts", "UTSMode")):
+            mode = host.get(key) or ""
+            if mode == "host":
+                out[kind] = "host"
+            elif mode.startswith("container:"):
+                other = self.get(mode.split(":", 1)[1])
+                if not other.running:
+                    raise Conflict(f"cannot join {kind.upper()} of a non running container: {other.id}")
+                out[kind] = f"/proc/{other.state['Pid']}/ns/{kind}"
+        return out
 
     async def _cleanup_failed_start(self, c: Container, overlay: OverlayMount, exc: BaseException) -> None:
         try:

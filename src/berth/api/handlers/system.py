@@ -13,7 +13,7 @@ from typing import Any, AsyncIterator
 from berth import API_VERSION, MIN_API_VERSION, __version__, timefmt
 from berth.api.server import Reply, Request, Router, Stream
 from berth.api.wiring import Daemon
-from berth.errors import BerthError, InvalidArgument
+from berth.errors import BerthError, InvalidArgument, NotFound
 
 ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
 
@@ -105,6 +105,31 @@ def register(router: Router, d: Daemon) -> None:
                 yield json.dumps(event).encode() + b"\n"
         return Stream(lines())
 
+    def network(name: str) -> dict[str, Any]:
+        return {"Name": name, "Id": name, "Created": timefmt.ZERO, "Scope": "local",
+                "Driver": "null" if name == "none" else "host", "EnableIPv6": False,
+                "IPAM": {"Driver": "default", "Options": None, "Config": []}, "Internal": False,
+                "Attachable": False, "Ingress": False, "ConfigFrom": {"Network": ""}, "ConfigOnly": False,
+                "Containers": {}, "Options": {}, "Labels": {}}
+
+    async def networks(req: Request) -> Reply:
+        return Reply(200, [network(n) for n in ("none", "host")])
+
+    async def network_inspect(req: Request) -> Reply:
+        name = req.params["id"]
+        if name not in ("none", "host"):
+            raise NotFound(f"network {name} not found (this version of berth has the none and host networks)")
+        return Reply(200, network(name))
+
+    async def network_remove(req: Request) -> Reply:
+        name = req.params["id"]
+        if name in ("none", "host"):
+            raise InvalidArgument(f"{name} is a pre-defined network and cannot be removed")
+        raise NotFound(f"network {name} not found")
+
+    router.add("GET", "/networks", networks)
+    router.add("DELETE", "/networks/{id}", network_remove)
+    router.add("GET", "/networks/{id}", network_inspect)
     router.add("GET", "/_ping", ping)
     router.add("GET", "/version", version)
     router.add("GET", "/info", info)
