@@ -75,7 +75,7 @@ def _matches(event: dict[str, Any], filters: dict[str, list[str]]) -> bool:
         if key == "event" and event["Action"] not in values:
             return False
         if key == "container" and not any(
-                event["Actor"]["ID"].startswith(v) or attrs.get("name") == v for v in values):
+                event["Actor"]["ID"].startswith(v) or attrs.get("name", "").startswith(v) for v in values):
             return False
         if key == "image" and attrs.get("image") not in values:
             return False
