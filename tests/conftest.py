@@ -18,6 +18,7 @@ Public API (used by the test modules):
                            live_restore matters only for dockerd (berthd always keeps
                            containers across its restarts)
     docker(d, *args, input=None, timeout=60, check=True) -> CompletedProcess
+    popen_docker(d, *args), finish(proc, timeout)   background CLI (logs -f, attach) and its end
     rootfs_tar             session fixture -> Path of a busybox rootfs tarball
     image                  session fixture -> "busybox:latest", imported with `docker import`
     client                 docker.DockerClient on the session daemon, API 1.47
@@ -355,6 +356,22 @@ def berthd_factory(_log_dir: Path) -> Iterator[Callable[[], Daemon]]:
 # --------------------------------------------------------------------------- #
 # The docker CLI
 
+
+
+def popen_docker(d, *args, stdin=subprocess.DEVNULL, text=True):
+    """Start the docker CLI in the background (stdout and stderr together), for streams like logs -f."""
+    return subprocess.Popen([DOCKER, *args], env=d.env, stdin=stdin, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=text, start_new_session=True)
+
+
+def finish(proc, timeout=30):
+    """Wait for *proc*; kill it if it outlives *timeout*. Returns its exit status (None if killed)."""
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+        return None
 
 def docker(d: Daemon, *args: str, input: str | None = None, timeout: float = 60,
            check: bool = True) -> subprocess.CompletedProcess:

@@ -9,7 +9,6 @@ with the `names` fixture and force-removed when the test ends.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import time
@@ -18,7 +17,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from berth_e2e_conftest import (API_VERSION, DOCKER, RUN_NET, LineReader, docker, is_dockerd,
+from berth_e2e_conftest import (finish, popen_docker, API_VERSION, DOCKER, RUN_NET, LineReader, docker, is_dockerd,
                                 unique_name, wait_until)
 
 
@@ -64,19 +63,6 @@ def wait_exited(d, name, timeout=60):
     return state(d, name)
 
 
-def popen_docker(d, *args, stdin=subprocess.DEVNULL):
-    return subprocess.Popen([DOCKER, *args], env=d.env, stdin=stdin, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-
-
-def finish(proc, timeout=30):
-    """Wait for *proc*; kill it if it outlives *timeout*. Returns its exit status."""
-    try:
-        return proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
-        return None
 
 
 def spawn(d, *args, timeout=30):

@@ -27,7 +27,7 @@ from pathlib import Path
 import pexpect
 import pytest
 
-from berth_e2e_conftest import (API_VERSION, DOCKER, RUN_NET, LineReader, docker, is_dockerd,
+from berth_e2e_conftest import (finish, popen_docker, API_VERSION, DOCKER, RUN_NET, LineReader, docker, is_dockerd,
                                 unique_name, wait_until)
 
 NET = {"network_mode": "none"} if RUN_NET else {}
@@ -79,18 +79,6 @@ def spawn(d, *args, timeout=30):
                          dimensions=(24, 120))
 
 
-def popen_docker(d, *args, stdin=subprocess.DEVNULL, text=True):
-    return subprocess.Popen([DOCKER, *args], env=d.env, stdin=stdin, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=text, start_new_session=True)
-
-
-def finish(proc, timeout=30):
-    try:
-        return proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(10)
-        return None
 
 
 def run_bytes(d, *args, input: bytes | None = None, timeout=120):
