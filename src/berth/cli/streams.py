@@ -101,7 +101,8 @@ def pump(h: Hijacked, multiplexed: bool, stdin_fd: int | None,
                             pass
                     else:
                         h.close_write()
-                    sel.unregister(stdin_fd)
+                    if stdin_fd is not None:
+                        sel.unregister(stdin_fd)
                     stdin_fd = None
     finally:
         sel.close()

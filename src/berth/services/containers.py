@@ -282,9 +282,9 @@ class Containers:
         for connect in c.pending_attach:
             connect(True)
         c.pending_attach.clear()
-        size = c.doc.pop("PendingSize", None)
-        if size and cfg.get("Tty"):
-            runtime.resize(c.dir, *size)
+        console: list[int] = c.doc.pop("PendingSize", None) or c.doc["HostConfig"].get("ConsoleSize") or [0, 0]
+        if cfg.get("Tty") and len(console) == 2 and console[0] and console[1]:
+            runtime.resize(c.dir, int(console[0]), int(console[1]))
         try:
             await runtime.start(c.id)
         except BaseException as exc:

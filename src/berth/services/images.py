@@ -17,7 +17,7 @@ import json
 import lzma
 import os
 import shlex
-from typing import IO, Any, AsyncIterator, BinaryIO, Callable
+from typing import IO, Any, AsyncIterator, BinaryIO, Callable, cast
 
 from berth import timefmt
 from berth.content.local import LocalStore
@@ -56,7 +56,7 @@ def _decompressed(f: BinaryIO) -> tuple[IO[bytes], str]:
     head = f.read(6)
     f.seek(0)
     if head.startswith(b"\x1f\x8b"):
-        return gzip.GzipFile(fileobj=f), MEDIA_LAYER + "+gzip"
+        return cast(IO[bytes], gzip.GzipFile(fileobj=f)), MEDIA_LAYER + "+gzip"
     if head.startswith(b"BZh"):
         return bz2.BZ2File(f), MEDIA_LAYER + "+bzip2"
     if head.startswith(b"\xfd7zXZ\x00"):
