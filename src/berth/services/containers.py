@@ -15,12 +15,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import secrets
-import shlex
 import shutil
 import signal as _signal
-import time
 from typing import Any, Callable
 
 from berth import timefmt
@@ -44,8 +41,6 @@ from berth.snapshot.overlay import OverlayMount, Snapshots
 
 log = logging.getLogger(__name__)
 
-CONTAINER_FILTERS = ("status", "name", "id", "label", "ancestor", "exited", "isolation", "before", "since",
-                     "network", "volume", "health", "publish", "expose", "is-task")
 ISOLATIONS = {"": "process", "default": "process", "process": "process"}
 VM_ISOLATIONS = ("vm", "hyperv")
 
@@ -615,13 +610,13 @@ class Containers:
             if c.running or c.state["Paused"]:
                 continue
             labels = c.doc["Config"].get("Labels") or {}
-            if not all(_label_matches(labels, v) for v in filters.get("label", [])):
+            if not all(label_matches(labels, v) for v in filters.get("label", [])):
                 continue
-            if any(_label_matches(labels, v) for v in filters.get("label!", [])):
+            if any(label_matches(labels, v) for v in filters.get("label!", [])):
                 continue
             if until and timefmt.parse_ns(c.doc["Created"]) > until:
                 continue
-            reclaimed += _disk_usage(os.path.join(c.dir, "upper"))
+            reclaimed += disk_usage(os.path.join(c.dir, "upper"))
             await self.remove(c.id)
             deleted.append(c.id)
         self._events.publish("container", "prune", "", {"reclaimed": str(reclaimed)})
@@ -659,108 +654,6 @@ class Containers:
             pass
         except OSError as exc:
             raise FailedPrecondition(f"resize: {exc}") from exc
-
-    # API shapes ---------------------------------------------------------
-    def inspect(self, ref: str) -> dict[str, Any]:
-        c = self.get(ref)
-        d = c.doc
-        host = dict(d["HostConfig"])
-        host.setdefault("Binds", None)
-        state = dict(d["State"])
-        state["Status"] = _status_word(state)
-        return {
-            "Id": c.id, "Created": d["Created"], "Path": d["Path"], "Args": d["Args"], "State": state,
-            "Image": d["Image"], "ResolvConfPath": os.path.join(c.dir, "resolv.conf"),
-            "HostnamePath": os.path.join(c.dir, "hostname"), "HostsPath": os.path.join(c.dir, "hosts"),
-            "LogPath": os.path.join(c.dir, "container.log"), "Name": d["Name"],
-            "RestartCount": d.get("RestartCount", 0), "Driver": "overlay2", "Platform": d.get("Platform", "linux"),
-            "MountLabel": "", "ProcessLabel": "", "AppArmorProfile": "", "ExecIDs": None,
-            "HostConfig": host,
-            "GraphDriver": {"Name": "overlay2", "Data": {"UpperDir": os.path.join(c.dir, "upper"),
-                                                         "WorkDir": os.path.join(c.dir, "work"),
-                                                         "MergedDir": os.path.join(c.dir, "rootfs")}},
-            "Mounts": [{k: b[k] for k in ("Type", "Source", "Destination", "Mode", "RW", "Propagation")}
-                       for b in d.get("Binds") or []],
-            "Config": d["Config"],
-            "NetworkSettings": _network_settings(host.get("NetworkMode", "default")),
-        }
-
-    def sizes(self, c: Container) -> dict[str, int]:
-        """SizeRw (the container's own writes) and SizeRootFs (with its image)."""
-        rw = _disk_usage(os.path.join(c.dir, "upper"))
-        image = self._images.record(c.doc["Image"])["size"]
-        return {"SizeRw": rw, "SizeRootFs": rw + image}
-
-    def summary(self, c: Container) -> dict[str, Any]:
-        d = c.doc
-        args = [d["Path"], *d["Args"]]
-        image = d["Config"].get("Image") or d["Image"]
-        return {
-            "Id": c.id, "Names": [d["Name"]], "Image": image, "ImageID": d["Image"],
-            "Command": shlex.join(args), "Created": timefmt.parse_ns(d["Created"]) // 1_000_000_000,
-            "Ports": [], "Labels": d["Config"].get("Labels") or {}, "State": _status_word(d["State"]),
-            "Status": status_text(d["State"]), "HostConfig": {"NetworkMode": d["HostConfig"].get("NetworkMode")},
-            "NetworkSettings": {"Networks": _network_settings(d["HostConfig"].get("NetworkMode"))["Networks"]},
-            "Mounts": [{k: b[k] for k in ("Type", "Source", "Destination", "Mode", "RW", "Propagation")}
-                       for b in d.get("Binds") or []],
-        }
-
-    def listing(self, all_: bool, limit: int, filters: dict[str, list[str]],
-                size: bool = False) -> list[dict[str, Any]]:
-        for key in filters:
-            if key not in CONTAINER_FILTERS:
-                raise InvalidArgument(f"invalid filter '{key}'")
-        items = sorted(self._all.values(), key=lambda c: c.doc["Created"], reverse=True)
-        all_ = all_ or limit > 0  # as Docker: the N newest, whatever their state
-        out = []
-        for c in items:
-            if not all_ and not c.running and not filters.get("status") and not filters.get("exited"):
-                continue
-            if not self._matches(c, filters):
-                continue
-            out.append(self.summary(c) | (self.sizes(c) if size else {}))
-            if limit > 0 and len(out) >= limit:
-                break
-        return out
-
-    def _matches(self, c: Container, filters: dict[str, list[str]]) -> bool:
-        d = c.doc
-        for key, values in filters.items():
-            if key == "status":
-                bad = [v for v in values if v not in ("created", "restarting", "running", "removing",
-                                                       "paused", "exited", "dead")]
-                if bad:
-                    raise InvalidArgument(f"invalid filter 'status={bad[0]}'")
-                if _status_word(d["State"]) not in values:
-                    return False
-            elif key == "name":
-                if not any(re.search(v, c.name) for v in values):
-                    return False
-            elif key == "id":
-                if not any(c.id.startswith(v) for v in values):
-                    return False
-            elif key == "label":
-                labels = d["Config"].get("Labels") or {}
-                if not all(_label_matches(labels, v) for v in values):
-                    return False
-            elif key == "ancestor":
-                ok = False
-                for v in values:
-                    try:
-                        if self._images.resolve(v) == d["Image"]:
-                            ok = True
-                    except NotFound:
-                        pass
-                if not ok:
-                    return False
-            elif key == "exited":
-                if d["State"]["Running"] or d["State"]["Status"] != "exited" or \
-                        str(d["State"]["ExitCode"]) not in values:
-                    return False
-            elif key == "isolation":
-                if d["HostConfig"].get("Isolation", "process") not in values:
-                    return False
-        return True
 
 
 def _merge_image_config(body: dict[str, Any], image: dict[str, Any]) -> dict[str, Any]:
@@ -815,12 +708,12 @@ def _read_int(path: str) -> int:
         return 0
 
 
-def _label_matches(labels: dict[str, str], spec: str) -> bool:
+def label_matches(labels: dict[str, str], spec: str) -> bool:
     key, eq, value = spec.partition("=")
     return key in labels and (not eq or labels[key] == value)
 
 
-def _disk_usage(path: str) -> int:
+def disk_usage(path: str) -> int:
     total = 0
     for directory, _dirs, files in os.walk(path):
         for name in files:
@@ -829,28 +722,3 @@ def _disk_usage(path: str) -> int:
             except OSError:
                 pass
     return total
-
-
-def _status_word(state: dict[str, Any]) -> str:
-    if state["Running"]:
-        return "paused" if state["Paused"] else "running"
-    return str(state["Status"])
-
-
-def status_text(state: dict[str, Any]) -> str:
-    now = time.time_ns()
-    if state["Running"]:
-        up = timefmt.human_duration((now - timefmt.parse_ns(state["StartedAt"])) / 1e9)
-        return f"Up {up} (Paused)" if state["Paused"] else f"Up {up}"
-    if state["Status"] == "exited":
-        ago = timefmt.human_duration((now - timefmt.parse_ns(state["FinishedAt"])) / 1e9)
-        return f"Exited ({state['ExitCode']}) {ago} ago"
-    return str(state["Status"]).capitalize()
-
-
-def _network_settings(mode: str | None) -> dict[str, Any]:
-    name = "host" if mode == "host" else "none"
-    return {"Bridge": "", "SandboxID": "", "HairpinMode": False, "Ports": {}, "SandboxKey": "",
-            "Gateway": "", "IPAddress": "", "IPPrefixLen": 0, "MacAddress": "",
-            "Networks": {name: {"NetworkID": name, "EndpointID": "", "Gateway": "", "IPAddress": "",
-                                "IPPrefixLen": 0, "MacAddress": "", "Aliases": None}}}

@@ -10,7 +10,7 @@ from berth import timefmt
 from berth.api.server import Hijack, Reply, Request, Router, Stream
 from berth.api.wiring import Daemon
 from berth.errors import Conflict, InvalidArgument
-from berth.services import stats, streams
+from berth.services import stats, streams, views
 
 RAW = "application/vnd.docker.raw-stream"
 MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
@@ -35,13 +35,14 @@ def register(router: Router, d: Daemon) -> None:
         return Reply(201, {"Id": cid, "Warnings": warnings})
 
     async def list_(req: Request) -> Reply:
-        return Reply(200, cs.listing(req.qbool("all"), req.qint("limit", -1) or -1, req.filters(),
-                                     req.qbool("size")))
+        limit = req.qint("limit", -1) or -1
+        return Reply(200, views.listing(cs, d.images, req.qbool("all"), limit, req.filters(), req.qbool("size")))
 
     async def inspect(req: Request) -> Reply:
-        doc = cs.inspect(req.params["id"])
+        c = cs.get(req.params["id"])
+        doc = views.inspect(c)
         if req.qbool("size"):
-            doc |= cs.sizes(cs.get(req.params["id"]))
+            doc |= views.sizes(d.images, c)
         return Reply(200, doc)
 
     async def start(req: Request) -> Reply:

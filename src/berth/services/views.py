@@ -1,0 +1,147 @@
+"""Containers as the API shows them: inspect, list entries, filters, status wording.
+
+Strategy: pure functions of the container records (plus image sizes), kept
+apart from the lifecycle in services.containers so each stays small.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import time
+from typing import Any
+
+from berth import timefmt
+from berth.errors import InvalidArgument, NotFound
+from berth.services import containers
+from berth.services.containers import Container, Containers
+from berth.services.images import Images
+
+CONTAINER_FILTERS = ("status", "name", "id", "label", "ancestor", "exited", "isolation", "before", "since",
+                     "network", "volume", "health", "publish", "expose", "is-task")
+
+def inspect(c: Container) -> dict[str, Any]:
+    d = c.doc
+    host = dict(d["HostConfig"])
+    host.setdefault("Binds", None)
+    state = dict(d["State"])
+    state["Status"] = _status_word(state)
+    return {
+        "Id": c.id, "Created": d["Created"], "Path": d["Path"], "Args": d["Args"], "State": state,
+        "Image": d["Image"], "ResolvConfPath": os.path.join(c.dir, "resolv.conf"),
+        "HostnamePath": os.path.join(c.dir, "hostname"), "HostsPath": os.path.join(c.dir, "hosts"),
+        "LogPath": os.path.join(c.dir, "container.log"), "Name": d["Name"],
+        "RestartCount": d.get("RestartCount", 0), "Driver": "overlay2", "Platform": d.get("Platform", "linux"),
+        "MountLabel": "", "ProcessLabel": "", "AppArmorProfile": "", "ExecIDs": None,
+        "HostConfig": host,
+        "GraphDriver": {"Name": "overlay2", "Data": {"UpperDir": os.path.join(c.dir, "upper"),
+                                                     "WorkDir": os.path.join(c.dir, "work"),
+                                                     "MergedDir": os.path.join(c.dir, "rootfs")}},
+        "Mounts": [{k: b[k] for k in ("Type", "Source", "Destination", "Mode", "RW", "Propagation")}
+                   for b in d.get("Binds") or []],
+        "Config": d["Config"],
+        "NetworkSettings": _network_settings(host.get("NetworkMode", "default")),
+    }
+
+def sizes(images: Images, c: Container) -> dict[str, int]:
+    """SizeRw (the container's own writes) and SizeRootFs (with its image)."""
+    rw = containers.disk_usage(os.path.join(c.dir, "upper"))
+    image = images.record(c.doc["Image"])["size"]
+    return {"SizeRw": rw, "SizeRootFs": rw + image}
+
+def summary(c: Container) -> dict[str, Any]:
+    d = c.doc
+    args = [d["Path"], *d["Args"]]
+    image = d["Config"].get("Image") or d["Image"]
+    return {
+        "Id": c.id, "Names": [d["Name"]], "Image": image, "ImageID": d["Image"],
+        "Command": shlex.join(args), "Created": timefmt.parse_ns(d["Created"]) // 1_000_000_000,
+        "Ports": [], "Labels": d["Config"].get("Labels") or {}, "State": _status_word(d["State"]),
+        "Status": status_text(d["State"]), "HostConfig": {"NetworkMode": d["HostConfig"].get("NetworkMode")},
+        "NetworkSettings": {"Networks": _network_settings(d["HostConfig"].get("NetworkMode"))["Networks"]},
+        "Mounts": [{k: b[k] for k in ("Type", "Source", "Destination", "Mode", "RW", "Propagation")}
+                   for b in d.get("Binds") or []],
+    }
+
+def listing(cs: Containers, images: Images, all_: bool, limit: int, filters: dict[str, list[str]],
+            size: bool = False) -> list[dict[str, Any]]:
+    for key in filters:
+        if key not in CONTAINER_FILTERS:
+            raise InvalidArgument(f"invalid filter '{key}'")
+    items = sorted(cs.all(), key=lambda c: c.doc["Created"], reverse=True)
+    all_ = all_ or limit > 0  # as Docker: the N newest, whatever their state
+    out = []
+    for c in items:
+        if not all_ and not c.running and not filters.get("status") and not filters.get("exited"):
+            continue
+        if not _matches(images, c, filters):
+            continue
+        out.append(summary(c) | (sizes(images, c) if size else {}))
+        if limit > 0 and len(out) >= limit:
+            break
+    return out
+
+def _matches(images: Images, c: Container, filters: dict[str, list[str]]) -> bool:
+    d = c.doc
+    for key, values in filters.items():
+        if key == "status":
+            bad = [v for v in values if v not in ("created", "restarting", "running", "removing",
+                                                   "paused", "exited", "dead")]
+            if bad:
+                raise InvalidArgument(f"invalid filter 'status={bad[0]}'")
+            if _status_word(d["State"]) not in values:
+                return False
+        elif key == "name":
+            if not any(re.search(v, c.name) for v in values):
+                return False
+        elif key == "id":
+            if not any(c.id.startswith(v) for v in values):
+                return False
+        elif key == "label":
+            labels = d["Config"].get("Labels") or {}
+            if not all(containers.label_matches(labels, v) for v in values):
+                return False
+        elif key == "ancestor":
+            ok = False
+            for v in values:
+                try:
+                    if images.resolve(v) == d["Image"]:
+                        ok = True
+                except NotFound:
+                    pass
+            if not ok:
+                return False
+        elif key == "exited":
+            if d["State"]["Running"] or d["State"]["Status"] != "exited" or \
+                    str(d["State"]["ExitCode"]) not in values:
+                return False
+        elif key == "isolation":
+            if d["HostConfig"].get("Isolation", "process") not in values:
+                return False
+    return True
+
+
+def _status_word(state: dict[str, Any]) -> str:
+    if state["Running"]:
+        return "paused" if state["Paused"] else "running"
+    return str(state["Status"])
+
+
+def status_text(state: dict[str, Any]) -> str:
+    now = time.time_ns()
+    if state["Running"]:
+        up = timefmt.human_duration((now - timefmt.parse_ns(state["StartedAt"])) / 1e9)
+        return f"Up {up} (Paused)" if state["Paused"] else f"Up {up}"
+    if state["Status"] == "exited":
+        ago = timefmt.human_duration((now - timefmt.parse_ns(state["FinishedAt"])) / 1e9)
+        return f"Exited ({state['ExitCode']}) {ago} ago"
+    return str(state["Status"]).capitalize()
+
+
+def _network_settings(mode: str | None) -> dict[str, Any]:
+    name = "host" if mode == "host" else "none"
+    return {"Bridge": "", "SandboxID": "", "HairpinMode": False, "Ports": {}, "SandboxKey": "",
+            "Gateway": "", "IPAddress": "", "IPPrefixLen": 0, "MacAddress": "",
+            "Networks": {name: {"NetworkID": name, "EndpointID": "", "Gateway": "", "IPAddress": "",
+                                "IPPrefixLen": 0, "MacAddress": "", "Aliases": None}}}
