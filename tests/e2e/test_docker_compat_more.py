@@ -295,7 +295,6 @@ def test_logs_since_until_rfc3339_and_relative(berthd, image, names):
     assert cp.returncode != 0 and "since" in cp.stderr, cp
 
 
-@berthd_gap("--log-opt labels / docker logs --details not supported (extra attrs not shown)")
 def test_logs_details_shows_log_opt_labels(berthd, image, names):
     name = names()
     run(berthd, "--name", name, "--label", "team=red", "--log-opt", "labels=team", image,

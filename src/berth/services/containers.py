@@ -204,8 +204,8 @@ class Containers:
         host.setdefault("NetworkMode", network)
         host["Runtime"] = runtime
         host["Isolation"] = ISOLATIONS[isolation]
-        if not (host.get("LogConfig") or {}).get("Type"):
-            host["LogConfig"] = {"Type": "json-file", "Config": {}}
+        log_config = host.get("LogConfig") or {}
+        host["LogConfig"] = {"Type": log_config.get("Type") or "json-file", "Config": log_config.get("Config") or {}}
         if not (host.get("RestartPolicy") or {}).get("Name"):
             host["RestartPolicy"] = {"Name": "no", "MaximumRetryCount": 0}
         args = bundles.process_args({"Config": cfg})

@@ -40,14 +40,25 @@ class LogOptions:
     until_ns: int = 0
     timestamps: bool = False
     tail: int = -1     # -1 = all
+    details: bool = False  # prefix the attributes named by --log-opt labels=/env=
 
 
 def log_path(c: Container) -> str:
     return os.path.join(c.dir, "container.log")
 
 
-def frame(c: Container, entry: Entry, timestamps: bool) -> bytes:
-    data = entry.data
+def details(c: Container) -> bytes:
+    """The `k=v,k=v ` prefix `docker logs --details` shows, from --log-opt labels= and env=."""
+    opts = ((c.doc["HostConfig"].get("LogConfig") or {}).get("Config")) or {}
+    labels = c.doc["Config"].get("Labels") or {}
+    env = dict(e.split("=", 1) for e in c.doc["Config"].get("Env") or [] if "=" in e)
+    pairs = [f"{k}={labels[k]}" for k in opts.get("labels", "").split(",") if k in labels]
+    pairs += [f"{k}={env[k]}" for k in opts.get("env", "").split(",") if k in env]
+    return (",".join(pairs) + " ").encode() if pairs else b""
+
+
+def frame(c: Container, entry: Entry, timestamps: bool, prefix: bytes = b"") -> bytes:
+    data = prefix + entry.data if prefix else entry.data
     if timestamps:
         data = timefmt.format_ns(entry.time_ns).encode() + b" " + data
     if c.doc["Config"].get("Tty"):
@@ -66,6 +77,7 @@ async def logs(containers: Containers, c: Container, opts: LogOptions) -> AsyncI
     def keep(e: Entry) -> bool:
         return e.stream in want and e.time_ns >= opts.since_ns and (not opts.until_ns or e.time_ns <= opts.until_ns)
 
+    prefix = details(c) if opts.details else b""
     yield b""  # request checked: let the caller send the headers now
     parser = Parser()
     pos = 0
@@ -80,7 +92,7 @@ async def logs(containers: Containers, c: Container, opts: LogOptions) -> AsyncI
     if opts.tail >= 0:
         entries = entries[len(entries) - opts.tail:] if opts.tail else []
     for e in entries:
-        yield frame(c, e, opts.timestamps)
+        yield frame(c, e, opts.timestamps, prefix)
     if not opts.follow:
         return
     if opts.until_ns and opts.until_ns < timefmt.parse_ns(timefmt.now()):
@@ -97,7 +109,7 @@ async def logs(containers: Containers, c: Container, opts: LogOptions) -> AsyncI
         pos += len(data)
         for e in parser.feed(data):
             if keep(e):
-                yield frame(c, e, opts.timestamps)
+                yield frame(c, e, opts.timestamps, prefix)
         if not running:
             return
         if opts.until_ns and timefmt.parse_ns(timefmt.now()) > opts.until_ns:

@@ -77,7 +77,8 @@ def check_config(body: Any) -> None:
 
 
 LOG_DRIVERS = ("json-file", "none")
-LOG_OPTIONS = ("max-size", "max-file", "compress", "mode", "max-buffer-size")
+LOG_OPTIONS = ("max-size", "max-file", "compress", "mode", "max-buffer-size", "labels", "labels-regex", "env",
+               "env-regex", "tag")
 
 
 def log_config(value: Any) -> tuple[str, int]:

@@ -111,7 +111,7 @@ def register(router: Router, d: Daemon) -> None:
         opts = streams.LogOptions(follow=req.qbool("follow"), stdout=req.qbool("stdout"),
                                   stderr=req.qbool("stderr"), since_ns=_since(req, "since"),
                                   until_ns=_since(req, "until"), timestamps=req.qbool("timestamps"),
-                                  tail=tail_n)
+                                  tail=tail_n, details=req.qbool("details"))
         if not (opts.stdout or opts.stderr):
             raise InvalidArgument("You must choose at least one stream")
         chunks = streams.logs(cs, c, opts)
