@@ -135,6 +135,7 @@ async def attach(containers: Containers, c: Container, opts: AttachOptions,
                  reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pending_input: bytes) -> None:
     """Serve one hijacked attach connection until the container's output ends or the client leaves."""
     tty = bool(c.doc["Config"].get("Tty"))
+    containers.event(c, "attach")
     if opts.logs:
         async for chunk in logs(containers, c, LogOptions(stdout=opts.stdout, stderr=opts.stderr)):
             writer.write(chunk)
