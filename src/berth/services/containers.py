@@ -561,7 +561,9 @@ class Containers:
         c.removing = True  # "removed" waiters are woken only once it is really gone
         if c.watcher is not None:
             c.watcher.cancel()
-        await self.runtime_of(c).delete(c.id)
+        if c.running:  # the kill did not take within its wait: make the runtime let go
+            await self.runtime_of(c).delete(c.id)
+        # Otherwise no runtime delete here: _exited (or a failed start) already did it.
         try:
             bundles.unmount_root(self._overlay(c))
         except (BerthError, NotFound):
