@@ -204,6 +204,8 @@ class Containers:
         host.setdefault("NetworkMode", network)
         host["Runtime"] = runtime
         host["Isolation"] = ISOLATIONS[isolation]
+        if host.get("MemorySwappiness") == -1:  # the CLI's "unset", stored as Docker stores it
+            host["MemorySwappiness"] = None
         log_config = host.get("LogConfig") or {}
         host["LogConfig"] = {"Type": log_config.get("Type") or "json-file", "Config": log_config.get("Config") or {}}
         if not (host.get("RestartPolicy") or {}).get("Name"):
