@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import fcntl
 import logging
 import os
 import signal
@@ -37,7 +38,24 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def lock_root(root: str) -> int:
+    """Hold <root>/berthd.pid locked for the daemon's life: one berthd per data root."""
+    os.makedirs(root, exist_ok=True)
+    path = os.path.join(root, "berthd.pid")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        other = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        raise SystemExit(f"berthd: another berthd (pid {other}) is using {root}; stop it first, "
+                         "or give this one its own --root") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+    return fd
+
+
 async def serve(config: DaemonConfig) -> None:
+    lock_root(config.root)
     daemon = build(config)
     if config.default_runtime not in daemon.runtimes:
         raise SystemExit(f"berthd: the default runtime {config.default_runtime!r} is not installed "

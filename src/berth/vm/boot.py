@@ -1,0 +1,381 @@
+"""Cold-boot a utility VM under QEMU and run commands in it through the guest agent.
+
+    async with UtilityVM.boot(artifacts, shares={"rootfs": Path(...)}) as vm:
+        code, out, err = await vm.run(["uname", "-r"], rootfs_tag="rootfs")
+
+Strategy: minimal and test-oriented. The engine listens on a unix socket in a
+private work directory; QEMU (`-M microvm`, TCG, the decompressed vmlinux and
+the agent's initramfs) connects to it as the chardev of a virtio-serial port, so
+the channel exists before the guest's first instruction. One reader task
+decodes frames (`berth.wire.agentproto`) and routes them by id to whoever waits:
+request futures (MOUNT/SETTIME/RNGSEED -> OK/ERROR, EXEC -> STARTED/ERROR) and
+`GuestProcess` objects (output queue, exit future). Output is buffered without
+bound here; a real driver would apply backpressure per process. Whatever
+happens, leaving the context kills QEMU and waits for it: no stray processes.
+The QEMU command line and the kernel command line are pure functions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from berth.errors import CommandFailed, FailedPrecondition, InvalidArgument, Unavailable
+from berth.host import proc
+from berth.vm.prepare import QEMU, Artifacts
+from berth.wire import agentproto as ap
+
+log = logging.getLogger(__name__)
+
+PORT_NAME = "berth.agent"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+KERNEL_HZ = 250  # Debian's CONFIG_HZ; lpj is loops per jiffy
+
+_BASE_CMDLINE = (
+    "console=ttyS0 quiet loglevel=0 tsc=reliable no_timer_check rcupdate.rcu_expedited=1 "
+    "i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd cryptomgr.notests noreplace-smp "
+    "mitigations=off nokaslr random.trust_cpu=on pci=lastbus=0 edd=off audit=0 nowatchdog nr_cpus=1"
+)
+
+
+# ---- pure pieces --------------------------------------------------------------------
+
+def parse_cpu_khz(cpuinfo: str) -> int | None:
+    """The first "cpu MHz" of /proc/cpuinfo, in kHz."""
+    m = re.search(r"^cpu MHz\s*:\s*([0-9.]+)", cpuinfo, re.M)
+    return int(float(m.group(1)) * 1000) if m else None
+
+
+def host_tsc_khz() -> int:
+    """The host's TSC frequency in kHz: the kernel's tsc_khz when exposed, else cpuinfo."""
+    for path in ("/sys/devices/system/cpu/cpu0/tsc_freq_khz",):
+        try:
+            return int(Path(path).read_text().strip())
+        except (OSError, ValueError):
+            pass
+    try:
+        khz = parse_cpu_khz(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        khz = None
+    if not khz:
+        raise FailedPrecondition("cannot tell the host's TSC frequency (no cpu MHz in /proc/cpuinfo)")
+    return khz
+
+
+def kernel_cmdline(tsc_khz: int, extra: str = "") -> str:
+    """The guest kernel's command line; tsc_early_khz is what keeps microvm guests from hanging."""
+    lpj = tsc_khz * 1000 // KERNEL_HZ
+    line = f"{_BASE_CMDLINE} tsc_early_khz={tsc_khz} lpj={lpj}"
+    return f"{line} {extra}".strip()
+
+
+def qemu_argv(artifacts: Artifacts, *, agent_socket: Path, shares: Mapping[str, Path],
+              cmdline: str, mem_mib: int = 256, console_log: Path | None = None,
+              qemu: str = QEMU) -> list[str]:
+    """QEMU's argv: microvm under TCG, virtio-serial to *agent_socket*, one virtio-9p per share."""
+    argv = [qemu, "-M", "microvm", "-cpu", "max", "-accel", "tcg", "-m", str(mem_mib), "-smp", "1",
+            "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+            "-kernel", str(artifacts.vmlinux), "-initrd", str(artifacts.initramfs), "-append", cmdline]
+    if console_log is not None:
+        argv += ["-serial", f"file:{console_log}"]
+    argv += ["-chardev", f"socket,id=agent,path={agent_socket}",
+             "-device", "virtio-serial-device,id=vser0",
+             "-device", f"virtserialport,bus=vser0.0,chardev=agent,name={PORT_NAME}"]
+    for i, (tag, path) in enumerate(shares.items()):
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,31}", tag):
+            raise InvalidArgument(f"invalid 9p tag {tag!r}")
+        if "," in str(path):
+            raise InvalidArgument(f"9p share path may not contain a comma: {path}")
+        argv += ["-fsdev", f"local,id=fs{i},path={path},security_model=none",
+                 "-device", f"virtio-9p-device,fsdev=fs{i},mount_tag={tag}"]
+    return argv
+
+
+# ---- processes in the guest ------------------------------------------------------------
+
+@dataclass
+class GuestProcess:
+    """A process the agent started; output frames land in `output` as (T.STDOUT|T.STDERR, bytes)."""
+
+    vm: UtilityVM
+    id: int
+    pid: int = 0
+    output: asyncio.Queue[tuple[ap.T, bytes]] = field(default_factory=asyncio.Queue)
+    exited: asyncio.Future[int] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+    async def write(self, data: bytes) -> None:
+        await self.vm._send(*ap.encode_stdin(self.id, data))
+
+    async def close_stdin(self) -> None:
+        await self.vm._send(ap.encode_stdin_eof(self.id))
+
+    async def signal(self, signo: int) -> None:
+        await self.vm._send(ap.encode_signal(self.id, signo))
+
+    async def resize(self, rows: int, cols: int) -> None:
+        await self.vm._send(ap.encode_resize(self.id, rows, cols))
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self.exited)
+
+
+class UtilityVM:
+    """A booted VM with its agent; make one with `UtilityVM.boot(...)`."""
+
+    def __init__(self, qemu: asyncio.subprocess.Process, reader: asyncio.StreamReader,
+                 writer: asyncio.StreamWriter, workdir: Path) -> None:
+        self.qemu = qemu
+        self.workdir = workdir
+        self.kernel_release = ""
+        self.boot_seconds = 0.0  # QEMU start -> agent READY
+        self._reader = reader
+        self._writer = writer
+        self._ids = iter(range(1, 1 << 32))
+        self._pending: dict[int, asyncio.Future[ap.Frame]] = {}
+        self._procs: dict[int, GuestProcess] = {}
+        self._mounted: dict[str, str] = {}
+        self._ready: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._dead: BaseException | None = None
+        self._task = asyncio.create_task(self._read_loop(), name="berth-vm-agent-reader")
+
+    # -- boot and teardown --
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def boot(cls, artifacts: Artifacts, *, shares: Mapping[str, Path] | None = None,
+                   mem_mib: int = 256, timeout: float = 60.0, workdir: Path | None = None,
+                   console_log: bool = True, extra_cmdline: str = "") -> AsyncIterator[UtilityVM]:
+        """Boot a VM, wait for its agent's READY, set its clock and seed its RNG.
+
+        Raises:
+            FailedPrecondition: QEMU is not installed.
+            CommandFailed: QEMU exited before the agent connected.
+            Unavailable: the agent did not say READY within *timeout*.
+        """
+        if shutil.which(QEMU) is None:
+            raise FailedPrecondition(f"{QEMU} is not installed (apt-get install qemu-system-x86)")
+        own_dir = workdir is None
+        wd = Path(tempfile.mkdtemp(prefix="berth-vm-")) if workdir is None else workdir
+        wd.mkdir(parents=True, exist_ok=True)
+        sock_path = wd / "agent.sock"
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        qemu: asyncio.subprocess.Process | None = None
+        vm: UtilityVM | None = None
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                sock_path.unlink()
+            listener.bind(str(sock_path))
+            listener.listen(1)
+            listener.setblocking(False)
+            argv = qemu_argv(artifacts, agent_socket=sock_path, shares=dict(shares or {}),
+                             cmdline=kernel_cmdline(host_tsc_khz(), extra_cmdline), mem_mib=mem_mib,
+                             console_log=wd / "console.log" if console_log else None)
+            logfd = os.open(wd / "qemu.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            try:
+                qemu = await proc.spawn(argv, stdin=asyncio.subprocess.DEVNULL, stdout=logfd, stderr=logfd)
+            finally:
+                os.close(logfd)
+            started = time.monotonic()
+            loop = asyncio.get_running_loop()
+            accept = asyncio.ensure_future(loop.sock_accept(listener))
+            died = asyncio.ensure_future(qemu.wait())
+            try:
+                done, _ = await asyncio.wait({accept, died}, timeout=timeout,
+                                             return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for fut in (accept, died):
+                    if not fut.done():
+                        fut.cancel()
+            if accept not in done:
+                raise cls._failure(qemu, wd, "QEMU did not connect to the agent socket")
+            conn, _ = accept.result()
+            reader, writer = await asyncio.open_unix_connection(sock=conn)
+            vm = cls(qemu, reader, writer, wd)
+            remaining = max(1.0, timeout - (time.monotonic() - started))
+            try:
+                vm.kernel_release = await asyncio.wait_for(asyncio.shield(vm._ready), remaining)
+            except asyncio.TimeoutError:
+                raise Unavailable(f"the VM's agent did not say READY within {timeout}s "
+                                  f"(console: {wd / 'console.log'})") from None
+            except Unavailable as exc:
+                raise cls._failure(qemu, wd, str(exc)) from None
+            vm.boot_seconds = time.monotonic() - started
+            await vm._request(lambda i: ap.encode_settime(i, time.time_ns()))
+            await vm._request(lambda i: ap.encode_rngseed(i, os.urandom(64)))
+            yield vm
+        finally:
+            listener.close()
+            if vm is not None:
+                await vm._close()
+            if qemu is not None and qemu.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    qemu.send_signal(signal.SIGKILL)
+                await qemu.wait()
+            if own_dir:
+                shutil.rmtree(wd, ignore_errors=True)
+
+    @staticmethod
+    def _failure(qemu: asyncio.subprocess.Process, wd: Path, what: str) -> CommandFailed:
+        try:
+            tail = (wd / "qemu.log").read_text(errors="replace")[-2000:]
+        except OSError:
+            tail = ""
+        return CommandFailed([QEMU], qemu.returncode if qemu.returncode is not None else -1,
+                             f"{what}\n{tail}")
+
+    async def _close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._task
+        self._writer.close()
+        with contextlib.suppress(Exception):
+            await self._writer.wait_closed()
+
+    # -- the channel --
+
+    async def _send(self, *frames: bytes) -> None:
+        if self._dead is not None:
+            raise Unavailable(f"the VM's agent is gone: {self._dead}")
+        for f in frames:
+            self._writer.write(f)
+        await self._writer.drain()
+
+    async def _request(self, make: Callable[[int], bytes], *, timeout: float = 60.0) -> ap.Frame:
+        """Send the frame `make(id)` builds and wait for the reply with that id."""
+        id_ = next(self._ids)
+        fut: asyncio.Future[ap.Frame] = asyncio.get_running_loop().create_future()
+        self._pending[id_] = fut
+        try:
+            await self._send(make(id_))
+            reply = await asyncio.wait_for(fut, timeout)
+        finally:
+            self._pending.pop(id_, None)
+        if reply.type == ap.T.ERROR:
+            raise CommandFailed(["berth-agent"], -1, ap.decode_error(reply.payload))
+        return reply
+
+    async def _read_loop(self) -> None:
+        decoder = ap.Decoder()
+        try:
+            while True:
+                data = await self._reader.read(256 * 1024)
+                if not data:
+                    raise Unavailable("the agent channel closed (did the VM stop?)")
+                for frame in decoder.feed(data):
+                    self._dispatch(frame)
+        except asyncio.CancelledError:
+            self._fail(Unavailable("the VM is shutting down"))
+            raise
+        except Exception as exc:  # noqa: BLE001 - every waiter must learn of it
+            log.debug("agent reader stopped: %s", exc)
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        self._dead = exc
+        if not self._ready.done():
+            self._ready.set_exception(exc if isinstance(exc, Unavailable) else Unavailable(str(exc)))
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(Unavailable(f"the VM's agent is gone: {exc}"))
+        for p in self._procs.values():
+            if not p.exited.done():
+                p.exited.set_exception(Unavailable(f"the VM's agent is gone: {exc}"))
+        self._procs.clear()
+        with contextlib.suppress(asyncio.InvalidStateError):
+            self._ready.exception()  # mark retrieved
+
+    def _dispatch(self, frame: ap.Frame) -> None:
+        if frame.type == ap.T.READY:
+            if not self._ready.done():
+                self._ready.set_result(ap.decode_ready(frame.payload))
+            return
+        fut = self._pending.get(frame.id)
+        if fut is not None and not fut.done() and frame.type in (ap.T.OK, ap.T.ERROR, ap.T.STARTED):
+            fut.set_result(frame)
+            return
+        p = self._procs.get(frame.id)
+        if p is None:
+            if frame.type == ap.T.ERROR:
+                log.warning("agent error (id %d): %s", frame.id, ap.decode_error(frame.payload))
+            return
+        if frame.type in (ap.T.STDOUT, ap.T.STDERR):
+            p.output.put_nowait((frame.type, frame.payload))
+        elif frame.type == ap.T.EXIT:
+            del self._procs[frame.id]
+            if not p.exited.done():
+                p.exited.set_result(ap.decode_exit(frame.payload))
+        elif frame.type == ap.T.ERROR:
+            log.warning("agent error for process %d: %s", frame.id, ap.decode_error(frame.payload))
+
+    # -- what callers use --
+
+    async def mount(self, tag: str, target: str | None = None, *, container_root: bool = True) -> str:
+        """Mount the 9p share *tag* in the guest (once) and return where."""
+        if tag in self._mounted:
+            return self._mounted[tag]
+        where = target or f"/mnt/{tag}"
+        await self._request(lambda i: ap.encode_mount(i, ap.Mount(tag, where, container_root)))
+        self._mounted[tag] = where
+        return where
+
+    async def exec(self, argv: Sequence[str], *, env: Sequence[str] | Mapping[str, str] | None = None,
+                   cwd: str = "/", uid: int = 0, gid: int = 0, tty: bool = False,
+                   rootfs_tag: str | None = None, rows: int = 0, cols: int = 0) -> GuestProcess:
+        """Start *argv* in the guest (chrooted into the share *rootfs_tag*, mounted on demand)."""
+        root = await self.mount(rootfs_tag) if rootfs_tag else ""
+        if env is None:
+            env_list = [f"PATH={DEFAULT_PATH}"]
+        elif isinstance(env, Mapping):
+            env_list = [f"{k}={v}" for k, v in env.items()]
+        else:
+            env_list = list(env)
+        spec = ap.Exec(tuple(argv), tuple(env_list), cwd, uid, gid, tty, root, rows, cols)
+        id_ = next(self._ids)
+        gp = GuestProcess(self, id_)
+        self._procs[id_] = gp  # before sending: output may follow STARTED at once
+        fut: asyncio.Future[ap.Frame] = asyncio.get_running_loop().create_future()
+        self._pending[id_] = fut
+        try:
+            await self._send(ap.encode_exec(id_, spec))
+            reply = await asyncio.wait_for(fut, 60)
+        except BaseException:
+            self._procs.pop(id_, None)
+            raise
+        finally:
+            self._pending.pop(id_, None)
+        if reply.type == ap.T.ERROR:
+            self._procs.pop(id_, None)
+            raise CommandFailed(list(argv), 127, ap.decode_error(reply.payload))
+        gp.pid = ap.decode_started(reply.payload)
+        return gp
+
+    async def run(self, argv: Sequence[str], *, env: Sequence[str] | Mapping[str, str] | None = None,
+                  cwd: str = "/", rootfs_tag: str | None = None, stdin: bytes | None = None,
+                  uid: int = 0, gid: int = 0, timeout: float = 60.0) -> tuple[int, bytes, bytes]:
+        """Run *argv* to completion: (exit code, stdout, stderr)."""
+        gp = await self.exec(argv, env=env, cwd=cwd, rootfs_tag=rootfs_tag, uid=uid, gid=gid)
+        if stdin:
+            await gp.write(stdin)
+        await gp.close_stdin()
+        try:
+            code = await asyncio.wait_for(gp.wait(), timeout)
+        except asyncio.TimeoutError:
+            with contextlib.suppress(Exception):
+                await gp.signal(signal.SIGKILL)
+            raise CommandFailed(list(argv), -1, f"timed out after {timeout}s in the VM") from None
+        out, err = bytearray(), bytearray()
+        while not gp.output.empty():
+            kind, data = gp.output.get_nowait()
+            (out if kind == ap.T.STDOUT else err).extend(data)
+        return code, bytes(out), bytes(err)
