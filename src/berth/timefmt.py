@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import datetime
-from fractions import Fraction
 import re
 import time
+from fractions import Fraction
 
 ZERO = "0001-01-01T00:00:00Z"
 UNIT_NS = {"h": 3_600_000_000_000, "m": 60_000_000_000, "s": 1_000_000_000, "ms": 1_000_000, "us": 1_000, "ns": 1}

@@ -15,6 +15,7 @@ from berth.content.local import LocalStore
 from berth.metadata.db import Database
 from berth.runtime.base import Runtime
 from berth.runtime.oci import OciRuntime
+from berth.runtime.vm import VmRuntime
 from berth.services.bundle import HostFacts
 from berth.services.containers import Containers
 from berth.services.events import Events
@@ -28,6 +29,7 @@ class DaemonConfig:
     root: str = "/var/lib/berth"
     hosts: tuple[str, ...] = ("unix:///run/berth/berth.sock",)
     default_runtime: str = "runc"
+    vm_dir: str = ""   # "" = <root>/vm
     runtime_paths: dict[str, str] = field(default_factory=lambda: {"runc": "runc", "runsc": "runsc"})
 
 
@@ -60,6 +62,8 @@ def build(config: DaemonConfig) -> Daemon:
         if name == "runsc":
             extra = ("--network=none", "--ignore-cgroups")
         runtimes[name] = OciRuntime(name, path, os.path.join(root, "runtime", name), sockets, extra)
+    if shutil.which("qemu-system-x86_64"):
+        runtimes["vm"] = VmRuntime(config.vm_dir or os.path.join(root, "vm"), sockets, os.path.join(root, "containers"))
     holder: dict[str, Containers] = {}
     images = Images(db, store, snaps, events, lambda image_id: holder["c"].using_image(image_id))
     containers = Containers(root, db, images, snaps, events, runtimes, config.default_runtime, HostFacts.probe())

@@ -41,8 +41,7 @@ from berth.snapshot.overlay import OverlayMount, Snapshots
 
 log = logging.getLogger(__name__)
 
-ISOLATIONS = {"": "process", "default": "process", "process": "process"}
-VM_ISOLATIONS = ("vm", "hyperv")
+ISOLATIONS = {"": "process", "default": "process", "process": "process", "vm": "hyperv", "hyperv": "hyperv"}
 
 _ADJECTIVES = ("brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid", "merry",
                "nifty", "proud", "quiet", "sharp", "tender", "vivid", "witty", "zealous")
@@ -125,6 +124,8 @@ class Containers:
         return [c.id for c in self._all.values() if c.doc["Image"] == image_id]
 
     def runtime_of(self, c: Container) -> Runtime:
+        if c.doc["HostConfig"].get("Isolation") == "hyperv":
+            return self.runtimes["vm"]
         return self.runtimes[c.doc["HostConfig"].get("Runtime") or self.default_runtime]
 
     def _save(self, c: Container) -> None:
@@ -159,14 +160,20 @@ class Containers:
                 raise NotFound(f"image with reference {image_ref} was found but does not match the specified "
                                f"platform: wanted {platform}, actual: {'/'.join(have)}")
         isolation = (host.get("Isolation") or "").lower()
-        if isolation in VM_ISOLATIONS:
-            raise InvalidArgument(f"isolation {isolation!r} (a utility VM per container) is not available in this "
-                                  "version of berth yet: use --isolation process")
         if isolation not in ISOLATIONS:
             raise InvalidArgument(f"invalid isolation {isolation!r}: use process, vm or hyperv")
         runtime = host.get("Runtime") or self.default_runtime
-        if runtime not in self.runtimes:
-            raise InvalidArgument(f"unknown or invalid runtime name: {runtime} (available: {', '.join(sorted(self.runtimes))})")
+        if ISOLATIONS[isolation] == "hyperv":
+            if "vm" not in self.runtimes:
+                raise FailedPrecondition("VM isolation needs QEMU: run the README's set-up "
+                                         "(apt-get install qemu-system-x86), or use --isolation process")
+            if host.get("Runtime") not in (None, "", "runc"):
+                raise InvalidArgument(f"--runtime {host['Runtime']} and --isolation {isolation} cannot be combined: "
+                                      "a VM-isolated container runs in its own kernel")
+            runtime = self.default_runtime if self.default_runtime != "vm" else "runc"
+        if runtime not in self.runtimes or runtime == "vm":
+            names = ", ".join(sorted(n for n in self.runtimes if n != "vm"))
+            raise InvalidArgument(f"unknown or invalid runtime name: {runtime} (available: {names})")
         policy = host.get("RestartPolicy") or {}
         if (policy.get("Name") or "no") not in ("no", "always", "unless-stopped", "on-failure"):
             raise InvalidArgument(f"invalid restart policy {policy.get('Name')!r}: use no, always, unless-stopped "

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import re
@@ -82,13 +83,15 @@ def kernel_cmdline(tsc_khz: int, extra: str = "") -> str:
 
 def qemu_argv(artifacts: Artifacts, *, agent_socket: Path, shares: Mapping[str, Path],
               cmdline: str, mem_mib: int = 256, console_log: Path | None = None,
-              qemu: str = QEMU) -> list[str]:
+              qemu: str = QEMU, qmp_socket: Path | None = None) -> list[str]:
     """QEMU's argv: microvm under TCG, virtio-serial to *agent_socket*, one virtio-9p per share."""
     argv = [qemu, "-M", "microvm", "-cpu", "max", "-accel", "tcg", "-m", str(mem_mib), "-smp", "1",
             "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
             "-kernel", str(artifacts.vmlinux), "-initrd", str(artifacts.initramfs), "-append", cmdline]
     if console_log is not None:
         argv += ["-serial", f"file:{console_log}"]
+    if qmp_socket is not None:
+        argv += ["-qmp", f"unix:{qmp_socket},server=on,wait=off"]
     argv += ["-chardev", f"socket,id=agent,path={agent_socket}",
              "-device", "virtio-serial-device,id=vser0",
              "-device", f"virtserialport,bus=vser0.0,chardev=agent,name={PORT_NAME}"]
@@ -180,7 +183,8 @@ class UtilityVM:
             listener.setblocking(False)
             argv = qemu_argv(artifacts, agent_socket=sock_path, shares=dict(shares or {}),
                              cmdline=kernel_cmdline(host_tsc_khz(), extra_cmdline), mem_mib=mem_mib,
-                             console_log=wd / "console.log" if console_log else None)
+                             console_log=wd / "console.log" if console_log else None,
+                             qmp_socket=wd / "qmp.sock")
             logfd = os.open(wd / "qemu.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
             try:
                 qemu = await proc.spawn(argv, stdin=asyncio.subprocess.DEVNULL, stdout=logfd, stderr=logfd)
@@ -319,6 +323,24 @@ class UtilityVM:
             log.warning("agent error for process %d: %s", frame.id, ap.decode_error(frame.payload))
 
     # -- what callers use --
+
+    async def qmp(self, command: str) -> dict[str, object]:
+        """Run one QMP command (e.g. "stop", "cont") on this VM's QEMU and return its answer."""
+        reader, writer = await asyncio.open_unix_connection(str(self.workdir / "qmp.sock"))
+        try:
+            await reader.readline()  # greeting
+            for cmd in ("qmp_capabilities", command):
+                writer.write(json.dumps({"execute": cmd}).encode() + b"\n")
+                await writer.drain()
+                while True:
+                    reply = json.loads(await reader.readline())
+                    if "return" in reply or "error" in reply:
+                        break
+            if "error" in reply:
+                raise CommandFailed([QEMU, "qmp", command], 1, str(reply["error"]))
+            return dict(reply)
+        finally:
+            writer.close()
 
     async def mount(self, tag: str, target: str | None = None, *, container_root: bool = True) -> str:
         """Mount the 9p share *tag* in the guest (once) and return where."""

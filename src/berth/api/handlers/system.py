@@ -14,6 +14,7 @@ from berth import API_VERSION, MIN_API_VERSION, __version__, timefmt
 from berth.api.server import Reply, Request, Router, Stream
 from berth.api.wiring import Daemon
 from berth.errors import BerthError, InvalidArgument, NotFound
+from berth.runtime.oci import OciRuntime
 
 ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
 
@@ -30,8 +31,10 @@ def _tool_version(argv: list[str]) -> str:
 def register(router: Router, d: Daemon) -> None:
     kernel = platform.release()
     arch = ARCH.get(platform.machine(), platform.machine())
-    runtime_versions = {name: _tool_version([rt.binary, "--version"])  # type: ignore[attr-defined]
-                        for name, rt in d.runtimes.items()}
+    oci = {name: rt for name, rt in d.runtimes.items() if isinstance(rt, OciRuntime)}
+    runtime_versions = {name: _tool_version([rt.binary, "--version"]) for name, rt in oci.items()}
+    vm = "vm" in d.runtimes
+    qemu_version = _tool_version(["qemu-system-x86_64", "--version"]) if vm else ""
     conmon_version = _tool_version(["conmon", "--version"])
 
     async def ping(req: Request) -> Reply:
@@ -47,6 +50,8 @@ def register(router: Router, d: Daemon) -> None:
         for name, ver in runtime_versions.items():
             components.append({"Name": name, "Version": ver, "Details": {"GitCommit": ""}})
         components.append({"Name": "conmon", "Version": conmon_version, "Details": {"GitCommit": ""}})
+        if vm:
+            components.append({"Name": "qemu", "Version": qemu_version, "Details": {"Accelerator": "tcg"}})
         return Reply(200, {
             "Platform": {"Name": "berth"}, "Components": components, "Version": __version__,
             "ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "GitCommit": "",
@@ -75,12 +80,13 @@ def register(router: Router, d: Daemon) -> None:
             "NCPU": os.cpu_count() or 1, "MemTotal": mem, "DockerRootDir": os.path.abspath(d.config.root),
             "Name": socket.gethostname(), "Labels": [], "ExperimentalBuild": False,
             "ServerVersion": __version__, "HttpProxy": "", "HttpsProxy": "", "NoProxy": "",
-            "Runtimes": {name: {"path": rt.binary} for name, rt in d.runtimes.items()},  # type: ignore[attr-defined]
+            "Runtimes": {name: {"path": rt.binary} for name, rt in oci.items()},
             "DefaultRuntime": d.config.default_runtime, "Swarm": {"LocalNodeState": "inactive",
                                                                 "ControlAvailable": False, "NodeID": "",
                                                                 "NodeAddr": "", "RemoteManagers": None},
             "LiveRestoreEnabled": True, "Isolation": "process",
-            "IsolationModes": ["process"], "VirtualizationAccel": "none",
+            "IsolationModes": ["process", "hyperv"] if vm else ["process"],
+            "VirtualizationAccel": "tcg (software; no usable KVM)" if vm else "none",
             "InitBinary": "docker-init", "SecurityOptions": ["name=seccomp,profile=builtin"],
             "Warnings": [],
         })
