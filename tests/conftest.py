@@ -57,6 +57,7 @@ import pytest
 BERTHD = os.environ.get("BERTHD", os.path.join(os.path.dirname(sys.executable), "berthd"))
 DOCKER = os.environ.get("DOCKER_CLI", shutil.which("docker") or "/usr/bin/docker")
 TARGET = os.environ.get("BERTH_TEST_TARGET", "berthd")
+VM_DIR = os.environ.get("BERTH_TEST_VM_DIR", "/var/cache/berth-test-vm")
 START_TIMEOUT = 20.0
 
 # With dockerd, containers get a network namespace of their own with no network;
@@ -216,7 +217,8 @@ class Daemon:
                 f"--pidfile {self.tmp}/pid -H {self.host} --config-file {self.tmp}/daemon.json"
             )
             return ["unshare", "--net", "--fork", "sh", "-c", inner]
-        return [BERTHD, "--root", self.root, "--host", self.host]
+        # The utility VM's kernel and initramfs are prepared once per machine, not per daemon.
+        return [BERTHD, "--root", self.root, "--host", self.host, "--vm-dir", VM_DIR]
 
     def start(self) -> None:
         """Start the daemon and wait for /_ping; fail with the log's tail otherwise."""

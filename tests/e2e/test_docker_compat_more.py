@@ -635,7 +635,7 @@ def test_no_new_privileges_and_cap_drop_all(berthd, image):
 
 
 def test_isolation_refused_clearly(berthd, image):
-    for iso in ("hyperv", "bogus"):
+    for iso in ("bogus",):  # hyperv is VM isolation, which berthd has (tests/e2e/test_vm_isolation.py)
         cp = run(berthd, "--rm", "--isolation", iso, image, "true", check=False)
         assert cp.returncode == 125, cp
         assert "isolation" in cp.stderr.lower() and iso in cp.stderr, cp.stderr

@@ -57,6 +57,7 @@ class VmRuntime:
         rfd, wfd = os.pipe()
         argv = [sys.executable, "-m", SHIM_MODULE, "--bundle", bundle, "--cid", cid, "--vm-dir", self.vm_dir,
                 "--attach", self.attach_socket(cid, bundle), "--control", self.control_socket(cid),
+                "--workdir", os.path.join(self.socket_dir, f"{cid[:16]}.d"),
                 "--sync-fd", str(wfd)]
         if opts.stdin:
             argv.append("--stdin")

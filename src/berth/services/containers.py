@@ -208,6 +208,8 @@ class Containers:
         cid = secrets.token_hex(32)
         while cid in self._all or cid[:12].isdigit():
             cid = secrets.token_hex(32)
+        if not cfg.get("Hostname") and network != "host":
+            cfg["Hostname"] = cid[:12]  # as Docker records it
         host.setdefault("NetworkMode", network)
         host["Runtime"] = runtime
         host["Isolation"] = ISOLATIONS[isolation]

@@ -26,6 +26,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -299,7 +300,7 @@ class Shim:
         control = await asyncio.start_unix_server(self.control, self.args.control)
         try:
             async with UtilityVM.boot(artifacts, shares=shares, mem_mib=vm_memory_mib(self.config),
-                                      workdir=self.bundle / "vm") as vm:
+                                      workdir=Path(self.args.workdir)) as vm:
                 self.vm = vm
                 root = await vm.mount("rootfs")
                 for tag, destination in binds:
@@ -318,6 +319,7 @@ class Shim:
         finally:
             control.close()
             attach.close()
+            shutil.rmtree(self.args.workdir, ignore_errors=True)
             for c in self.clients:
                 c.close()
             self.log_file.close()
@@ -345,6 +347,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--vm-dir", required=True)
     p.add_argument("--attach", required=True)
     p.add_argument("--control", required=True)
+    p.add_argument("--workdir", required=True, help="short directory for QEMU's sockets (unix paths are limited)")
     p.add_argument("--stdin", action="store_true")
     p.add_argument("--stdin-once", action="store_true")
     p.add_argument("--sync-fd", type=int)

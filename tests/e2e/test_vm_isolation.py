@@ -1,0 +1,132 @@
+"""VM isolation (`--isolation hyperv` / `vm`) through the real docker CLI and SDK.
+
+Each test runs the same busybox image in a utility VM with its own kernel
+(QEMU, TCG on this machine) and checks what a user sees: output, exit codes,
+streams, binds, exec, -it, logs, stop, top, and that nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pexpect
+import pytest
+from berth_e2e_conftest import DOCKER, docker, is_dockerd, wait_until
+
+pytestmark = [
+    pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86 is not installed"),
+]
+
+
+@pytest.fixture(autouse=True)
+def berthd_only(berthd):
+    if is_dockerd(berthd):
+        pytest.skip("VM isolation is berth's own")
+
+
+def vm_processes() -> set[int]:
+    out = subprocess.run(["pgrep", "-f", "qemu-system-x86_64|berth.vm.shim"], capture_output=True, text=True)
+    return {int(p) for p in out.stdout.split()}
+
+
+def test_same_output_in_every_mode(berthd, image):
+    cmd = ["sh", "-c", "echo hello; id -u; exit 3"]
+    outputs = {}
+    for mode in (["--isolation", "process"], ["--isolation", "hyperv"], ["--runtime", "runsc"]):
+        cp = docker(berthd, "run", "--rm", *mode, image, *cmd, check=False, timeout=120)
+        assert cp.returncode == 3, (mode, cp.stderr)
+        outputs[" ".join(mode)] = cp.stdout
+    assert len(set(outputs.values())) == 1, outputs
+
+
+def test_guest_kernel_differs_from_host(berthd, image):
+    guest = docker(berthd, "run", "--rm", "--isolation", "hyperv", image, "uname", "-r", timeout=120).stdout.strip()
+    assert guest and guest != platform.release()
+    assert docker(berthd, "run", "--rm", "--isolation", "vm", image, "uname", "-r", timeout=120).stdout.strip() == guest
+
+
+def test_streams_env_user_workdir(berthd, image):
+    cp = docker(berthd, "run", "--rm", "--isolation", "hyperv", "-e", "A=1", "-u", "bob", "-w", "/tmp", image,
+                "sh", "-c", 'echo "$A $(id -un) $(pwd)"; echo err >&2', timeout=120)
+    assert cp.stdout == "1 bob /tmp\n"
+    assert cp.stderr == "err\n"
+
+
+def test_bind_mount_written_from_the_vm(berthd, image, tmp_path):
+    shared = tmp_path / "data"
+    shared.mkdir()
+    docker(berthd, "run", "--rm", "--isolation", "hyperv", "-v", f"{shared}:/data", image,
+           "sh", "-c", "echo from-the-vm > /data/out", timeout=120)
+    assert (shared / "out").read_text() == "from-the-vm\n"
+
+
+def test_detached_logs_exec_top_stop(berthd, image, names):
+    name = names()
+    docker(berthd, "run", "-d", "--name", name, "--isolation", "hyperv", image,
+           "sh", "-c", "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done", timeout=120)
+    wait_until(lambda: "tick 3" in docker(berthd, "logs", name).stdout, 60, "three ticks")
+    assert docker(berthd, "exec", name, "sh", "-c", "exit 5", check=False).returncode == 5
+    assert docker(berthd, "exec", name, "cat", "/etc/hostname").stdout.strip() == \
+        docker(berthd, "inspect", "-f", "{{.Config.Hostname}}", name).stdout.strip()
+    assert "tick" in docker(berthd, "top", name).stdout or "sh -c" in docker(berthd, "top", name).stdout
+    assert docker(berthd, "inspect", "-f", "{{.HostConfig.Isolation}}", name).stdout.strip() == "hyperv"
+    assert name in docker(berthd, "ps", "--filter", "isolation=hyperv", "--format", "{{.Names}}").stdout
+    docker(berthd, "stop", "-t", "2", name, timeout=60)
+    code = int(docker(berthd, "inspect", "-f", "{{.State.ExitCode}}", name).stdout)
+    assert code in (137, 143)
+
+
+def test_run_it_typing(berthd, image):
+    child = pexpect.spawn(DOCKER, ["run", "-it", "--rm", "--isolation", "hyperv", image, "sh"], env=berthd.env,
+                          encoding="utf-8", timeout=90, dimensions=(30, 100))
+    child.expect("#")
+    child.sendline("echo typed-$((40+2)); stty size")
+    child.expect("typed-42")
+    child.expect("30 100")
+    child.sendline("exit 4")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 4
+
+
+def test_exec_it_in_a_vm(berthd, image, names):
+    name = names()
+    docker(berthd, "run", "-d", "--name", name, "--isolation", "hyperv", image, "sleep", "300", timeout=120)
+    child = pexpect.spawn(DOCKER, ["exec", "-it", name, "sh"], env=berthd.env, encoding="utf-8", timeout=60)
+    child.expect("#")
+    child.sendline("uname -r; exit 6")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 6
+    assert docker(berthd, "exec", name, "nosuch", check=False).returncode == 126
+
+
+def test_many_vms_leave_nothing_behind(berthd, image):
+    before = vm_processes()
+    for i in range(3):
+        docker(berthd, "run", "--rm", "--isolation", "hyperv", image, "true", timeout=120)
+    wait_until(lambda: vm_processes() <= before, 20, "no QEMU or shim left")
+    root = Path(berthd.root)
+    leftovers = [p for p in (root / "s").glob("*.vm")] if (root / "s").exists() else []
+    assert leftovers == []
+
+
+def test_daemon_restart_keeps_vm_running(berthd_factory, image, rootfs_tar):
+    d = berthd_factory()
+    docker(d, "import", str(rootfs_tar), "busybox:latest")
+    docker(d, "run", "-d", "--name", "vm-survivor", "--isolation", "hyperv", "busybox:latest",
+           "sh", "-c", "i=0; while true; do i=$((i+1)); echo n $i; sleep 0.2; done", timeout=120)
+    wait_until(lambda: "n 2" in docker(d, "logs", "vm-survivor").stdout, 60, "output")
+    d.kill9()
+    time.sleep(1)
+    d.restart()
+    assert docker(d, "inspect", "-f", "{{.State.Running}}", "vm-survivor").stdout.strip() == "true"
+    docker(d, "stop", "-t", "1", "vm-survivor", timeout=60)
+    assert docker(d, "inspect", "-f", "{{.State.Running}}", "vm-survivor").stdout.strip() == "false"
+    docker(d, "rm", "vm-survivor")
+
