@@ -13,6 +13,7 @@ also on Ctrl-C or SIGTERM. Needs root.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -156,6 +157,8 @@ class Engine:
     launcher: subprocess.Popen | None = None
     daemon_pids: set[int] = field(default_factory=set)
     started: bool = False
+    mode_args: tuple[str, ...] = ()   # berth's isolation modes: extra `docker run` flags
+    vm: bool = False                  # count the container's init (a sandbox, a VM): it is the isolation's cost
 
     @property
     def host(self) -> str:
@@ -163,6 +166,8 @@ class Engine:
 
     def docker(self, args: list[str], timeout: float = 60, check: bool = True,
                input_file: Path | None = None) -> subprocess.CompletedProcess:
+        if args and args[0] == "run" and self.mode_args:
+            args = ["run", *self.mode_args, *args[1:]]
         cmd = [DOCKER_CLI, "-H", self.host, *args]
         stdin = open(input_file, "rb") if input_file else subprocess.DEVNULL
         try:
@@ -242,7 +247,8 @@ def start_berth(workdir: Path, logdir: Path, env: dict[str, str], launched: list
     if not BERTHD.exists():
         raise BenchError(f"berth: {BERTHD} does not exist (pip install -e . in the venv?)")
     with open(eng.logfile, "wb") as lf:
-        eng.launcher = subprocess.Popen([str(BERTHD), "--root", f"{b}/root", "--host", f"unix://{b}/berth.sock"],
+        eng.launcher = subprocess.Popen([str(BERTHD), "--root", f"{b}/root", "--host", f"unix://{b}/berth.sock",
+                                         "--vm-dir", os.environ.get("BERTH_VM_DIR", "/var/cache/berth-test-vm")],
                                         stdout=lf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         start_new_session=True)
     eng.started = True
@@ -398,6 +404,9 @@ def memory(eng: Engine, k: int) -> dict:
         procs = snapshot()
         in_container, roots = container_pids(eng, ids, procs)
         monitors = per_container_procs(eng, ids, before, procs, in_container)
+        if eng.vm:  # the sandbox or utility VM (State.Pid) is what this isolation adds per container
+            monitors |= roots
+            in_container -= roots
         rss_after = daemon_rss(eng)
         # new processes this count left out, for checking by eye (other users of the machine show up here too)
         unclassified = [{"pid": p.pid, "ppid": p.ppid, "comm": p.comm, "cmdline": p.cmdline[:200]}
@@ -574,12 +583,17 @@ def write_markdown(res: dict, out: Path) -> None:
     L.append("| --- | --- | ---: | ---: | ---: | ---: |")
     for key, cmd in (("true", LAT_TRUE), ("echo", LAT_ECHO), ("floor", LAT_FLOOR)):
         lat = res["latency"].get(key, {})
-        d, b = lat.get("docker"), lat.get("berth")
-        ratio = f"{b['median_ms'] / d['median_ms']:.2f}" if d and b else "—"
-        for name, r in (("docker", d), ("berth", b)):
-            L.append(f"| `docker {' '.join(cmd)}` | {name} | "
+        d = lat.get("docker")
+        for name in ["docker", "berth", *sorted(n for n in lat if n.startswith("berth-"))]:
+            r = lat.get(name)
+            if r is None and name != "docker" and name != "berth":
+                continue
+            ratio = f"{r['median_ms'] / d['median_ms']:.2f}" if d and r and name != "docker" else ""
+            label = {"berth": "berth (process)", "berth-runsc": "berth (--runtime runsc)",
+                     "berth-vm": "berth (--isolation hyperv, VM cold boot, TCG)"}.get(name, name)
+            L.append(f"| `docker {' '.join(cmd)}` | {label} | "
                      f"{fmt(r and r['median_ms'], ' ms')} | {fmt(r and r['p10_ms'], ' ms')} | "
-                     f"{fmt(r and r['p90_ms'], ' ms')} | {ratio if name == 'berth' else ''} |")
+                     f"{fmt(r and r['p90_ms'], ' ms')} | {ratio} |")
     L.append("")
     L.append("`docker version` is there for scale: it is one start of the CLI plus one API round trip, "
              "a floor no engine can go under for `docker run` as the CLI does it.\n")
@@ -592,9 +606,11 @@ def write_markdown(res: dict, out: Path) -> None:
              "and anything in another pid namespace). RSS and PSS come from `/proc/PID/smaps_rollup`, "
              f"summed and divided by {k}. Daemon growth is the RSS of the daemon processes "
              "(dockerd + containerd; berthd) after minus before, divided by the same count.\n")
+    L.append("For `berth-runsc` and `berth-vm` the sandbox or utility VM itself (the container's `State.Pid`: runsc's sandbox, QEMU) is counted: "
+             "it is what that isolation costs per container.\n")
     L.append("| engine | per-container processes | RSS / container | PSS / container | daemon RSS growth / container |")
     L.append("| --- | --- | ---: | ---: | ---: |")
-    for name in ("docker", "berth"):
+    for name in ["docker", "berth", *sorted(n for n in res["memory"] if n.startswith("berth-"))]:
         r = res["memory"].get(name)
         if not r:
             L.append(f"| {name} | not measured | — | — | — |")
@@ -659,6 +675,8 @@ def main() -> int:
     ap.add_argument("--idle", type=int, default=10, help="idle containers per engine for the memory test")
     ap.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
     ap.add_argument("--engines", default="docker,berth", help="comma list, default docker,berth")
+    ap.add_argument("--modes", default="runsc,vm",
+                    help="berth's other isolation modes to measure beside process isolation (runsc,vm)")
     ap.add_argument("--from-json", type=Path, help="only rewrite --out from a results JSON of an earlier run")
     args = ap.parse_args()
     if args.from_json:
@@ -715,6 +733,14 @@ def main() -> int:
             except BenchError as e:
                 errors[f"{name}: start/import"] = str(e)
                 log(f"FAILED {name}: {e}")
+        base = next((e for e in ready if e.name == "berth"), None)
+        if base is not None:
+            for mode, flags, vm in (("berth-runsc", ("--runtime", "runsc"), True),
+                                    ("berth-vm", ("--isolation", "hyperv"), True)):
+                if mode.split("-", 1)[1] in args.modes.split(","):
+                    ready.append(dataclasses.replace(base, name=mode, mode_args=flags, vm=vm))
+            if any(e.vm for e in ready):  # the first VM container prepares the guest kernel: not timed
+                timed(next(e for e in ready if e.vm), LAT_TRUE, None)
         if ready:
             res["latency"]["true"] = latency(ready, LAT_TRUE, None, args.runs, errors)
             res["latency"]["echo"] = latency(ready, LAT_ECHO, "hi", args.runs, errors)
