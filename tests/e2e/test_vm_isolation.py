@@ -7,7 +7,6 @@ streams, binds, exec, -it, logs, stop, top, and that nothing is left behind.
 
 from __future__ import annotations
 
-import os
 import platform
 import shutil
 import subprocess
@@ -130,3 +129,14 @@ def test_daemon_restart_keeps_vm_running(berthd_factory, image, rootfs_tar):
     assert docker(d, "inspect", "-f", "{{.State.Running}}", "vm-survivor").stdout.strip() == "false"
     docker(d, "rm", "vm-survivor")
 
+
+
+def test_bad_requests_are_refused_clearly(berthd, image):
+    cp = docker(berthd, "run", "--rm", "--isolation", "hyperv", "-m", "900g", image, "true", check=False)
+    assert cp.returncode == 125 and "MiB" in cp.stderr and "--memory" in cp.stderr, cp.stderr
+    cp = docker(berthd, "run", "--rm", "--isolation", "hyperv", "--runtime", "runsc", image, "true", check=False)
+    assert cp.returncode == 125 and "cannot be combined" in cp.stderr, cp.stderr
+    cp = docker(berthd, "run", "--rm", "--isolation", "hyperv", image, "/nonexistent", check=False, timeout=120)
+    assert cp.returncode == 127, cp.stderr
+    cp = docker(berthd, "run", "--rm", "--isolation", "hyperv", image, "/etc/passwd", check=False, timeout=120)
+    assert cp.returncode == 126, cp.stderr

@@ -102,7 +102,16 @@ class VmRuntime:
         return dict(reply)
 
     async def start(self, cid: str) -> None:
-        await self._call(cid, {"op": "start"}, timeout=60)
+        try:
+            await self._call(cid, {"op": "start"}, timeout=60)
+        except CommandFailed as exc:  # the agent's exec error, in the words the docker CLI maps to 126/127
+            text = exc.stderr
+            if "No such file" in text or "not found" in text:
+                raise InvalidArgument(f"failed to create task for container: {text}: no such file or directory "
+                                      "(executable file not found in the VM)") from exc
+            if "Permission denied" in text:
+                raise InvalidArgument(f"failed to create task for container: {text}: permission denied") from exc
+            raise
 
     async def kill(self, cid: str, signal: int) -> None:
         await self._call(cid, {"op": "kill", "signal": signal})

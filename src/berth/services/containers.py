@@ -167,6 +167,10 @@ class Containers:
             if "vm" not in self.runtimes:
                 raise FailedPrecondition("VM isolation needs QEMU: run the README's set-up "
                                          "(apt-get install qemu-system-x86), or use --isolation process")
+            host_memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+            if (host.get("Memory") or 0) > host_memory:
+                raise InvalidArgument(f"a VM of {host['Memory'] // (1 << 20)} MiB was asked for, but this host has "
+                                      f"{host_memory // (1 << 20)} MiB: ask for less with --memory")
             if host.get("Runtime") not in (None, "", "runc"):
                 raise InvalidArgument(f"--runtime {host['Runtime']} and --isolation {isolation} cannot be combined: "
                                       "a VM-isolated container runs in its own kernel")
@@ -332,6 +336,10 @@ class Containers:
             126 if "permission denied" in message else 128
         c.state.update(Error=message, ExitCode=code if isinstance(exc, BerthError) else 128)
         self._save(c)
+        if c.doc["HostConfig"].get("Isolation") == "hyperv":  # the reason in the logs too, as the VM's own words
+            line = f"{timefmt.now()} stderr F berth: the container's VM failed to start: {' '.join(message.split())}\n"
+            with open(os.path.join(c.dir, "container.log"), "a") as f:
+                f.write(line)
         for connect in c.pending_attach:
             connect(False)
         c.pending_attach.clear()
