@@ -13,6 +13,18 @@ request futures (MOUNT/SETTIME/RNGSEED -> OK/ERROR, EXEC -> STARTED/ERROR) and
 bound here; a real driver would apply backpressure per process. Whatever
 happens, leaving the context kills QEMU and waits for it: no stray processes.
 The QEMU command line and the kernel command line are pure functions.
+
+Templates (see `berth.vm.template`): `boot(memory_file=...)` puts guest RAM in
+a file mapped shared, and `save_state()` migrates the device state (not the RAM:
+x-ignore-shared) to a file. `restore(template)` starts QEMU with the same
+command line but the RAM file mapped privately (copy-on-write) and
+`-incoming defer`, feeds it the saved state over QMP, waits for the VM to run,
+then sets the clock and reseeds the RNG through the agent -- which was waiting
+in poll() when the template was saved and never notices it moved -- and only
+then hands the VM out. The agent channel works unchanged: the saved state says
+the host end is connected, and the clone's QEMU connects to the clone's own
+socket before the guest runs again. Each clone passes its own `-fsdev path=`
+(not part of the saved state); the template never mounts its 9p shares.
 """
 
 from __future__ import annotations
@@ -31,17 +43,22 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from berth.errors import CommandFailed, FailedPrecondition, InvalidArgument, Unavailable
 from berth.host import proc
 from berth.vm.prepare import QEMU, Artifacts
 from berth.wire import agentproto as ap
 
+if TYPE_CHECKING:
+    pass
+
 log = logging.getLogger(__name__)
 
 PORT_NAME = "berth.agent"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 KERNEL_HZ = 250  # Debian's CONFIG_HZ; lpj is loops per jiffy
+MEMORY_ID = "mem"  # the RAM backend's id: it names the RAM block, so template and clones share it
 
 _BASE_CMDLINE = (
     "console=ttyS0 quiet loglevel=0 tsc=reliable no_timer_check rcupdate.rcu_expedited=1 "
@@ -83,11 +100,23 @@ def kernel_cmdline(tsc_khz: int, extra: str = "") -> str:
 
 def qemu_argv(artifacts: Artifacts, *, agent_socket: Path, shares: Mapping[str, Path],
               cmdline: str, mem_mib: int = 256, console_log: Path | None = None,
-              qemu: str = QEMU, qmp_socket: Path | None = None) -> list[str]:
-    """QEMU's argv: microvm under TCG, virtio-serial to *agent_socket*, one virtio-9p per share."""
+              qemu: str = QEMU, qmp_socket: Path | None = None, memory_file: Path | None = None,
+              memory_shared: bool = True, incoming: bool = False) -> list[str]:
+    """QEMU's argv: microvm under TCG, virtio-serial to *agent_socket*, one virtio-9p per share.
+
+    With *memory_file*, guest RAM is that file (`share=on`: a template writes
+    through to it; off: a clone's private copy-on-write mapping of it); with
+    *incoming*, QEMU waits for `migrate-incoming` instead of booting.
+    """
     argv = [qemu, "-M", "microvm", "-cpu", "max", "-accel", "tcg", "-m", str(mem_mib), "-smp", "1",
             "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
             "-kernel", str(artifacts.vmlinux), "-initrd", str(artifacts.initramfs), "-append", cmdline]
+    if memory_file is not None:
+        if "," in str(memory_file):
+            raise InvalidArgument(f"memory file path may not contain a comma: {memory_file}")
+        argv += ["-object", f"memory-backend-file,id={MEMORY_ID},size={mem_mib}M,mem-path={memory_file},"
+                            f"share={'on' if memory_shared else 'off'}",
+                 "-machine", f"memory-backend={MEMORY_ID}"]
     if console_log is not None:
         argv += ["-serial", f"file:{console_log}"]
     if qmp_socket is not None:
@@ -102,7 +131,89 @@ def qemu_argv(artifacts: Artifacts, *, agent_socket: Path, shares: Mapping[str, 
             raise InvalidArgument(f"9p share path may not contain a comma: {path}")
         argv += ["-fsdev", f"local,id=fs{i},path={path},security_model=none",
                  "-device", f"virtio-9p-device,fsdev=fs{i},mount_tag={tag}"]
+    if incoming:
+        argv += ["-incoming", "defer"]
     return argv
+
+
+# ---- QMP --------------------------------------------------------------------------------
+
+class Qmp:
+    """One QMP session kept open (restore and save need several commands and the events between)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+        self.events: list[dict[str, Any]] = []
+
+    @classmethod
+    async def connect(cls, path: Path, *, timeout: float = 10.0) -> Qmp:
+        """Connect (retrying while QEMU creates the socket) and negotiate capabilities."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                reader, writer = await asyncio.open_unix_connection(str(path))
+                break
+            except (FileNotFoundError, ConnectionRefusedError):
+                if time.monotonic() > deadline:
+                    raise Unavailable(f"QEMU's QMP socket {path} did not appear within {timeout}s") from None
+                await asyncio.sleep(0.005)
+        session = cls(reader, writer)
+        try:
+            await asyncio.wait_for(reader.readline(), timeout)  # greeting
+            await session.execute("qmp_capabilities", timeout=timeout)
+        except BaseException:
+            session.close()
+            raise
+        return session
+
+    async def _line(self) -> dict[str, Any]:
+        raw = await self._reader.readline()
+        if not raw:
+            raise Unavailable("QEMU closed its QMP socket (did it exit?)")
+        msg = json.loads(raw)
+        return msg if isinstance(msg, dict) else {}
+
+    async def execute(self, command: str, arguments: Mapping[str, Any] | None = None, *,
+                      timeout: float = 10.0) -> Any:
+        """Run *command*; return its "return" value, raise CommandFailed on an "error"."""
+        doc: dict[str, Any] = {"execute": command}
+        if arguments is not None:
+            doc["arguments"] = dict(arguments)
+        self._writer.write(json.dumps(doc).encode() + b"\n")
+        await self._writer.drain()
+
+        async def answer() -> dict[str, Any]:
+            while True:
+                msg = await self._line()
+                if "event" in msg:
+                    self.events.append(msg)
+                elif "return" in msg or "error" in msg:
+                    return msg
+
+        reply = await asyncio.wait_for(answer(), timeout)
+        if "error" in reply:
+            raise CommandFailed([QEMU, "qmp", command], 1, str(reply["error"].get("desc", reply["error"])))
+        return reply["return"]
+
+    async def wait_event(self, name: str, *, timeout: float) -> dict[str, Any]:
+        """Wait for the event *name* (or return it if it already came)."""
+        for i, ev in enumerate(self.events):
+            if ev.get("event") == name:
+                return self.events.pop(i)
+
+        async def until() -> dict[str, Any]:
+            while True:
+                msg = await self._line()
+                if msg.get("event") == name:
+                    return msg
+                if "event" in msg:
+                    self.events.append(msg)
+
+        return await asyncio.wait_for(until(), timeout)
+
+    def close(self) -> None:
+        self._writer.close()
 
 
 # ---- processes in the guest ------------------------------------------------------------

@@ -15,6 +15,7 @@ from berth.api.server import Reply, Request, Router, Stream
 from berth.api.wiring import Daemon
 from berth.errors import BerthError, InvalidArgument, NotFound
 from berth.runtime.oci import OciRuntime
+from berth.vm.accel import detect as detect_accel
 
 ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
 
@@ -34,6 +35,7 @@ def register(router: Router, d: Daemon) -> None:
     oci = {name: rt for name, rt in d.runtimes.items() if isinstance(rt, OciRuntime)}
     runtime_versions = {name: _tool_version([rt.binary, "--version"]) for name, rt in oci.items()}
     vm = "vm" in d.runtimes
+    accel = detect_accel()
     qemu_version = _tool_version(["qemu-system-x86_64", "--version"]) if vm else ""
     conmon_version = _tool_version(["conmon", "--version"])
 
@@ -51,7 +53,7 @@ def register(router: Router, d: Daemon) -> None:
             components.append({"Name": name, "Version": ver, "Details": {"GitCommit": ""}})
         components.append({"Name": "conmon", "Version": conmon_version, "Details": {"GitCommit": ""}})
         if vm:
-            components.append({"Name": "qemu", "Version": qemu_version, "Details": {"Accelerator": "tcg"}})
+            components.append({"Name": "qemu", "Version": qemu_version, "Details": {"Accelerator": accel.name}})
         return Reply(200, {
             "Platform": {"Name": "berth"}, "Components": components, "Version": __version__,
             "ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "GitCommit": "",
@@ -86,7 +88,7 @@ def register(router: Router, d: Daemon) -> None:
                                                                 "NodeAddr": "", "RemoteManagers": None},
             "LiveRestoreEnabled": True, "Isolation": "process",
             "IsolationModes": ["process", "hyperv"] if vm else ["process"],
-            "VirtualizationAccel": "tcg (software; no usable KVM)" if vm else "none",
+            "VirtualizationAccel": f"{accel.name}: {accel.reason}" if vm else "none",
             "InitBinary": "docker-init", "SecurityOptions": ["name=seccomp,profile=builtin"],
             "Warnings": [],
         })
