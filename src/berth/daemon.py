@@ -33,6 +33,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--root", default="/var/lib/berth", help="data root (default /var/lib/berth)")
     p.add_argument("--vm-dir", default=None,
                    help="where the utility VM's kernel and initramfs are prepared (default <root>/vm)")
+    p.add_argument("--vm-boot", choices=["clone", "cold"], default="clone",
+                   help="start VM-isolated containers from a saved template (clone) or by booting (cold)")
     p.add_argument("--default-runtime", default="runc", help="OCI runtime for containers that name none (runc, runsc)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("-D", "--debug", action="store_true", help="same as --log-level debug")
@@ -103,7 +105,7 @@ def main(argv: list[str] | None = None) -> None:
     if os.geteuid() != 0:
         raise SystemExit("berthd: must run as root (it mounts file systems and creates cgroups)")
     config = DaemonConfig(root=args.root, hosts=tuple(args.host or [DEFAULT_HOST]),
-                          default_runtime=args.default_runtime, vm_dir=args.vm_dir or "")
+                          default_runtime=args.default_runtime, vm_dir=args.vm_dir or "", vm_boot=args.vm_boot)
     asyncio.run(serve(config))
 
 

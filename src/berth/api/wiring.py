@@ -30,6 +30,7 @@ class DaemonConfig:
     hosts: tuple[str, ...] = ("unix:///run/berth/berth.sock",)
     default_runtime: str = "runc"
     vm_dir: str = ""   # "" = <root>/vm
+    vm_boot: str = "clone"  # "clone" (from a saved template when possible) or "cold"
     runtime_paths: dict[str, str] = field(default_factory=lambda: {"runc": "runc", "runsc": "runsc"})
 
 
@@ -63,7 +64,8 @@ def build(config: DaemonConfig) -> Daemon:
             extra = ("--network=none", "--ignore-cgroups")
         runtimes[name] = OciRuntime(name, path, os.path.join(root, "runtime", name), sockets, extra)
     if shutil.which("qemu-system-x86_64"):
-        runtimes["vm"] = VmRuntime(config.vm_dir or os.path.join(root, "vm"), sockets, os.path.join(root, "containers"))
+        runtimes["vm"] = VmRuntime(config.vm_dir or os.path.join(root, "vm"), sockets,
+                                   os.path.join(root, "containers"), cold_boot=config.vm_boot == "cold")
     holder: dict[str, Containers] = {}
     images = Images(db, store, snaps, events, lambda image_id: holder["c"].using_image(image_id))
     containers = Containers(root, db, images, snaps, events, runtimes, config.default_runtime, HostFacts.probe())

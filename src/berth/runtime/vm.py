@@ -26,8 +26,9 @@ SHIM_MODULE = "berth.vm.shim"
 class VmRuntime:
     name = "vm"
 
-    def __init__(self, vm_dir: str, socket_dir: str, containers_dir: str) -> None:
+    def __init__(self, vm_dir: str, socket_dir: str, containers_dir: str, cold_boot: bool = False) -> None:
         self.vm_dir = vm_dir
+        self.cold_boot = cold_boot
         self.socket_dir = socket_dir
         self.containers_dir = containers_dir
         os.makedirs(socket_dir, exist_ok=True)
@@ -63,6 +64,8 @@ class VmRuntime:
             argv.append("--stdin")
             if opts.stdin_once:
                 argv.append("--stdin-once")
+        if self.cold_boot:
+            argv.append("--cold")
         try:
             await proc.run(argv, timeout=30, pass_fds=[wfd], cwd=bundle)
         finally:

@@ -35,6 +35,7 @@ import json
 import logging
 import os
 import re
+import shlex
 import shutil
 import signal
 import socket
@@ -51,7 +52,7 @@ from berth.vm.prepare import QEMU, Artifacts
 from berth.wire import agentproto as ap
 
 if TYPE_CHECKING:
-    pass
+    from berth.vm.template import Template
 
 log = logging.getLogger(__name__)
 
@@ -269,8 +270,12 @@ class UtilityVM:
     @contextlib.asynccontextmanager
     async def boot(cls, artifacts: Artifacts, *, shares: Mapping[str, Path] | None = None,
                    mem_mib: int = 256, timeout: float = 60.0, workdir: Path | None = None,
-                   console_log: bool = True, extra_cmdline: str = "") -> AsyncIterator[UtilityVM]:
+                   console_log: bool = True, extra_cmdline: str = "",
+                   memory_file: Path | None = None) -> AsyncIterator[UtilityVM]:
         """Boot a VM, wait for its agent's READY, set its clock and seed its RNG.
+
+        With *memory_file* (on a tmpfs), guest RAM is that file mapped shared: the
+        VM can then become a template (`save_state`).
 
         Raises:
             FailedPrecondition: QEMU is not installed.
@@ -282,26 +287,129 @@ class UtilityVM:
         own_dir = workdir is None
         wd = Path(tempfile.mkdtemp(prefix="berth-vm-")) if workdir is None else workdir
         wd.mkdir(parents=True, exist_ok=True)
+        vm: UtilityVM | None = None
+        qemu_box: list[asyncio.subprocess.Process] = []
+        try:
+            argv = qemu_argv(artifacts, agent_socket=wd / "agent.sock", shares=dict(shares or {}),
+                             cmdline=kernel_cmdline(host_tsc_khz(), extra_cmdline), mem_mib=mem_mib,
+                             console_log=wd / "console.log" if console_log else None,
+                             qmp_socket=wd / "qmp.sock", memory_file=memory_file, memory_shared=True)
+            started = time.monotonic()
+            vm = await cls._launch(argv, wd, timeout, qemu_box)
+            remaining = max(1.0, timeout - (time.monotonic() - started))
+            try:
+                vm.kernel_release = await asyncio.wait_for(asyncio.shield(vm._ready), remaining)
+            except asyncio.TimeoutError:
+                raise Unavailable(f"the VM's agent did not say READY within {timeout}s "
+                                  f"(console: {wd / 'console.log'})") from None
+            except Unavailable as exc:
+                raise cls._failure(vm.qemu, wd, str(exc)) from None
+            vm.boot_seconds = time.monotonic() - started
+            await vm._fresh_identity()
+            yield vm
+        finally:
+            await cls._teardown(vm, qemu_box)
+            if own_dir:
+                shutil.rmtree(wd, ignore_errors=True)
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def restore(cls, template: Template, *, shares: Mapping[str, Path],
+                      workdir: Path | None = None, timeout: float = 60.0) -> AsyncIterator[UtilityVM]:
+        """Start a copy-on-write clone of *template* with its own *shares*; like `boot` after.
+
+        *shares* must have exactly the template's tags (any order). The VM is
+        handed out running, with its clock set and its RNG reseeded; nothing is
+        mounted yet. `boot_seconds` is QEMU start -> the agent answered.
+
+        Raises:
+            InvalidArgument: the shares' tags are not the template's.
+            FailedPrecondition: QEMU is not installed.
+            Unavailable: the template's files are gone, or the clone did not
+                come up (QEMU refused the state, exited, or the agent did not answer).
+        """
+        if shutil.which(QEMU) is None:
+            raise FailedPrecondition(f"{QEMU} is not installed (apt-get install qemu-system-x86)")
+        if sorted(shares) != sorted(template.share_tags):
+            raise InvalidArgument(f"a clone of this template needs the 9p shares {list(template.share_tags)}, "
+                                  f"got {sorted(shares)}")
+        ordered = {tag: shares[tag] for tag in template.share_tags}  # device order = the template's
+        own_dir = workdir is None
+        wd = Path(tempfile.mkdtemp(prefix="berth-vm-")) if workdir is None else workdir
+        wd.mkdir(parents=True, exist_ok=True)
+        vm: UtilityVM | None = None
+        qemu_box: list[asyncio.subprocess.Process] = []
+        try:
+            started = time.monotonic()
+            state = wd / "state"
+            with template.pin(state) as ram_fd:  # the RAM file open, the state copied: a rebuild can't pull them away
+                argv = qemu_argv(template.artifacts, agent_socket=wd / "agent.sock", shares=ordered,
+                                 cmdline=template.cmdline, mem_mib=template.mem_mib,
+                                 console_log=wd / "console.log", qmp_socket=wd / "qmp.sock",
+                                 memory_file=Path(f"/proc/self/fd/{ram_fd}"), memory_shared=False,
+                                 incoming=True)
+                vm = await cls._launch(argv, wd, timeout, qemu_box, pass_fds=(ram_fd,))
+            assert vm is not None
+
+            def remaining() -> float:
+                return max(1.0, timeout - (time.monotonic() - started))
+
+            qmp = await Qmp.connect(wd / "qmp.sock", timeout=remaining())
+            try:
+                await qmp.execute("migrate-set-capabilities",
+                                  {"capabilities": [{"capability": "x-ignore-shared", "state": True}]})
+                await qmp.execute("migrate-incoming", {"uri": f"exec:cat {shlex.quote(str(state))}"})
+                resumed = asyncio.ensure_future(qmp.wait_event("RESUME", timeout=remaining()))
+                died = asyncio.ensure_future(vm.qemu.wait())
+                try:
+                    await asyncio.wait({resumed, died}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    died.cancel()
+                if not resumed.done():
+                    resumed.cancel()
+                    raise Unavailable(str(cls._failure(vm.qemu, wd, "QEMU exited while loading the template")))
+                try:
+                    resumed.result()
+                except (asyncio.TimeoutError, Unavailable) as exc:
+                    raise Unavailable(f"the clone did not start running within {timeout}s: {exc!r}") from None
+            finally:
+                qmp.close()
+            vm.kernel_release = template.kernel_release
+            try:
+                await vm._fresh_identity(timeout=remaining())
+            except (asyncio.TimeoutError, CommandFailed) as exc:
+                raise Unavailable(f"the clone's agent did not answer after restore: {exc!r}") from None
+            if not vm._ready.done():
+                vm._ready.set_result(template.kernel_release)
+            vm.boot_seconds = time.monotonic() - started
+            with contextlib.suppress(OSError):
+                state.unlink()
+            yield vm
+        finally:
+            await cls._teardown(vm, qemu_box)
+            if own_dir:
+                shutil.rmtree(wd, ignore_errors=True)
+
+    @classmethod
+    async def _launch(cls, argv: list[str], wd: Path, timeout: float,
+                      qemu_box: list[asyncio.subprocess.Process],
+                      pass_fds: Sequence[int] = ()) -> UtilityVM:
+        """Listen on wd/agent.sock, start QEMU (into *qemu_box*, for teardown), accept its connection."""
         sock_path = wd / "agent.sock"
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
-        qemu: asyncio.subprocess.Process | None = None
-        vm: UtilityVM | None = None
         try:
             with contextlib.suppress(FileNotFoundError):
                 sock_path.unlink()
             listener.bind(str(sock_path))
             listener.listen(1)
             listener.setblocking(False)
-            argv = qemu_argv(artifacts, agent_socket=sock_path, shares=dict(shares or {}),
-                             cmdline=kernel_cmdline(host_tsc_khz(), extra_cmdline), mem_mib=mem_mib,
-                             console_log=wd / "console.log" if console_log else None,
-                             qmp_socket=wd / "qmp.sock")
             logfd = os.open(wd / "qemu.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
             try:
-                qemu = await proc.spawn(argv, stdin=asyncio.subprocess.DEVNULL, stdout=logfd, stderr=logfd)
+                qemu = await proc.spawn(argv, stdin=asyncio.subprocess.DEVNULL, stdout=logfd, stderr=logfd,
+                                        pass_fds=pass_fds)
             finally:
                 os.close(logfd)
-            started = time.monotonic()
+            qemu_box.append(qemu)
             loop = asyncio.get_running_loop()
             accept = asyncio.ensure_future(loop.sock_accept(listener))
             died = asyncio.ensure_future(qemu.wait())
@@ -316,29 +424,55 @@ class UtilityVM:
                 raise cls._failure(qemu, wd, "QEMU did not connect to the agent socket")
             conn, _ = accept.result()
             reader, writer = await asyncio.open_unix_connection(sock=conn)
-            vm = cls(qemu, reader, writer, wd)
-            remaining = max(1.0, timeout - (time.monotonic() - started))
-            try:
-                vm.kernel_release = await asyncio.wait_for(asyncio.shield(vm._ready), remaining)
-            except asyncio.TimeoutError:
-                raise Unavailable(f"the VM's agent did not say READY within {timeout}s "
-                                  f"(console: {wd / 'console.log'})") from None
-            except Unavailable as exc:
-                raise cls._failure(qemu, wd, str(exc)) from None
-            vm.boot_seconds = time.monotonic() - started
-            await vm._request(lambda i: ap.encode_settime(i, time.time_ns()))
-            await vm._request(lambda i: ap.encode_rngseed(i, os.urandom(64)))
-            yield vm
+            return cls(qemu, reader, writer, wd)
         finally:
             listener.close()
-            if vm is not None:
-                await vm._close()
-            if qemu is not None and qemu.returncode is None:
+
+    @staticmethod
+    async def _teardown(vm: UtilityVM | None, qemu_box: list[asyncio.subprocess.Process]) -> None:
+        if vm is not None:
+            await vm._close()
+        for qemu in qemu_box:
+            if qemu.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     qemu.send_signal(signal.SIGKILL)
-                await qemu.wait()
-            if own_dir:
-                shutil.rmtree(wd, ignore_errors=True)
+            await qemu.wait()
+
+    async def _fresh_identity(self, timeout: float = 60.0) -> None:
+        """Set the guest's clock and reseed its RNG (after boot, and after every restore)."""
+        await self._request(lambda i: ap.encode_settime(i, time.time_ns()), timeout=timeout)
+        await self._request(lambda i: ap.encode_rngseed(i, os.urandom(64)), timeout=timeout)
+
+    async def save_state(self, state: Path, *, timeout: float = 60.0) -> None:
+        """Save the device state (not the shared RAM) to *state*; the VM stays paused after.
+
+        Only for a VM booted with `memory_file`, with nothing mounted over 9p and
+        nothing running in it: that is what a template is.
+
+        Raises:
+            FailedPrecondition: a 9p share is mounted (QEMU cannot migrate it).
+            Unavailable: the migration failed or did not finish within *timeout*.
+        """
+        if self._mounted:
+            raise FailedPrecondition(f"cannot save a VM with mounted 9p shares: {sorted(self._mounted)}")
+        qmp = await Qmp.connect(self.workdir / "qmp.sock", timeout=timeout)
+        try:
+            await qmp.execute("migrate-set-capabilities",
+                              {"capabilities": [{"capability": "x-ignore-shared", "state": True}]})
+            await qmp.execute("migrate", {"uri": f"exec:cat > {shlex.quote(str(state))}"})
+            deadline = time.monotonic() + timeout
+            while True:
+                info = await qmp.execute("query-migrate")
+                status = info.get("status") if isinstance(info, dict) else None
+                if status == "completed":
+                    return
+                if status in ("failed", "cancelled"):
+                    raise Unavailable(f"saving the VM failed: {info.get('error-desc', status)}")
+                if time.monotonic() > deadline:
+                    raise Unavailable(f"saving the VM did not finish within {timeout}s (status {status})")
+                await asyncio.sleep(0.01)
+        finally:
+            qmp.close()
 
     @staticmethod
     def _failure(qemu: asyncio.subprocess.Process, wd: Path, what: str) -> CommandFailed:

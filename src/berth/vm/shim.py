@@ -34,6 +34,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from berth.vm import template
 from berth.vm.boot import GuestProcess, UtilityVM
 from berth.vm.prepare import prepare
 from berth.wire import agentproto as ap
@@ -45,10 +46,13 @@ STREAM_NAME = {ap.T.STDOUT: "stdout", ap.T.STDERR: "stderr"}
 ETC_FILES = ("/etc/hostname", "/etc/hosts", "/etc/resolv.conf")
 
 
+DEFAULT_MEM_MIB = 256
+
+
 def vm_memory_mib(config: dict[str, Any]) -> int:
     """Guest RAM for the container's memory limit: the limit plus room for the guest kernel."""
     limit = (((config.get("linux") or {}).get("resources") or {}).get("memory") or {}).get("limit") or 0
-    return max(160, min(limit // (1 << 20) + 96, 16384)) if limit else 256
+    return max(160, min(limit // (1 << 20) + 96, 16384)) if limit else DEFAULT_MEM_MIB
 
 
 class Shim:
@@ -299,8 +303,11 @@ class Shim:
         attach.setblocking(False)
         control = await asyncio.start_unix_server(self.control, self.args.control)
         try:
-            async with UtilityVM.boot(artifacts, shares=shares, mem_mib=vm_memory_mib(self.config),
-                                      workdir=Path(self.args.workdir)) as vm:
+            mem = vm_memory_mib(self.config)
+            # Clone a saved template for the common shape (root only, default size); anything else boots cold.
+            templates = not self.args.cold and set(shares) == {"rootfs"} and mem == DEFAULT_MEM_MIB
+            async with template.start_vm(artifacts, Path(self.args.vm_dir), shares=shares, mem_mib=mem,
+                                         workdir=Path(self.args.workdir), templates=templates) as vm:
                 self.vm = vm
                 root = await vm.mount("rootfs")
                 for tag, destination in binds:
@@ -351,6 +358,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--stdin", action="store_true")
     p.add_argument("--stdin-once", action="store_true")
     p.add_argument("--sync-fd", type=int)
+    p.add_argument("--cold", action="store_true", help="always cold-boot (no template clone)")
     return p.parse_args(argv)
 
 

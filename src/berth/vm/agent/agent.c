@@ -525,6 +525,12 @@ static void do_rngseed(uint32_t id, const uint8_t *p, size_t n) {
     memcpy(info->buf, p, n);
     int fd = open("/dev/urandom", O_RDWR | O_CLOEXEC);
     if (fd < 0 || ioctl(fd, RNDADDENTROPY, info) < 0) send_error(id, "add entropy: %s", strerror(errno));
+    /* Entropy alone reaches the output only at the next scheduled reseed (up to a
+     * minute of jiffies away), and every clone of a template starts from the same
+     * generator state: reseed now so clones diverge at once. ENODATA = the
+     * generator is not initialized yet, when the seed above is what initializes it. */
+    else if (ioctl(fd, RNDRESEEDCRNG, 0) < 0 && errno != ENODATA && errno != ENOTTY)
+        send_error(id, "reseed: %s", strerror(errno));
     else send_frame(T_OK, id, NULL, 0);
     if (fd >= 0) close(fd);
     free(info);
