@@ -128,7 +128,7 @@ def _pids_mentioning(text: str, names: tuple[str, ...]) -> list[int]:
 
 
 _LEFTOVER_NAMES = ("conmon", "runc", "runsc", "runsc-gofer", "runsc-sandbox", "containerd",
-                   "containerd-shim-runc-v2", "dockerd", "berthd", "python3", "python")
+                   "containerd-shim-runc-v2", "dockerd", "berthd", "python3", "python", "qemu-system-x86_64")
 
 
 def _pids_rooted_under(path: str) -> list[int]:

@@ -82,6 +82,14 @@ async def _terminate(proc: asyncio.subprocess.Process) -> None:
         await proc.wait()
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    import ctypes  # in the child, between fork and exec
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+
+
 def pid_alive(pid: int) -> bool:
     """True when *pid* exists and is not a zombie."""
     try:
@@ -119,8 +127,11 @@ async def wait_pid_exit(pid: int) -> None:
 
 
 async def spawn(argv: Sequence[str], *, stdin: int | None, stdout: int | None, stderr: int | None,
-                pass_fds: Sequence[int] = ()) -> asyncio.subprocess.Process:
+                pass_fds: Sequence[int] = (), die_with_parent: bool = False) -> asyncio.subprocess.Process:
     """Start *argv* with the given stdio (asyncio.subprocess.PIPE/DEVNULL or an fd); the caller waits.
+
+    With *die_with_parent*, the kernel kills the child (SIGKILL) when this process dies,
+    however it dies: a monitor killed with SIGKILL leaves no QEMU behind.
 
     Raises:
         FailedPrecondition: the program is not installed.
@@ -128,6 +139,7 @@ async def spawn(argv: Sequence[str], *, stdin: int | None, stdout: int | None, s
     log.debug("spawn %s", list(argv))
     try:
         return await asyncio.create_subprocess_exec(*argv, stdin=stdin, stdout=stdout, stderr=stderr,
-                                                    pass_fds=tuple(pass_fds))
+                                                    pass_fds=tuple(pass_fds),
+                                                    preexec_fn=_die_with_parent if die_with_parent else None)
     except FileNotFoundError as exc:
         raise FailedPrecondition(f"{argv[0]} is not installed (run the README's set-up)") from exc

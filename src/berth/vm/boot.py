@@ -406,7 +406,7 @@ class UtilityVM:
             logfd = os.open(wd / "qemu.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
             try:
                 qemu = await proc.spawn(argv, stdin=asyncio.subprocess.DEVNULL, stdout=logfd, stderr=logfd,
-                                        pass_fds=pass_fds)
+                                        pass_fds=pass_fds, die_with_parent=True)
             finally:
                 os.close(logfd)
             qemu_box.append(qemu)

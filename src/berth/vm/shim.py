@@ -379,8 +379,16 @@ def main(argv: list[str] | None = None) -> None:
     os.dup2(logfd, 2)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s shim {args.cid[:12]}: %(message)s")
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    async def run() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)  # stop the VM, then go
+        await Shim(args).run(args.sync_fd)
+
     try:
-        asyncio.run(Shim(args).run(args.sync_fd))
+        asyncio.run(run())
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        log.info("stopped by a signal; the VM is stopped")
     except Exception:
         log.exception("the shim failed")
         sys.exit(1)
