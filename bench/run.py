@@ -240,15 +240,17 @@ def start_docker(workdir: Path, logdir: Path, env: dict[str, str], launched: lis
     return eng
 
 
-def start_berth(workdir: Path, logdir: Path, env: dict[str, str], launched: list[Engine]) -> Engine:
+def start_berth(workdir: Path, logdir: Path, env: dict[str, str], launched: list[Engine],
+                name: str = "berth", extra: tuple[str, ...] = ()) -> Engine:
     b = workdir
-    eng = Engine("berth", b, b / "berth.sock", logdir / "berthd.log", env, log_on_error=True)
+    eng = Engine(name, b, b / "berth.sock", logdir / f"{name}d.log", env, log_on_error=True)
     launched.append(eng)
     if not BERTHD.exists():
         raise BenchError(f"berth: {BERTHD} does not exist (pip install -e . in the venv?)")
     with open(eng.logfile, "wb") as lf:
         eng.launcher = subprocess.Popen([str(BERTHD), "--root", f"{b}/root", "--host", f"unix://{b}/berth.sock",
-                                         "--vm-dir", os.environ.get("BERTH_VM_DIR", "/var/cache/berth-test-vm")],
+                                         "--vm-dir", os.environ.get("BERTH_VM_DIR", "/var/cache/berth-test-vm"),
+                                         *extra],
                                         stdout=lf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         start_new_session=True)
     eng.started = True
@@ -590,7 +592,8 @@ def write_markdown(res: dict, out: Path) -> None:
                 continue
             ratio = f"{r['median_ms'] / d['median_ms']:.2f}" if d and r and name != "docker" else ""
             label = {"berth": "berth (process)", "berth-runsc": "berth (--runtime runsc)",
-                     "berth-vm": "berth (--isolation hyperv, VM cold boot, TCG)"}.get(name, name)
+                     "berth-vm": "berth (--isolation hyperv, VM template clone, TCG)",
+                     "berth-vm-cold": "berth (--isolation hyperv, VM cold boot, TCG)"}.get(name, name)
             L.append(f"| `docker {' '.join(cmd)}` | {label} | "
                      f"{fmt(r and r['median_ms'], ' ms')} | {fmt(r and r['p10_ms'], ' ms')} | "
                      f"{fmt(r and r['p90_ms'], ' ms')} | {ratio} |")
@@ -675,8 +678,8 @@ def main() -> int:
     ap.add_argument("--idle", type=int, default=10, help="idle containers per engine for the memory test")
     ap.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
     ap.add_argument("--engines", default="docker,berth", help="comma list, default docker,berth")
-    ap.add_argument("--modes", default="runsc,vm",
-                    help="berth's other isolation modes to measure beside process isolation (runsc,vm)")
+    ap.add_argument("--modes", default="runsc,vm,vm-cold",
+                    help="berth's other isolation modes to measure beside process isolation (runsc,vm,vm-cold)")
     ap.add_argument("--from-json", type=Path, help="only rewrite --out from a results JSON of an earlier run")
     args = ap.parse_args()
     if args.from_json:
@@ -739,6 +742,15 @@ def main() -> int:
                                     ("berth-vm", ("--isolation", "hyperv"), True)):
                 if mode.split("-", 1)[1] in args.modes.split(","):
                     ready.append(dataclasses.replace(base, name=mode, mode_args=flags, vm=vm))
+            if "vm-cold" in args.modes.split(","):  # a second berthd whose VMs always boot cold
+                d = Path(tempfile.mkdtemp(prefix="bc-", dir="/tmp"))
+                dirs.append(d)
+                try:
+                    cold = start_berth(d, logdir, env, launched, "berth-vm-cold", ("--vm-boot", "cold"))
+                    import_image(cold, tarball)
+                    ready.append(dataclasses.replace(cold, mode_args=("--isolation", "hyperv"), vm=True))
+                except BenchError as e:
+                    errors["berth-vm-cold: start/import"] = str(e)
             if any(e.vm for e in ready):  # the first VM container prepares the guest kernel: not timed
                 timed(next(e for e in ready if e.vm), LAT_TRUE, None)
         if ready:

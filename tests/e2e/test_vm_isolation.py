@@ -7,6 +7,7 @@ streams, binds, exec, -it, logs, stop, top, and that nothing is left behind.
 
 from __future__ import annotations
 
+import os
 import platform
 import shutil
 import subprocess
@@ -107,12 +108,30 @@ def test_exec_it_in_a_vm(berthd, image, names):
 
 def test_many_vms_leave_nothing_behind(berthd, image):
     before = vm_processes()
-    for i in range(3):
-        docker(berthd, "run", "--rm", "--isolation", "hyperv", image, "true", timeout=120)
-    wait_until(lambda: vm_processes() <= before, 20, "no QEMU or shim left")
+    shm_before = set(os.listdir("/dev/shm"))
+    names = [f"many-{i}" for i in range(20)]
+    for name in names:
+        docker(berthd, "run", "-d", "--name", name, "--isolation", "hyperv", image, "sleep", "60", timeout=120)
+    docker(berthd, "rm", "-f", *names, timeout=120)
+    wait_until(lambda: vm_processes() <= before, 30, "no QEMU or shim left")
     root = Path(berthd.root)
-    leftovers = [p for p in (root / "s").glob("*.vm")] if (root / "s").exists() else []
+    leftovers = [p.name for p in (root / "s").iterdir() if not p.is_symlink()] if (root / "s").exists() else []
     assert leftovers == []
+    assert not [c for c in os.listdir(root / "containers") if c.startswith(tuple(n for n in names))]
+    assert set(os.listdir("/dev/shm")) <= shm_before | {"berth-templates"}
+
+
+def test_sdk_runs_in_a_vm(client, image):
+    out = client.containers.run(image, ["uname", "-r"], isolation="hyperv", remove=True)
+    assert out.decode().strip() != platform.release()
+
+
+def test_oom_inside_the_vm_is_reported(berthd, image, names):
+    name = names()
+    cp = docker(berthd, "run", "--name", name, "--isolation", "hyperv", "-m", "64m", image,
+                "sh", "-c", "tail /dev/zero", check=False, timeout=180)
+    assert cp.returncode == 137, cp.stderr
+    assert docker(berthd, "inspect", "-f", "{{.State.OOMKilled}}", name).stdout.strip() == "true"
 
 
 def test_daemon_restart_keeps_vm_running(berthd_factory, image, rootfs_tar):

@@ -48,7 +48,7 @@ class VmRuntime:
         return os.path.join(self.socket_dir, f"{cid[:16]}.attach")
 
     async def create(self, cid: str, bundle: str, opts: CreateOptions) -> Started:
-        for stale in ("exit", "pid", "shim.pid", "ctl"):
+        for stale in ("exit", "oom", "pid", "shim.pid", "ctl"):
             try:
                 os.unlink(os.path.join(bundle, stale))
             except FileNotFoundError:
@@ -136,7 +136,7 @@ class VmRuntime:
                 with open(os.path.join(bundle, "exit")) as f:
                     text = f.read().strip()
                 if text:
-                    return Exit(int(text))
+                    return Exit(int(text), os.path.exists(os.path.join(bundle, "oom")))
             except FileNotFoundError:
                 pass
             await asyncio.sleep(0.02)

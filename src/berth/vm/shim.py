@@ -204,8 +204,24 @@ class Shim:
             await self.main.close_stdin()
         asyncio.ensure_future(self.finish_main())
 
+    async def oom_kills(self) -> int:
+        """The guest kernel's OOM-kill count (an OOM in the VM is the container's OOM)."""
+        assert self.vm is not None
+        try:
+            code, out, _ = await self.vm.run(["/bin/busybox", "cat", "/proc/vmstat"], timeout=10)
+        except Exception:  # the VM may be gone (a panic): no count
+            return 0
+        for line in out.decode(errors="replace").splitlines():
+            key, _, value = line.partition(" ")
+            if key == "oom_kill" and value.strip().isdigit():
+                return int(value)
+        return 0
+
     async def finish_main(self) -> None:
+        before = await self.oom_kills()
         await self.pump_main()
+        if await self.oom_kills() > before:
+            _write(self.bundle / "oom", "1")
         self.exited.set()
 
     async def relay_exec(self, request: dict[str, Any], reader: asyncio.StreamReader,
