@@ -643,6 +643,17 @@ def write_markdown(res: dict, out: Path) -> None:
                  f"PSS {bm['pss_kb_per_container'] / 1024:.2f} vs {dm['pss_kb_per_container'] / 1024:.2f} MiB).")
     else:
         L.append("- Memory: not measured for both engines in this run.")
+    vm_lat, vm_mem = lt.get("berth-vm"), res["memory"].get("berth-vm")
+    if vm_lat:
+        ms = vm_lat["median_ms"]
+        L.append(f"- VM isolation, target `docker run --rm --isolation hyperv IMG true` under 0.6 s end to end here "
+                 f"(TCG): {ms / 1000:.2f} s ({'met' if ms < 600 else 'not met'}); cold boot: "
+                 f"{fmt(lt.get('berth-vm-cold') and lt['berth-vm-cold']['median_ms'], ' ms')}.")
+    if vm_mem:
+        pss = vm_mem["pss_kb_per_container"] / 1024
+        L.append(f"- VM isolation, target under 50 MiB PSS per idle VM-isolated container: {pss:.1f} MiB "
+                 f"({'met' if pss < 50 else 'not met'}: the clone's QEMU and the per-container Python shim, "
+                 "see the JSON for the split).")
     if lt.get("docker") and dm:
         L.append(f"- The issue's reference figures for Docker on this kind of machine are about 230 ms and "
                  f"15 MB RSS / 3.4 MB PSS per idle container; this run measured "
