@@ -115,8 +115,10 @@ def test_many_vms_leave_nothing_behind(berthd, image):
     docker(berthd, "rm", "-f", *names, timeout=120)
     wait_until(lambda: vm_processes() <= before, 30, "no QEMU or shim left")
     root = Path(berthd.root)
-    leftovers = [p.name for p in (root / "s").iterdir() if not p.is_symlink()] if (root / "s").exists() else []
-    assert leftovers == []
+
+    def leftovers() -> list[str]:
+        return [p.name for p in (root / "s").iterdir() if not p.is_symlink()] if (root / "s").exists() else []
+    wait_until(lambda: not leftovers(), 10, f"no sockets or VM work directories left: {leftovers()}")
     assert not [c for c in os.listdir(root / "containers") if c.startswith(tuple(n for n in names))]
     assert set(os.listdir("/dev/shm")) <= shm_before | {"berth-templates"}
 

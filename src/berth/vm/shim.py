@@ -66,6 +66,7 @@ class Shim:
         self.started = asyncio.Event()
         self.exited = asyncio.Event()
         self.code = 255
+        self.size: tuple[int, int] = (0, 0)  # a terminal size asked for before the process started
         self.log_file = open(self.bundle / "container.log", "ab", buffering=0)
 
     # -- the container's output --------------------------------------------------------
@@ -133,12 +134,15 @@ class Shim:
                 await self.main.close_stdin()
 
     # -- ctl fifo (resize) -------------------------------------------------------------------
-    async def serve_ctl(self) -> None:
+    def open_ctl(self) -> int:
+        """Make the resize fifo before the container is reported created (resizes follow start at once)."""
         path = self.bundle / "ctl"
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         os.mkfifo(path, 0o600)
-        fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
+        return os.open(path, os.O_RDWR | os.O_NONBLOCK)
+
+    async def serve_ctl(self, fd: int) -> None:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[bytes] = asyncio.Queue()
         loop.add_reader(fd, lambda: queue.put_nowait(os.read(fd, 4096)))
@@ -148,9 +152,13 @@ class Shim:
             while b"\n" in buf:
                 line, buf = buf.split(b"\n", 1)
                 parts = line.split()
-                if len(parts) == 3 and parts[0] == b"1" and self.main is not None:
-                    with contextlib.suppress(Exception):
-                        await self.main.resize(int(parts[1]), int(parts[2]))
+                if len(parts) != 3 or parts[0] != b"1":
+                    continue
+                if self.main is None:  # before start: the process gets this size when it starts
+                    self.size = (int(parts[1]), int(parts[2]))
+                    continue
+                with contextlib.suppress(Exception):
+                    await self.main.resize(int(parts[1]), int(parts[2]))
 
     # -- control socket ----------------------------------------------------------------------
     async def control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -194,7 +202,7 @@ class Shim:
         assert self.vm is not None
         process = self.config["process"]
         user = process.get("user") or {}
-        size = process.get("consoleSize") or {}
+        size = process.get("consoleSize") or {"height": self.size[0], "width": self.size[1]}
         self.main = await self.vm.exec(
             process["args"], env=process.get("env") or [], cwd=process.get("cwd") or "/",
             uid=int(user.get("uid", 0)), gid=int(user.get("gid", 0)), tty=bool(process.get("terminal")),
@@ -329,9 +337,10 @@ class Shim:
                 for tag, destination in binds:
                     await vm.mount(tag, f"{root}{destination}", container_root=False)
                 (self.bundle / "pid").write_text(f"{vm.qemu.pid}\n")
+                ctl = self.open_ctl()
+                tasks = [asyncio.ensure_future(self.serve_attach(attach)), asyncio.ensure_future(self.serve_ctl(ctl))]
                 _report(sync_fd, {"pid": vm.qemu.pid})
                 sync_fd = None
-                tasks = [asyncio.ensure_future(self.serve_attach(attach)), asyncio.ensure_future(self.serve_ctl())]
                 await self.exited.wait()
                 for t in tasks:
                     t.cancel()
