@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from berth.errors import CommandFailed, FailedPrecondition, InvalidArgument, Unavailable
 from berth.host import proc
+from berth.vm import accel
 from berth.vm.prepare import QEMU, Artifacts
 from berth.wire import agentproto as ap
 
@@ -102,14 +103,17 @@ def kernel_cmdline(tsc_khz: int, extra: str = "") -> str:
 def qemu_argv(artifacts: Artifacts, *, agent_socket: Path, shares: Mapping[str, Path],
               cmdline: str, mem_mib: int = 256, console_log: Path | None = None,
               qemu: str = QEMU, qmp_socket: Path | None = None, memory_file: Path | None = None,
-              memory_shared: bool = True, incoming: bool = False) -> list[str]:
-    """QEMU's argv: microvm under TCG, virtio-serial to *agent_socket*, one virtio-9p per share.
+              memory_shared: bool = True, incoming: bool = False, accelerator: str | None = None) -> list[str]:
+    """QEMU's argv: microvm, virtio-serial to *agent_socket*, one virtio-9p per share.
+
+    *accelerator* is "kvm" or "tcg"; None asks berth.vm.accel (KVM only where it really works).
 
     With *memory_file*, guest RAM is that file (`share=on`: a template writes
     through to it; off: a clone's private copy-on-write mapping of it); with
     *incoming*, QEMU waits for `migrate-incoming` instead of booting.
     """
-    argv = [qemu, "-M", "microvm", "-cpu", "max", "-accel", "tcg", "-m", str(mem_mib), "-smp", "1",
+    argv = [qemu, "-M", "microvm", "-cpu", "max", "-accel", accelerator or accel.detect().name,
+            "-m", str(mem_mib), "-smp", "1",
             "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
             "-kernel", str(artifacts.vmlinux), "-initrd", str(artifacts.initramfs), "-append", cmdline]
     if memory_file is not None:
