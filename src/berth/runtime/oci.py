@@ -20,6 +20,7 @@ from typing import Any
 
 from berth.errors import CommandFailed, Conflict, FailedPrecondition, InvalidArgument
 from berth.host import proc
+from berth.runtime import monitor
 from berth.runtime.base import CreateOptions, Exit, Started
 
 log = logging.getLogger(__name__)
@@ -156,24 +157,13 @@ class OciRuntime:
 
     async def top(self, cid: str, ps_args: list[str]) -> tuple[list[str], list[list[str]]]:
         res = await proc.run(self._argv("ps", cid, *(ps_args or ["-ef"])), timeout=10)
-        lines = res.stdout.decode(errors="replace").splitlines()
-        if not lines:
-            return [], []
-        titles = lines[0].split()
-        rows = [line.split(None, len(titles) - 1) for line in lines[1:] if line.strip()]
-        return titles, rows
+        return monitor.parse_ps(res.stdout.decode(errors="replace"))
 
     def attach_socket(self, cid: str, bundle: str) -> str:
         return os.path.join(self.socket_dir, cid[:16], "attach")
 
     def resize(self, bundle: str, height: int, width: int) -> None:
-        if not (0 <= height <= 1000 and 0 <= width <= 1000):
-            raise InvalidArgument("resize: height and width must be between 0 and 1000")
-        fd = os.open(os.path.join(bundle, "ctl"), os.O_WRONLY | os.O_NONBLOCK)
-        try:
-            os.write(fd, f"1 {height} {width}\n".encode())
-        finally:
-            os.close(fd)
+        monitor.write_resize(bundle, height, width)
 
     def exec_argv(self, cid: str, process_json: str, pid_file: str) -> list[str]:
         return self._argv("exec", "--process", process_json, "--pid-file", pid_file, cid)

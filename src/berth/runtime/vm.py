@@ -18,6 +18,7 @@ from typing import Any
 
 from berth.errors import CommandFailed, Conflict, FailedPrecondition, InvalidArgument
 from berth.host import proc
+from berth.runtime import monitor
 from berth.runtime.base import CreateOptions, Exit, Started
 
 SHIM_MODULE = "berth.vm.shim"
@@ -164,20 +165,10 @@ class VmRuntime:
 
     async def top(self, cid: str, ps_args: list[str]) -> tuple[list[str], list[list[str]]]:
         reply = await self._call(cid, {"op": "top", "args": ps_args})
-        lines = str(reply.get("output", "")).splitlines()
-        if not lines:
-            return [], []
-        titles = lines[0].split()
-        return titles, [line.split(None, len(titles) - 1) for line in lines[1:] if line.strip()]
+        return monitor.parse_ps(str(reply.get("output", "")))
 
     def resize(self, bundle: str, height: int, width: int) -> None:
-        if not (0 <= height <= 1000 and 0 <= width <= 1000):
-            raise InvalidArgument("resize: height and width must be between 0 and 1000")
-        fd = os.open(os.path.join(bundle, "ctl"), os.O_WRONLY | os.O_NONBLOCK)
-        try:
-            os.write(fd, f"1 {height} {width}\n".encode())
-        finally:
-            os.close(fd)
+        monitor.write_resize(bundle, height, width)
 
     def exec_argv(self, cid: str, process_json: str, pid_file: str) -> list[str]:
         return [sys.executable, "-m", "berth.vm.execclient", "--control", self.control_socket(cid),
