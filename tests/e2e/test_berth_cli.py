@@ -9,11 +9,11 @@ dockerd, for checking the tests themselves), imports a busybox tarball with
 from __future__ import annotations
 
 import os
-import sys
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid

@@ -17,7 +17,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from berth_e2e_conftest import DOCKER, RUN_NET, LineReader, docker, wait_until
 
 pytestmark = pytest.mark.timeout(240)

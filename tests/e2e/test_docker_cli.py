@@ -16,11 +16,18 @@ from pathlib import Path
 
 import pexpect
 import pytest
-
-from berth_e2e_conftest import (finish, popen_docker, API_VERSION, DOCKER, RUN_NET, LineReader, docker, is_dockerd,
-                                unique_name, wait_until)
-
-
+from berth_e2e_conftest import (
+    API_VERSION,
+    DOCKER,
+    RUN_NET,
+    LineReader,
+    docker,
+    finish,
+    is_dockerd,
+    popen_docker,
+    unique_name,
+    wait_until,
+)
 
 # --------------------------------------------------------------------------- #
 # helpers

@@ -5,9 +5,8 @@ attach/detach, large and binary streams, log time windows, lifecycle corners
 (paused, created, stopped containers), ps filters, run options, resource
 knobs, events, a daemon restart under a follower, and many containers at once.
 
-Every test passes against the reference dockerd (BERTH_TEST_TARGET=dockerd).
-Where berthd differs today the test is marked xfail with the difference in the
-reason (see /tmp/berth-findings.md); the marks go as the daemon is fixed.
+Every test passes against the reference dockerd (BERTH_TEST_TARGET=dockerd)
+and against berthd.
 """
 
 from __future__ import annotations
@@ -26,16 +25,21 @@ from pathlib import Path
 
 import pexpect
 import pytest
-
-from berth_e2e_conftest import (finish, popen_docker, API_VERSION, DOCKER, RUN_NET, LineReader, docker, is_dockerd,
-                                unique_name, wait_until)
+from berth_e2e_conftest import (
+    API_VERSION,
+    DOCKER,
+    RUN_NET,
+    LineReader,
+    docker,
+    finish,
+    is_dockerd,
+    popen_docker,
+    unique_name,
+    wait_until,
+)
 
 NET = {"network_mode": "none"} if RUN_NET else {}
 
-
-def berthd_gap(reason: str):
-    """xfail for a known berthd difference from Docker (never strict: fixes land in parallel)."""
-    return pytest.mark.xfail(reason=f"berthd: {reason}", strict=False)
 
 
 # --------------------------------------------------------------------------- #

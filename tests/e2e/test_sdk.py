@@ -17,9 +17,14 @@ from datetime import datetime
 
 import docker as docker_sdk
 import pytest
-
-from berth_e2e_conftest import API_VERSION, RUN_NET, docker, is_dockerd, unique_name, wait_until
-
+from berth_e2e_conftest import (
+    API_VERSION,
+    RUN_NET,
+    docker,
+    is_dockerd,
+    unique_name,
+    wait_until,
+)
 
 NET = {"network_mode": "none"} if RUN_NET else {}
 ZERO_TIME = "0001-01-01T00:00:00Z"

@@ -79,6 +79,19 @@ class Execs:
         c.doc.setdefault("ExecIDs", [])
         return exec_id
 
+    def check_startable(self, exec_id: str) -> Exec:
+        """The exec, if it can start now (checked before a connection is hijacked, to answer with a status).
+
+        Raises:
+            NotFound: no such exec.  Conflict: already started, or its container is not running.
+        """
+        e = self.get(exec_id)
+        if e.running or e.exit_code is not None:
+            raise Conflict(f"exec {exec_id[:12]} has already been started")
+        if not e.container.running:
+            raise Conflict(f"Container {e.container.id} is not running")
+        return e
+
     def inspect(self, exec_id: str) -> dict[str, Any]:
         e = self.get(exec_id)
         cfg = e.config
@@ -124,12 +137,8 @@ class Execs:
 
     async def start(self, exec_id: str, detach: bool, reader: asyncio.StreamReader | None,
                     writer: asyncio.StreamWriter | None, pending: bytes = b"") -> None:
-        e = self.get(exec_id)
-        if e.running or e.exit_code is not None:
-            raise Conflict(f"exec {exec_id[:12]} has already been started")
+        e = self.check_startable(exec_id)
         c = e.container
-        if not c.running:
-            raise Conflict(f"Container {c.id} is not running")
         tty = bool(e.config.get("Tty"))
         workdir = tempfile.mkdtemp(prefix="berth-exec-")
         try:

@@ -226,9 +226,10 @@ class Shim:
         return 0
 
     async def finish_main(self) -> None:
-        before = await self.oom_kills()
         await self.pump_main()
-        if await self.oom_kills() > before:
+        # Only a SIGKILL can be an OOM kill: ask the guest then, not on every start and exit.
+        # The VM is this container's alone (a fresh boot or clone), so any OOM kill is its own.
+        if self.code == 128 + signal.SIGKILL and await self.oom_kills() > 0:
             _write(self.bundle / "oom", "1")
         self.exited.set()
 

@@ -6,7 +6,12 @@ import pytest
 
 from berth.errors import InvalidArgument
 from berth.oci.capabilities import ALL_CAPABILITIES, DEFAULT_CAPABILITIES
-from berth.oci.seccomp import ALWAYS_BLOCKED, BLOCKED_UNLESS, blocked_syscalls, default_profile
+from berth.oci.seccomp import (
+    ALWAYS_BLOCKED,
+    BLOCKED_UNLESS,
+    blocked_syscalls,
+    default_profile,
+)
 
 DOCKER_BLOCKED = {
     "acct", "add_key", "bpf", "clock_adjtime", "clock_settime", "create_module", "delete_module",

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from berth.vm.accel import choose, detect
@@ -18,6 +20,11 @@ def test_choose(modules: set[str], device: bool, name: str) -> None:
     assert accel.name == name and accel.reason
 
 
-def test_this_machine_uses_tcg_for_its_pvm_kvm() -> None:
+def test_detect_reads_this_host() -> None:
     accel = detect()
-    assert accel.name in ("kvm", "tcg")
+    if os.path.exists("/sys/module/kvm_pvm"):  # this workplace: KVM that cannot boot a stock kernel
+        assert accel.name == "tcg" and "kvm_pvm" in accel.reason
+    elif not os.path.exists("/dev/kvm"):
+        assert accel.name == "tcg"
+    else:
+        assert accel.name in ("kvm", "tcg")

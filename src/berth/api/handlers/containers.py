@@ -9,7 +9,7 @@ from typing import AsyncIterator
 from berth import timefmt
 from berth.api.server import Hijack, Reply, Request, Router, Stream
 from berth.api.wiring import Daemon
-from berth.errors import Conflict, InvalidArgument
+from berth.errors import InvalidArgument
 from berth.services import stats, streams, views
 
 RAW = "application/vnd.docker.raw-stream"
@@ -161,10 +161,7 @@ def register(router: Router, d: Daemon) -> None:
         if body.get("Detach"):
             await d.execs.start(e.id, True, None, None)
             return Reply(200)
-        if e.running or e.exit_code is not None:
-            raise InvalidArgument(f"exec {e.id[:12]} has already been started")
-        if not e.container.running:
-            raise Conflict(f"Container {e.container.id} is not running")
+        d.execs.check_startable(e.id)
 
         async def run(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pending: bytes) -> None:
             await d.execs.start(e.id, False, reader, writer, pending)
