@@ -13,6 +13,7 @@ STATUS: dict[type[errors.BerthError], int] = {
     errors.AlreadyExists: 409,
     errors.Conflict: 409,
     errors.InvalidArgument: 400,
+    errors.Unauthenticated: 401,
     errors.FailedPrecondition: 500,
     errors.Unavailable: 503,
     errors.CommandFailed: 500,
