@@ -18,6 +18,8 @@ import pexpect
 import pytest
 from berth_e2e_conftest import DOCKER, docker, is_dockerd, wait_until
 
+from berth.host import cgroups
+
 pytestmark = [
     pytest.mark.skipif(shutil.which("qemu-system-x86_64") is None, reason="qemu-system-x86 is not installed"),
 ]
@@ -161,3 +163,68 @@ def test_bad_requests_are_refused_clearly(berthd, image):
     assert cp.returncode == 127, cp.stderr
     cp = docker(berthd, "run", "--rm", "--isolation", "hyperv", image, "/etc/passwd", check=False, timeout=120)
     assert cp.returncode == 126, cp.stderr
+
+
+def test_volumes_files_tmpfs_and_read_only_in_the_vm(berthd, image, tmp_path):
+    rw, ro = tmp_path / "rw", tmp_path / "ro"
+    rw.mkdir()
+    ro.mkdir()
+    (ro / "keep").write_text("kept\n")
+    one = tmp_path / "one.conf"
+    one.write_text("one\n")
+    fixed = tmp_path / "fixed.conf"
+    fixed.write_text("fixed\n")
+    script = ("echo a > /rw/a; cat /ro/keep; echo no > /ro/x 2>/dev/null || echo ro-refused; "
+              "cat /etc/one.conf; echo two >> /etc/one.conf; cat /fixed.conf; "
+              "echo no >> /fixed.conf 2>/dev/null || echo file-ro-refused; "
+              "echo t > /scratch/t && grep -c ' /scratch tmpfs' /proc/mounts")
+    for _ in range(2):  # the second run starts from the template of this share shape
+        one.write_text("one\n")
+        cp = docker(berthd, "run", "--rm", "--isolation", "hyperv", "-v", f"{rw}:/rw", "-v", f"{ro}:/ro:ro",
+                    "-v", f"{one}:/etc/one.conf", "-v", f"{fixed}:/fixed.conf:ro", "--tmpfs", "/scratch",
+                    image, "sh", "-c", script, timeout=120)
+        assert cp.stdout.split() == ["kept", "ro-refused", "one", "fixed", "file-ro-refused", "1"], cp.stdout
+        assert (rw / "a").read_text() == "a\n"
+        assert one.read_text() == "one\ntwo\n"
+        assert not (ro / "x").exists() and fixed.read_text() == "fixed\n"
+
+
+def test_cpu_and_memory_limits_size_the_vm(berthd, image):
+    cp = docker(berthd, "run", "--rm", "--isolation", "hyperv", "--cpus", "1.5", "-m", "512m", image,
+                "sh", "-c", "nproc; sed -n 's/MemTotal: *\\([0-9]*\\) kB/\\1/p' /proc/meminfo", timeout=120)
+    vcpus, mem_kib = cp.stdout.split()
+    assert vcpus == str(min(2, os.cpu_count() or 1))
+    assert 512 * 1024 < int(mem_kib) < 700 * 1024
+    small = docker(berthd, "run", "--rm", "--isolation", "hyperv", image,
+                   "sed", "-n", "s/MemTotal: *\\([0-9]*\\) kB/\\1/p", "/proc/meminfo", timeout=120).stdout
+    assert int(small) < int(mem_kib)
+
+
+def test_guest_kernel_panic_is_reported(berthd, image, names):
+    before = vm_processes()
+    name = names()
+    cp = docker(berthd, "run", "--name", name, "--isolation", "hyperv", image,
+                "sh", "-c", "echo before; echo c > /proc/sysrq-trigger; sleep 30; echo after",
+                check=False, timeout=120)
+    assert cp.returncode != 0 and "guest kernel panic" in cp.stderr, cp.stderr
+    assert "after" not in cp.stdout
+    state = docker(berthd, "inspect", "-f", "{{.State.ExitCode}}|{{.State.Error}}", name).stdout.strip()
+    assert state.startswith("255|") and "guest kernel panic" in state, state
+    assert "guest kernel panic" in docker(berthd, "logs", name).stderr
+    wait_until(lambda: vm_processes() <= before, 30, "QEMU and the shim gone")
+
+
+def test_stats_of_a_vm_are_its_qemu(berthd, image, names):
+    name = names()
+    cid = docker(berthd, "run", "-d", "--name", name, "--isolation", "hyperv", image, "sh", "-c",
+                 "while :; do :; done", timeout=120).stdout.strip()
+    assert any((d / "cgroup.procs").exists() for d in cgroups.paths(cid))
+    try:
+        def busy() -> bool:
+            out = docker(berthd, "stats", "--no-stream", "--format", "{{.CPUPerc}} {{.MemUsage}}", name).stdout
+            cpu, mem = out.split()[0], out.split()[1]
+            return float(cpu.rstrip("%")) > 0 and not mem.startswith("0B")
+        wait_until(busy, 30, "CPU and memory use of the VM in docker stats")
+    finally:
+        docker(berthd, "rm", "-f", name, timeout=60)
+    wait_until(lambda: not any(d.exists() for d in cgroups.paths(cid)), 10, "the VM's cgroups removed")

@@ -67,7 +67,7 @@ def version_lines(client: Mapping[str, Any], server: Mapping[str, Any] | None) -
             lines.append(f" {comp.get('Name', '')}:")
             details = comp.get("Details") or {}
             if comp.get("Name") == "Engine":
-                def pick(key: str) -> str:
+                def pick(key: str, details: dict = details) -> str:
                     value = server.get(key)
                     return str(details.get(key, "") if value is None else value)
                 lines += [

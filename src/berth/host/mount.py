@@ -15,6 +15,7 @@ from berth.errors import FailedPrecondition
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 MNT_DETACH = 2
+MS_BIND = 0x1000
 
 
 def mount(source: str, target: str, fstype: str, options: str = "", flags: int = 0) -> None:

@@ -17,7 +17,7 @@ import sys
 from typing import Any
 
 from berth.errors import CommandFailed, Conflict, FailedPrecondition, InvalidArgument
-from berth.host import proc
+from berth.host import cgroups, proc
 from berth.runtime import monitor
 from berth.runtime.base import CreateOptions, Exit, Started
 
@@ -49,7 +49,7 @@ class VmRuntime:
         return os.path.join(self.socket_dir, f"{cid[:16]}.attach")
 
     async def create(self, cid: str, bundle: str, opts: CreateOptions) -> Started:
-        for stale in ("exit", "oom", "pid", "shim.pid", "ctl"):
+        for stale in ("exit", "oom", "pid", "shim.pid", "ctl", "error"):
             try:
                 os.unlink(os.path.join(bundle, stale))
             except FileNotFoundError:
@@ -137,7 +137,7 @@ class VmRuntime:
                 with open(os.path.join(bundle, "exit")) as f:
                     text = f.read().strip()
                 if text:
-                    return Exit(int(text), os.path.exists(os.path.join(bundle, "oom")))
+                    return Exit(int(text), os.path.exists(os.path.join(bundle, "oom")), _read(bundle, "error"))
             except FileNotFoundError:
                 pass
             await asyncio.sleep(0.02)
@@ -157,6 +157,7 @@ class VmRuntime:
                 await asyncio.sleep(0.05)
             else:
                 os.kill(pid, signal.SIGKILL)
+        cgroups.remove(cid, wait=0)  # left by a shim that was killed
         for path in (self.control_socket(cid), self.attach_socket(cid, "")):
             try:
                 os.unlink(path)
@@ -183,6 +184,14 @@ def _read_line(fd: int) -> bytes:
             break
         out += chunk
     return out
+
+
+def _read(bundle: str, name: str) -> str:
+    try:
+        with open(os.path.join(bundle, name), errors="replace") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
 
 
 def _tail(path: str) -> str:

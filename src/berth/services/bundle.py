@@ -105,7 +105,8 @@ def build_spec(doc: dict[str, Any], bundle: str, rootfs: str, host_facts: HostFa
                                            read_text(os.path.join(rootfs, "etc/group")))
     mounts = write_etc_files(doc, bundle)
     for bind in doc.get("Binds") or []:
-        os.makedirs(bind["Source"], exist_ok=True)  # as docker -v does for a missing host path
+        if not os.path.lexists(bind["Source"]):
+            os.makedirs(bind["Source"], exist_ok=True)  # as docker -v does for a missing host path
         mounts.append(runtime_spec.BindMount(bind["Source"], bind["Destination"], not bind["RW"],
                                              tuple(bind.get("Options") or ())))
     args = process_args(doc)

@@ -38,6 +38,7 @@ from berth.services import validate
 from berth.services.events import Events
 from berth.services.images import Images
 from berth.snapshot.overlay import OverlayMount, Snapshots
+from berth.vm import sizing
 
 log = logging.getLogger(__name__)
 
@@ -168,9 +169,7 @@ class Containers:
                 raise FailedPrecondition("VM isolation needs QEMU: run the README's set-up "
                                          "(apt-get install qemu-system-x86), or use --isolation process")
             host_memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-            if (host.get("Memory") or 0) > host_memory:
-                raise InvalidArgument(f"a VM of {host['Memory'] // (1 << 20)} MiB was asked for, but this host has "
-                                      f"{host_memory // (1 << 20)} MiB: ask for less with --memory")
+            sizing.check_fits(sizing.guest_mib(host.get("Memory") or 0), host_memory >> 20)
             if host.get("Runtime") not in (None, "", "runc"):
                 raise InvalidArgument(f"--runtime {host['Runtime']} and --isolation {isolation} cannot be combined: "
                                       "a VM-isolated container runs in its own kernel")

@@ -41,7 +41,7 @@ import signal
 import socket
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -109,17 +109,19 @@ def kernel_cmdline(tsc_khz: int, extra: str = "", *, vcpus: int = 1) -> str:
 def qemu_argv(artifacts: Artifacts, *, agent_socket: Path, shares: Mapping[str, Path],
               cmdline: str, mem_mib: int = 256, console_log: Path | None = None,
               qemu: str = QEMU, qmp_socket: Path | None = None, memory_file: Path | None = None,
-              memory_shared: bool = True, incoming: bool = False, accelerator: str | None = None) -> list[str]:
+              memory_shared: bool = True, incoming: bool = False, accelerator: str | None = None,
+              vcpus: int = 1, readonly: Collection[str] = ()) -> list[str]:
     """QEMU's argv: microvm, virtio-serial to *agent_socket*, one virtio-9p per share.
 
     *accelerator* is "kvm" or "tcg"; None asks berth.vm.accel (KVM only where it really works).
 
     With *memory_file*, guest RAM is that file (`share=on`: a template writes
     through to it; off: a clone's private copy-on-write mapping of it); with
-    *incoming*, QEMU waits for `migrate-incoming` instead of booting.
+    *incoming*, QEMU waits for `migrate-incoming` instead of booting. The shares
+    tagged in *readonly* are exported read-only by QEMU itself (the guest cannot undo it).
     """
     argv = [qemu, "-M", "microvm", "-cpu", "max", "-accel", accelerator or accel.detect().name,
-            "-m", str(mem_mib), "-smp", "1",
+            "-m", str(mem_mib), "-smp", str(vcpus),
             "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
             "-kernel", str(artifacts.vmlinux), "-initrd", str(artifacts.initramfs), "-append", cmdline]
     if memory_file is not None:
@@ -140,7 +142,8 @@ def qemu_argv(artifacts: Artifacts, *, agent_socket: Path, shares: Mapping[str, 
             raise InvalidArgument(f"invalid 9p tag {tag!r}")
         if "," in str(path):
             raise InvalidArgument(f"9p share path may not contain a comma: {path}")
-        argv += ["-fsdev", f"local,id=fs{i},path={path},security_model=none",
+        ro = ",readonly=on" if tag in readonly else ""
+        argv += ["-fsdev", f"local,id=fs{i},path={path},security_model=none{ro}",
                  "-device", f"virtio-9p-device,fsdev=fs{i},mount_tag={tag}"]
     if incoming:
         argv += ["-incoming", "defer"]
@@ -281,7 +284,8 @@ class UtilityVM:
     async def boot(cls, artifacts: Artifacts, *, shares: Mapping[str, Path] | None = None,
                    mem_mib: int = 256, timeout: float = 60.0, workdir: Path | None = None,
                    console_log: bool = True, extra_cmdline: str = "",
-                   memory_file: Path | None = None) -> AsyncIterator[UtilityVM]:
+                   memory_file: Path | None = None, vcpus: int = 1,
+                   readonly: Collection[str] = ()) -> AsyncIterator[UtilityVM]:
         """Boot a VM, wait for its agent's READY, set its clock and seed its RNG.
 
         With *memory_file* (on a tmpfs), guest RAM is that file mapped shared: the
@@ -301,7 +305,8 @@ class UtilityVM:
         qemu_box: list[asyncio.subprocess.Process] = []
         try:
             argv = qemu_argv(artifacts, agent_socket=wd / "agent.sock", shares=dict(shares or {}),
-                             cmdline=kernel_cmdline(host_tsc_khz(), extra_cmdline), mem_mib=mem_mib,
+                             cmdline=kernel_cmdline(host_tsc_khz(), extra_cmdline, vcpus=vcpus), mem_mib=mem_mib,
+                             vcpus=vcpus, readonly=readonly,
                              console_log=wd / "console.log" if console_log else None,
                              qmp_socket=wd / "qmp.sock", memory_file=memory_file, memory_shared=True)
             started = time.monotonic()
@@ -325,7 +330,8 @@ class UtilityVM:
     @classmethod
     @contextlib.asynccontextmanager
     async def restore(cls, template: Template, *, shares: Mapping[str, Path],
-                      workdir: Path | None = None, timeout: float = 60.0) -> AsyncIterator[UtilityVM]:
+                      workdir: Path | None = None, timeout: float = 60.0,
+                      readonly: Collection[str] = ()) -> AsyncIterator[UtilityVM]:
         """Start a copy-on-write clone of *template* with its own *shares*; like `boot` after.
 
         *shares* must have exactly the template's tags (any order). The VM is
@@ -354,7 +360,8 @@ class UtilityVM:
             state = wd / "state"
             with template.pin(state) as ram_fd:  # the RAM file open, the state copied: a rebuild can't pull them away
                 argv = qemu_argv(template.artifacts, agent_socket=wd / "agent.sock", shares=ordered,
-                                 cmdline=template.cmdline, mem_mib=template.mem_mib,
+                                 cmdline=template.cmdline, mem_mib=template.mem_mib, vcpus=template.vcpus,
+                                 readonly=readonly,
                                  console_log=wd / "console.log", qmp_socket=wd / "qmp.sock",
                                  memory_file=Path(f"/proc/self/fd/{ram_fd}"), memory_shared=False,
                                  incoming=True)

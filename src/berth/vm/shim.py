@@ -26,15 +26,19 @@ import contextlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from berth.vm import template
+from berth.errors import BerthError, FailedPrecondition
+from berth.host import cgroups, mount
+from berth.vm import shares, sizing, template
 from berth.vm.boot import GuestProcess, UtilityVM
 from berth.vm.prepare import prepare
 from berth.wire import agentproto as ap
@@ -43,16 +47,6 @@ log = logging.getLogger("berth.vm.shim")
 
 STREAM_BYTE = {ap.T.STDOUT: 2, ap.T.STDERR: 3}
 STREAM_NAME = {ap.T.STDOUT: "stdout", ap.T.STDERR: "stderr"}
-ETC_FILES = ("/etc/hostname", "/etc/hosts", "/etc/resolv.conf")
-
-
-DEFAULT_MEM_MIB = 256
-
-
-def vm_memory_mib(config: dict[str, Any]) -> int:
-    """Guest RAM for the container's memory limit: the limit plus room for the guest kernel."""
-    limit = (((config.get("linux") or {}).get("resources") or {}).get("memory") or {}).get("limit") or 0
-    return max(160, min(limit // (1 << 20) + 96, 16384)) if limit else DEFAULT_MEM_MIB
 
 
 class Shim:
@@ -68,6 +62,7 @@ class Shim:
         self.code = 255
         self.size: tuple[int, int] = (0, 0)  # a terminal size asked for before the process started
         self.log_file = open(self.bundle / "container.log", "ab", buffering=0)
+        self.host_mounts: list[Path] = []  # staged files bind-mounted on the host
 
     # -- the container's output --------------------------------------------------------
     def record(self, kind: ap.T, data: bytes) -> None:
@@ -226,7 +221,16 @@ class Shim:
         return 0
 
     async def finish_main(self) -> None:
-        await self.pump_main()
+        try:
+            await self.pump_main()
+        except BerthError as exc:  # QEMU went away under the process: a guest panic or reset
+            self.code = 255
+            reason = vm_stop_reason(Path(self.args.workdir) / "console.log", exc)
+            log.warning("%s", reason)
+            _write(self.bundle / "error", reason)
+            self.record(ap.T.STDERR, f"berth: {reason}\n".encode())
+            self.exited.set()
+            return
         # Only a SIGKILL can be an OOM kill: ask the guest then, not on every start and exit.
         # The VM is this container's alone (a fresh boot or clone), so any OOM kill is its own.
         if self.code == 128 + signal.SIGKILL and await self.oom_kills() > 0:
@@ -291,35 +295,49 @@ class Shim:
             writer.close()
 
     # -- life -----------------------------------------------------------------------------------
-    def shares(self) -> tuple[dict[str, Path], list[tuple[str, str]]]:
-        """The 9p shares (the root, each directory bind mount) and (tag, destination) of the binds.
+    def stage(self, p: shares.Plan, workdir: Path) -> Callable[[str], Path]:
+        """Put the plan's host side in place: /etc copies, mount points in the root, staged files.
 
-        The generated /etc files are copied into the root instead (9p shares directories).
+        A staged file is a hard link to the bind's source, or (across file
+        systems) a bind mount of it, undone by `unstage`.
         """
         root = Path(self.config["root"]["path"])
-        out = {"rootfs": root}
-        binds: list[tuple[str, str]] = []
-        for i, m in enumerate(self.config.get("mounts") or []):
-            if m.get("type") != "bind":
-                continue
-            src = Path(m["source"])
-            if m["destination"] in ETC_FILES and src.is_file():
-                target = root / m["destination"].lstrip("/")
-                with contextlib.suppress(OSError):
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    target.write_bytes(src.read_bytes())
-            elif src.is_dir():
-                with contextlib.suppress(OSError):  # the mount point, made on the host side of the share
-                    (root / m["destination"].lstrip("/")).mkdir(parents=True, exist_ok=True)
-                out[f"b{i}"] = src
-                binds.append((f"b{i}", m["destination"]))
-            else:
-                log.warning("bind mount of a single file %s is not shared into the VM", src)
-        return out, binds
+        for src, dest in p.copies:
+            target = root / dest.lstrip("/")
+            with contextlib.suppress(OSError):
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(src.read_bytes())
+        for d in p.dirs:
+            with contextlib.suppress(OSError):  # the mount point, made on the host side of the share
+                (root / d.destination.lstrip("/")).mkdir(parents=True, exist_ok=True)
+        for why in p.skipped:
+            log.warning("%s: not shared into the VM", why)
+
+        def stage_dir(tag: str) -> Path:
+            return workdir / f"stage-{tag}"
+
+        for f in p.files:
+            stage = stage_dir(f.stage_tag)
+            stage.mkdir(parents=True, exist_ok=True)
+            target = stage / f.name
+            try:
+                os.link(f.source, target)
+            except OSError:
+                target.touch()
+                mount.mount(str(f.source), str(target), "", flags=mount.MS_BIND)
+                self.host_mounts.append(target)
+        return stage_dir
+
+    def unstage(self) -> None:
+        for target in self.host_mounts:
+            with contextlib.suppress(Exception):
+                mount.unmount(str(target))
 
     async def run(self, sync_fd: int | None) -> None:
         artifacts = prepare(Path(self.args.vm_dir))
-        shares, binds = self.shares()
+        workdir = Path(self.args.workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        plan = shares.plan(self.config.get("mounts") or [], _kind)
         attach = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.args.attach)
@@ -328,16 +346,23 @@ class Shim:
         attach.setblocking(False)
         control = await asyncio.start_unix_server(self.control, self.args.control)
         try:
-            mem = vm_memory_mib(self.config)
-            # Clone a saved template for the common shape (root only, default size); anything else boots cold.
-            templates = not self.args.cold and set(shares) == {"rootfs"} and mem == DEFAULT_MEM_MIB
-            async with template.start_vm(artifacts, Path(self.args.vm_dir), shares=shares, mem_mib=mem,
-                                         workdir=Path(self.args.workdir), templates=templates) as vm:
+            empty = workdir / "empty"
+            empty.mkdir(exist_ok=True)
+            vm_shares = shares.shares(plan, Path(self.config["root"]["path"]), self.stage(plan, workdir), empty)
+            async with template.start_vm(artifacts, Path(self.args.vm_dir), shares=vm_shares,
+                                         mem_mib=sizing.memory_mib(self.config),
+                                         vcpus=sizing.vcpus(self.config, os.cpu_count() or 1),
+                                         readonly=plan.readonly_tags, workdir=workdir,
+                                         templates=not self.args.cold) as vm:
                 self.vm = vm
                 root = await vm.mount("rootfs")
-                for tag, destination in binds:
-                    await vm.mount(tag, f"{root}{destination}", container_root=False)
+                if plan.share_count() or plan.tmpfs:
+                    code, _, err = await vm.run(["/bin/busybox", "sh", "-c", shares.guest_script(plan, root)])
+                    if code != 0:
+                        raise FailedPrecondition(f"mounting the container's volumes in the VM failed: "
+                                                 f"{err.decode(errors='replace').strip()}")
                 (self.bundle / "pid").write_text(f"{vm.qemu.pid}\n")
+                cgroups.join(self.args.cid, vm.qemu.pid)  # for stats: what the VM costs the host
                 ctl = self.open_ctl()
                 tasks = [asyncio.ensure_future(self.serve_attach(attach)), asyncio.ensure_future(self.serve_ctl(ctl))]
                 _report(sync_fd, {"pid": vm.qemu.pid})
@@ -352,11 +377,32 @@ class Shim:
         finally:
             control.close()
             attach.close()
+            self.unstage()
+            cgroups.remove(self.args.cid)
             shutil.rmtree(self.args.workdir, ignore_errors=True)
             for c in self.clients:
                 c.close()
             self.log_file.close()
             _write(self.bundle / "exit", f"{self.code}")
+
+
+PANIC = re.compile(r"Kernel panic - not syncing: ?(.*)")
+
+
+def vm_stop_reason(console_log: Path, exc: BaseException) -> str:
+    """Why the utility VM stopped under the container, from the guest's console (a panic's last words)."""
+    try:
+        text = console_log.read_text(errors="replace")
+    except OSError:
+        text = ""
+    for line in reversed(text.splitlines()):
+        if m := PANIC.search(line):
+            return f"the utility VM stopped: guest kernel panic: {m.group(1).strip() or 'no reason given'}"
+    return f"the utility VM stopped unexpectedly ({exc})"
+
+
+def _kind(path: Path) -> str:
+    return "dir" if path.is_dir() else "file" if path.exists() else "missing"
 
 
 def _report(fd: int | None, doc: dict[str, Any]) -> None:
