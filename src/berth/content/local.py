@@ -3,7 +3,9 @@
 Strategy: bytes are written to <root>/ingest/ while hashing; only when the
 digest matches (the expected one, if the caller knows it) is the file fsynced
 and renamed into blobs/. A crash leaves at most a stale ingest file, never a
-visible blob with the wrong content.
+visible blob with the wrong content. Downloads whose digest is known ahead
+(`resume(digest)`) are written to <root>/partial/<hex> instead, which is kept
+across daemon restarts so an interrupted pull continues where it stopped.
 """
 
 from __future__ import annotations
@@ -28,12 +30,27 @@ def validate_digest(digest: str) -> str:
 class Ingest:
     """One blob being written. Use write() then commit(); abort() on failure."""
 
-    def __init__(self, store: LocalStore) -> None:
+    def __init__(self, store: LocalStore, path: str | None = None) -> None:
         self._store = store
-        self.path = os.path.join(store.ingest_dir, uuid.uuid4().hex)
-        self._file = open(self.path, "wb")
+        self.path = path or os.path.join(store.ingest_dir, uuid.uuid4().hex)
         self._hash = hashlib.sha256()
         self.size = 0
+        if path is not None and os.path.exists(path):  # a partial download: hash what is there, go on
+            with open(path, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    self._hash.update(chunk)
+                    self.size += len(chunk)
+        self._file = open(self.path, "ab")
+
+    def reset(self) -> None:
+        """Start again from byte 0 (the server would not resume)."""
+        self._file.truncate(0)
+        self._file.seek(0)
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def flush(self) -> None:
+        self._file.flush()
 
     def write(self, data: bytes) -> None:
         self._file.write(data)
@@ -57,6 +74,12 @@ class Ingest:
         fs.fsync_dir(self._store.blob_dir)
         return digest
 
+    def close(self) -> None:
+        """Stop writing but keep the bytes (a resumable download that was interrupted)."""
+        if not self._file.closed:
+            self._file.flush()
+            self._file.close()
+
     def abort(self) -> None:
         if not self._file.closed:
             self._file.close()
@@ -70,8 +93,10 @@ class LocalStore:
     def __init__(self, root: str) -> None:
         self.blob_dir = os.path.join(root, "blobs", "sha256")
         self.ingest_dir = os.path.join(root, "ingest")
+        self.partial_dir = os.path.join(root, "partial")
         os.makedirs(self.blob_dir, exist_ok=True)
         os.makedirs(self.ingest_dir, exist_ok=True)
+        os.makedirs(self.partial_dir, exist_ok=True)
         for stale in os.listdir(self.ingest_dir):  # left by a crash mid-write
             os.unlink(os.path.join(self.ingest_dir, stale))
 
@@ -83,6 +108,21 @@ class LocalStore:
 
     def ingest(self) -> Ingest:
         return Ingest(self)
+
+    def resume(self, digest: str) -> Ingest:
+        """An ingest for the blob *digest* that keeps what an earlier, interrupted download wrote.
+
+        `size` is where to continue; `abort()` drops the bytes, `close()` keeps them.
+        """
+        return Ingest(self, os.path.join(self.partial_dir, validate_digest(digest).split(":", 1)[1]))
+
+    def partials(self) -> list[str]:
+        """Digests of interrupted downloads."""
+        return ["sha256:" + n for n in os.listdir(self.partial_dir) if _DIGEST.fullmatch("sha256:" + n)]
+
+    def digests(self) -> list[str]:
+        """Every blob's digest."""
+        return ["sha256:" + n for n in os.listdir(self.blob_dir) if _DIGEST.fullmatch("sha256:" + n)]
 
     def put(self, data: bytes, expected: str | None = None) -> str:
         ing = self.ingest()

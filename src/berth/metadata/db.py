@@ -1,4 +1,4 @@
-"""Metadata in SQLite (WAL): images, tags, containers.
+"""Metadata in SQLite (WAL): images, image indexes (multi-platform), tags, containers.
 
 Strategy: each record is a JSON document keyed by id, plus the few columns we
 look things up by (name, ref). Every change is one transaction, so a daemon
@@ -17,6 +17,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS images (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tags (ref TEXT PRIMARY KEY, image_id TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS containers (id TEXT PRIMARY KEY, name TEXT UNIQUE NOT NULL, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS indexes (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 """
 
 
@@ -47,6 +48,21 @@ class Database:
             self._db.execute("BEGIN")
             self._db.execute("DELETE FROM tags WHERE image_id = ?", (image_id,))
             self._db.execute("DELETE FROM images WHERE id = ?", (image_id,))
+
+    # image indexes: a tag may name one; its doc lists the platforms' manifests and local images
+    def put_index(self, digest: str, doc: dict[str, Any]) -> None:
+        self._db.execute("INSERT OR REPLACE INTO indexes VALUES (?, ?)", (digest, json.dumps(doc)))
+
+    def get_index(self, digest: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT doc FROM indexes WHERE id = ?", (digest,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def indexes(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        for digest, doc in self._db.execute("SELECT id, doc FROM indexes").fetchall():
+            yield digest, json.loads(doc)
+
+    def delete_index(self, digest: str) -> None:
+        self._db.execute("DELETE FROM indexes WHERE id = ?", (digest,))
 
     def set_tag(self, ref: str, image_id: str) -> None:
         self._db.execute("INSERT OR REPLACE INTO tags VALUES (?, ?)", (ref, image_id))

@@ -28,8 +28,11 @@ from berth.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
+    NotImplemented_,
     NotModified,
 )
+from berth.host import binfmt
+from berth.image import platform as platforms
 from berth.metadata.db import Database
 from berth.oci import runtime_spec
 from berth.runtime.base import CreateOptions, Exit, Runtime
@@ -152,17 +155,17 @@ class Containers:
         else:
             name = self._generate_name()
         image_ref = body.get("Image") or ""
-        image_id = self._images.resolve(image_ref)
+        image_id = self._images.resolve(image_ref, platform)
         image_cfg = self._images.config(image_id)
-        if platform:
-            want = platform.split("/")
-            have = [image_cfg.get("os", "linux"), image_cfg.get("architecture", "amd64")]
-            if want[:2] != have[: len(want[:2])]:
-                raise NotFound(f"image with reference {image_ref} was found but does not match the specified "
-                               f"platform: wanted {platform}, actual: {'/'.join(have)}")
         isolation = (host.get("Isolation") or "").lower()
         if isolation not in ISOLATIONS:
             raise InvalidArgument(f"invalid isolation {isolation!r}: use process, vm or hyperv")
+        image_platform = platforms.of_config(image_cfg)
+        if not binfmt.runs_natively(image_platform, platforms.host()):
+            if ISOLATIONS[isolation] == "hyperv":
+                raise NotImplemented_(f"{image_ref} is a {image_platform} image: berth runs foreign-architecture "
+                                      "images under emulation in process isolation only; use --isolation process")
+            binfmt.ensure_emulator(image_platform)  # milliseconds; also done again at each start
         runtime = host.get("Runtime") or self.default_runtime
         if ISOLATIONS[isolation] == "hyperv":
             if "vm" not in self.runtimes:
@@ -275,6 +278,9 @@ class Containers:
 
     async def _start_locked(self, c: Container) -> None:
         runtime = self.runtime_of(c)
+        image_platform = platforms.of_config(self._images.config(c.doc["Image"]))
+        if not binfmt.runs_natively(image_platform, platforms.host()):
+            await asyncio.to_thread(binfmt.ensure_emulator, image_platform)  # after a reboot, say
         overlay = self._overlay(c)
         cfg = c.doc["Config"]
         try:

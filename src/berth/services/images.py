@@ -1,14 +1,21 @@
-"""Images: import, resolve, list, inspect, tag, remove.
+"""Images: import, register (pull/load/commit), resolve by name and platform, list, inspect, tag, remove, GC.
 
 Strategy: an image is an OCI manifest + config in the content store, its
-layers unpacked once as snapshots, and a row in the metadata database whose
-id is the config digest (as Docker's image IDs are). Reading the API's JSON
-shapes is done here from that record, so the API layer only routes.
+layers unpacked once as snapshots (one directory per chain id, so images
+share layers), and a row in the metadata database whose id is the config
+digest (as Docker's image IDs are). A multi-platform image is an index kept
+whole: the tag names the index, whose record lists each platform's manifest
+and, once its content is here, its image; a name resolves to the image of
+the platform asked for (the host's by default). Blobs and snapshots are
+never deleted directly: `collect()` removes what no image, index or work in
+progress (a lease) refers to. The API's JSON shapes are made here from the
+records, so the API layer only routes.
 """
 
 from __future__ import annotations
 
 import bz2
+import contextlib
 import fnmatch
 import gzip
 import hashlib
@@ -16,13 +23,18 @@ import io
 import json
 import lzma
 import os
-import shlex
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
 from typing import IO, Any, AsyncIterator, BinaryIO, Callable, cast
+
+import zstandard
 
 from berth import timefmt
 from berth.content.local import LocalStore
 from berth.errors import Conflict, InvalidArgument, NotFound
 from berth.image import archive
+from berth.image import platform as platforms
+from berth.image.changes import parse_changes
 from berth.metadata.db import Database
 from berth.oci import reference
 from berth.services.events import Events
@@ -31,6 +43,14 @@ from berth.snapshot.overlay import Snapshots, chain_ids
 MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MEDIA_CONFIG = "application/vnd.oci.image.config.v1+json"
 MEDIA_LAYER = "application/vnd.oci.image.layer.v1.tar"
+MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+INDEX_TYPES = (MEDIA_INDEX, DOCKER_LIST)
+
+
+def is_index(doc: dict[str, Any]) -> bool:
+    """Is this manifest document an image index (a manifest list)?"""
+    return doc.get("mediaType") in INDEX_TYPES or ("manifests" in doc and "layers" not in doc)
 
 now_iso = timefmt.now
 
@@ -60,56 +80,9 @@ def _decompressed(f: BinaryIO) -> tuple[IO[bytes], str]:
         return bz2.BZ2File(f), MEDIA_LAYER + "+bzip2"
     if head.startswith(b"\xfd7zXZ\x00"):
         return lzma.LZMAFile(f), MEDIA_LAYER + "+xz"
+    if head.startswith(b"\x28\xb5\x2f\xfd"):
+        return cast(IO[bytes], zstandard.ZstdDecompressor().stream_reader(f)), MEDIA_LAYER + "+zstd"
     return f, MEDIA_LAYER
-
-
-def _command(change: str, rest: str) -> list[str]:
-    """CMD/ENTRYPOINT in exec form (a JSON array) or shell form."""
-    if rest.startswith("["):
-        try:
-            value = json.loads(rest)
-        except ValueError as exc:
-            raise InvalidArgument(f"--change {change!r}: not a JSON array") from exc
-        return [str(v) for v in value]
-    return ["/bin/sh", "-c", rest]
-
-
-def parse_changes(changes: list[str], config: dict[str, Any]) -> None:
-    """Apply `docker import --change` Dockerfile instructions to an image config."""
-    for change in changes:
-        word, _, rest = change.strip().partition(" ")
-        word, rest = word.upper(), rest.strip()
-        if word == "CMD":
-            config["Cmd"] = _command(change, rest)
-        elif word == "ENTRYPOINT":
-            config["Entrypoint"] = _command(change, rest)
-        elif word == "ENV":
-            pairs = shlex.split(rest)
-            if len(pairs) == 2 and "=" not in pairs[0]:
-                pairs = [f"{pairs[0]}={pairs[1]}"]
-            env = [e for e in config.get("Env") or []]
-            for pair in pairs:
-                key = pair.split("=", 1)[0]
-                env = [e for e in env if e.split("=", 1)[0] != key] + [pair]
-            config["Env"] = env
-        elif word == "WORKDIR":
-            config["WorkingDir"] = rest
-        elif word == "USER":
-            config["User"] = rest
-        elif word == "LABEL":
-            labels = config.get("Labels") or {}
-            for pair in shlex.split(rest):
-                k, _, v = pair.partition("=")
-                labels[k] = v
-            config["Labels"] = labels
-        elif word == "EXPOSE":
-            config["ExposedPorts"] = {p if "/" in p else f"{p}/tcp": {} for p in rest.split()}
-        elif word == "STOPSIGNAL":
-            config["StopSignal"] = rest
-        elif word == "VOLUME":
-            config["Volumes"] = {v: {} for v in (json.loads(rest) if rest.startswith("[") else rest.split())}
-        else:
-            raise InvalidArgument(f"--change {change!r}: {word} is not supported by import")
 
 
 class Images:
@@ -117,6 +90,26 @@ class Images:
                  in_use: Callable[[str], list[str]]) -> None:
         self._db, self._store, self._snaps, self._events = db, store, snaps, events
         self._in_use = in_use  # image id -> ids of containers using it
+        self._leases: Counter[str] = Counter()  # digests and chain ids that work in progress needs
+
+    @contextlib.contextmanager
+    def lease(self, items: Iterable[str]) -> Iterator[None]:
+        """Keep *items* (blob digests, chain ids) from `collect()` while a pull, load or commit runs."""
+        held = list(items)
+        self._leases.update(held)
+        try:
+            yield
+        finally:
+            self._leases.subtract(held)
+            self._leases += Counter()  # drop zero counts
+
+    def hold(self, item: str) -> None:
+        """Add one more item to the leases (released with `release`)."""
+        self._leases[item] += 1
+
+    def release(self, item: str) -> None:
+        self._leases[item] -= 1
+        self._leases += Counter()
 
     # import -------------------------------------------------------------
     async def import_tarball(self, body: AsyncIterator[bytes], repo: str, tag: str,
@@ -179,6 +172,8 @@ class Images:
                 size = archive.apply_layer(reader, directory)  # type: ignore[arg-type]
                 while reader.read(1 << 20):
                     pass
+                with open(os.path.join(os.path.dirname(directory), "size"), "w") as f:
+                    f.write(str(size))
 
             # The chain id is the diff id, known only after reading: unpack first.
             tmp_chain = "sha256:" + hashlib.sha256(layer_digest.encode()).hexdigest()
@@ -194,28 +189,167 @@ class Images:
             os.rename(os.path.dirname(self._snaps.path(tmp_chain)), final)
         return size, diff_id, media
 
-    # lookup -------------------------------------------------------------
-    def resolve(self, name: str) -> str:
-        """Image id for a reference, a full id or a unique id prefix.
+    # registering images from manifests (pull, load, commit) --------------
+    def register(self, manifest_raw: bytes, *, repo_digests: Sequence[str] = ()) -> str:
+        """Record the image of *manifest_raw* (its config and layers already in the store); return its id.
+
+        Layers are unpacked (each verified against the config's diff_ids) unless
+        a snapshot of the same chain is here already.
 
         Raises:
-            NotFound: no such image.
+            InvalidArgument: the manifest or config is malformed, or a layer is corrupt.
+        """
+        try:
+            manifest = json.loads(manifest_raw)
+            config_digest = manifest["config"]["digest"]
+            layers = [str(layer["digest"]) for layer in manifest["layers"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvalidArgument(f"the image manifest is malformed: {exc!r}") from None
+        manifest_digest = "sha256:" + hashlib.sha256(manifest_raw).hexdigest()
+        if not self._store.exists(manifest_digest):
+            self._store.put(manifest_raw, manifest_digest)
+        try:
+            config = json.loads(self._store.read(config_digest))
+            diff_ids = [str(d) for d in config["rootfs"]["diff_ids"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvalidArgument(f"the image config {config_digest} is malformed: {exc!r}") from None
+        if len(diff_ids) != len(layers):
+            raise InvalidArgument(f"the image config lists {len(diff_ids)} layers but its manifest {len(layers)}")
+        chains = chain_ids(diff_ids)
+        with self.lease([manifest_digest, config_digest, *layers, *chains]):
+            size = sum(self.unpack(layer, diff, chain) for layer, diff, chain in zip(layers, diff_ids, chains))
+            doc = self._db.get_image(config_digest) or {}
+            doc.update({"manifest": manifest_digest, "layers": layers, "diff_ids": diff_ids, "size": size,
+                        "created": config.get("created") or doc.get("created") or now_iso()})
+            doc["repo_digests"] = sorted(set(doc.get("repo_digests", [])) | set(repo_digests))
+            self._db.put_image(config_digest, doc)
+        return config_digest
+
+    def unpack(self, layer_digest: str, diff_id: str, chain: str) -> int:
+        """Unpack a layer blob as the snapshot *chain* (once); return its unpacked size."""
+        if self._snaps.exists(chain):
+            try:
+                with open(os.path.join(os.path.dirname(self._snaps.path(chain)), "size")) as f:
+                    return int(f.read() or 0)
+            except (OSError, ValueError):
+                return 0
+
+        def fill(directory: str) -> None:
+            with open(self._store.path(layer_digest), "rb") as raw:
+                stream, _ = _decompressed(raw)
+                hashing = _Hashing(stream)
+                reader = io.BufferedReader(hashing, 1 << 20)
+                size = archive.apply_layer(reader, directory)  # type: ignore[arg-type]
+                while reader.read(1 << 20):
+                    pass
+            got = "sha256:" + hashing.hash.hexdigest()
+            if got != diff_id:
+                raise InvalidArgument(f"layer {layer_digest} unpacks to {got}, but the image config says {diff_id}: "
+                                      "the image is corrupt")
+            with open(os.path.join(os.path.dirname(directory), "size"), "w") as f:
+                f.write(str(size))
+
+        try:
+            self._snaps.commit(chain, fill)
+        except FileNotFoundError as exc:
+            raise NotFound(f"layer {layer_digest} is not in the content store") from exc
+        except (EOFError, OSError, lzma.LZMAError, zstandard.ZstdError) as exc:
+            raise InvalidArgument(f"layer {layer_digest} is truncated or corrupt: {exc}") from exc
+        return self.unpack(layer_digest, diff_id, chain)
+
+    def register_index(self, index_raw: bytes, images: dict[str, str]) -> str:
+        """Record a multi-platform index; *images* maps child manifest digests to local image ids."""
+        digest = "sha256:" + hashlib.sha256(index_raw).hexdigest()
+        try:
+            index = json.loads(index_raw)
+            entries = [(str(m["digest"]), dict(m.get("platform") or {})) for m in index["manifests"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise InvalidArgument(f"the image index is malformed: {exc!r}") from None
+        if not self._store.exists(digest):
+            self._store.put(index_raw, digest)
+        before = {c["manifest"]: c.get("image") for c in (self._db.get_index(digest) or {}).get("children", [])}
+        children = [{"manifest": m, "platform": plat, "image": images.get(m) or before.get(m)} for m, plat in entries]
+        self._db.put_index(digest, {"children": children, "created": now_iso()})
+        return digest
+
+    def set_tag(self, ref: str, target: str, repo_digest: str = "") -> None:
+        """Point *ref* at an image id or index digest (a pull or load naming it)."""
+        self._db.set_tag(ref, target)
+        if repo_digest and self._db.get_image(target):
+            doc = self.record(target)
+            doc["repo_digests"] = sorted(set(doc.get("repo_digests", [])) | {repo_digest})
+            self._db.put_image(target, doc)
+        if repo_digest and (idx := self._db.get_index(target)) is not None:
+            idx["repo_digests"] = sorted(set(idx.get("repo_digests", [])) | {repo_digest})
+            self._db.put_index(target, idx)
+
+    # lookup -------------------------------------------------------------
+    def resolve(self, name: str, platform: str = "") -> str:
+        """Image id for a reference, a full id or a unique id prefix, for *platform* (default: the host's).
+
+        Raises:
+            NotFound: no such image (or not for that platform: a pull would get it).
+            InvalidArgument: the image is here but has no variant for the platform.
         """
         if not name:
             raise InvalidArgument("an image name is required")
+        wanted = platforms.parse(platform) if platform else None
+        target = self.target(name)
+        if target is None:
+            hexpart = name[7:] if name.startswith("sha256:") else name
+            if hexpart and all(c in "0123456789abcdef" for c in hexpart):
+                matches = [i for i, _ in self._db.images() if i[7:].startswith(hexpart)]
+                if len(matches) == 1:
+                    target = matches[0]
+        if target is None:
+            raise NotFound(f"No such image: {name}")
+        index = self._db.get_index(target)
+        if index is not None:
+            return self._pick(name, index, wanted)
+        if wanted is not None:
+            have = platforms.of_config(self.config(target))
+            if not platforms.matches(wanted, have):
+                raise InvalidArgument(platforms.mismatch_message(name, wanted, [have]))
+        return target
+
+    def target(self, name: str) -> str | None:
+        """What the reference *name* points at (image id or index digest), if it is a known tag."""
         try:
-            ref = reference.parse(name)
-            found = self._db.tag(str(ref))
-            if found:
-                return found
+            return self._db.tag(str(reference.parse(name)))
         except InvalidArgument:
-            pass
-        hexpart = name[7:] if name.startswith("sha256:") else name
-        if hexpart and all(c in "0123456789abcdef" for c in hexpart):
-            matches = [i for i, _ in self._db.images() if i[7:].startswith(hexpart)]
-            if len(matches) == 1:
-                return matches[0]
-        raise NotFound(f"No such image: {name}")
+            return None
+
+    def _pick(self, name: str, index: dict[str, Any], wanted: platforms.Platform | None) -> str:
+        want = wanted or platforms.host()
+        descriptors = [{"digest": c["manifest"], "platform": c["platform"]} for c in index["children"]]
+        chosen = platforms.choose(want, descriptors)
+        if chosen is None:
+            raise InvalidArgument(platforms.mismatch_message(name, want, platforms.available(descriptors)))
+        image = next(c.get("image") for c in index["children"] if c["manifest"] == chosen["digest"])
+        if not image or self._db.get_image(image) is None:
+            raise NotFound(f"No such image: {name} for {want} (its index lists it, but that platform's content "
+                           f"is not here: docker pull --platform {want} {name})")
+        return str(image)
+
+    def _default_child(self, index: dict[str, Any]) -> str | None:
+        """The image a multi-platform tag shows in listings: the host's, else the first one here."""
+        present = [c for c in index["children"] if c.get("image") and self._db.get_image(c["image"])]
+        if not present:
+            return None
+        chosen = platforms.choose(platforms.host(), [{"digest": c["manifest"], "platform": c["platform"]}
+                                                     for c in present])
+        pick = next((c for c in present if chosen and c["manifest"] == chosen["digest"]), present[0])
+        return str(pick["image"])
+
+    def _tag_map(self) -> dict[str, list[str]]:
+        """image id -> the tags that show it (index tags show their default child)."""
+        out: dict[str, list[str]] = {}
+        for target, refs in self._db.tags().items():
+            index = self._db.get_index(target)
+            image = self._default_child(index) if index is not None else target
+            if image:
+                out.setdefault(image, []).extend(refs)
+        return {k: sorted(v) for k, v in out.items()}
 
     def record(self, image_id: str) -> dict[str, Any]:
         doc = self._db.get_image(image_id)
@@ -230,20 +364,28 @@ class Images:
         return chain_ids(self.record(image_id)["diff_ids"])
 
     def repo_tags(self, image_id: str) -> list[str]:
-        return self._db.tags().get(image_id, [])
+        return self._tag_map().get(image_id, [])
+
+    def repo_digests(self, image_id: str) -> list[str]:
+        doc = self.record(image_id)
+        out = set(doc.get("repo_digests", []))
+        for _, idx in self._db.indexes():
+            if any(c.get("image") == image_id for c in idx["children"]):
+                out |= set(idx.get("repo_digests", []))
+        return sorted(out)
 
     # API shapes ---------------------------------------------------------
     def summary(self, image_id: str, doc: dict[str, Any], tags: list[str]) -> dict[str, Any]:
         cfg = self.config(image_id)
         return {
-            "Id": image_id, "ParentId": "", "RepoTags": tags, "RepoDigests": [],
+            "Id": image_id, "ParentId": "", "RepoTags": tags, "RepoDigests": self.repo_digests(image_id),
             "Created": _epoch(doc["created"]), "Size": doc["size"], "SharedSize": -1,
             "VirtualSize": doc["size"], "Labels": (cfg.get("config") or {}).get("Labels") or {},
             "Containers": len(self._in_use(image_id)),
         }
 
     def listing(self, all_: bool = False, filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
-        tags = self._db.tags()
+        tags = self._tag_map()
         out = []
         for image_id, doc in self._db.images():
             item = self.summary(image_id, doc, tags.get(image_id, []))
@@ -259,7 +401,7 @@ class Images:
         cfg = self.config(image_id)
         body = cfg.get("config") or {}
         return {
-            "Id": image_id, "RepoTags": self.repo_tags(image_id), "RepoDigests": [],
+            "Id": image_id, "RepoTags": self.repo_tags(image_id), "RepoDigests": self.repo_digests(image_id),
             "Parent": "", "Comment": (cfg.get("history") or [{}])[-1].get("comment", ""),
             "Created": cfg.get("created", doc["created"]), "DockerVersion": "",
             "Author": cfg.get("author", ""),
@@ -284,13 +426,15 @@ class Images:
         image_id = self.resolve(name)
         cfg = self.config(image_id)
         out = []
-        for h in reversed(cfg.get("history") or []):
-            out.append({"Id": image_id, "Created": _epoch(h.get("created", "")), "CreatedBy": h.get("created_by", ""),
-                        "Tags": self.repo_tags(image_id), "Size": self.record(image_id)["size"],
+        entries = cfg.get("history") or []
+        for i, h in enumerate(reversed(entries)):
+            out.append({"Id": image_id if i == 0 else "<missing>", "Created": _epoch(h.get("created", "")),
+                        "CreatedBy": h.get("created_by", ""), "Tags": self.repo_tags(image_id) if i == 0 else None,
+                        "Size": self.record(image_id)["size"] if i == len(entries) - 1 else 0,
                         "Comment": h.get("comment", "")})
         return out
 
-    # tag / remove -------------------------------------------------------
+    # tag / remove / prune / collect ------------------------------------
     def tag(self, name: str, repo: str, tag: str) -> None:
         image_id = self.resolve(name)
         if not repo:
@@ -303,15 +447,17 @@ class Images:
         self._events.publish("image", "tag", image_id, {"name": str(ref)})
 
     def remove(self, name: str, force: bool = False) -> list[dict[str, str]]:
-        image_id = self.resolve(name)
-        tags = self.repo_tags(image_id)
         by_ref = None
         try:
             ref = str(reference.parse(name))
-            if ref in tags:
+            if self._db.tag(ref):
                 by_ref = ref
         except InvalidArgument:
             pass
+        if by_ref and (target := self._db.tag(by_ref)) and self._db.get_index(target) is not None:
+            return self._remove_index_tag(by_ref, target, force)
+        image_id = self.resolve(name)
+        tags = self.repo_tags(image_id)
         users = self._in_use(image_id)
         if by_ref and len(tags) > 1:
             self._db.remove_tag(by_ref)
@@ -330,19 +476,104 @@ class Images:
                 self._events.publish("image", "untag", image_id, {"name": t})
             return [{"Untagged": t} for t in tags]
         out: list[dict[str, str]] = [{"Untagged": t} for t in tags]
-        doc = self.record(image_id)
-        self._db.delete_image(image_id)
-        still = {c for other, _ in self._db.images() for c in self.chains(other)}
-        for chain in chain_ids(doc["diff_ids"]):
-            if chain not in still:
-                self._snaps.remove(chain)
-        for digest in [doc["manifest"], image_id, *doc["layers"]]:
-            self._store.delete(digest)
-        out.append({"Deleted": image_id})
         for t in tags:
+            self._db.remove_tag(t)
             self._events.publish("image", "untag", image_id, {"name": t})
-        self._events.publish("image", "delete", image_id, {"name": image_id})
+        out += self._delete(image_id)
+        self.collect()
         return out
+
+    def _remove_index_tag(self, ref: str, index_digest: str, force: bool) -> list[dict[str, str]]:
+        index = self._db.get_index(index_digest) or {"children": []}
+        children = [c["image"] for c in index["children"] if c.get("image") and self._db.get_image(c["image"])]
+        others = [r for r, t in self._all_tags() if t == index_digest and r != ref]
+        if not others and not force:
+            for image in children:
+                if users := self._in_use(image):
+                    raise Conflict(f'conflict: unable to remove repository reference "{ref}" (must force) - '
+                                   f"container {users[0][:12]} is using its referenced image {image[7:19]}")
+        self._db.remove_tag(ref)
+        self._events.publish("image", "untag", index_digest, {"name": ref})
+        out: list[dict[str, str]] = [{"Untagged": ref}]
+        if others:
+            return out
+        self._db.delete_index(index_digest)
+        referenced = self._referenced_images()
+        for image in children:
+            if image not in referenced and not self._in_use(image):
+                out += self._delete(image)
+        self.collect()
+        return out
+
+    def _all_tags(self) -> list[tuple[str, str]]:
+        return [(r, t) for t, refs in self._db.tags().items() for r in refs]
+
+    def _referenced_images(self) -> set[str]:
+        """Images a tag names directly or through an index."""
+        out = set()
+        for _, target in self._all_tags():
+            index = self._db.get_index(target)
+            out |= {c["image"] for c in index["children"] if c.get("image")} if index is not None else {target}
+        return out
+
+    def _delete(self, image_id: str) -> list[dict[str, str]]:
+        self._db.delete_image(image_id)
+        self._events.publish("image", "delete", image_id, {"name": image_id})
+        return [{"Deleted": image_id}]
+
+    def prune(self, all_: bool = False, filters: dict[str, list[str]] | None = None) -> dict[str, Any]:
+        """Remove unused images: dangling ones (no tag), or with *all_* every one no container uses."""
+        deleted: list[dict[str, str]] = []
+        referenced = self._referenced_images()
+        for image_id, _ in list(self._db.images()):
+            if self._in_use(image_id) or (not all_ and image_id in referenced):
+                continue
+            if filters:
+                item = self.summary(image_id, self.record(image_id), self.repo_tags(image_id))
+                if not _image_matches(item, {k: v for k, v in filters.items() if k != "dangling"}, self):
+                    continue
+            for t in self.repo_tags(image_id):
+                self._db.remove_tag(t)
+                deleted.append({"Untagged": t})
+            deleted += self._delete(image_id)
+        if all_:
+            for digest, idx in list(self._db.indexes()):
+                if not any(c.get("image") and self._db.get_image(c["image"]) for c in idx["children"]):
+                    for ref, target in self._all_tags():
+                        if target == digest:
+                            self._db.remove_tag(ref)
+                            deleted.append({"Untagged": ref})
+                    self._db.delete_index(digest)
+        return {"ImagesDeleted": deleted or None, "SpaceReclaimed": self.collect()}
+
+    def collect(self) -> int:
+        """Remove blobs and snapshots nothing refers to (no image, index, container or lease); bytes freed."""
+        keep_blobs: set[str] = set(self._leases)
+        keep_chains: set[str] = set(self._leases)
+        for image_id, doc in self._db.images():
+            keep_blobs |= {image_id, doc["manifest"], *doc["layers"]}
+            keep_chains |= set(chain_ids(doc["diff_ids"]))
+        for digest, idx in self._db.indexes():
+            keep_blobs.add(digest)
+            keep_blobs |= {c["manifest"] for c in idx["children"] if self._store.exists(c["manifest"])}
+        freed = 0
+        for digest in self._store.digests():
+            if digest not in keep_blobs:
+                with contextlib.suppress(OSError):
+                    freed += self._store.size(digest)
+                self._store.delete(digest)
+        for chain in self._snaps.chains():
+            if chain not in keep_chains:
+                freed += self.unpack_size(chain)
+                self._snaps.remove(chain)
+        return freed
+
+    def unpack_size(self, chain: str) -> int:
+        try:
+            with open(os.path.join(os.path.dirname(self._snaps.path(chain)), "size")) as f:
+                return int(f.read() or 0)
+        except (OSError, ValueError):
+            return 0
 
 
 def _epoch(iso: str) -> int:

@@ -60,6 +60,10 @@ class Snapshots:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
 
+    def chains(self) -> list[str]:
+        """Every committed snapshot's chain id."""
+        return ["sha256:" + n for n in os.listdir(self.root) if not n.startswith(".") and len(n) == 64]
+
     def remove(self, chain_id: str) -> None:
         shutil.rmtree(os.path.dirname(self.path(chain_id)), ignore_errors=True)
 
