@@ -36,6 +36,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--vm-boot", choices=["clone", "cold"], default="clone",
                    help="start VM-isolated containers from a saved template (clone) or by booting (cold)")
     p.add_argument("--default-runtime", default="runc", help="OCI runtime for containers that name none (runc, runsc)")
+    p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]|CIDR",
+                   help="a registry reached without TLS verification (or over plain HTTP); repeatable. "
+                        "Loopback registries (localhost, 127.0.0.0/8) always are, as in Docker")
+    p.add_argument("--certs-dir", default="/etc/docker/certs.d",
+                   help="per-registry TLS files: <dir>/<host:port>/ca.crt, client.cert, client.key")
+    p.add_argument("--registry-auth-file", default="",
+                   help="a docker config.json whose credentials are used when a request brings none")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("-D", "--debug", action="store_true", help="same as --log-level debug")
     p.add_argument("-v", "--version", action="version", version=f"berthd {__version__}")
@@ -95,6 +102,7 @@ async def serve(config: DaemonConfig) -> None:
         listener.close()
     for task in list(server.connections):
         task.cancel()
+    await daemon.distribution.close()
     daemon.db.close()
 
 
@@ -102,10 +110,13 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else getattr(logging, args.log_level.upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per registry request otherwise
     if os.geteuid() != 0:
         raise SystemExit("berthd: must run as root (it mounts file systems and creates cgroups)")
     config = DaemonConfig(root=args.root, hosts=tuple(args.host or [DEFAULT_HOST]),
-                          default_runtime=args.default_runtime, vm_dir=args.vm_dir or "", vm_boot=args.vm_boot)
+                          default_runtime=args.default_runtime, vm_dir=args.vm_dir or "", vm_boot=args.vm_boot,
+                          insecure_registries=tuple(args.insecure_registry), certs_dir=args.certs_dir,
+                          registry_auth_file=args.registry_auth_file)
     asyncio.run(serve(config))
 
 

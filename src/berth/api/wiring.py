@@ -10,16 +10,20 @@ from __future__ import annotations
 import os
 import shutil
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from berth.content.local import LocalStore
 from berth.metadata.db import Database
+from berth.registry import RegistryOptions
 from berth.runtime.base import Runtime
 from berth.runtime.oci import OciRuntime
 from berth.runtime.vm import VmRuntime
 from berth.services.bundle import HostFacts
 from berth.services.containers import Containers
+from berth.services.distribution import Distribution
 from berth.services.events import Events
 from berth.services.execs import Execs
+from berth.services.imageio import ImageIO
 from berth.services.images import Images
 from berth.snapshot.overlay import Snapshots
 
@@ -32,6 +36,9 @@ class DaemonConfig:
     vm_dir: str = ""   # "" = <root>/vm
     vm_boot: str = "clone"  # "clone" (from a saved template when possible) or "cold"
     runtime_paths: dict[str, str] = field(default_factory=lambda: {"runc": "runc", "runsc": "runsc"})
+    insecure_registries: tuple[str, ...] = ()  # host[:port] or CIDR; loopback registries always are
+    certs_dir: str = "/etc/docker/certs.d"  # <registry>/ca.crt, client.cert, client.key, as Docker reads them
+    registry_auth_file: str = ""  # a docker config.json whose "auths" the daemon uses when a request brings none
 
 
 @dataclass
@@ -44,6 +51,8 @@ class Daemon:
     execs: Execs
     events: Events
     runtimes: dict[str, Runtime]
+    distribution: Distribution
+    imageio: ImageIO
 
 
 def build(config: DaemonConfig) -> Daemon:
@@ -70,4 +79,8 @@ def build(config: DaemonConfig) -> Daemon:
     images = Images(db, store, snaps, events, lambda image_id: holder["c"].using_image(image_id))
     containers = Containers(root, db, images, snaps, events, runtimes, config.default_runtime, HostFacts.probe())
     holder["c"] = containers
-    return Daemon(config, db, store, images, containers, Execs(containers), events, runtimes)
+    options = RegistryOptions(insecure_registries=tuple(config.insecure_registries), certs_dir=Path(config.certs_dir))
+    distribution = Distribution(images, store, events, options,
+                                Path(config.registry_auth_file) if config.registry_auth_file else None)
+    return Daemon(config, db, store, images, containers, Execs(containers), events, runtimes, distribution,
+                  ImageIO(images, store, events, root))

@@ -13,11 +13,13 @@ followers are woken through per-container asyncio conditions.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
 import shutil
 import signal as _signal
+from collections.abc import Iterator
 from typing import Any, Callable
 
 from berth import timefmt
@@ -31,7 +33,7 @@ from berth.errors import (
     NotImplemented_,
     NotModified,
 )
-from berth.host import binfmt
+from berth.host import binfmt, mount
 from berth.image import platform as platforms
 from berth.metadata.db import Database
 from berth.oci import runtime_spec
@@ -255,6 +257,25 @@ class Containers:
                 name += str(secrets.randbelow(100))
             if name not in taken:
                 return name
+
+    # the container's files (export, commit) ---------------------------------
+    @contextlib.contextmanager
+    def root_view(self, ref: str) -> Iterator[str]:
+        """The container's root file system, mounted for the time of the block if it is not running."""
+        c = self.get(ref)
+        overlay = self._overlay(c)
+        here = not mount.is_mountpoint(overlay.target)
+        if here:
+            bundles.mount_root(overlay)
+        try:
+            yield overlay.target
+        finally:
+            if here and not c.running:
+                bundles.unmount_root(overlay)
+
+    def upper_dir(self, ref: str) -> str:
+        """Where the container's changes to its image are (the overlay's upper directory)."""
+        return self._overlay(self.get(ref)).upper
 
     # start --------------------------------------------------------------
     def _overlay(self, c: Container) -> OverlayMount:

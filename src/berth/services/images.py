@@ -351,6 +351,10 @@ class Images:
                 out.setdefault(image, []).extend(refs)
         return {k: sorted(v) for k, v in out.items()}
 
+    def index(self, digest: str) -> dict[str, Any] | None:
+        """The record of a multi-platform index, if *digest* names one."""
+        return self._db.get_index(digest)
+
     def record(self, image_id: str) -> dict[str, Any]:
         doc = self._db.get_image(image_id)
         if doc is None:
@@ -386,8 +390,11 @@ class Images:
 
     def listing(self, all_: bool = False, filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
         tags = self._tag_map()
+        in_index = self._referenced_images() - set(tags) if not all_ else set()
         out = []
         for image_id, doc in self._db.images():
+            if image_id in in_index:  # another platform of a tagged multi-platform image: not dangling
+                continue
             item = self.summary(image_id, doc, tags.get(image_id, []))
             if filters and not _image_matches(item, filters, self):
                 continue
@@ -567,6 +574,10 @@ class Images:
                 freed += self.unpack_size(chain)
                 self._snaps.remove(chain)
         return freed
+
+    def layers_size(self) -> int:
+        """Bytes of every unpacked layer (each shared layer once): `docker system df`'s LayersSize."""
+        return sum(self.unpack_size(c) for c in self._snaps.chains())
 
     def unpack_size(self, chain: str) -> int:
         try:

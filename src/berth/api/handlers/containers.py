@@ -1,15 +1,17 @@
-"""Container routes: lifecycle, inspect/list, logs, attach, exec."""
+"""Container routes: lifecycle, inspect/list, logs, attach, exec, export, commit."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import AsyncIterator
 
 from berth import timefmt
 from berth.api.server import Hijack, Reply, Request, Router, Stream
 from berth.api.wiring import Daemon
 from berth.errors import InvalidArgument
+from berth.image import fsexport
 from berth.services import stats, streams, views
 
 RAW = "application/vnd.docker.raw-stream"
@@ -174,6 +176,37 @@ def register(router: Router, d: Daemon) -> None:
         d.execs.resize(req.params["id"], req.qint("h", 0) or 0, req.qint("w", 0) or 0)
         return Reply(201)
 
+    async def export(req: Request) -> Stream:
+        view = cs.root_view(req.params["id"])
+        root = view.__enter__()
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                chunks = fsexport.iter_tree_tar(Path(root))
+                while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+                    yield chunk
+            finally:
+                view.__exit__(None, None, None)
+        return Stream(body(), "application/x-tar")
+
+    async def commit(req: Request) -> Reply:
+        c = cs.get(req.q("container"))
+        body = await req.json(required=False) or {}
+        pause = req.qbool("pause", True) and c.running and not c.state["Paused"]
+        if pause:
+            await cs.pause(c.id)
+        try:
+            image_id = await asyncio.to_thread(
+                d.imageio.commit, c.doc["Image"], Path(cs.upper_dir(c.id)), {**c.doc["Config"], **body},
+                repo=req.q("repo"), tag=req.q("tag"), comment=req.q("comment"), author=req.q("author"),
+                changes=req.query.get("changes", []), container_id=c.id)
+        finally:
+            if pause:
+                await cs.unpause(c.id)
+        return Reply(201, {"Id": image_id})
+
+    router.add("GET", "/containers/{id}/export", export)
+    router.add("POST", "/commit", commit)
     router.add("POST", "/containers/create", create)
     router.add("POST", "/containers/prune", prune)
     router.add("GET", "/containers/json", list_)

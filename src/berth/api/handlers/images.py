@@ -1,22 +1,79 @@
-"""Image routes: import (create?fromSrc=-), list, inspect, tag, remove, history."""
+"""Image routes: pull/import, push, login, list, inspect, history, tag, remove, prune, save, load, df."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
-from typing import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
 
 from berth.api.server import Reply, Request, Router, Stream
 from berth.api.wiring import Daemon
-from berth.errors import InvalidArgument, NotFound
+from berth.errors import BerthError, InvalidArgument
+from berth.registry import Credentials, decode_x_registry_auth
+
+TAR = "application/x-tar"
+
+
+def _line(doc: dict[str, Any]) -> bytes:
+    return json.dumps(doc).encode() + b"\r\n"
+
+
+async def progress_stream(work: Callable[[Callable[[dict[str, Any]], None]], Awaitable[Any]]) -> Stream:
+    """Run *work* (which reports through its emit argument) as Docker's JSON progress stream.
+
+    Errors raised before the first message become the HTTP error itself (a
+    status and a message); later ones end the stream with errorDetail, as
+    Docker's do.
+    """
+    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+    task = asyncio.ensure_future(work(queue.put_nowait))
+    task.add_done_callback(lambda _: queue.put_nowait(None))
+    first = await queue.get()
+    if first is None:
+        task.result()  # raises the error as an HTTP status
+
+    async def body() -> AsyncIterator[bytes]:
+        item = first
+        try:
+            while item is not None:
+                yield _line(item)
+                item = await queue.get()
+            exc = task.exception()
+            if exc is not None:
+                message = str(exc) if isinstance(exc, BerthError) else f"internal error: {type(exc).__name__}: {exc}"
+                yield _line({"errorDetail": {"message": message}, "error": message})
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(BaseException):
+                    await task
+    return Stream(body())
+
+
+async def threaded(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
+    """A blocking iterator of bytes (tar writers) served from a worker thread, chunk by chunk."""
+    while True:
+        chunk = await asyncio.to_thread(next, chunks, None)
+        if chunk is None:
+            return
+        yield chunk
+
+
+def credentials(req: Request) -> Credentials | None:
+    return decode_x_registry_auth(req.headers.get("x-registry-auth", ""))
 
 
 def register(router: Router, d: Daemon) -> None:
     async def create(req: Request) -> Stream | Reply:
         src = req.q("fromSrc")
         if req.q("fromImage"):
-            image = req.q("fromImage")
-            raise NotFound(f"pull access denied for {image}: berth cannot pull from registries yet; "
-                           "make the image locally with `docker import` (see the README)")
+            image, tag = req.q("fromImage"), req.q("tag")
+            if tag:
+                image = f"{image}@{tag}" if tag.startswith("sha256:") else f"{image}:{tag}"
+            creds = credentials(req)
+            return await progress_stream(lambda emit: d.distribution.pull(image, req.q("platform"), creds, emit))
         if src != "-":
             if not src:
                 raise InvalidArgument("images/create needs fromSrc=- (import) or fromImage (pull)")
@@ -26,8 +83,20 @@ def register(router: Router, d: Daemon) -> None:
                                                  req.q("message"), req.q("platform"))
 
         async def out() -> AsyncIterator[bytes]:
-            yield json.dumps({"status": image_id}).encode() + b"\r\n"
+            yield _line({"status": image_id})
         return Stream(out())
+
+    async def push(req: Request) -> Stream:
+        creds = credentials(req)
+        return await progress_stream(lambda emit: d.distribution.push(req.params["image"], req.q("tag"), creds, emit))
+
+    async def login(req: Request) -> Reply:
+        body = await req.json()
+        server = str(body.get("serveraddress") or "docker.io")
+        creds = Credentials(username=str(body.get("username") or ""), password=str(body.get("password") or ""),
+                            identity_token=str(body.get("identitytoken") or ""))
+        await d.distribution.login(server, creds)
+        return Reply(200, {"Status": "Login Succeeded", "IdentityToken": ""})
 
     async def list_(req: Request) -> Reply:
         return Reply(200, d.images.listing(req.qbool("all"), req.filters()))
@@ -45,10 +114,34 @@ def register(router: Router, d: Daemon) -> None:
     async def remove(req: Request) -> Reply:
         return Reply(200, d.images.remove(req.params["image"], req.qbool("force")))
 
+    async def prune(req: Request) -> Reply:
+        filters = req.filters()
+        all_ = any(v in ("false", "0") for v in filters.get("dangling", []))
+        return Reply(200, d.images.prune(all_, filters))
+
+    async def save_many(req: Request) -> Stream:
+        return Stream(threaded(d.imageio.save(req.query.get("names", []))), TAR)
+
+    async def save_one(req: Request) -> Stream:
+        return Stream(threaded(d.imageio.save([req.params["image"]])), TAR)
+
+    async def load(req: Request) -> Stream:
+        lines = await d.imageio.load(req.stream())
+
+        async def out() -> AsyncIterator[bytes]:
+            for text in lines:
+                yield _line({"stream": text + "\n"})
+        return Stream(out())
+
     router.add("POST", "/images/create", create)
+    router.add("POST", "/images/load", load)
+    router.add("POST", "/images/prune", prune)
+    router.add("GET", "/images/get", save_many)
     router.add("GET", "/images/json", list_)
+    router.add("POST", "/auth", login)
+    router.add("GET", "/images/{image}/get", save_one)
     router.add("GET", "/images/{image}/json", inspect)
     router.add("GET", "/images/{image}/history", history)
+    router.add("POST", "/images/{image}/push", push)
     router.add("POST", "/images/{image}/tag", tag)
     router.add("DELETE", "/images/{image}", remove)
-

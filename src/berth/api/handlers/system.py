@@ -14,7 +14,9 @@ from berth import API_VERSION, MIN_API_VERSION, __version__, timefmt
 from berth.api.server import Reply, Request, Router, Stream
 from berth.api.wiring import Daemon
 from berth.errors import BerthError, InvalidArgument, NotFound
+from berth.registry import decode_x_registry_auth
 from berth.runtime.oci import OciRuntime
+from berth.services import views
 from berth.vm.accel import detect as detect_accel
 
 ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
@@ -135,6 +137,18 @@ def register(router: Router, d: Daemon) -> None:
             raise InvalidArgument(f"{name} is a pre-defined network and cannot be removed")
         raise NotFound(f"network {name} not found")
 
+    async def df(req: Request) -> Reply:
+        images = d.images.listing(True)
+        layers = d.images.layers_size()
+        return Reply(200, {"LayersSize": layers, "Images": images, "Volumes": [], "BuildCache": [],
+                           "Containers": views.listing(d.containers, d.images, True, -1, {}, True)})
+
+    async def distribution(req: Request) -> Reply:
+        creds = decode_x_registry_auth(req.headers.get("x-registry-auth", ""))
+        return Reply(200, await d.distribution.describe(req.params["image"], creds))
+
+    router.add("GET", "/system/df", df)
+    router.add("GET", "/distribution/{image}/json", distribution)
     router.add("GET", "/networks", networks)
     router.add("DELETE", "/networks/{id}", network_remove)
     router.add("GET", "/networks/{id}", network_inspect)

@@ -1,0 +1,382 @@
+"""Pull and push images with OCI registries, reporting Docker's JSON progress messages.
+
+Strategy: the registry client (berth.registry) does the HTTP; this module
+decides what to fetch or send and records the result in the image store.
+A pull resolves the reference (an index is kept whole; the wanted platform's
+manifest is chosen from it, the host's by default) *before* it reports
+anything, so a bad name, a missing tag, a refused login or a platform the
+image lacks is an HTTP error with a message, not a broken stream. Layers then
+download concurrently, each streamed into a resumable ingest
+(<root>/partial/<hex>) that survives a broken connection or a daemon crash:
+the next attempt asks for the rest with a Range request. A blob becomes
+visible only when its digest matches. Everything a pull writes is leased
+against garbage collection until the image is recorded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from berth.content.local import LocalStore
+from berth.errors import InvalidArgument, NotFound, NotImplemented_, Unavailable
+from berth.image import platform as platforms
+from berth.oci import reference
+from berth.registry import (
+    Credentials,
+    RegistryClient,
+    RegistryDataError,
+    RegistryOptions,
+    credentials_from_config,
+    display_name,
+    registry_and_repo,
+)
+from berth.services.events import Events
+from berth.services.images import Images, is_index
+
+Emit = Callable[[dict[str, Any]], None]
+CONCURRENT_LAYERS = 3
+RESUME_ATTEMPTS = 4
+PROGRESS_EVERY = 0.2  # seconds between progress messages per layer
+
+
+def progress_bar(current: int, total: int, width: int = 50) -> str:
+    """Docker's textual progress: `[=====>     ]  1.2MB/3.4MB`."""
+    def human(n: float) -> str:
+        for unit in ("B", "kB", "MB", "GB"):
+            if n < 1000 or unit == "GB":
+                return f"{n:.3g}{unit}" if unit != "B" else f"{int(n)}B"
+            n /= 1000
+        return f"{n:.3g}GB"
+    if total <= 0:
+        return human(current)
+    filled = min(width, current * width // total)
+    arrow = "=" * max(0, filled - 1) + (">" if filled < width else "=") if filled else ">"
+    return f"[{arrow.ljust(width)}] {human(current):>8}/{human(total)}"
+
+
+@dataclass(frozen=True, slots=True)
+class PullResult:
+    image_id: str
+    target: str  # the image id, or the index digest a multi-platform tag names
+    digest: str  # what the registry served for the reference
+    downloaded: bool
+
+
+class Distribution:
+    def __init__(self, images: Images, store: LocalStore, events: Events, options: RegistryOptions,
+                 docker_config: Path | None = None) -> None:
+        self._images, self._store, self._events = images, store, events
+        self._options = options
+        self._docker_config = docker_config
+        self._client: RegistryClient | None = None
+
+    def client(self) -> RegistryClient:
+        if self._client is None:
+            self._client = RegistryClient(self._options)
+        return self._client
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+
+    def credentials(self, registry: str, given: Credentials | None) -> Credentials | None:
+        """The credentials a request brought (X-Registry-Auth), else those of the daemon's config file."""
+        if given is not None or self._docker_config is None:
+            return given
+        try:
+            return credentials_from_config(json.loads(self._docker_config.read_text()), registry)
+        except (OSError, ValueError):
+            return None
+
+    # login ---------------------------------------------------------------------------
+    async def login(self, server: str, creds: Credentials) -> None:
+        """Check *creds* against the registry *server* (`docker login`)."""
+        registry = _registry_of(server)
+        await self.client().check_login(registry, creds)
+
+    async def describe(self, name: str, creds: Credentials | None) -> dict[str, Any]:
+        """What the registry has for *name* (`GET /distribution/{name}/json`): descriptor and platforms."""
+        ref = reference.parse(name)
+        registry, repo = registry_and_repo(ref.name)
+        top = await self.client().get_manifest(registry, repo, ref.digest or ref.tag or "latest",
+                                               self.credentials(registry, creds))
+        doc = _json(top.data, f"the manifest of {ref}")
+        if is_index(doc):
+            found = [platforms.to_dict(platforms.of_dict(m.get("platform") or {})) for m in doc.get("manifests", [])
+                     if (m.get("platform") or {}).get("architecture") not in (None, "unknown")]
+        else:
+            config = doc.get("config") or {}
+            found = [p for p in [doc.get("platform")] if p] if not config else []
+        return {"Descriptor": {"mediaType": top.media_type, "digest": top.digest, "size": len(top.data)},
+                "Platforms": found}
+
+    # pull ----------------------------------------------------------------------------
+    async def pull(self, ref_text: str, platform: str, creds: Credentials | None, emit: Emit) -> PullResult:
+        """Pull *ref_text* for *platform*; progress goes to *emit* (nothing before the image is resolved).
+
+        Raises:
+            NotFound, Unauthenticated, Unavailable, InvalidArgument (platform mismatch),
+            RegistryDataError (the registry sent something wrong): before any progress when they can.
+        """
+        ref = reference.parse(ref_text)
+        registry, repo = registry_and_repo(ref.name)
+        creds = self.credentials(registry, creds)
+        wanted = platforms.parse(platform) if platform else None
+        rc = self.client()
+        top = await rc.get_manifest(registry, repo, ref.digest or ref.tag or "latest", creds)
+        top_doc = _json(top.data, f"the manifest of {ref}")
+        manifest = top
+        if is_index(top_doc):
+            want = wanted or platforms.host()
+            chosen = platforms.choose(want, list(top_doc.get("manifests") or []))
+            if chosen is None:
+                raise InvalidArgument(platforms.mismatch_message(
+                    str(ref), want, platforms.available(list(top_doc.get("manifests") or []))))
+            manifest = await rc.get_manifest(registry, repo, str(chosen["digest"]), creds)
+        doc = _json(manifest.data, f"the manifest of {ref}")
+        if doc.get("schemaVersion") == 1:
+            raise NotImplemented_(f"{ref} has a schema 1 manifest, which Docker deprecated: push it again with a "
+                                  "current client")
+        try:
+            config_desc = doc["config"]
+            layers = list(doc["layers"])
+        except (KeyError, TypeError):
+            raise RegistryDataError(f"the manifest of {ref} from {registry} has no config or layers") from None
+        blobs = [str(config_desc["digest"]), *(str(layer["digest"]) for layer in layers)]
+        with self._images.lease([top.digest, manifest.digest, *blobs]):
+            if not self._store.exists(config_desc["digest"]):
+                await self._download(registry, repo, config_desc, creds, lambda d: None)
+            config = _json(self._store.read(config_desc["digest"]), f"the config of {ref}")
+            have = platforms.of_config(config)
+            if wanted is not None and not is_index(top_doc) and not platforms.matches(wanted, have):
+                raise InvalidArgument(platforms.mismatch_message(str(ref), wanted, [have]))
+            shown = ref.tag or ref.digest or "latest"
+            emit({"status": f"Pulling from {display_name(registry, repo)}", "id": shown})
+            previous = self._images.target(str(ref))
+            sem = asyncio.Semaphore(CONCURRENT_LAYERS)
+            fetched = [False]
+
+            async def layer(desc: dict[str, Any]) -> None:
+                short = str(desc["digest"])[7:19]
+                if self._store.exists(desc["digest"]):
+                    emit({"status": "Already exists", "progressDetail": {}, "id": short})
+                    return
+                emit({"status": "Pulling fs layer", "progressDetail": {}, "id": short})
+                async with sem:
+                    await self._download(registry, repo, desc, creds, emit)
+                fetched[0] = True
+                emit({"status": "Download complete", "progressDetail": {}, "id": short})
+
+            await _gather(layer(desc) for desc in layers)
+            diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
+            for desc in layers:
+                emit({"status": "Extracting", "progressDetail": {}, "id": str(desc["digest"])[7:19]})
+            image_id = await asyncio.to_thread(self._images.register, manifest.data,
+                                               repo_digests=[f"{ref.name}@{top.digest}"])
+            if layers and diff_ids:
+                for desc in layers:
+                    emit({"status": "Pull complete", "progressDetail": {}, "id": str(desc["digest"])[7:19]})
+            target = image_id
+            if is_index(top_doc):
+                target = self._images.register_index(top.data, {manifest.digest: image_id})
+            if ref.tag:
+                self._images.set_tag(str(ref), target, f"{ref.name}@{top.digest}")
+        emit({"status": f"Digest: {top.digest}"})
+        fresh = fetched[0] or previous != target
+        emit({"status": f"Status: {'Downloaded newer image' if fresh else 'Image is up to date'} for {ref}"})
+        self._events.publish("image", "pull", image_id, {"name": str(ref)})
+        return PullResult(image_id, target, top.digest, fresh)
+
+    async def _download(self, registry: str, repo: str, desc: dict[str, Any], creds: Credentials | None,
+                        emit: Emit) -> None:
+        """Fetch one blob into the store, resuming a partial download, verifying its digest."""
+        digest, total = str(desc["digest"]), int(desc.get("size") or 0)
+        short = digest[7:19]
+        ingest = self._store.resume(digest)
+        last = 0.0
+        try:
+            for attempt in range(RESUME_ATTEMPTS):
+                try:
+                    async with await self.client().open_blob(registry, repo, digest, creds,
+                                                             offset=ingest.size) as stream:
+                        if stream.start != ingest.size:
+                            ingest.reset()  # the registry sent the whole blob again
+                        async for chunk in stream:
+                            ingest.write(chunk)
+                            now = time.monotonic()
+                            if now - last >= PROGRESS_EVERY:
+                                last = now
+                                emit({"status": "Downloading", "id": short,
+                                      "progressDetail": {"current": ingest.size, "total": total},
+                                      "progress": progress_bar(ingest.size, total)})
+                    break
+                except Unavailable:
+                    ingest.flush()
+                    if attempt == RESUME_ATTEMPTS - 1:
+                        raise
+                    await asyncio.sleep(0.5 * 2 ** attempt)
+            if total and ingest.size != total:
+                raise RegistryDataError(f"blob {digest} from {display_name(registry, repo)} ended after "
+                                        f"{ingest.size} of {total} bytes")
+            emit({"status": "Verifying Checksum", "progressDetail": {}, "id": short})
+        except BaseException:
+            ingest.close()  # keep what arrived: the next pull asks for the rest
+            raise
+        try:
+            ingest.commit(digest)
+        except InvalidArgument as exc:
+            raise RegistryDataError(f"blob {digest} from {display_name(registry, repo)} has the wrong content "
+                                    f"({exc}): refused, nothing was stored") from None
+
+    # push ----------------------------------------------------------------------------
+    async def push(self, name: str, tag: str, creds: Credentials | None, emit: Emit) -> list[str]:
+        """Push the local tag(s) of *name* to its registry; return the manifest digests pushed."""
+        base = reference.parse(name, default_tag=None)
+        registry, repo = registry_and_repo(base.name)
+        creds = self.credentials(registry, creds)
+        tags = [tag] if tag else ([base.tag] if base.tag else self._local_tags(base.name))
+        if not tags:
+            raise NotFound(f"An image does not exist locally with the tag: {base.name}")
+        refs = [reference.parse(f"{base.name}:{t}") for t in tags]
+        targets = {}
+        for ref in refs:
+            target = self._images.target(str(ref))
+            if target is None:
+                raise NotFound(f"An image does not exist locally with the tag: {ref}")
+            targets[ref] = target
+        emit({"status": f"The push refers to repository [{_full_name(registry, repo)}]"})
+        pushed = []
+        for ref, target in targets.items():
+            digest, size = await self._push_target(registry, repo, str(ref.tag), target, creds, emit)
+            emit({"status": f"{ref.tag}: digest: {digest} size: {size}"})
+            emit({"progressDetail": {}, "aux": {"Tag": ref.tag, "Digest": digest, "Size": size}})
+            self._images.set_tag(str(ref), target, f"{ref.name}@{digest}")
+            self._events.publish("image", "push", target, {"name": str(ref)})
+            pushed.append(digest)
+        return pushed
+
+    def _local_tags(self, name: str) -> list[str]:
+        out = []
+        for image in self._images.listing():
+            for t in image["RepoTags"]:
+                ref = reference.parse(t)
+                if ref.name == name and ref.tag:
+                    out.append(ref.tag)
+        return sorted(set(out))
+
+    async def _push_target(self, registry: str, repo: str, tag: str, target: str, creds: Credentials | None,
+                           emit: Emit) -> tuple[str, int]:
+        index = self._images.index(target)
+        if index is not None:
+            children = index["children"]
+            if all(c.get("image") for c in children):
+                for child in children:
+                    await self._push_image(registry, repo, str(child["image"]), creds, emit)
+                raw = self._store.read(target)
+                media = str(_json(raw, "the index").get("mediaType") or "application/vnd.oci.image.index.v1+json")
+                digest = await self.client().put_manifest(registry, repo, tag, media, raw, creds)
+                return digest, len(raw)
+            target = self._default(index)  # not every platform is here: push the one we have
+        return await self._push_image(registry, repo, target, creds, emit, tag=tag)
+
+    def _default(self, index: dict[str, Any]) -> str:
+        present = [c["image"] for c in index["children"] if c.get("image")]
+        if not present:
+            raise NotFound("none of the index's platforms is here to push")
+        return str(present[0])
+
+    async def _push_image(self, registry: str, repo: str, image_id: str, creds: Credentials | None, emit: Emit,
+                          tag: str | None = None) -> tuple[str, int]:
+        record = self._images.record(image_id)
+        raw = self._store.read(record["manifest"])
+        doc = _json(raw, "the manifest")
+        rc = self.client()
+        layers = [str(layer["digest"]) for layer in doc["layers"]]
+        sources = [d.split("@", 1)[0] for d in record.get("repo_digests", [])]
+        for digest in layers:
+            emit({"status": "Preparing", "progressDetail": {}, "id": digest[7:19]})
+        for digest in [*layers, str(doc["config"]["digest"])]:
+            await self._push_blob(registry, repo, digest, sources, creds, emit, show=digest in layers)
+        media = str(doc.get("mediaType") or "application/vnd.oci.image.manifest.v1+json")
+        digest = await rc.put_manifest(registry, repo, tag or record["manifest"], media, raw, creds)
+        return digest, len(raw)
+
+    async def _push_blob(self, registry: str, repo: str, digest: str, sources: list[str],
+                         creds: Credentials | None, emit: Emit, *, show: bool) -> None:
+        rc = self.client()
+        short = digest[7:19]
+        if await rc.blob_size(registry, repo, digest, creds) is not None:
+            if show:
+                emit({"status": "Layer already exists", "progressDetail": {}, "id": short})
+            return
+        for source in sources:
+            src_registry, src_repo = registry_and_repo(source)
+            if src_registry == registry and src_repo != repo and \
+                    await rc.mount_blob(registry, repo, digest, src_repo, creds):
+                if show:
+                    emit({"status": f"Mounted from {src_repo}", "progressDetail": {}, "id": short})
+                return
+        path = self._store.path(digest)
+        size = self._store.size(digest)
+        sent = [0]
+        last = [0.0]
+
+        async def chunks() -> Any:
+            sent[0] = 0
+            with open(path, "rb") as f:
+                while data := f.read(1 << 20):
+                    sent[0] += len(data)
+                    if show and time.monotonic() - last[0] >= PROGRESS_EVERY:
+                        last[0] = time.monotonic()
+                        emit({"status": "Pushing", "id": short, "progressDetail": {"current": sent[0], "total": size},
+                              "progress": progress_bar(sent[0], size)})
+                    yield data
+
+        await rc.upload_blob(registry, repo, digest, size, chunks, creds)
+        if show:
+            emit({"status": "Pushed", "progressDetail": {}, "id": short})
+
+
+async def _gather(coros: Any) -> None:
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    try:
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+
+
+def _json(raw: bytes, what: str) -> dict[str, Any]:
+    try:
+        doc = json.loads(raw)
+    except ValueError as exc:
+        raise RegistryDataError(f"{what} is not JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise RegistryDataError(f"{what} is not a JSON object")
+    return doc
+
+
+def _registry_of(server: str) -> str:
+    s = server.strip()
+    for prefix in ("https://", "http://"):
+        if s.startswith(prefix):
+            s = s[len(prefix):]
+    s = s.split("/", 1)[0]
+    if s in ("", "index.docker.io", "registry-1.docker.io"):
+        return "docker.io"
+    return s
+
+
+def _full_name(registry: str, repo: str) -> str:
+    return f"{registry}/{repo}"
+
+
+__all__ = ["Distribution", "PullResult", "progress_bar"]

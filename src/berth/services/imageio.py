@@ -1,0 +1,215 @@
+"""Images in and out as files: `docker save`, `docker load`, and `docker commit` of a container's changes.
+
+Strategy: the formats live in berth.image (imagearchive, ocilayout, layerdiff);
+this module moves bytes between them and the stores. A load is spooled to a
+private directory under the daemon's root, extracted safely, read, and only
+then stored: every blob is copied in through an ingest that checks its digest,
+and the image records and tags are written last, so a bad archive leaves
+nothing visible. Commit turns the container's overlay upper directory into
+one layer (overlay whiteouts become OCI whiteouts) on top of its image.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from berth import timefmt
+from berth.content.local import LocalStore
+from berth.errors import InvalidArgument, NotFound
+from berth.image import imagearchive, layerdiff
+from berth.image.changes import parse_changes
+from berth.oci import reference
+from berth.services.events import Events
+from berth.services.images import MEDIA_CONFIG, MEDIA_LAYER, MEDIA_MANIFEST, Images
+
+LAYER_GZIP = MEDIA_LAYER + "+gzip"
+
+
+class ImageIO:
+    def __init__(self, images: Images, store: LocalStore, events: Events, root: str) -> None:
+        self._images, self._store, self._events = images, store, events
+        self._tmp = os.path.join(root, "tmp")
+        os.makedirs(self._tmp, exist_ok=True)
+        for stale in os.listdir(self._tmp):  # a load cut short by a crash
+            shutil.rmtree(os.path.join(self._tmp, stale), ignore_errors=True)
+
+    # save -------------------------------------------------------------------------
+    def save(self, names: Sequence[str]) -> Iterator[bytes]:
+        """The archive of *names* (tags or ids) as a stream; raises before the first byte on a bad name."""
+        if not names:
+            raise InvalidArgument("docker save: name at least one image")
+        items = [self._save_item(n) for n in names]
+        return imagearchive.iter_archive(items, self._store.path)
+
+    def _save_item(self, name: str) -> imagearchive.SaveImage:
+        target = self._images.target(name)
+        is_ref = target is not None
+        if target is None:
+            target = self._images.resolve(name)
+        label = [str(reference.parse(name))] if is_ref else []
+        index = self._images.index(target)
+        if index is None:
+            manifest = self._store.read(self._images.record(target)["manifest"])
+            return imagearchive.SaveImage.from_manifest(label, manifest)
+        image_id = self._images.resolve(name)
+        manifest = self._store.read(self._images.record(image_id)["manifest"])
+        extra: list[str] = []
+        for child in index["children"]:
+            if child.get("image") and child["image"] != image_id:
+                try:
+                    record = self._images.record(child["image"])
+                except NotFound:
+                    continue
+                extra += [record["manifest"], child["image"], *record["layers"]]
+        return imagearchive.SaveImage.from_manifest(label, manifest, index=self._store.read(target),
+                                                    extra_blobs=extra)
+
+    # load -------------------------------------------------------------------------
+    async def load(self, body: AsyncIterator[bytes]) -> list[str]:
+        """Store every image of the archive streamed in *body*; return Docker's "Loaded image" lines."""
+        work = Path(tempfile.mkdtemp(prefix="load-", dir=self._tmp))
+        try:
+            spool = work / "archive.tar"
+            with open(spool, "wb") as f:
+                async for chunk in body:
+                    f.write(chunk)
+            if spool.stat().st_size == 0:
+                raise InvalidArgument("docker load: the request body is empty: send an image archive "
+                                      "(docker save's output or an OCI layout tar)")
+            return await asyncio.to_thread(self._load_spooled, spool, work / "x")
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _load_spooled(self, spool: Path, root: Path) -> list[str]:
+        root.mkdir()
+        with open(spool, "rb") as f:
+            imagearchive.extract_archive(f, root)
+        refs = imagearchive.read_archive(root)
+        if not refs:
+            raise InvalidArgument("docker load: the archive names no image")
+        lines: list[str] = []
+        for ref in refs:
+            lines += self._store_ref(ref)
+        return lines
+
+    def _store_ref(self, ref: imagearchive.ArchiveRef) -> list[str]:
+        ids: dict[str, str] = {}
+        leased: list[str] = []
+        try:
+            for image in ref.images:
+                if image.is_attestation:
+                    continue
+                manifest = self._store_image_blobs(image, leased)
+                image_id = self._images.register(manifest)
+                ids["sha256:" + hashlib.sha256(manifest).hexdigest()] = image_id
+            if not ids:
+                raise InvalidArgument("docker load: the archive holds no runnable image for "
+                                      f"{', '.join(ref.names) or 'its entry'}")
+            target = next(iter(ids.values()))
+            for blob in ref.indexes[1:]:  # nested indexes
+                if not self._store.exists(blob.digest):
+                    self._store.put(blob.data, blob.digest)
+            if ref.indexes:
+                target = self._images.register_index(ref.indexes[0].data, ids)
+        finally:
+            for item in leased:
+                self._images.release(item)
+        lines = []
+        for name in ref.names:
+            self._images.set_tag(name, target)
+            self._events.publish("image", "load", target, {"name": name})
+            lines.append(f"Loaded image: {name}")
+        if not ref.names:
+            lines += [f"Loaded image ID: {i}" for i in ids.values()]
+        return lines
+
+    def _store_image_blobs(self, image: imagearchive.ArchiveImage, leased: list[str]) -> bytes:
+        """Copy the image's config and layers into the store (verified); return its manifest bytes."""
+        if not self._store.exists(image.config_digest):
+            self._store.put(image.config, image.config_digest)
+        self._hold(image.config_digest, leased)
+        descriptors = []
+        for layer in image.layers:
+            digest = self._ingest_file(layer.path, layer.digest)
+            self._hold(digest, leased)
+            media = layer.media_type or (LAYER_GZIP if layer.compression.name == "GZIP" else MEDIA_LAYER)
+            descriptors.append({"mediaType": media, "digest": digest, "size": self._store.size(digest)})
+        if image.manifest is not None:
+            return image.manifest.data
+        manifest = {"schemaVersion": 2, "mediaType": MEDIA_MANIFEST,
+                    "config": {"mediaType": MEDIA_CONFIG, "digest": image.config_digest, "size": len(image.config)},
+                    "layers": descriptors}
+        return json.dumps(manifest, separators=(",", ":")).encode()
+
+    def _hold(self, item: str, leased: list[str]) -> None:
+        self._images.hold(item)
+        leased.append(item)
+
+    def _ingest_file(self, path: Path, expected: str | None) -> str:
+        if expected and self._store.exists(expected):
+            return expected
+        ingest = self._store.ingest()
+        try:
+            with open(path, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    ingest.write(chunk)
+            return ingest.commit(expected)
+        except InvalidArgument as exc:
+            raise InvalidArgument(f"docker load: layer {path.name} does not match its digest ({exc})") from None
+        except BaseException:
+            ingest.abort()
+            raise
+
+    # commit -----------------------------------------------------------------------
+    def commit(self, image_id: str, upper: Path, container_config: dict[str, Any], *, repo: str, tag: str,
+               comment: str, author: str, changes: Sequence[str], container_id: str) -> str:
+        """A new image: *image_id* plus the container's changes in *upper*, with its config; return its id."""
+        ref = reference.parse(f"{repo}:{tag}" if tag else repo) if repo else None
+        base_config = self._images.config(image_id)
+        base = self._images.record(image_id)
+        ingest = self._store.ingest()
+        diff = hashlib.sha256()
+        try:
+            for chunk in layerdiff.iter_layer_from_upper(upper):
+                diff.update(chunk)
+                ingest.write(chunk)
+            layer_digest = ingest.commit()
+        except BaseException:
+            ingest.abort()
+            raise
+        with self._images.lease([layer_digest]):
+            body = dict(base_config.get("config") or {})
+            for key in ("Cmd", "Entrypoint", "Env", "WorkingDir", "User", "Labels", "ExposedPorts", "StopSignal",
+                        "Volumes"):
+                if container_config.get(key) not in (None, "", [], {}):
+                    body[key] = container_config[key]
+            parse_changes(list(changes), body)
+            created = timefmt.now()
+            config = dict(base_config)
+            config.update({"created": created, "config": body, "container": container_id})
+            if author:
+                config["author"] = author
+            config["rootfs"] = {"type": "layers", "diff_ids": [*base["diff_ids"], "sha256:" + diff.hexdigest()]}
+            config["history"] = [*(base_config.get("history") or []),
+                                 {"created": created, "created_by": " ".join(container_config.get("Cmd") or []),
+                                  "comment": comment, **({"author": author} if author else {})}]
+            raw = json.dumps(config, separators=(",", ":")).encode()
+            config_digest = self._store.put(raw)
+            old_manifest = json.loads(self._store.read(base["manifest"]))
+            manifest = {"schemaVersion": 2, "mediaType": MEDIA_MANIFEST,
+                        "config": {"mediaType": MEDIA_CONFIG, "digest": config_digest, "size": len(raw)},
+                        "layers": [*old_manifest["layers"], {"mediaType": MEDIA_LAYER, "digest": layer_digest,
+                                                             "size": self._store.size(layer_digest)}]}
+            new_id = self._images.register(json.dumps(manifest, separators=(",", ":")).encode())
+        if ref is not None:
+            self._images.set_tag(str(ref), new_id)
+        self._events.publish("image", "commit", new_id, {"name": str(ref) if ref else new_id})
+        return new_id
