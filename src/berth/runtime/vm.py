@@ -1,10 +1,13 @@
 """VM isolation driver: the same OCI bundle, run inside a utility VM by berth.vm.shim.
 
-Strategy: the shim plays conmon's part (its own process, detached from berthd,
-leaving the same files in the bundle: pid, exit, container.log, ctl), so this
-driver mirrors runtime.oci: create = start the shim and read its report on a
-sync pipe; everything else is one JSON line on the shim's control socket.
-Exec runs `python -m berth.vm.execclient` in the foreground, as runc exec.
+Strategy: the shim, which execs the C monitor once the VM is up, plays conmon's
+part (its own process, detached from berthd, leaving the same files in the
+bundle: pid, exit, container.log, ctl), so this driver mirrors runtime.oci:
+create = start the shim and read the report on a sync pipe; everything else
+is one line on the monitor's control socket ("start", "kill N", "pause",
+"resume"; answered "ok" or "error MESSAGE"), or an "exec" session carrying
+agent frames: `top` runs busybox ps in the guest that way, and exec runs
+`python -m berth.vm.execclient` in the foreground, as runc exec.
 """
 
 from __future__ import annotations
@@ -16,12 +19,16 @@ import signal
 import sys
 from typing import Any
 
-from berth.errors import CommandFailed, Conflict, FailedPrecondition, InvalidArgument
+from berth.errors import CommandFailed, Conflict, FailedPrecondition, InvalidArgument, Unavailable
 from berth.host import cgroups, proc
 from berth.runtime import monitor
 from berth.runtime.base import CreateOptions, Exit, Started
+from berth.vm import execclient
+from berth.vm.prepare import MONITOR_NAME
+from berth.wire import agentproto as ap
 
 SHIM_MODULE = "berth.vm.shim"
+GUEST_PATH = "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 class VmRuntime:
@@ -88,26 +95,49 @@ class VmRuntime:
             monitor = int(f.read().strip())
         return Started(monitor, pid)
 
-    async def _call(self, cid: str, request: dict[str, Any], timeout: float = 30) -> dict[str, Any]:
+    async def _connect(self, cid: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         try:
-            reader, writer = await asyncio.open_unix_connection(self.control_socket(cid))
+            return await asyncio.open_unix_connection(self.control_socket(cid))
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise Conflict(f"container {cid[:12]} is not running") from exc
+
+    async def _call(self, cid: str, op: str, timeout: float = 30) -> str:
+        """Send one request line; return what follows "ok" in the answer."""
+        reader, writer = await self._connect(cid)
         try:
-            writer.write(json.dumps(request).encode() + b"\n")
+            writer.write(op.encode() + b"\n")
             await writer.drain()
-            reply = json.loads(await asyncio.wait_for(reader.readline(), timeout) or b"{}")
+            answer = await asyncio.wait_for(reader.readline(), timeout)
         finally:
             writer.close()
-        if reply.get("error"):
-            if reply["error"] == "not running":
-                raise Conflict(f"container {cid[:12]} is not running")
-            raise CommandFailed(["vm-shim", str(request.get("op"))], 1, reply["error"])
-        return dict(reply)
+        return parse_answer(cid, op, answer)
+
+    async def _run_in_guest(self, cid: str, frame: bytes, timeout: float = 30) -> tuple[int, bytes, bytes]:
+        """Run an EXEC frame through the monitor with no input: (exit code, stdout, stderr)."""
+        reader, writer = await self._connect(cid)
+        out, err = bytearray(), bytearray()
+        decoder = ap.Decoder()
+        try:
+            writer.write(execclient.EXEC_OP + frame + ap.encode_stdin_eof(0))
+            await writer.drain()
+            async with asyncio.timeout(timeout):
+                while data := await reader.read(65536):
+                    for f in decoder.feed(data):
+                        if f.type in (ap.T.STDOUT, ap.T.STDERR):
+                            (out if f.type == ap.T.STDOUT else err).extend(f.payload)
+                        elif f.type == ap.T.EXIT:
+                            return ap.decode_exit(f.payload), bytes(out), bytes(err)
+                        elif f.type == ap.T.ERROR:
+                            raise CommandFailed(["vm-monitor", "exec"], 1, ap.decode_error(f.payload))
+        except TimeoutError:
+            raise Unavailable(f"the VM of container {cid[:12]} did not answer within {timeout}s") from None
+        finally:
+            writer.close()
+        raise Conflict(f"container {cid[:12]} stopped")
 
     async def start(self, cid: str) -> None:
         try:
-            await self._call(cid, {"op": "start"}, timeout=60)
+            await self._call(cid, "start", timeout=60)
         except CommandFailed as exc:  # the agent's exec error, in the words the docker CLI maps to 126/127
             text = exc.stderr
             if "No such file" in text or "not found" in text:
@@ -118,13 +148,13 @@ class VmRuntime:
             raise
 
     async def kill(self, cid: str, signal: int) -> None:
-        await self._call(cid, {"op": "kill", "signal": signal})
+        await self._call(cid, f"kill {int(signal)}")
 
     async def pause(self, cid: str) -> None:
-        await self._call(cid, {"op": "pause"})
+        await self._call(cid, "pause")
 
     async def resume(self, cid: str) -> None:
-        await self._call(cid, {"op": "resume"})
+        await self._call(cid, "resume")
 
     async def update(self, cid: str, resources: dict[str, Any]) -> None:
         raise InvalidArgument("the limits of a VM-isolated container are its VM's size, fixed when it starts")
@@ -141,7 +171,7 @@ class VmRuntime:
             except FileNotFoundError:
                 pass
             await asyncio.sleep(0.02)
-        return Exit(255, False, "the VM shim exited without recording an exit code; see shim.log in the bundle")
+        return Exit(255, False, "the VM monitor exited without recording an exit code; see shim.log in the bundle")
 
     async def status(self, cid: str) -> str | None:
         return "running" if self._shim_pid(cid) else None
@@ -165,8 +195,12 @@ class VmRuntime:
                 pass
 
     async def top(self, cid: str, ps_args: list[str]) -> tuple[list[str], list[list[str]]]:
-        reply = await self._call(cid, {"op": "top", "args": ps_args})
-        return monitor.parse_ps(str(reply.get("output", "")))
+        frame = execclient.process_frame({"args": ["/bin/busybox", "ps", *ps_args], "env": [GUEST_PATH]},
+                                         chroot="")  # the guest's own busybox and /proc
+        code, out, err = await self._run_in_guest(cid, frame)
+        if code != 0:
+            raise InvalidArgument(f"ps {' '.join(ps_args)} failed in the VM: {err.decode(errors='replace').strip()}")
+        return monitor.parse_ps(container_ps(out.decode(errors="replace")))
 
     def resize(self, bundle: str, height: int, width: int) -> None:
         monitor.write_resize(bundle, height, width)
@@ -174,6 +208,31 @@ class VmRuntime:
     def exec_argv(self, cid: str, process_json: str, pid_file: str) -> list[str]:
         return [sys.executable, "-m", "berth.vm.execclient", "--control", self.control_socket(cid),
                 "--process", process_json, "--pid-file", pid_file]
+
+
+def parse_answer(cid: str, op: str, answer: bytes) -> str:
+    """The monitor's answer line: "ok [DATA]" gives DATA; "error MESSAGE" raises.
+
+    Raises:
+        Conflict: the container is not running (or the monitor went away without answering).
+        CommandFailed: the monitor refused or failed the request; MESSAGE is its stderr.
+    """
+    text = answer.decode(errors="replace").rstrip("\n")
+    word, _, rest = text.partition(" ")
+    if word == "ok":
+        return rest
+    if not text or rest == "not running":
+        raise Conflict(f"container {cid[:12]} is not running")
+    return_text = rest if word == "error" else text
+    raise CommandFailed(["vm-monitor", op.split(" ")[0]], 1, return_text)
+
+
+def container_ps(text: str) -> str:
+    """busybox ps of the guest, less its kernel threads, its agent (/init) and that ps itself."""
+    lines = text.splitlines()
+    keep = lines[:1] + [line for line in lines[1:]
+                        if not line.rstrip().endswith("]") and "/init" not in line and "/bin/busybox ps" not in line]
+    return "\n".join(keep)
 
 
 def _read_line(fd: int) -> bytes:
@@ -203,5 +262,6 @@ def _tail(path: str) -> str:
 
 
 def _is_shim(pid: int, cid: str) -> bool:
+    """*pid* is the monitor of *cid*: still the Python shim (setting up), or the C monitor it became."""
     argv = proc.cmdline(pid)
-    return SHIM_MODULE in argv and cid in argv
+    return bool(argv) and cid in argv and (SHIM_MODULE in argv or os.path.basename(argv[0]) == MONITOR_NAME)

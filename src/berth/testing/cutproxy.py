@@ -56,6 +56,7 @@ class CutProxy:
         self.port = int(self._listener.getsockname()[1])
         self.address = f"{host}:{self.port}"
         self.cuts = 0
+        self.bytes_down = 0  # every byte passed from the target to clients (headers included)
         self._armed: int | None = None
         self._lock = threading.Lock()
         self._conns: list[_Conn] = []
@@ -145,6 +146,8 @@ class CutProxy:
                 if not data:
                     conn.client.shutdown(socket.SHUT_WR)
                     return
+                with self._lock:
+                    self.bytes_down += len(data)
                 quota = conn.cut_after
                 if quota is None:
                     conn.client.sendall(data)

@@ -2,11 +2,17 @@
 
     python -m berth.vm.execclient --control SOCKET --process process.json [--pid-file F]
 
-Strategy: connect to the container's shim, send the process (its OCI process
-object), then relay: our stdin -> STDIN frames (EOF -> STDIN_EOF), its STDOUT /
-STDERR frames -> our fd 1 / 2, and exit with its code. With a terminal our stdin
-is a pty that berthd handed us: it is put in raw mode, and SIGWINCH sends our
-window size on as RESIZE, as runc does for its foreground exec.
+Strategy: connect to the container's monitor (berth-vm-monitor) control
+socket, send the line "exec" and the process (its OCI process object) as an
+agent EXEC frame, then relay: our stdin -> STDIN frames (EOF -> STDIN_EOF), its
+STDOUT / STDERR frames -> our fd 1 / 2, and exit with its code. Frames carry id
+0 on this connection; the monitor gives the process its own id in the guest.
+With a terminal our stdin is a pty that berthd handed us: it is put in raw
+mode, and SIGWINCH sends our window size on as RESIZE, as runc does for its
+foreground exec.
+
+`process_frame` is also how the shim builds the container's main process and
+how VmRuntime builds its `top`: one place turns an OCI process into a frame.
 """
 
 from __future__ import annotations
@@ -22,8 +28,28 @@ import struct
 import sys
 import termios
 import tty
+from collections.abc import Mapping
+from typing import Any
 
+from berth.errors import BerthError
 from berth.wire import agentproto as ap
+
+GUEST_ROOT = "/mnt/rootfs"  # where the guest mounts the container's root (the shim mounts it there)
+EXEC_OP = b"exec\n"
+NO_START = 126  # docker exec's code when the process could not be started
+
+
+def process_frame(process: Mapping[str, Any], *, rows: int = 0, cols: int = 0, chroot: str = GUEST_ROOT) -> bytes:
+    """The EXEC frame (id 0) that runs an OCI process object in the container's root.
+
+    Raises:
+        InvalidArgument: no args, an environment entry without "=", or a field out of range.
+    """
+    user = process.get("user") or {}
+    return ap.encode_exec(0, ap.Exec(
+        argv=tuple(process.get("args") or ()), env=tuple(process.get("env") or ()),
+        cwd=process.get("cwd") or "/", uid=int(user.get("uid", 0)), gid=int(user.get("gid", 0)),
+        tty=bool(process.get("terminal")), chroot=chroot, rows=rows, cols=cols))
 
 
 def _winsize(fd: int) -> tuple[int, int]:
@@ -44,9 +70,18 @@ def main(argv: list[str] | None = None) -> None:
         process = json.load(f)
     terminal = bool(process.get("terminal"))
     rows, cols = _winsize(0) if terminal else (0, 0)
+    try:
+        request = EXEC_OP + process_frame(process, rows=rows, cols=cols)
+    except BerthError as exc:
+        os.write(2, f"{exc}\n".encode())
+        sys.exit(NO_START)
     sock = socket.socket(socket.AF_UNIX)
-    sock.connect(args.control)
-    sock.sendall(json.dumps({"op": "exec", "process": process, "rows": rows, "cols": cols}).encode() + b"\n")
+    try:
+        sock.connect(args.control)
+    except OSError as exc:
+        os.write(2, f"the container's VM monitor does not answer ({exc}): is the container running?\n".encode())
+        sys.exit(NO_START)
+    sock.sendall(request)
     saved = None
     if terminal and os.isatty(0):
         saved = termios.tcgetattr(0)
@@ -61,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
         sock.sendall(ap.encode_stdin_eof(0))
     sel.register(wake_r, selectors.EVENT_READ)
     decoder = ap.Decoder()
-    code = 126
+    code = NO_START
     try:
         while True:
             for key, _ in sel.select():
@@ -77,7 +112,7 @@ def main(argv: list[str] | None = None) -> None:
                             os.write(1 if frame.type == ap.T.STDOUT or terminal else 2, frame.payload)
                         elif frame.type == ap.T.ERROR:
                             os.write(2, (ap.decode_error(frame.payload) + "\n").encode())
-                            code = 126
+                            code = NO_START
                             return
                         elif frame.type == ap.T.EXIT:
                             code = ap.decode_exit(frame.payload)

@@ -12,6 +12,8 @@ two preparers of one directory do not race:
      (400 MB) unless asked to keep it.
   2. agent   -- gcc -static the guest agent into DIR/agent (keyed by the source's hash).
   3. initramfs -- DIR/initramfs.cpio from the agent, busybox and the modules.
+  4. monitor -- gcc the host-side per-container monitor into DIR/berth-vm-monitor
+     (dynamic: every container's monitor shares libc's pages; keyed like the agent).
 
 DIR/manifest.json records what each step made. Missing host pieces raise
 FailedPrecondition naming the Debian package to install.
@@ -34,6 +36,9 @@ from berth.vm import initramfs, kernel
 from berth.vm.kernel import run_tool
 
 AGENT_SOURCE = Path(__file__).with_name("agent") / "agent.c"
+MONITOR_SOURCE = Path(__file__).with_name("monitor") / "monitor.c"
+MONITOR_NAME = "berth-vm-monitor"
+MONITOR_GCC_FLAGS = ("-O2", "-s", "-Wall", "-Wextra")
 BUSYBOX = Path("/bin/busybox")
 LIBC_STATIC = Path("/usr/lib/x86_64-linux-gnu/libc.a")
 QEMU = "qemu-system-x86_64"
@@ -140,6 +145,23 @@ def _agent_step(vm_dir: Path, manifest: dict[str, Any]) -> None:
     manifest["agent"] = {"source_sha256": key, "sha256": _sha256((vm_dir / "agent").read_bytes())}
 
 
+def monitor_binary(vm_dir: Path) -> Path:
+    """Where `prepare` puts the C monitor that berth.vm.shim execs into."""
+    return Path(vm_dir) / MONITOR_NAME
+
+
+def _monitor_step(vm_dir: Path, manifest: dict[str, Any]) -> None:
+    source = MONITOR_SOURCE.read_bytes()
+    key = _sha256(source + " ".join(MONITOR_GCC_FLAGS).encode())
+    out = monitor_binary(vm_dir)
+    if manifest.get("monitor", {}).get("source_sha256") == key and out.is_file():
+        return
+    tmp = vm_dir / f"{MONITOR_NAME}.tmp"
+    run_tool(["gcc", *MONITOR_GCC_FLAGS, "-o", str(tmp), str(MONITOR_SOURCE)], timeout=300)
+    tmp.rename(out)  # running monitors keep the old file
+    manifest["monitor"] = {"source_sha256": key}
+
+
 def _initramfs_step(vm_dir: Path, manifest: dict[str, Any], *, compress: bool, busybox: bool) -> None:
     order = (vm_dir / "modules" / "order").read_text().split()
     modules = [(name, (vm_dir / "modules" / f"{name}.ko").read_bytes()) for name in order]
@@ -156,7 +178,7 @@ def _initramfs_step(vm_dir: Path, manifest: dict[str, Any], *, compress: bool, b
 
 def prepare(vm_dir: Path, *, refresh_kernel: bool = False, keep_package: bool = False,
             compress: bool = False, busybox: bool = True) -> Artifacts:
-    """Make (or reuse) DIR/vmlinux and DIR/initramfs.cpio; see the module docstring.
+    """Make (or reuse) DIR/vmlinux, DIR/initramfs.cpio and the monitor; see the module docstring.
 
     Raises:
         FailedPrecondition: a host program or package is missing, or apt has no 6.1 kernel.
@@ -178,6 +200,8 @@ def prepare(vm_dir: Path, *, refresh_kernel: bool = False, keep_package: bool = 
         _agent_step(vm_dir, manifest)
         _save_manifest(manifest_path, manifest)
         _initramfs_step(vm_dir, manifest, compress=compress, busybox=busybox)
+        _save_manifest(manifest_path, manifest)
+        _monitor_step(vm_dir, manifest)
         _save_manifest(manifest_path, manifest)
         return Artifacts(vm_dir / "vmlinux", vm_dir / "initramfs.cpio", manifest["kernel"]["version"])
 

@@ -1,21 +1,27 @@
-"""The per-container monitor for VM isolation: conmon's role, for a utility VM.
+"""The per-container monitor for VM isolation, first half: set the VM up, then become the C monitor.
 
     python -m berth.vm.shim --bundle DIR --cid ID --vm-dir VMDIR --attach PATH
-                            --control PATH [--stdin] [--stdin-once] [--sync-fd N]
+                            --control PATH --workdir DIR [--stdin] [--stdin-once]
+                            [--sync-fd N] [--cold]
 
-Strategy: the shim detaches from berthd (double fork, new session), boots the
-utility VM with the bundle's root file system (and each bind-mount directory)
-shared in over virtio-9p, and leaves in the bundle the same files conmon does,
-so everything above the runtime driver works unchanged: `pid` (QEMU's pid),
-`shim.pid`, `container.log` (k8s-file lines), `exit`, `ctl` (resize lines
-"1 H W"), and a SOCK_SEQPACKET attach socket whose packets start with 2
-(stdout) or 3 (stderr). It reports {"pid": N} (or {"pid": -1, "message": ...})
-on the sync fd once the VM is up and the root is mounted; the container's
-process starts only on the control socket's "start", so an attacher connects
-first. The control socket takes one JSON line per connection: start, kill,
-pause, resume, top, or exec (after which the connection carries agent protocol
-frames for that process, relayed to and from the guest). When the container's
-process exits, the shim records the code, stops the VM and exits.
+Strategy: conmon's role, for a utility VM, in two programs sharing one process.
+This Python half detaches from berthd (double fork, new session), boots or
+clones the utility VM with the bundle's root file system (and each bind-mount
+directory) shared in over virtio-9p, mounts them in the guest, writes the
+bundle's `pid` (QEMU's) and `shim.pid`, puts QEMU in the container's cgroups,
+makes the `ctl` fifo and binds the attach (SOCK_SEQPACKET) and control sockets.
+Then it execs the C monitor (`berth-vm-monitor`, built by berth.vm.prepare;
+see its source for what it does while the container lives) in this same
+process: QEMU stays its child and `shim.pid` stays true, and the open
+descriptors it needs are handed over as they are. `Handover` is that hand-over
+as a value; its `argv()` is the monitor's command line. The monitor reports
+{"pid": N} on the sync fd; a failure before the exec is reported from here as
+{"pid": -1, "message": ...}, after the VM is stopped and everything undone.
+
+The container's processes are started from EXEC frames built here
+(`main_frame`, `probe_frame`: the guest's OOM count after a SIGKILL) and by
+the clients of the control socket (berth.vm.execclient), so the C side never
+parses JSON.
 """
 
 from __future__ import annotations
@@ -26,280 +32,111 @@ import contextlib
 import json
 import logging
 import os
-import re
 import shutil
 import signal
 import socket
 import sys
-import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-from berth.errors import BerthError, FailedPrecondition
+from berth.errors import FailedPrecondition
 from berth.host import cgroups, mount
-from berth.vm import shares, sizing, template
-from berth.vm.boot import GuestProcess, UtilityVM
-from berth.vm.prepare import prepare
+from berth.vm import execclient, shares, sizing, template
+from berth.vm.boot import DEFAULT_PATH, UtilityVM
+from berth.vm.prepare import monitor_binary, prepare
 from berth.wire import agentproto as ap
 
 log = logging.getLogger("berth.vm.shim")
 
-STREAM_BYTE = {ap.T.STDOUT: 2, ap.T.STDERR: 3}
-STREAM_NAME = {ap.T.STDOUT: "stdout", ap.T.STDERR: "stderr"}
+PROBE_ARGV = ("/bin/busybox", "cat", "/proc/vmstat")  # in the guest's own root: its oom_kill count
 
 
-class Shim:
+# ---- the hand-over (pure) -------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class Handover:
+    """What the C monitor takes over: paths, QEMU's pid, and the open descriptors by number."""
+
+    cid: str
+    bundle: str
+    workdir: str          # QEMU's sockets and console log; removed at the end
+    attach: str           # the attach socket's path (unlinked at the end)
+    control: str          # the control socket's path (unlinked at the end)
+    qemu_pid: int
+    agent_fd: int         # the agent channel's connection
+    attach_fd: int        # the attach listener
+    control_fd: int       # the control listener
+    ctl_fd: int           # the ctl fifo, open read-write
+    log_fd: int           # container.log, open for appending
+    main_exec: str        # a file holding the main process's EXEC frame
+    probe_exec: str = ""  # a file holding the OOM probe's EXEC frame
+    sync_fd: int | None = None
+    stdin: bool = False
+    stdin_once: bool = False
+    cgroups: tuple[str, ...] = ()   # removed at the end
+    unmounts: tuple[str, ...] = ()  # staged host bind mounts, detached at the end
+
+    def fds(self) -> tuple[int, ...]:
+        """The descriptors that must survive the exec."""
+        fds = (self.agent_fd, self.attach_fd, self.control_fd, self.ctl_fd, self.log_fd)
+        return fds if self.sync_fd is None else (*fds, self.sync_fd)
+
+    def argv(self, binary: str) -> list[str]:
+        """The monitor's command line (its argv[0] is *binary*; `cid` is in it, for VmRuntime)."""
+        argv = [binary, "--cid", self.cid, "--bundle", self.bundle, "--workdir", self.workdir,
+                "--attach", self.attach, "--control", self.control, "--qemu-pid", str(self.qemu_pid),
+                "--agent-fd", str(self.agent_fd), "--attach-fd", str(self.attach_fd),
+                "--control-fd", str(self.control_fd), "--ctl-fd", str(self.ctl_fd),
+                "--log-fd", str(self.log_fd), "--main-exec", self.main_exec]
+        if self.probe_exec:
+            argv += ["--probe-exec", self.probe_exec]
+        if self.sync_fd is not None:
+            argv += ["--sync-fd", str(self.sync_fd)]
+        if self.stdin:
+            argv.append("--stdin")
+            if self.stdin_once:
+                argv.append("--stdin-once")
+        for path in self.cgroups:
+            argv += ["--cgroup", path]
+        for path in self.unmounts:
+            argv += ["--unmount", path]
+        return argv
+
+
+def main_frame(config: Mapping[str, Any]) -> bytes:
+    """The container's process (config.json's) as an EXEC frame.
+
+    A console size in the config is kept; without one the size is 0x0, which
+    the monitor replaces by a size given on the ctl fifo before the start.
+    """
+    process = config["process"]
+    size = process.get("consoleSize") or {}
+    return execclient.process_frame(process, rows=int(size.get("height", 0)), cols=int(size.get("width", 0)))
+
+
+def probe_frame() -> bytes:
+    """The OOM probe: the guest's /proc/vmstat, read with the guest's own busybox."""
+    return ap.exec_frame(0, PROBE_ARGV, env=[f"PATH={DEFAULT_PATH}"])
+
+
+# ---- set-up ---------------------------------------------------------------------------------
+
+class Setup:
+    """Everything up to the hand-over; undone by `undo` when it fails."""
+
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.bundle = Path(args.bundle)
         self.config: dict[str, Any] = json.loads((self.bundle / "config.json").read_text())
-        self.vm: UtilityVM | None = None
-        self.main: GuestProcess | None = None
-        self.clients: set[socket.socket] = set()
-        self.started = asyncio.Event()
-        self.exited = asyncio.Event()
-        self.code = 255
-        self.size: tuple[int, int] = (0, 0)  # a terminal size asked for before the process started
-        self.log_file = open(self.bundle / "container.log", "ab", buffering=0)
         self.host_mounts: list[Path] = []  # staged files bind-mounted on the host
 
-    # -- the container's output --------------------------------------------------------
-    def record(self, kind: ap.T, data: bytes) -> None:
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{time.time_ns() % 10**9:09d}+00:00"
-        lines = data.split(b"\n")
-        out = bytearray()
-        for i, piece in enumerate(lines):
-            last = i == len(lines) - 1
-            if last and not piece:
-                break
-            out += f"{stamp} {STREAM_NAME[kind]} {'P' if last else 'F'} ".encode() + piece + b"\n"
-        self.log_file.write(bytes(out))
-        packets = [bytes([STREAM_BYTE[kind]]) + data[i:i + 32767] for i in range(0, len(data), 32767)]
-        for client in list(self.clients):
-            try:
-                for packet in packets:
-                    client.send(packet)
-            except OSError:
-                self.clients.discard(client)
-                client.close()
-
-    async def pump_main(self) -> None:
-        assert self.main is not None
-        gp = self.main
-        exit_task = asyncio.ensure_future(gp.wait())
-        while True:
-            getter = asyncio.ensure_future(gp.output.get())
-            done, _ = await asyncio.wait({getter, exit_task}, return_when=asyncio.FIRST_COMPLETED)
-            if getter in done:
-                kind, data = getter.result()
-                self.record(kind, data)
-                continue
-            getter.cancel()
-            while not gp.output.empty():
-                kind, data = gp.output.get_nowait()
-                self.record(kind, data)
-            self.code = exit_task.result()
-            return
-
-    # -- attach socket --------------------------------------------------------------------
-    async def serve_attach(self, listener: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            conn, _ = await loop.sock_accept(listener)
-            conn.setblocking(False)
-            self.clients.add(conn)
-            asyncio.ensure_future(self.attach_input(conn))
-
-    async def attach_input(self, conn: socket.socket) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            try:
-                data = await loop.sock_recv(conn, 65536)
-            except OSError:
-                data = b""
-            if not data:
-                break
-            if self.args.stdin:
-                await self.started.wait()
-                if self.main is not None:
-                    await self.main.write(data)
-        if self.args.stdin and self.args.stdin_once and self.main is not None:
-            with contextlib.suppress(Exception):
-                await self.main.close_stdin()
-
-    # -- ctl fifo (resize) -------------------------------------------------------------------
-    def open_ctl(self) -> int:
-        """Make the resize fifo before the container is reported created (resizes follow start at once)."""
-        path = self.bundle / "ctl"
-        with contextlib.suppress(FileNotFoundError):
-            path.unlink()
-        os.mkfifo(path, 0o600)
-        return os.open(path, os.O_RDWR | os.O_NONBLOCK)
-
-    async def serve_ctl(self, fd: int) -> None:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[bytes] = asyncio.Queue()
-        loop.add_reader(fd, lambda: queue.put_nowait(os.read(fd, 4096)))
-        buf = b""
-        while True:
-            buf += await queue.get()
-            while b"\n" in buf:
-                line, buf = buf.split(b"\n", 1)
-                parts = line.split()
-                if len(parts) != 3 or parts[0] != b"1":
-                    continue
-                if self.main is None:  # before start: the process gets this size when it starts
-                    self.size = (int(parts[1]), int(parts[2]))
-                    continue
-                with contextlib.suppress(Exception):
-                    await self.main.resize(int(parts[1]), int(parts[2]))
-
-    # -- control socket ----------------------------------------------------------------------
-    async def control(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            request = json.loads(await reader.readline() or b"{}")
-            op = request.get("op")
-            if op == "exec":
-                await self.relay_exec(request, reader, writer)
-                return
-            reply = await self.handle(op, request)
-        except Exception as exc:  # every failure goes back to the caller as a message
-            reply = {"error": f"{type(exc).__name__}: {exc}"}
-        writer.write(json.dumps(reply).encode() + b"\n")
-        with contextlib.suppress(ConnectionError):
-            await writer.drain()
-        writer.close()
-
-    async def handle(self, op: str | None, request: dict[str, Any]) -> dict[str, Any]:
-        assert self.vm is not None
-        if op == "start":
-            await self.start_main()
-            return {"ok": True}
-        if op == "kill":
-            if self.main is None or self.exited.is_set():
-                return {"error": "not running"}
-            await self.main.signal(int(request["signal"]))
-            return {"ok": True}
-        if op in ("pause", "resume"):
-            await self.vm.qmp("stop" if op == "pause" else "cont")
-            return {"ok": True}
-        if op == "top":  # the guest's processes, less its kernel threads, agent and this ps
-            code, out, err = await self.vm.run(["/bin/busybox", "ps", *(request.get("args") or [])])
-            lines = out.decode(errors="replace").splitlines()
-            keep = lines[:1] + [line for line in lines[1:]
-                                if not line.rstrip().endswith("]") and "/init" not in line
-                                and "/bin/busybox ps" not in line]
-            return {"ok": True, "output": "\n".join(keep), "code": code}
-        return {"error": f"unknown operation {op!r}"}
-
-    async def start_main(self) -> None:
-        assert self.vm is not None
-        process = self.config["process"]
-        user = process.get("user") or {}
-        size = process.get("consoleSize") or {"height": self.size[0], "width": self.size[1]}
-        self.main = await self.vm.exec(
-            process["args"], env=process.get("env") or [], cwd=process.get("cwd") or "/",
-            uid=int(user.get("uid", 0)), gid=int(user.get("gid", 0)), tty=bool(process.get("terminal")),
-            rootfs_tag="rootfs", rows=int(size.get("height", 0)), cols=int(size.get("width", 0)))
-        self.started.set()
-        if not self.args.stdin:
-            await self.main.close_stdin()
-        asyncio.ensure_future(self.finish_main())
-
-    async def oom_kills(self) -> int:
-        """The guest kernel's OOM-kill count (an OOM in the VM is the container's OOM)."""
-        assert self.vm is not None
-        try:
-            code, out, _ = await self.vm.run(["/bin/busybox", "cat", "/proc/vmstat"], timeout=10)
-        except Exception:  # the VM may be gone (a panic): no count
-            return 0
-        for line in out.decode(errors="replace").splitlines():
-            key, _, value = line.partition(" ")
-            if key == "oom_kill" and value.strip().isdigit():
-                return int(value)
-        return 0
-
-    async def finish_main(self) -> None:
-        try:
-            await self.pump_main()
-        except BerthError as exc:  # QEMU went away under the process: a guest panic or reset
-            self.code = 255
-            reason = vm_stop_reason(Path(self.args.workdir) / "console.log", exc)
-            log.warning("%s", reason)
-            _write(self.bundle / "error", reason)
-            self.record(ap.T.STDERR, f"berth: {reason}\n".encode())
-            self.exited.set()
-            return
-        # Only a SIGKILL can be an OOM kill: ask the guest then, not on every start and exit.
-        # The VM is this container's alone (a fresh boot or clone), so any OOM kill is its own.
-        if self.code == 128 + signal.SIGKILL and await self.oom_kills() > 0:
-            _write(self.bundle / "oom", "1")
-        self.exited.set()
-
-    async def relay_exec(self, request: dict[str, Any], reader: asyncio.StreamReader,
-                         writer: asyncio.StreamWriter) -> None:
-        """A further process: frames from the client go to it, its frames come back."""
-        assert self.vm is not None
-        process = request["process"]
-        user = process.get("user") or {}
-        try:
-            gp = await self.vm.exec(process["args"], env=process.get("env") or [], cwd=process.get("cwd") or "/",
-                                    uid=int(user.get("uid", 0)), gid=int(user.get("gid", 0)),
-                                    tty=bool(process.get("terminal")), rootfs_tag="rootfs",
-                                    rows=int(request.get("rows", 0)), cols=int(request.get("cols", 0)))
-        except Exception as exc:
-            writer.write(ap.encode_error(0, str(exc)))
-            await writer.drain()
-            writer.close()
-            return
-        writer.write(ap.encode_started(0, gp.pid))
-        await writer.drain()
-
-        async def from_client() -> None:
-            decoder = ap.Decoder()
-            while data := await reader.read(65536):
-                for frame in decoder.feed(data):
-                    if frame.type == ap.T.STDIN:
-                        await gp.write(frame.payload)
-                    elif frame.type == ap.T.STDIN_EOF:
-                        await gp.close_stdin()
-                    elif frame.type == ap.T.SIGNAL:
-                        await gp.signal(ap.decode_signal(frame.payload))
-                    elif frame.type == ap.T.RESIZE:
-                        await gp.resize(*ap.decode_resize(frame.payload))
-
-        feeder = asyncio.ensure_future(from_client())
-        exit_task = asyncio.ensure_future(gp.wait())
-        try:
-            while True:
-                getter = asyncio.ensure_future(gp.output.get())
-                done, _ = await asyncio.wait({getter, exit_task}, return_when=asyncio.FIRST_COMPLETED)
-                if getter in done:
-                    kind, data = getter.result()
-                    writer.write(b"".join(ap.encode_output(kind, 0, data)))
-                    await writer.drain()
-                    continue
-                getter.cancel()
-                while not gp.output.empty():
-                    kind, data = gp.output.get_nowait()
-                    writer.write(b"".join(ap.encode_output(kind, 0, data)))
-                writer.write(ap.encode_exit(0, exit_task.result()))
-                await writer.drain()
-                return
-        except ConnectionError:
-            with contextlib.suppress(Exception):
-                await gp.signal(signal.SIGKILL)
-        finally:
-            feeder.cancel()
-            writer.close()
-
-    # -- life -----------------------------------------------------------------------------------
     def stage(self, p: shares.Plan, workdir: Path) -> Callable[[str], Path]:
         """Put the plan's host side in place: /etc copies, mount points in the root, staged files.
 
         A staged file is a hard link to the bind's source, or (across file
-        systems) a bind mount of it, undone by `unstage`.
+        systems) a bind mount of it, undone by the monitor (or `undo`).
         """
         root = Path(self.config["root"]["path"])
         for src, dest in p.copies:
@@ -328,77 +165,89 @@ class Shim:
                 self.host_mounts.append(target)
         return stage_dir
 
-    def unstage(self) -> None:
+    def open_ctl(self) -> int:
+        """Make the resize fifo before the container is reported created (resizes follow start at once)."""
+        path = self.bundle / "ctl"
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        os.mkfifo(path, 0o600)
+        return os.open(path, os.O_RDWR | os.O_NONBLOCK)
+
+    async def run(self) -> NoReturn:
+        """Start the VM, mount what the container needs, and exec the monitor (or raise)."""
+        args = self.args
+        vm_dir = Path(args.vm_dir)
+        artifacts = prepare(vm_dir)
+        monitor = monitor_binary(vm_dir)
+        workdir = Path(args.workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "main.exec").write_bytes(main_frame(self.config))  # a bad process spec fails here, early
+        (workdir / "probe.exec").write_bytes(probe_frame())
+        plan = shares.plan(self.config.get("mounts") or [], _kind)
+        attach = _listen(args.attach, socket.SOCK_SEQPACKET)
+        control = _listen(args.control, socket.SOCK_STREAM)
+        empty = workdir / "empty"
+        empty.mkdir(exist_ok=True)
+        vm_shares = shares.shares(plan, Path(self.config["root"]["path"]), self.stage(plan, workdir), empty)
+        async with template.start_vm(artifacts, vm_dir, shares=vm_shares,
+                                     mem_mib=sizing.memory_mib(self.config),
+                                     vcpus=sizing.vcpus(self.config, os.cpu_count() or 1),
+                                     readonly=plan.readonly_tags, workdir=workdir,
+                                     templates=not args.cold) as vm:
+            root = await vm.mount("rootfs", execclient.GUEST_ROOT)
+            if plan.share_count() or plan.tmpfs:
+                code, _, err = await vm.run(["/bin/busybox", "sh", "-c", shares.guest_script(plan, root)])
+                if code != 0:
+                    raise FailedPrecondition(f"mounting the container's volumes in the VM failed: "
+                                             f"{err.decode(errors='replace').strip()}")
+            (self.bundle / "pid").write_text(f"{vm.qemu.pid}\n")
+            joined = cgroups.join(args.cid, vm.qemu.pid)  # for stats: what the VM costs the host
+            handover = Handover(
+                cid=args.cid, bundle=str(self.bundle), workdir=str(workdir), attach=args.attach,
+                control=args.control, qemu_pid=vm.qemu.pid, agent_fd=_agent_fd(vm),
+                attach_fd=attach.fileno(), control_fd=control.fileno(), ctl_fd=self.open_ctl(),
+                log_fd=os.open(self.bundle / "container.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644),
+                main_exec=str(workdir / "main.exec"), probe_exec=str(workdir / "probe.exec"),
+                sync_fd=args.sync_fd, stdin=args.stdin, stdin_once=args.stdin_once,
+                cgroups=tuple(str(d) for d in joined), unmounts=tuple(str(t) for t in self.host_mounts))
+            _exec(str(monitor), handover)
+
+    def undo(self) -> None:
+        """After a failed set-up (the VM is already stopped): what the monitor would have removed."""
         for target in self.host_mounts:
             with contextlib.suppress(Exception):
                 mount.unmount(str(target))
-
-    async def run(self, sync_fd: int | None) -> None:
-        artifacts = prepare(Path(self.args.vm_dir))
-        workdir = Path(self.args.workdir)
-        workdir.mkdir(parents=True, exist_ok=True)
-        plan = shares.plan(self.config.get("mounts") or [], _kind)
-        attach = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.args.attach)
-        attach.bind(self.args.attach)
-        attach.listen(16)
-        attach.setblocking(False)
-        control = await asyncio.start_unix_server(self.control, self.args.control)
-        try:
-            empty = workdir / "empty"
-            empty.mkdir(exist_ok=True)
-            vm_shares = shares.shares(plan, Path(self.config["root"]["path"]), self.stage(plan, workdir), empty)
-            async with template.start_vm(artifacts, Path(self.args.vm_dir), shares=vm_shares,
-                                         mem_mib=sizing.memory_mib(self.config),
-                                         vcpus=sizing.vcpus(self.config, os.cpu_count() or 1),
-                                         readonly=plan.readonly_tags, workdir=workdir,
-                                         templates=not self.args.cold) as vm:
-                self.vm = vm
-                root = await vm.mount("rootfs")
-                if plan.share_count() or plan.tmpfs:
-                    code, _, err = await vm.run(["/bin/busybox", "sh", "-c", shares.guest_script(plan, root)])
-                    if code != 0:
-                        raise FailedPrecondition(f"mounting the container's volumes in the VM failed: "
-                                                 f"{err.decode(errors='replace').strip()}")
-                (self.bundle / "pid").write_text(f"{vm.qemu.pid}\n")
-                cgroups.join(self.args.cid, vm.qemu.pid)  # for stats: what the VM costs the host
-                ctl = self.open_ctl()
-                tasks = [asyncio.ensure_future(self.serve_attach(attach)), asyncio.ensure_future(self.serve_ctl(ctl))]
-                _report(sync_fd, {"pid": vm.qemu.pid})
-                sync_fd = None
-                await self.exited.wait()
-                for t in tasks:
-                    t.cancel()
-        except BaseException as exc:
-            if sync_fd is not None:
-                _report(sync_fd, {"pid": -1, "message": f"the utility VM did not start: {exc}"})
-            raise
-        finally:
-            control.close()
-            attach.close()
-            self.unstage()
-            cgroups.remove(self.args.cid)
-            shutil.rmtree(self.args.workdir, ignore_errors=True)
-            for c in self.clients:
-                c.close()
-            self.log_file.close()
-            _write(self.bundle / "exit", f"{self.code}")
+        cgroups.remove(self.args.cid)
+        shutil.rmtree(self.args.workdir, ignore_errors=True)
+        for path in (self.args.attach, self.args.control):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        _write(self.bundle / "exit", "255")
 
 
-PANIC = re.compile(r"Kernel panic - not syncing: ?(.*)")
+def _agent_fd(vm: UtilityVM) -> int:
+    """The descriptor of the VM's agent channel (quiet now: every request has had its answer)."""
+    sock = vm._writer.get_extra_info("socket")  # noqa: SLF001 - the channel is handed over, not used again
+    return int(sock.fileno())
 
 
-def vm_stop_reason(console_log: Path, exc: BaseException) -> str:
-    """Why the utility VM stopped under the container, from the guest's console (a panic's last words)."""
-    try:
-        text = console_log.read_text(errors="replace")
-    except OSError:
-        text = ""
-    for line in reversed(text.splitlines()):
-        if m := PANIC.search(line):
-            return f"the utility VM stopped: guest kernel panic: {m.group(1).strip() or 'no reason given'}"
-    return f"the utility VM stopped unexpectedly ({exc})"
+def _listen(path: str, kind: socket.SocketKind) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, kind)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+    sock.bind(path)
+    sock.listen(16)
+    return sock
+
+
+def _exec(binary: str, handover: Handover) -> NoReturn:
+    for fd in handover.fds():
+        os.set_inheritable(fd, True)
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(binary, handover.argv(binary))
 
 
 def _kind(path: Path) -> str:
@@ -451,18 +300,22 @@ def main(argv: list[str] | None = None) -> None:
     os.dup2(logfd, 2)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s shim {args.cid[:12]}: %(message)s")
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    setup = Setup(args)
+
     async def run() -> None:
         task = asyncio.current_task()
         assert task is not None
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)  # stop the VM, then go
-        await Shim(args).run(args.sync_fd)
+        await setup.run()
 
     try:
         asyncio.run(run())
-    except (asyncio.CancelledError, KeyboardInterrupt):
-        log.info("stopped by a signal; the VM is stopped")
-    except Exception:
-        log.exception("the shim failed")
+    except BaseException as exc:  # only a failure returns here: success execs the monitor
+        message = "stopped by a signal" if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)) else \
+            f"the utility VM did not start: {exc}"
+        log.error("%s", message, exc_info=not isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)))
+        setup.undo()
+        _report(args.sync_fd, {"pid": -1, "message": message})
         sys.exit(1)
 
 
