@@ -227,3 +227,36 @@ def test_version(host: str) -> None:
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("Client:\n Version:")
     assert "\nServer:" in r.stdout and "minimum version" in r.stdout
+
+
+def test_bootstrap_push_pull_save_load_login(host: str, tmp_path: Path) -> None:
+    if EXTERNAL or shutil.which("docker-registry") is None:
+        pytest.skip("needs berth's own daemon and docker-registry")
+    from berth.testing.registry import LocalRegistry
+
+    r = berth(host, "image", "bootstrap", "--name", "cliboot:latest", timeout=300)
+    assert r.returncode == 0 and "Loaded image: cliboot:latest" in r.stdout, r.stderr
+    env_cfg = {"DOCKER_CONFIG": str(tmp_path / "cfg")}
+    (tmp_path / "reg").mkdir()
+    with LocalRegistry(tmp_path / "reg", users={"bob": "pw"}) as reg:
+        remote = f"{reg.address}/cli/boot:1"
+        assert berth(host, "tag", "cliboot:latest", remote).returncode == 0
+        run = subprocess.run([BERTH, "-H", host, "push", remote], capture_output=True, text=True, timeout=120,
+                             env={**os.environ, **env_cfg})
+        assert run.returncode != 0 and "login" in run.stderr, run.stderr
+        login = subprocess.run([BERTH, "-H", host, "login", reg.address, "-u", "bob", "--password-stdin"],
+                               input="pw\n", capture_output=True, text=True, timeout=60, env={**os.environ, **env_cfg})
+        assert login.returncode == 0 and "Login Succeeded" in login.stdout, login.stderr
+        push = subprocess.run([BERTH, "-H", host, "push", remote], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, **env_cfg})
+        assert push.returncode == 0 and "digest: sha256:" in push.stdout, push.stderr
+        assert berth(host, "rmi", remote).returncode == 0
+        arm = subprocess.run([BERTH, "-H", host, "run", "--rm", "--platform", "linux/arm64", remote, "uname", "-m"],
+                             capture_output=True, text=True, timeout=120, env={**os.environ, **env_cfg})
+        assert arm.stdout == "aarch64\n" and "Unable to find image" in arm.stderr, arm.stderr
+    archive = tmp_path / "boot.tar"
+    assert berth(host, "save", "-o", str(archive), "cliboot:latest").returncode == 0
+    assert berth(host, "rmi", "cliboot:latest").returncode == 0
+    loaded = berth(host, "load", "-i", str(archive))
+    assert loaded.returncode == 0 and "Loaded image: cliboot:latest" in loaded.stdout, loaded.stderr
+    assert berth(host, "run", "--rm", *NET, "cliboot:latest", "uname", "-m").stdout == "x86_64\n"

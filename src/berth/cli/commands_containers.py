@@ -11,11 +11,12 @@ container's (or exec's) own exit code; 1 for other failures.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import time
 from typing import Any
 
-from berth.cli import tty
+from berth.cli import commands_registry, tty
 from berth.cli.common import Ctx, StatusError, describe, for_each
 from berth.cli.parser import Parser, UsageError, integer, typed
 from berth.cli.runopts import CreateRequest, add_create_flags, build_create, expand_env
@@ -47,13 +48,19 @@ RUN_USAGE = "[OPTIONS] IMAGE [COMMAND] [ARG...]"
 
 
 def _create(ctx: Ctx, req: CreateRequest, image: str) -> str:
-    """POST /containers/create; print warnings; explain a missing image."""
+    """POST /containers/create; print warnings; pull a missing image first, as docker does."""
     try:
         doc = ctx.client.post("/containers/create", req.query, req.body)
     except NotFoundError as exc:
-        if "image" in exc.message.lower():
-            ctx.error(f"Unable to find image '{normalize_ref(image)}' locally")
-        raise StatusError(125, describe(exc)) from exc
+        if "no such image" not in exc.message.lower():
+            raise StatusError(125, describe(exc)) from exc
+        ctx.error(f"Unable to find image '{normalize_ref(image)}' locally")
+        try:
+            # docker run reports the pull on stderr: stdout is the container's
+            commands_registry.pull(dataclasses.replace(ctx, out=ctx.err), image, (req.query or {}).get("platform"))
+            doc = ctx.client.post("/containers/create", req.query, req.body)
+        except APIError as again:
+            raise StatusError(125, describe(again)) from again
     for warning in (doc or {}).get("Warnings") or []:
         ctx.error(f"WARNING: {warning}")
     return str(doc["Id"])

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from berth import __version__
-from berth.cli import commands_containers, commands_images, commands_system
+from berth.cli import commands_containers, commands_images, commands_registry, commands_system
 from berth.cli.common import Ctx, StatusError, describe
 from berth.cli.parser import HelpRequested, UsageError
 from berth.client import APIError, DaemonUnreachable, resolve_host
@@ -27,14 +27,24 @@ COMMANDS: dict[str, Command] = {
     **commands_containers.COMMANDS,
     **commands_images.COMMANDS,
     **commands_system.COMMANDS,
+    **commands_registry.COMMANDS,
 }
 
 _SUMMARY = [
     ("run", "Create and run a new container from an image"),
     ("exec", "Execute a command in a running container"),
     ("ps", "List containers"),
+    ("pull", "Download an image from a registry"),
+    ("push", "Upload an image to a registry"),
     ("images", "List images"),
+    ("login", "Log in to a registry"),
+    ("logout", "Log out from a registry"),
+    ("image", "Manage images (bootstrap: base images from Debian's packages; prune)"),
     ("import", "Import the contents from a tarball to create a filesystem image"),
+    ("save", "Save one or more images to a tar archive"),
+    ("load", "Load an image from a tar archive or STDIN"),
+    ("commit", "Create a new image from a container's changes"),
+    ("export", "Export a container's filesystem as a tar archive"),
     ("info", "Display system-wide information"),
     ("version", "Show the berth version information"),
     ("attach", "Attach local standard input, output, and error streams to a running container"),

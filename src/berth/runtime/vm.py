@@ -199,7 +199,7 @@ class VmRuntime:
                                          chroot="")  # the guest's own busybox and /proc
         code, out, err = await self._run_in_guest(cid, frame)
         if code != 0:
-            raise InvalidArgument(f"ps {' '.join(ps_args)} failed in the VM: {err.decode(errors='replace').strip()}")
+            raise CommandFailed(["busybox", "ps", *ps_args], code, err.decode(errors="replace"))
         return monitor.parse_ps(container_ps(out.decode(errors="replace")))
 
     def resize(self, bundle: str, height: int, width: int) -> None:
@@ -223,8 +223,7 @@ def parse_answer(cid: str, op: str, answer: bytes) -> str:
         return rest
     if not text or rest == "not running":
         raise Conflict(f"container {cid[:12]} is not running")
-    return_text = rest if word == "error" else text
-    raise CommandFailed(["vm-monitor", op.split(" ")[0]], 1, return_text)
+    raise CommandFailed(["vm-monitor", op.split(" ")[0]], 1, rest if word == "error" else text)
 
 
 def container_ps(text: str) -> str:

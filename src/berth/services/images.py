@@ -447,6 +447,11 @@ class Images:
         if not repo:
             raise InvalidArgument("tag: repository name is required")
         ref = reference.parse(f"{repo}:{tag}" if tag else repo)
+        target = self.target(name)
+        if target is not None and self._db.get_index(target) is not None:  # a multi-platform image stays one
+            self._db.set_tag(str(ref), target)
+            self._events.publish("image", "tag", image_id, {"name": str(ref)})
+            return
         self._db.set_tag(str(ref), image_id)
         doc = self.record(image_id)
         doc["tagged"] = now_iso()
