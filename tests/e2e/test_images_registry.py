@@ -262,3 +262,29 @@ def test_commit_export_and_gc(berthd, image, names, tmp_path):
     after = set(os.listdir(Path(berthd.root, "blobs", "sha256")))
     assert len(after) < len(blobs)  # the commit's layer, config and manifest are gone
     assert docker(berthd, "run", "--rm", image, "true").returncode == 0  # the base image's blobs stay
+
+
+def test_sdk_push_pull_save_load(berthd, client, image, registry):
+    repo = f"{registry.address}/sdk/busybox"
+    client.images.get(image).tag(repo, "1")
+    events = list(client.images.push(repo, tag="1", stream=True, decode=True))
+    assert any((e.get("aux") or {}).get("Digest", "").startswith("sha256:") for e in events), events
+    client.images.remove(f"{repo}:1")
+    pulled = client.images.pull(repo, tag="1")
+    pulled.reload()
+    assert f"{repo}:1" in pulled.tags and pulled.attrs["Os"] == "linux", (pulled.tags, docker(berthd, "images").stdout)
+    data = b"".join(pulled.save(named=f"{repo}:1"))
+    client.images.remove(f"{repo}:1")
+    loaded = client.images.load(data)
+    assert f"{repo}:1" in loaded[0].tags
+    client.images.remove(f"{repo}:1")
+
+
+def test_system_prune_and_df(berthd, image):
+    docker(berthd, "tag", image, "prunable:1")
+    df = docker(berthd, "system", "df").stdout
+    assert "Images" in df and "Containers" in df
+    docker(berthd, "rmi", "prunable:1")
+    out = docker(berthd, "system", "prune", "-f").stdout
+    assert "Total reclaimed space" in out
+    assert docker(berthd, "image", "inspect", image).returncode == 0  # tagged images stay

@@ -24,7 +24,6 @@ PLANNED = (
     ("/build/*", "`docker build` yet"),
     ("/images/search", "`docker search` yet"),
     ("/networks/create", "creating networks yet: use --network none or --network host"),
-    ("/networks/prune", "`docker network prune` yet"),
     ("/networks/{id}/connect", "`docker network connect` yet"),
     ("/networks/{id}/disconnect", "`docker network disconnect` yet"),
     ("/volumes", "`docker volume` yet: use bind mounts (-v /host/path:/path)"),
