@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from berth import client
-from berth.testing.rootfs import write_rootfs_tar
+from berth.testing.registry import LocalRegistry
 
 SOCK = "/run/berth/berth.sock"
 HOST = f"unix://{SOCK}"
@@ -63,11 +63,26 @@ def main() -> None:
             raise SystemExit(f"demo: berthd did not start; see {log}")
     run(cli, "version")
 
-    say("a busybox image, made here from Debian's busybox-static")
-    with tempfile.TemporaryDirectory() as tmp:
-        tar = write_rootfs_tar(Path(tmp) / "busybox.tar")
-        run(cli, "import", str(tar), "busybox:latest")
+    say("base images without internet: busybox for linux/amd64 and linux/arm64, from Debian's packages")
+    run(str(BIN / "berth"), "-H", HOST, "image", "bootstrap")
     run(cli, "images")
+    run(cli, "image", "inspect", "--format", "{{.Os}}/{{.Architecture}}", "busybox")
+
+    say("a registry on 127.0.0.1 (Debian's docker-registry): push, remove, pull by layers with verified digests")
+    with tempfile.TemporaryDirectory() as tmp, LocalRegistry(Path(tmp)) as registry:
+        remote = f"{registry.address}/demo/busybox:1"
+        run(cli, "tag", "busybox", remote)
+        run(cli, "push", remote)
+        run(cli, "rmi", remote)
+        run(cli, "pull", "--platform", "linux/arm64", remote)
+        say("a foreign platform runs under emulation (qemu-user via binfmt_misc); a missing one is named")
+        run(cli, "run", "--rm", "--platform", "linux/arm64", remote, "uname", "-m")
+        run(cli, "run", "--rm", "--platform", "linux/s390x", "busybox", "uname", "-m", check=False)
+        run(cli, "rmi", remote)
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = str(Path(tmp) / "busybox.tar")
+        run(cli, "save", "-o", archive, "busybox")
+        run(cli, "load", "-i", archive)
 
     say("process isolation (the default): shared kernel, namespaces, cgroups, overlayfs root")
     run(cli, "run", "--rm", "busybox", "echo", "hello from a berth container")
@@ -86,6 +101,8 @@ def main() -> None:
     print("(the first VM-isolated container prepares the guest kernel and initramfs: a one-time download)")
     run(cli, "run", "--rm", "--isolation", "hyperv", "busybox", "sh", "-c",
         "echo hello from a utility VM; uname -r", check=False)
+    run(cli, "run", "--rm", "--isolation", "hyperv", "--cpus", "2", "-m", "512m", "-v", "/etc/os-release:/host-os:ro",
+        "busybox", "sh", "-c", "nproc; grep MemTotal /proc/meminfo; head -1 /host-os", check=False)
 
     say("a long-running container: logs, exec, stop, remove")
     run(cli, "rm", "-f", "demo-ticker", check=False)

@@ -227,7 +227,7 @@ class Setup:
 
 def _agent_fd(vm: UtilityVM) -> int:
     """The descriptor of the VM's agent channel (quiet now: every request has had its answer)."""
-    sock = vm._writer.get_extra_info("socket")  # noqa: SLF001 - the channel is handed over, not used again
+    sock = vm._writer.get_extra_info("socket")  # handed over, never used here again
     return int(sock.fileno())
 
 

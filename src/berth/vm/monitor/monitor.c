@@ -531,6 +531,7 @@ static void probe_done(void) {
 /* ---- frames from the agent ------------------------------------------------------------ */
 
 static int exec_conn(uint32_t id) {
+    if (!id) return -1; /* id 0 is the agent's own (READY, a refused frame), never an exec's */
     for (int i = 0; i < MAX_CONNS; i++)
         if ((conns[i].kind == C_EXEC || conns[i].kind == C_ORPHAN) && conns[i].id == id) return i;
     return -1;
