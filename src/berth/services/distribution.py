@@ -16,12 +16,14 @@ against garbage collection until the image is recorded.
 from __future__ import annotations
 
 import asyncio
+import io
 import json
+import queue
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 from berth.content.local import LocalStore
 from berth.errors import InvalidArgument, NotFound, NotImplemented_, Unavailable
@@ -38,6 +40,7 @@ from berth.registry import (
 )
 from berth.services.events import Events
 from berth.services.images import Images, is_index
+from berth.snapshot.overlay import chain_ids
 
 Emit = Callable[[dict[str, Any]], None]
 CONCURRENT_LAYERS = 3
@@ -58,6 +61,81 @@ def progress_bar(current: int, total: int, width: int = 50) -> str:
     filled = min(width, current * width // total)
     arrow = "=" * max(0, filled - 1) + (">" if filled < width else "=") if filled else ">"
     return f"[{arrow.ljust(width)}] {human(current):>8}/{human(total)}"
+
+
+class _Pipe(io.RawIOBase):
+    """Bytes handed over from the event loop to an unpacking thread (bounded, so memory stays small)."""
+
+    def __init__(self) -> None:
+        self._q: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=16)
+        self._buf = b""
+        self._eof = False
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b: Any) -> int:
+        while not self._buf and not self._eof:
+            item = self._q.get()
+            if item is None:
+                self._eof = True
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                self._buf = item
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+    def full(self) -> bool:
+        return self._q.full()
+
+    def put(self, item: bytes | BaseException | None) -> None:
+        self._q.put_nowait(item)
+
+
+class _Unpacked(Exception):
+    """Tells an unpacking thread to stop: its input is being thrown away."""
+
+
+class Unpacker:
+    """Unpacks one layer in a worker thread from the bytes its download receives: one pass, no re-read."""
+
+    def __init__(self, images: Images, diff_id: str) -> None:
+        self._images = images
+        self._pipe = _Pipe()
+        self._job = asyncio.ensure_future(asyncio.to_thread(images.unpack_stream, cast(IO[bytes], self._pipe),
+                                                            diff_id))
+
+    async def feed(self, data: bytes) -> None:
+        while self._pipe.full():
+            if self._job.done():
+                self._job.result()  # the unpacking failed: its error, now
+                raise RegistryDataError("the layer's unpacking stopped early")  # it returned before the end
+            await asyncio.sleep(0.005)
+        self._pipe.put(data)
+
+    async def finish(self) -> str:
+        """Wait for the unpacking; return the prepared directory (see Images.unpack_stream)."""
+        while self._pipe.full() and not self._job.done():
+            await asyncio.sleep(0.005)
+        if not self._job.done():
+            self._pipe.put(None)
+        tmp, _ = await self._job
+        return tmp
+
+    async def abort(self) -> None:
+        if not self._job.done():
+            while self._pipe.full() and not self._job.done():
+                await asyncio.sleep(0.005)
+            if not self._job.done():
+                self._pipe.put(_Unpacked())
+        try:
+            tmp, _ = await self._job
+        except BaseException:
+            return
+        self._images.discard_layer(tmp)
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,26 +240,30 @@ class Distribution:
             sem = asyncio.Semaphore(CONCURRENT_LAYERS)
             fetched = [False]
 
-            async def layer(desc: dict[str, Any]) -> None:
+            diff_ids = [str(d) for d in (config.get("rootfs") or {}).get("diff_ids") or []]
+            if len(diff_ids) != len(layers):
+                raise RegistryDataError(f"the config of {ref} lists {len(diff_ids)} layers but its manifest "
+                                        f"{len(layers)}")
+            chains = dict(zip(diff_ids, chain_ids(diff_ids)))
+
+            async def layer(desc: dict[str, Any], diff_id: str) -> None:
                 short = str(desc["digest"])[7:19]
                 if self._store.exists(desc["digest"]):
                     emit({"status": "Already exists", "progressDetail": {}, "id": short})
                     return
                 emit({"status": "Pulling fs layer", "progressDetail": {}, "id": short})
                 async with sem:
-                    await self._download(registry, repo, desc, creds, emit)
+                    chain = chains[diff_id]
+                    unpack = None if self._images.has_layer(chain) else diff_id
+                    tmp = await self._download(registry, repo, desc, creds, emit, unpack=unpack)
+                    if tmp is not None:
+                        self._images.publish_layer(tmp, chain)
                 fetched[0] = True
-                emit({"status": "Download complete", "progressDetail": {}, "id": short})
+                emit({"status": "Pull complete", "progressDetail": {}, "id": short})
 
-            await _gather(layer(desc) for desc in layers)
-            diff_ids = list((config.get("rootfs") or {}).get("diff_ids") or [])
-            for desc in layers:
-                emit({"status": "Extracting", "progressDetail": {}, "id": str(desc["digest"])[7:19]})
+            await _gather(layer(desc, diff) for desc, diff in zip(layers, diff_ids))
             image_id = await asyncio.to_thread(self._images.register, manifest.data,
                                                repo_digests=[f"{ref.name}@{top.digest}"])
-            if layers and diff_ids:
-                for desc in layers:
-                    emit({"status": "Pull complete", "progressDetail": {}, "id": str(desc["digest"])[7:19]})
             target = image_id
             if is_index(top_doc):
                 target = self._images.register_index(top.data, {manifest.digest: image_id})
@@ -194,21 +276,35 @@ class Distribution:
         return PullResult(image_id, target, top.digest, fresh)
 
     async def _download(self, registry: str, repo: str, desc: dict[str, Any], creds: Credentials | None,
-                        emit: Emit) -> None:
-        """Fetch one blob into the store, resuming a partial download, verifying its digest."""
+                        emit: Emit, *, unpack: str | None = None) -> str | None:
+        """Fetch one blob into the store, resuming a partial download, verifying its digest.
+
+        With *unpack* (the layer's diff ID) the layer is unpacked while it downloads;
+        the prepared snapshot directory is returned for the caller to publish.
+        """
         digest, total = str(desc["digest"]), int(desc.get("size") or 0)
         short = digest[7:19]
         ingest = self._store.resume(digest)
+        unpacker = Unpacker(self._images, unpack) if unpack else None
         last = 0.0
         try:
+            if unpacker is not None and ingest.size:  # what an earlier attempt got: unpack it first
+                with open(ingest.path, "rb") as done:
+                    while chunk := done.read(1 << 20):
+                        await unpacker.feed(chunk)
             for attempt in range(RESUME_ATTEMPTS):
                 try:
                     async with await self.client().open_blob(registry, repo, digest, creds,
                                                              offset=ingest.size) as stream:
                         if stream.start != ingest.size:
                             ingest.reset()  # the registry sent the whole blob again
+                            if unpacker is not None:
+                                await unpacker.abort()
+                                unpacker = Unpacker(self._images, str(unpack))
                         async for chunk in stream:
                             ingest.write(chunk)
+                            if unpacker is not None:
+                                await unpacker.feed(chunk)
                             now = time.monotonic()
                             if now - last >= PROGRESS_EVERY:
                                 last = now
@@ -225,14 +321,30 @@ class Distribution:
                 raise RegistryDataError(f"blob {digest} from {display_name(registry, repo)} ended after "
                                         f"{ingest.size} of {total} bytes")
             emit({"status": "Verifying Checksum", "progressDetail": {}, "id": short})
+            if unpacker is not None:
+                emit({"status": "Extracting", "progressDetail": {}, "id": short})
         except BaseException:
             ingest.close()  # keep what arrived: the next pull asks for the rest
+            if unpacker is not None:
+                await unpacker.abort()
             raise
+        tmp, refused = None, None
+        if unpacker is not None:
+            try:
+                tmp = await unpacker.finish()
+            except InvalidArgument as exc:
+                refused = exc
         try:
-            ingest.commit(digest)
+            ingest.commit(digest)  # the blob's own digest first: a wrong blob explains a bad layer
         except InvalidArgument as exc:
+            if tmp is not None:
+                self._images.discard_layer(tmp)
             raise RegistryDataError(f"blob {digest} from {display_name(registry, repo)} has the wrong content "
                                     f"({exc}): refused, nothing was stored") from None
+        if refused is not None:
+            raise refused
+        emit({"status": "Download complete", "progressDetail": {}, "id": short})
+        return tmp
 
     # push ----------------------------------------------------------------------------
     async def push(self, name: str, tag: str, creds: Credentials | None, emit: Emit) -> list[str]:

@@ -85,6 +85,20 @@ def _decompressed(f: BinaryIO) -> tuple[IO[bytes], str]:
     return f, MEDIA_LAYER
 
 
+def _sniffed(f: io.BufferedReader) -> IO[bytes]:
+    """The decompressed view of a non-seekable stream, by its magic bytes (peeked, not consumed)."""
+    head = f.peek(6)[:6]
+    if head.startswith(b"\x1f\x8b"):
+        return cast(IO[bytes], gzip.GzipFile(fileobj=f))
+    if head.startswith(b"\x28\xb5\x2f\xfd"):
+        return cast(IO[bytes], zstandard.ZstdDecompressor().stream_reader(f))
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return cast(IO[bytes], lzma.LZMAFile(f))
+    if head.startswith(b"BZh"):
+        return cast(IO[bytes], bz2.BZ2File(f))
+    return f
+
+
 class Images:
     def __init__(self, db: Database, store: LocalStore, snaps: Snapshots, events: Events,
                  in_use: Callable[[str], list[str]]) -> None:
@@ -256,6 +270,48 @@ class Images:
         except (EOFError, OSError, lzma.LZMAError, zstandard.ZstdError) as exc:
             raise InvalidArgument(f"layer {layer_digest} is truncated or corrupt: {exc}") from exc
         return self.unpack(layer_digest, diff_id, chain)
+
+    def unpack_stream(self, stream: IO[bytes], diff_id: str) -> tuple[str, int]:
+        """Unpack a layer read from *stream* (plain, gzip or zstd) into a prepared directory.
+
+        The layer's content must hash to *diff_id*. Returns (prepared directory,
+        unpacked size): the caller publishes it with `publish_layer` once the blob's
+        own digest is verified, or drops it with `discard_layer`; until then it is
+        invisible. Lets a pull unpack while it downloads.
+
+        Raises:
+            InvalidArgument: the layer is refused (hostile paths), corrupt or not what the config says.
+        """
+        tmp = self._snaps.prepare()
+        try:
+            source = io.BufferedReader(cast(io.RawIOBase, stream), 1 << 20)
+            hashing = _Hashing(_sniffed(source))
+            reader = io.BufferedReader(hashing, 1 << 20)
+            try:
+                size = archive.apply_layer(reader, os.path.join(tmp, "fs"))  # type: ignore[arg-type]
+                while reader.read(1 << 20):
+                    pass
+            except (EOFError, lzma.LZMAError, zstandard.ZstdError, gzip.BadGzipFile) as exc:
+                raise InvalidArgument(f"layer {diff_id} is truncated or corrupt: {exc}") from exc
+            got = "sha256:" + hashing.hash.hexdigest()
+            if got != diff_id:
+                raise InvalidArgument(f"a layer unpacks to {got}, but the image config says {diff_id}: "
+                                      "the image is corrupt")
+            with open(os.path.join(tmp, "size"), "w") as f:
+                f.write(str(size))
+            return tmp, size
+        except BaseException:
+            self._snaps.discard(tmp)
+            raise
+
+    def publish_layer(self, tmp: str, chain: str) -> None:
+        self._snaps.publish(tmp, chain)
+
+    def discard_layer(self, tmp: str) -> None:
+        self._snaps.discard(tmp)
+
+    def has_layer(self, chain: str) -> bool:
+        return self._snaps.exists(chain)
 
     def register_index(self, index_raw: bytes, images: dict[str, str]) -> str:
         """Record a multi-platform index; *images* maps child manifest digests to local image ids."""

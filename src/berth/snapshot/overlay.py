@@ -51,14 +51,31 @@ class Snapshots:
         """Create the snapshot for *chain_id* by calling fill(directory), atomically."""
         if self.exists(chain_id):
             return
-        tmp = os.path.join(self.root, f".tmp-{uuid.uuid4().hex}")
-        os.makedirs(os.path.join(tmp, "fs"))
+        tmp = self.prepare()
         try:
             fill(os.path.join(tmp, "fs"))
-            os.rename(tmp, os.path.dirname(self.path(chain_id)))
+            self.publish(tmp, chain_id)
         except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
+            self.discard(tmp)
             raise
+
+    def prepare(self) -> str:
+        """A private directory to unpack into (its `fs` subdirectory); `publish` or `discard` it."""
+        tmp = os.path.join(self.root, f".tmp-{uuid.uuid4().hex}")
+        os.makedirs(os.path.join(tmp, "fs"))
+        return tmp
+
+    def publish(self, tmp: str, chain_id: str) -> None:
+        """Make the prepared directory the snapshot *chain_id* (dropped if one appeared meanwhile)."""
+        try:
+            os.rename(tmp, os.path.dirname(self.path(chain_id)))
+        except OSError:
+            if not self.exists(chain_id):
+                raise
+            self.discard(tmp)
+
+    def discard(self, tmp: str) -> None:
+        shutil.rmtree(tmp, ignore_errors=True)
 
     def chains(self) -> list[str]:
         """Every committed snapshot's chain id."""
