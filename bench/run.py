@@ -652,7 +652,7 @@ def write_markdown(res: dict, out: Path) -> None:
     if vm_mem:
         pss = vm_mem["pss_kb_per_container"] / 1024
         L.append(f"- VM isolation, target under 50 MiB PSS per idle VM-isolated container: {pss:.1f} MiB "
-                 f"({'met' if pss < 50 else 'not met'}: the clone's QEMU and the per-container Python shim, "
+                 f"({'met' if pss < 50 else 'not met'}; the clone's QEMU and the per-container monitor, "
                  "see the JSON for the split).")
     if lt.get("docker") and dm:
         L.append(f"- The issue's reference figures for Docker on this kind of machine are about 230 ms and "

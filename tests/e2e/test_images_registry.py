@@ -288,3 +288,31 @@ def test_system_prune_and_df(berthd, image):
     out = docker(berthd, "system", "prune", "-f").stdout
     assert "Total reclaimed space" in out
     assert docker(berthd, "image", "inspect", image).returncode == 0  # tagged images stay
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "symlink"])
+def test_malicious_layers_are_refused_on_pull(berthd, registry, tmp_path, kind):
+    from berth.image import ocilayout
+
+    raw = _hostile(kind)
+    writer = ocilayout.LayoutWriter(tmp_path / "layout")
+    layer = writer.add_blob(gzip.compress(raw, mtime=0))
+    config = writer.add_blob(json.dumps({
+        "architecture": "amd64", "os": "linux", "config": {},
+        "rootfs": {"type": "layers", "diff_ids": ["sha256:" + __import__("hashlib").sha256(raw).hexdigest()]},
+    }).encode())
+    manifest = writer.add_blob(json.dumps({
+        "schemaVersion": 2, "mediaType": ocilayout.OCI_MANIFEST,
+        "config": config.descriptor(ocilayout.OCI_CONFIG), "layers": [layer.descriptor(ocilayout.OCI_LAYER_GZIP)],
+    }).encode())
+    writer.set_index([manifest.descriptor(ocilayout.OCI_MANIFEST,
+                                          annotations={"org.opencontainers.image.ref.name": "evil"})])
+    writer.close()
+    name = f"{registry.address}/evil/{kind}:1"
+    skopeo("copy", "--dest-tls-verify=false", f"oci:{tmp_path / 'layout'}:evil", f"docker://{name}")
+    before = docker(berthd, "images", "-aq").stdout
+    cp = docker(berthd, "pull", name, check=False, timeout=120)
+    assert cp.returncode != 0 and "refused" in (cp.stderr + cp.stdout), (cp.stdout, cp.stderr)
+    assert docker(berthd, "images", "-aq").stdout == before
+    assert not Path("/etc/escape").exists() and not Path("/tmp/escape").exists()
+    assert not [p for p in Path(berthd.root, "snapshots").iterdir() if p.name.startswith(".tmp-")]

@@ -46,6 +46,8 @@ Emit = Callable[[dict[str, Any]], None]
 CONCURRENT_LAYERS = 3
 RESUME_ATTEMPTS = 4
 PROGRESS_EVERY = 0.2  # seconds between progress messages per layer
+CHUNKED_ABOVE = 32 << 20  # push blobs larger than this in chunks
+CHUNK_BYTES = 16 << 20
 
 
 def progress_bar(current: int, total: int, width: int = 50) -> str:
@@ -450,7 +452,9 @@ class Distribution:
                               "progress": progress_bar(sent[0], size)})
                     yield data
 
-        await rc.upload_blob(registry, repo, digest, size, chunks, creds)
+        # Big blobs go up in chunks (PATCH with Content-Range), small ones in one PUT.
+        await rc.upload_blob(registry, repo, digest, size, chunks, creds,
+                             chunk_size=CHUNK_BYTES if size > CHUNKED_ABOVE else None)
         if show:
             emit({"status": "Pushed", "progressDetail": {}, "id": short})
 
