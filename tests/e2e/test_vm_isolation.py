@@ -202,8 +202,9 @@ def test_volumes_files_tmpfs_and_read_only_in_the_vm(berthd, image, tmp_path):
     (ro / "keep").write_text("kept\n")
     one = tmp_path / "one.conf"
     one.write_text("one\n")
-    fixed = tmp_path / "fixed.conf"
-    fixed.write_text("fixed\n")
+    (tmp_path / "fixed.real").write_text("fixed\n")
+    fixed = tmp_path / "fixed.conf"  # a symlink: bound by its target, as Docker does
+    fixed.symlink_to("fixed.real")
     script = ("echo a > /rw/a; cat /ro/keep; echo no > /ro/x 2>/dev/null || echo ro-refused; "
               "cat /etc/one.conf; echo two >> /etc/one.conf; cat /fixed.conf; "
               "echo no >> /fixed.conf 2>/dev/null || echo file-ro-refused; "

@@ -154,14 +154,15 @@ class Setup:
             return workdir / f"stage-{tag}"
 
         for f in p.files:
+            source = os.path.realpath(f.source)  # a symlink is bound by its target, as the kernel does
             stage = stage_dir(f.stage_tag)
             stage.mkdir(parents=True, exist_ok=True)
             target = stage / f.name
             try:
-                os.link(f.source, target)
+                os.link(source, target)
             except OSError:
                 target.touch()
-                mount.mount(str(f.source), str(target), "", flags=mount.MS_BIND)
+                mount.mount(str(source), str(target), "", flags=mount.MS_BIND)
                 self.host_mounts.append(target)
         return stage_dir
 
