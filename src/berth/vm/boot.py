@@ -277,6 +277,10 @@ class UtilityVM:
         self._dead: BaseException | None = None
         self._task = asyncio.create_task(self._read_loop(), name="berth-vm-agent-reader")
 
+    def channel_fd(self) -> int:
+        """The agent channel's descriptor, for a monitor that takes the VM over (call when it is quiet)."""
+        return int(self._writer.get_extra_info("socket").fileno())
+
     # -- boot and teardown --
 
     @classmethod

@@ -228,8 +228,7 @@ class Setup:
 
 def _agent_fd(vm: UtilityVM) -> int:
     """The descriptor of the VM's agent channel (quiet now: every request has had its answer)."""
-    sock = vm._writer.get_extra_info("socket")  # handed over, never used here again
-    return int(sock.fileno())
+    return vm.channel_fd()  # handed over, never used here again
 
 
 def _listen(path: str, kind: socket.SocketKind) -> socket.socket:
