@@ -205,6 +205,8 @@ class Daemon:
     proc: subprocess.Popen | None = None
     restarts: int = 0
     live_restore: bool = False   # dockerd only: keep containers across daemon restarts
+    bridge: str = ""             # berthd only: its default bridge and subnet
+    bip: str = ""
     _log_files: list = field(default_factory=list)
 
     # -- lifecycle ---------------------------------------------------------
@@ -217,8 +219,10 @@ class Daemon:
                 f"--pidfile {self.tmp}/pid -H {self.host} --config-file {self.tmp}/daemon.json"
             )
             return ["unshare", "--net", "--fork", "sh", "-c", inner]
-        # The utility VM's kernel and initramfs are prepared once per machine, not per daemon.
-        return [BERTHD, "--root", self.root, "--host", self.host, "--vm-dir", VM_DIR]
+        # The utility VM's kernel and initramfs are prepared once per machine, not per daemon;
+        # each daemon gets its own default bridge and subnet, so several can run side by side.
+        return [BERTHD, "--root", self.root, "--host", self.host, "--vm-dir", VM_DIR,
+                "--bridge", self.bridge, "--bip", self.bip]
 
     def start(self) -> None:
         """Start the daemon and wait for /_ping; fail with the log's tail otherwise."""
@@ -273,8 +277,14 @@ class Daemon:
 
     def stop(self) -> None:
         """SIGTERM then SIGKILL the daemon, then remove everything it left behind."""
+        if self.kind == "berthd" and self.proc is not None and self.proc.poll() is None:
+            subprocess.run([DOCKER, "network", "prune", "-f"], env=self.env, capture_output=True, timeout=60)
         if self.proc is not None:
             _stop_process(self.proc)
+        if self.kind == "berthd":  # its default bridge and nftables table
+            from berth.api.wiring import nft_table
+            subprocess.run(["ip", "link", "del", self.bridge], capture_output=True, timeout=30)
+            subprocess.run(["nft", "delete", "table", "ip", nft_table(self.root)], capture_output=True, timeout=30)
         # Anything left that mentions our root: monitors, runtimes, shims.
         marker = str(self.tmp)
         for _ in range(3):
@@ -314,8 +324,10 @@ def _new_daemon(kind: str, keep_log_dir: Path) -> Daemon:
         env.pop(var, None)
     # The log outlives the temp dir so a failure can still be read afterwards.
     log_path = keep_log_dir / f"{tmp.name}.log"
+    tag = uuid.uuid4().hex
     return Daemon(kind=kind, tmp=tmp, sock=sock, host="unix://" + sock, root=str(tmp / "root"),
-                  env=env, log_path=log_path)
+                  env=env, log_path=log_path, bridge=f"bt{tag[:8]}",
+                  bip=f"172.28.{int(tag[8:10], 16)}.1/24")
 
 
 @pytest.fixture(scope="session")

@@ -43,6 +43,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="per-registry TLS files: <dir>/<host:port>/ca.crt, client.cert, client.key")
     p.add_argument("--registry-auth-file", default="",
                    help="a docker config.json whose credentials are used when a request brings none")
+    p.add_argument("-b", "--bridge", default="berth0", help="the default bridge network's Linux bridge (berth0)")
+    p.add_argument("--bip", default="", help="the default bridge's address and prefix (default 172.17.0.1/16)")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     p.add_argument("-D", "--debug", action="store_true", help="same as --log-level debug")
     p.add_argument("-v", "--version", action="version", version=f"berthd {__version__}")
@@ -72,6 +74,7 @@ async def serve(config: DaemonConfig) -> None:
         raise SystemExit(f"berthd: the default runtime {config.default_runtime!r} is not installed "
                          f"(found: {', '.join(sorted(daemon.runtimes)) or 'none'}); run the README's set-up")
     server = Server(routes.build(daemon))
+    await daemon.networks.startup()
     await daemon.containers.recover()
     listeners = []
     for host in config.hosts:
@@ -103,6 +106,7 @@ async def serve(config: DaemonConfig) -> None:
     for task in list(server.connections):
         task.cancel()
     await daemon.distribution.close()
+    await daemon.networks.shutdown()
     daemon.db.close()
 
 
@@ -116,7 +120,7 @@ def main(argv: list[str] | None = None) -> None:
     config = DaemonConfig(root=args.root, hosts=tuple(args.host or [DEFAULT_HOST]),
                           default_runtime=args.default_runtime, vm_dir=args.vm_dir or "", vm_boot=args.vm_boot,
                           insecure_registries=tuple(args.insecure_registry), certs_dir=args.certs_dir,
-                          registry_auth_file=args.registry_auth_file)
+                          registry_auth_file=args.registry_auth_file, bridge=args.bridge, bip=args.bip)
     asyncio.run(serve(config))
 
 

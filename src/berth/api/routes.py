@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from berth.api.handlers import containers, images, system
+from berth.api.handlers import containers, images, networks, system, volumes
 from berth.api.server import Router
 from berth.api.wiring import Daemon
 
 
 def build(daemon: Daemon) -> Router:
     router = Router()
-    for group in (system, images, containers):
+    for group in (system, images, containers, networks, volumes):
         group.register(router, daemon)
     for template, what in PLANNED:
         router.plan(template, what)
@@ -19,15 +19,9 @@ def build(daemon: Daemon) -> Router:
 # Docker API paths that later versions of berth will serve.
 PLANNED = (
     ("/containers/{id}/changes", "`docker diff` yet"),
-    ("/containers/{id}/archive", "`docker cp` yet"),
     ("/build", "`docker build` yet"),
     ("/build/*", "`docker build` yet"),
     ("/images/search", "`docker search` yet"),
-    ("/networks/create", "creating networks yet: use --network none or --network host"),
-    ("/networks/{id}/connect", "`docker network connect` yet"),
-    ("/networks/{id}/disconnect", "`docker network disconnect` yet"),
-    ("/volumes", "`docker volume` yet: use bind mounts (-v /host/path:/path)"),
-    ("/volumes/*", "`docker volume` yet: use bind mounts (-v /host/path:/path)"),
     ("/swarm*", "swarm mode"),
     ("/nodes*", "swarm mode"),
     ("/services*", "swarm mode"),

@@ -7,6 +7,7 @@ root and socket in the same process.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -24,6 +25,7 @@ from berth.services.distribution import Distribution
 from berth.services.events import Events
 from berth.services.execs import Execs
 from berth.services.imageio import ImageIO
+from berth.services.networks import Networks
 from berth.services.images import Images
 from berth.snapshot.overlay import Snapshots
 
@@ -39,6 +41,8 @@ class DaemonConfig:
     insecure_registries: tuple[str, ...] = ()  # host[:port] or CIDR; loopback registries always are
     certs_dir: str = "/etc/docker/certs.d"  # <registry>/ca.crt, client.cert, client.key, as Docker reads them
     registry_auth_file: str = ""  # a docker config.json whose "auths" the daemon uses when a request brings none
+    bridge: str = "berth0"  # the default bridge network's Linux bridge
+    bip: str = ""  # its address and prefix (default 172.17.0.1/16)
 
 
 @dataclass
@@ -53,6 +57,7 @@ class Daemon:
     runtimes: dict[str, Runtime]
     distribution: Distribution
     imageio: ImageIO
+    networks: Networks
 
 
 def build(config: DaemonConfig) -> Daemon:
@@ -79,8 +84,26 @@ def build(config: DaemonConfig) -> Daemon:
     images = Images(db, store, snaps, events, lambda image_id: holder["c"].using_image(image_id))
     containers = Containers(root, db, images, snaps, events, runtimes, config.default_runtime, HostFacts.probe())
     holder["c"] = containers
+    networks = Networks(db, root, events, lambda: list(containers.all()), bridge=config.bridge, bip=config.bip,
+                        table=nft_table(root), upstream_resolv=_read("/etc/resolv.conf"))
+    containers.networks = networks
     options = RegistryOptions(insecure_registries=tuple(config.insecure_registries), certs_dir=Path(config.certs_dir))
     distribution = Distribution(images, store, events, options,
                                 Path(config.registry_auth_file) if config.registry_auth_file else None)
     return Daemon(config, db, store, images, containers, Execs(containers), events, runtimes, distribution,
-                  ImageIO(images, store, events, root))
+                  ImageIO(images, store, events, root), networks)
+
+
+def nft_table(root: str) -> str:
+    """The daemon's own nftables table: `berth` for the default root, else one per root (tests run several)."""
+    if root == "/var/lib/berth":
+        return "berth"
+    return "berth_" + hashlib.sha256(root.encode()).hexdigest()[:8]
+
+
+def _read(path: str) -> str:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ""

@@ -15,7 +15,8 @@ import sys
 from collections.abc import Callable, Sequence
 
 from berth import __version__
-from berth.cli import commands_containers, commands_images, commands_registry, commands_system
+from berth.cli import commands_containers, commands_images, commands_network, commands_registry, commands_system
+from berth.cli import commands_volumes
 from berth.cli.common import Ctx, StatusError, describe
 from berth.cli.parser import HelpRequested, UsageError
 from berth.client import APIError, DaemonUnreachable, resolve_host
@@ -28,6 +29,8 @@ COMMANDS: dict[str, Command] = {
     **commands_images.COMMANDS,
     **commands_system.COMMANDS,
     **commands_registry.COMMANDS,
+    **commands_network.COMMANDS,
+    **commands_volumes.COMMANDS,
 }
 
 _SUMMARY = [
@@ -44,7 +47,11 @@ _SUMMARY = [
     ("save", "Save one or more images to a tar archive"),
     ("load", "Load an image from a tar archive or STDIN"),
     ("commit", "Create a new image from a container's changes"),
+    ("cp", "Copy files/folders between a container and the local filesystem"),
+    ("volume", "Manage volumes"),
     ("export", "Export a container's filesystem as a tar archive"),
+    ("network", "Manage networks (create, ls, inspect, rm, connect, disconnect, prune)"),
+    ("port", "List port mappings or a specific mapping for the container"),
     ("info", "Display system-wide information"),
     ("version", "Show the berth version information"),
     ("attach", "Attach local standard input, output, and error streams to a running container"),

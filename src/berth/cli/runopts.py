@@ -10,6 +10,7 @@ the whole mapping is testable without a daemon.
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -39,6 +40,8 @@ def add_create_flags(p: Parser, run: bool) -> None:
     p.add_argument("-u", "--user", default=None)
     p.add_argument("--name", default=None)
     p.add_argument("-v", "--volume", action="append", default=[])
+    p.add_argument("--mount", action="append", default=[])
+    p.add_argument("--volumes-from", action="append", default=[])
     p.add_argument("-l", "--label", action="append", default=[])
     p.add_argument("-m", "--memory", type=typed("-m, --memory", ram_in_bytes), default=None)
     p.add_argument("--cpus", type=typed("--cpus", parse_cpus), default=None)
@@ -52,6 +55,11 @@ def add_create_flags(p: Parser, run: bool) -> None:
     p.add_argument("--cap-drop", action="append", default=[])
     p.add_argument("-h", "--hostname", default=None)
     p.add_argument("--network", "--net", default=None)
+    p.add_argument("-p", "--publish", action="append", default=[])
+    p.add_argument("-P", "--publish-all", action="store_true")
+    p.add_argument("--expose", action="append", default=[])
+    p.add_argument("--ip", default=None)
+    p.add_argument("--network-alias", "--net-alias", action="append", default=[])
     p.add_argument("--isolation", default=None)
     p.add_argument("--runtime", default=None)
     p.add_argument("--platform", default=None)
@@ -70,6 +78,45 @@ def add_create_flags(p: Parser, run: bool) -> None:
     p.add_argument("--restart", default=None)
     p.add_argument("image")
     p.add_argument("command", nargs=argparse.REMAINDER)
+
+
+def parse_publish(spec: str) -> list[tuple[str, str, str]]:
+    """`-p [ip:][hostPort:]containerPort[/proto]` (ports may be equal-length ranges) as
+    [(containerPort/proto, host ip, host port)]; an empty host port means a random one."""
+    rest, _, proto = spec.partition("/")
+    proto = proto or "tcp"
+    if proto not in ("tcp", "udp", "sctp"):
+        raise InvalidArgument(f"invalid proto: {proto}")
+    host_ip = ""
+    if rest.startswith("["):  # [v6]:host:ctr
+        end = rest.find("]")
+        host_ip, rest = rest[1:end], rest[end + 2:]
+    parts = rest.split(":")
+    if len(parts) == 3:
+        host_ip, host, ctr = parts
+    elif len(parts) == 2:
+        host, ctr = parts
+    elif len(parts) == 1:
+        host, ctr = "", parts[0]
+    else:
+        raise InvalidArgument(f"invalid publish spec: {spec}")
+
+    def span(text: str) -> list[int]:
+        lo, _, hi = text.partition("-")
+        try:
+            a, b = int(lo), int(hi or lo)
+        except ValueError:
+            raise InvalidArgument(f"invalid port {text!r} in publish spec {spec}") from None
+        if not (0 < a <= b < 65536):
+            raise InvalidArgument(f"invalid port range {text!r} in publish spec {spec}")
+        return list(range(a, b + 1))
+    ctr_ports = span(ctr)
+    host_ports = span(host) if host else [0] * len(ctr_ports)
+    if len(host_ports) != len(ctr_ports):
+        if len(ctr_ports) == 1 and host:
+            return [(f"{ctr_ports[0]}/{proto}", host_ip, host)]  # a host range for one port: docker picks
+        raise InvalidArgument(f"invalid ranges specified for container and host ports: {spec}")
+    return [(f"{c}/{proto}", host_ip, str(h) if h else "") for c, h in zip(ctr_ports, host_ports)]
 
 
 def _swap(text: str) -> int:
@@ -152,6 +199,66 @@ def split_volumes(specs: list[str]) -> tuple[list[str], dict[str, dict[str, Any]
         else:
             raise InvalidArgument(f"invalid volume specification: '{spec}'")
     return binds, volumes
+
+
+_MOUNT_FLAGS = ("readonly", "ro", "volume-nocopy", "bind-nonrecursive")
+
+
+def parse_mount_flag(spec: str) -> dict[str, Any]:
+    """`--mount type=bind|volume|tmpfs,source=,target=[,readonly][,volume-opt=k=v]...` as a Mounts entry."""
+    mount: dict[str, Any] = {"Type": "volume"}
+    bind: dict[str, Any] = {}
+    volume: dict[str, Any] = {}
+    tmpfs: dict[str, Any] = {}
+    for item in next(csv.reader([spec])) if spec else []:
+        key, eq, value = item.partition("=")
+        key = key.strip().lower()
+        if not eq and key in _MOUNT_FLAGS:
+            value = "true"
+        elif not eq:
+            raise InvalidArgument(f"invalid field '{item}' must be a key=value pair")
+        if key in _MOUNT_FLAGS and value.lower() not in ("1", "true", "0", "false"):
+            raise InvalidArgument(f"invalid value for {key}: {value} (use true or false)")
+        on = value.lower() in ("1", "true")
+        if key == "type":
+            mount["Type"] = value
+        elif key in ("source", "src"):
+            mount["Source"] = value
+        elif key in ("target", "destination", "dst"):
+            mount["Target"] = value
+        elif key in ("readonly", "ro"):
+            mount["ReadOnly"] = on
+        elif key == "consistency":
+            mount["Consistency"] = value
+        elif key == "bind-propagation":
+            bind["Propagation"] = value
+        elif key == "bind-nonrecursive":
+            bind["NonRecursive"] = on
+        elif key == "volume-nocopy":
+            volume["NoCopy"] = on
+        elif key == "volume-driver":
+            volume.setdefault("DriverConfig", {})["Name"] = value
+        elif key in ("volume-opt", "volume-label"):
+            name, _, setting = value.partition("=")
+            where = volume.setdefault("DriverConfig", {}) if key == "volume-opt" else volume
+            where.setdefault("Options" if key == "volume-opt" else "Labels", {})[name] = setting
+        elif key == "volume-subpath":
+            volume["Subpath"] = value
+        elif key == "tmpfs-size":
+            tmpfs["SizeBytes"] = ram_in_bytes(value)
+        elif key == "tmpfs-mode":
+            try:
+                tmpfs["Mode"] = int(value, 8)
+            except ValueError:
+                raise InvalidArgument(f"invalid value for tmpfs-mode: {value} (an octal mode like 1777)") from None
+        else:
+            raise InvalidArgument(f"unexpected key '{key}' in '{item}'")
+    if not mount.get("Target"):
+        raise InvalidArgument(f"invalid argument \"{spec}\" for \"--mount\" flag: target is required")
+    for key, options in (("BindOptions", bind), ("VolumeOptions", volume), ("TmpfsOptions", tmpfs)):
+        if options:
+            mount[key] = options
+    return mount
 
 
 def build_create(ns: argparse.Namespace, environ: Mapping[str, str] | None = None,
@@ -238,6 +345,10 @@ def build_create(ns: argparse.Namespace, environ: Mapping[str, str] | None = Non
         host["OomKillDisable"] = True
     if ns.security_opt:
         host["SecurityOpt"] = list(ns.security_opt)
+    if ns.mount:
+        host["Mounts"] = [parse_mount_flag(m) for m in ns.mount]
+    if ns.volumes_from:
+        host["VolumesFrom"] = list(ns.volumes_from)
     if ns.tmpfs:
         host["Tmpfs"] = {t.partition(":")[0]: t.partition(":")[2] for t in ns.tmpfs}
     if ns.log_driver or ns.log_opt:
@@ -256,9 +367,26 @@ def build_create(ns: argparse.Namespace, environ: Mapping[str, str] | None = Non
         host["Runtime"] = ns.runtime
     if ns.tty and console_size:
         host["ConsoleSize"] = list(console_size)
+    if ns.publish:
+        bindings: dict[str, list[dict[str, str]]] = {}
+        for spec in ns.publish:
+            for key, host_ip, host_port in parse_publish(spec):
+                bindings.setdefault(key, []).append({"HostIp": host_ip, "HostPort": host_port})
+        host["PortBindings"] = bindings
+        body["ExposedPorts"] = {**body.get("ExposedPorts", {}), **{k: {} for k in bindings}}
+    if ns.expose:
+        body["ExposedPorts"] = {**body.get("ExposedPorts", {}),
+                                **{e if "/" in e else f"{e}/tcp": {} for e in ns.expose}}
+    if ns.publish_all:
+        host["PublishAllPorts"] = True
     body["HostConfig"] = host
     if network not in _BUILTIN_NETWORKS and not network.startswith("container:"):
-        body["NetworkingConfig"] = {"EndpointsConfig": {network: {}}}
+        endpoint: dict[str, Any] = {}
+        if ns.ip:
+            endpoint["IPAMConfig"] = {"IPv4Address": ns.ip}
+        if ns.network_alias:
+            endpoint["Aliases"] = list(ns.network_alias)
+        body["NetworkingConfig"] = {"EndpointsConfig": {network: endpoint}}
 
     query: dict[str, Any] = {}
     if ns.name:

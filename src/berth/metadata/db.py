@@ -18,6 +18,8 @@ CREATE TABLE IF NOT EXISTS images (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS tags (ref TEXT PRIMARY KEY, image_id TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS containers (id TEXT PRIMARY KEY, name TEXT UNIQUE NOT NULL, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS indexes (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS volumes (name TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS networks (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 """
 
 
@@ -64,6 +66,17 @@ class Database:
     def delete_index(self, digest: str) -> None:
         self._db.execute("DELETE FROM indexes WHERE id = ?", (digest,))
 
+    # networks
+    def put_network(self, doc: dict[str, Any]) -> None:
+        self._db.execute("INSERT OR REPLACE INTO networks VALUES (?, ?)", (doc["Id"], json.dumps(doc)))
+
+    def networks(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        for nid, doc in self._db.execute("SELECT id, doc FROM networks").fetchall():
+            yield nid, json.loads(doc)
+
+    def delete_network(self, nid: str) -> None:
+        self._db.execute("DELETE FROM networks WHERE id = ?", (nid,))
+
     def set_tag(self, ref: str, image_id: str) -> None:
         self._db.execute("INSERT OR REPLACE INTO tags VALUES (?, ?)", (ref, image_id))
 
@@ -99,3 +112,18 @@ class Database:
 
     def delete_container(self, cid: str) -> None:
         self._db.execute("DELETE FROM containers WHERE id = ?", (cid,))
+
+    # volumes ----------------------------------------------------------
+    def put_volume(self, name: str, doc: dict[str, Any]) -> None:
+        self._db.execute("INSERT OR REPLACE INTO volumes VALUES (?, ?)", (name, json.dumps(doc)))
+
+    def get_volume(self, name: str) -> dict[str, Any] | None:
+        row = self._db.execute("SELECT doc FROM volumes WHERE name = ?", (name,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def volumes(self) -> Iterator[tuple[str, dict[str, Any]]]:
+        for name, doc in self._db.execute("SELECT name, doc FROM volumes").fetchall():
+            yield name, json.loads(doc)
+
+    def delete_volume(self, name: str) -> None:
+        self._db.execute("DELETE FROM volumes WHERE name = ?", (name,))

@@ -73,7 +73,7 @@ class ContainerSpec:
     privileged: bool = False
     no_new_privileges: bool = False
     resources: Resources = field(default_factory=Resources)
-    network_mode: str = "none"             # "none" (own netns, loopback only) or "host"
+    network_mode: str = "none"             # "none" (own netns, loopback only), "host", or a netns path to join
     cgroups_path: str = ""                 # e.g. "/berth/<id>"
     annotations: tuple[tuple[str, str], ...] = ()
     # The runtime's own bounding set ("CAP_*" names), read by the caller from
@@ -299,7 +299,7 @@ def build(spec: ContainerSpec, arch: str = "amd64") -> dict[str, Any]:
     """
     if not spec.args:
         raise InvalidArgument("no command given for the container")
-    if spec.network_mode not in NETWORK_MODES:
+    if spec.network_mode not in NETWORK_MODES and not spec.network_mode.startswith("/"):
         raise InvalidArgument(f"unsupported network mode: {spec.network_mode!r}")
     if not posixpath.isabs(spec.cwd):
         raise InvalidArgument(f"the working directory must be an absolute path: {spec.cwd!r}")
@@ -326,11 +326,11 @@ def build(spec: ContainerSpec, arch: str = "amd64") -> dict[str, Any]:
 
     namespaces: list[dict[str, str]] = []
     for kind, mode in (("pid", spec.pid_mode), ("ipc", spec.ipc_mode), ("uts", spec.uts_mode),
-                       ("mount", ""), ("network", spec.network_mode if spec.network_mode == "host" else "")):
+                       ("mount", ""), ("network", "" if spec.network_mode == "none" else spec.network_mode)):
         if mode == "host":
             continue  # share the host's
-        if mode.startswith("/proc/"):
-            namespaces.append({"type": kind, "path": mode})  # join another container's
+        if mode.startswith("/"):
+            namespaces.append({"type": kind, "path": mode})  # join another container's, or a prepared one
         elif mode:
             raise InvalidArgument(f"invalid {kind} namespace mode {mode!r}: use host or a namespace path")
         else:

@@ -14,6 +14,7 @@ import resource
 from dataclasses import dataclass
 from typing import Any
 
+from berth.errors import InvalidArgument
 from berth.host import devices, fs, mount
 from berth.oci import capabilities, passwd, runtime_spec
 from berth.snapshot.overlay import OverlayMount
@@ -66,15 +67,20 @@ def process_args(doc: dict[str, Any]) -> list[str]:
     return list(cfg.get("Entrypoint") or []) + list(cfg.get("Cmd") or [])
 
 
-def write_etc_files(doc: dict[str, Any], bundle: str) -> list[runtime_spec.BindMount]:
+def write_etc_files(doc: dict[str, Any], bundle: str, network: Any = None) -> list[runtime_spec.BindMount]:
+    """/etc/hostname, hosts and resolv.conf for the container (*network*: its addresses and DNS, if bridged)."""
     cfg, host = doc["Config"], doc["HostConfig"]
+    network_info = network
     hostname = cfg.get("Hostname") or doc["Id"][:12]
     network = host.get("NetworkMode") or "default"
     if network == "host":
         hostname = cfg.get("Hostname") or os.uname().nodename
     hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-    if network != "host":
+    addresses = list(getattr(network_info, "hosts", []) or [])
+    if network != "host" and not addresses:
         hosts += f"127.0.1.1\t{hostname}\n"
+    for address, name in addresses:
+        hosts += f"{address}\t{name}\n"
     for extra in host.get("ExtraHosts") or []:
         name, _, addr = extra.partition(":")
         hosts += f"{addr}\t{name}\n"
@@ -82,6 +88,10 @@ def write_etc_files(doc: dict[str, Any], bundle: str) -> list[runtime_spec.BindM
     if network != "host":
         resolv = "".join(line + "\n" for line in resolv.splitlines()
                          if not line.strip().startswith("nameserver 127."))
+    embedded = list(getattr(network_info, "nameservers", []) or [])
+    if embedded:  # a user-defined network: its resolver answers names, and forwards the rest
+        resolv = "".join(f"nameserver {ns}\n" for ns in embedded) + "".join(
+            line + "\n" for line in resolv.splitlines() if not line.strip().startswith("nameserver"))
     for dns in host.get("Dns") or []:
         resolv = f"nameserver {dns}\n" + resolv
     files = {"hostname": hostname + "\n", "hosts": hosts, "resolv.conf": resolv}
@@ -94,7 +104,7 @@ def write_etc_files(doc: dict[str, Any], bundle: str) -> list[runtime_spec.BindM
 
 
 def build_spec(doc: dict[str, Any], bundle: str, rootfs: str, host_facts: HostFacts,
-               namespaces: dict[str, str] | None = None) -> runtime_spec.ContainerSpec:
+               namespaces: dict[str, str] | None = None, network: Any = None) -> runtime_spec.ContainerSpec:
     """Write the bundle's /etc files and return the container's spec.
 
     Raises:
@@ -103,9 +113,16 @@ def build_spec(doc: dict[str, Any], bundle: str, rootfs: str, host_facts: HostFa
     cfg, host = doc["Config"], doc["HostConfig"]
     uid, gid, groups = passwd.resolve_user(cfg.get("User") or "", read_text(os.path.join(rootfs, "etc/passwd")),
                                            read_text(os.path.join(rootfs, "etc/group")))
-    mounts = write_etc_files(doc, bundle)
-    for bind in doc.get("Binds") or []:
+    mounts = write_etc_files(doc, bundle, network)
+    tmpfs = [(k, v or "") for k, v in (host.get("Tmpfs") or {}).items()]
+    for bind in doc.get("Binds") or []:  # binds, volumes (their _data) and --mount tmpfs
+        if bind.get("Type") == "tmpfs":
+            tmpfs.append((bind["Destination"], bind.get("TmpfsOptions") or ""))
+            continue
         if not os.path.lexists(bind["Source"]):
+            if not bind.get("CreateSource", True):
+                raise InvalidArgument(f'invalid mount config for type "bind": bind source path does not exist: '
+                                      f'{bind["Source"]}')
             os.makedirs(bind["Source"], exist_ok=True)  # as docker -v does for a missing host path
         mounts.append(runtime_spec.BindMount(bind["Source"], bind["Destination"], not bind["RW"],
                                              tuple(bind.get("Options") or ())))
@@ -132,10 +149,11 @@ def build_spec(doc: dict[str, Any], bundle: str, rootfs: str, host_facts: HostFa
         privileged=bool(host.get("Privileged")),
         no_new_privileges="no-new-privileges" in (host.get("SecurityOpt") or [])
         or "no-new-privileges:true" in (host.get("SecurityOpt") or []),
-        resources=resources, network_mode="host" if network == "host" else "none",
+        resources=resources,
+        network_mode="host" if network == "host" else (namespaces or {}).get("network", "none"),
         cgroups_path=f"/berth/{doc['Id']}", host_capabilities=host_facts.capabilities,
         devices=devices.host_devices() if host.get("Privileged") else (),
-        tmpfs=tuple((k, v or "") for k, v in (host.get("Tmpfs") or {}).items()),
+        tmpfs=tuple(tmpfs),
         pid_mode=(namespaces or {}).get("pid", ""), ipc_mode=(namespaces or {}).get("ipc", ""),
         uts_mode=(namespaces or {}).get("uts", ""),
     )

@@ -20,7 +20,7 @@ import secrets
 import shutil
 import signal as _signal
 from collections.abc import Iterator
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from berth import timefmt
 from berth.errors import (
@@ -42,7 +42,11 @@ from berth.services import bundle as bundles
 from berth.services import validate
 from berth.services.events import Events
 from berth.services.images import Images
+from berth.services.volumes import Volumes
 from berth.snapshot.overlay import OverlayMount, Snapshots
+
+if TYPE_CHECKING:  # the network service is handed in by the composition root
+    from berth.services.networks import Attached, Networks
 from berth.vm import sizing
 
 log = logging.getLogger(__name__)
@@ -99,6 +103,8 @@ class Containers:
         self._db, self._images, self._snaps, self._events = db, images, snaps, events
         self.runtimes, self.default_runtime = runtimes, default_runtime
         self._host_facts = host_facts
+        self.volumes = Volumes(root, db, events, lambda: [(c.id, c.doc, c.running) for c in self._all.values()])
+        self.networks: Networks | None = None  # set by the composition root (wiring)
         self._all: dict[str, Container] = {}
         for cid, doc in db.containers():
             self._all[cid] = Container(doc, os.path.join(self.root, cid))
@@ -191,11 +197,18 @@ class Containers:
         if policy.get("MaximumRetryCount") and policy.get("Name") != "on-failure":
             raise InvalidArgument(f"maximum retry count cannot be used with restart policy '{policy.get('Name')}'")
         network = host.get("NetworkMode") or "default"
-        if network not in ("default", "bridge", "none", "host"):
-            raise InvalidArgument(f"network mode {network!r} is not supported yet: use none or host")
-        if any(host.get("PortBindings") or {}) or host.get("PublishAllPorts"):
-            raise InvalidArgument("publishing ports (-p, -P) needs bridge networking, which this version of berth "
-                                  "does not have yet: use --network host to reach the container's ports")
+        if self.networks is not None:
+            self.networks.check_mode(network)
+        elif network not in ("default", "bridge", "none", "host"):
+            raise InvalidArgument(f"network mode {network!r} is not supported: use none or host")
+        if ISOLATIONS[isolation] == "hyperv" and network not in ("default", "none"):
+            raise NotImplemented_(f"--network {network} for VM-isolated containers is not supported yet: their "
+                                  "VMs have loopback only (use --network none, or --isolation process)")
+        sandboxed = ISOLATIONS[isolation] != "hyperv" and (host.get("Runtime") or self.default_runtime) == "runsc"
+        if sandboxed and (network not in ("default", "none", "host")
+                          or any(host.get("PortBindings") or {}) or host.get("PublishAllPorts")):
+            raise NotImplemented_("gVisor (runsc) cannot set up its own network stack on this host, so runsc "
+                                  "containers have loopback only: use --network none, or the default runtime")
         for key, allowed in (("PidMode", ("", "host", "private")), ("IpcMode", ("", "host", "private", "shareable")),
                              ("UTSMode", ("", "host"))):
             mode = host.get(key) or ""
@@ -208,14 +221,14 @@ class Containers:
         cfg = _merge_image_config(body, image_cfg.get("config") or {})
         if not bundles.process_args({"Config": cfg}):
             raise InvalidArgument("no command specified")
-        binds = []
-        for spec in host.get("Binds") or []:
-            src, dst, ro, opts = validate.parse_bind(spec)
-            binds.append({"Type": "bind", "Source": src, "Destination": dst, "Mode": "ro" if ro else "",
-                          "RW": not ro, "Propagation": next(iter(opts), "rprivate"), "Options": list(opts)})
         cid = secrets.token_hex(32)
         while cid in self._all or cid[:12].isdigit():
             cid = secrets.token_hex(32)
+        image_volumes = (image_cfg.get("config") or {}).get("Volumes") or {}
+        if image_volumes:  # as Docker merges them: the image's VOLUMEs join the request's
+            cfg["Volumes"] = {**image_volumes, **(cfg.get("Volumes") or {})}
+        binds = self.volumes.container_mounts(cid, host, (cfg.get("Volumes") or {}).keys(),
+                                              lambda ref: list(self.get(ref).doc.get("Binds") or []))
         if not cfg.get("Hostname") and network != "host":
             cfg["Hostname"] = cid[:12]  # as Docker records it
         host.setdefault("NetworkMode", network)
@@ -231,6 +244,7 @@ class Containers:
         doc = {
             "Id": cid, "Name": "/" + name, "Created": timefmt.now(), "Path": args[0], "Args": args[1:],
             "Config": cfg, "HostConfig": host, "Image": image_id, "Binds": binds,
+            "EndpointsConfig": dict((body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}),
             "State": {"Status": "created", "Running": False, "Paused": False, "Restarting": False,
                       "OOMKilled": False, "Dead": False, "Pid": 0, "ExitCode": 0, "Error": "",
                       "StartedAt": timefmt.ZERO, "FinishedAt": timefmt.ZERO},
@@ -299,6 +313,7 @@ class Containers:
 
     async def _start_locked(self, c: Container) -> None:
         runtime = self.runtime_of(c)
+        attached = None
         image_platform = platforms.of_config(self._images.config(c.doc["Image"]))
         if not binfmt.runs_natively(image_platform, platforms.host()):
             await asyncio.to_thread(binfmt.ensure_emulator, image_platform)  # after a reboot, say
@@ -306,13 +321,20 @@ class Containers:
         cfg = c.doc["Config"]
         try:
             bundles.mount_root(overlay)
-            spec = bundles.build_spec(c.doc, c.dir, overlay.target, self._host_facts, self._namespaces(c))
+            await self.volumes.prepare(c.id, c.doc, overlay.target)
+            attached = await self._attach_networks(c)
+            namespaces = self._namespaces(c)
+            if attached is not None and attached.netns not in ("", "host"):
+                namespaces["network"] = attached.netns
+            spec = bundles.build_spec(c.doc, c.dir, overlay.target, self._host_facts, namespaces,
+                                      network=attached)
             bundles.write_config(spec, c.dir)
             driver, size = validate.log_config(c.doc["HostConfig"].get("LogConfig"))
             started = await runtime.create(c.id, c.dir, CreateOptions(
                 tty=bool(cfg.get("Tty")), stdin=bool(cfg.get("OpenStdin")),
                 stdin_once=bool(cfg.get("StdinOnce")), log=driver != "none", log_size_max=size))
         except BaseException as exc:
+            await self._detach_networks(c)
             await self._cleanup_failed_start(c, overlay, exc)
             raise
         for connect in c.pending_attach:
@@ -325,6 +347,7 @@ class Containers:
             await runtime.start(c.id)
         except BaseException as exc:
             await runtime.delete(c.id)
+            await self._detach_networks(c)
             await self._cleanup_failed_start(c, overlay, exc)
             raise
         c.doc["ManuallyStopped"] = False
@@ -336,6 +359,48 @@ class Containers:
         self._event(c, "start")
         c.watcher = asyncio.get_running_loop().create_task(self._watch(c, started.monitor_pid))
         await c.notify()
+
+    async def _attach_networks(self, c: Container) -> Attached | None:
+        """The container's network namespace, addresses and published ports (bridge modes)."""
+        if self.networks is None or c.doc["HostConfig"].get("Isolation") == "hyperv" \
+                or c.doc["HostConfig"].get("Runtime") == "runsc":  # loopback only: see create()
+            return None
+        host = c.doc["HostConfig"]
+        mode = host.get("NetworkMode") or "default"
+        bridged = mode not in ("none", "host") and not mode.startswith("container:")
+        c.doc["Ports"] = self.networks.plan_ports(host, c.doc["Config"].get("ExposedPorts") or {}) if bridged else []
+
+        def pid_of(ref: str) -> int:
+            other = self.get(ref)
+            if not other.running:
+                raise Conflict(f"cannot join network of a non running container: {other.id}")
+            return int(other.state["Pid"])
+        attached = await self.networks.attach(c, pid_of)
+        self._save(c)
+        return attached
+
+    async def _detach_networks(self, c: Container) -> None:
+        if self.networks is not None and (c.doc.get("Endpoints") or c.doc.get("Ports")):
+            await self.networks.detach(c)
+            c.doc["Ports"] = []
+            self._save(c)
+
+    async def connect(self, net_ref: str, ref: str, cfg: dict[str, Any]) -> None:
+        """`docker network connect`: join a network (at once when running, else at the next start)."""
+        assert self.networks is not None
+        c = self.get(ref)
+        async with c.lock:
+            if c.doc["HostConfig"].get("Isolation") == "hyperv":
+                raise NotImplemented_("VM-isolated containers cannot join networks yet")
+            await self.networks.connect(net_ref, c, cfg)
+            self._save(c)
+
+    async def disconnect(self, net_ref: str, ref: str, force: bool = False) -> None:
+        assert self.networks is not None
+        c = self.get(ref)
+        async with c.lock:
+            await self.networks.disconnect(net_ref, c)
+            self._save(c)
 
     def _namespaces(self, c: Container) -> dict[str, str]:
         """HostConfig's PidMode/IpcMode/UTSMode as runtime_spec namespace modes."""
@@ -357,6 +422,7 @@ class Containers:
             bundles.unmount_root(overlay)
         except BerthError:
             log.exception("unmount after a failed start of %s", c.id)
+        self.volumes.release(c.id, c.doc)
         message = str(exc)
         code = 127 if ("not found" in message or "no such file" in message) else \
             126 if "permission denied" in message else 128
@@ -386,10 +452,12 @@ class Containers:
     async def _exited(self, c: Container, result: Exit) -> None:
         runtime = self.runtime_of(c)
         await runtime.delete(c.id)
+        await self._detach_networks(c)
         try:
             bundles.unmount_root(self._overlay(c))
         except (BerthError, NotFound):
             log.exception("unmount rootfs of %s", c.id)
+        self.volumes.release(c.id, c.doc)
         st = c.state
         st.update(Status="exited", Running=False, Paused=False, Pid=0, ExitCode=result.code,
                   OOMKilled=result.oom_killed, Error=result.error, FinishedAt=timefmt.now())
@@ -442,6 +510,8 @@ class Containers:
                 continue
             if not c.running:
                 await self._adopt_or_clean(c)
+            if not c.running:
+                await self._detach_networks(c)  # it stopped while the daemon was down
             if c.running:
                 monitor = int(c.doc.get("MonitorPid") or 0)
                 c.watcher = asyncio.get_running_loop().create_task(self._watch(c, monitor))
@@ -616,6 +686,8 @@ class Containers:
         self._db.delete_container(c.id)
         self._all.pop(c.id, None)
         shutil.rmtree(c.dir, ignore_errors=True)
+        if volumes or c.doc["HostConfig"].get("AutoRemove"):  # docker rm -v, and --rm containers
+            self.volumes.remove_anonymous(c.doc)
         c.removed = True
         self._event(c, "destroy")
         await c.notify()

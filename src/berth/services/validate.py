@@ -12,6 +12,7 @@ import signal as _signal
 from typing import Any
 
 from berth.errors import InvalidArgument
+from berth.services import volumes
 
 _NAME = re.compile(r"/?[a-zA-Z0-9][a-zA-Z0-9_.-]+")
 
@@ -29,7 +30,8 @@ _HOST_TYPES: dict[str, tuple[type, ...]] = {
     "PidsLimit": (int,), "ReadonlyRootfs": (bool,), "CapAdd": (list,), "CapDrop": (list,),
     "Privileged": (bool,), "Init": (bool,), "NetworkMode": (str,), "Isolation": (str,),
     "Runtime": (str,), "SecurityOpt": (list,), "ExtraHosts": (list,), "Dns": (list,),
-    "OomKillDisable": (bool,), "Tmpfs": (dict,), "RestartPolicy": (dict,),
+    "OomKillDisable": (bool,), "Tmpfs": (dict,), "RestartPolicy": (dict,), "Mounts": (list,),
+    "VolumesFrom": (list,),
 }
 
 
@@ -72,7 +74,11 @@ def check_config(body: Any) -> None:
     if host.get("NanoCpus") and (host.get("CpuQuota") or host.get("CpuPeriod")):
         raise InvalidArgument("Conflicting options: Nano CPUs and CPU Period cannot both be set")
     for bind in host.get("Binds") or []:
-        parse_bind(bind)
+        volumes.parse_volume_flag(bind)  # binds, named and anonymous volumes
+    for spec in host.get("Mounts") or []:
+        volumes.parse_api_mount(spec)
+    for spec in host.get("VolumesFrom") or []:
+        volumes.parse_volumes_from(spec)
     log_config(host.get("LogConfig"))
 
 

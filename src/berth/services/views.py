@@ -41,7 +41,7 @@ def inspect(c: Container) -> dict[str, Any]:
         "Mounts": [{k: b[k] for k in ("Type", "Source", "Destination", "Mode", "RW", "Propagation")}
                    for b in d.get("Binds") or []],
         "Config": d["Config"],
-        "NetworkSettings": _network_settings(host.get("NetworkMode", "default")),
+        "NetworkSettings": _network_settings(host.get("NetworkMode", "default"), d),
     }
 
 def sizes(images: Images, c: Container) -> dict[str, int]:
@@ -57,9 +57,9 @@ def summary(c: Container) -> dict[str, Any]:
     return {
         "Id": c.id, "Names": [d["Name"]], "Image": image, "ImageID": d["Image"],
         "Command": shlex.join(args), "Created": timefmt.parse_ns(d["Created"]) // 1_000_000_000,
-        "Ports": [], "Labels": d["Config"].get("Labels") or {}, "State": _status_word(d["State"]),
+        "Ports": port_list(d), "Labels": d["Config"].get("Labels") or {}, "State": _status_word(d["State"]),
         "Status": status_text(d["State"]), "HostConfig": {"NetworkMode": d["HostConfig"].get("NetworkMode")},
-        "NetworkSettings": {"Networks": _network_settings(d["HostConfig"].get("NetworkMode"))["Networks"]},
+        "NetworkSettings": {"Networks": _network_settings(d["HostConfig"].get("NetworkMode"), d)["Networks"]},
         "Mounts": [{k: b[k] for k in ("Type", "Source", "Destination", "Mode", "RW", "Propagation")}
                    for b in d.get("Binds") or []],
     }
@@ -139,9 +139,42 @@ def status_text(state: dict[str, Any]) -> str:
     return str(state["Status"]).capitalize()
 
 
-def _network_settings(mode: str | None) -> dict[str, Any]:
-    name = "host" if mode == "host" else "none"
-    return {"Bridge": "", "SandboxID": "", "HairpinMode": False, "Ports": {}, "SandboxKey": "",
-            "Gateway": "", "IPAddress": "", "IPPrefixLen": 0, "MacAddress": "",
-            "Networks": {name: {"NetworkID": name, "EndpointID": "", "Gateway": "", "IPAddress": "",
-                                "IPPrefixLen": 0, "MacAddress": "", "Aliases": None}}}
+def _network_settings(mode: str | None, doc: dict[str, Any] | None = None) -> dict[str, Any]:
+    """NetworkSettings: the container's endpoints (bridge modes) or the none/host pseudo-network."""
+    doc = doc or {}
+    ports: dict[str, Any] = {}
+    for key in (doc.get("Config") or {}).get("ExposedPorts") or {}:
+        ports[key] = None
+    for b in doc.get("Ports") or []:
+        ports.setdefault(f"{b['Port']}/{b['Proto']}", None)
+        ports[f"{b['Port']}/{b['Proto']}"] = (ports[f"{b['Port']}/{b['Proto']}"] or []) + [
+            {"HostIp": b["HostIp"] or "0.0.0.0", "HostPort": b["HostPort"]}]
+    networks: dict[str, Any] = {}
+    for ep in (doc.get("Endpoints") or {}).values():
+        networks[ep.get("name") or ep["network"][:12]] = {
+            "IPAMConfig": None, "Links": None, "Aliases": ep.get("aliases") or None, "MacAddress": ep["mac"],
+            "NetworkID": ep["network"], "EndpointID": ep["host_if"], "Gateway": ep["gateway"],
+            "IPAddress": ep["ip"], "IPPrefixLen": ep["prefix"], "IPv6Gateway": "", "GlobalIPv6Address": "",
+            "GlobalIPv6PrefixLen": 0, "DriverOpts": None}
+    if not networks:
+        name = "host" if mode == "host" else "none" if mode in ("none", None) or not doc else \
+            ("bridge" if mode in ("default", "bridge") else str(mode))
+        networks[name] = {"NetworkID": "", "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0,
+                          "MacAddress": "", "Aliases": None}
+    first = next(iter(networks.values()))
+    return {"Bridge": "", "SandboxID": "", "HairpinMode": False, "Ports": ports,
+            "SandboxKey": f"/run/berth/netns/{doc.get('Id', '')}" if doc.get("Endpoints") else "",
+            "Gateway": first["Gateway"], "IPAddress": first["IPAddress"], "IPPrefixLen": first["IPPrefixLen"],
+            "MacAddress": first["MacAddress"], "Networks": networks}
+
+
+def port_list(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The Ports of /containers/json: published bindings, and exposed ports without one."""
+    out = [{"IP": b["HostIp"] or "0.0.0.0", "PrivatePort": int(b["Port"]), "PublicPort": int(b["HostPort"]),
+            "Type": b["Proto"]} for b in doc.get("Ports") or []]
+    published = {(o["PrivatePort"], o["Type"]) for o in out}
+    for key in (doc.get("Config") or {}).get("ExposedPorts") or {}:
+        port, _, proto = key.partition("/")
+        if port.isdigit() and (int(port), proto or "tcp") not in published:
+            out.append({"PrivatePort": int(port), "Type": proto or "tcp"})
+    return out

@@ -12,7 +12,7 @@ from berth.api.server import Hijack, Reply, Request, Router, Stream
 from berth.api.wiring import Daemon
 from berth.errors import InvalidArgument
 from berth.image import fsexport
-from berth.services import stats, streams, views
+from berth.services import copy, stats, streams, views
 
 RAW = "application/vnd.docker.raw-stream"
 MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
@@ -205,6 +205,38 @@ def register(router: Router, d: Daemon) -> None:
                 await cs.unpause(c.id)
         return Reply(201, {"Id": image_id})
 
+    async def archive_get(req: Request) -> Reply:  # HEAD too: the stat header alone
+        ref, path = req.params["id"], _archive_path(req)
+        c = cs.get(ref)
+        with cs.root_view(c.id) as root:
+            view = copy.View.of_container(c.doc, c.dir, root, ref)
+            if req.method == "HEAD":
+                info = await asyncio.to_thread(copy.stat_path, view, path)
+                return Reply(200, headers=[(copy.STAT_HEADER, info.header())])
+
+            def whole() -> tuple[copy.PathStat, bytes]:
+                # All of it in memory: a Stream cannot carry the stat header the CLI needs.
+                info, chunks = copy.archive(view, path)
+                return info, b"".join(chunks)
+            info, data = await asyncio.to_thread(whole)
+        cs.event(c, "archive-path")
+        return Reply(200, data, headers=[(copy.STAT_HEADER, info.header())], content_type="application/x-tar")
+
+    async def archive_put(req: Request) -> Reply:
+        ref, path = req.params["id"], _archive_path(req)
+        c = cs.get(ref)
+        with cs.root_view(c.id) as root:
+            view = copy.View.of_container(c.doc, c.dir, root, ref)
+            owner = None
+            if req.qbool("copyUIDGID"):
+                owner = await asyncio.to_thread(copy.owner_of, view, c.doc["Config"].get("User") or "")
+            options = copy.ExtractOptions(req.qbool("noOverwriteDirNonDir"), owner)
+            await copy.extract_body(view, path, req.stream(), options)
+        cs.event(c, "extract-to-dir")
+        return Reply(200)
+
+    router.add("GET", "/containers/{id}/archive", archive_get)
+    router.add("PUT", "/containers/{id}/archive", archive_put)
     router.add("GET", "/containers/{id}/export", export)
     router.add("POST", "/commit", commit)
     router.add("POST", "/containers/create", create)
@@ -230,6 +262,13 @@ def register(router: Router, d: Daemon) -> None:
     router.add("POST", "/exec/{id}/start", exec_start)
     router.add("GET", "/exec/{id}/json", exec_inspect)
     router.add("POST", "/exec/{id}/resize", exec_resize)
+
+
+def _archive_path(req: Request) -> str:
+    path = req.q("path")
+    if not path:
+        raise InvalidArgument("the path query parameter is required: the file or directory in the container")
+    return path
 
 
 async def _first(chunks: AsyncIterator[bytes]) -> bytes:

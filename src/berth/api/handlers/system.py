@@ -13,7 +13,7 @@ from typing import Any, AsyncIterator
 from berth import API_VERSION, MIN_API_VERSION, __version__, timefmt
 from berth.api.server import Reply, Request, Router, Stream
 from berth.api.wiring import Daemon
-from berth.errors import BerthError, InvalidArgument, NotFound
+from berth.errors import BerthError, InvalidArgument
 from berth.registry import decode_x_registry_auth
 from berth.runtime.oci import OciRuntime
 from berth.services import views
@@ -115,28 +115,6 @@ def register(router: Router, d: Daemon) -> None:
                 yield json.dumps(event).encode() + b"\n"
         return Stream(lines())
 
-    def network(name: str) -> dict[str, Any]:
-        return {"Name": name, "Id": name, "Created": timefmt.ZERO, "Scope": "local",
-                "Driver": "null" if name == "none" else "host", "EnableIPv6": False,
-                "IPAM": {"Driver": "default", "Options": None, "Config": []}, "Internal": False,
-                "Attachable": False, "Ingress": False, "ConfigFrom": {"Network": ""}, "ConfigOnly": False,
-                "Containers": {}, "Options": {}, "Labels": {}}
-
-    async def networks(req: Request) -> Reply:
-        return Reply(200, [network(n) for n in ("none", "host")])
-
-    async def network_inspect(req: Request) -> Reply:
-        name = req.params["id"]
-        if name not in ("none", "host"):
-            raise NotFound(f"network {name} not found (this version of berth has the none and host networks)")
-        return Reply(200, network(name))
-
-    async def network_remove(req: Request) -> Reply:
-        name = req.params["id"]
-        if name in ("none", "host"):
-            raise InvalidArgument(f"{name} is a pre-defined network and cannot be removed")
-        raise NotFound(f"network {name} not found")
-
     async def df(req: Request) -> Reply:
         images = d.images.listing(True)
         layers = d.images.layers_size()
@@ -147,19 +125,12 @@ def register(router: Router, d: Daemon) -> None:
         creds = decode_x_registry_auth(req.headers.get("x-registry-auth", ""))
         return Reply(200, await d.distribution.describe(req.params["image"], creds))
 
-    async def networks_prune(req: Request) -> Reply:
-        return Reply(200, {"NetworksDeleted": None})  # none and host only: nothing a user made
-
     async def build_prune(req: Request) -> Reply:
         return Reply(200, {"CachesDeleted": None, "SpaceReclaimed": 0})  # no build cache yet
 
-    router.add("POST", "/networks/prune", networks_prune)
     router.add("POST", "/build/prune", build_prune)
     router.add("GET", "/system/df", df)
     router.add("GET", "/distribution/{image}/json", distribution)
-    router.add("GET", "/networks", networks)
-    router.add("DELETE", "/networks/{id}", network_remove)
-    router.add("GET", "/networks/{id}", network_inspect)
     router.add("GET", "/_ping", ping)
     router.add("GET", "/version", version)
     router.add("GET", "/info", info)

@@ -1,0 +1,51 @@
+"""Volume routes: create, list, inspect, remove, prune."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from berth.api.server import Reply, Request, Router
+from berth.api.wiring import Daemon
+from berth.errors import InvalidArgument
+
+
+def _str_map(body: dict[str, Any], key: str) -> dict[str, str]:
+    value = body.get(key) or {}
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise InvalidArgument(f"{key}: expected an object of strings")
+    return value
+
+
+def register(router: Router, d: Daemon) -> None:
+    volumes = d.containers.volumes
+
+    async def list_(req: Request) -> Reply:
+        return Reply(200, volumes.listing(req.filters()))
+
+    async def create(req: Request) -> Reply:
+        body = await req.json(required=False)
+        if not isinstance(body, dict):
+            raise InvalidArgument("the request body must be a JSON object (VolumeCreateOptions)")
+        name, driver = body.get("Name") or "", body.get("Driver") or ""
+        if not isinstance(name, str) or not isinstance(driver, str):
+            raise InvalidArgument("Name and Driver must be strings")
+        if body.get("ClusterVolumeSpec"):
+            raise InvalidArgument("cluster volumes need swarm mode, which berth does not have")
+        doc = volumes.create(name, driver, _str_map(body, "DriverOpts"), _str_map(body, "Labels"))
+        return Reply(201, doc)
+
+    async def inspect(req: Request) -> Reply:
+        return Reply(200, volumes.get(req.params["name"]))
+
+    async def remove(req: Request) -> Reply:
+        volumes.remove(req.params["name"], req.qbool("force"))
+        return Reply(204)
+
+    async def prune(req: Request) -> Reply:
+        return Reply(200, volumes.prune(req.filters()))
+
+    router.add("GET", "/volumes", list_)
+    router.add("POST", "/volumes/create", create)
+    router.add("POST", "/volumes/prune", prune)
+    router.add("GET", "/volumes/{name}", inspect)
+    router.add("DELETE", "/volumes/{name}", remove)

@@ -1,0 +1,391 @@
+"""NAT and filtering for bridge networks and published ports, in one nftables table.
+
+Strategy: berth owns exactly one table, ``ip berth``, and touches nothing else:
+other tables (a host firewall, Docker's iptables-nft rules) keep working beside
+it. Every rule carries the comment "berth:<owner>", where the owner is a network
+id or a container id, so an owner's rules can be found in a JSON listing and
+deleted by handle. Each change is one ``nft -f -`` script, which nft applies as a
+single transaction: the chains are (re)declared with idempotent ``add``, the
+owner's old rules are deleted by handle and its new rules added, all or nothing.
+So add_network and publish *set* an owner's rules (applying them again after a
+daemon restart changes nothing), and a failure leaves the previous state intact.
+
+The rule text is built by pure functions (network_rules, port_rules, ...) that
+the unit tests check without a kernel; the async functions below them only list,
+build and apply.
+
+Theory of operation (one network on bridge B with subnet S; one published port):
+
+    chain isolate      filter/forward, priority -1, runs first
+        iifname B oifname != B ct status ! dnat jump isolate_stage2
+    chain isolate_stage2  (regular)
+        oifname B drop                  -> a packet from one berth bridge to another dies
+    chain forward      filter/forward, priority 0
+        oifname B ct state established,related accept
+        oifname B ct status dnat accept -> published ports are reachable from anywhere
+        iifname B accept                -> containers may go out
+        oifname B drop                  -> nothing else reaches a container from outside
+    chain prerouting   nat, dstnat: fib daddr type local ip daddr != 127.0.0.0/8 tcp dport P dnat to C:Q
+    chain output       nat, -100:   fib daddr type local tcp dport P dnat to C:Q  (host's own clients)
+    chain postrouting  nat, srcnat
+        ip saddr S oifname != B masquerade                -> containers reach the world
+        ip saddr 127.0.0.0/8 oifname B masquerade         -> 127.0.0.1:P works (with route_localnet=1 on B)
+        ip saddr S oifname B ct status dnat masquerade    -> a container reaches a published port via the host
+
+The accept verdicts only end *this* table's chain: a host firewall's own drop
+still applies, as nftables evaluates every table's base chains at a hook.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import json
+import random
+import re
+import socket
+from dataclasses import dataclass
+from typing import Any, Iterable, Sequence
+
+from berth.errors import CommandFailed, Conflict, InvalidArgument, NotImplemented_
+from berth.host import proc
+
+TABLE = "berth"
+COMMENT_PREFIX = "berth:"
+PROTOCOLS = ("tcp", "udp", "sctp")
+
+# Chain name -> declaration (idempotent `add chain` bodies).
+_CHAINS: tuple[tuple[str, str], ...] = (
+    ("isolate", "{ type filter hook forward priority -1; policy accept; }"),
+    ("isolate_stage2", ""),
+    ("forward", "{ type filter hook forward priority 0; policy accept; }"),
+    ("prerouting", "{ type nat hook prerouting priority -100; policy accept; }"),
+    ("output", "{ type nat hook output priority -100; policy accept; }"),
+    ("postrouting", "{ type nat hook postrouting priority 100; policy accept; }"),
+)
+
+_OWNER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,100}")
+_TABLE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,30}")
+_IFNAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+_LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
+
+
+# --------------------------------------------------------------------------- #
+# Values
+
+
+@dataclass(frozen=True, slots=True)
+class PortRule:
+    """One published port: host_ip:host_port/proto -> container_ip:container_port.
+
+    host_ip "" or "0.0.0.0" means every local address of the host.
+    """
+
+    proto: str
+    host_ip: str
+    host_port: int
+    container_ip: str
+    container_port: int
+
+    def __post_init__(self) -> None:
+        if self.proto not in PROTOCOLS:
+            raise InvalidArgument(f"invalid protocol {self.proto!r} for a published port: use tcp, udp or sctp")
+        for what, port in (("host", self.host_port), ("container", self.container_port)):
+            if not 1 <= port <= 65535:
+                raise InvalidArgument(f"invalid {what} port {port}: ports run from 1 to 65535")
+        _ipv4(self.container_ip, "container address")
+        if self.host_ip not in ("", "0.0.0.0"):
+            _ipv4(self.host_ip, "host address")
+
+    @property
+    def any_host_ip(self) -> bool:
+        return self.host_ip in ("", "0.0.0.0")
+
+
+def _ipv4(text: str, what: str) -> ipaddress.IPv4Address:
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        raise InvalidArgument(f"invalid {what} {text!r}: expected an IPv4 address") from None
+    if not isinstance(addr, ipaddress.IPv4Address):
+        raise NotImplemented_(f"{what} {text}: IPv6 port publishing is not supported by berth; use an IPv4 address")
+    return addr
+
+
+def _check_owner(owner: str) -> None:
+    if not _OWNER_RE.fullmatch(owner):
+        raise InvalidArgument(f"invalid rule owner {owner!r}: use a network or container id (letters, digits, _.-)")
+
+
+def _check_table(table: str) -> None:
+    if not _TABLE_RE.fullmatch(table):
+        raise InvalidArgument(f"invalid nftables table name {table!r}: use letters, digits and _")
+
+
+def _check_bridge(bridge: str) -> None:
+    if not _IFNAME_RE.fullmatch(bridge):
+        raise InvalidArgument(f"invalid bridge name {bridge!r}: 1 to 15 letters, digits or _.-")
+
+
+# --------------------------------------------------------------------------- #
+# Pure rule-text builders
+
+
+def comment(owner: str) -> str:
+    """The comment that tags *owner*'s rules: "berth:<owner>"."""
+    _check_owner(owner)
+    return COMMENT_PREFIX + owner
+
+
+def skeleton(table: str = TABLE) -> list[str]:
+    """Idempotent commands declaring the table and its chains."""
+    _check_table(table)
+    lines = [f"add table ip {table}"]
+    for name, body in _CHAINS:
+        lines.append(f"add chain ip {table} {name} {body}".rstrip())
+    return lines
+
+
+def network_rules(net_id: str, bridge: str, subnet: str, table: str = TABLE) -> list[str]:
+    """`add rule` commands for one network: isolation, forwarding and masquerade."""
+    _check_bridge(bridge)
+    try:
+        net = ipaddress.IPv4Network(subnet)
+    except ValueError:
+        raise InvalidArgument(f"invalid subnet {subnet!r} for network {net_id}: expected e.g. 172.20.0.0/16") from None
+    tag = f'comment "{comment(net_id)}"'
+    b = f'"{bridge}"'
+    rules = [
+        ("isolate", f"iifname {b} oifname != {b} ct status ! dnat jump isolate_stage2"),
+        ("isolate_stage2", f"oifname {b} drop"),
+        ("forward", f"oifname {b} ct state established,related accept"),
+        ("forward", f"oifname {b} ct status dnat accept"),
+        ("forward", f"iifname {b} accept"),
+        ("forward", f"oifname {b} drop"),
+        ("postrouting", f"ip saddr {net} oifname != {b} masquerade"),
+        ("postrouting", f"ip saddr {_LOOPBACK} oifname {b} masquerade"),
+        # Postrouting knows no input interface (ip_output passes none): match the source instead.
+        ("postrouting", f"ip saddr {net} oifname {b} ct status dnat masquerade"),
+    ]
+    return [f"add rule ip {table} {chain} {body} {tag}" for chain, body in rules]
+
+
+def port_rules(owner: str, ports: Sequence[PortRule], table: str = TABLE) -> list[str]:
+    """`add rule` commands publishing *ports* for *owner* (a container id).
+
+    A port on every address gets a DNAT rule in prerouting (clients elsewhere)
+    and in output (clients on this host, 127.0.0.1 included). A port on one
+    address matches that address; a loopback one only in output, so that no
+    other machine can reach it by sending packets addressed to 127.0.0.1.
+    """
+    tag = f'comment "{comment(owner)}"'
+    lines: list[str] = []
+    for p in ports:
+        target = f"{p.proto} dport {p.host_port} dnat to {p.container_ip}:{p.container_port}"
+        if p.any_host_ip:
+            lines.append(f"add rule ip {table} prerouting fib daddr type local ip daddr != {_LOOPBACK} "
+                         f"{target} {tag}")
+            lines.append(f"add rule ip {table} output fib daddr type local {target} {tag}")
+        else:
+            if ipaddress.IPv4Address(p.host_ip) not in _LOOPBACK:
+                lines.append(f"add rule ip {table} prerouting ip daddr {p.host_ip} {target} {tag}")
+            lines.append(f"add rule ip {table} output ip daddr {p.host_ip} {target} {tag}")
+    return lines
+
+
+def delete_rules(handles: Iterable[tuple[str, int]], table: str = TABLE) -> list[str]:
+    """`delete rule` commands for (chain, handle) pairs."""
+    return [f"delete rule ip {table} {chain} handle {handle}" for chain, handle in handles]
+
+
+def script(lines: Iterable[str]) -> str:
+    """Join commands into one nft script (one transaction)."""
+    return "".join(line + "\n" for line in lines)
+
+
+def owned_handles(listing: dict[str, Any], owner: str) -> list[tuple[str, int]]:
+    """(chain, handle) of every rule tagged for *owner* in an ``nft -j list table`` answer."""
+    want = comment(owner)
+    return [(r["chain"], int(r["handle"])) for r in _rules(listing) if r.get("comment") == want]
+
+
+def parse_owners(listing: dict[str, Any]) -> set[str]:
+    """Every owner that has at least one rule in an ``nft -j list table`` answer."""
+    found = set()
+    for r in _rules(listing):
+        text = r.get("comment")
+        if isinstance(text, str) and text.startswith(COMMENT_PREFIX):
+            found.add(text[len(COMMENT_PREFIX):])
+    return found
+
+
+def _rules(listing: dict[str, Any]) -> list[dict[str, Any]]:
+    return [item["rule"] for item in listing.get("nftables", []) if isinstance(item, dict) and "rule" in item]
+
+
+# --------------------------------------------------------------------------- #
+# Applying (nft)
+
+
+async def _nft_script(lines: Sequence[str]) -> None:
+    await proc.run(["nft", "-f", "-"], input=script(lines).encode(), timeout=30)
+
+
+async def _listing(table: str) -> dict[str, Any]:
+    _check_table(table)
+    result = await proc.run(["nft", "-j", "list", "table", "ip", table], timeout=30, check=False)
+    if result.returncode != 0:
+        err = result.stderr.decode(errors="replace")
+        if "No such file or directory" in err:
+            return {"nftables": []}  # no table: nothing of ours exists
+        raise CommandFailed(["nft", "-j", "list", "table", "ip", table], result.returncode, err)
+    parsed: dict[str, Any] = json.loads(result.stdout or b"{}")
+    return parsed
+
+
+async def _replace(owner: str, new_rules: Sequence[str], table: str) -> None:
+    # list + one transaction; a concurrent change can make a listed handle stale,
+    # in which case the transaction fails as a whole and is rebuilt once more.
+    for attempt in range(3):
+        handles = owned_handles(await _listing(table), owner)
+        try:
+            await _nft_script([*skeleton(table), *delete_rules(handles, table), *new_rules])
+            return
+        except CommandFailed as exc:
+            if attempt == 2 or not handles or "No such file or directory" not in exc.stderr:
+                raise
+
+
+async def ensure_table(table: str = TABLE) -> None:
+    """Create the table and its chains if missing (idempotent)."""
+    await _nft_script(skeleton(table))
+
+
+async def add_network(net_id: str, bridge: str, subnet: str, *, table: str = TABLE) -> None:
+    """Set network *net_id*'s rules (isolation, forwarding, masquerade) for *bridge*/*subnet*.
+
+    The bridge also needs route_localnet=1 (host.netlink.enable_route_localnet) for
+    published ports to answer on 127.0.0.1, and ip_forward=1 for any of this to route.
+    """
+    await _replace(net_id, network_rules(net_id, bridge, subnet, table), table)
+
+
+async def remove_network(net_id: str, *, table: str = TABLE) -> None:
+    """Delete network *net_id*'s rules; fine when there are none."""
+    await remove_owner(net_id, table=table)
+
+
+async def publish(container_id: str, ports: Sequence[PortRule], *, table: str = TABLE) -> None:
+    """Set container *container_id*'s published ports to exactly *ports* (an empty list removes them)."""
+    await _replace(container_id, port_rules(container_id, ports, table), table)
+
+
+async def unpublish(container_id: str, *, table: str = TABLE) -> None:
+    """Delete every published-port rule of *container_id*; fine when there are none."""
+    await remove_owner(container_id, table=table)
+
+
+async def remove_owner(owner_id: str, *, table: str = TABLE) -> None:
+    """Delete exactly the rules tagged "berth:<owner_id>"; fine when there are none."""
+    for attempt in range(3):
+        handles = owned_handles(await _listing(table), owner_id)
+        if not handles:
+            return
+        try:
+            await _nft_script(delete_rules(handles, table))
+            return
+        except CommandFailed as exc:
+            if attempt == 2 or "No such file or directory" not in exc.stderr:
+                raise
+
+
+async def owners(*, table: str = TABLE) -> set[str]:
+    """Every owner id with rules in the table (for leak checks)."""
+    return parse_owners(await _listing(table))
+
+
+async def remove_all(*, table: str = TABLE) -> None:
+    """Delete the whole table (``berthd --cleanup``); fine when it does not exist."""
+    _check_table(table)
+    # Declaring it first makes the delete valid whether or not the table existed.
+    await _nft_script([f"add table ip {table}", f"delete table ip {table}"])
+
+
+# --------------------------------------------------------------------------- #
+# Host ports
+
+
+def _socket_for(host_ip: str, proto: str) -> tuple[socket.socket, str]:
+    if proto not in PROTOCOLS:
+        raise InvalidArgument(f"invalid protocol {proto!r}: use tcp, udp or sctp")
+    address = host_ip or "0.0.0.0"
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    if proto == "udp":
+        return socket.socket(family, socket.SOCK_DGRAM), address
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_SCTP if proto == "sctp" else 0)
+    # TIME_WAIT leftovers do not make a port busy; a listener does.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    return sock, address
+
+
+def port_free(host_ip: str, port: int, proto: str = "tcp") -> bool:
+    """True when nothing on this host holds *port*/*proto* on *host_ip* ("" = every address).
+
+    The DNAT rules would silently shadow a host program listening there, so a
+    published port must be free.
+
+    Raises:
+        InvalidArgument: *host_ip* is not an address of this host.
+    """
+    try:
+        sock, address = _socket_for(host_ip, proto)
+    except OSError as exc:
+        raise InvalidArgument(f"cannot check {proto} ports here: {exc.strerror}") from exc
+    with sock:
+        try:
+            sock.bind((address, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return False
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise InvalidArgument(f"listen {proto} {address}:{port}: bind: cannot assign requested "
+                                      "address (publish on an address this host has)") from exc
+            raise
+    return True
+
+
+def check_port(host_ip: str, port: int, proto: str = "tcp") -> None:
+    """Raises Conflict with Docker's words when *port* is taken on *host_ip*."""
+    if not port_free(host_ip, port, proto):
+        raise Conflict(f"Bind for {host_ip or '0.0.0.0'}:{port} failed: port is already allocated")
+
+
+def ephemeral_range() -> tuple[int, int]:
+    """The kernel's ephemeral port range (net.ipv4.ip_local_port_range)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return low, high
+
+
+def random_port(proto: str = "tcp", host_ip: str = "", exclude: Iterable[int] = ()) -> int:
+    """A free port for ``-P`` / ``-p 80``: from a random point of the ephemeral range onwards.
+
+    Args:
+        exclude: ports berth has already handed out (their DNAT rules hold no socket).
+
+    Raises:
+        Conflict: every port of the range is taken.
+    """
+    low, high = ephemeral_range()
+    skip = set(exclude)
+    size = high - low + 1
+    start = random.randrange(size)
+    for i in range(size):
+        port = low + (start + i) % size
+        if port not in skip and port_free(host_ip, port, proto):
+            return port
+    raise Conflict(f"Bind for {host_ip or '0.0.0.0'}:0 failed: every {proto} port from {low} to {high} "
+                   "is already allocated; stop containers that publish ports or choose a port with -p")
