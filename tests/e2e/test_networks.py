@@ -42,8 +42,12 @@ def network(berthd):
 
 
 def _get(url: str, timeout: float = 3.0) -> str:
-    with urllib.request.urlopen(url, timeout=timeout) as r:
-        return r.read().decode()
+    """The body at *url*, or "" when nothing answers (yet)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as r:
+            return r.read().decode()
+    except OSError:
+        return ""
 
 
 def test_default_bridge_gives_an_address_and_hosts_entry(berthd, image):
@@ -193,3 +197,44 @@ def test_daemon_restart_keeps_networking(berthd_factory, image, rootfs_tar):
     d.restart()
     docker(d, "rm", "-f", "keeper")
     assert not any(v.startswith("veth") and v in _veths() for v in ())
+
+
+HTTP_GET = "printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc {host} 80 | tail -1"
+
+
+@pytest.mark.skipif(not Path("/usr/bin/qemu-system-x86_64").exists(), reason="needs QEMU")
+def test_vm_and_process_containers_share_a_network(berthd, image, network, names):
+    net = network()
+    vm, proc = names(), names()
+    docker(berthd, "run", "-d", "--name", vm, "--isolation", "hyperv", "--network", net, image, *HTTPD, timeout=120)
+    docker(berthd, "run", "-d", "--name", proc, "--network", net, image, *HTTPD)
+    vm_host = docker(berthd, "inspect", "-f", "{{.Config.Hostname}}", vm).stdout.strip()
+    proc_host = docker(berthd, "inspect", "-f", "{{.Config.Hostname}}", proc).stdout.strip()
+
+    def served(client_args: list[str], target: str, want: str) -> bool:
+        cp = docker(berthd, "run", "--rm", "--network", net, *client_args, image, "sh", "-c",
+                    HTTP_GET.format(host=target), check=False, timeout=120)
+        return cp.stdout.strip() == want
+    wait_until(lambda: served([], vm, f"served-by-{vm_host}"), 30, "the VM's server, by name, from a process")
+    assert served(["--isolation", "hyperv"], proc, f"served-by-{proc_host}"), "a VM reaches a process by name"
+    ip = docker(berthd, "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}", vm).stdout
+    assert ip.strip()
+
+
+@pytest.mark.skipif(not Path("/usr/bin/qemu-system-x86_64").exists(), reason="needs QEMU")
+def test_vm_published_port_and_loopback(berthd, image, names):
+    name = names()
+    docker(berthd, "run", "-d", "--name", name, "--isolation", "hyperv", "-p", "127.0.0.1::80", image, *HTTPD,
+           timeout=120)
+    port = docker(berthd, "port", name, "80").stdout.strip().rsplit(":", 1)[1]
+    wait_until(lambda: "served-by" in _get(f"http://127.0.0.1:{port}/index.html"), 30, "the VM's published port")
+    out = docker(berthd, "run", "--rm", "--isolation", "hyperv", "--network", "none", image, "sh", "-c",
+                 "ping -c1 -W3 127.0.0.1 >/dev/null && echo lo-ok; ip -o link | wc -l", timeout=120).stdout
+    assert out.split() == ["lo-ok", "1"], out
+    docker(berthd, "rm", "-f", name, timeout=60)
+    wait_until(lambda: not [t for t in _links() if t.startswith("tap")], 20, "the VM's tap removed")
+
+
+def _links() -> list[str]:
+    out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines()]

@@ -201,9 +201,9 @@ class Containers:
             self.networks.check_mode(network)
         elif network not in ("default", "bridge", "none", "host"):
             raise InvalidArgument(f"network mode {network!r} is not supported: use none or host")
-        if ISOLATIONS[isolation] == "hyperv" and network not in ("default", "none"):
-            raise NotImplemented_(f"--network {network} for VM-isolated containers is not supported yet: their "
-                                  "VMs have loopback only (use --network none, or --isolation process)")
+        if ISOLATIONS[isolation] == "hyperv" and (network == "host" or network.startswith("container:")):
+            raise InvalidArgument(f"--network {network} cannot be used with VM isolation: a VM-isolated container "
+                                  "has its own kernel and network stack (use a bridge network or none)")
         sandboxed = ISOLATIONS[isolation] != "hyperv" and (host.get("Runtime") or self.default_runtime) == "runsc"
         if sandboxed and (network not in ("default", "none", "host")
                           or any(host.get("PortBindings") or {}) or host.get("PublishAllPorts")):
@@ -362,9 +362,9 @@ class Containers:
 
     async def _attach_networks(self, c: Container) -> Attached | None:
         """The container's network namespace, addresses and published ports (bridge modes)."""
-        if self.networks is None or c.doc["HostConfig"].get("Isolation") == "hyperv" \
-                or c.doc["HostConfig"].get("Runtime") == "runsc":  # loopback only: see create()
-            return None
+        if self.networks is None or (c.doc["HostConfig"].get("Runtime") == "runsc"
+                                     and c.doc["HostConfig"].get("Isolation") != "hyperv"):
+            return None  # runsc: loopback only, see create()
         host = c.doc["HostConfig"]
         mode = host.get("NetworkMode") or "default"
         bridged = mode not in ("none", "host") and not mode.startswith("container:")
@@ -375,7 +375,7 @@ class Containers:
             if not other.running:
                 raise Conflict(f"cannot join network of a non running container: {other.id}")
             return int(other.state["Pid"])
-        attached = await self.networks.attach(c, pid_of)
+        attached = await self.networks.attach(c, pid_of, vm=c.doc["HostConfig"].get("Isolation") == "hyperv")
         self._save(c)
         return attached
 
@@ -390,8 +390,9 @@ class Containers:
         assert self.networks is not None
         c = self.get(ref)
         async with c.lock:
-            if c.doc["HostConfig"].get("Isolation") == "hyperv":
-                raise NotImplemented_("VM-isolated containers cannot join networks yet")
+            if c.doc["HostConfig"].get("Isolation") == "hyperv" and c.running:
+                raise NotImplemented_("a running VM-isolated container cannot join another network (its VM has "
+                                      "one network card, fixed at start): stop it, connect, start it")
             await self.networks.connect(net_ref, c, cfg)
             self._save(c)
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import json
 import logging
 import os
 import secrets
@@ -290,8 +291,13 @@ class Networks:
         except NotFound as exc:  # 400, not 404: a 404 makes the docker CLI try to pull the image
             raise InvalidArgument(f"{exc}: create it with `docker network create {mode}`") from None
 
-    async def attach(self, c: Any, pid_of: Callable[[str], int]) -> Attached:
-        """Prepare the container's networking before its runtime starts."""
+    async def attach(self, c: Any, pid_of: Callable[[str], int], *, vm: bool = False) -> Attached:
+        """Prepare the container's networking before its runtime starts.
+
+        With *vm* (VM isolation) the container's card is a tap device on the
+        bridge instead of a veth in a namespace: QEMU gives it to the guest, and
+        the monitor configures it there from <bundle>/network.json.
+        """
         host = c.doc["HostConfig"]
         mode = host.get("NetworkMode") or "default"
         if mode == "host":
@@ -300,6 +306,8 @@ class Networks:
             return Attached("", [], [])
         if mode.startswith("container:"):
             return Attached(f"/proc/{pid_of(mode.split(':', 1)[1])}/ns/net", [], [])
+        if vm:
+            return await self._attach_vm(c)
         self._netns_dir.mkdir(parents=True, exist_ok=True)
         path = self._netns_dir / c.id
         netlink.delete_netns(path)  # a crash's leftover
@@ -319,7 +327,25 @@ class Networks:
             raise
         return Attached(str(path), hosts, nameservers[:1])
 
-    async def _connect_endpoint(self, c: Any, doc: dict[str, Any], cfg: dict[str, Any], netns: Path) -> Endpoint:
+    async def _attach_vm(self, c: Any) -> Attached:
+        wanted = self.requested(c)
+        if len(wanted) != 1:
+            raise InvalidArgument("a VM-isolated container joins one network (its VM has one network card)")
+        (net_name, cfg), = wanted.items()
+        doc = self.get(net_name)
+        try:
+            ep = await self._connect_endpoint(c, doc, cfg, None)
+            nic = {"tap": ep.host_if, "mac": ep.mac, "address": f"{ep.ip}/{ep.prefix}", "gateway": ep.gateway}
+            Path(c.dir, "network.json").write_text(json.dumps(nic))
+            await self._publish(c)
+        except BaseException:
+            await self.detach(c)
+            raise
+        hostname = str(c.doc["Config"].get("Hostname") or c.id[:12])
+        return Attached("", [(ep.ip, hostname)], [ep.gateway] if doc["Name"] != "bridge" else [])
+
+    async def _connect_endpoint(self, c: Any, doc: dict[str, Any], cfg: dict[str, Any],
+                                netns: Path | None) -> Endpoint:
         async with self._lock:
             pool = self._pool(doc)
             used = {ep.ip for other in self._containers() if other.id != c.id
@@ -328,6 +354,8 @@ class Networks:
             ip = ipam.allocate(pool, used, wanted)
             prefix = pool.subnet.prefixlen
             host_if = netlink.veth_name(c.id, doc["Id"])
+            if netns is None:  # a VM's tap, not a veth
+                host_if = "tap" + host_if[len("veth"):]
             aliases = [a for a in (cfg.get("Aliases") or []) if a]
             endpoints = dict(c.doc.get("Endpoints") or {})
             first = not endpoints
@@ -335,8 +363,11 @@ class Networks:
             ep = Endpoint(doc["Id"], ip, prefix, str(pool.gateway), ipam.mac_for(ip), host_if, aliases, doc["Name"])
             endpoints[doc["Id"]] = ep.__dict__
             c.doc["Endpoints"] = endpoints  # recorded before the kernel objects: a crash leaves them findable
-        netlink.attach(self._bridge_of(doc), netns, host_if, pool.address_cidr(ip),
-                       str(pool.gateway) if first else None, ep.mac, MTU, ctr_if=ctr_if)
+        if netns is None:
+            netlink.create_tap(host_if, self._bridge_of(doc), MTU)
+        else:
+            netlink.attach(self._bridge_of(doc), netns, host_if, pool.address_cidr(ip),
+                           str(pool.gateway) if first else None, ep.mac, MTU, ctr_if=ctr_if)
         return ep
 
     async def _publish(self, c: Any) -> None:
@@ -365,6 +396,8 @@ class Networks:
                 netlink.detach(ep.host_if)
         with contextlib.suppress(Exception):
             netlink.delete_netns(self._netns_dir / c.id)
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(c.dir, "network.json"))
         c.doc["Endpoints"] = {}
 
     async def connect(self, net_ref: str, c: Any, cfg: dict[str, Any]) -> None:

@@ -110,7 +110,7 @@ def qemu_argv(artifacts: Artifacts, *, agent_socket: Path, shares: Mapping[str, 
               cmdline: str, mem_mib: int = 256, console_log: Path | None = None,
               qemu: str = QEMU, qmp_socket: Path | None = None, memory_file: Path | None = None,
               memory_shared: bool = True, incoming: bool = False, accelerator: str | None = None,
-              vcpus: int = 1, readonly: Collection[str] = ()) -> list[str]:
+              vcpus: int = 1, readonly: Collection[str] = (), tap: str | None = None) -> list[str]:
     """QEMU's argv: microvm, virtio-serial to *agent_socket*, one virtio-9p per share.
 
     *accelerator* is "kvm" or "tcg"; None asks berth.vm.accel (KVM only where it really works).
@@ -119,6 +119,8 @@ def qemu_argv(artifacts: Artifacts, *, agent_socket: Path, shares: Mapping[str, 
     through to it; off: a clone's private copy-on-write mapping of it); with
     *incoming*, QEMU waits for `migrate-incoming` instead of booting. The shares
     tagged in *readonly* are exported read-only by QEMU itself (the guest cannot undo it).
+    With *tap*, the guest gets a virtio-net card on that tap device (QEMU makes the tap
+    when it does not exist, and removes it when it exits).
     """
     argv = [qemu, "-M", "microvm", "-cpu", "max", "-accel", accelerator or accel.detect().name,
             "-m", str(mem_mib), "-smp", str(vcpus),
@@ -145,6 +147,11 @@ def qemu_argv(artifacts: Artifacts, *, agent_socket: Path, shares: Mapping[str, 
         ro = ",readonly=on" if tag in readonly else ""
         argv += ["-fsdev", f"local,id=fs{i},path={path},security_model=none{ro}",
                  "-device", f"virtio-9p-device,fsdev=fs{i},mount_tag={tag}"]
+    if tap is not None:
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", tap):
+            raise InvalidArgument(f"invalid tap device name {tap!r}")
+        argv += ["-netdev", f"tap,id=net0,ifname={tap},script=no,downscript=no",
+                 "-device", "virtio-net-device,netdev=net0"]
     if incoming:
         argv += ["-incoming", "defer"]
     return argv
@@ -289,7 +296,7 @@ class UtilityVM:
                    mem_mib: int = 256, timeout: float = 60.0, workdir: Path | None = None,
                    console_log: bool = True, extra_cmdline: str = "",
                    memory_file: Path | None = None, vcpus: int = 1,
-                   readonly: Collection[str] = ()) -> AsyncIterator[UtilityVM]:
+                   readonly: Collection[str] = (), tap: str | None = None) -> AsyncIterator[UtilityVM]:
         """Boot a VM, wait for its agent's READY, set its clock and seed its RNG.
 
         With *memory_file* (on a tmpfs), guest RAM is that file mapped shared: the
@@ -310,7 +317,7 @@ class UtilityVM:
         try:
             argv = qemu_argv(artifacts, agent_socket=wd / "agent.sock", shares=dict(shares or {}),
                              cmdline=kernel_cmdline(host_tsc_khz(), extra_cmdline, vcpus=vcpus), mem_mib=mem_mib,
-                             vcpus=vcpus, readonly=readonly,
+                             vcpus=vcpus, readonly=readonly, tap=tap,
                              console_log=wd / "console.log" if console_log else None,
                              qmp_socket=wd / "qmp.sock", memory_file=memory_file, memory_shared=True)
             started = time.monotonic()
@@ -335,7 +342,7 @@ class UtilityVM:
     @contextlib.asynccontextmanager
     async def restore(cls, template: Template, *, shares: Mapping[str, Path],
                       workdir: Path | None = None, timeout: float = 60.0,
-                      readonly: Collection[str] = ()) -> AsyncIterator[UtilityVM]:
+                      readonly: Collection[str] = (), tap: str | None = None) -> AsyncIterator[UtilityVM]:
         """Start a copy-on-write clone of *template* with its own *shares*; like `boot` after.
 
         *shares* must have exactly the template's tags (any order). The VM is
@@ -365,7 +372,7 @@ class UtilityVM:
             with template.pin(state) as ram_fd:  # the RAM file open, the state copied: a rebuild can't pull them away
                 argv = qemu_argv(template.artifacts, agent_socket=wd / "agent.sock", shares=ordered,
                                  cmdline=template.cmdline, mem_mib=template.mem_mib, vcpus=template.vcpus,
-                                 readonly=readonly,
+                                 readonly=readonly, tap=tap,
                                  console_log=wd / "console.log", qmp_socket=wd / "qmp.sock",
                                  memory_file=Path(f"/proc/self/fd/{ram_fd}"), memory_shared=False,
                                  incoming=True)

@@ -31,8 +31,8 @@ META_PACKAGE = "linux-image-amd64"
 SERIES = "6.1"
 
 # What a utility VM needs as modules: the virtio-mmio transport (microvm), the
-# virtio-serial agent channel and the 9p root file system.
-WANTED_MODULES = ("virtio_mmio", "virtio_console", "9pnet_virtio", "9p")
+# virtio-serial agent channel, the 9p root file system and the network card.
+WANTED_MODULES = ("virtio_mmio", "virtio_console", "9pnet_virtio", "9p", "virtio_net")
 
 _PKG_RE = re.compile(r"^linux-image-(\d+\.\d+\.\d+-(\d+)-amd64)$")
 

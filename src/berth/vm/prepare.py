@@ -97,13 +97,14 @@ def _save_manifest(path: Path, manifest: dict[str, Any]) -> None:
 
 def _kernel_step(vm_dir: Path, manifest: dict[str, Any], *, refresh: bool, keep_package: bool) -> None:
     have = manifest.get("kernel")
-    if (not refresh and isinstance(have, dict) and (vm_dir / "vmlinux").is_file()
+    same_modules = isinstance(have, dict) and have.get("wanted") == list(kernel.WANTED_MODULES)
+    if (not refresh and same_modules and (vm_dir / "vmlinux").is_file()
             and (vm_dir / "modules" / "order").is_file()):
         return
     package = kernel.resolve_package()
     version = kernel.kernel_version(package)
     if isinstance(have, dict) and have.get("package") == package and (vm_dir / "vmlinux").is_file() \
-            and (vm_dir / "modules" / "order").is_file():
+            and (vm_dir / "modules" / "order").is_file() and same_modules:
         return  # refresh found nothing newer
     deb = kernel.download(package, vm_dir / "debs")
     pkg_dir = vm_dir / "kernel-pkg"
@@ -130,7 +131,7 @@ def _kernel_step(vm_dir: Path, manifest: dict[str, Any], *, refresh: bool, keep_
             if old != deb:
                 old.unlink()
     manifest["kernel"] = {"package": package, "version": version, "deb": deb.name,
-                          "modules": [name for name, _ in mods]}
+                          "modules": [name for name, _ in mods], "wanted": list(kernel.WANTED_MODULES)}
     manifest.pop("initramfs", None)
 
 

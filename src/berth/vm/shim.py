@@ -32,6 +32,7 @@ import contextlib
 import json
 import logging
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -190,11 +191,17 @@ class Setup:
         empty = workdir / "empty"
         empty.mkdir(exist_ok=True)
         vm_shares = shares.shares(plan, Path(self.config["root"]["path"]), self.stage(plan, workdir), empty)
+        nic = _nic(self.bundle)
         async with template.start_vm(artifacts, vm_dir, shares=vm_shares,
                                      mem_mib=sizing.memory_mib(self.config),
                                      vcpus=sizing.vcpus(self.config, os.cpu_count() or 1),
                                      readonly=plan.readonly_tags, workdir=workdir,
-                                     templates=not args.cold) as vm:
+                                     templates=not args.cold, tap=nic.get("tap")) as vm:
+            # loopback always; the card when the container is on a network
+            code, _, err = await vm.run(["/bin/busybox", "sh", "-c",
+                                         nic_script(nic, str(self.config.get("hostname") or ""))])
+            if code != 0:
+                raise FailedPrecondition(f"configuring the VM's network failed: {err.decode(errors='replace').strip()}")
             root = await vm.mount("rootfs", execclient.GUEST_ROOT)
             if plan.share_count() or plan.tmpfs:
                 code, _, err = await vm.run(["/bin/busybox", "sh", "-c", shares.guest_script(plan, root)])
@@ -224,6 +231,31 @@ class Setup:
             with contextlib.suppress(OSError):
                 os.unlink(path)
         _write(self.bundle / "exit", "255")
+
+
+def _nic(bundle: Path) -> dict[str, str]:
+    """The VM's network card, as the network service wrote it (network.json: tap, mac, address, gateway)."""
+    try:
+        doc = json.loads((bundle / "network.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: str(v) for k, v in doc.items() if v} if isinstance(doc, dict) and doc.get("tap") else {}
+
+
+def nic_script(nic: dict[str, str], hostname: str = "") -> str:
+    """The guest's own set-up: the container's hostname, loopback, and its card (the container's MAC —
+    clones share the template's —, address, route)."""
+    q = shlex.quote
+    lines = ["set -e", "ip link set lo up"]
+    if hostname:
+        lines.append(f"hostname {q(hostname)}")
+    if not nic:
+        return "\n".join(lines) + "\n"
+    lines += [f"ip link set eth0 address {q(nic['mac'])}", f"ip addr add {q(nic['address'])} dev eth0",
+              "ip link set eth0 up"]
+    if nic.get("gateway"):
+        lines.append(f"ip route add default via {q(nic['gateway'])}")
+    return "\n".join(lines) + "\n"
 
 
 def _agent_fd(vm: UtilityVM) -> int:

@@ -56,7 +56,7 @@ from berth.vm.prepare import QEMU, Artifacts
 
 log = logging.getLogger(__name__)
 
-FORMAT = 2  # bump when what a template holds or how clones start changes
+FORMAT = 3  # bump when what a template holds or how clones start changes
 SHM_ROOT = Path("/dev/shm/berth-templates")
 BROKEN_SECONDS = 600.0  # how long a template that failed to restore twice is not retried
 MAX_TEMPLATES = 4  # per vm_dir; each holds its guest's touched RAM (~100 MiB at 256 MiB) in /dev/shm
@@ -91,9 +91,10 @@ def normalize_tags(share_tags: Sequence[str]) -> tuple[str, ...]:
     return tags
 
 
-def config_key(art_id: str, *, mem_mib: int, share_tags: Sequence[str], cmdline: str, vcpus: int = 1) -> str:
-    """The template key: artifacts identity + memory size + sorted share tags + command line + vCPUs."""
-    doc = [art_id, int(mem_mib), list(normalize_tags(share_tags)), cmdline, int(vcpus)]
+def config_key(art_id: str, *, mem_mib: int, share_tags: Sequence[str], cmdline: str, vcpus: int = 1,
+               nic: bool = False) -> str:
+    """The template key: artifacts identity + memory size + sorted share tags + command line + vCPUs + a NIC."""
+    doc = [art_id, int(mem_mib), list(normalize_tags(share_tags)), cmdline, int(vcpus), bool(nic)]
     return hashlib.sha256(json.dumps(doc).encode()).hexdigest()[:16]
 
 
@@ -121,6 +122,7 @@ class Template:
     nonce: str
     created: float
     vcpus: int = 1
+    nic: bool = False  # the VM has a virtio-net card (its tap is each clone's own)
 
     @property
     def state_file(self) -> Path:
@@ -132,7 +134,7 @@ class Template:
                 "kernel_version": self.artifacts.kernel_version, "mem_mib": self.mem_mib,
                 "share_tags": list(self.share_tags), "cmdline": self.cmdline,
                 "kernel_release": self.kernel_release, "memory_file": str(self.memory_file),
-                "nonce": self.nonce, "created": self.created, "vcpus": self.vcpus}
+                "nonce": self.nonce, "created": self.created, "vcpus": self.vcpus, "nic": self.nic}
 
     @classmethod
     def from_json(cls, doc: Mapping[str, Any], *, dir: Path, vm_dir: Path) -> Template:
@@ -146,7 +148,8 @@ class Template:
                        artifacts_id=str(doc["artifacts_id"]), mem_mib=int(doc["mem_mib"]),
                        share_tags=tuple(str(t) for t in doc["share_tags"]), cmdline=str(doc["cmdline"]),
                        kernel_release=str(doc["kernel_release"]), memory_file=Path(doc["memory_file"]),
-                       nonce=str(doc["nonce"]), created=float(doc["created"]), vcpus=int(doc["vcpus"]))
+                       nonce=str(doc["nonce"]), created=float(doc["created"]), vcpus=int(doc["vcpus"]),
+                       nic=bool(doc["nic"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise InvalidArgument(f"bad template.json in {dir}: {exc!r}") from None
 
@@ -351,7 +354,7 @@ def _mark_broken(root: Path, key: str, art_id: str, error: str) -> None:
 # ---- building ----------------------------------------------------------------------------
 
 def _current(artifacts: Artifacts, mem_mib: int, share_tags: Sequence[str],
-             vcpus: int = 1) -> tuple[str, str, str, tuple[str, ...]]:
+             vcpus: int = 1, nic: bool = False) -> tuple[str, str, str, tuple[str, ...]]:
     """(artifacts id, key, kernel command line, sorted tags) for this configuration."""
     qemu = shutil.which(QEMU)
     if qemu is None:
@@ -359,13 +362,13 @@ def _current(artifacts: Artifacts, mem_mib: int, share_tags: Sequence[str],
     tags = normalize_tags(share_tags)
     cmdline = kernel_cmdline(host_tsc_khz(), vcpus=vcpus)
     art_id = artifacts_id(artifacts, Path(qemu))
-    key = config_key(art_id, mem_mib=mem_mib, share_tags=tags, cmdline=cmdline, vcpus=vcpus)
+    key = config_key(art_id, mem_mib=mem_mib, share_tags=tags, cmdline=cmdline, vcpus=vcpus, nic=nic)
     return art_id, key, cmdline, tags
 
 
 async def ensure_template(artifacts: Artifacts, vm_dir: Path, *, mem_mib: int = 256,
                           share_tags: Sequence[str] = ("rootfs",), timeout: float = 120.0,
-                          replace: Template | None = None, vcpus: int = 1) -> Template:
+                          replace: Template | None = None, vcpus: int = 1, nic: bool = False) -> Template:
     """Return the template for this configuration, building it first if needed.
 
     *replace*: a template that failed to restore; it is rebuilt unless someone
@@ -378,7 +381,7 @@ async def ensure_template(artifacts: Artifacts, vm_dir: Path, *, mem_mib: int = 
     """
     vm_dir = Path(vm_dir)
     root = vm_dir / "templates"
-    art_id, key, cmdline, tags = _current(artifacts, mem_mib, share_tags, vcpus)
+    art_id, key, cmdline, tags = _current(artifacts, mem_mib, share_tags, vcpus, nic)
 
     def usable() -> Template | None:
         tpl = load_template(vm_dir, key)
@@ -399,7 +402,7 @@ async def ensure_template(artifacts: Artifacts, vm_dir: Path, *, mem_mib: int = 
             return tpl  # built while we waited
         try:
             tpl = await _build(artifacts, vm_dir, key=key, art_id=art_id, cmdline=cmdline,
-                               mem_mib=mem_mib, tags=tags, timeout=timeout, vcpus=vcpus)
+                               mem_mib=mem_mib, tags=tags, timeout=timeout, vcpus=vcpus, nic=nic)
         except (BerthError, OSError) as exc:
             _mark_broken(root, key, art_id, f"build: {exc}")
             raise TemplateUnavailable(f"template build failed: {exc}") from exc
@@ -410,7 +413,8 @@ async def ensure_template(artifacts: Artifacts, vm_dir: Path, *, mem_mib: int = 
 
 
 async def _build(artifacts: Artifacts, vm_dir: Path, *, key: str, art_id: str, cmdline: str,
-                 mem_mib: int, tags: tuple[str, ...], timeout: float, vcpus: int = 1) -> Template:
+                 mem_mib: int, tags: tuple[str, ...], timeout: float, vcpus: int = 1,
+                 nic: bool = False) -> Template:
     """Boot, save, stop; publish `<vm_dir>/templates/<key>` atomically. Caller holds the key lock."""
     root = vm_dir / "templates"
     build = root / f".build-{key}"
@@ -425,13 +429,14 @@ async def _build(artifacts: Artifacts, vm_dir: Path, *, key: str, art_id: str, c
     started = time.monotonic()
     try:
         async with UtilityVM.boot(artifacts, shares={t: empty for t in tags}, mem_mib=mem_mib,
-                                  timeout=timeout, memory_file=ram, vcpus=vcpus) as vm:
+                                  timeout=timeout, memory_file=ram, vcpus=vcpus,
+                                  tap=f"btt{nonce[:8]}" if nic else None) as vm:  # QEMU's own, gone with it
             await vm.save_state(build / "state", timeout=timeout)
             release = vm.kernel_release
         empty.rmdir()
         tpl = Template(key=key, dir=root / key, vm_dir=vm_dir, artifacts=artifacts, artifacts_id=art_id,
                        mem_mib=mem_mib, share_tags=tags, cmdline=cmdline, kernel_release=release,
-                       memory_file=ram, nonce=nonce, created=time.time(), vcpus=vcpus)
+                       memory_file=ram, nonce=nonce, created=time.time(), vcpus=vcpus, nic=nic)
         (build / "template.json").write_text(json.dumps(tpl.to_json(), indent=2))
         with _flock(root / ".lock", fcntl.LOCK_EX):
             old = root / f".old-{key}-{nonce}"
@@ -455,7 +460,7 @@ async def _build(artifacts: Artifacts, vm_dir: Path, *, key: str, art_id: str, c
 @contextlib.asynccontextmanager
 async def clone(artifacts: Artifacts, vm_dir: Path, *, shares: Mapping[str, Path], mem_mib: int = 256,
                 workdir: Path | None = None, timeout: float = 60.0, vcpus: int = 1,
-                readonly: Collection[str] = ()) -> AsyncIterator[UtilityVM]:
+                readonly: Collection[str] = (), tap: str | None = None) -> AsyncIterator[UtilityVM]:
     """A clone of this configuration's template (built on first use), with its own *shares*.
 
     Raises (before yielding):
@@ -469,10 +474,11 @@ async def clone(artifacts: Artifacts, vm_dir: Path, *, shares: Mapping[str, Path
         failure: BaseException | None = None
         for attempt in range(2):
             tpl = await ensure_template(artifacts, vm_dir, mem_mib=mem_mib, share_tags=tuple(shares),
-                                        replace=tpl if attempt else None, vcpus=vcpus)
+                                        replace=tpl if attempt else None, vcpus=vcpus, nic=tap is not None)
             try:
                 vm = await stack.enter_async_context(
-                    UtilityVM.restore(tpl, shares=shares, workdir=workdir, timeout=timeout, readonly=readonly))
+                    UtilityVM.restore(tpl, shares=shares, workdir=workdir, timeout=timeout, readonly=readonly,
+                                      tap=tap))
                 break
             except (Unavailable, CommandFailed, OSError) as exc:
                 failure = exc
@@ -489,13 +495,13 @@ async def clone(artifacts: Artifacts, vm_dir: Path, *, shares: Mapping[str, Path
 async def start_vm(artifacts: Artifacts, vm_dir: Path, *, shares: Mapping[str, Path], mem_mib: int = 256,
                    workdir: Path | None = None, timeout: float = 60.0,
                    templates: bool = True, vcpus: int = 1,
-                   readonly: Collection[str] = ()) -> AsyncIterator[UtilityVM]:
+                   readonly: Collection[str] = (), tap: str | None = None) -> AsyncIterator[UtilityVM]:
     """A VM for a container: a template clone when possible, else a cold boot."""
     if templates:
         entered = False
         try:
             async with clone(artifacts, vm_dir, shares=shares, mem_mib=mem_mib, workdir=workdir,
-                             timeout=timeout, vcpus=vcpus, readonly=readonly) as vm:
+                             timeout=timeout, vcpus=vcpus, readonly=readonly, tap=tap) as vm:
                 entered = True
                 yield vm
             return
@@ -504,5 +510,5 @@ async def start_vm(artifacts: Artifacts, vm_dir: Path, *, shares: Mapping[str, P
                 raise
             log.warning("starting the VM by cold boot: %s", exc)
     async with UtilityVM.boot(artifacts, shares=shares, mem_mib=mem_mib, workdir=workdir,
-                              timeout=timeout, vcpus=vcpus, readonly=readonly) as vm:
+                              timeout=timeout, vcpus=vcpus, readonly=readonly, tap=tap) as vm:
         yield vm

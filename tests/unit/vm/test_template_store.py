@@ -33,13 +33,13 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     monkeypatch.setattr(template, "SHM_ROOT", tmp_path / "shm")
 
     def current(artifacts: Artifacts, mem_mib: int, share_tags: Any,
-                vcpus: int = 1) -> tuple[str, str, str, tuple[str, ...]]:
+                vcpus: int = 1, nic: bool = False) -> tuple[str, str, str, tuple[str, ...]]:
         tags = template.normalize_tags(share_tags)
         art_id = state["art_id"]
         return art_id, template.config_key(art_id, mem_mib=mem_mib, share_tags=tags, cmdline="x"), "x", tags
 
     async def build(artifacts: Artifacts, vm_dir: Path, *, key: str, art_id: str, cmdline: str,
-                    mem_mib: int, tags: tuple[str, ...], timeout: float, vcpus: int = 1) -> template.Template:
+                    mem_mib: int, tags: tuple[str, ...], timeout: float, vcpus: int = 1, nic: bool = False) -> template.Template:
         state["builds"] += 1
         await asyncio.sleep(0.2)  # long enough for a second caller to queue on the lock
         if state.get("fail_build"):
@@ -147,7 +147,7 @@ class _FakeVM:
 def _fake_restore(env: dict[str, Any], fail_times: int) -> Any:
     @contextlib.asynccontextmanager
     async def restore(tpl: template.Template, *, shares: Any, workdir: Any = None,
-                      timeout: float = 60.0, readonly: Any = ()) -> AsyncIterator[_FakeVM]:
+                      timeout: float = 60.0, readonly: Any = (), tap: Any = None) -> AsyncIterator[_FakeVM]:
         env["restores"] = env.get("restores", 0) + 1
         if env["restores"] <= fail_times:
             raise Unavailable("QEMU exited while loading the template")
