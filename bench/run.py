@@ -565,7 +565,24 @@ def fmt(x: float | None, unit: str = "") -> str:
     return "—" if x is None else f"{x:.1f}{unit}"
 
 
+# bench/net.py owns the part of the output between these lines; rewriting the file keeps it
+KEPT_BEGIN = "<!-- network benchmark: begin -->"
+KEPT_END = "<!-- network benchmark: end -->"
+
+
+def kept_section(out: Path) -> str:
+    """The marked section bench/net.py wrote into *out*, markers included; "" if there is none."""
+    try:
+        text = out.read_text()
+    except OSError:
+        return ""
+    start = text.find(KEPT_BEGIN)
+    end = text.find(KEPT_END, start) if start >= 0 else -1
+    return text[start:end + len(KEPT_END)] if start >= 0 and end >= 0 else ""
+
+
 def write_markdown(res: dict, out: Path) -> None:
+    kept = kept_section(out)
     m = res["machine"]
     L = []
     L.append("# Benchmarks: berth vs Docker\n")
@@ -677,7 +694,7 @@ def write_markdown(res: dict, out: Path) -> None:
              f"(git-ignored){'; this file was written from `' + res['raw'] + '`' if res.get('raw') else ''}. "
              "Numbers move with machine load: the load average is recorded above, and the "
              "ratio of two interleaved engines is steadier than either absolute figure.")
-    out.write_text("\n".join(L) + "\n")
+    out.write_text("\n".join(L) + "\n" + (f"\n{kept}\n" if kept else ""))
 
 
 # --------------------------------------------------------------------------- main

@@ -118,6 +118,7 @@ class Stream:
     chunks: AsyncIterator[bytes]
     content_type: str = "application/json"
     status: int = 200
+    headers: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -342,7 +343,8 @@ class Server:
 
     async def _stream(self, reply: Stream, conn: h11.Connection, send: Callable[..., Awaitable[None]],
                       reader: asyncio.StreamReader) -> bool:
-        headers = common_headers() + [("Content-Type", reply.content_type), ("Transfer-Encoding", "chunked")]
+        headers = common_headers() + reply.headers + [("Content-Type", reply.content_type),
+                                                      ("Transfer-Encoding", "chunked")]
         await send(h11.Response(status_code=reply.status, headers=headers))
         chunks = reply.chunks.__aiter__()
         closed = asyncio.ensure_future(_eof(reader))

@@ -14,7 +14,7 @@ from typing import Any
 
 from berth import timefmt
 from berth.errors import InvalidArgument, NotFound
-from berth.services import containers
+from berth.services import containers, volumes
 from berth.services.containers import Container, Containers
 from berth.services.images import Images
 
@@ -38,8 +38,7 @@ def inspect(c: Container) -> dict[str, Any]:
         "GraphDriver": {"Name": "overlay2", "Data": {"UpperDir": os.path.join(c.dir, "upper"),
                                                      "WorkDir": os.path.join(c.dir, "work"),
                                                      "MergedDir": os.path.join(c.dir, "rootfs")}},
-        "Mounts": [{k: b[k] for k in ("Type", "Source", "Destination", "Mode", "RW", "Propagation")}
-                   for b in d.get("Binds") or []],
+        "Mounts": [volumes.mount_point(b) for b in d.get("Binds") or []],
         "Config": d["Config"],
         "NetworkSettings": _network_settings(host.get("NetworkMode", "default"), d),
     }
@@ -60,8 +59,7 @@ def summary(c: Container) -> dict[str, Any]:
         "Ports": port_list(d), "Labels": d["Config"].get("Labels") or {}, "State": _status_word(d["State"]),
         "Status": status_text(d["State"]), "HostConfig": {"NetworkMode": d["HostConfig"].get("NetworkMode")},
         "NetworkSettings": {"Networks": _network_settings(d["HostConfig"].get("NetworkMode"), d)["Networks"]},
-        "Mounts": [{k: b[k] for k in ("Type", "Source", "Destination", "Mode", "RW", "Propagation")}
-                   for b in d.get("Binds") or []],
+        "Mounts": [volumes.mount_point(b) for b in d.get("Binds") or []],
     }
 
 def listing(cs: Containers, images: Images, all_: bool, limit: int, filters: dict[str, list[str]],
@@ -118,6 +116,21 @@ def _matches(images: Images, c: Container, filters: dict[str, list[str]]) -> boo
                 return False
         elif key == "isolation":
             if d["HostConfig"].get("Isolation", "process") not in values:
+                return False
+        elif key == "volume":
+            mounts = d.get("Binds") or []
+            if not any(v in (m.get("Name"), m.get("Source"), m.get("Destination")) for v in values for m in mounts):
+                return False
+        elif key == "network":
+            nets = {ep.get("name") for ep in (d.get("Endpoints") or {}).values()} | \
+                {ep.get("network") for ep in (d.get("Endpoints") or {}).values()} | \
+                {d["HostConfig"].get("NetworkMode")}
+            if not any(v in nets or any(str(n or "").startswith(v) for n in nets) for v in values):
+                return False
+        elif key == "publish":
+            ports = {f"{b['HostPort']}/{b['Proto']}" for b in d.get("Ports") or []} | \
+                {str(b["HostPort"]) for b in d.get("Ports") or [] if b["Proto"] == "tcp"}
+            if not any(v in ports for v in values):
                 return False
     return True
 

@@ -145,7 +145,7 @@ def test_nanocpus_with_quota_or_period_refused(other: dict) -> None:
 
 def test_bad_bind_in_body_refused() -> None:
     with pytest.raises(InvalidArgument):
-        check_config(body(HC_Binds=["relative:/b"]))
+        check_config(body(HC_Binds=["./relative:/b"]))
 
 
 # --------------------------------------------------------------------------- #

@@ -205,22 +205,30 @@ def register(router: Router, d: Daemon) -> None:
                 await cs.unpause(c.id)
         return Reply(201, {"Id": image_id})
 
-    async def archive_get(req: Request) -> Reply:  # HEAD too: the stat header alone
+    async def archive_get(req: Request) -> Reply | Stream:  # HEAD too: the stat header alone
         ref, path = req.params["id"], _archive_path(req)
         c = cs.get(ref)
-        with cs.root_view(c.id) as root:
+        view_cm = cs.root_view(c.id)
+        root = view_cm.__enter__()
+        try:
             view = copy.View.of_container(c.doc, c.dir, root, ref)
             if req.method == "HEAD":
                 info = await asyncio.to_thread(copy.stat_path, view, path)
+                view_cm.__exit__(None, None, None)
                 return Reply(200, headers=[(copy.STAT_HEADER, info.header())])
-
-            def whole() -> tuple[copy.PathStat, bytes]:
-                # All of it in memory: a Stream cannot carry the stat header the CLI needs.
-                info, chunks = copy.archive(view, path)
-                return info, b"".join(chunks)
-            info, data = await asyncio.to_thread(whole)
+            info, chunks = await asyncio.to_thread(copy.archive, view, path)
+        except BaseException:
+            view_cm.__exit__(None, None, None)
+            raise
         cs.event(c, "archive-path")
-        return Reply(200, data, headers=[(copy.STAT_HEADER, info.header())], content_type="application/x-tar")
+
+        async def body() -> AsyncIterator[bytes]:  # streamed: a big directory never sits in memory
+            try:
+                while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+                    yield chunk
+            finally:
+                view_cm.__exit__(None, None, None)
+        return Stream(body(), "application/x-tar", headers=[(copy.STAT_HEADER, info.header())])
 
     async def archive_put(req: Request) -> Reply:
         ref, path = req.params["id"], _archive_path(req)

@@ -118,7 +118,8 @@ def register(router: Router, d: Daemon) -> None:
     async def df(req: Request) -> Reply:
         images = d.images.listing(True)
         layers = d.images.layers_size()
-        return Reply(200, {"LayersSize": layers, "Images": images, "Volumes": [], "BuildCache": [],
+        return Reply(200, {"LayersSize": layers, "Images": images, "Volumes": d.containers.volumes.usage(),
+                           "BuildCache": [],
                            "Containers": views.listing(d.containers, d.images, True, -1, {}, True)})
 
     async def distribution(req: Request) -> Reply:
