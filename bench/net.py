@@ -15,17 +15,17 @@ things are measured, each engine's runs interleaved with the other's:
    `--network none` as the reference: wall clock of the CLI, as in run.py.
 2. Container to container on a user-defined network, by name through the
    engine's embedded DNS: a client container connects to the server container
-   and sends N MiB. The client reads the kernel's clock (busybox `adjtimex`,
-   microseconds) before it connects and after the server has closed the
-   connection, which the server does only once it has read all N MiB.
+   and sends N MiB. The client reads the clock (busybox `ts %.s`, microseconds)
+   before it connects and after the server has closed the connection, which
+   the server does only once it has read all N MiB.
 3. Host to a port published on 127.0.0.1: a Python client sends N MiB to
    127.0.0.1:PORT and waits for the server's close, timing itself. Docker's
    published ports live in dockerd's namespace, so for Docker that client runs
    there (`nsenter -t <dockerd pid> -n`).
 
-Both transfers use busybox nc only to connect; `nc -e` hands the socket to
-`dd` with 1 MiB blocks on both sides, because nc's own copy loop moves 1 KiB
-per system call and would measure itself rather than the network path. The
+The containers use busybox nc only to accept and connect: `nc -e` hands the
+socket to `dd` with 1 MiB blocks, because nc's own copy loop moves 1 KiB per
+system call and would measure itself rather than the network path. The
 server's dd reads exactly N MiB (`iflag=fullblock`); its "N+0 records in"
 lines in the container log are counted at the end against the transfers that
 reported success, so a short transfer cannot pass unnoticed.
@@ -85,8 +85,10 @@ PORT = 5001  # the server's port inside its container
 LAT_BRIDGE = ["run", "--rm", "busybox", "true"]
 LAT_NONE = ["run", "--rm", "--network", "none", "busybox", "true"]
 
-# The client's clock: adjtimex(2) read through busybox, "seconds microseconds".
-_CLOCK = "t() { adjtimex | awk '/tv_sec/ {s=$2} /tv_usec/ {u=$2} END {print s, u}'; }"
+# The client's clock: busybox `ts` stamps a line with gettimeofday(2), "SECONDS.MICROSECONDS".
+# (busybox `adjtimex` would do too, but berth's seccomp profile refuses clock_adjtime, which
+# Docker's has allowed since 2020, and `date` has no %N in busybox.)
+_CLOCK = "t() { echo | ts %.s; }"
 CONNECT_FAILED = 1  # busybox nc's status when it cannot connect (the server between two accepts)
 
 
@@ -102,7 +104,7 @@ def server_command(mib: int) -> list[str]:
 def client_script(server: str, mib: int) -> str:
     """The client container's shell script: time one connection that sends *mib* MiB to *server*.
 
-    It prints `bn-xfer S0 U0 S1 U1 RC`: the clock before connecting and after the
+    It prints `bn-xfer T0 T1 RC`: the clock (seconds.microseconds) before connecting and after the
     server closed, and the status (0 = all sent and the server closed; 1 = could
     not connect; 3 = the connection broke while sending).
     """
@@ -119,22 +121,30 @@ class ClientReport:
     status: int
 
 
+def _stamp(text: str) -> int:
+    """A `ts %.s` stamp ("1795370250.080264") in microseconds."""
+    sec, _, frac = text.partition(".")
+    if not sec.isdigit() or (frac and not frac.isdigit()):
+        raise ValueError(text)
+    return int(sec) * 1_000_000 + int((frac or "0").ljust(6, "0")[:6])
+
+
 def parse_client(output: str) -> ClientReport:
-    """Read the `bn-xfer` line of a client run.
+    """Read the `bn-xfer T0 T1 RC` line of a client run.
 
     Raises:
-        BenchError: no such line, or it does not hold five integers.
+        BenchError: no such line, or it does not hold two stamps and a status.
     """
     for line in output.splitlines():
         fields = line.split()
         if fields[:1] != ["bn-xfer"]:
             continue
         try:
-            s0, u0, s1, u1, rc = (int(f) for f in fields[1:])
+            t0, t1, rc = fields[1:]
+            return ClientReport((_stamp(t1) - _stamp(t0)) / 1e6, int(rc))
         except ValueError:
             raise BenchError(f"client printed a malformed timing line {line!r}; expected "
-                             "`bn-xfer S0 U0 S1 U1 RC` (does the image's busybox have adjtimex and awk?)") from None
-        return ClientReport((s1 - s0) + (u1 - u0) / 1e6, rc)
+                             "`bn-xfer T0 T1 RC` (does the image's busybox have the ts applet?)") from None
     raise BenchError(f"client printed no `bn-xfer` line; its output was {output.strip()[:500]!r}")
 
 
@@ -368,6 +378,19 @@ def host_transfer(rig: Rig, mib: int) -> float:
     raise BenchError(f"{rig.engine}: sending to 127.0.0.1:{rig.host_port} failed 5 times: {err}")
 
 
+def proxy_cpu_seconds(eng: Engine) -> float:
+    """CPU time (user + system) of the docker-proxy processes below dockerd so far."""
+    procs = base.snapshot()
+    total = 0
+    for pid in base.descendants(procs, set(eng.daemon_pids)):
+        if procs[pid].comm != "docker-proxy":
+            continue
+        fields = base.read(f"/proc/{pid}/stat").rpartition(")")[2].split()
+        if len(fields) > 12:
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def interleaved(names: list[str], once: Callable[[str], float], runs: int, warmups: int, label: str,
                 errors: dict[str, str], on_success: Callable[[str], None]) -> dict[str, list[float]]:
     """Warm each up, then run docker, berth, docker, berth, ... *runs* times each; seconds per engine."""
@@ -480,15 +503,17 @@ def render(res: dict[str, Any]) -> str:
              f"`nc -l -p {PORT} -e dd of=/dev/null bs=1M count={mib} iflag=fullblock` in a loop; each client is "
              f"`docker run --rm --network {NET} busybox sh -c …`, which connects to `{SERVER}:{PORT}` by name with "
              f"busybox nc, hands the socket to `dd if=/dev/zero bs=1M count={mib}` and waits for the server's close. "
-             "The client times itself from before the name lookup to the close, with the kernel clock read by "
-             "busybox `adjtimex` (µs). Same kernel path on both engines (veth pairs on a Linux bridge); what can "
+             "The client times itself from before the name lookup to the close, with the clock read by "
+             "busybox `ts %.s` (µs). Same kernel path on both engines (veth pairs on a Linux bridge); what can "
              "differ is the rules each engine puts on it.")
     L.append("- Host → published port: the same server container publishes `127.0.0.1:PORT:5001`; a Python client "
              f"sends {mib} MiB in 1 MiB `sendall` calls to 127.0.0.1:PORT, half-closes and waits for the close; "
              "timed from connect to close. **For Docker the client runs inside dockerd's network namespace** "
              "(`nsenter -t <dockerd pid> -n`), where its published ports are; there Docker serves 127.0.0.1 with "
-             "its userland `docker-proxy` (the default), which copies every byte through a process. berth "
-             "serves it with an nftables DNAT rule in the kernel (route_localnet on its bridge).")
+             "its userland `docker-proxy` (the default), which copies every byte through a process"
+             + (f" (it used {res['docker_proxy_cpu_s']:.2f} s of CPU over these transfers)"
+                if res.get("docker_proxy_cpu_s") is not None else "")
+             + ". berth serves it with an nftables DNAT rule in the kernel (route_localnet on its bridge).")
     ver = res.get("verified") or {}
     if ver:
         L.append("- Check: each server's log was counted for complete reads (`"
@@ -583,7 +608,11 @@ def measure(args: argparse.Namespace, res: dict[str, Any], launched: list[Engine
 
     for key, once in (("container", lambda n: container_transfer(by_name[n], args.mib)),
                       ("host", lambda n: host_transfer(rig_of[n], args.mib))):
+        proxy_before = proxy_cpu_seconds(by_name["docker"]) if "docker" in by_name else 0.0
         secs = interleaved(names, once, args.xfer_runs, 2, f"{key} throughput", errors, counted)
+        if key == "host" and "docker" in by_name:  # evidence of the path Docker's bytes took
+            res["docker_proxy_cpu_s"] = round(proxy_cpu_seconds(by_name["docker"]) - proxy_before, 2)
+            log(f"docker-proxy used {res['docker_proxy_cpu_s']} s of CPU during the host transfers")
         res["throughput"][key] = {n: rate_summary(s, args.mib) for n, s in secs.items()}
         for n, r in res["throughput"][key].items():
             log(f"{key} throughput [{n}]: median {r['median_mb_s']:.0f} MB/s, p10 {r['p10_mb_s']:.0f}, "

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 from berth import client
@@ -103,6 +104,33 @@ def main() -> None:
         "echo hello from a utility VM; uname -r", check=False)
     run(cli, "run", "--rm", "--isolation", "hyperv", "--cpus", "2", "-m", "512m", "-v", "/etc/os-release:/host-os:ro",
         "busybox", "sh", "-c", "nproc; grep MemTotal /proc/meminfo; head -1 /host-os", check=False)
+
+    say("networks: a user-defined network with DNS, a process- and a VM-isolated container on it, a published port")
+    run(cli, "rm", "-f", "demo-web", check=False)
+    run(cli, "network", "rm", "demo-net", check=False)
+    run(cli, "network", "create", "demo-net")
+    run(cli, "run", "-d", "--name", "demo-web", "--network", "demo-net", "-p", "127.0.0.1:18088:80", "busybox",
+        "sh", "-c", "echo hello over the network > /tmp/index.html; exec httpd -f -p 80 -h /tmp")
+    run(cli, "run", "--rm", "--network", "demo-net", "busybox", "sh", "-c",
+        "printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc demo-web 80 | tail -1")
+    run(cli, "run", "--rm", "--isolation", "hyperv", "--network", "demo-net", "busybox", "sh", "-c",
+        "printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc demo-web 80 | tail -1", check=False)
+    time.sleep(0.3)
+    print("$ python: GET http://127.0.0.1:18088/index.html", flush=True)
+    try:
+        with urllib.request.urlopen("http://127.0.0.1:18088/index.html", timeout=5) as r:
+            print(r.read().decode(), end="", flush=True)
+    except OSError as exc:
+        print(f"(failed: {exc})", flush=True)
+    run(cli, "port", "demo-web")
+    run(cli, "rm", "-f", "demo-web")
+    run(cli, "network", "rm", "demo-net")
+
+    say("volumes: data in a named volume outlives its container")
+    run(cli, "volume", "rm", "demo-data", check=False)
+    run(cli, "run", "--rm", "-v", "demo-data:/data", "busybox", "sh", "-c", "echo kept > /data/file")
+    run(cli, "run", "--rm", "-v", "demo-data:/data:ro", "busybox", "cat", "/data/file")
+    run(cli, "volume", "rm", "demo-data")
 
     say("a long-running container: logs, exec, stop, remove")
     run(cli, "rm", "-f", "demo-ticker", check=False)
