@@ -14,7 +14,7 @@ from berth.oci.seccomp import (
 )
 
 DOCKER_BLOCKED = {
-    "acct", "add_key", "bpf", "clock_adjtime", "clock_settime", "create_module", "delete_module",
+    "acct", "add_key", "bpf", "clock_settime", "create_module", "delete_module",
     "finit_module", "get_kernel_syms", "get_mempolicy", "init_module", "ioperm", "iopl", "kcmp",
     "kexec_file_load", "kexec_load", "keyctl", "lookup_dcookie", "mbind", "mount", "move_mount",
     "fsopen", "fsmount", "fspick", "open_tree", "move_pages", "name_to_handle_at", "nfsservctl",
@@ -59,7 +59,7 @@ def test_names_sorted_and_unique() -> None:
                        "open_by_handle_at"}),
         ("SYS_PTRACE", {"ptrace", "process_vm_readv", "process_vm_writev", "kcmp"}),
         ("SYS_MODULE", {"init_module", "finit_module", "delete_module"}),
-        ("SYS_TIME", {"settimeofday", "stime", "clock_settime", "clock_adjtime"}),
+        ("SYS_TIME", {"settimeofday", "stime", "clock_settime"}),
         ("SYS_BOOT", {"reboot"}),
         ("SYS_PACCT", {"acct"}),
         ("SYS_RAWIO", {"iopl", "ioperm"}),
