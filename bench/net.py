@@ -180,16 +180,17 @@ def rate_summary(seconds: Sequence[float], mib: int) -> dict[str, Any]:
             "seconds": [round(s, 6) for s in seconds]}
 
 
-def replace_section(text: str, section: str) -> str:
-    """*text* with the part between BEGIN and END (markers included) replaced by *section*.
+def replace_section(text: str, section: str, begin: str = BEGIN, end: str = END) -> str:
+    """*text* with the part between *begin* and *end* (markers included) replaced by *section*.
 
-    *section* must itself start with BEGIN and end with END. Without markers in
-    *text*, the section is appended after one blank line.
+    *section* must itself start with *begin* and end with *end*. Without markers in
+    *text*, the section is appended after one blank line. The markers default to
+    this benchmark's; bench/build.py passes its own.
     """
-    start = text.find(BEGIN)
-    end = text.find(END, start) if start >= 0 else -1
-    if start >= 0 and end >= 0:
-        return text[:start] + section + text[end + len(END):]
+    start = text.find(begin)
+    stop = text.find(end, start) if start >= 0 else -1
+    if start >= 0 and stop >= 0:
+        return text[:start] + section + text[stop + len(end):]
     head = text.rstrip("\n")
     return (head + "\n\n" if head else "") + section + "\n"
 

@@ -565,20 +565,26 @@ def fmt(x: float | None, unit: str = "") -> str:
     return "—" if x is None else f"{x:.1f}{unit}"
 
 
-# bench/net.py owns the part of the output between these lines; rewriting the file keeps it
-KEPT_BEGIN = "<!-- network benchmark: begin -->"
-KEPT_END = "<!-- network benchmark: end -->"
+# bench/net.py and bench/build.py own the parts of the output between these lines;
+# rewriting the file keeps them, in the order they had
+KEPT = (("<!-- network benchmark: begin -->", "<!-- network benchmark: end -->"),
+        ("<!-- build benchmark: begin -->", "<!-- build benchmark: end -->"))
 
 
 def kept_section(out: Path) -> str:
-    """The marked section bench/net.py wrote into *out*, markers included; "" if there is none."""
+    """The marked sections the other benchmarks wrote into *out*, markers included, in file order,
+    one blank line apart; "" if there are none."""
     try:
         text = out.read_text()
     except OSError:
         return ""
-    start = text.find(KEPT_BEGIN)
-    end = text.find(KEPT_END, start) if start >= 0 else -1
-    return text[start:end + len(KEPT_END)] if start >= 0 and end >= 0 else ""
+    found = []
+    for begin, end in KEPT:
+        start = text.find(begin)
+        stop = text.find(end, start) if start >= 0 else -1
+        if start >= 0 and stop >= 0:
+            found.append((start, text[start:stop + len(end)]))
+    return "\n\n".join(section for _, section in sorted(found))
 
 
 def write_markdown(res: dict, out: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from berth.api.handlers import build as build_routes
 from berth.api.handlers import containers, images, networks, system, volumes
 from berth.api.server import Router
 from berth.api.wiring import Daemon
@@ -9,7 +10,7 @@ from berth.api.wiring import Daemon
 
 def build(daemon: Daemon) -> Router:
     router = Router()
-    for group in (system, images, containers, networks, volumes):
+    for group in (system, images, containers, networks, volumes, build_routes):
         group.register(router, daemon)
     for template, what in PLANNED:
         router.plan(template, what)
@@ -19,8 +20,6 @@ def build(daemon: Daemon) -> Router:
 # Docker API paths that later versions of berth will serve.
 PLANNED = (
     ("/containers/{id}/changes", "`docker diff` yet"),
-    ("/build", "`docker build` yet"),
-    ("/build/*", "`docker build` yet"),
     ("/images/search", "`docker search` yet"),
     ("/swarm*", "swarm mode"),
     ("/nodes*", "swarm mode"),

@@ -20,6 +20,7 @@ from berth.runtime.base import Runtime
 from berth.runtime.oci import OciRuntime
 from berth.runtime.vm import VmRuntime
 from berth.services.bundle import HostFacts
+from berth.services.build import Builder
 from berth.services.containers import Containers
 from berth.services.distribution import Distribution
 from berth.services.events import Events
@@ -58,6 +59,7 @@ class Daemon:
     distribution: Distribution
     imageio: ImageIO
     networks: Networks
+    builder: Builder
 
 
 def build(config: DaemonConfig) -> Daemon:
@@ -90,8 +92,11 @@ def build(config: DaemonConfig) -> Daemon:
     options = RegistryOptions(insecure_registries=tuple(config.insecure_registries), certs_dir=Path(config.certs_dir))
     distribution = Distribution(images, store, events, options,
                                 Path(config.registry_auth_file) if config.registry_auth_file else None)
+    imageio = ImageIO(images, store, events, root)
+    builder = Builder(images, imageio, containers, db, events, root)
+    builder.use_distribution(distribution)
     return Daemon(config, db, store, images, containers, Execs(containers), events, runtimes, distribution,
-                  ImageIO(images, store, events, root), networks)
+                  imageio, networks, builder)
 
 
 def nft_table(root: str) -> str:

@@ -15,8 +15,15 @@ import sys
 from collections.abc import Callable, Sequence
 
 from berth import __version__
-from berth.cli import commands_containers, commands_images, commands_network, commands_registry, commands_system
-from berth.cli import commands_volumes
+from berth.cli import (
+    commands_build,
+    commands_containers,
+    commands_images,
+    commands_network,
+    commands_registry,
+    commands_system,
+    commands_volumes,
+)
 from berth.cli.common import Ctx, StatusError, describe
 from berth.cli.parser import HelpRequested, UsageError
 from berth.client import APIError, DaemonUnreachable, resolve_host
@@ -31,6 +38,7 @@ COMMANDS: dict[str, Command] = {
     **commands_registry.COMMANDS,
     **commands_network.COMMANDS,
     **commands_volumes.COMMANDS,
+    **commands_build.COMMANDS,
 }
 
 _SUMMARY = [
@@ -39,6 +47,7 @@ _SUMMARY = [
     ("ps", "List containers"),
     ("pull", "Download an image from a registry"),
     ("push", "Upload an image to a registry"),
+    ("build", "Build an image from a Dockerfile"),
     ("images", "List images"),
     ("login", "Log in to a registry"),
     ("logout", "Log out from a registry"),

@@ -20,6 +20,7 @@ CREATE TABLE IF NOT EXISTS containers (id TEXT PRIMARY KEY, name TEXT UNIQUE NOT
 CREATE TABLE IF NOT EXISTS indexes (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS volumes (name TEXT PRIMARY KEY, doc TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS networks (id TEXT PRIMARY KEY, doc TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS build_cache (key TEXT PRIMARY KEY, image_id TEXT NOT NULL);
 """
 
 
@@ -65,6 +66,17 @@ class Database:
 
     def delete_index(self, digest: str) -> None:
         self._db.execute("DELETE FROM indexes WHERE id = ?", (digest,))
+
+    # the build cache: a step's key -> the image it made
+    def build_cache_get(self, key: str) -> str | None:
+        row = self._db.execute("SELECT image_id FROM build_cache WHERE key = ?", (key,)).fetchone()
+        return str(row[0]) if row else None
+
+    def build_cache_put(self, key: str, image_id: str) -> None:
+        self._db.execute("INSERT OR REPLACE INTO build_cache VALUES (?, ?)", (key, image_id))
+
+    def build_cache_clear(self) -> int:
+        return int(self._db.execute("DELETE FROM build_cache").rowcount)
 
     # networks
     def put_network(self, doc: dict[str, Any]) -> None:

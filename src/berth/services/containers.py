@@ -782,7 +782,7 @@ def _merge_image_config(body: dict[str, Any], image: dict[str, Any]) -> dict[str
     for key in ("Cmd", "Entrypoint"):
         if isinstance(cfg.get(key), str):
             cfg[key] = [cfg[key]] if key == "Entrypoint" else ["/bin/sh", "-c", cfg[key]]
-    if cfg.get("Entrypoint") is None and "Entrypoint" not in body:
+    if cfg.get("Entrypoint") is None:  # null or absent: the image's (only [""] clears it, as in Docker)
         cfg["Entrypoint"] = image.get("Entrypoint")
     if cfg.get("Entrypoint") == [""]:
         cfg["Entrypoint"] = None

@@ -169,46 +169,75 @@ class ImageIO:
             raise
 
     # commit -----------------------------------------------------------------------
+    def layer_from_chunks(self, chunks: Iterator[bytes]) -> tuple[str, str]:
+        """Store an uncompressed layer tar; return (blob digest, diff id) — the same for a plain tar."""
+        ingest = self._store.ingest()
+        try:
+            for chunk in chunks:
+                ingest.write(chunk)
+            digest = ingest.commit()
+        except BaseException:
+            ingest.abort()
+            raise
+        return digest, digest
+
+    def derive(self, base_id: str | None, body: dict[str, Any], *, layer: str | None, history: dict[str, Any],
+               author: str = "", extra: dict[str, Any] | None = None, platform: dict[str, str] | None = None) -> str:
+        """A new image: *base_id* (None: scratch) with config *body*, plus *layer* (an uncompressed layer
+        blob already in the store) if given, and one more history entry; return its id.
+
+        Metadata-only steps (no layer) add an `empty_layer` history entry, as Docker does.
+        """
+        base_config = self._images.config(base_id) if base_id else {
+            "architecture": (platform or {}).get("architecture", "amd64"), "os": (platform or {}).get("os", "linux"),
+            "rootfs": {"type": "layers", "diff_ids": []}, "history": []}
+        base_layers: list[dict[str, Any]] = []
+        diff_ids: list[str] = []
+        if base_id:
+            base = self._images.record(base_id)
+            base_layers = json.loads(self._store.read(base["manifest"]))["layers"]
+            diff_ids = list(base["diff_ids"])
+        leased = [layer] if layer else []
+        with self._images.lease(leased):
+            created = timefmt.now()
+            config = {k: v for k, v in base_config.items() if k not in ("container", "container_config")}
+            config.update({"created": created, "config": body, **(extra or {})})
+            if platform and platform.get("variant"):
+                config["variant"] = platform["variant"]
+            if author:
+                config["author"] = author
+            entry = {"created": created, **history}
+            layers = list(base_layers)
+            if layer:
+                diff_ids.append(layer)
+                layers.append({"mediaType": MEDIA_LAYER, "digest": layer, "size": self._store.size(layer)})
+            else:
+                entry["empty_layer"] = True
+            config["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
+            config["history"] = [*(base_config.get("history") or []), entry]
+            raw = json.dumps(config, separators=(",", ":")).encode()
+            config_digest = self._store.put(raw)
+            manifest = {"schemaVersion": 2, "mediaType": MEDIA_MANIFEST,
+                        "config": {"mediaType": MEDIA_CONFIG, "digest": config_digest, "size": len(raw)},
+                        "layers": layers}
+            return self._images.register(json.dumps(manifest, separators=(",", ":")).encode())
+
     def commit(self, image_id: str, upper: Path, container_config: dict[str, Any], *, repo: str, tag: str,
                comment: str, author: str, changes: Sequence[str], container_id: str) -> str:
         """A new image: *image_id* plus the container's changes in *upper*, with its config; return its id."""
         ref = reference.parse(f"{repo}:{tag}" if tag else repo) if repo else None
         base_config = self._images.config(image_id)
-        base = self._images.record(image_id)
-        ingest = self._store.ingest()
-        diff = hashlib.sha256()
-        try:
-            for chunk in layerdiff.iter_layer_from_upper(upper):
-                diff.update(chunk)
-                ingest.write(chunk)
-            layer_digest = ingest.commit()
-        except BaseException:
-            ingest.abort()
-            raise
-        with self._images.lease([layer_digest]):
-            body = dict(base_config.get("config") or {})
-            for key in ("Cmd", "Entrypoint", "Env", "WorkingDir", "User", "Labels", "ExposedPorts", "StopSignal",
-                        "Volumes"):
-                if container_config.get(key) not in (None, "", [], {}):
-                    body[key] = container_config[key]
-            parse_changes(list(changes), body)
-            created = timefmt.now()
-            config = dict(base_config)
-            config.update({"created": created, "config": body, "container": container_id})
-            if author:
-                config["author"] = author
-            config["rootfs"] = {"type": "layers", "diff_ids": [*base["diff_ids"], "sha256:" + diff.hexdigest()]}
-            config["history"] = [*(base_config.get("history") or []),
-                                 {"created": created, "created_by": " ".join(container_config.get("Cmd") or []),
-                                  "comment": comment, **({"author": author} if author else {})}]
-            raw = json.dumps(config, separators=(",", ":")).encode()
-            config_digest = self._store.put(raw)
-            old_manifest = json.loads(self._store.read(base["manifest"]))
-            manifest = {"schemaVersion": 2, "mediaType": MEDIA_MANIFEST,
-                        "config": {"mediaType": MEDIA_CONFIG, "digest": config_digest, "size": len(raw)},
-                        "layers": [*old_manifest["layers"], {"mediaType": MEDIA_LAYER, "digest": layer_digest,
-                                                             "size": self._store.size(layer_digest)}]}
-            new_id = self._images.register(json.dumps(manifest, separators=(",", ":")).encode())
+        layer, _ = self.layer_from_chunks(layerdiff.iter_layer_from_upper(upper))
+        body = dict(base_config.get("config") or {})
+        for key in ("Cmd", "Entrypoint", "Env", "WorkingDir", "User", "Labels", "ExposedPorts", "StopSignal",
+                    "Volumes"):
+            if container_config.get(key) not in (None, "", [], {}):
+                body[key] = container_config[key]
+        parse_changes(list(changes), body)
+        history = {"created_by": " ".join(container_config.get("Cmd") or []), "comment": comment,
+                   **({"author": author} if author else {})}
+        new_id = self.derive(image_id, body, layer=layer, history=history, author=author,
+                             extra={"container": container_id})
         if ref is not None:
             self._images.set_tag(str(ref), new_id)
         self._events.publish("image", "commit", new_id, {"name": str(ref) if ref else new_id})

@@ -407,6 +407,10 @@ class Images:
                 out.setdefault(image, []).extend(refs)
         return {k: sorted(v) for k, v in out.items()}
 
+    def layer_dirs(self, image_id: str) -> list[str]:
+        """The image's unpacked layers, top first (overlayfs lowerdir order)."""
+        return [self._snaps.path(c) for c in reversed(self.chains(image_id))]
+
     def index(self, digest: str) -> dict[str, Any] | None:
         """The record of a multi-platform index, if *digest* names one."""
         return self._db.get_index(digest)
@@ -473,9 +477,10 @@ class Images:
                        "Tty": False, "OpenStdin": False, "StdinOnce": False,
                        "Env": body.get("Env"), "Cmd": body.get("Cmd"), "Image": "",
                        "Volumes": body.get("Volumes"), "WorkingDir": body.get("WorkingDir", ""),
-                       "Entrypoint": body.get("Entrypoint"), "OnBuild": None,
+                       "Entrypoint": body.get("Entrypoint"), "OnBuild": body.get("OnBuild"),
                        "Labels": body.get("Labels"), "ExposedPorts": body.get("ExposedPorts"),
-                       "StopSignal": body.get("StopSignal")},
+                       "StopSignal": body.get("StopSignal"),
+                       **{k: body[k] for k in ("Healthcheck", "Shell") if body.get(k)}},
             "Architecture": cfg.get("architecture", "amd64"), "Os": cfg.get("os", "linux"),
             "Variant": cfg.get("variant"),
             "Size": doc["size"], "VirtualSize": doc["size"],

@@ -126,10 +126,6 @@ def register(router: Router, d: Daemon) -> None:
         creds = decode_x_registry_auth(req.headers.get("x-registry-auth", ""))
         return Reply(200, await d.distribution.describe(req.params["image"], creds))
 
-    async def build_prune(req: Request) -> Reply:
-        return Reply(200, {"CachesDeleted": None, "SpaceReclaimed": 0})  # no build cache yet
-
-    router.add("POST", "/build/prune", build_prune)
     router.add("GET", "/system/df", df)
     router.add("GET", "/distribution/{image}/json", distribution)
     router.add("GET", "/_ping", ping)

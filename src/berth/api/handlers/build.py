@@ -1,0 +1,59 @@
+"""Build routes: POST /build (the classic builder protocol) and POST /build/prune."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from berth.api.handlers.images import progress_stream
+from berth.api.server import Reply, Request, Router, Stream
+from berth.api.wiring import Daemon
+from berth.errors import InvalidArgument
+from berth.services.build import BuildError, BuildOptions
+
+
+def _json_param(req: Request, name: str, default: Any) -> Any:
+    text = req.q(name)
+    if not text:
+        return default
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise InvalidArgument(f"build: {name} must be JSON: {text!r}") from None
+
+
+def options(req: Request) -> BuildOptions:
+    """The classic builder's query parameters as BuildOptions."""
+    args = _json_param(req, "buildargs", {}) or {}
+    labels = _json_param(req, "labels", {}) or {}
+    hosts = req.q("extrahosts")
+    return BuildOptions(
+        tags=[t for t in req.query.get("t", []) if t], dockerfile=req.q("dockerfile") or "Dockerfile",
+        buildargs={str(k): "" if v is None else str(v) for k, v in args.items()},
+        target=req.q("target"), labels={str(k): str(v) for k, v in labels.items()},
+        nocache=req.qbool("nocache"), pull=req.qbool("pull"), rm=req.qbool("rm", True),
+        forcerm=req.qbool("forcerm"), quiet=req.qbool("q"), platform=req.q("platform"),
+        networkmode=req.q("networkmode") if req.q("networkmode") not in ("", "default") else "",
+        extrahosts=[h for h in hosts.replace(",", " ").split() if h] if hosts else [],
+        isolation=req.q("isolation") if req.q("isolation") not in ("", "default") else "")
+
+
+def register(router: Router, d: Daemon) -> None:
+    async def build(req: Request) -> Stream:
+        opts = options(req)
+        body = req.stream()
+
+        async def work(emit: Any) -> None:
+            try:
+                await d.builder.build(body, opts, emit)
+            except BuildError as exc:  # a step failed: its exit code goes back, as Docker's classic builder does
+                emit({"errorDetail": {"code": exc.code, "message": str(exc)}, "error": str(exc)})
+        return await progress_stream(work)
+
+    async def prune(req: Request) -> Reply:
+        cleared = d.db.build_cache_clear()
+        reclaimed = d.images.collect()
+        return Reply(200, {"CachesDeleted": [str(cleared)] if cleared else None, "SpaceReclaimed": reclaimed})
+
+    router.add("POST", "/build", build)
+    router.add("POST", "/build/prune", prune)

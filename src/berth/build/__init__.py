@@ -1,0 +1,1 @@
+"""Building images from Dockerfiles: the parser, .dockerignore matching and the classic builder."""

@@ -1,0 +1,582 @@
+"""Build: a Dockerfile and a context into images, the classic builder's way, with a layer cache.
+
+Strategy: the Dockerfile is parsed once (berth.build.dockerfile); the stages
+the target needs are built in order, each step producing an image (as the
+classic builder does: every step's result is an image, which is also what
+the cache points at). RUN runs the command as a real container through the
+same runtime drivers as `docker run` (so `isolation=hyperv` builds in VMs),
+then the container's overlay upper directory becomes the step's layer;
+COPY/ADD assemble their files in a scratch directory that becomes the layer;
+metadata instructions change only the config (no layer). A step's cache key
+is its parent image, the instruction after variable expansion, the build
+arguments it can see, and for COPY/ADD a checksum of the sources; a hit
+reuses the recorded image without running anything. Nothing is tagged until
+the whole build succeeded, so a failed build leaves no half image behind a
+name, and the cache keeps every step that finished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from berth.build import dockerfile as dfp
+from berth.build.context import Context
+from berth.build.copyops import Owner, add_into, copy_into, download, resolve_owner
+from berth.errors import BerthError, InvalidArgument, NotFound
+from berth.host import mount
+from berth.image import fsexport
+from berth.image import platform as platforms
+from berth.metadata.db import Database
+from berth.oci import reference
+from berth.services.events import Events
+from berth.services.imageio import ImageIO
+from berth.services.images import Images
+from berth.services.k8slog import Parser
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[dict[str, Any]], None]
+DEFAULT_SHELL = ["/bin/sh", "-c"]
+PREDEFINED_ARGS = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy",
+                   "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy")
+PLATFORM_ARGS = ("TARGETPLATFORM", "TARGETOS", "TARGETARCH", "TARGETVARIANT", "BUILDPLATFORM", "BUILDOS",
+                 "BUILDARCH", "BUILDVARIANT")
+
+
+@dataclass
+class BuildOptions:
+    tags: list[str] = field(default_factory=list)
+    dockerfile: str = "Dockerfile"
+    buildargs: dict[str, str] = field(default_factory=dict)
+    target: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    nocache: bool = False
+    pull: bool = False
+    rm: bool = True
+    forcerm: bool = False
+    quiet: bool = False
+    platform: str = ""
+    networkmode: str = ""
+    extrahosts: list[str] = field(default_factory=list)
+    isolation: str = ""
+
+
+class BuildError(BerthError):
+    """A step failed; carries the exit code for errorDetail."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class StageState:
+    """What the build of one stage has made so far."""
+
+    image: str | None  # None = scratch with no step yet
+    config: dict[str, Any]
+    platform: dict[str, str]
+    args: dict[str, str] = field(default_factory=dict)  # ARGs declared in this stage, with values
+    shell: list[str] = field(default_factory=lambda: list(DEFAULT_SHELL))
+
+
+class Builder:
+    def __init__(self, images: Images, imageio: ImageIO, containers: Any, db: Database, events: Events,
+                 root: str) -> None:
+        self._images, self._imageio, self._containers, self._db, self._events = \
+            images, imageio, containers, db, events
+        self._tmp = os.path.join(root, "build")
+        os.makedirs(self._tmp, exist_ok=True)
+        for stale in os.listdir(self._tmp):
+            shutil.rmtree(os.path.join(self._tmp, stale), ignore_errors=True)
+
+    # -- entry ------------------------------------------------------------------------
+    async def build(self, body: AsyncIterator[bytes], opts: BuildOptions, emit: Emit) -> str:
+        work = Path(tempfile.mkdtemp(prefix="b-", dir=self._tmp))
+        try:
+            spool = work / "context.tar"
+            with open(spool, "wb") as f:
+                async for chunk in body:
+                    f.write(chunk)
+            ctx = await asyncio.to_thread(_extract, spool, work / "ctx", opts.dockerfile)
+            text = ctx.read_dockerfile(opts.dockerfile)
+            df = dfp.parse(text)
+            image_id = await self._run(df, ctx, opts, emit, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        for tag in opts.tags:
+            ref = reference.parse(tag)
+            self._images.set_tag(str(ref), image_id)
+            self._events.publish("image", "tag", image_id, {"name": str(ref)})
+        emit({"aux": {"ID": image_id}})
+        if not opts.quiet:
+            emit({"stream": f"Successfully built {image_id[7:19]}\n"})
+            for tag in opts.tags:
+                emit({"stream": f"Successfully tagged {reference.parse(tag)}\n"})
+        return image_id
+
+    async def _run(self, df: dfp.Dockerfile, ctx: Context, opts: BuildOptions, emit: Emit, work: Path) -> str:
+        if not df.stages:
+            raise InvalidArgument("the Dockerfile has no FROM instruction")
+        target = opts.target or None
+        if target and df.stage(target) is None:
+            raise InvalidArgument(f"failed to reach build target {target} in Dockerfile: no stage named {target}")
+        needed = dfp.needed_stages(df, target)
+        used_args: set[str] = set()
+        meta: dict[str, str] = {}
+        for ins in df.meta_args:
+            for key, value in dfp.parse_kv(ins.args[0], df.escape, meta):
+                used_args.add(key)
+                meta[key] = opts.buildargs.get(key, value)
+        total = sum(1 + len(df.stages[i].instructions) for i in needed)
+        step = [0]
+        results: dict[int, str] = {}
+        last = ""
+        for index in needed:
+            stage = df.stages[index]
+            last = await self._stage(df, stage, ctx, opts, emit, work, meta, results, used_args, step, total,
+                                     index == needed[-1])
+            results[index] = last
+        unused = sorted(set(opts.buildargs) - used_args - set(PREDEFINED_ARGS))
+        if unused and not opts.quiet:
+            emit({"stream": f"[Warning] One or more build-args {unused} were not consumed\n"})
+        return last
+
+    # -- one stage -----------------------------------------------------------------------
+    async def _stage(self, df: dfp.Dockerfile, stage: dfp.Stage, ctx: Context, opts: BuildOptions, emit: Emit,
+                     work: Path, meta: dict[str, str], results: dict[int, str], used_args: set[str],
+                     step: list[int], total: int, last: bool) -> str:
+        base_name = dfp.expand(stage.base, meta, df.escape)
+        plat = dfp.expand(stage.platform, meta, df.escape) if stage.platform else opts.platform
+        step[0] += 1
+        self._say(opts, emit, f"Step {step[0]}/{total} : FROM {base_name}"
+                  + (f" AS {stage.name}" if stage.name else ""))
+        state = await self._from(df, base_name, plat, results, opts, emit)
+        self._say(opts, emit, f" ---> {_short(state.image) if state.image else 'scratch'}")
+        instructions = list(stage.instructions)
+        triggers = list(state.config.get("OnBuild") or []) if state.image else []
+        if triggers:
+            state.config["OnBuild"] = None
+            onbuild = dfp.parse("FROM scratch\n" + "\n".join(triggers)).stages[0].instructions
+            instructions = onbuild + instructions
+            self._say(opts, emit, f"# Executing {len(onbuild)} build trigger{'s' if len(onbuild) != 1 else ''}")
+        own = {id(i) for i in stage.instructions}
+        for ins in instructions:
+            if id(ins) in own:  # build triggers run first, without a step number of their own
+                step[0] += 1
+                self._say(opts, emit, f"Step {step[0]}/{total} : {ins.original}")
+            await self._step(df, ins, state, ctx, opts, emit, work, meta, results, used_args)
+        if state.image is None:  # FROM scratch and nothing else: an empty image
+            state.image = await asyncio.to_thread(self._imageio.derive, None, _clean(state.config), layer=None,
+                                                  history={"created_by": "FROM scratch"}, platform=state.platform)
+        if opts.labels and last:
+            cfg = dict(state.config)
+            cfg["Labels"] = {**(cfg.get("Labels") or {}), **opts.labels}
+            state.config = cfg
+            state.image = await asyncio.to_thread(self._imageio.derive, state.image, _clean(cfg), layer=None,
+                                                  history={"created_by": "LABEL " + " ".join(
+                                                      f"{k}={v}" for k, v in opts.labels.items())},
+                                                  platform=state.platform)
+        return state.image
+
+    async def _from(self, df: dfp.Dockerfile, base: str, plat: str, results: dict[int, str], opts: BuildOptions,
+                    emit: Emit) -> StageState:
+        wanted = platforms.parse(plat) if plat else None
+        pdict = platforms.to_dict(wanted or platforms.host())
+        if base == "scratch":
+            return StageState(None, {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
+                              pdict)
+        found = df.stage(base)
+        if found is not None and found.index in results:
+            image = results[found.index]
+        else:
+            try:
+                image = self._images.resolve(base, plat)
+            except NotFound:
+                if self._distribution is None:
+                    raise
+                image = await self._pull(base, plat, emit)
+        config = self._images.config(image)
+        state = StageState(image, dict(config.get("config") or {}),
+                           {k: v for k, v in (("os", config.get("os", "linux")),
+                                              ("architecture", config.get("architecture", "amd64")),
+                                              ("variant", config.get("variant") or "")) if v})
+        if state.config.get("Shell"):
+            state.shell = list(state.config["Shell"])
+        return state
+
+    _distribution: Any = None
+
+    def use_distribution(self, distribution: Any) -> None:
+        """Let FROM pull an image that is not here (docker build does)."""
+        self._distribution = distribution
+
+    async def _pull(self, base: str, plat: str, emit: Emit) -> str:
+        result = await self._distribution.pull(base, plat, None, lambda m: None)
+        return str(result.image_id)
+
+    # -- one step ------------------------------------------------------------------------
+    async def _step(self, df: dfp.Dockerfile, ins: dfp.Instruction, state: StageState, ctx: Context,
+                    opts: BuildOptions, emit: Emit, work: Path, meta: dict[str, str], results: dict[int, str],
+                    used_args: set[str]) -> None:
+        env = self._env(state, opts)
+        cmd = ins.cmd
+        if cmd == "ARG":
+            for key, default in dfp.parse_arg(ins.args[0], df.escape, env):
+                used_args.add(key)
+                if key in opts.buildargs:
+                    state.args[key] = opts.buildargs[key]
+                elif default is not None:
+                    state.args[key] = default
+                elif key in meta:  # declared before FROM: its value carries into the stage
+                    state.args[key] = meta[key]
+                elif key in PLATFORM_ARGS:
+                    state.args[key] = _platform_arg(key, state.platform)
+            return await self._config_step(ins, state, opts, emit, lambda cfg: None, cache_extra=state.args)
+        if cmd in ("RUN",):
+            return await self._run_step(df, ins, state, opts, emit, env)
+        if cmd in ("COPY", "ADD"):
+            return await self._copy_step(df, ins, state, ctx, opts, emit, env, results, work)
+        edit = self._config_edit(df, ins, state, env)
+        await self._config_step(ins, state, opts, emit, edit)
+
+    def _env(self, state: StageState, opts: BuildOptions) -> dict[str, str]:
+        """Variables a step sees: the image's ENV, then the stage's ARGs (ENV wins on the same name)."""
+        env = dict(state.args)
+        for entry in state.config.get("Env") or []:
+            k, _, v = entry.partition("=")
+            env[k] = v
+        return env
+
+    def _config_edit(self, df: dfp.Dockerfile, ins: dfp.Instruction, state: StageState,
+                     env: dict[str, str]) -> Callable[[dict[str, Any]], None]:
+        cmd, raw = ins.cmd, (ins.args[0] if ins.args and not ins.json else "")
+
+        def exp(text: str) -> str:
+            return dfp.expand(text, env, df.escape)
+
+        def command(cfg: dict[str, Any], key: str) -> None:
+            cfg[key] = list(ins.args) if ins.json else [*state.shell, raw]
+            if key == "Entrypoint" and not ins.json:
+                cfg["Cmd"] = None  # a shell-form ENTRYPOINT ignores CMD, as in Docker
+
+        def edit(cfg: dict[str, Any]) -> None:
+            if cmd == "ENV":
+                pairs = dfp.parse_kv(raw, df.escape, env)
+                current = list(cfg.get("Env") or [])
+                for k, v in pairs:
+                    current = [e for e in current if e.partition("=")[0] != k] + [f"{k}={v}"]
+                cfg["Env"] = current
+            elif cmd == "LABEL":
+                cfg["Labels"] = {**(cfg.get("Labels") or {}), **dict(dfp.parse_kv(raw, df.escape, env))}
+            elif cmd == "MAINTAINER":
+                state.config["__author"] = exp(raw)
+            elif cmd == "WORKDIR":
+                path = exp(raw)
+                cfg["WorkingDir"] = os.path.normpath(os.path.join(cfg.get("WorkingDir") or "/", path))
+            elif cmd == "USER":
+                cfg["User"] = exp(raw)
+            elif cmd == "CMD":
+                command(cfg, "Cmd")
+            elif cmd == "ENTRYPOINT":
+                command(cfg, "Entrypoint")
+            elif cmd == "EXPOSE":
+                ports: dict[str, Any] = {p if "/" in p else f"{p}/tcp": {}
+                                         for p in dfp.split_words(raw, df.escape, env)}
+                cfg["ExposedPorts"] = {**(cfg.get("ExposedPorts") or {}), **ports}
+            elif cmd == "VOLUME":
+                paths = list(ins.args) if ins.json else dfp.split_words(raw, df.escape, env)
+                cfg["Volumes"] = {**(cfg.get("Volumes") or {}), **{p: {} for p in paths}}
+            elif cmd == "STOPSIGNAL":
+                cfg["StopSignal"] = exp(raw)
+            elif cmd == "SHELL":
+                if not ins.json:
+                    raise InvalidArgument(f"Dockerfile line {ins.line}: SHELL requires the arguments to be in JSON "
+                                          "form")
+                state.shell = list(ins.args)
+                cfg["Shell"] = list(ins.args)
+            elif cmd == "HEALTHCHECK":
+                cfg["Healthcheck"] = dfp.healthcheck(ins)
+            elif cmd == "ONBUILD":
+                if ins.sub in ("ONBUILD", "FROM", "MAINTAINER"):
+                    raise InvalidArgument(f"Dockerfile line {ins.line}: {ins.sub} isn't allowed as an ONBUILD trigger")
+                cfg["OnBuild"] = [*(cfg.get("OnBuild") or []), ins.onbuild_trigger()]
+            else:
+                raise InvalidArgument(f"Dockerfile line {ins.line}: unknown instruction: {cmd}")
+        return edit
+
+    async def _config_step(self, ins: dfp.Instruction, state: StageState, opts: BuildOptions, emit: Emit,
+                           edit: Callable[[dict[str, Any]], None], cache_extra: Any = None) -> None:
+        cfg = json.loads(json.dumps(state.config))
+        edit(cfg)
+        author = str(cfg.pop("__author", "") or state.config.pop("__author", "") or "")
+        history = {"created_by": f"/bin/sh -c #(nop) {ins.original}"}
+        key = self._key(state, ins.original, cache_extra if cache_extra is not None else {})
+        image = self._cached(key, opts)
+        if image is not None:
+            self._say(opts, emit, " ---> Using cache")
+        else:
+            image = await asyncio.to_thread(self._imageio.derive, state.image, _clean(cfg), layer=None,
+                                            history=history, author=author, platform=state.platform)
+            self._remember(key, image)
+        state.image = image
+        state.config = cfg
+        self._say(opts, emit, f" ---> {_short(image)}")
+
+    # -- RUN ---------------------------------------------------------------------------------
+    async def _run_step(self, df: dfp.Dockerfile, ins: dfp.Instruction, state: StageState, opts: BuildOptions,
+                        emit: Emit, env: dict[str, str]) -> None:
+        if ins.heredocs and not ins.json:
+            script = "\n".join(h.content for h in ins.heredocs)
+            argv = [*state.shell, script]
+        else:
+            argv = list(ins.args) if ins.json else [*state.shell, ins.args[0]]
+        run_env = [f"{k}={v}" for k, v in state.args.items()]  # ARGs: in the step's env, not in the image
+        key = self._key(state, json.dumps(argv), {"args": state.args})
+        cached = self._cached(key, opts)
+        if cached is not None:
+            self._say(opts, emit, " ---> Using cache")
+            self._say(opts, emit, f" ---> {_short(cached)}")
+            state.image = cached
+            return
+        if state.image is None:
+            raise BuildError(f"The command '{' '.join(argv)}' cannot run: the stage is FROM scratch and has no "
+                             "files yet (there is no shell to run it)", 127)
+        body = {"Image": state.image, "Cmd": argv, "Entrypoint": [""], "Env": [*(state.config.get("Env") or []),
+                                                                              *run_env],
+                "User": state.config.get("User") or "", "WorkingDir": state.config.get("WorkingDir") or "",
+                "Labels": {}, "Tty": False, "OpenStdin": False,
+                "HostConfig": {"NetworkMode": opts.networkmode or "default", "ExtraHosts": opts.extrahosts or None,
+                               "Isolation": opts.isolation or ""}}
+        cid, _ = self._containers.create("", body, opts.platform)
+        self._say(opts, emit, f" ---> Running in {cid[:12]}")
+        failed = True
+        try:
+            code = await self._run_container(cid, opts, emit)
+            if code != 0:
+                raise BuildError(f"The command '{' '.join(argv)}' returned a non-zero code: {code}", code)
+            layer, _ = await asyncio.to_thread(self._imageio.layer_from_chunks,
+                                               _upper_layer(Path(self._containers.upper_dir(cid))))
+            history = {"created_by": " ".join(argv)}
+            image = await asyncio.to_thread(self._imageio.derive, state.image, _clean(state.config), layer=layer,
+                                            history=history, platform=state.platform)
+            failed = False
+        finally:
+            if opts.rm and (not failed or opts.forcerm):
+                with contextlib.suppress(BerthError):
+                    await self._containers.remove(cid, force=True, volumes=True)
+                if not opts.quiet:
+                    emit({"stream": f"Removing intermediate container {cid[:12]}\n"})
+        self._remember(key, image)
+        state.image = image
+        self._say(opts, emit, f" ---> {_short(image)}")
+
+    async def _run_container(self, cid: str, opts: BuildOptions, emit: Emit) -> int:
+        c = self._containers.get(cid)
+        await self._containers.start(cid)
+        log_path = os.path.join(c.dir, "container.log")
+        parser = Parser()
+        offset = 0
+        waiter = asyncio.ensure_future(self._containers.wait(cid, "not-running"))
+
+        def pump() -> None:
+            nonlocal offset
+            try:
+                with open(log_path, "rb") as f:
+                    f.seek(offset)
+                    data = f.read()
+            except OSError:
+                return
+            offset += len(data)
+            if not opts.quiet:
+                for entry in parser.feed(data):
+                    emit({"stream": entry.data.decode(errors="replace")})
+        while not waiter.done():
+            pump()
+            await asyncio.sleep(0.05)
+        pump()
+        result = waiter.result()
+        if result.get("Error") and result["Error"].get("Message"):
+            raise BuildError(str(result["Error"]["Message"]), int(result.get("StatusCode") or 1))
+        return int(result.get("StatusCode") or 0)
+
+    # -- COPY / ADD --------------------------------------------------------------------------
+    async def _copy_step(self, df: dfp.Dockerfile, ins: dfp.Instruction, state: StageState, ctx: Context,
+                         opts: BuildOptions, emit: Emit, env: dict[str, str], results: dict[int, str],
+                         work: Path) -> None:
+        words = list(ins.args) if ins.json else ins.words()
+        heredoc_words = [w for w in words[:-1] if "<<" in w]
+        words = [w if "<<" in w else dfp.expand(w, env, df.escape) for w in words]
+        heredocs = {h.name: h for h in ins.heredocs}
+        if len(words) < 2:
+            raise InvalidArgument(f"Dockerfile line {ins.line}: {ins.cmd} requires at least two arguments")
+        dest = words[-1]
+        srcs = [w for w in words[:-1] if w not in heredoc_words]
+        from_ref = ins.flags.get("from")
+        scratch = work / f"layer-{hashlib.sha256(ins.original.encode()).hexdigest()[:8]}"
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir()
+        paths: list[Path]
+        with contextlib.ExitStack() as stack:
+            if from_ref:
+                source_image = self._from_image(df, dfp.expand(from_ref, env, df.escape), results)
+                source_root = stack.enter_context(self._images_view(source_image))
+                paths = [Path(_inside(source_root, s)) for s in srcs]
+                checksum = hashlib.sha256(json.dumps([source_image, srcs]).encode()).hexdigest()
+            else:
+                source_root = ctx.root
+                urls = [s for s in srcs if s.startswith(("http://", "https://"))]
+                local = [s for s in srcs if s not in urls]
+                if urls and ins.cmd == "COPY":
+                    raise InvalidArgument(f"Dockerfile line {ins.line}: COPY cannot fetch URLs: use ADD")
+                paths = await asyncio.to_thread(ctx.sources, local) if local else []
+                checksum = await asyncio.to_thread(ctx.checksum, paths) if paths else ""
+                for url in urls:
+                    fetched = await download(url, work / "downloads" / hashlib.sha256(url.encode()).hexdigest()[:12])
+                    paths.append(fetched)
+                    checksum += hashlib.sha256(fetched.read_bytes()).hexdigest()
+                    source_root = fetched.parent if not local else source_root
+            for name in heredocs:
+                doc = heredocs[name]
+                hd = work / "heredocs" / name
+                hd.parent.mkdir(parents=True, exist_ok=True)
+                hd.write_text(doc.content if doc.content.endswith("\n") or not doc.content else doc.content)
+                paths.append(hd)
+                source_root = hd.parent if not srcs else source_root
+                checksum += hashlib.sha256(doc.content.encode()).hexdigest()
+            key = self._key(state, ins.original, {"sum": checksum, "flags": ins.flags})
+            cached = self._cached(key, opts)
+            if cached is not None:
+                self._say(opts, emit, " ---> Using cache")
+                self._say(opts, emit, f" ---> {_short(cached)}")
+                state.image = cached
+                return
+            image_root = stack.enter_context(self._images_view(state.image)) if state.image else None
+            owner = self._owner(ins.flags.get("chown"), image_root, env, df)
+            chmod = int(ins.flags["chmod"], 8) if ins.flags.get("chmod") else None
+            workdir = state.config.get("WorkingDir") or "/"
+
+            def dest_is_dir(path: str) -> bool:
+                return image_root is not None and os.path.isdir(_inside(image_root, path))
+            op = add_into if ins.cmd == "ADD" else copy_into
+            await asyncio.to_thread(op, scratch, paths, source_root, dest, workdir=workdir, dest_is_dir=dest_is_dir,
+                                    owner=owner, chmod=chmod)
+        layer, _ = await asyncio.to_thread(self._imageio.layer_from_chunks, fsexport.iter_tree_tar(scratch))
+        shutil.rmtree(scratch, ignore_errors=True)
+        history = {"created_by": f"/bin/sh -c #(nop) {ins.original}"}
+        image = await asyncio.to_thread(self._imageio.derive, state.image, _clean(state.config), layer=layer,
+                                        history=history, platform=state.platform)
+        self._remember(key, image)
+        state.image = image
+        self._say(opts, emit, f" ---> {_short(image)}")
+
+    def _from_image(self, df: dfp.Dockerfile, ref: str, results: dict[int, str]) -> str:
+        found = df.stage(ref)
+        if found is not None:
+            if found.index not in results:
+                raise InvalidArgument(f"COPY --from={ref}: that stage is not built before this one")
+            return results[found.index]
+        return self._images.resolve(ref)
+
+    def _owner(self, chown: str | None, image_root: Path | None, env: dict[str, str],
+               df: dfp.Dockerfile) -> Owner | None:
+        if not chown:
+            return None
+        chown = dfp.expand(chown, env, df.escape)
+
+        def read(name: str) -> str:
+            if image_root is None:
+                return ""
+            try:
+                return Path(_inside(image_root, f"/etc/{name}")).read_text()
+            except OSError:
+                return ""
+        return resolve_owner(chown, read("passwd"), read("group"))
+
+    @contextlib.contextmanager
+    def _images_view(self, image_id: str) -> Iterator[Path]:
+        """The image's root file system, read-only: its layers stacked by overlayfs (or the one layer)."""
+        lowers = self._images.layer_dirs(image_id)
+        if not lowers:
+            with tempfile.TemporaryDirectory(dir=self._tmp) as empty:
+                yield Path(empty)
+            return
+        if len(lowers) == 1:
+            yield Path(lowers[0])
+            return
+        target = Path(tempfile.mkdtemp(prefix="view-", dir=self._tmp))
+        try:
+            mount.mount("overlay", str(target), "overlay", "lowerdir=" + ":".join(lowers))
+            try:
+                yield target
+            finally:
+                mount.unmount(str(target))
+        finally:
+            with contextlib.suppress(OSError):
+                target.rmdir()
+
+    # -- cache --------------------------------------------------------------------------------
+    def _key(self, state: StageState, what: str, extra: Any) -> str:
+        doc = [state.image or "scratch", state.platform, what, extra, json.dumps(state.config, sort_keys=True)]
+        return "sha256:" + hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+    def _cached(self, key: str, opts: BuildOptions) -> str | None:
+        if opts.nocache:
+            return None
+        image = self._db.build_cache_get(key)
+        if image and self._db.get_image(image) is not None:
+            return image
+        return None
+
+    def _remember(self, key: str, image: str) -> None:
+        self._db.build_cache_put(key, image)
+
+    @staticmethod
+    def _say(opts: BuildOptions, emit: Emit, text: str) -> None:
+        if not opts.quiet:
+            emit({"stream": text + "\n"})
+
+
+def _extract(spool: Path, dest: Path, dockerfile: str) -> Context:
+    with open(spool, "rb") as f:
+        return Context.extract(f, dest, dockerfile)
+
+
+def _upper_layer(upper: Path) -> Iterator[bytes]:
+    from berth.image import layerdiff
+    return layerdiff.iter_layer_from_upper(upper)
+
+
+def _inside(root: Path, path: str) -> str:
+    """*path* (absolute, in the image) under *root*, never above it."""
+    clean = os.path.normpath("/" + path).lstrip("/")
+    return os.path.join(str(root), clean)
+
+
+def _short(image: str | None) -> str:
+    return (image or "")[7:19]
+
+
+def _clean(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in cfg.items() if not k.startswith("__")}
+
+
+def _platform_arg(key: str, platform: dict[str, str]) -> str:
+    """TARGETPLATFORM and friends, for the platform being built (build and target are the same here)."""
+    os_, arch, variant = platform.get("os", "linux"), platform.get("architecture", "amd64"), platform.get("variant", "")
+    return {"PLATFORM": "/".join(p for p in (os_, arch, variant) if p), "OS": os_, "ARCH": arch,
+            "VARIANT": variant}[key.removeprefix("TARGET").removeprefix("BUILD")]
+
+
+__all__ = ["Builder", "BuildOptions", "BuildError"]

@@ -1,0 +1,177 @@
+"""`docker build` (the classic builder, DOCKER_BUILDKIT=0) and the SDK's images.build against berthd."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+from berth_e2e_conftest import DOCKER, docker, is_dockerd, unique_name
+
+DOCKERFILE = r"""# syntax is ignored
+ARG BASE=busybox:latest
+FROM ${BASE} AS builder
+ARG GREETING=hello
+ENV APP_HOME=/app \
+    MODE=build
+WORKDIR $APP_HOME
+COPY --chmod=755 tool.sh ./bin/
+COPY data/ ./data/
+ADD archive.tar.gz /opt/
+RUN echo "$GREETING from $MODE" > built.txt && \
+    ./bin/tool.sh >> built.txt
+SHELL ["/bin/sh", "-c"]
+RUN <<EOF
+echo heredoc > /app/heredoc.txt
+EOF
+
+FROM busybox:latest AS unused
+RUN exit 1
+
+FROM busybox:latest
+LABEL org.example.name="demo app" version=1
+ENV MODE=run
+WORKDIR /srv
+COPY --from=builder /app/built.txt /app/heredoc.txt ./
+COPY --from=builder --chown=bob:bob /opt/inside.txt /srv/owned.txt
+USER bob
+EXPOSE 8080/tcp 9090
+VOLUME ["/data"]
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=30s --timeout=3s CMD ["true"]
+ONBUILD RUN echo triggered > /tmp/onbuild
+ENTRYPOINT ["/bin/sh", "-c"]
+CMD ["cat /srv/built.txt"]
+"""
+
+
+def make_context(root: Path) -> Path:
+    (root / "data").mkdir(parents=True)
+    (root / "data" / "one.txt").write_text("one\n")
+    (root / "tool.sh").write_text("#!/bin/sh\necho tool ran\n")
+    (root / "ignored.log").write_text("never sent\n")
+    (root / ".dockerignore").write_text("*.log\n")
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        data = b"inside the archive\n"
+        info = tarfile.TarInfo("inside.txt")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    (root / "archive.tar.gz").write_bytes(gzip.compress(buf.getvalue()))
+    (root / "Dockerfile").write_text(DOCKERFILE)
+    return root
+
+
+def classic_build(d, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(d.env, DOCKER_BUILDKIT="0")
+    cp = subprocess.run([DOCKER, "build", *args], env=env, capture_output=True, text=True, timeout=600)
+    if check and cp.returncode != 0:
+        pytest.fail(f"docker build {' '.join(args)} exited {cp.returncode}\n{cp.stdout}\n{cp.stderr}", pytrace=False)
+    return cp
+
+
+@pytest.fixture(autouse=True)
+def berth_only(berthd, image):
+    if is_dockerd(berthd):
+        pytest.skip("classic builds are compared by hand against dockerd")
+
+
+def test_multi_stage_build_with_every_instruction(berthd, tmp_path):
+    ctx = make_context(tmp_path / "ctx")
+    tag = unique_name("app") + ":1"
+    out = classic_build(berthd, "-t", tag, "--build-arg", "GREETING=hi", "--label", "extra=yes", str(ctx)).stdout
+    assert "Step 1/" in out and "Successfully built" in out and f"Successfully tagged {tag}" in out
+    assert "exit 1" not in out  # the unused stage was not built
+    assert docker(berthd, "run", "--rm", tag).stdout == "hi from build\ntool ran\n"
+    listing = docker(berthd, "run", "--rm", "--entrypoint", "ls", tag, "-ln", "/srv").stdout
+    assert "heredoc.txt" in listing and "owned.txt" in listing
+    owned = [line for line in listing.splitlines() if line.endswith("owned.txt")][0].split()
+    assert owned[2:4] == ["1000", "1000"], listing
+    assert docker(berthd, "run", "--rm", "--entrypoint", "cat", tag, "/srv/owned.txt").stdout == "inside the archive\n"
+    cfg = json.loads(docker(berthd, "image", "inspect", tag).stdout)[0]["Config"]
+    assert cfg["User"] == "bob" and cfg["WorkingDir"] == "/srv"
+    assert "MODE=run" in cfg["Env"] and "APP_HOME=/app" not in cfg["Env"]
+    assert cfg["Labels"] == {"org.example.name": "demo app", "version": "1", "extra": "yes"}
+    assert set(cfg["ExposedPorts"]) == {"8080/tcp", "9090/tcp"} and "/data" in cfg["Volumes"]
+    assert cfg["Entrypoint"] == ["/bin/sh", "-c"] and cfg["Cmd"] == ["cat /srv/built.txt"]
+    assert cfg["StopSignal"] == "SIGTERM" and cfg["OnBuild"] == ["RUN echo triggered > /tmp/onbuild"]
+    assert docker(berthd, "run", "--rm", "--entrypoint", "id", tag, "-un").stdout == "bob\n"
+
+    again = classic_build(berthd, "-t", tag, "--build-arg", "GREETING=hi", "--label", "extra=yes", str(ctx)).stdout
+    assert "Running in" not in again and again.count("Using cache") >= 10, again
+
+    (ctx / "data" / "one.txt").write_text("changed\n")
+    third = classic_build(berthd, "-t", tag, "--build-arg", "GREETING=hi", "--label", "extra=yes", str(ctx)).stdout
+    assert "Running in" in third  # a changed COPY source invalidates from that step on
+    docker(berthd, "rmi", tag)
+
+
+def test_onbuild_triggers_and_target(berthd, tmp_path):
+    base = unique_name("base") + ":1"
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "Dockerfile").write_text("FROM busybox:latest\nONBUILD RUN echo fired > /fired\n")
+    classic_build(berthd, "-t", base, str(tmp_path / "base"))
+    (tmp_path / "child").mkdir()
+    (tmp_path / "child" / "Dockerfile").write_text(f"FROM {base} AS first\nRUN echo one > /one\n"
+                                                   "FROM first AS second\nRUN echo two > /two\n")
+    child = unique_name("child") + ":1"
+    classic_build(berthd, "-t", child, "--target", "first", str(tmp_path / "child"))
+    out = docker(berthd, "run", "--rm", child, "sh", "-c", "cat /fired /one; test -e /two || echo no-two").stdout
+    assert out == "fired\none\nno-two\n"
+    docker(berthd, "rmi", child, base)
+
+
+def test_build_errors_are_clear(berthd, tmp_path):
+    def build_with(dockerfile: str, *extra: str) -> subprocess.CompletedProcess:
+        d = tmp_path / unique_name("e")
+        d.mkdir()
+        (d / "Dockerfile").write_text(dockerfile)
+        return classic_build(berthd, *extra, str(d), check=False)
+    cp = build_with("FROM busybox:latest\nFROBNICATE x\n")
+    assert cp.returncode != 0 and "line 2" in cp.stderr and "unknown instruction" in cp.stderr.lower(), cp.stderr
+    cp = build_with("FROM busybox:latest\nCOPY ../outside /x\n")
+    assert cp.returncode != 0 and "outside the build context" in cp.stderr, cp.stderr
+    cp = build_with("FROM busybox:latest\nCOPY missing.txt /x\n")
+    assert cp.returncode != 0 and "missing.txt" in cp.stderr, cp.stderr
+    cp = build_with("FROM busybox:latest\nCOPY --from=nostage /x /y\n")
+    assert cp.returncode != 0 and "nostage" in cp.stderr, cp.stderr
+    tag = unique_name("fail") + ":1"
+    cp = build_with("FROM busybox:latest\nRUN echo before-failing; exit 3\n", "-t", tag)
+    assert cp.returncode == 3, (cp.returncode, cp.stderr)
+    assert "before-failing" in cp.stdout and "returned a non-zero code: 3" in cp.stderr, (cp.stdout, cp.stderr)
+    assert docker(berthd, "image", "inspect", tag, check=False).returncode != 0  # nothing tagged
+    cp = subprocess.run([DOCKER, "build", "-"], input="not a tar and not a dockerfile\x00\x01",
+                        env=dict(berthd.env, DOCKER_BUILDKIT="0"), capture_output=True, text=True, timeout=60)
+    assert cp.returncode != 0
+
+
+def test_sdk_images_build(client, tmp_path):
+    (tmp_path / "Dockerfile").write_text("FROM busybox:latest\nARG WHO=world\nRUN echo hello $WHO > /greeting\n"
+                                         "CMD [\"cat\", \"/greeting\"]\n")
+    tag = unique_name("sdk") + ":1"
+    image, logs = client.images.build(path=str(tmp_path), tag=tag, buildargs={"WHO": "sdk"}, rm=True)
+    assert any("Successfully built" in (entry.get("stream") or "") for entry in logs)
+    assert client.containers.run(tag, remove=True) == b"hello sdk\n"
+    client.images.remove(tag)
+
+
+def test_berth_build_cli(berthd, tmp_path):
+    berth = os.path.join(os.path.dirname(sys.executable), "berth")
+    (tmp_path / "Dockerfile").write_text("FROM busybox:latest\nCOPY . /ctx\nRUN ls /ctx > /listing\n")
+    (tmp_path / "keep.txt").write_text("x")
+    (tmp_path / "skip.tmp").write_text("x")
+    (tmp_path / ".dockerignore").write_text("*.tmp\n")
+    tag = unique_name("cli") + ":1"
+    cp = subprocess.run([berth, "-H", berthd.host, "build", "-t", tag, str(tmp_path)], capture_output=True,
+                        text=True, timeout=300)
+    assert cp.returncode == 0 and "Successfully tagged" in cp.stdout, cp.stderr
+    listing = docker(berthd, "run", "--rm", tag, "cat", "/listing").stdout.split()
+    assert "keep.txt" in listing and "skip.tmp" not in listing
+    docker(berthd, "rmi", tag)
+
