@@ -75,6 +75,7 @@ BEGIN = "<!-- build benchmark: begin -->"
 END = "<!-- build benchmark: end -->"
 
 TAG = "bench-build"
+FLOOR_TAG = "bench-floor"
 BLOB = "blob.bin"
 BUILD_TIMEOUT = 600  # seconds for one build; a cold build here takes a few
 
@@ -90,6 +91,11 @@ COPY {BLOB} /app/{BLOB}
 RUN ls -l /app/{BLOB} | awk '{{print $5}}' > /app/blob.size
 """
 
+# The floor: a build of the same context that does nothing but name the base image.
+# It costs what any build of this context costs (the CLI's tar stream of 50 MiB,
+# the daemon receiving and unpacking it), which the cached build cannot go under.
+FLOOR_DOCKERFILE = "FROM busybox\n"
+
 # What a container from the built image prints, one value per line (see expected_check).
 CHECK = ["run", "--rm", "--network", "none", TAG, "sh", "-c",
          f"sha256sum /app/{BLOB} | cut -d' ' -f1; cat /step1 /app/etc/step2 /app/blob.size; "
@@ -99,14 +105,34 @@ CHECK = ["run", "--rm", "--network", "none", TAG, "sh", "-c",
 # --------------------------------------------------------------------------- pure parts
 
 
-def build_args(context: Path, *, no_cache: bool) -> list[str]:
-    """The docker CLI arguments of one build of *context* (DOCKER_BUILDKIT=0 is in the environment)."""
-    return ["build", *(["--no-cache"] if no_cache else []), "--network", "none", "-t", TAG, str(context)]
-
-
 def dockerfile_steps(text: str) -> int:
     """How many steps the classic builder counts in *text*: its instruction lines."""
     return sum(1 for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#"))
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of timed build: how it is asked for and what its output must show."""
+
+    name: str  # "cold", "cached", "floor": the key in the results
+    no_cache: bool
+    dockerfile: str  # its file name in the context
+    tag: str
+    steps: int  # "Step N/M": M
+    cache_hits: int  # "Using cache" lines a valid sample prints
+
+    def args(self, context: Path) -> list[str]:
+        """The docker CLI arguments (DOCKER_BUILDKIT=0 is in the environment)."""
+        return ["build", *(["--no-cache"] if self.no_cache else []), "--network", "none",
+                *(["-f", str(context / self.dockerfile)] if self.dockerfile != "Dockerfile" else []),
+                "-t", self.tag, str(context)]
+
+
+_STEPS = dockerfile_steps(DOCKERFILE)
+COLD = Kind("cold", True, "Dockerfile", TAG, _STEPS, 0)
+CACHED = Kind("cached", False, "Dockerfile", TAG, _STEPS, _STEPS - 1)
+FLOOR = Kind("floor", False, "Dockerfile.floor", FLOOR_TAG, dockerfile_steps(FLOOR_DOCKERFILE), 0)
+KINDS = (COLD, CACHED, FLOOR)
 
 
 def expected_check(sha256: str, size: int) -> list[str]:
@@ -151,22 +177,22 @@ def parse_build(output: str, tag: str = TAG) -> BuildReport:
     return BuildReport(steps, total, hits, image_id, tagged)
 
 
-def judge(report: BuildReport, expected_steps: int, *, cached: bool, image_id: str = "") -> str:
-    """Why *report* is not a valid sample ("" if it is).
+def judge(report: BuildReport, kind: Kind, image_id: str = "") -> str:
+    """Why *report* is not a valid sample of *kind* ("" if it is).
 
-    A cold build must run every step and hit the cache for none; a cached build
-    must hit it for every step after FROM and, if *image_id* is given, end there.
+    Every step must have run (a cold build hitting the cache for none, a cached
+    build for every step after FROM) and, if *image_id* is given, the build
+    must have ended at that image.
     """
-    if report.total != expected_steps or report.steps != expected_steps:
-        return f"printed Step {report.steps}/{report.total}, expected {expected_steps}/{expected_steps}"
+    if report.total != kind.steps or report.steps != kind.steps:
+        return f"printed Step {report.steps}/{report.total}, expected {kind.steps}/{kind.steps}"
     if not report.image_id or not report.tagged:
-        return f"did not print `Successfully built ID` and `Successfully tagged {TAG}:latest`"
-    want = expected_steps - 1 if cached else 0
-    if report.cache_hits != want:
-        return (f"used the cache for {report.cache_hits} of {expected_steps - 1} steps, expected {want} "
-                f"({'a fully cached' if cached else 'a --no-cache'} build)")
-    if cached and image_id and report.image_id != image_id[:len(report.image_id)]:
-        return f"ended at image {report.image_id}, not at {image_id} as the build that filled the cache did"
+        return f"did not print `Successfully built ID` and `Successfully tagged {kind.tag}:latest`"
+    if report.cache_hits != kind.cache_hits:
+        return (f"used the cache for {report.cache_hits} of {kind.steps - 1} steps, expected {kind.cache_hits} "
+                f"(a {kind.name} build)")
+    if image_id and report.image_id != image_id[:len(report.image_id)]:
+        return f"ended at image {report.image_id}, not at {image_id} as the build before did"
     return ""
 
 
@@ -203,8 +229,9 @@ def render(res: dict[str, Any]) -> str:
              "builder on both), engines interleaved docker, berth, docker, berth, …\n")
     L.append("| build | engine | runs | median | p10 | p90 | berth / docker (median) |")
     L.append("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
-    rows = (("cold", "cold: `docker build --no-cache --network none -t bench-build .`"),
-            ("cached", "fully cached: `docker build --network none -t bench-build .`"))
+    rows = (("cold", f"cold: `docker build --no-cache --network none -t {TAG} .`"),
+            ("cached", f"fully cached: `docker build --network none -t {TAG} .`"),
+            ("floor", f"floor: `docker build --network none -f {FLOOR.dockerfile} -t {FLOOR_TAG} .`"))
     for key, label in rows:
         t = res["timings"].get(key, {})
         d = t.get("docker")
@@ -220,14 +247,27 @@ def render(res: dict[str, Any]) -> str:
              f"(`docker rmi {TAG}`, untimed).")
     L.append(f"- Fully cached: one build to fill the cache and one untimed cached build per engine, then "
              f"{res['cached_runs']} timed runs each. The CLI still sends the whole context ({mib} MiB and "
-             "the Dockerfile, as a tar stream) on every build: the daemon must checksum it to know the COPY "
-             "is unchanged.")
-    L.append("- Checks: every timed build's output must show all "
-             f"{cfg['steps']} steps, no `Using cache` (cold) or `Using cache` for each of the "
-             f"{cfg['steps'] - 1} steps after FROM and the same image every time (cached). After the runs a "
-             "container from each engine's image prints the copied file's sha256 and what the RUN steps "
-             "wrote: " + (", ".join(f"{n} {'right' if ok else 'WRONG'}" for n, ok in sorted(res["verified"].items()))
-                          or "not checked") + ".")
+             "the Dockerfiles, as a tar stream) on every build, and the daemon must checksum the COPY's "
+             "source to know it is unchanged.")
+    L.append(f"- Floor: `{FLOOR.dockerfile}` is `{FLOOR_DOCKERFILE.strip()}` alone, built from the same "
+             f"context: the CLI, the {mib} MiB upload and the daemon taking the context in, with no step to "
+             f"run or look up; one untimed build, then {res['cached_runs']} timed runs each. No build of this "
+             "context goes under it.")
+    above = []
+    for name in ("docker", "berth"):
+        c, f = res["timings"].get("cached", {}).get(name), res["timings"].get("floor", {}).get(name)
+        if c and f:
+            above.append(f"{name} {(c['median_ms'] - f['median_ms']) / 1000:+.2f} s")
+    if above:
+        L.append("- What the cache lookups add above the floor (medians, fully cached minus floor): "
+                 + ", ".join(above) + ".")
+    L.append(f"- Checks: every timed build's output must show all its steps (`Step N/{cfg['steps']}`); a cold "
+             "build may not print `Using cache`, a fully cached one must print it for each of the "
+             f"{cfg['steps'] - 1} steps after FROM, and cached and floor builds must end at the same image "
+             "every time. After the runs a container from each engine's image prints the copied file's "
+             "sha256 and what the RUN steps wrote: "
+             + (", ".join(f"{n} {'right' if ok else 'WRONG'}" for n, ok in sorted(res["verified"].items()))
+                or "not checked") + ".")
     L.append("")
     L.append("### Against the target\n")
     for key, label in (("cold", "cold"), ("cached", "fully cached")):
@@ -250,7 +290,7 @@ def render(res: dict[str, Any]) -> str:
     L.append(f"```\n.venv/bin/python bench/build.py --cold {res['cold_runs']} --cached {res['cached_runs']} "
              f"--mib {mib}\n```\n")
     raw = res.get("raw")
-    L.append("Raw durations, image ids and each engine's first cold and cached build output are kept in "
+    L.append("Raw durations, image ids and each engine's first build output of each kind are kept in "
              "`bench/results/` (git-ignored)" + (f"; this section was written from `{raw}`." if raw else "."))
     L.append(END)
     return "\n".join(L)
@@ -267,7 +307,8 @@ def write_section(out: Path, section: str) -> None:
 def make_context(directory: Path, mib: int) -> tuple[str, int]:
     """Write the Dockerfile and *mib* MiB of random bytes into *directory*; the blob's sha256 and size."""
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / "Dockerfile").write_text(DOCKERFILE)
+    (directory / COLD.dockerfile).write_text(DOCKERFILE)
+    (directory / FLOOR.dockerfile).write_text(FLOOR_DOCKERFILE)
     digest = hashlib.sha256()
     with open(directory / BLOB, "wb") as f:
         for _ in range(mib):
@@ -298,18 +339,18 @@ class Outputs:
             f"$ docker {' '.join(cp.args[3:])}\n--- stdout\n{cp.stdout}\n--- stderr\n{cp.stderr}\n")
 
 
-def build_once(eng: Engine, context: Path, steps: int, outputs: Outputs, *, cached: bool,
+def build_once(eng: Engine, context: Path, kind: Kind, outputs: Outputs,
                image_id: str = "") -> tuple[float, BuildReport]:
     """One timed build; its seconds and report, or BenchError if it failed or was not the kind of build asked for."""
-    args = build_args(context, no_cache=not cached)
+    args = kind.args(context)
     t0 = time.perf_counter()
     cp = eng.docker(args, timeout=BUILD_TIMEOUT, check=False)
     elapsed = time.perf_counter() - t0
-    outputs.keep(eng, "cached" if cached else "cold", cp)
+    outputs.keep(eng, kind.name, cp)
     if cp.returncode != 0:
         raise BenchError(eng.failure(args, cp))
-    report = parse_build(cp.stdout)
-    why = judge(report, steps, cached=cached, image_id=image_id)
+    report = parse_build(cp.stdout, kind.tag)
+    why = judge(report, kind, image_id)
     if why:
         tail = "\n".join(cp.stdout.strip().splitlines()[-12:])
         raise BenchError(f"{eng.name}: `docker {' '.join(args)}` {why}; its output ended:\n{tail}")
@@ -377,9 +418,8 @@ def measure(args: argparse.Namespace, res: dict[str, Any], launched: list[Engine
 
     context = scratch / "context"
     sha, size = make_context(context, args.mib)
-    steps = dockerfile_steps(DOCKERFILE)
-    res["config"].update(blob_sha256=sha, blob_bytes=size, steps=steps)
-    log(f"context {context}: Dockerfile ({steps} steps) and {BLOB}, {size >> 20} MiB, sha256 {sha[:16]}…")
+    res["config"].update(blob_sha256=sha, blob_bytes=size, steps=COLD.steps)
+    log(f"context {context}: Dockerfile ({COLD.steps} steps) and {BLOB}, {size >> 20} MiB, sha256 {sha[:16]}…")
     tarball = write_rootfs_tar(scratch / "busybox.tar")
 
     ready: list[Engine] = []
@@ -406,36 +446,41 @@ def measure(args: argparse.Namespace, res: dict[str, Any], launched: list[Engine
             log(f"FAILED {name}: {e}")
     outputs = Outputs(logdir, set())
 
-    # cold: one warm-up each, then interleaved runs from an emptied store
+    # cold: one warm-up each, then interleaved runs, each from a store without the last run's image
     warm: list[Engine] = []
     for eng in ready:
         try:
-            secs, _ = build_once(eng, context, steps, outputs, cached=False)
+            secs, _ = build_once(eng, context, COLD, outputs)
             res["first_cold_ms"][eng.name] = round(secs * 1000, 1)
             log(f"cold warm-up [{eng.name}]: {secs:.2f} s")
             warm.append(eng)
         except BenchError as e:
             errors[f"{eng.name}: cold warm-up"] = str(e)
             log(f"FAILED: {e}")
-    cold = interleaved(warm, lambda e: build_once(e, context, steps, outputs, cached=False), args.cold_runs,
+    cold = interleaved(warm, lambda e: build_once(e, context, COLD, outputs), args.cold_runs,
                        "cold build", errors, before=lambda e: remove_image(e, errors))
     res["timings"]["cold"] = {n: summary(s) for n, s in cold.items()}
 
-    # fully cached: fill the cache, one untimed cached build, then interleaved runs ending at that image
-    filled: dict[str, str] = {}
-    for eng in warm:
-        try:
-            cp = eng.docker(build_args(context, no_cache=False), timeout=BUILD_TIMEOUT)
-            filled[eng.name] = parse_build(cp.stdout).image_id
-            build_once(eng, context, steps, outputs, cached=True, image_id=filled[eng.name])
-        except BenchError as e:
-            errors[f"{eng.name}: cache fill"] = str(e)
-            log(f"FAILED: {e}")
-    cached_engines = [e for e in warm if e.name in filled and f"{e.name}: cache fill" not in errors]
-    cached = interleaved(cached_engines,
-                         lambda e: build_once(e, context, steps, outputs, cached=True, image_id=filled[e.name]),
-                         args.cached_runs, "cached build", errors)
-    res["timings"]["cached"] = {n: summary(s) for n, s in cached.items()}
+    # fully cached, then the floor: one untimed build of each kind first (the cached one
+    # after a build that fills the cache), then interleaved runs that must end at the same image
+    for kind in (CACHED, FLOOR):
+        ends: dict[str, str] = {}
+        for eng in warm:
+            try:
+                if kind is CACHED:
+                    eng.docker(kind.args(context), timeout=BUILD_TIMEOUT)
+                _, report = build_once(eng, context, kind, outputs)
+                ends[eng.name] = report.image_id
+            except BenchError as e:
+                errors[f"{eng.name}: {kind.name} warm-up"] = str(e)
+                log(f"FAILED: {e}")
+
+        def once(e: Engine, k: Kind = kind, ends: dict[str, str] = ends) -> tuple[float, BuildReport]:
+            return build_once(e, context, k, outputs, ends[e.name])
+
+        samples = interleaved([e for e in warm if e.name in ends], once, args.cached_runs,
+                              f"{kind.name} build", errors)
+        res["timings"][kind.name] = {n: summary(s) for n, s in samples.items()}
     for key, per in res["timings"].items():
         for n, r in per.items():
             log(f"{key} [{n}]: median {r['median_ms'] / 1000:.2f} s, p10 {r['p10_ms'] / 1000:.2f}, "

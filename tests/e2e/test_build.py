@@ -175,3 +175,27 @@ def test_berth_build_cli(berthd, tmp_path):
     assert "keep.txt" in listing and "skip.tmp" not in listing
     docker(berthd, "rmi", tag)
 
+
+
+def test_foreign_and_multi_platform_builds(berthd, tmp_path):
+    import asyncio
+
+    from berth.image import bootstrap
+
+    asyncio.run(bootstrap.build_busybox(tmp_path / "layout", name="docker.io/library/mbox:latest"))
+    bootstrap.write_layout_tar(tmp_path / "layout", tmp_path / "mbox.tar")
+    docker(berthd, "load", "-i", str(tmp_path / "mbox.tar"), timeout=120)
+    (tmp_path / "ctx").mkdir()
+    (tmp_path / "ctx" / "Dockerfile").write_text("FROM mbox:latest\nARG TARGETARCH\nRUN uname -m > /arch && "
+                                                 "echo $TARGETARCH >> /arch\n")
+    arm = unique_name("arm") + ":1"
+    classic_build(berthd, "--platform", "linux/arm64", "-t", arm, str(tmp_path / "ctx"))
+    assert docker(berthd, "image", "inspect", "-f", "{{.Architecture}}", arm).stdout.strip() == "arm64"
+    assert docker(berthd, "run", "--rm", "--platform", "linux/arm64", arm, "cat", "/arch").stdout == \
+        "aarch64\narm64\n"
+    multi = unique_name("multi") + ":1"
+    classic_build(berthd, "--platform", "linux/amd64,linux/arm64", "-t", multi, str(tmp_path / "ctx"))
+    assert docker(berthd, "run", "--rm", multi, "cat", "/arch").stdout == "x86_64\namd64\n"
+    assert docker(berthd, "run", "--rm", "--platform", "linux/arm64", multi, "cat", "/arch").stdout == \
+        "aarch64\narm64\n"
+    docker(berthd, "rmi", arm, multi, "mbox:latest")

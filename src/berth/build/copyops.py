@@ -40,7 +40,8 @@ name an earlier entry, no entry is written through a symlink the archive
 made, and ".wh." whiteout names are skipped.
 
 download() fetches ADD's URLs with httpx; the caller then copies the file
-with copy_into (Docker never unpacks a downloaded archive).
+through the `files` argument of add_into/copy_into, which never unpacks
+(Docker does not unpack an archive fetched from a URL).
 """
 
 from __future__ import annotations
@@ -607,15 +608,15 @@ def _is_archive(path: str) -> bool:
 
 def _copy(layer: Path, sources: Sequence[Path], source_root: Path, dest: str, *, workdir: str,
           dest_is_dir: Callable[[str], bool], owner: Owner | None, chmod: int | None,
-          image: ImageTree | None, instruction: str, unpack: bool) -> None:
-    if not sources:
+          image: ImageTree | None, instruction: str, unpack: bool, files: Sequence[Path]) -> None:
+    if not sources and not files:
         raise InvalidArgument(f"{instruction} failed: no source files were specified")
     if chmod is not None and not 0 <= chmod <= 0o7777:
         raise InvalidArgument(f"{instruction} failed: --chmod={chmod:o} is not a file mode (0000-7777)")
     writer = _LayerWriter(layer, image, owner, chmod, instruction)
     path, as_dir = dest_path(dest, workdir)
     real = writer.resolve(_parts(path))
-    into_dir = as_dir or len(sources) > 1 or dest_is_dir(path) or writer.is_dir(real)
+    into_dir = as_dir or len(sources) + len(files) > 1 or dest_is_dir(path) or writer.is_dir(real)
     try:
         for source in sources:
             named, src, st = _source(source_root, source, instruction)
@@ -630,6 +631,16 @@ def _copy(layer: Path, sources: Sequence[Path], source_root: Path, dest: str, *,
                 if not real:
                     raise writer.error(f"cannot replace / with the file {'/'.join(named)}")
                 writer.copy_entry(src, st, [*writer.ensure_dir(real[:-1]), real[-1]])
+        for file in files:
+            st = os.lstat(file)
+            if not stat.S_ISREG(st.st_mode):
+                raise writer.error(f"{file} is not a regular file")
+            if into_dir:
+                writer.copy_entry(os.fspath(file), st, [*writer.ensure_dir(real, dest=True), Path(file).name])
+            elif not real:
+                raise writer.error(f"cannot replace / with the file {Path(file).name}")
+            else:
+                writer.copy_entry(os.fspath(file), st, [*writer.ensure_dir(real[:-1]), real[-1]])
         writer.finish_dirs()
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
@@ -640,7 +651,7 @@ def _copy(layer: Path, sources: Sequence[Path], source_root: Path, dest: str, *,
 
 def copy_into(layer: Path, sources: list[Path], source_root: Path, dest: str, *, workdir: str,
               dest_is_dir: Callable[[str], bool], owner: Owner | None, chmod: int | None,
-              image: ImageTree | None = None, instruction: str = "COPY") -> None:
+              image: ImageTree | None = None, instruction: str = "COPY", files: Sequence[Path] = ()) -> None:
     """Carry out COPY: write *sources* into the empty layer directory *layer*.
 
     Args:
@@ -655,26 +666,31 @@ def copy_into(layer: Path, sources: list[Path], source_root: Path, dest: str, *,
         image: the image below the layer; with it, symlinks on the destination path are
             followed and directories recreated in the layer keep the image's mode and owner.
         instruction: "COPY" or "ADD", for messages.
+        files: more sources that are not below *source_root*: regular files of the daemon's
+            (ADD's downloads, heredoc bodies), copied under their own name after *sources*,
+            never unpacked; they count towards "several sources make a directory".
     Raises:
         InvalidArgument: a source is missing or outside *source_root*, or the destination
             runs into a file of the image.
         FailedPrecondition: the disk filled up.
     """
     _copy(layer, sources, source_root, dest, workdir=workdir, dest_is_dir=dest_is_dir, owner=owner,
-          chmod=chmod, image=image, instruction=instruction, unpack=False)
+          chmod=chmod, image=image, instruction=instruction, unpack=False, files=files)
 
 
 def add_into(layer: Path, sources: list[Path], source_root: Path, dest: str, *, workdir: str,
              dest_is_dir: Callable[[str], bool], owner: Owner | None, chmod: int | None,
-             image: ImageTree | None = None) -> None:
-    """Carry out ADD of local sources: as copy_into, but local tar archives are extracted into *dest*.
+             image: ImageTree | None = None, files: Sequence[Path] = ()) -> None:
+    """Carry out ADD: as copy_into, but local tar archives among *sources* are extracted into *dest*.
+
+    Downloads go in *files*: Docker never unpacks an archive fetched from a URL.
 
     Raises:
         InvalidArgument: as copy_into, or an archive with an entry that would leave the
             destination, a symlink escaping it, or a hard link to nothing earlier.
     """
     _copy(layer, sources, source_root, dest, workdir=workdir, dest_is_dir=dest_is_dir, owner=owner,
-          chmod=chmod, image=image, instruction="ADD", unpack=True)
+          chmod=chmod, image=image, instruction="ADD", unpack=True, files=files)
 
 
 # --------------------------------------------------------------------------- #
@@ -718,7 +734,7 @@ async def download(url: str, dest_dir: Path, *, fallback_name: str | None = None
     Redirects are followed. The name comes from the URL's path, else from the
     Content-Disposition header, else *fallback_name* (the destination's base name when
     the destination is a file). The file is mode 0600 with the mtime of Last-Modified
-    (left as is without one). Copy it with copy_into: ADD does not unpack downloads.
+    (left as is without one). Pass it to add_into in `files`: ADD does not unpack downloads.
 
     Args:
         url: an http:// or https:// URL.

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -30,9 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from berth.build import configedit
 from berth.build import dockerfile as dfp
-from berth.build.context import Context
-from berth.build.copyops import Owner, add_into, copy_into, download, resolve_owner
+from berth.build.context import Context, find_sources
+from berth.build.copyops import ImageTree, Owner, add_into, copy_into, download, resolve_owner
 from berth.errors import BerthError, InvalidArgument, NotFound
 from berth.host import mount
 from berth.image import fsexport
@@ -112,7 +114,11 @@ class Builder:
             ctx = await asyncio.to_thread(_extract, spool, work / "ctx", opts.dockerfile)
             text = ctx.read_dockerfile(opts.dockerfile)
             df = dfp.parse(text)
-            image_id = await self._run(df, ctx, opts, emit, work)
+            wanted = [p.strip() for p in opts.platform.split(",") if p.strip()]
+            if len(wanted) > 1:
+                image_id = await self._multi(df, ctx, opts, emit, work, wanted)
+            else:
+                image_id = await self._run(df, ctx, opts, emit, work)
         finally:
             shutil.rmtree(work, ignore_errors=True)
         for tag in opts.tags:
@@ -125,6 +131,25 @@ class Builder:
             for tag in opts.tags:
                 emit({"stream": f"Successfully tagged {reference.parse(tag)}\n"})
         return image_id
+
+    async def _multi(self, df: dfp.Dockerfile, ctx: Context, opts: BuildOptions, emit: Emit, work: Path,
+                     wanted: list[str]) -> str:
+        """One build per platform (foreign ones under emulation), joined in an image index."""
+        built: list[tuple[str, str]] = []
+        for plat in wanted:
+            if not opts.quiet:
+                emit({"stream": f"--- Building for {platforms.parse(plat)}\n"})
+            built.append((plat, await self._run(df, ctx, dataclasses.replace(opts, platform=plat), emit, work)))
+        manifests = []
+        for plat, image in built:
+            record = self._images.record(image)
+            raw = self._images.manifest_bytes(image)
+            manifests.append({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                              "digest": record["manifest"], "size": len(raw),
+                              "platform": platforms.to_dict(platforms.parse(plat))})
+        index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                            "manifests": manifests}, separators=(",", ":")).encode()
+        return self._images.register_index(index, {self._images.record(i)["manifest"]: i for _, i in built})
 
     async def _run(self, df: dfp.Dockerfile, ctx: Context, opts: BuildOptions, emit: Emit, work: Path) -> str:
         if not df.stages:
@@ -201,6 +226,11 @@ class Builder:
         if found is not None and found.index in results:
             image = results[found.index]
         else:
+            if opts.pull and self._distribution is not None:
+                try:  # --pull: a newer base if the registry has one
+                    await self._pull(base, plat, emit)
+                except BerthError as exc:
+                    emit({"stream": f"[Warning] --pull: {exc}; using the local {base}\n"})
             try:
                 image = self._images.resolve(base, plat)
             except NotFound:
@@ -261,66 +291,19 @@ class Builder:
 
     def _config_edit(self, df: dfp.Dockerfile, ins: dfp.Instruction, state: StageState,
                      env: dict[str, str]) -> Callable[[dict[str, Any]], None]:
-        cmd, raw = ins.cmd, (ins.args[0] if ins.args and not ins.json else "")
-
-        def exp(text: str) -> str:
-            return dfp.expand(text, env, df.escape)
-
-        def command(cfg: dict[str, Any], key: str) -> None:
-            cfg[key] = list(ins.args) if ins.json else [*state.shell, raw]
-            if key == "Entrypoint" and not ins.json:
-                cfg["Cmd"] = None  # a shell-form ENTRYPOINT ignores CMD, as in Docker
-
-        def edit(cfg: dict[str, Any]) -> None:
-            if cmd == "ENV":
-                pairs = dfp.parse_kv(raw, df.escape, env)
-                current = list(cfg.get("Env") or [])
-                for k, v in pairs:
-                    current = [e for e in current if e.partition("=")[0] != k] + [f"{k}={v}"]
-                cfg["Env"] = current
-            elif cmd == "LABEL":
-                cfg["Labels"] = {**(cfg.get("Labels") or {}), **dict(dfp.parse_kv(raw, df.escape, env))}
-            elif cmd == "MAINTAINER":
-                state.config["__author"] = exp(raw)
-            elif cmd == "WORKDIR":
-                path = exp(raw)
-                cfg["WorkingDir"] = os.path.normpath(os.path.join(cfg.get("WorkingDir") or "/", path))
-            elif cmd == "USER":
-                cfg["User"] = exp(raw)
-            elif cmd == "CMD":
-                command(cfg, "Cmd")
-            elif cmd == "ENTRYPOINT":
-                command(cfg, "Entrypoint")
-            elif cmd == "EXPOSE":
-                ports: dict[str, Any] = {p if "/" in p else f"{p}/tcp": {}
-                                         for p in dfp.split_words(raw, df.escape, env)}
-                cfg["ExposedPorts"] = {**(cfg.get("ExposedPorts") or {}), **ports}
-            elif cmd == "VOLUME":
-                paths = list(ins.args) if ins.json else dfp.split_words(raw, df.escape, env)
-                cfg["Volumes"] = {**(cfg.get("Volumes") or {}), **{p: {} for p in paths}}
-            elif cmd == "STOPSIGNAL":
-                cfg["StopSignal"] = exp(raw)
-            elif cmd == "SHELL":
-                if not ins.json:
-                    raise InvalidArgument(f"Dockerfile line {ins.line}: SHELL requires the arguments to be in JSON "
-                                          "form")
+        def edit(cfg: dict[str, Any]) -> None:  # the same code as commit --change (berth.build.configedit)
+            author = configedit.apply(cfg, ins, env=env, escape=df.escape, shell=state.shell)
+            if author:
+                cfg["__author"] = author
+            if ins.cmd == "SHELL":
                 state.shell = list(ins.args)
-                cfg["Shell"] = list(ins.args)
-            elif cmd == "HEALTHCHECK":
-                cfg["Healthcheck"] = dfp.healthcheck(ins)
-            elif cmd == "ONBUILD":
-                if ins.sub in ("ONBUILD", "FROM", "MAINTAINER"):
-                    raise InvalidArgument(f"Dockerfile line {ins.line}: {ins.sub} isn't allowed as an ONBUILD trigger")
-                cfg["OnBuild"] = [*(cfg.get("OnBuild") or []), ins.onbuild_trigger()]
-            else:
-                raise InvalidArgument(f"Dockerfile line {ins.line}: unknown instruction: {cmd}")
         return edit
 
     async def _config_step(self, ins: dfp.Instruction, state: StageState, opts: BuildOptions, emit: Emit,
                            edit: Callable[[dict[str, Any]], None], cache_extra: Any = None) -> None:
         cfg = json.loads(json.dumps(state.config))
         edit(cfg)
-        author = str(cfg.pop("__author", "") or state.config.pop("__author", "") or "")
+        author = str(cfg.pop("__author", "") or "")
         history = {"created_by": f"/bin/sh -c #(nop) {ins.original}"}
         key = self._key(state, ins.original, cache_extra if cache_extra is not None else {})
         image = self._cached(key, opts)
@@ -427,12 +410,14 @@ class Builder:
         scratch = work / f"layer-{hashlib.sha256(ins.original.encode()).hexdigest()[:8]}"
         shutil.rmtree(scratch, ignore_errors=True)
         scratch.mkdir()
-        paths: list[Path]
+        paths: list[Path] = []
+        files: list[Path] = []  # daemon-made files (downloads, heredoc bodies): copied by name, never unpacked
         with contextlib.ExitStack() as stack:
             if from_ref:
                 source_image = self._from_image(df, dfp.expand(from_ref, env, df.escape), results)
                 source_root = stack.enter_context(self._images_view(source_image))
-                paths = [Path(_inside(source_root, s)) for s in srcs]
+                paths = await asyncio.to_thread(find_sources, source_root, srcs, instruction=ins.cmd,
+                                                where=f"stage or image {from_ref}")
                 checksum = hashlib.sha256(json.dumps([source_image, srcs]).encode()).hexdigest()
             else:
                 source_root = ctx.root
@@ -440,20 +425,19 @@ class Builder:
                 local = [s for s in srcs if s not in urls]
                 if urls and ins.cmd == "COPY":
                     raise InvalidArgument(f"Dockerfile line {ins.line}: COPY cannot fetch URLs: use ADD")
-                paths = await asyncio.to_thread(ctx.sources, local) if local else []
+                paths = await asyncio.to_thread(ctx.sources, local, instruction=ins.cmd) if local else []
                 checksum = await asyncio.to_thread(ctx.checksum, paths) if paths else ""
                 for url in urls:
-                    fetched = await download(url, work / "downloads" / hashlib.sha256(url.encode()).hexdigest()[:12])
-                    paths.append(fetched)
+                    where = work / "downloads" / hashlib.sha256(url.encode()).hexdigest()[:12]
+                    where.mkdir(parents=True, exist_ok=True)
+                    fetched = await download(url, where)
+                    files.append(fetched)
                     checksum += hashlib.sha256(fetched.read_bytes()).hexdigest()
-                    source_root = fetched.parent if not local else source_root
-            for name in heredocs:
-                doc = heredocs[name]
-                hd = work / "heredocs" / name
+            for name, doc in heredocs.items():
+                hd = work / "heredocs" / hashlib.sha256(ins.original.encode()).hexdigest()[:8] / name
                 hd.parent.mkdir(parents=True, exist_ok=True)
-                hd.write_text(doc.content if doc.content.endswith("\n") or not doc.content else doc.content)
-                paths.append(hd)
-                source_root = hd.parent if not srcs else source_root
+                hd.write_text(doc.content)
+                files.append(hd)
                 checksum += hashlib.sha256(doc.content.encode()).hexdigest()
             key = self._key(state, ins.original, {"sum": checksum, "flags": ins.flags})
             cached = self._cached(key, opts)
@@ -462,16 +446,16 @@ class Builder:
                 self._say(opts, emit, f" ---> {_short(cached)}")
                 state.image = cached
                 return
-            image_root = stack.enter_context(self._images_view(state.image)) if state.image else None
-            owner = self._owner(ins.flags.get("chown"), image_root, env, df)
+            tree = ImageTree(self._images.layer_dirs(state.image)) if state.image else None
+            owner = self._owner(ins.flags.get("chown"), tree, env, df)
             chmod = int(ins.flags["chmod"], 8) if ins.flags.get("chmod") else None
             workdir = state.config.get("WorkingDir") or "/"
 
-            def dest_is_dir(path: str) -> bool:
-                return image_root is not None and os.path.isdir(_inside(image_root, path))
+            def dest_is_dir(path: str) -> bool:  # the image's own view: its symlinks never reach the host
+                return tree is not None and tree.is_dir(path)
             op = add_into if ins.cmd == "ADD" else copy_into
             await asyncio.to_thread(op, scratch, paths, source_root, dest, workdir=workdir, dest_is_dir=dest_is_dir,
-                                    owner=owner, chmod=chmod)
+                                    owner=owner, chmod=chmod, image=tree, files=files)
         layer, _ = await asyncio.to_thread(self._imageio.layer_from_chunks, fsexport.iter_tree_tar(scratch))
         shutil.rmtree(scratch, ignore_errors=True)
         history = {"created_by": f"/bin/sh -c #(nop) {ins.original}"}
@@ -489,19 +473,14 @@ class Builder:
             return results[found.index]
         return self._images.resolve(ref)
 
-    def _owner(self, chown: str | None, image_root: Path | None, env: dict[str, str],
+    def _owner(self, chown: str | None, tree: ImageTree | None, env: dict[str, str],
                df: dfp.Dockerfile) -> Owner | None:
         if not chown:
             return None
         chown = dfp.expand(chown, env, df.escape)
 
         def read(name: str) -> str:
-            if image_root is None:
-                return ""
-            try:
-                return Path(_inside(image_root, f"/etc/{name}")).read_text()
-            except OSError:
-                return ""
+            return (tree.read_text(f"/etc/{name}") if tree is not None else None) or ""
         return resolve_owner(chown, read("passwd"), read("group"))
 
     @contextlib.contextmanager
@@ -556,12 +535,6 @@ def _extract(spool: Path, dest: Path, dockerfile: str) -> Context:
 def _upper_layer(upper: Path) -> Iterator[bytes]:
     from berth.image import layerdiff
     return layerdiff.iter_layer_from_upper(upper)
-
-
-def _inside(root: Path, path: str) -> str:
-    """*path* (absolute, in the image) under *root*, never above it."""
-    clean = os.path.normpath("/" + path).lstrip("/")
-    return os.path.join(str(root), clean)
 
 
 def _short(image: str | None) -> str:

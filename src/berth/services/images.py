@@ -407,6 +407,9 @@ class Images:
                 out.setdefault(image, []).extend(refs)
         return {k: sorted(v) for k, v in out.items()}
 
+    def manifest_bytes(self, image_id: str) -> bytes:
+        return self._store.read(self.record(image_id)["manifest"])
+
     def layer_dirs(self, image_id: str) -> list[str]:
         """The image's unpacked layers, top first (overlayfs lowerdir order)."""
         return [self._snaps.path(c) for c in reversed(self.chains(image_id))]

@@ -467,7 +467,7 @@ def test_dest_through_a_relative_image_symlink(src: Path, layer: Path, image: Im
     (lower / "usr/local").mkdir()
     os.symlink("../../usr/bin", lower / "usr/local/bin")
     got = do_copy(layer, src, ["a.txt"], "local/bin/tool", workdir="/usr", image=image)
-    assert sorted(got) == ["usr", "usr/bin", "usr/bin/tool", "usr/local"]
+    assert sorted(got) == ["usr", "usr/bin", "usr/bin/tool"]  # usr/local is only passed through
     assert image.lstat("/opt/../etc/passwd") is not None and image.lstat("/../../etc/passwd") is not None
 
 
@@ -537,6 +537,22 @@ def test_add_copies_non_archives_as_files(src: Path, layer: Path) -> None:
     got = do_copy(layer, src, ["notes.gz", "empty.tar", "a.txt", "dir"], "/n/", add=True)
     assert got["n/notes.gz"].data == gzip.compress(b"just text, not a tar")
     assert got["n/empty.tar"].kind == "f" and got["n/a.txt"].data == b"A" and got["n/x.txt"].data == b"X"
+
+
+def test_extra_files_are_copied_but_never_unpacked(src: Path, layer: Path, tmp_path: Path) -> None:
+    downloaded = tmp_path / "dl" / "pkg.tar.gz"
+    downloaded.parent.mkdir()
+    downloaded.write_bytes(gzip.compress(tar_bytes(GOOD)))
+    os.chmod(downloaded, 0o600)
+    add_into(layer, find_sources(src, ["a.txt"]), src, "/d", workdir="/", dest_is_dir=never_dir, owner=None,
+             chmod=None, files=[downloaded])
+    got = snapshot(layer)
+    assert sorted(got) == ["d", "d/a.txt", "d/pkg.tar.gz"] and got["d/pkg.tar.gz"].mode == 0o600
+    layer2 = tmp_path / "layer2"
+    layer2.mkdir()
+    add_into(layer2, [], src, "/only/name", workdir="/", dest_is_dir=never_dir, owner=None, chmod=None,
+             files=[downloaded])
+    assert sorted(snapshot(layer2)) == ["only", "only/name"]
 
 
 def test_copy_never_extracts(src: Path, layer: Path) -> None:
