@@ -199,3 +199,13 @@ def test_foreign_and_multi_platform_builds(berthd, tmp_path):
     assert docker(berthd, "run", "--rm", "--platform", "linux/arm64", multi, "cat", "/arch").stdout == \
         "aarch64\narm64\n"
     docker(berthd, "rmi", arm, multi, "mbox:latest")
+
+
+@pytest.mark.skipif(not Path("/usr/bin/qemu-system-x86_64").exists(), reason="needs QEMU")
+def test_run_steps_in_a_vm(berthd, tmp_path):
+    (tmp_path / "Dockerfile").write_text("FROM busybox:latest\nRUN uname -r > /kernel && echo vm-built > /marker\n")
+    tag = unique_name("vmb") + ":1"
+    classic_build(berthd, "--isolation", "hyperv", "-t", tag, str(tmp_path))
+    kernel, marker = docker(berthd, "run", "--rm", tag, "cat", "/kernel", "/marker").stdout.split()
+    assert marker == "vm-built" and kernel != os.uname().release
+    docker(berthd, "rmi", tag)
