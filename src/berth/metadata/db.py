@@ -75,6 +75,9 @@ class Database:
     def build_cache_put(self, key: str, image_id: str) -> None:
         self._db.execute("INSERT OR REPLACE INTO build_cache VALUES (?, ?)", (key, image_id))
 
+    def build_cache_images(self) -> set[str]:
+        return {str(r[0]) for r in self._db.execute("SELECT DISTINCT image_id FROM build_cache").fetchall()}
+
     def build_cache_clear(self) -> int:
         return int(self._db.execute("DELETE FROM build_cache").rowcount)
 

@@ -453,10 +453,12 @@ class Images:
 
     def listing(self, all_: bool = False, filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
         tags = self._tag_map()
-        in_index = self._referenced_images() - set(tags) if not all_ else set()
+        # Another platform of a tagged multi-platform image, or a build step's image (Docker's
+        # "intermediate" images): not dangling, and shown only with --all.
+        hidden = (self._referenced_images() | self._db.build_cache_images()) - set(tags) if not all_ else set()
         out = []
         for image_id, doc in self._db.images():
-            if image_id in in_index:  # another platform of a tagged multi-platform image: not dangling
+            if image_id in hidden:
                 continue
             item = self.summary(image_id, doc, tags.get(image_id, []))
             if filters and not _image_matches(item, filters, self):
@@ -600,7 +602,7 @@ class Images:
     def prune(self, all_: bool = False, filters: dict[str, list[str]] | None = None) -> dict[str, Any]:
         """Remove unused images: dangling ones (no tag), or with *all_* every one no container uses."""
         deleted: list[dict[str, str]] = []
-        referenced = self._referenced_images()
+        referenced = self._referenced_images() | (set() if all_ else self._db.build_cache_images())
         for image_id, _ in list(self._db.images()):
             if self._in_use(image_id) or (not all_ and image_id in referenced):
                 continue
