@@ -209,3 +209,27 @@ def test_run_steps_in_a_vm(berthd, tmp_path):
     kernel, marker = docker(berthd, "run", "--rm", tag, "cat", "/kernel", "/marker").stdout.split()
     assert marker == "vm-built" and kernel != os.uname().release
     docker(berthd, "rmi", tag)
+
+
+def test_add_downloads_a_url(berthd, tmp_path):
+    import functools
+    import http.server
+    import threading
+
+    served = tmp_path / "served"
+    served.mkdir()
+    (served / "remote.txt").write_text("fetched by ADD\n")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        (tmp_path / "ctx").mkdir()
+        (tmp_path / "ctx" / "Dockerfile").write_text(
+            f"FROM busybox:latest\nADD http://127.0.0.1:{server.server_address[1]}/remote.txt /fetched/\n")
+        tag = unique_name("add") + ":1"
+        classic_build(berthd, "-t", tag, str(tmp_path / "ctx"))
+        out = docker(berthd, "run", "--rm", tag, "sh", "-c", "cat /fetched/remote.txt; stat -c %a /fetched/remote.txt")
+        assert out.stdout == "fetched by ADD\n600\n"
+        docker(berthd, "rmi", tag)
+    finally:
+        server.shutdown()
