@@ -26,13 +26,22 @@ WHITEOUT_PREFIX = ".wh."
 OPAQUE = ".wh..wh..opq"
 
 
-def _clean(name: str, what: str) -> str:
+def clean_name(name: str, what: str, *, refused: str = "layer refused", inside: str = "the root") -> str:
+    """A tar member's name as a clean relative path; absolute names and `..` are refused.
+
+    Shared by every tar berth extracts (layers, image archives): *refused* and
+    *inside* only change the words of the error.
+    """
     if name.startswith("/"):
-        raise InvalidArgument(f"layer refused: {what} {name!r} is an absolute path")
+        raise InvalidArgument(f"{refused}: {what} {name!r} is an absolute path")
     parts = [p for p in name.split("/") if p not in ("", ".")]
     if ".." in parts:
-        raise InvalidArgument(f"layer refused: {what} {name!r} leaves the root with '..'")
+        raise InvalidArgument(f"{refused}: {what} {name!r} leaves {inside} with '..'")
     return "/".join(parts)
+
+
+def _clean(name: str, what: str) -> str:
+    return clean_name(name, what)
 
 
 def _check_parents(root: str, rel: str) -> None:

@@ -89,7 +89,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, Sequence
 
 from berth.errors import FailedPrecondition, InvalidArgument, NotFound
-from berth.image import fsexport, ocilayout
+from berth.image import archive, fsexport, ocilayout
 from berth.image.ocilayout import Descriptor
 from berth.oci import reference
 
@@ -207,12 +207,7 @@ def _refuse(what: str) -> InvalidArgument:
 
 
 def _clean(name: str, what: str) -> str:
-    if name.startswith("/"):
-        raise _refuse(f"{what} {name!r} is an absolute path")
-    parts = [p for p in name.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise _refuse(f"{what} {name!r} leaves the archive with '..'")
-    return "/".join(parts)
+    return archive.clean_name(name, what, refused="docker load: archive refused", inside="the archive")
 
 
 def _parents(root: str, rel: str) -> None:

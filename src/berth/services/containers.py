@@ -33,7 +33,7 @@ from berth.errors import (
     NotImplemented_,
     NotModified,
 )
-from berth.host import binfmt, mount
+from berth.host import binfmt, fs, mount
 from berth.image import platform as platforms
 from berth.metadata.db import Database
 from berth.oci import runtime_spec
@@ -736,7 +736,7 @@ class Containers:
                 continue
             if until and timefmt.parse_ns(c.doc["Created"]) > until:
                 continue
-            reclaimed += disk_usage(os.path.join(c.dir, "upper"))
+            reclaimed += fs.disk_usage(os.path.join(c.dir, "upper"))
             await self.remove(c.id)
             deleted.append(c.id)
         self._events.publish("container", "prune", "", {"reclaimed": str(reclaimed)})
@@ -833,12 +833,3 @@ def label_matches(labels: dict[str, str], spec: str) -> bool:
     return key in labels and (not eq or labels[key] == value)
 
 
-def disk_usage(path: str) -> int:
-    total = 0
-    for directory, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(directory, name)).st_size
-            except OSError:
-                pass
-    return total

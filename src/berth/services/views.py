@@ -14,6 +14,7 @@ from typing import Any
 
 from berth import timefmt
 from berth.errors import InvalidArgument, NotFound
+from berth.host import fs
 from berth.services import containers, volumes
 from berth.services.containers import Container, Containers
 from berth.services.images import Images
@@ -45,7 +46,7 @@ def inspect(c: Container) -> dict[str, Any]:
 
 def sizes(images: Images, c: Container) -> dict[str, int]:
     """SizeRw (the container's own writes) and SizeRootFs (with its image)."""
-    rw = containers.disk_usage(os.path.join(c.dir, "upper"))
+    rw = fs.disk_usage(os.path.join(c.dir, "upper"))
     image = images.record(c.doc["Image"])["size"]
     return {"SizeRw": rw, "SizeRootFs": rw + image}
 

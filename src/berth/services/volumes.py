@@ -39,7 +39,7 @@ from typing import Any
 from berth import timefmt
 from berth.errors import BerthError, Conflict, FailedPrecondition, InvalidArgument, NotFound, NotImplemented_
 from berth.host import mount as host_mount
-from berth.host import proc
+from berth.host import fs, proc
 from berth.metadata.db import Database
 from berth.services import copy
 from berth.services.events import Events
@@ -531,7 +531,7 @@ class Volumes:
         for _, doc, _ in self._containers():
             for name in {e.get("Name") for e in doc.get("Binds") or [] if e.get("Type") == "volume"}:
                 counts[str(name)] = counts.get(str(name), 0) + 1
-        return [doc | {"UsageData": {"Size": _disk_usage(doc["Mountpoint"]), "RefCount": counts.get(name, 0)}}
+        return [doc | {"UsageData": {"Size": fs.disk_usage(doc["Mountpoint"]), "RefCount": counts.get(name, 0)}}
                 for name, doc in self._db.volumes()]
 
     def remove(self, name: str, force: bool = False) -> None:
@@ -566,7 +566,7 @@ class Volumes:
         for name, doc in list(self._db.volumes()):
             if name in used or not prunable(doc, filters):
                 continue
-            size = _disk_usage(doc["Mountpoint"])
+            size = fs.disk_usage(doc["Mountpoint"])
             try:
                 self._delete(name)
             except BerthError as exc:
@@ -738,15 +738,6 @@ def mounts_under(path: str, mountinfo: str = "/proc/self/mountinfo") -> list[str
     return out
 
 
-def _disk_usage(path: str) -> int:
-    total = 0
-    for directory, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(directory, name)).st_size
-            except OSError:
-                pass
-    return total
 
 
 __all__ = [
