@@ -327,11 +327,7 @@ class Builder:
             argv = list(ins.args) if ins.json else [*state.shell, ins.args[0]]
         run_env = [f"{k}={v}" for k, v in state.args.items()]  # ARGs: in the step's env, not in the image
         key = self._key(state, json.dumps(argv), {"args": state.args})
-        cached = self._cached(key, opts)
-        if cached is not None:
-            self._say(opts, emit, " ---> Using cache")
-            self._say(opts, emit, f" ---> {_short(cached)}")
-            state.image = cached
+        if self._from_cache(key, state, opts, emit):
             return
         if state.image is None:
             raise BuildError(f"The command '{' '.join(argv)}' cannot run: the stage is FROM scratch and has no "
@@ -440,11 +436,7 @@ class Builder:
                 files.append(hd)
                 checksum += hashlib.sha256(doc.content.encode()).hexdigest()
             key = self._key(state, ins.original, {"sum": checksum, "flags": ins.flags})
-            cached = self._cached(key, opts)
-            if cached is not None:
-                self._say(opts, emit, " ---> Using cache")
-                self._say(opts, emit, f" ---> {_short(cached)}")
-                state.image = cached
+            if self._from_cache(key, state, opts, emit):
                 return
             tree = ImageTree(self._images.layer_dirs(state.image)) if state.image else None
             owner = self._owner(ins.flags.get("chown"), tree, env, df)
@@ -509,6 +501,16 @@ class Builder:
     def _key(self, state: StageState, what: str, extra: Any) -> str:
         doc = [state.image or "scratch", state.platform, what, extra, json.dumps(state.config, sort_keys=True)]
         return "sha256:" + hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
+
+    def _from_cache(self, key: str, state: StageState, opts: BuildOptions, emit: Emit) -> bool:
+        """Take the step's image from the cache when it is there; say so as Docker does."""
+        cached = self._cached(key, opts)
+        if cached is None:
+            return False
+        self._say(opts, emit, " ---> Using cache")
+        self._say(opts, emit, f" ---> {_short(cached)}")
+        state.image = cached
+        return True
 
     def _cached(self, key: str, opts: BuildOptions) -> str | None:
         if opts.nocache:
