@@ -130,6 +130,9 @@ class Networks:
         for doc in self._records():
             if doc["Driver"] == "bridge":
                 await self._realize(doc)
+        known = {d["Id"] for d in self._records()} | {c.id for c in self._containers() if c.doc.get("Ports")}
+        for owner in await nftables.owners(table=self._table) - known:  # rules of containers gone while down
+            await nftables.remove_owner(owner, table=self._table)
 
     async def _realize(self, doc: dict[str, Any]) -> None:
         bridge = self._bridge_of(doc)
