@@ -259,3 +259,9 @@ def test_stats_of_a_vm_are_its_qemu(berthd, image, names):
     finally:
         docker(berthd, "rm", "-f", name, timeout=60)
     wait_until(lambda: not any(d.exists() for d in cgroups.paths(cid)), 10, "the VM's cgroups removed")
+
+
+def test_hostname_and_loopback_in_the_vm(berthd, image):
+    out = docker(berthd, "run", "--rm", "--isolation", "hyperv", "--hostname", "inside-vm", "--network", "none",
+                 image, "sh", "-c", "hostname; ping -c1 -W3 127.0.0.1 >/dev/null && echo lo-up", timeout=120)
+    assert out.stdout == "inside-vm\nlo-up\n"

@@ -197,11 +197,11 @@ class Setup:
                                      vcpus=sizing.vcpus(self.config, os.cpu_count() or 1),
                                      readonly=plan.readonly_tags, workdir=workdir,
                                      templates=not args.cold, tap=nic.get("tap")) as vm:
-            # loopback always; the card when the container is on a network
-            code, _, err = await vm.run(["/bin/busybox", "sh", "-c",
-                                         nic_script(nic, str(self.config.get("hostname") or ""))])
-            if code != 0:
-                raise FailedPrecondition(f"configuring the VM's network failed: {err.decode(errors='replace').strip()}")
+            if nic:  # loopback and the hostname are the agent's (at boot, and when it mounts the root)
+                code, _, err = await vm.run(["/bin/busybox", "sh", "-c", nic_script(nic)])
+                if code != 0:
+                    raise FailedPrecondition(f"configuring the VM's network card failed: "
+                                             f"{err.decode(errors='replace').strip()}")
             root = await vm.mount("rootfs", execclient.GUEST_ROOT)
             if plan.share_count() or plan.tmpfs:
                 code, _, err = await vm.run(["/bin/busybox", "sh", "-c", shares.guest_script(plan, root)])
@@ -242,15 +242,10 @@ def _nic(bundle: Path) -> dict[str, str]:
     return {k: str(v) for k, v in doc.items() if v} if isinstance(doc, dict) and doc.get("tap") else {}
 
 
-def nic_script(nic: dict[str, str], hostname: str = "") -> str:
-    """The guest's own set-up: the container's hostname, loopback, and its card (the container's MAC —
-    clones share the template's —, address, route)."""
+def nic_script(nic: dict[str, str]) -> str:
+    """The guest's commands for its card: the container's MAC (clones share the template's), address, route."""
     q = shlex.quote
-    lines = ["set -e", "ip link set lo up"]
-    if hostname:
-        lines.append(f"hostname {q(hostname)}")
-    if not nic:
-        return "\n".join(lines) + "\n"
+    lines = ["set -e"]
     lines += [f"ip link set eth0 address {q(nic['mac'])}", f"ip addr add {q(nic['address'])} dev eth0",
               "ip link set eth0 up"]
     if nic.get("gateway"):

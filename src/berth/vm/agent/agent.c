@@ -31,8 +31,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <net/if.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/reboot.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
@@ -502,6 +504,17 @@ static void do_mount_req(uint32_t id, const uint8_t *payload, size_t n) {
                 goto out;
             }
         }
+        /* the VM is the container's: its hostname is the container's (/etc/hostname, written by berth) */
+        snprintf(path, sizeof path, "%s/etc/hostname", target);
+        FILE *h = fopen(path, "re");
+        if (h) {
+            char name[65] = "";
+            if (fgets(name, sizeof name, h)) {
+                name[strcspn(name, "\n")] = 0;
+                if (name[0] && sethostname(name, strlen(name)) < 0) logmsg("sethostname: %s", strerror(errno));
+            }
+            fclose(h);
+        }
     }
     send_frame(T_OK, id, NULL, 0);
 out:
@@ -621,6 +634,19 @@ static void pump_stdin(struct proc *p) {
     if (!buf_size(&p->stdin_q) && p->stdin_eof) proc_close_in(p);
 }
 
+static void loopback_up(void) {
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0) return;
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    strncpy(ifr.ifr_name, "lo", IFNAMSIZ - 1);
+    if (ioctl(s, SIOCGIFFLAGS, &ifr) == 0) {
+        ifr.ifr_flags |= IFF_UP;
+        if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0) logmsg("lo up: %s", strerror(errno));
+    }
+    close(s);
+}
+
 int main(void) {
     if (getpid() == 1) {
         do_mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
@@ -633,6 +659,7 @@ int main(void) {
     signal(SIGPIPE, SIG_IGN);
     for (int i = 0; i < MAX_PROCS; i++) procs[i].in_fd = procs[i].out_fd = procs[i].err_fd = -1;
     load_modules();
+    if (getpid() == 1) loopback_up(); /* before a template is saved: every clone has it */
 
     const char *test_fd = getpid() == 1 ? NULL : getenv("BERTH_AGENT_FD"); /* host-side tests */
     if (test_fd) {
