@@ -33,7 +33,7 @@ from berth.errors import (
     NotImplemented_,
     NotModified,
 )
-from berth.host import binfmt, fs, mount
+from berth.host import binfmt, fs, mount, proc
 from berth.image import platform as platforms
 from berth.metadata.db import Database
 from berth.oci import runtime_spec
@@ -453,7 +453,6 @@ class Containers:
     async def _exited(self, c: Container, result: Exit) -> None:
         runtime = self.runtime_of(c)
         await runtime.delete(c.id)
-        await self._detach_networks(c)
         try:
             bundles.unmount_root(self._overlay(c))
         except (BerthError, NotFound):
@@ -466,6 +465,7 @@ class Containers:
         c.exits += 1
         c.watcher = None
         self._save(c)
+        await self._detach_networks(c)  # after the exit is recorded: `ps` never waits on nftables
         if result.oom_killed:
             self._event(c, "oom")
         self._event(c, "die", exitCode=str(result.code))
@@ -515,7 +515,10 @@ class Containers:
                 await self._detach_networks(c)  # it stopped while the daemon was down
             if c.running:
                 monitor = int(c.doc.get("MonitorPid") or 0)
-                c.watcher = asyncio.get_running_loop().create_task(self._watch(c, monitor))
+                if monitor <= 0 or not proc.pid_alive(monitor):
+                    await self._watch(c, monitor)  # it ended while the daemon was down: record it before serving
+                else:
+                    c.watcher = asyncio.get_running_loop().create_task(self._watch(c, monitor))
             elif c.doc["HostConfig"].get("AutoRemove") and c.state["Status"] == "exited":
                 await self.remove(c.id, force=True)
 

@@ -392,8 +392,9 @@ class Networks:
 
     async def detach(self, c: Any) -> None:
         """Undo attach: port rules, veths, the namespace, the addresses. Safe to call twice."""
-        with contextlib.suppress(Exception):
-            await nftables.unpublish(c.id, table=self._table)
+        if c.doc.get("Ports"):
+            with contextlib.suppress(Exception):
+                await nftables.unpublish(c.id, table=self._table)
         for ep in self.endpoints(c).values():
             with contextlib.suppress(Exception):
                 netlink.detach(ep.host_if)
