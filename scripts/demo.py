@@ -1,4 +1,4 @@
-"""berth's demo: start berthd, make a busybox image locally, run containers in each isolation mode.
+"""berth's demo: start berthd, make images locally, push and pull them, run containers in each isolation mode, build.
 
 Every step is a real command (the docker CLI, or berth's own when docker is
 absent) against berthd on the default socket; each is printed before it runs.
@@ -31,7 +31,7 @@ def say(text: str) -> None:
 
 def run(*argv: str, check: bool = True) -> int:
     print("$ " + shlex.join(argv), flush=True)
-    code = subprocess.call(list(argv), env=dict(os.environ, DOCKER_HOST=HOST))
+    code = subprocess.call(list(argv), env=dict(os.environ, DOCKER_HOST=HOST, DOCKER_BUILDKIT="0"))
     if code:
         print(f"(exit code {code})", flush=True)
     if check and code not in (0,):
@@ -131,6 +131,15 @@ def main() -> None:
     run(cli, "run", "--rm", "-v", "demo-data:/data", "busybox", "sh", "-c", "echo kept > /data/file")
     run(cli, "run", "--rm", "-v", "demo-data:/data:ro", "busybox", "cat", "/data/file")
     run(cli, "volume", "rm", "demo-data")
+
+    say("build: a two-stage Dockerfile (the classic builder), then the same build again from the cache")
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "Dockerfile").write_text(
+            "FROM busybox AS build\nRUN echo built by berth > /greeting\n"
+            "FROM busybox\nCOPY --from=build /greeting /greeting\nCMD [\"cat\", \"/greeting\"]\n")
+        run(cli, "build", "-t", "demo-built", tmp)
+        run(cli, "build", "-t", "demo-built", tmp)
+    run(cli, "run", "--rm", "demo-built")
 
     say("a long-running container: logs, exec, stop, remove")
     run(cli, "rm", "-f", "demo-ticker", check=False)
