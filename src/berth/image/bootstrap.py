@@ -7,7 +7,7 @@ cache, architecture and empty dpkg status, in the cache directory), so the host'
 dpkg architectures and apt lists are never touched and no dpkg lock is taken.
 The busybox binary is read out of the .deb (dpkg-deb --fsys-tarfile, then
 tarfile) and a one-layer root file system is written entry by entry, with the
-users, groups and directories of berth.testing.rootfs, root ownership and the
+users, groups and directories of berth.image.basefiles, root ownership and the
 binary's own timestamp. Nothing depends on the clock or the machine: tar and
 gzip headers are fixed, JSON is written with sorted keys, so the same .debs
 give the same digests. Debian comes from mmdebstrap (minbase) as one layer.
@@ -42,7 +42,7 @@ from berth.errors import CommandFailed, FailedPrecondition, InvalidArgument, Una
 from berth.host import binfmt, fs, proc
 from berth.image import platform as plat
 from berth.oci import reference
-from berth.testing import rootfs
+from berth.image import basefiles
 
 log = logging.getLogger(__name__)
 
@@ -178,10 +178,10 @@ def busybox_layer(busybox: bytes, applets: list[str], *, mtime: int, version: st
     *applets* are the paths `busybox --list-full` prints (bin/sh, usr/bin/env, ...).
     """
     os_release = f'NAME="busybox"\nID=busybox\nVERSION_ID="{version}"\n'.encode()
-    files = {"etc/passwd": rootfs.PASSWD.encode(), "etc/group": rootfs.GROUP.encode(),
+    files = {"etc/passwd": basefiles.PASSWD.encode(), "etc/group": basefiles.GROUP.encode(),
              "etc/os-release": os_release}
     members: dict[str, tuple[tarfile.TarInfo, bytes | None]] = {}
-    for name, mode in rootfs.DIRS.items():
+    for name, mode in basefiles.DIRS.items():
         owner = 1000 if name == "home/bob" else 0
         members[name] = (_entry(name, tarfile.DIRTYPE, mode, mtime, owner=owner), None)
     members["bin/busybox"] = (_entry("bin/busybox", tarfile.REGTYPE, 0o755, mtime, size=len(busybox)), busybox)
