@@ -238,3 +238,12 @@ def test_vm_published_port_and_loopback(berthd, image, names):
 def _links() -> list[str]:
     out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines()]
+
+
+def test_a_host_port_range_takes_a_free_port(berthd, image, names):
+    first, second = names(), names()
+    base = 28000 + int(unique_name("r").split("-")[-1], 16) % 2000
+    docker(berthd, "run", "-d", "--name", first, "-p", f"127.0.0.1:{base}-{base + 3}:80", image, "sleep", "60")
+    docker(berthd, "run", "-d", "--name", second, "-p", f"127.0.0.1:{base}-{base + 3}:80", image, "sleep", "60")
+    ports = {docker(berthd, "port", n, "80").stdout.strip().rsplit(":", 1)[1] for n in (first, second)}
+    assert len(ports) == 2 and all(base <= int(p) <= base + 3 for p in ports), ports

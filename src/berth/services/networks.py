@@ -471,6 +471,14 @@ class Networks:
                 raise InvalidArgument(f"invalid proto {proto!r} for port {port}: use tcp or udp")
             try:
                 number = int(port)
+                if "-" in host_port:  # a host range for one port: the first free one in it, as Docker does
+                    lo, hi = (int(x) for x in host_port.split("-", 1))
+                    free = [n for n in range(lo, hi + 1)
+                            if not clash(proto, n, host_ip) and nftables.port_free(host_ip, n, proto)]
+                    if not free:
+                        raise Conflict(f"Bind for {host_ip or '0.0.0.0'}:{host_port} failed: all ports of the range "
+                                       "are already allocated")
+                    host_port = str(free[0])
                 chosen = int(host_port) if host_port else nftables.random_port(
                     proto, host_ip, exclude=[n for p, n, _ in taken if p == proto])
             except ValueError:
