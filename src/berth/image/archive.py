@@ -44,8 +44,9 @@ def _clean(name: str, what: str) -> str:
     return clean_name(name, what)
 
 
-def _check_parents(root: str, rel: str) -> None:
-    """Refuse when any parent of *rel* inside *root* is a symlink or not a directory."""
+def make_parents(root: str, rel: str, *, refused: str = "layer refused") -> None:
+    """Create the missing parents of *rel* inside *root*; refuse a parent that is a symlink or not a
+    directory (a write through it could leave the root). Shared by every tar berth extracts."""
     path = root
     for part in rel.split("/")[:-1]:
         path = os.path.join(path, part)
@@ -54,10 +55,13 @@ def _check_parents(root: str, rel: str) -> None:
         except FileNotFoundError:
             os.mkdir(path, 0o755)
             continue
-        if stat.S_ISLNK(st.st_mode):
-            raise InvalidArgument(f"layer refused: {rel!r} would be written through the symlink {part!r}")
         if not stat.S_ISDIR(st.st_mode):
-            raise InvalidArgument(f"layer refused: {rel!r} has a parent that is not a directory")
+            kind = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a directory"
+            raise InvalidArgument(f"{refused}: {rel!r} would be written below {part!r}, which is {kind}")
+
+
+def _check_parents(root: str, rel: str) -> None:
+    make_parents(root, rel)
 
 
 def _real_dir_inside(root: str, path: str) -> bool:

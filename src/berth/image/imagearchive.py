@@ -211,18 +211,7 @@ def _clean(name: str, what: str) -> str:
 
 
 def _parents(root: str, rel: str) -> None:
-    """Create missing parents of *rel*; refuse parents that are symlinks or not directories."""
-    path = root
-    for part in rel.split("/")[:-1]:
-        path = os.path.join(path, part)
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            os.mkdir(path, 0o755)
-            continue
-        if not stat.S_ISDIR(st.st_mode):
-            kind = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a directory"
-            raise _refuse(f"{rel!r} would be written below {part!r}, which is {kind}")
+    archive.make_parents(root, rel, refused="docker load: archive refused")
 
 
 def _clear(path: str, rel: str) -> None:
