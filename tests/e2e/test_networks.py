@@ -195,8 +195,11 @@ def test_daemon_restart_keeps_networking(berthd_factory, image, rootfs_tar):
     time.sleep(0.5)
     assert "served-by" in _get(f"http://127.0.0.1:{port}/index.html")  # the kernel's rules, not the daemon
     d.restart()
+    veth = docker(d, "inspect", "-f", "{{range .NetworkSettings.Networks}}{{.EndpointID}}{{end}}",
+                  "keeper").stdout.strip()
+    assert veth in _veths()  # the daemon found its container's network as it was
     docker(d, "rm", "-f", "keeper")
-    assert not any(v.startswith("veth") and v in _veths() for v in ())
+    wait_until(lambda: veth not in _veths(), 20, "the container's veth removed after the restart")
 
 
 HTTP_GET = "printf 'GET /index.html HTTP/1.0\\r\\n\\r\\n' | nc {host} 80 | tail -1"
