@@ -48,9 +48,18 @@ import shutil
 import stat
 import tarfile
 from pathlib import Path
-from typing import IO, BinaryIO, Callable, Mapping, Protocol, Sequence, runtime_checkable
+from typing import (
+    IO,
+    BinaryIO,
+    Callable,
+    Mapping,
+    Protocol,
+    Sequence,
+    runtime_checkable,
+)
 
 from berth.errors import FailedPrecondition, InvalidArgument
+from berth.image import archive
 
 log = logging.getLogger(__name__)
 
@@ -441,17 +450,7 @@ def _clean_name(name: str, what: str) -> list[str]:
 
 
 def _parents(root: str, parts: list[str]) -> None:
-    path = root
-    for part in parts[:-1]:
-        path = os.path.join(path, part)
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            os.mkdir(path, 0o755)
-            continue
-        if not stat.S_ISDIR(st.st_mode):
-            kind = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a directory"
-            raise _refuse(f"{'/'.join(parts)!r} would be written below {part!r}, which is {kind}")
+    archive.make_parents(root, "/".join(parts), refused="build context refused")
 
 
 def _existing(root: str, parts: list[str]) -> str | None:

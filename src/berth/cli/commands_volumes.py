@@ -17,7 +17,6 @@ import base64
 import json
 import os
 import posixpath
-import stat
 import sys
 import tarfile
 import tempfile
@@ -29,6 +28,7 @@ from berth.cli.common import Ctx, StatusError, for_each
 from berth.cli.parser import Parser
 from berth.cli.units import human_size
 from berth.client import NotFoundError
+from berth.image import archive
 from berth.wire.gotemplate import Template, render_rows
 
 VOLUMES_DEFAULT = "table {{.Driver}}\t{{.Name}}"
@@ -367,16 +367,8 @@ def _extract_local(stream: Any, directory: str, old_base: str, new_base: str) ->
 
 
 def _check_parents(root: str, rel: str) -> None:
-    current = root
-    for part in rel.split("/")[:-1]:
-        current = os.path.join(current, part)
-        try:
-            st = os.lstat(current)
-        except FileNotFoundError:
-            os.mkdir(current, 0o755)
-            continue
-        if not stat.S_ISDIR(st.st_mode):
-            raise StatusError(1, f"refusing to write {rel}: {current} is not a directory (or is a symlink)")
+    """The layer extractor's rule: create missing parents, never write through a symlink."""
+    archive.make_parents(root, rel, refused="berth cp refused")
 
 
 def _to_container(ctx: Ctx, src: str, container: str, dst: str, follow: bool, archive: bool) -> int:
