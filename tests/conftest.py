@@ -29,6 +29,7 @@ Public API (used by the test modules):
     RUN_NET                extra `docker run` args: ["--network", "none"] for dockerd, else []
     is_dockerd(d)          True when the target is the reference dockerd
     wait_until(fn, timeout, what)   poll fn() until truthy; fail naming *what*
+    assert_responsive(d, within=1.0)  /_ping answers within a second (end of every hostile test)
     LineReader(stream)     background reader of a subprocess pipe: .wait_for(pred), .lines
 
 The helpers are importable from test modules as ``from berth_e2e_conftest import ...``
@@ -473,6 +474,14 @@ def wait_until(fn: Callable[[], object], timeout: float = 30, what: str = "condi
             pytest.fail(f"timed out after {timeout}s waiting for {what}; last value {value!r}",
                         pytrace=False)
         time.sleep(interval)
+
+
+def assert_responsive(d: "Daemon", within: float = 1.0) -> None:
+    """Fail unless GET /_ping on *d* answers 200 within *within* seconds (hostile tests end with it)."""
+    start = time.monotonic()
+    ok = ping(d.sock, timeout=within)
+    took = time.monotonic() - start
+    assert ok and took <= within, f"the daemon did not answer /_ping within {within}s (took {took:.2f}s, ok={ok})"
 
 
 class LineReader:
