@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from berth.content.local import LocalStore
+from berth.errors import FailedPrecondition
+from berth.host import fs
 from berth.metadata.db import Database
 from berth.registry import RegistryOptions
 from berth.runtime.base import Runtime
@@ -44,6 +46,16 @@ class DaemonConfig:
     registry_auth_file: str = ""  # a docker config.json whose "auths" the daemon uses when a request brings none
     bridge: str = "berth0"  # the default bridge network's Linux bridge
     bip: str = ""  # its address and prefix (default 172.17.0.1/16)
+    # The API's front door: TLS for tcp:// listeners, as dockerd's --tls/--tlsverify flags mean them.
+    tls: bool = False  # serve TLS on tcp:// listeners (implied by tls_verify)
+    tls_verify: bool = False  # ... and require a client certificate signed by tls_ca
+    tls_ca: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    max_json_body: int = 16 * 1024 * 1024  # bytes of a JSON request body; larger ones answer 413
+    api_idle_timeout: float = 300.0  # s a connection may sit with no request under way
+    api_head_timeout: float = 60.0  # s from a request's first byte to the end of its head (and TLS handshakes)
+    api_body_timeout: float = 120.0  # s without a byte while a request body is being read
 
 
 @dataclass
@@ -64,7 +76,10 @@ class Daemon:
 
 def build(config: DaemonConfig) -> Daemon:
     root = os.path.abspath(config.root)
-    os.makedirs(root, exist_ok=True)
+    try:
+        private_tree(root)
+    except FailedPrecondition as exc:
+        raise SystemExit(f"berthd: the data root is not safe to use: {exc}") from None
     db = Database(os.path.join(root, "berth.db"))
     store = LocalStore(root)
     snaps = Snapshots(root)
@@ -77,7 +92,7 @@ def build(config: DaemonConfig) -> Daemon:
             continue
         extra: tuple[str, ...] = ()
         if name == "runsc":
-            extra = ("--network=none", "--ignore-cgroups")
+            extra = ("--network=none", "--ignore-cgroups", "--oci-seccomp")
         runtimes[name] = OciRuntime(name, path, os.path.join(root, "runtime", name), sockets, extra)
     if shutil.which("qemu-system-x86_64"):
         runtimes["vm"] = VmRuntime(config.vm_dir or os.path.join(root, "vm"), sockets,
@@ -97,6 +112,28 @@ def build(config: DaemonConfig) -> Daemon:
     builder.use_distribution(distribution)
     return Daemon(config, db, store, images, containers, Execs(containers), events, runtimes, distribution,
                   imageio, networks, builder)
+
+
+# Modes of the data root and what is in it (Docker's data root is 0710). Nothing
+# non-root passes through them: runc and runsc open a container's root as root
+# before dropping privileges, overlay reaches its lower layers with the mounter's
+# credentials, and a bind mount's source is resolved by root. A volume's _data
+# keeps its own mode (what a container user writes to), as Docker's 0701 does.
+PRIVATE_MODES: dict[str, int] = {
+    "": 0o710, "containers": 0o700, "snapshots": 0o700, "blobs": 0o700, "ingest": 0o700, "partial": 0o700,
+    "tmp": 0o700, "build": 0o700, "netns": 0o700, "s": 0o700, "runtime": 0o700, "vm": 0o700,
+    "volumes": 0o701,
+}
+
+
+def private_tree(root: str) -> None:
+    """Create or tighten the data root and its top directories (root-owned; see PRIVATE_MODES).
+
+    Raises:
+        FailedPrecondition: one of them is a symlink, not a directory, or owned by another user.
+    """
+    for name, mode in PRIVATE_MODES.items():
+        fs.private_dir(os.path.join(root, name) if name else root, mode)
 
 
 def nft_table(root: str) -> str:

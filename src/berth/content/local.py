@@ -57,6 +57,10 @@ class Ingest:
         self._hash.update(data)
         self.size += len(data)
 
+    def digest(self) -> str:
+        """The digest of what was written so far."""
+        return "sha256:" + self._hash.hexdigest()
+
     def commit(self, expected: str | None = None) -> str:
         """Verify and publish the blob; return its digest.
 

@@ -1,13 +1,24 @@
-"""Atomic file writes.
+"""Atomic file writes, durable trees and private directories.
 
 Strategy: write to a temporary file beside the target, fsync, rename, fsync the
-directory; a reader sees the old content or the new, never half of it.
+directory; a reader sees the old content or the new, never half of it. A tree
+(an unpacked layer) is made durable with one syncfs(2) of its file system
+before it is renamed into place. A private directory (the data root, the VM
+directory) is created with its mode, then checked through a descriptor opened
+without following symlinks: a real directory, owned by us, with no more than
+the mode asked for; one found wider is tightened, one owned by someone else or
+not a directory is refused.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
+import stat
 import tempfile
+
+from berth.errors import FailedPrecondition
 
 
 def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
@@ -47,3 +58,52 @@ def disk_usage(path: str) -> int:
             except OSError:
                 pass
     return total
+
+
+def private_dir(path: str, mode: int = 0o700) -> None:
+    """Make *path* a directory owned by this process's user with at most *mode*.
+
+    Creates it (and missing parents, with default modes) when absent; tightens
+    the mode of an existing one that is wider.
+
+    Raises:
+        FailedPrecondition: *path* is a symlink, not a directory, or owned by another user.
+    """
+    try:
+        os.mkdir(path, mode)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        try:
+            os.mkdir(path, mode)
+        except FileExistsError:
+            pass
+    except FileExistsError:
+        pass
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise FailedPrecondition(f"{path} must be a directory, not a symlink or another file ({exc.strerror}); "
+                                 "move it away and restart") from None
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.geteuid():
+            raise FailedPrecondition(f"{path} is owned by uid {st.st_uid}, not {os.geteuid()}: "
+                                     "someone else made it; remove it and restart")
+        if stat.S_IMODE(st.st_mode) & ~mode:
+            os.fchmod(fd, stat.S_IMODE(st.st_mode) & mode)
+    finally:
+        os.close(fd)
+
+
+def syncfs(path: str) -> None:
+    """Flush every dirty page and inode of the file system holding *path* (syncfs(2))."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        if _libc.syncfs(fd) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), path)
+    finally:
+        os.close(fd)
+
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)

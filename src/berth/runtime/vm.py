@@ -39,7 +39,7 @@ class VmRuntime:
         self.cold_boot = cold_boot
         self.socket_dir = socket_dir
         self.containers_dir = containers_dir
-        os.makedirs(socket_dir, exist_ok=True)
+        os.makedirs(socket_dir, mode=0o700, exist_ok=True)  # control, attach sockets and VM workdirs: root only
 
     def _shim_pid(self, cid: str) -> int:
         try:
@@ -74,6 +74,8 @@ class VmRuntime:
                 argv.append("--stdin-once")
         if self.cold_boot:
             argv.append("--cold")
+        if opts.log_size_max > 0:
+            argv += ["--log-size-max", str(opts.log_size_max)]  # the monitor rotates as conmon does
         try:
             await proc.run(argv, timeout=30, pass_fds=[wfd], cwd=bundle)
         finally:

@@ -14,6 +14,7 @@ records, so the API layer only routes.
 
 from __future__ import annotations
 
+import asyncio
 import bz2
 import contextlib
 import fnmatch
@@ -23,9 +24,10 @@ import io
 import json
 import lzma
 import os
+import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from typing import IO, Any, AsyncIterator, BinaryIO, Callable, cast
+from typing import IO, Any, AsyncIterator, BinaryIO, Callable, TypeVar, cast
 
 import zstandard
 
@@ -46,6 +48,9 @@ MEDIA_LAYER = "application/vnd.oci.image.layer.v1.tar"
 MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 INDEX_TYPES = (MEDIA_INDEX, DOCKER_LIST)
+
+
+_T = TypeVar("_T")
 
 
 def is_index(doc: dict[str, Any]) -> bool:
@@ -69,6 +74,20 @@ class _Hashing(io.RawIOBase):
         self.hash.update(data)
         buf[: len(data)] = data
         return len(data)
+
+
+IMPORT_WRITE = 1 << 20  # bytes of an import's body gathered before one write (in a thread)
+
+
+async def _off_loop(fn: Callable[..., _T], *args: Any) -> _T:
+    """fn(*args) in a thread; a cancelled caller still waits for it to finish (it owns files)."""
+    job = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(job)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            await job
+        raise
 
 
 def _decompressed(f: BinaryIO) -> tuple[IO[bytes], str]:
@@ -128,21 +147,17 @@ class Images:
     # import -------------------------------------------------------------
     async def import_tarball(self, body: AsyncIterator[bytes], repo: str, tag: str,
                              changes: list[str], message: str, platform: str = "") -> str:
-        """Store the tarball streamed in *body* as a one-layer image; return its id."""
+        """Store the tarball streamed in *body* as a one-layer image; return its id.
+
+        Nothing is recorded unless the whole body arrived (a body cut short raises
+        from *body*: the ingest is dropped) and the layer unpacked completely;
+        the layer blob and its snapshot are leased from `collect()` meanwhile,
+        and a blob this import added is removed again when the import fails.
+        File work runs in a thread, never on the event loop.
+        """
         ref = None
         if repo:
             ref = reference.parse(f"{repo}:{tag}" if tag else repo)
-        ingest = self._store.ingest()
-        try:
-            async for chunk in body:
-                ingest.write(chunk)
-            if ingest.size == 0:
-                raise InvalidArgument("import: the request body is empty: send a tar archive of a root file system")
-            layer_digest = ingest.commit()
-        except BaseException:
-            ingest.abort()
-            raise
-        size, diff_id, media = self._unpack_single(layer_digest)
         arch = "amd64"
         if platform:
             parts = platform.split("/")
@@ -151,56 +166,83 @@ class Images:
             arch = parts[1]
         config_body: dict[str, Any] = {}  # as docker import: the runtime adds PATH, not the image
         parse_changes(changes, config_body)
-        created = now_iso()
-        config = {
-            "architecture": arch, "os": "linux", "created": created, "config": config_body,
-            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-            "history": [{"created": created, "created_by": "", "comment": message or "Imported from -"}],
-        }
-        config_raw = json.dumps(config, separators=(",", ":")).encode()
-        config_digest = self._store.put(config_raw)
-        manifest = {
-            "schemaVersion": 2, "mediaType": MEDIA_MANIFEST,
-            "config": {"mediaType": MEDIA_CONFIG, "digest": config_digest, "size": len(config_raw)},
-            "layers": [{"mediaType": media, "digest": layer_digest, "size": self._store.size(layer_digest)}],
-        }
-        manifest_digest = self._store.put(json.dumps(manifest, separators=(",", ":")).encode())
-        self._db.put_image(config_digest, {
-            "manifest": manifest_digest, "layers": [layer_digest], "diff_ids": [diff_id],
-            "size": size, "created": created,
-        })
+        ingest = await _off_loop(self._store.ingest)
+        try:
+            pending = bytearray()
+            async for chunk in body:
+                pending += chunk
+                if len(pending) >= IMPORT_WRITE:
+                    await _off_loop(ingest.write, bytes(pending))
+                    pending.clear()
+            if pending:
+                await _off_loop(ingest.write, bytes(pending))
+            if ingest.size == 0:
+                raise InvalidArgument("import: the request body is empty: send a tar archive of a root file system")
+            added = not self._store.exists(ingest.digest())
+            layer_digest = await _off_loop(ingest.commit)
+        except BaseException:
+            await _off_loop(ingest.abort)
+            raise
+        with self.lease([layer_digest]):
+            try:
+                size, diff_id, media = await _off_loop(self._unpack_single, layer_digest)
+            except BaseException:
+                if added and not any(layer_digest in doc["layers"] for _, doc in self._db.images()):
+                    self._store.delete(layer_digest)
+                raise
+            with self.lease([diff_id]):
+                created = now_iso()
+                config = {
+                    "architecture": arch, "os": "linux", "created": created, "config": config_body,
+                    "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+                    "history": [{"created": created, "created_by": "", "comment": message or "Imported from -"}],
+                }
+                config_raw = json.dumps(config, separators=(",", ":")).encode()
+                config_digest = self._store.put(config_raw)
+                manifest = {
+                    "schemaVersion": 2, "mediaType": MEDIA_MANIFEST,
+                    "config": {"mediaType": MEDIA_CONFIG, "digest": config_digest, "size": len(config_raw)},
+                    "layers": [{"mediaType": media, "digest": layer_digest, "size": self._store.size(layer_digest)}],
+                }
+                manifest_digest = self._store.put(json.dumps(manifest, separators=(",", ":")).encode())
+                self._db.put_image(config_digest, {
+                    "manifest": manifest_digest, "layers": [layer_digest], "diff_ids": [diff_id],
+                    "size": size, "created": created,
+                })
         if ref is not None:
             self._db.set_tag(str(ref), config_digest)
         self._events.publish("image", "import", config_digest, {"name": str(ref) if ref else config_digest})
         return config_digest
 
     def _unpack_single(self, layer_digest: str) -> tuple[int, str, str]:
+        """Unpack the layer blob into a fresh private directory, then publish it as its diff id's snapshot.
+
+        The diff id is known only once the whole layer is read, so the directory is
+        prepared under no name (never a chain id: a leftover of an interrupted import
+        must not pass for an unpacked layer, whose diff id would then read as the
+        empty digest) and published under the diff id, fsynced, or dropped when that
+        snapshot exists already.
+        """
         with open(self._store.path(layer_digest), "rb") as raw:
             stream, media = _decompressed(raw)
             hashing = _Hashing(stream)
             reader = io.BufferedReader(hashing, 1 << 20)
-            size = 0
-
-            def fill(directory: str) -> None:
-                nonlocal size
-                size = archive.apply_layer(reader, directory)  # type: ignore[arg-type]
-                while reader.read(1 << 20):
-                    pass
-                with open(os.path.join(os.path.dirname(directory), "size"), "w") as f:
-                    f.write(str(size))
-
-            # The chain id is the diff id, known only after reading: unpack first.
-            tmp_chain = "sha256:" + hashlib.sha256(layer_digest.encode()).hexdigest()
+            tmp = self._snaps.prepare()
             try:
-                self._snaps.commit(tmp_chain, fill)
-            except (EOFError, OSError, lzma.LZMAError) as exc:
-                raise InvalidArgument(f"import: the archive is truncated or corrupt: {exc}") from exc
-            diff_id = "sha256:" + hashing.hash.hexdigest()
-        final = os.path.dirname(self._snaps.path(diff_id))
-        if self._snaps.exists(diff_id):
-            self._snaps.remove(tmp_chain)
-        else:
-            os.rename(os.path.dirname(self._snaps.path(tmp_chain)), final)
+                directory = os.path.join(tmp, "fs")
+                try:
+                    size = archive.apply_layer(reader, directory)  # type: ignore[arg-type]
+                    while reader.read(1 << 20):
+                        pass
+                except (EOFError, OSError, lzma.LZMAError, zlib.error) as exc:
+                    raise InvalidArgument(f"import: the archive is truncated or corrupt: {exc}") from exc
+                with open(os.path.join(tmp, "size"), "w") as f:
+                    f.write(str(size))
+                diff_id = "sha256:" + hashing.hash.hexdigest()
+                self._snaps.publish(tmp, diff_id)
+            except BaseException:
+                self._snaps.discard(tmp)
+                raise
         return size, diff_id, media
 
     # registering images from manifests (pull, load, commit) --------------

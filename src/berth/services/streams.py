@@ -2,7 +2,12 @@
 
 Strategy: logs are read from the log file conmon writes (services.k8slog),
 which holds every line whether or not berthd was running, so a client that
-disconnects, or a daemon that dies, loses nothing. Attach connects to
+disconnects, or a daemon that dies, loses nothing. The log is read in
+blocks of READ_BLOCK in a thread (never on the event loop), `--tail N` from
+its end (k8slog.tail_start), so the daemon holds a block and its frames
+whatever the log's size; following, a log the monitor rotated
+(`--log-opt max-size`: a new file renamed over the old one) is finished and
+then reopened from its start. Attach connects to
 conmon's attach socket (SOCK_SEQPACKET; each packet starts with a byte
 naming the stream: 2 stdout, 3 stderr) and pumps both ways. Without a TTY,
 output is framed with wire.stdcopy; with one, it is passed raw.
@@ -14,12 +19,14 @@ import asyncio
 import logging
 import os
 import socket
+import stat
 from dataclasses import dataclass
-from typing import AsyncIterator
+from typing import AsyncIterator, BinaryIO
 
 from berth import timefmt
 from berth.errors import InvalidArgument
 from berth.services.containers import Container, Containers
+from berth.services import k8slog
 from berth.services.k8slog import Entry, Parser
 from berth.wire import stdcopy
 
@@ -28,6 +35,7 @@ log = logging.getLogger(__name__)
 STREAM_IDS = {"stdout": 1, "stderr": 2}
 POLL = 0.05
 DETACH = b"\x10\x11"  # ctrl-p ctrl-q
+READ_BLOCK = 1 << 20  # bytes of the log read at a time
 STDIN_PACKET = 16384  # the attach socket is SOCK_SEQPACKET: a packet conmon cannot read whole is cut
 
 
@@ -80,45 +88,96 @@ async def logs(containers: Containers, c: Container, opts: LogOptions) -> AsyncI
     prefix = details(c) if opts.details else b""
     yield b""  # request checked: let the caller send the headers now
     parser = Parser()
-    pos = 0
     path = log_path(c)
+    log_file = await asyncio.to_thread(_open_log, path)
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-            pos = len(data)
+        pos = 0
+        size = os.fstat(log_file.fileno()).st_size if log_file is not None else 0
+        if log_file is not None and opts.tail >= 0:
+            f = log_file
+            pos = await asyncio.to_thread(k8slog.tail_start, lambda off, n: os.pread(f.fileno(), n, off),
+                                          size, opts.tail, keep)
+        # What is there now, in blocks (memory stays at a block and its frames, whatever the log's
+        # size); without --follow, up to the size it had when the request came, however fast it grows.
+        while log_file is not None and (opts.follow or pos < size):
+            step = READ_BLOCK if opts.follow else min(READ_BLOCK, size - pos)
+            data = await asyncio.to_thread(os.pread, log_file.fileno(), step, pos)
+            if not data:
+                break
+            pos += len(data)
+            out = b"".join(frame(c, e, opts.timestamps, prefix) for e in parser.feed(data) if keep(e))
+            if out:
+                yield out
+        if not opts.follow:
+            return
+        if opts.until_ns and opts.until_ns < timefmt.parse_ns(timefmt.now()):
+            return
+        exits = c.exits
+        while True:
+            running = c.running and c.exits == exits and not c.removed
+            again = True
+            while again:  # the monitor may have rotated the log (--log-opt max-size) since the last look
+                log_file, pos, parser, again = await asyncio.to_thread(_reopen_if_rotated, path, log_file, pos,
+                                                                       parser)
+                while log_file is not None:
+                    data = await asyncio.to_thread(os.pread, log_file.fileno(), READ_BLOCK, pos)
+                    if not data:
+                        break
+                    pos += len(data)
+                    out = b"".join(frame(c, e, opts.timestamps, prefix) for e in parser.feed(data) if keep(e))
+                    if out:
+                        yield out
+            if not running:
+                return
+            if opts.until_ns and timefmt.parse_ns(timefmt.now()) > opts.until_ns:
+                return
+            try:
+                async with c.changed:
+                    await asyncio.wait_for(c.changed.wait(), POLL)
+            except asyncio.TimeoutError:
+                pass
+    finally:
+        if log_file is not None:
+            log_file.close()
+
+
+def _open_log(path: str) -> BinaryIO | None:
+    """The log file, opened without following a symlink; None when there is none yet."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except (FileNotFoundError, OSError):
+        return None
+    f = os.fdopen(fd, "rb", buffering=0)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        f.close()
+        return None
+    return f  # type: ignore[return-value]
+
+
+def _reopen_if_rotated(path: str, f: BinaryIO | None, pos: int,
+                       parser: Parser) -> tuple[BinaryIO | None, int, Parser, bool]:
+    """(file, offset, parser, again) to go on reading the log at *path*.
+
+    The same file while it is still the log; from 0 when it was truncated in
+    place; the new log once the old one (replaced by a rename) has been read to
+    its end. *again*: read, then ask once more (the switch may not be done yet).
+    """
+    try:
+        st = os.stat(path, follow_symlinks=False)
     except FileNotFoundError:
-        data = b""
-    entries = [e for e in parser.feed(data) if keep(e)]
-    if opts.tail >= 0:
-        entries = entries[len(entries) - opts.tail:] if opts.tail else []
-    for e in entries:
-        yield frame(c, e, opts.timestamps, prefix)
-    if not opts.follow:
-        return
-    if opts.until_ns and opts.until_ns < timefmt.parse_ns(timefmt.now()):
-        return
-    exits = c.exits
-    while True:
-        running = c.running and c.exits == exits and not c.removed
-        try:
-            with open(path, "rb") as f:
-                f.seek(pos)
-                data = f.read()
-        except FileNotFoundError:
-            data = b""
-        pos += len(data)
-        for e in parser.feed(data):
-            if keep(e):
-                yield frame(c, e, opts.timestamps, prefix)
-        if not running:
-            return
-        if opts.until_ns and timefmt.parse_ns(timefmt.now()) > opts.until_ns:
-            return
-        try:
-            async with c.changed:
-                await asyncio.wait_for(c.changed.wait(), POLL)
-        except asyncio.TimeoutError:
-            pass
+        return f, pos, parser, False
+    if f is None:
+        new = _open_log(path)
+        return new, 0, parser, new is not None
+    mine = os.fstat(f.fileno())
+    if (mine.st_ino, mine.st_dev) == (st.st_ino, st.st_dev):
+        if mine.st_size >= pos:
+            return f, pos, parser, False
+        return f, 0, Parser(), True  # truncated in place
+    if os.pread(f.fileno(), 1, pos):
+        return f, pos, parser, True  # replaced: first what was written to the old file before the rename
+    f.close()
+    return _open_log(path), 0, Parser(), True
 
 
 @dataclass(frozen=True, slots=True)

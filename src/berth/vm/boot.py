@@ -18,13 +18,16 @@ Templates (see `berth.vm.template`): `boot(memory_file=...)` puts guest RAM in
 a file mapped shared, and `save_state()` migrates the device state (not the RAM:
 x-ignore-shared) to a file. `restore(template)` starts QEMU with the same
 command line but the RAM file mapped privately (copy-on-write) and
-`-incoming defer`, feeds it the saved state over QMP, waits for the VM to run,
+`-incoming defer`, feeds it the saved state over QMP (a descriptor passed with
+`getfd`: QEMU runs under `-sandbox ...,spawn=deny`, so no `exec:` migration),
+waits for the VM to run,
 then sets the clock and reseeds the RNG through the agent -- which was waiting
 in poll() when the template was saved and never notices it moved -- and only
 then hands the VM out. The agent channel works unchanged: the saved state says
 the host end is connected, and the clone's QEMU connects to the clone's own
 socket before the guest runs again. Each clone passes its own `-fsdev path=`
 (not part of the saved state); the template never mounts its 9p shares.
+The work directory is 0700 and its sockets 0600: only root reaches QMP.
 """
 
 from __future__ import annotations
@@ -35,10 +38,10 @@ import json
 import logging
 import os
 import re
-import shlex
 import shutil
 import signal
 import socket
+import stat
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
@@ -124,7 +127,7 @@ def qemu_argv(artifacts: Artifacts, *, agent_socket: Path, shares: Mapping[str, 
     """
     argv = [qemu, "-M", "microvm", "-cpu", "max", "-accel", accelerator or accel.detect().name,
             "-m", str(mem_mib), "-smp", str(vcpus),
-            "-nodefaults", "-no-user-config", "-nographic", "-no-reboot",
+            "-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-sandbox", SANDBOX,
             "-kernel", str(artifacts.vmlinux), "-initrd", str(artifacts.initramfs), "-append", cmdline]
     if memory_file is not None:
         if "," in str(memory_file):
@@ -157,29 +160,43 @@ def qemu_argv(artifacts: Artifacts, *, agent_socket: Path, shares: Mapping[str, 
     return argv
 
 
+# QEMU's own seccomp filter: no obsolete syscalls, no setuid/setgid/capabilities,
+# no fork/exec (so migrations go through descriptors, never `exec:`), no
+# scheduler or affinity changes. QEMU runs as root: this is what is left to
+# an attacker who gets code execution in it through a device model.
+SANDBOX = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny"
+SOCKET_MODE = 0o600  # the agent and QMP sockets: root only (their directory is 0700 too)
+
+
 # ---- QMP --------------------------------------------------------------------------------
 
 class Qmp:
     """One QMP session kept open (restore and save need several commands and the events between)."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                 sock: socket.socket | None = None) -> None:
         self._reader = reader
         self._writer = writer
+        self._sock = sock
         self.events: list[dict[str, Any]] = []
 
     @classmethod
     async def connect(cls, path: Path, *, timeout: float = 10.0) -> Qmp:
         """Connect (retrying while QEMU creates the socket) and negotiate capabilities."""
         deadline = time.monotonic() + timeout
+        loop = asyncio.get_running_loop()
         while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
             try:
-                reader, writer = await asyncio.open_unix_connection(str(path))
+                await loop.sock_connect(sock, str(path))
+                reader, writer = await asyncio.open_unix_connection(sock=sock)
                 break
             except (FileNotFoundError, ConnectionRefusedError):
+                sock.close()
                 if time.monotonic() > deadline:
                     raise Unavailable(f"QEMU's QMP socket {path} did not appear within {timeout}s") from None
                 await asyncio.sleep(0.005)
-        session = cls(reader, writer)
+        session = cls(reader, writer, sock)
         try:
             await asyncio.wait_for(reader.readline(), timeout)  # greeting
             await session.execute("qmp_capabilities", timeout=timeout)
@@ -216,6 +233,36 @@ class Qmp:
         if "error" in reply:
             raise CommandFailed([QEMU, "qmp", command], 1, str(reply["error"].get("desc", reply["error"])))
         return reply["return"]
+
+    async def pass_fd(self, name: str, fd: int, *, timeout: float = 10.0) -> None:
+        """Hand *fd* to QEMU as *name* (`getfd` with the descriptor attached), for a `fd:NAME` URI.
+
+        Migrations use descriptors rather than `exec:` because the sandbox denies QEMU fork/exec.
+        """
+        assert self._sock is not None
+        await self._writer.drain()  # nothing of ours queued: the command goes out whole, in order
+        line = json.dumps({"execute": "getfd", "arguments": {"fdname": name}}).encode() + b"\n"
+        loop = asyncio.get_running_loop()
+        sent = 0
+        while sent == 0:
+            try:
+                sent = socket.send_fds(self._sock, [line], [fd])
+            except BlockingIOError:
+                await asyncio.sleep(0.005)
+        if sent < len(line):
+            await loop.sock_sendall(self._sock, line[sent:])
+
+        async def answer() -> dict[str, Any]:
+            while True:
+                msg = await self._line()
+                if "event" in msg:
+                    self.events.append(msg)
+                elif "return" in msg or "error" in msg:
+                    return msg
+
+        reply = await asyncio.wait_for(answer(), timeout)
+        if "error" in reply:
+            raise CommandFailed([QEMU, "qmp", "getfd"], 1, str(reply["error"].get("desc", reply["error"])))
 
     async def wait_event(self, name: str, *, timeout: float) -> dict[str, Any]:
         """Wait for the event *name* (or return it if it already came)."""
@@ -311,7 +358,7 @@ class UtilityVM:
             raise FailedPrecondition(f"{QEMU} is not installed (apt-get install qemu-system-x86)")
         own_dir = workdir is None
         wd = Path(tempfile.mkdtemp(prefix="berth-vm-")) if workdir is None else workdir
-        wd.mkdir(parents=True, exist_ok=True)
+        private_workdir(wd)
         vm: UtilityVM | None = None
         qemu_box: list[asyncio.subprocess.Process] = []
         try:
@@ -363,7 +410,7 @@ class UtilityVM:
         ordered = {tag: shares[tag] for tag in template.share_tags}  # device order = the template's
         own_dir = workdir is None
         wd = Path(tempfile.mkdtemp(prefix="berth-vm-")) if workdir is None else workdir
-        wd.mkdir(parents=True, exist_ok=True)
+        private_workdir(wd)
         vm: UtilityVM | None = None
         qemu_box: list[asyncio.subprocess.Process] = []
         try:
@@ -386,7 +433,12 @@ class UtilityVM:
             try:
                 await qmp.execute("migrate-set-capabilities",
                                   {"capabilities": [{"capability": "x-ignore-shared", "state": True}]})
-                await qmp.execute("migrate-incoming", {"uri": f"exec:cat {shlex.quote(str(state))}"})
+                state_fd = os.open(state, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+                try:
+                    await qmp.pass_fd("state", state_fd, timeout=remaining())
+                finally:
+                    os.close(state_fd)
+                await qmp.execute("migrate-incoming", {"uri": "fd:state"})
                 resumed = asyncio.ensure_future(qmp.wait_event("RESUME", timeout=remaining()))
                 died = asyncio.ensure_future(vm.qemu.wait())
                 try:
@@ -431,7 +483,7 @@ class UtilityVM:
             listener.bind(str(sock_path))
             listener.listen(1)
             listener.setblocking(False)
-            logfd = os.open(wd / "qemu.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+            logfd = os.open(wd / "qemu.log", os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
             try:
                 qemu = await proc.spawn(argv, stdin=asyncio.subprocess.DEVNULL, stdout=logfd, stderr=logfd,
                                         pass_fds=pass_fds, die_with_parent=True)
@@ -451,6 +503,9 @@ class UtilityVM:
             if accept not in done:
                 raise cls._failure(qemu, wd, "QEMU did not connect to the agent socket")
             conn, _ = accept.result()
+            for name in ("agent.sock", "qmp.sock"):  # QEMU made the QMP socket before it connected
+                with contextlib.suppress(FileNotFoundError):
+                    os.chmod(wd / name, SOCKET_MODE)
             reader, writer = await asyncio.open_unix_connection(sock=conn)
             return cls(qemu, reader, writer, wd)
         finally:
@@ -487,7 +542,12 @@ class UtilityVM:
         try:
             await qmp.execute("migrate-set-capabilities",
                               {"capabilities": [{"capability": "x-ignore-shared", "state": True}]})
-            await qmp.execute("migrate", {"uri": f"exec:cat > {shlex.quote(str(state))}"})
+            state_fd = os.open(state, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            try:
+                await qmp.pass_fd("state", state_fd, timeout=timeout)
+            finally:
+                os.close(state_fd)
+            await qmp.execute("migrate", {"uri": "fd:state"})
             deadline = time.monotonic() + timeout
             while True:
                 info = await qmp.execute("query-migrate")
@@ -674,3 +734,14 @@ class UtilityVM:
             kind, data = gp.output.get_nowait()
             (out if kind == ap.T.STDOUT else err).extend(data)
         return code, bytes(out), bytes(err)
+
+
+def private_workdir(wd: Path) -> None:
+    """A VM's work directory (its sockets, console log, state copy): made 0700, or tightened to it."""
+    wd.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(wd, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        if stat.S_IMODE(os.fstat(fd).st_mode) & 0o077:
+            os.fchmod(fd, 0o700)
+    finally:
+        os.close(fd)

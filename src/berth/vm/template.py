@@ -21,7 +21,12 @@ On disk, under `<vm_dir>/templates/`:
     .build-<key>/         a build in progress (or a crashed one, removed by the next build)
 
 and the RAM at `/dev/shm/berth-templates/<vm_dir id>/<key>.<nonce>.ram` (tmpfs:
-the RAM file must not be disk-backed). A new template never overwrites a file a
+the RAM file must not be disk-backed; clones map it). /dev/shm is world-writable,
+so before a template is built every level is checked (`ram_dir`): /dev/shm a
+root-owned sticky directory, `berth-templates` and `<vm_dir id>` real
+directories (not symlinks) owned by root, mode 0700 (tightened if wider); a
+level made by anyone else makes the build fail, and containers cold-boot. The
+templates directory under vm_dir is 0700 too. A new template never overwrites a file a
 running clone maps: it gets a new nonce, and the old RAM file is unlinked
 (running clones keep the inode). Each build removes the templates of other
 kernels/initramfs/QEMU ("no longer current"), all but the MAX_TEMPLATES most
@@ -44,13 +49,15 @@ import os
 import re
 import secrets
 import shutil
+import stat
 import time
 from collections.abc import AsyncIterator, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from berth.errors import BerthError, CommandFailed, InvalidArgument, Unavailable
+from berth.errors import BerthError, CommandFailed, FailedPrecondition, InvalidArgument, Unavailable
+from berth.host import fs
 from berth.vm.boot import UtilityVM, host_tsc_khz, kernel_cmdline
 from berth.vm.prepare import QEMU, Artifacts
 
@@ -101,6 +108,31 @@ def config_key(art_id: str, *, mem_mib: int, share_tags: Sequence[str], cmdline:
 def shm_dir(vm_dir: Path) -> Path:
     """Where this vm_dir's template RAM files live (tmpfs)."""
     return SHM_ROOT / hashlib.sha256(str(Path(vm_dir).resolve()).encode()).hexdigest()[:12]
+
+
+def ram_dir(vm_dir: Path) -> Path:
+    """`shm_dir(vm_dir)`, created or checked level by level (see the module's docstring).
+
+    Raises:
+        FailedPrecondition: a level is a symlink, not a directory, owned by another user,
+            or /dev/shm is writable by others without the sticky bit.
+    """
+    base = SHM_ROOT.parent
+    st = os.lstat(base)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != 0 or \
+            (st.st_mode & stat.S_IWOTH and not st.st_mode & stat.S_ISVTX):
+        raise FailedPrecondition(f"{base} must be a root-owned directory, sticky when world-writable")
+    fs.private_dir(str(SHM_ROOT), 0o700)
+    d = shm_dir(vm_dir)
+    fs.private_dir(str(d), 0o700)
+    return d
+
+
+def templates_dir(vm_dir: Path) -> Path:
+    """`<vm_dir>/templates`, created or tightened to 0700 (root only)."""
+    d = Path(vm_dir) / "templates"
+    fs.private_dir(str(d), 0o700)
+    return d
 
 
 # ---- the template --------------------------------------------------------------------
@@ -380,7 +412,11 @@ async def ensure_template(artifacts: Artifacts, vm_dir: Path, *, mem_mib: int = 
         TemplateUnavailable: the configuration's clones failed recently, or the build failed.
     """
     vm_dir = Path(vm_dir)
-    root = vm_dir / "templates"
+    try:  # checked on every use (a few syscalls): a directory planted meanwhile is never used
+        root = templates_dir(vm_dir)
+        ram_dir(vm_dir)
+    except (BerthError, OSError) as exc:
+        raise TemplateUnavailable(f"the template directories are not usable: {exc}") from exc
     art_id, key, cmdline, tags = _current(artifacts, mem_mib, share_tags, vcpus, nic)
 
     def usable() -> Template | None:
@@ -418,10 +454,9 @@ async def _build(artifacts: Artifacts, vm_dir: Path, *, key: str, art_id: str, c
     """Boot, save, stop; publish `<vm_dir>/templates/<key>` atomically. Caller holds the key lock."""
     root = vm_dir / "templates"
     build = root / f".build-{key}"
+    shm = ram_dir(vm_dir)
     shutil.rmtree(build, ignore_errors=True)  # a crashed build's leftovers
     build.mkdir(parents=True)
-    shm = shm_dir(vm_dir)
-    shm.mkdir(parents=True, exist_ok=True, mode=0o700)
     nonce = secrets.token_hex(6)
     ram = shm / f"{key}.{nonce}.ram"
     empty = build / "empty"  # the template's 9p devices must exist; never mounted

@@ -117,3 +117,56 @@ def test_parsers_are_independent() -> None:
     a.feed(f"{T1} stdout F half".encode())
     assert b.feed(f"{T1} stderr F other\n".encode()) == [Entry("stderr", b"other\n", T1_NS)]
     assert a.feed(b"\n") == [Entry("stdout", b"half\n", T1_NS)]
+
+
+# ---- bounds and tail ------------------------------------------------------------------------
+
+from berth.services import k8slog  # noqa: E402
+
+
+def test_a_record_longer_than_the_bound_is_dropped_not_buffered() -> None:
+    p = Parser()
+    assert p.feed(f"{T1} stdout F ".encode()) == []
+    for _ in range(3):
+        assert p.feed(b"x" * (k8slog.MAX_RECORD // 2)) == []
+    assert len(p._buf) <= k8slog.MAX_RECORD
+    assert p.feed(b"still the long one\n" + f"{T1} stdout F after\n".encode()) == [
+        Entry("stdout", b"after\n", T1_NS)]
+
+
+def _lines(n: int, stream: str = "stdout") -> bytes:
+    return b"".join(f"{T1} {stream} F line {i}\n".encode() for i in range(n))
+
+
+def _tail(data: bytes, n: int, block: int, wanted=lambda e: True) -> int:  # type: ignore[no-untyped-def]
+    old = k8slog.BLOCK
+    k8slog.BLOCK = block
+    try:
+        return k8slog.tail_start(lambda off, size: data[off:off + size], len(data), n, wanted)
+    finally:
+        k8slog.BLOCK = old
+
+
+@pytest.mark.parametrize("block", [1, 7, 64, 1 << 20])
+@pytest.mark.parametrize("n", [0, 1, 3, 10, 11, 50])
+def test_tail_start_matches_the_last_n_records(block: int, n: int) -> None:
+    data = _lines(10) + f"{T1} stdout F unfinished".encode()
+    start = _tail(data, n, block)
+    got = Parser().feed(data[start:])
+    assert [e.data for e in got] == [e.data for e in Parser().feed(data)][max(0, 10 - n):] if n else got == []
+
+
+@pytest.mark.parametrize("block", [5, 4096])
+def test_tail_start_counts_only_wanted_records(block: int) -> None:
+    data = b"".join(_lines(1, "stdout") + _lines(1, "stderr") for _ in range(6))
+    start = _tail(data, 2, block, lambda e: e.stream == "stderr")
+    got = Parser().feed(data[start:])
+    assert [e.stream for e in got if e.stream == "stderr"] == ["stderr", "stderr"]
+    assert got[0].stream == "stderr"
+
+
+def test_tail_start_skips_an_overlong_record() -> None:
+    data = _lines(2) + f"{T1} stdout F ".encode() + b"y" * (k8slog.MAX_RECORD + 10) + b"\n" + _lines(1)
+    start = _tail(data, 2, 4096)
+    got = Parser().feed(data[start:])
+    assert [e.data for e in got] == [b"line 1\n", b"line 0\n"]

@@ -62,7 +62,7 @@ class Box:
 
     def __init__(self, binaries: tuple[Path, Path], tmp: Path, argv: Sequence[str], *, tty: bool = False,
                  stdin: bool = False, stdin_once: bool = False, probe: str = "echo oom_kill 0",
-                 console: str = "") -> None:
+                 console: str = "", log_size_max: int = 0) -> None:
         agent_bin, monitor_bin = binaries
         self.bundle, self.workdir, self.cgroup = tmp / "bundle", tmp / "wd", tmp / "cgroup"
         for d in (self.bundle, self.workdir, self.cgroup):
@@ -92,7 +92,7 @@ class Box:
                      agent_fd=host.fileno(), attach_fd=attach.fileno(), control_fd=control.fileno(), ctl_fd=ctl,
                      log_fd=log, main_exec=str(self.workdir / "main.exec"),
                      probe_exec=str(self.workdir / "probe.exec"), sync_fd=sync_w, stdin=stdin,
-                     stdin_once=stdin_once, cgroups=(str(self.cgroup),))
+                     stdin_once=stdin_once, cgroups=(str(self.cgroup),), log_size_max=log_size_max)
         with open(self.bundle / "shim.log", "ab") as shim_log:
             self.monitor = subprocess.Popen(h.argv(str(monitor_bin)), pass_fds=h.fds(), stdout=shim_log,
                                             stderr=subprocess.STDOUT)
@@ -290,3 +290,14 @@ def test_qemu_going_away_is_a_guest_panic(box: Callable[..., Box]) -> None:
     assert (b.bundle / "error").read_text() == reason
     assert ("stderr", f"berth: {reason}\n".encode()) in b.log()
     assert packets[-1] == b"\3" + f"berth: {reason}\n".encode()
+
+
+def test_log_size_max_rotates_the_log_as_conmon_does(box: Callable[..., Box]) -> None:
+    b = box(["sh", "-c", "i=0; while [ $i -lt 300 ]; do echo line-$i; i=$((i+1)); done"], log_size_max=1024)
+    assert b.op("start") == "ok"
+    assert b.finished() == "0"
+    size = (b.bundle / "container.log").stat().st_size
+    assert 0 < size <= 1024, size
+    lines = [data for _, data in b.log()]
+    assert lines[-1] == b"line-299\n" and len(lines) < 300
+    assert not (b.bundle / ".container.log.new").exists()

@@ -16,7 +16,7 @@
  * in the work directory; an exec's comes from its client), so nothing here
  * parses JSON or builds an EXEC payload.
  *
- *   main output  -> container.log (k8s-file lines) and every attach client
+ *   main output  -> container.log (k8s-file lines; --log-size-max rotates it) and every attach client
  *                   (SOCK_SEQPACKET packets: 2 stdout / 3 stderr, then data)
  *   attach input -> main's stdin (with --stdin; EOF closes it with --stdin-once)
  *   ctl fifo     -> "1 ROWS COLS" resize lines (a size before start goes into EXEC)
@@ -43,6 +43,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <getopt.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -351,6 +352,36 @@ static void exec_forward(int i, uint8_t type, const uint8_t *payload, size_t n) 
 
 /* ---- the container's output ------------------------------------------------------- */
 
+/* container.log, as conmon --log-size-max keeps it: when the next record would take the
+ * file past the limit, a fresh file replaces it (written beside it, renamed over it; a
+ * reader following the old file finishes it, then opens the new one). One record longer
+ * than the limit still goes in whole, alone. */
+static long long log_size_max, log_written;
+
+static void log_rotate(void) {
+    char path[PATH_MAX], tmp[PATH_MAX];
+    snprintf(path, sizeof path, "%s/container.log", cfg.bundle);
+    snprintf(tmp, sizeof tmp, "%s/.container.log.new", cfg.bundle);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) { logmsg("rotating container.log: %s", strerror(errno)); return; }
+    if (rename(tmp, path) < 0) {
+        logmsg("rotating container.log: %s", strerror(errno));
+        close(fd);
+        unlink(tmp);
+        return;
+    }
+    dup2(fd, cfg.log); /* keep the descriptor number; dup2 clears FD_CLOEXEC on it */
+    fcntl(cfg.log, F_SETFD, FD_CLOEXEC);
+    close(fd);
+    log_written = 0;
+}
+
+static void log_write(const uint8_t *p, size_t n) {
+    if (log_size_max > 0 && log_written > 0 && log_written + (long long)n > log_size_max) log_rotate();
+    if (write_all(cfg.log, p, n) < 0) logmsg("writing container.log: %s", strerror(errno));
+    else log_written += (long long)n;
+}
+
 /* One chunk of main's output: k8s-file lines, identical to what the Python shim wrote,
  * and packets for every attach client. */
 static void record(uint8_t type, const uint8_t *data, size_t n) {
@@ -374,11 +405,14 @@ static void record(uint8_t type, const uint8_t *data, size_t n) {
         buf_append(&line, prefix, (size_t)pl);
         buf_append(&line, data + start, end - start);
         buf_append(&line, "\n", 1);
+        if (log_size_max > 0) { /* record by record, so that rotation falls between records */
+            log_write(buf_head(&line), buf_size(&line));
+            line.off = line.len = 0;
+        }
         if (!nl) break;
         start = end + 1;
     }
-    if (buf_size(&line) && write_all(cfg.log, buf_head(&line), buf_size(&line)) < 0)
-        logmsg("writing container.log: %s", strerror(errno));
+    if (buf_size(&line)) log_write(buf_head(&line), buf_size(&line));
     uint8_t stream_byte = type == T_STDERR ? 3 : 2;
     for (int i = 0; i < MAX_CONNS; i++) {
         if (conns[i].kind != C_ATTACH) continue;
@@ -879,7 +913,7 @@ static void parse_args(int argc, char **argv) {
         {"control", 1, 0, 'c'}, {"qemu-pid", 1, 0, 'q'}, {"agent-fd", 1, 0, 'A'}, {"attach-fd", 1, 0, 'T'},
         {"control-fd", 1, 0, 'C'}, {"ctl-fd", 1, 0, 'R'}, {"log-fd", 1, 0, 'L'}, {"sync-fd", 1, 0, 'S'},
         {"main-exec", 1, 0, 'm'}, {"probe-exec", 1, 0, 'p'}, {"cgroup", 1, 0, 'g'}, {"unmount", 1, 0, 'u'},
-        {"stdin", 0, 0, 'I'}, {"stdin-once", 0, 0, 'O'}, {0, 0, 0, 0},
+        {"stdin", 0, 0, 'I'}, {"stdin-once", 0, 0, 'O'}, {"log-size-max", 1, 0, 'M'}, {0, 0, 0, 0},
     };
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -908,6 +942,12 @@ static void parse_args(int argc, char **argv) {
             break;
         case 'I': cfg.want_stdin = 1; break;
         case 'O': cfg.stdin_once = 1; break;
+        case 'M': {
+            char *end;
+            log_size_max = strtoll(optarg, &end, 10);
+            if (*end || log_size_max < 0) fail("--log-size-max %s: not a size in bytes", optarg);
+            break;
+        }
         default: fail("usage: see berth.vm.shim.Handover (unknown option)");
         }
     }
@@ -916,6 +956,8 @@ static void parse_args(int argc, char **argv) {
         cfg.agent < 0 || cfg.attach_l < 0 || cfg.control_l < 0 || cfg.ctl < 0 || cfg.log < 0 || !cfg.main_exec)
         fail("missing arguments: --cid --bundle --workdir --attach --control --qemu-pid --agent-fd --attach-fd "
              "--control-fd --ctl-fd --log-fd --main-exec are required");
+    struct stat st;
+    if (log_size_max > 0 && fstat(cfg.log, &st) == 0) log_written = st.st_size;
 }
 
 int main(int argc, char **argv) {
