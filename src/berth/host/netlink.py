@@ -163,10 +163,30 @@ def enable_ip_forward() -> None:
         set_sysctl("net/ipv4/ip_forward", "1")
 
 
-def enable_route_localnet(bridge: str) -> None:
-    """Allow 127.0.0.0/8-sourced packets out of *bridge*, so 127.0.0.1 DNAT reaches containers."""
+def enable_route_localnet(bridge: str, on: bool = True) -> None:
+    """Allow 127.0.0.0/8-sourced packets out of *bridge*, so 127.0.0.1 DNAT reaches containers.
+
+    This also makes the kernel accept packets arriving on *bridge* addressed to
+    127.0.0.0/8: berth's nftables guards (host.nftables, guard_pre) must be in
+    place before it is turned on. *on* False turns it off (internal networks).
+    """
     check_ifname(bridge)
-    set_sysctl(f"net/ipv4/conf/{bridge}/route_localnet", "1")
+    set_sysctl(f"net/ipv4/conf/{bridge}/route_localnet", "1" if on else "0")
+
+
+def disable_ipv6(ifname: str) -> None:
+    """Take IPv6 off *ifname* (net.ipv6.conf.<if>.disable_ipv6=1): no link-local address, no IPv6 input.
+
+    berth's networks are IPv4-only and its nftables guards are IPv4 rules; with
+    IPv6 on, a bridge's link-local address would let containers (internal
+    networks' too) reach host services listening on [::].
+    Fine when IPv6 is not available on this host at all.
+    """
+    check_ifname(ifname)
+    if not (_SYSCTL_ROOT / "net/ipv6/conf" / ifname).exists():
+        return
+    if get_sysctl(f"net/ipv6/conf/{ifname}/disable_ipv6") != "1":
+        set_sysctl(f"net/ipv6/conf/{ifname}/disable_ipv6", "1")
 
 
 # --------------------------------------------------------------------------- #

@@ -14,8 +14,11 @@ The rule text is built by pure functions (network_rules, port_rules, ...) that
 the unit tests check without a kernel; the async functions below them only list,
 build and apply.
 
-Theory of operation (one network on bridge B with subnet S; one published port):
+Theory of operation (one network on bridge B with subnet S and gateway G; one published port):
 
+    chain guard_pre    filter/prerouting, priority -300 (raw: before conntrack and NAT)
+        iifname B ip daddr 127.0.0.0/8 drop   -> nothing from a container reaches the host's loopback
+        iifname B ip saddr 127.0.0.0/8 drop   -> nor poses as it (spoofed 127.x sources)
     chain isolate      filter/forward, priority -1, runs first
         iifname B oifname != B ct status ! dnat jump isolate_stage2
     chain isolate_stage2  (regular)
@@ -31,7 +34,27 @@ Theory of operation (one network on bridge B with subnet S; one published port):
         ip saddr S oifname != B masquerade                -> containers reach the world
         ip saddr 127.0.0.0/8 oifname B masquerade         -> 127.0.0.1:P works (with route_localnet=1 on B)
         ip saddr S oifname B ct status dnat masquerade    -> a container reaches a published port via the host
+    chain guard_post   filter/postrouting, priority 300 (after srcnat)
+        oifname B ip saddr 127.0.0.0/8 drop   -> a loopback source never leaves unmasqueraded
 
+Loopback: route_localnet=1 on B is what lets a host client's 127.0.0.1:P reach a
+container (the masqueraded reply arrives on B addressed to G and becomes
+127.0.0.1 only at dstnat, -100), but it also makes the kernel accept a frame a
+container sends to G's MAC addressed to 127.0.0.1 (CVE-2020-8558). guard_pre
+runs before conntrack and NAT, so it sees addresses as they are on the wire:
+a packet addressed to 127/8 there was sent that way by a container and dies,
+while replies of the published-port flows (addressed to G) pass untouched.
+
+An internal network (``docker network create --internal``) gets, instead of
+the forward and masquerade rules:
+
+    chain isolate      iifname B oifname != B drop;  oifname B iifname != B drop
+    chain input        filter/input, priority 0
+        iifname B ct state established,related accept  -> replies to the host's own connections
+        iifname B ip daddr G udp|tcp dport 53 accept    -> the embedded DNS on the gateway
+        iifname B drop                                  -> no other host address or service
+
+so nothing leaves the network, whatever a container writes into its frames.
 The accept verdicts only end *this* table's chain: a host firewall's own drop
 still applies, as nftables evaluates every table's base chains at a hook.
 """
@@ -56,12 +79,15 @@ PROTOCOLS = ("tcp", "udp", "sctp")
 
 # Chain name -> declaration (idempotent `add chain` bodies).
 _CHAINS: tuple[tuple[str, str], ...] = (
+    ("guard_pre", "{ type filter hook prerouting priority -300; policy accept; }"),
     ("isolate", "{ type filter hook forward priority -1; policy accept; }"),
     ("isolate_stage2", ""),
     ("forward", "{ type filter hook forward priority 0; policy accept; }"),
     ("prerouting", "{ type nat hook prerouting priority -100; policy accept; }"),
     ("output", "{ type nat hook output priority -100; policy accept; }"),
     ("postrouting", "{ type nat hook postrouting priority 100; policy accept; }"),
+    ("input", "{ type filter hook input priority 0; policy accept; }"),
+    ("guard_post", "{ type filter hook postrouting priority 300; policy accept; }"),
 )
 
 _OWNER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,100}")
@@ -146,8 +172,16 @@ def skeleton(table: str = TABLE) -> list[str]:
     return lines
 
 
-def network_rules(net_id: str, bridge: str, subnet: str, table: str = TABLE) -> list[str]:
-    """`add rule` commands for one network: isolation, forwarding and masquerade."""
+def network_rules(net_id: str, bridge: str, subnet: str, table: str = TABLE, *,
+                  internal: bool = False, gateway: str = "") -> list[str]:
+    """`add rule` commands for one network: loopback guards, isolation, forwarding and masquerade.
+
+    Args:
+        internal: the network has no way out (``--internal``): no forwarding to or
+            from other interfaces, no masquerade, and of the host only the embedded
+            DNS on *gateway* port 53 is reachable.
+        gateway: the bridge's address; required when *internal*.
+    """
     _check_bridge(bridge)
     try:
         net = ipaddress.IPv4Network(subnet)
@@ -156,17 +190,35 @@ def network_rules(net_id: str, bridge: str, subnet: str, table: str = TABLE) -> 
     tag = f'comment "{comment(net_id)}"'
     b = f'"{bridge}"'
     rules = [
-        ("isolate", f"iifname {b} oifname != {b} ct status ! dnat jump isolate_stage2"),
-        ("isolate_stage2", f"oifname {b} drop"),
-        ("forward", f"oifname {b} ct state established,related accept"),
-        ("forward", f"oifname {b} ct status dnat accept"),
-        ("forward", f"iifname {b} accept"),
-        ("forward", f"oifname {b} drop"),
-        ("postrouting", f"ip saddr {net} oifname != {b} masquerade"),
-        ("postrouting", f"ip saddr {_LOOPBACK} oifname {b} masquerade"),
-        # Postrouting knows no input interface (ip_output passes none): match the source instead.
-        ("postrouting", f"ip saddr {net} oifname {b} ct status dnat masquerade"),
+        ("guard_pre", f"iifname {b} ip daddr {_LOOPBACK} drop"),
+        ("guard_pre", f"iifname {b} ip saddr {_LOOPBACK} drop"),
+        ("guard_post", f"oifname {b} ip saddr {_LOOPBACK} drop"),
     ]
+    if internal:
+        gw = _ipv4(gateway, "gateway address")
+        if gw not in net:
+            raise InvalidArgument(f"gateway {gw} of internal network {net_id} is not in its subnet {net}")
+        rules += [
+            ("isolate", f"iifname {b} oifname != {b} drop"),
+            ("isolate", f"oifname {b} iifname != {b} drop"),
+            ("input", f"iifname {b} ct state established,related accept"),
+            ("input", f"iifname {b} ip daddr {gw} udp dport 53 accept"),
+            ("input", f"iifname {b} ip daddr {gw} tcp dport 53 accept"),
+            ("input", f"iifname {b} drop"),
+        ]
+    else:
+        rules += [
+            ("isolate", f"iifname {b} oifname != {b} ct status ! dnat jump isolate_stage2"),
+            ("isolate_stage2", f"oifname {b} drop"),
+            ("forward", f"oifname {b} ct state established,related accept"),
+            ("forward", f"oifname {b} ct status dnat accept"),
+            ("forward", f"iifname {b} accept"),
+            ("forward", f"oifname {b} drop"),
+            ("postrouting", f"ip saddr {net} oifname != {b} masquerade"),
+            ("postrouting", f"ip saddr {_LOOPBACK} oifname {b} masquerade"),
+            # Postrouting knows no input interface (ip_output passes none): match the source instead.
+            ("postrouting", f"ip saddr {net} oifname {b} ct status dnat masquerade"),
+        ]
     return [f"add rule ip {table} {chain} {body} {tag}" for chain, body in rules]
 
 
@@ -261,13 +313,16 @@ async def ensure_table(table: str = TABLE) -> None:
     await _nft_script(skeleton(table))
 
 
-async def add_network(net_id: str, bridge: str, subnet: str, *, table: str = TABLE) -> None:
-    """Set network *net_id*'s rules (isolation, forwarding, masquerade) for *bridge*/*subnet*.
+async def add_network(net_id: str, bridge: str, subnet: str, *, table: str = TABLE,
+                      internal: bool = False, gateway: str = "") -> None:
+    """Set network *net_id*'s rules (loopback guards, isolation, forwarding, masquerade).
 
-    The bridge also needs route_localnet=1 (host.netlink.enable_route_localnet) for
-    published ports to answer on 127.0.0.1, and ip_forward=1 for any of this to route.
+    Call it before the bridge gets route_localnet=1 (host.netlink.enable_route_localnet,
+    which published ports on 127.0.0.1 need): the guards must be in place first.
+    ip_forward=1 is needed for any of this to route. See network_rules for *internal*.
     """
-    await _replace(net_id, network_rules(net_id, bridge, subnet, table), table)
+    await _replace(net_id, network_rules(net_id, bridge, subnet, table, internal=internal, gateway=gateway),
+                   table)
 
 
 async def remove_network(net_id: str, *, table: str = TABLE) -> None:

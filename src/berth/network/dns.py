@@ -15,6 +15,12 @@ container, MX, ...) gets an empty NOERROR, never NXDOMAIN, so stub resolvers do
 not give up on the A records. Reverse (PTR) queries are answered when a
 `reverse` callback knows the address, and forwarded otherwise.
 
+An address served with `forward=False` (an internal network's gateway) answers
+only the network's own names: anything else gets SERVFAIL at once and nothing
+is sent upstream, as Docker's embedded DNS does for a container without
+external access. A container on an internal network cannot learn outside names,
+nor use the host's resolvers to carry data out.
+
 Forwarding mirrors the client's transport: a UDP query goes upstream over UDP
 and a truncated upstream answer is relayed as it is, so the client asks again
 over TCP and that query goes upstream over TCP. Each upstream gets
@@ -147,6 +153,7 @@ class _Listener:
     """What serving one address holds: its sockets and the work in flight."""
 
     tasks: set[asyncio.Task[None]] = field(default_factory=set)  # UDP queries and TCP connections
+    forward: bool = True  # names the network does not know go to the upstreams
     tcp_connections: int = 0
     udp: asyncio.DatagramTransport | None = None
     tcp: asyncio.Server | None = None
@@ -201,8 +208,12 @@ class Resolver:
 
     # --- serving -------------------------------------------------------------
 
-    async def start(self, address: str) -> None:
-        """Serve on (*address*, 53), UDP and TCP. Serving an address twice is a no-op.
+    async def start(self, address: str, *, forward: bool = True) -> None:
+        """Serve on (*address*, 53), UDP and TCP. Serving an address twice only updates *forward*.
+
+        Args:
+            forward: send names the network does not know to the upstreams; False
+                (an internal network) answers them SERVFAIL without asking anyone.
 
         Raises:
             InvalidArgument: *address* is not an IP address.
@@ -210,9 +221,10 @@ class Resolver:
         """
         addr = _canonical(address)
         if addr in self._listeners:
+            self._listeners[addr].forward = forward
             return
         loop = asyncio.get_running_loop()
-        listener = _Listener()
+        listener = _Listener(forward=forward)
         try:
             listener.udp, _ = await loop.create_datagram_endpoint(
                 lambda: _UdpProtocol(self, addr, listener.tasks), local_addr=(addr, PORT)
@@ -282,6 +294,9 @@ class Resolver:
         local = self._local(server, msg.questions[0])
         if local is not None:
             return dnswire.encode(dnswire.reply(msg, Rcode.NOERROR, local, aa=True), limit)
+        listener = self._listeners.get(server)
+        if listener is not None and not listener.forward:
+            return dnswire.encode(dnswire.reply(msg, Rcode.SERVFAIL), limit)
         forwarded = await self._forward(msg, data, tcp)
         if forwarded is None:
             return dnswire.encode(dnswire.reply(msg, Rcode.SERVFAIL), limit)

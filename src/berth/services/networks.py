@@ -15,6 +15,14 @@ in the container's record (NetworkSettings) so a daemon restart knows them;
 they are released, and the veths, namespace and port rules removed, when the
 container stops. `lookup` answers the DNS resolver: container names, aliases
 and short ids on the network the query arrived from.
+
+An internal network (``--internal``) has no way out: its containers get no
+default route (in a namespace or a VM guest), nftables forwards nothing
+between its bridge and anything else and accepts nothing from it on the host
+but DNS on the gateway, its resolver answers only its own names (SERVFAIL for
+the rest, as Docker's does) and ports are not published on it. A container on
+an internal and a plain network takes its default route and published ports
+from the plain one.
 """
 
 from __future__ import annotations
@@ -137,12 +145,17 @@ class Networks:
     async def _realize(self, doc: dict[str, Any]) -> None:
         bridge = self._bridge_of(doc)
         pool = self._pool(doc)
+        internal = _internal(doc)
+        # The rules first: they guard the host's loopback, which route_localnet opens to the bridge.
+        await nftables.add_network(doc["Id"], bridge, str(pool.subnet), table=self._table,
+                                   internal=internal, gateway=str(pool.gateway))
         netlink.ensure_bridge(bridge, pool.gateway_cidr, MTU)
-        netlink.enable_route_localnet(bridge)  # published ports answer on 127.0.0.1 too
-        await nftables.add_network(doc["Id"], bridge, str(pool.subnet), table=self._table)
+        netlink.disable_ipv6(bridge)  # IPv4-only networks: no link-local way to the host's [::] services
+        # Published ports answer on 127.0.0.1 too; none are published on internal networks.
+        netlink.enable_route_localnet(bridge, on=not internal)
         if doc["Name"] != "bridge":
             with contextlib.suppress(OSError):
-                await self.resolver.start(str(pool.gateway))
+                await self.resolver.start(str(pool.gateway), forward=not internal)
 
     async def shutdown(self) -> None:
         for doc in self._records():
@@ -338,7 +351,9 @@ class Networks:
         doc = self.get(net_name)
         try:
             ep = await self._connect_endpoint(c, doc, cfg, None)
-            nic = {"tap": ep.host_if, "mac": ep.mac, "address": f"{ep.ip}/{ep.prefix}", "gateway": ep.gateway}
+            # No default route on an internal network, in the guest as in a namespace.
+            nic = {"tap": ep.host_if, "mac": ep.mac, "address": f"{ep.ip}/{ep.prefix}",
+                   "gateway": "" if _internal(doc) else ep.gateway}
             Path(c.dir, "network.json").write_text(json.dumps(nic))
             await self._publish(c)
         except BaseException:
@@ -361,7 +376,8 @@ class Networks:
                 host_if = "tap" + host_if[len("veth"):]
             aliases = [a for a in (cfg.get("Aliases") or []) if a]
             endpoints = dict(c.doc.get("Endpoints") or {})
-            first = not endpoints
+            # The default route goes through the first network that has a way out (an internal one has none).
+            routed = not _internal(doc) and not any(not self._internal_id(n) for n in endpoints)
             ctr_if = f"eth{len(endpoints)}"
             ep = Endpoint(doc["Id"], ip, prefix, str(pool.gateway), ipam.mac_for(ip), host_if, aliases, doc["Name"])
             endpoints[doc["Id"]] = ep.__dict__
@@ -370,17 +386,27 @@ class Networks:
             netlink.create_tap(host_if, self._bridge_of(doc), MTU)
         else:
             netlink.attach(self._bridge_of(doc), netns, host_if, pool.address_cidr(ip),
-                           str(pool.gateway) if first else None, ep.mac, MTU, ctr_if=ctr_if)
+                           str(pool.gateway) if routed else None, ep.mac, MTU, ctr_if=ctr_if)
         return ep
 
     async def _publish(self, c: Any) -> None:
         rules = self.port_rules(c)
         if rules:
             await nftables.publish(c.id, rules, table=self._table)
+        elif c.doc.get("Ports"):
+            # Only internal networks: ports are not published there, as with Docker.
+            log.info("container %s is only on internal networks: its ports are not published", c.id[:12])
+            c.doc["Ports"] = []
+
+    def _internal_id(self, net_id: str) -> bool:
+        try:
+            return _internal(self.get(net_id))
+        except NotFound:
+            return False
 
     def port_rules(self, c: Any) -> list[nftables.PortRule]:
-        """The DNAT rules for the container's published ports (on its first network's address)."""
-        eps = list(self.endpoints(c).values())
+        """The DNAT rules for the container's published ports (on its first non-internal network's address)."""
+        eps = [ep for ep in self.endpoints(c).values() if not self._internal_id(ep.network)]
         if not eps:
             return []
         out = []
@@ -522,6 +548,11 @@ class Networks:
         if not self._netns_dir.is_dir():
             return []
         return [n for n in os.listdir(self._netns_dir) if n not in known]
+
+
+def _internal(doc: dict[str, Any]) -> bool:
+    """Is *doc* an internal network (no route out, no NAT, DNS for its own names only)?"""
+    return bool(doc.get("Internal")) and doc["Name"] != "bridge"
 
 
 def _matches(doc: dict[str, Any], filters: dict[str, list[str]]) -> bool:

@@ -17,12 +17,15 @@ CTR = "c0ffee42"
 def test_skeleton_declares_table_and_chains_idempotently() -> None:
     assert nft.skeleton("t1") == [
         "add table ip t1",
+        "add chain ip t1 guard_pre { type filter hook prerouting priority -300; policy accept; }",
         "add chain ip t1 isolate { type filter hook forward priority -1; policy accept; }",
         "add chain ip t1 isolate_stage2",
         "add chain ip t1 forward { type filter hook forward priority 0; policy accept; }",
         "add chain ip t1 prerouting { type nat hook prerouting priority -100; policy accept; }",
         "add chain ip t1 output { type nat hook output priority -100; policy accept; }",
         "add chain ip t1 postrouting { type nat hook postrouting priority 100; policy accept; }",
+        "add chain ip t1 input { type filter hook input priority 0; policy accept; }",
+        "add chain ip t1 guard_post { type filter hook postrouting priority 300; policy accept; }",
     ]
     assert nft.skeleton()[0] == "add table ip berth"
 
@@ -30,6 +33,9 @@ def test_skeleton_declares_table_and_chains_idempotently() -> None:
 def test_network_rules() -> None:
     tag = f'comment "berth:{NET}"'
     assert nft.network_rules(NET, "br-3f2a9c", "172.20.0.0/16") == [
+        f'add rule ip berth guard_pre iifname "br-3f2a9c" ip daddr 127.0.0.0/8 drop {tag}',
+        f'add rule ip berth guard_pre iifname "br-3f2a9c" ip saddr 127.0.0.0/8 drop {tag}',
+        f'add rule ip berth guard_post oifname "br-3f2a9c" ip saddr 127.0.0.0/8 drop {tag}',
         f'add rule ip berth isolate iifname "br-3f2a9c" oifname != "br-3f2a9c" ct status ! dnat '
         f"jump isolate_stage2 {tag}",
         f'add rule ip berth isolate_stage2 oifname "br-3f2a9c" drop {tag}',
@@ -41,6 +47,46 @@ def test_network_rules() -> None:
         f'add rule ip berth postrouting ip saddr 127.0.0.0/8 oifname "br-3f2a9c" masquerade {tag}',
         f'add rule ip berth postrouting ip saddr 172.20.0.0/16 oifname "br-3f2a9c" ct status dnat masquerade {tag}',
     ]
+
+
+def test_loopback_guards_run_before_conntrack_and_after_masquerade() -> None:
+    # Raw priority (before conntrack at -200 and dstnat at -100): addresses as sent on the wire,
+    # so a masqueraded reply (addressed to the gateway) is not taken for a loopback packet.
+    chains = dict(nft._CHAINS)
+    assert "hook prerouting priority -300;" in chains["guard_pre"]
+    assert "hook postrouting priority 300;" in chains["guard_post"]  # after srcnat (100)
+    for internal in (False, True):
+        rules = nft.network_rules(NET, "br0", "172.20.0.0/16", internal=internal, gateway="172.20.0.1")
+        assert [r for r in rules if " guard_" in r] == [
+            f'add rule ip berth guard_pre iifname "br0" ip daddr 127.0.0.0/8 drop comment "berth:{NET}"',
+            f'add rule ip berth guard_pre iifname "br0" ip saddr 127.0.0.0/8 drop comment "berth:{NET}"',
+            f'add rule ip berth guard_post oifname "br0" ip saddr 127.0.0.0/8 drop comment "berth:{NET}"',
+        ]
+
+
+def test_internal_network_rules() -> None:
+    tag = f'comment "berth:{NET}"'
+    assert nft.network_rules(NET, "br0", "172.20.0.0/16", "t1", internal=True, gateway="172.20.0.1") == [
+        f'add rule ip t1 guard_pre iifname "br0" ip daddr 127.0.0.0/8 drop {tag}',
+        f'add rule ip t1 guard_pre iifname "br0" ip saddr 127.0.0.0/8 drop {tag}',
+        f'add rule ip t1 guard_post oifname "br0" ip saddr 127.0.0.0/8 drop {tag}',
+        f'add rule ip t1 isolate iifname "br0" oifname != "br0" drop {tag}',
+        f'add rule ip t1 isolate oifname "br0" iifname != "br0" drop {tag}',
+        f'add rule ip t1 input iifname "br0" ct state established,related accept {tag}',
+        f'add rule ip t1 input iifname "br0" ip daddr 172.20.0.1 udp dport 53 accept {tag}',
+        f'add rule ip t1 input iifname "br0" ip daddr 172.20.0.1 tcp dport 53 accept {tag}',
+        f'add rule ip t1 input iifname "br0" drop {tag}',
+    ]
+    # No way out: nothing masqueraded, nothing accepted in forward.
+    rules = nft.network_rules(NET, "br0", "172.20.0.0/16", internal=True, gateway="172.20.0.1")
+    assert not [r for r in rules if "masquerade" in r or " forward " in r]
+
+
+@pytest.mark.parametrize("gateway, words", [("", "invalid gateway address"), ("10.0.0.1", "not in its subnet"),
+                                             ('172.20.0.1" accept', "invalid gateway address")])
+def test_internal_network_needs_its_gateway(gateway: str, words: str) -> None:
+    with pytest.raises(InvalidArgument, match=words):
+        nft.network_rules(NET, "br0", "172.20.0.0/16", internal=True, gateway=gateway)
 
 
 @pytest.mark.parametrize("bridge", ['br"; flush ruleset', "a-name-far-too-long", "", "br 0"])
