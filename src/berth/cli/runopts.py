@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -140,6 +141,33 @@ class CreateRequest:
     attach_stdout: bool = True
     attach_stderr: bool = True
     warnings: list[str] = field(default_factory=list)
+
+
+SECCOMP_FILE_LIMIT = 16 << 20
+
+
+def read_seccomp_file(opt: str) -> str:
+    """`seccomp=PATH` -> `seccomp=<the file's JSON, compacted>`, as the docker CLI sends it; other options as given.
+
+    Raises:
+        InvalidArgument: the file cannot be read, is too large, or is not JSON.
+    """
+    sep = "=" if "=" in opt else ":" if ":" in opt else ""
+    key, _, path = opt.partition(sep) if sep else (opt, "", "")
+    if key != "seccomp" or path in ("", "unconfined", "builtin"):
+        return opt
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(SECCOMP_FILE_LIMIT + 1)
+    except OSError as exc:
+        raise InvalidArgument(f"opening seccomp profile ({path}) failed: {(exc.strerror or str(exc)).lower()}") from None
+    if len(data) > SECCOMP_FILE_LIMIT:
+        raise InvalidArgument(f"seccomp profile ({path}) is larger than {SECCOMP_FILE_LIMIT >> 20} MiB")
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidArgument(f"compacting json for seccomp profile ({path}) failed: {exc}") from None
+    return f"seccomp={json.dumps(doc, separators=(',', ':'))}"
 
 
 def parse_env_file(text: str, environ: Mapping[str, str]) -> list[str]:
@@ -344,7 +372,7 @@ def build_create(ns: argparse.Namespace, environ: Mapping[str, str] | None = Non
     if ns.oom_kill_disable:
         host["OomKillDisable"] = True
     if ns.security_opt:
-        host["SecurityOpt"] = list(ns.security_opt)
+        host["SecurityOpt"] = [read_seccomp_file(opt) for opt in ns.security_opt]
     if ns.mount:
         host["Mounts"] = [parse_mount_flag(m) for m in ns.mount]
     if ns.volumes_from:

@@ -72,6 +72,11 @@ class ContainerSpec:
     cap_drop: tuple[str, ...] = ()
     privileged: bool = False
     no_new_privileges: bool = False
+    # "" or "builtin" = berth's policy (none when privileged), "unconfined" = no filter,
+    # else a Docker-format profile's JSON text (applied even when privileged, as dockerd does)
+    seccomp_profile: str = ""
+    kernel_release: str = ""               # the host's uname -r, for a profile's minKernel; "" = new enough
+    runtime: str = "runc"                  # the OCI runtime that reads the config: "runc" or "runsc"
     resources: Resources = field(default_factory=Resources)
     network_mode: str = "none"             # "none" (own netns, loopback only), "host", or a netns path to join
     cgroups_path: str = ""                 # e.g. "/berth/<id>"
@@ -281,6 +286,15 @@ def limits(r: Resources) -> dict[str, Any]:
     return out
 
 
+def _seccomp(spec: ContainerSpec, caps: list[str], arch: str) -> dict[str, Any] | None:
+    if spec.seccomp_profile in ("", "builtin"):
+        return None if spec.privileged else seccomp.default_profile(caps, arch, spec.runtime)
+    if spec.seccomp_profile == "unconfined":
+        return None
+    profile = seccomp.parse_docker_profile(spec.seccomp_profile)
+    return seccomp.docker_profile(profile, caps, arch, seccomp.kernel_version(spec.kernel_release))
+
+
 def build(spec: ContainerSpec, arch: str = "amd64") -> dict[str, Any]:
     """Return the OCI runtime config (config.json content) for *spec*.
 
@@ -293,7 +307,8 @@ def build(spec: ContainerSpec, arch: str = "amd64") -> dict[str, Any]:
 
     Raises:
         berth.errors.InvalidArgument: an unknown capability name, an unknown
-            network mode, a relative mount path, or inconsistent resources.
+            network mode, a relative mount path, inconsistent resources, or a
+            malformed seccomp profile.
         berth.errors.FailedPrecondition: a requested capability is not in
             spec.host_capabilities.
     """
@@ -347,7 +362,9 @@ def build(spec: ContainerSpec, arch: str = "amd64") -> dict[str, Any]:
     if not spec.privileged:
         linux["maskedPaths"] = list(MASKED_PATHS)
         linux["readonlyPaths"] = list(READONLY_PATHS)
-        linux["seccomp"] = seccomp.default_profile(caps, arch)
+    section = _seccomp(spec, caps, arch)
+    if section is not None:
+        linux["seccomp"] = section
 
     config: dict[str, Any] = {
         "ociVersion": OCI_VERSION,

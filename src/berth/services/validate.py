@@ -7,11 +7,15 @@ is a 400 that names the field, never a 500 from deep inside.
 
 from __future__ import annotations
 
+import functools
+import os
 import re
 import signal as _signal
+from dataclasses import dataclass
 from typing import Any
 
 from berth.errors import InvalidArgument
+from berth.oci import seccomp
 from berth.services import volumes
 
 _NAME = re.compile(r"/?[a-zA-Z0-9][a-zA-Z0-9_.-]+")
@@ -80,6 +84,101 @@ def check_config(body: Any) -> None:
     for spec in host.get("VolumesFrom") or []:
         volumes.parse_volumes_from(spec)
     log_config(host.get("LogConfig"))
+    check_security_options(security_options(host.get("SecurityOpt")), *host_lsms())
+
+
+# --- HostConfig.SecurityOpt --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityOptions:
+    """HostConfig.SecurityOpt, parsed. seccomp: "" (berth's built-in policy), "builtin",
+    "unconfined", or a Docker-format profile's JSON text (the docker CLI reads the file)."""
+
+    no_new_privileges: bool = False
+    seccomp: str = ""
+    apparmor: str = ""
+    labels: tuple[str, ...] = ()
+
+
+_TRUE = ("1", "t", "T", "true", "TRUE", "True")
+_FALSE = ("0", "f", "F", "false", "FALSE", "False")
+SECURITY_KEYS = ("seccomp", "apparmor", "label", "no-new-privileges")
+
+
+def security_options(values: Any) -> SecurityOptions:
+    """Parse HostConfig.SecurityOpt as dockerd does (`key=value`, or the legacy `key:value`).
+
+    A later option overrides an earlier one of the same key. A seccomp profile's
+    JSON is checked here, so that a bad profile is refused at create.
+
+    Raises:
+        InvalidArgument: not a list of strings, an unknown option, a bad value.
+    """
+    if values is None:
+        return SecurityOptions()
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise InvalidArgument("HostConfig.SecurityOpt: expected an array of strings")
+    nnp, profile, apparmor, labels = False, "", "", []
+    for opt in values:
+        if opt == "no-new-privileges":
+            nnp = True
+            continue
+        if opt == "disable":  # the old spelling of label=disable
+            labels.append("disable")
+            continue
+        sep = "=" if "=" in opt else ":" if ":" in opt else ""
+        key, _, value = opt.partition(sep) if sep else (opt, "", "")
+        shown = opt if len(opt) <= 80 else opt[:77] + "..."
+        if not sep or key not in SECURITY_KEYS:
+            raise InvalidArgument(f"invalid --security-opt: {shown!r}: use seccomp=, apparmor=, label= or "
+                                  "no-new-privileges[=true|false]")
+        if key == "no-new-privileges":
+            if value not in _TRUE + _FALSE:
+                raise InvalidArgument(f"invalid --security-opt: {shown!r}: no-new-privileges takes true or false")
+            nnp = value in _TRUE
+        elif key == "seccomp":
+            if value not in ("", "unconfined", "builtin"):
+                if not value.lstrip().startswith("{"):
+                    raise InvalidArgument(
+                        f"invalid --security-opt: {shown!r}: seccomp takes unconfined, builtin or a profile's JSON "
+                        "content (the docker CLI reads seccomp=FILE and sends the file's content)")
+                seccomp.parse_docker_profile(value)
+            profile = value
+        elif key == "apparmor":
+            apparmor = value
+        else:
+            labels.append(value)
+    return SecurityOptions(nnp, profile, apparmor, tuple(labels))
+
+
+def check_security_options(opts: SecurityOptions, apparmor_enabled: bool, selinux_enabled: bool) -> None:
+    """Refuse what this host cannot do: berth applies neither AppArmor profiles nor SELinux labels.
+
+    Raises:
+        InvalidArgument: an AppArmor profile other than unconfined, a label other than disable.
+    """
+    if opts.apparmor and opts.apparmor != "unconfined":
+        why = ("AppArmor is not enabled on this host" if not apparmor_enabled
+               else "berth does not load AppArmor profiles")
+        raise InvalidArgument(f"apparmor={opts.apparmor[:80]} cannot be used: {why}; only apparmor=unconfined "
+                              "is accepted")
+    for label in opts.labels:
+        if label != "disable":
+            why = ("SELinux is not enabled on this host" if not selinux_enabled
+                   else "berth does not apply SELinux labels")
+            raise InvalidArgument(f"label={label[:80]} cannot be used: {why}; only label=disable is accepted")
+
+
+@functools.lru_cache(maxsize=1)
+def host_lsms() -> tuple[bool, bool]:
+    """(AppArmor enabled, SELinux enabled) on this host; read once."""
+    try:
+        with open("/sys/module/apparmor/parameters/enabled", encoding="ascii") as f:
+            apparmor = f.read(8).strip() == "Y"
+    except OSError:
+        apparmor = False
+    return apparmor, os.path.isdir("/sys/fs/selinux") and os.path.exists("/sys/fs/selinux/enforce")
 
 
 LOG_DRIVERS = ("json-file", "none")

@@ -121,3 +121,19 @@ def test_volume_specs() -> None:
 ])
 def test_start_error_codes(message: str, code: int) -> None:
     assert start_error_code(message) == code
+
+
+def test_seccomp_file_is_sent_as_its_json(tmp_path) -> None:
+    from berth.cli.runopts import read_seccomp_file
+
+    path = tmp_path / "p.json"
+    path.write_text('{\n  "defaultAction": "SCMP_ACT_ALLOW"\n}\n')
+    assert read_seccomp_file(f"seccomp={path}") == 'seccomp={"defaultAction":"SCMP_ACT_ALLOW"}'
+    assert read_seccomp_file(f"seccomp:{path}") == 'seccomp={"defaultAction":"SCMP_ACT_ALLOW"}'
+    for opt in ("seccomp=unconfined", "seccomp=builtin", "no-new-privileges", "label=disable", "apparmor=x"):
+        assert read_seccomp_file(opt) == opt
+    path.write_text("{nope")
+    with pytest.raises(InvalidArgument, match="compacting json"):
+        read_seccomp_file(f"seccomp={path}")
+    with pytest.raises(InvalidArgument, match="opening seccomp profile"):
+        read_seccomp_file(f"seccomp={tmp_path / 'missing.json'}")

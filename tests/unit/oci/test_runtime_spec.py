@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from berth.errors import FailedPrecondition, InvalidArgument
+from berth.oci import seccomp
 from berth.oci.capabilities import ALL_CAPABILITIES, DEFAULT_CAPABILITIES
 from berth.oci.runtime_spec import (
     MASKED_PATHS,
@@ -206,14 +207,27 @@ def test_security_defaults() -> None:
     assert "/proc/kcore" in linux["maskedPaths"] and "/sys/firmware" in linux["maskedPaths"]
     assert linux["readonlyPaths"] == list(READONLY_PATHS)
     assert "/proc/sys" in linux["readonlyPaths"]
-    assert linux["seccomp"]["defaultAction"] == "SCMP_ACT_ALLOW"
-    assert "mount" in linux["seccomp"]["syscalls"][0]["names"]
+    assert linux["seccomp"]["defaultAction"] == "SCMP_ACT_ERRNO"
+    assert seccomp.verdict(linux["seccomp"], "mount") == seccomp.EPERM
 
 
 def test_seccomp_follows_caps_and_arch() -> None:
     config = build(spec(cap_add=("SYS_ADMIN",)), arch="arm64")
-    assert "mount" not in config["linux"]["seccomp"]["syscalls"][0]["names"]
+    assert seccomp.verdict(config["linux"]["seccomp"], "mount") == "allow"
     assert config["linux"]["seccomp"]["architectures"][0] == "SCMP_ARCH_AARCH64"
+
+
+def test_seccomp_options() -> None:
+    assert "seccomp" not in build(spec(seccomp_profile="unconfined"))["linux"]
+    assert build(spec(seccomp_profile="builtin"))["linux"]["seccomp"] == build(spec())["linux"]["seccomp"]
+    custom = '{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]}'
+    section = build(spec(seccomp_profile=custom))["linux"]["seccomp"]
+    assert section["defaultAction"] == "SCMP_ACT_ALLOW" and section["syscalls"][0]["names"] == ["mkdir"]
+    assert build(spec(seccomp_profile=custom, privileged=True))["linux"]["seccomp"] == section  # as dockerd
+    assert "seccomp" not in build(spec(privileged=True, seccomp_profile="builtin"))["linux"]
+    assert "seccomp" not in build(spec(seccomp_profile="{}"))["linux"]
+    with pytest.raises(InvalidArgument, match="defaultAction"):
+        build(spec(seccomp_profile='{"defaultAction": "nope"}'))
 
 
 def test_privileged() -> None:

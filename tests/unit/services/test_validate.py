@@ -8,7 +8,15 @@ import signal
 import pytest
 
 from berth.errors import InvalidArgument
-from berth.services.validate import check_config, check_name, parse_bind, parse_signal
+from berth.services.validate import (
+    SecurityOptions,
+    check_config,
+    check_name,
+    check_security_options,
+    parse_bind,
+    parse_signal,
+    security_options,
+)
 
 MB = 1024 * 1024
 
@@ -251,3 +259,72 @@ def test_check_name_refused(name: str) -> None:
 def test_check_name_trailing_newline_refused() -> None:
     with pytest.raises(InvalidArgument):
         check_name("web\n")
+
+
+# --- HostConfig.SecurityOpt ---
+
+PROFILE = '{"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]}'
+
+
+@pytest.mark.parametrize(("opts", "want"), [
+    (None, SecurityOptions()),
+    ([], SecurityOptions()),
+    (["no-new-privileges"], SecurityOptions(no_new_privileges=True)),
+    (["no-new-privileges=true"], SecurityOptions(no_new_privileges=True)),
+    (["no-new-privileges:true"], SecurityOptions(no_new_privileges=True)),
+    (["no-new-privileges=1"], SecurityOptions(no_new_privileges=True)),
+    (["no-new-privileges", "no-new-privileges=false"], SecurityOptions()),
+    (["seccomp=unconfined"], SecurityOptions(seccomp="unconfined")),
+    (["seccomp:unconfined"], SecurityOptions(seccomp="unconfined")),
+    (["seccomp=builtin"], SecurityOptions(seccomp="builtin")),
+    ([f"seccomp={PROFILE}"], SecurityOptions(seccomp=PROFILE)),
+    (["seccomp=unconfined", "seccomp=builtin"], SecurityOptions(seccomp="builtin")),
+    (["apparmor=unconfined"], SecurityOptions(apparmor="unconfined")),
+    (["label=disable"], SecurityOptions(labels=("disable",))),
+    (["label:disable", "disable"], SecurityOptions(labels=("disable", "disable"))),
+    (["label=type:svirt_t"], SecurityOptions(labels=("type:svirt_t",))),
+])
+def test_security_options(opts: list[str] | None, want: SecurityOptions) -> None:
+    assert security_options(opts) == want
+
+
+@pytest.mark.parametrize(("opts", "words"), [
+    ("seccomp=unconfined", "expected an array of strings"),
+    ([1], "expected an array of strings"),
+    (["bogus"], "invalid --security-opt: 'bogus'"),
+    (["foo=bar"], "invalid --security-opt: 'foo=bar'"),
+    (["writable-cgroups=true"], "invalid --security-opt"),
+    (["no-new-privileges=maybe"], "no-new-privileges takes true or false"),
+    (["seccomp=/etc/profile.json"], "the docker CLI reads seccomp=FILE"),
+    (['seccomp={"defaultAction": "SCMP_ACT_NOPE"}'], "invalid seccomp profile: defaultAction"),
+    (["seccomp={not json"], "Decoding seccomp profile failed"),
+])
+def test_security_options_errors(opts: object, words: str) -> None:
+    with pytest.raises(InvalidArgument) as err:
+        security_options(opts)
+    assert words in str(err.value)
+
+
+def test_long_option_is_shortened_in_the_message() -> None:
+    with pytest.raises(InvalidArgument) as err:
+        security_options(["x" * 10000 + "=1"])
+    assert len(str(err.value)) < 300
+
+
+def test_apparmor_and_label_need_the_host() -> None:
+    check_security_options(security_options(["apparmor=unconfined", "label=disable"]), False, False)
+    with pytest.raises(InvalidArgument, match="AppArmor is not enabled on this host"):
+        check_security_options(security_options(["apparmor=docker-default"]), False, False)
+    with pytest.raises(InvalidArgument, match="berth does not load AppArmor profiles"):
+        check_security_options(security_options(["apparmor=docker-default"]), True, False)
+    with pytest.raises(InvalidArgument, match="SELinux is not enabled on this host"):
+        check_security_options(security_options(["label=type:svirt_t"]), False, False)
+
+
+def test_check_config_checks_security_options() -> None:
+    body = copy.deepcopy(CLI_BODY)
+    body["HostConfig"]["SecurityOpt"] = ["seccomp=unconfined", "no-new-privileges=true", "label=disable"]
+    check_config(body)
+    body["HostConfig"]["SecurityOpt"] = ["seccomp={}x"]
+    with pytest.raises(InvalidArgument, match="seccomp"):
+        check_config(body)

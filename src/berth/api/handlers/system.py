@@ -31,8 +31,21 @@ def _tool_version(argv: list[str]) -> str:
     return first.split()[-1] if first else ""
 
 
+def _security_options() -> list[str]:
+    """`docker info`'s SecurityOptions: only what is in force. berth applies its built-in seccomp
+    policy where the kernel has seccomp; it applies no AppArmor or SELinux policy, no user namespace,
+    and no-new-privileges is not a daemon default."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
+            has_seccomp = any(line.startswith("Seccomp:") for line in f)
+    except OSError:
+        has_seccomp = False
+    return ["name=seccomp,profile=builtin"] if has_seccomp else []
+
+
 def register(router: Router, d: Daemon) -> None:
     kernel = platform.release()
+    security_options = _security_options()
     arch = ARCH.get(platform.machine(), platform.machine())
     oci = {name: rt for name, rt in d.runtimes.items() if isinstance(rt, OciRuntime)}
     runtime_versions = {name: _tool_version([rt.binary, "--version"]) for name, rt in oci.items()}
@@ -91,7 +104,7 @@ def register(router: Router, d: Daemon) -> None:
             "LiveRestoreEnabled": True, "Isolation": "process",
             "IsolationModes": ["process", "hyperv"] if vm else ["process"],
             "VirtualizationAccel": f"{accel.name}: {accel.reason}" if vm else "none",
-            "InitBinary": "docker-init", "SecurityOptions": ["name=seccomp,profile=builtin"],
+            "InitBinary": "docker-init", "SecurityOptions": security_options,
             "Warnings": [],
         })
 
