@@ -13,7 +13,7 @@ themselves can be checked against what Docker really does.
 Public API (used by the test modules):
 
     berthd                 session fixture -> Daemon(.sock, .host, .root, .env, .log_path, .kind)
-    berthd_factory         function fixture: factory(live_restore=False) -> Daemon; extra
+    berthd_factory         function fixture: factory(live_restore=False, extra_args=()) -> Daemon; extra
                            daemons, each with .kill9() and .restart() (crash tests);
                            live_restore matters only for dockerd (berthd always keeps
                            containers across its restarts)
@@ -208,6 +208,7 @@ class Daemon:
     live_restore: bool = False   # dockerd only: keep containers across daemon restarts
     bridge: str = ""             # berthd only: its default bridge and subnet
     bip: str = ""
+    extra_args: tuple[str, ...] = ()  # berthd only: more command-line arguments
     _log_files: list = field(default_factory=list)
 
     # -- lifecycle ---------------------------------------------------------
@@ -223,7 +224,7 @@ class Daemon:
         # The utility VM's kernel and initramfs are prepared once per machine, not per daemon;
         # each daemon gets its own default bridge and subnet, so several can run side by side.
         return [BERTHD, "--root", self.root, "--host", self.host, "--vm-dir", VM_DIR,
-                "--bridge", self.bridge, "--bip", self.bip]
+                "--bridge", self.bridge, "--bip", self.bip, *self.extra_args]
 
     def start(self) -> None:
         """Start the daemon and wait for /_ping; fail with the log's tail otherwise."""
@@ -354,9 +355,10 @@ def berthd_factory(_log_dir: Path) -> Iterator[Callable[[], Daemon]]:
     """Start extra daemons, each on its own root and socket; all stopped at teardown."""
     made: list[Daemon] = []
 
-    def factory(live_restore: bool = False) -> Daemon:
+    def factory(live_restore: bool = False, extra_args: tuple[str, ...] = ()) -> Daemon:
         d = _new_daemon(TARGET, _log_dir)
         d.live_restore = live_restore
+        d.extra_args = tuple(extra_args)
         made.append(d)
         d.start()
         return d

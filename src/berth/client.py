@@ -10,6 +10,12 @@ already read past the headers (`hijack`). The API version is negotiated once fro
 the `Api-Version` header of `GET /_ping` (the lower of ours and the daemon's) and
 prefixed to every path; BERTH_API_VERSION / DOCKER_API_VERSION pin it instead.
 
+TLS, as the docker CLI does it: `--tlsverify` or DOCKER_TLS_VERIFY checks the
+daemon's certificate against ca.pem; `--tls` alone encrypts without checking;
+the files default to $DOCKER_CERT_PATH (or ~/.docker)/ca.pem, cert.pem, key.pem,
+and the client certificate is sent when its files exist (`tls_config`). Closing
+the write side of a TLS connection sends close_notify (a TLS half-close).
+
 Errors: a non-2xx answer raises `APIError` (a subclass per category of
 berth.errors, so `except NotFound` works) with `.status` and `.message`; a daemon
 that cannot be reached raises `DaemonUnreachable`.
@@ -20,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import ssl
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -158,6 +165,76 @@ def parse_host(spec: str) -> Host:
     except ValueError:
         raise InvalidArgument(f"invalid host {spec!r}: bad port {port_s!r}") from None
     return Host("tcp", addr or "127.0.0.1", port)
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    """How to speak TLS to a tcp:// daemon."""
+
+    verify: bool = True  # check the daemon's certificate against ca
+    ca: str = ""
+    cert: str = ""  # the client's certificate and key ("" = send none)
+    key: str = ""
+
+    def context(self) -> ssl.SSLContext:
+        """The client context; InvalidArgument naming the file that cannot be used."""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.verify:
+            try:
+                ctx.load_verify_locations(cafile=self.ca)
+            except (OSError, ssl.SSLError) as exc:
+                raise InvalidArgument(f"could not read the CA certificate {self.ca!r}: {exc}; "
+                                      "give --tlscacert or set DOCKER_CERT_PATH") from None
+        else:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        if self.cert or self.key:
+            try:
+                ctx.load_cert_chain(self.cert, self.key)
+            except (OSError, ssl.SSLError) as exc:
+                raise InvalidArgument(f"could not load the client certificate {self.cert!r} and key "
+                                      f"{self.key!r}: {exc}") from None
+        ctx.sslsocket_class = _TlsSocket
+        return ctx
+
+
+def tls_config(env: Mapping[str, str] | None = None, *, tls: bool = False, verify: bool = False,
+               ca: str | None = None, cert: str | None = None, key: str | None = None) -> TlsConfig | None:
+    """The TLS settings from the docker CLI's flags and environment; None for plain connections."""
+    env = os.environ if env is None else env
+    verify = verify or bool(env.get("DOCKER_TLS_VERIFY"))
+    if not (tls or verify):
+        return None
+    base = env.get("DOCKER_CERT_PATH") or os.path.expanduser("~/.docker")
+    ca = ca or os.path.join(base, "ca.pem")
+    if not (cert or key):  # the defaults are used only when both are there
+        cert, key = os.path.join(base, "cert.pem"), os.path.join(base, "key.pem")
+        if not (os.path.exists(cert) and os.path.exists(key)):
+            cert = key = ""
+    return TlsConfig(verify=verify, ca=ca, cert=cert or "", key=key or "")
+
+
+class _TlsSocket(ssl.SSLSocket):
+    """An SSLSocket whose shutdown(SHUT_WR) sends close_notify and keeps reading (a TLS half-close)."""
+
+    def shutdown(self, how: int) -> None:
+        if how != socket.SHUT_WR:
+            super().shutdown(how)
+            return
+        timeout = self.gettimeout()
+        self.setblocking(False)
+        try:
+            self.unwrap()  # sends close_notify; with the peer's not yet here it raises WantRead
+        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            pass
+        except (ssl.SSLError, ValueError):
+            pass
+        finally:
+            self.settimeout(timeout)
 
 
 # --------------------------------------------------------------------------- HTTP
@@ -404,9 +481,12 @@ class Client:
     """Engine API client. Every call opens its own connection."""
 
     def __init__(self, host: str | None = None, api_version: str | None = None,
-                 connect_timeout: float = 10.0) -> None:
+                 connect_timeout: float = 10.0, tls: TlsConfig | None = None) -> None:
+        """*tls* None: from the environment (DOCKER_TLS_VERIFY, DOCKER_CERT_PATH), as docker does."""
         self.host_spec = host or resolve_host()
         self.host = parse_host(self.host_spec)
+        self.tls = tls if tls is not None else tls_config()
+        self._tls_context: ssl.SSLContext | None = None
         pinned = api_version or os.environ.get("BERTH_API_VERSION") or os.environ.get(
             "DOCKER_API_VERSION")
         self._version: str | None = pinned or None
@@ -425,10 +505,25 @@ class Client:
                 sock = socket.create_connection((self.host.address, self.host.port),
                                                 timeout=self.connect_timeout)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                if self.tls is not None:
+                    sock = self._wrap(sock)
+        except ssl.SSLError as exc:
+            raise Unavailable(f"TLS with the berth daemon at {self.host} failed: {exc.reason or exc}; "
+                              "check --tlscacert, --tlscert and --tlskey (or DOCKER_CERT_PATH)") from exc
         except OSError as exc:
             raise DaemonUnreachable(str(self.host), exc) from exc
         sock.settimeout(None)
         return sock
+
+    def _wrap(self, sock: socket.socket) -> socket.socket:
+        assert self.tls is not None
+        if self._tls_context is None:
+            self._tls_context = self.tls.context()
+        try:
+            return self._tls_context.wrap_socket(sock, server_hostname=self.host.address)
+        except BaseException:
+            sock.close()
+            raise
 
     @property
     def api_version(self) -> str:

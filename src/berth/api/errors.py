@@ -8,7 +8,18 @@ from berth import errors
 
 log = logging.getLogger(__name__)
 
+
+class RequestTooLarge(errors.InvalidArgument):
+    """The request (its body, or one JSON value in it) is over the daemon's limit (HTTP 413)."""
+
+
+class RequestTimeout(errors.InvalidArgument):
+    """The client stopped sending in the middle of a request (HTTP 408)."""
+
+
 STATUS: dict[type[errors.BerthError], int] = {
+    RequestTooLarge: 413,
+    RequestTimeout: 408,
     errors.NotFound: 404,
     errors.AlreadyExists: 409,
     errors.Conflict: 409,

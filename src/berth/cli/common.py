@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from berth.client import APIError, Client
+from berth.client import APIError, Client, TlsConfig
 from berth.errors import BerthError
 
 
@@ -34,11 +34,12 @@ class Ctx:
     out: TextIO = field(default_factory=lambda: sys.stdout)
     err: TextIO = field(default_factory=lambda: sys.stderr)
     _client: Client | None = None
+    tls: TlsConfig | None = None  # None: plain, unless the environment asks for TLS
 
     @property
     def client(self) -> Client:
         if self._client is None:
-            self._client = Client(self.host)
+            self._client = Client(self.host, tls=self.tls)
         return self._client
 
     def print(self, text: str = "", end: str = "\n") -> None:

@@ -26,7 +26,7 @@ from berth.cli import (
 )
 from berth.cli.common import Ctx, StatusError, describe
 from berth.cli.parser import HelpRequested, UsageError
-from berth.client import APIError, DaemonUnreachable, resolve_host
+from berth.client import APIError, DaemonUnreachable, resolve_host, tls_config
 from berth.errors import BerthError
 
 Command = Callable[[Ctx, list[str]], int]
@@ -94,6 +94,11 @@ def usage() -> str:
         "  -H, --host string   Daemon socket to connect to (default: $BERTH_HOST,",
         "                      $DOCKER_HOST, or unix:///run/berth/berth.sock)",
         "  -D, --debug         Enable debug mode",
+        "      --tls           Use TLS; implied by --tlsverify",
+        "      --tlsverify     Use TLS and verify the daemon (default: $DOCKER_TLS_VERIFY)",
+        "      --tlscacert, --tlscert, --tlskey string",
+        "                      TLS files (default: $DOCKER_CERT_PATH or ~/.docker:",
+        "                      ca.pem, cert.pem, key.pem)",
         "  -v, --version       Print version information and quit",
         "",
         "Commands:",
@@ -106,6 +111,9 @@ def usage() -> str:
 class GlobalOptions:
     def __init__(self) -> None:
         self.host: str | None = None
+        self.tls = False
+        self.tlsverify = False
+        self.tls_files: dict[str, str] = {}  # --tlscacert/--tlscert/--tlskey -> path
         self.debug = False
         self.version = False
         self.help = False
@@ -133,6 +141,8 @@ def parse_globals(argv: Sequence[str]) -> tuple[GlobalOptions, list[str]]:
                 i += 1
             if name in ("-H", "--host"):
                 opts.host = value
+            elif name.startswith("--tls"):
+                opts.tls_files[name] = value
         elif arg.startswith("-H") and len(arg) > 2:
             opts.host = arg[2:]
         elif arg in ("-D", "--debug"):
@@ -141,8 +151,9 @@ def parse_globals(argv: Sequence[str]) -> tuple[GlobalOptions, list[str]]:
             opts.version = True
         elif arg in ("-h", "--help"):
             opts.help = True
-        elif arg in ("--tls", "--tlsverify"):
-            pass
+        elif name in ("--tls", "--tlsverify"):
+            on = value.lower() not in ("false", "0") if eq else True
+            setattr(opts, name[2:], on)
         else:
             raise UsageError(f"unknown flag: {arg}" if arg.startswith("--")
                              else f"unknown shorthand flag: {arg[1:2]!r} in {arg}")
@@ -179,6 +190,8 @@ def run(argv: Sequence[str]) -> int:
         args = ["--help"]
     ctx = Ctx(host=resolve_host(opts.host), debug=opts.debug)
     try:
+        ctx.tls = tls_config(tls=opts.tls, verify=opts.tlsverify, ca=opts.tls_files.get("--tlscacert"),
+                             cert=opts.tls_files.get("--tlscert"), key=opts.tls_files.get("--tlskey"))
         return command(ctx, args)
     except HelpRequested as exc:
         ctx.out.write(exc.text)

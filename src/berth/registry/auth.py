@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from berth.errors import InvalidArgument
+from berth.wire.jsondepth import check_depth
 
 # Token lifetime assumed when a token server gives none or a shorter one
 # (the distribution spec's token docs: at least 60 seconds).
@@ -214,7 +215,9 @@ def decode_x_registry_auth(value: str) -> Credentials | None:
     if not value or value == "{}":
         return None
     try:
-        doc = json.loads(_b64decode(value))
+        raw = _b64decode(value)
+        check_depth(raw)  # TooDeep is a ValueError: json.loads would recurse past the stack
+        doc = json.loads(raw)
     except (binascii.Error, ValueError) as exc:
         raise InvalidArgument(f"invalid X-Registry-Auth header: not base64url-encoded JSON ({exc}); "
                               "send base64url of {\"username\": ..., \"password\": ...}") from exc

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import socket
+import struct
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from berth.api.server import Hijack, Reply, Request, Router, Server, Stream
+from berth.api.server import Hijack, Limits, Reply, Request, Router, Server, Stream
 from berth.errors import Conflict, NotModified
 
 COMMON = {"api-version": "1.47", "ostype": "linux"}
@@ -110,6 +113,17 @@ def build_router(probe: Probe) -> Router:
         finally:
             probe.wait_finally.set()
 
+    async def parse(req: Request) -> Reply:
+        return Reply(200, {"got": await req.json(), "q": req.qjson("filters")})
+
+    async def count(req: Request) -> Reply:  # a streamed body, as load and build contexts are
+        n = 0
+        async for chunk in req.stream():
+            n += len(chunk)
+        return Reply(200, {"bytes": n})
+
+    r.add("POST", "/parse", parse)
+    r.add("POST", "/count", count)
     r.add("GET", "/idle", idle)
     r.add("POST", "/wait", wait, waits=True)
     r.add("GET", "/x", x)
@@ -127,10 +141,10 @@ def build_router(probe: Probe) -> Router:
 class Running:
     """A Server on a unix socket in a background thread."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, limits: Limits | None = None) -> None:
         self.path = path
         self.probe = Probe()
-        self.server = Server(build_router(self.probe))
+        self.server = Server(build_router(self.probe), limits)
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -642,3 +656,263 @@ def test_malformed_request_gets_a_400(srv: Running) -> None:
         assert r.status == 400
     finally:
         c.close()
+
+
+# --------------------------------------------------------------------------- #
+# Limits: body size, JSON depth, timeouts, resets
+
+TIGHT = Limits(max_json_body=4096, idle_timeout=0.6, head_timeout=0.6, body_timeout=0.6, linger=0.3,
+               drain_limit=2048)
+
+
+@pytest.fixture
+def tight(tmp_path: Path):
+    r = Running(str(tmp_path / "tight.sock"), TIGHT)
+    try:
+        yield r
+    finally:
+        r.stop()
+    assert r.error is None
+
+
+def nested(n: int) -> bytes:
+    return b"[" * n + b"]" * n
+
+
+def test_oversized_json_body_is_413_before_it_is_read(tight: Running) -> None:
+    c = Conn(tight.path)
+    try:
+        # 50 MB announced, 8 KiB sent: the answer comes from Content-Length alone
+        c.send(b"POST /parse HTTP/1.1\r\nHost: d\r\nContent-Length: 50000000\r\n\r\n" + b" " * 8192)
+        r = c.response()
+        assert r.status == 413, r.body
+        assert "larger than this daemon accepts" in r.json()["message"]
+        assert "--max-json-body" in r.json()["message"]
+        assert r.headers.get("connection") == "close"
+        assert c.closed_by_peer(5), "the connection must close rather than read 50 MB"
+    finally:
+        c.close()
+    assert roundtrip(tight, "GET", "/x").status == 200
+
+
+def test_oversized_chunked_json_body_is_413_once_the_cap_is_passed(tight: Running) -> None:
+    c = Conn(tight.path)
+    try:
+        c.send(b"POST /parse HTTP/1.1\r\nHost: d\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for _ in range(3):  # 3 x 2000 bytes > 4096, and no terminating chunk ever
+            c.send(b"7d0\r\n" + b" " * 2000 + b"\r\n")
+        r = c.response()
+        assert r.status == 413, r.body
+        assert c.closed_by_peer(5)
+    finally:
+        c.close()
+
+
+def test_json_body_at_the_cap_is_accepted(tight: Running) -> None:
+    body = b'{"a": "' + b"x" * (4096 - 10) + b'"}'
+    assert len(body) <= 4096
+    r = roundtrip(tight, "POST", "/parse", body)
+    assert r.status == 200 and len(r.json()["got"]["a"]) == 4086
+
+
+def test_streamed_bodies_are_not_capped(tight: Running) -> None:
+    data = b"t" * (1 << 20)  # 256 times the JSON cap
+    r = roundtrip(tight, "POST", "/count", data)
+    assert (r.status, r.json()) == (200, {"bytes": len(data)})
+
+
+def test_deep_json_body_is_400_not_a_crash(srv: Running) -> None:
+    r = roundtrip(srv, "POST", "/parse", nested(5000))
+    assert r.status == 400, r.body
+    assert "nested too deeply" in r.json()["message"]
+    r = roundtrip(srv, "POST", "/parse", nested(401))
+    assert r.status == 400 and "nested too deeply" in r.json()["message"]
+
+
+def test_json_400_deep_is_accepted(srv: Running) -> None:
+    r = roundtrip(srv, "POST", "/parse", nested(400))
+    assert r.status == 200
+
+
+def test_brackets_inside_strings_do_not_count(srv: Running) -> None:
+    body = json.dumps({"s": "[" * 5000, "t": "\\\"{" * 3000}).encode()
+    r = roundtrip(srv, "POST", "/parse", body)
+    assert r.status == 200 and r.json()["got"]["s"] == "[" * 5000
+
+
+def test_deep_json_in_the_query_is_400(srv: Running) -> None:
+    deep = urllib.parse.quote(nested(3000).decode())
+    r = roundtrip(srv, "POST", f"/parse?filters={deep}", b"{}")
+    assert r.status == 400 and "filters parameter is nested too deeply" in r.json()["message"]
+
+
+def test_a_body_that_stops_coming_is_dropped(tight: Running) -> None:
+    c = Conn(tight.path)
+    try:
+        c.send(b"POST /parse HTTP/1.1\r\nHost: d\r\nContent-Length: 100\r\n\r\n{\"a\":")
+        r = c.response()  # the body timeout (0.6 s) answers, well before the socket's 10 s
+        assert r.status == 408, r.body
+        assert "no byte of the request body" in r.json()["message"]
+        assert c.closed_by_peer(5)
+    finally:
+        c.close()
+    assert roundtrip(tight, "GET", "/x").status == 200
+
+
+def test_a_streamed_body_that_stops_coming_is_dropped(tight: Running) -> None:
+    c = Conn(tight.path)
+    try:
+        c.send(b"POST /count HTTP/1.1\r\nHost: d\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        r = c.response()
+        assert r.status == 408
+        assert c.closed_by_peer(5)
+    finally:
+        c.close()
+
+
+def test_a_connection_that_sends_nothing_is_closed(tight: Running) -> None:
+    c = Conn(tight.path)
+    try:
+        assert c.closed_by_peer(5), "an idle connection must be closed after the idle timeout"
+    finally:
+        c.close()
+
+
+def test_a_kept_alive_connection_serves_requests_then_closes_when_idle(tight: Running) -> None:
+    c = Conn(tight.path)
+    try:
+        for i in range(3):
+            c.request("GET", f"/x?a={i}")
+            assert c.response().json()["q"] == str(i)
+        assert c.closed_by_peer(5)
+    finally:
+        c.close()
+
+
+def test_a_head_that_never_ends_is_408(tight: Running) -> None:
+    c = Conn(tight.path)
+    try:
+        c.send(b"GET /x HTTP/1.1\r\nHost: d\r\nX-Slow: ")
+        r = c.read_head()
+        assert r.status == 408
+        assert "request head did not arrive" in json.loads(c.read_exact(int(r.headers["content-length"])))["message"]
+        assert c.closed_by_peer(5)
+    finally:
+        c.close()
+    assert roundtrip(tight, "GET", "/x").status == 200
+
+
+def test_a_head_trickled_byte_by_byte_is_cut_at_the_head_timeout(tight: Running) -> None:
+    c = Conn(tight.path)
+    try:
+        start = time.monotonic()
+        got = b""
+        for ch in b"GET /x HTTP/1.1\r\nHost: d\r\nX-Slow: " + b"a" * 100:
+            try:
+                c.send(bytes([ch]))
+            except OSError:
+                break
+            time.sleep(0.05)
+            c.sock.setblocking(False)
+            try:
+                got += c.sock.recv(65536)
+            except BlockingIOError:
+                pass
+            finally:
+                c.sock.setblocking(True)
+            if got:
+                break
+        assert got.startswith(b"HTTP/1.1 408"), got
+        assert time.monotonic() - start < 8
+    finally:
+        c.close()
+
+
+def test_unread_body_over_the_drain_limit_closes_the_connection(tight: Running) -> None:
+    c = Conn(tight.path)
+    try:
+        c.request("POST", "/containers/web/start", b"z" * 3000)  # the handler reads none of it
+        r = c.response()
+        assert (r.status, r.json()) == (201, {"name": "web"})
+        assert r.headers.get("connection") == "close"
+        assert c.closed_by_peer(5)
+    finally:
+        c.close()
+
+
+def test_waiting_responses_and_hijacks_outlive_the_timeouts(tight: Running) -> None:
+    # a stream with nothing to say (events, logs -f) is not cut by the idle or head timeouts
+    c = Conn(tight.path)
+    try:
+        c.request("GET", "/stream")
+        assert c.read_head().status == 200
+        assert c.read_chunk() == b'{"n": 1}\n'
+        assert c.read_chunk() == b'{"n": 2}\n'
+        assert not c.closed_by_peer(2.5)
+    finally:
+        c.close()
+    # a waiting route (wait) likewise
+    c = Conn(tight.path)
+    try:
+        c.request("POST", "/wait", b"")
+        assert not c.closed_by_peer(2.5)
+    finally:
+        c.close()
+    # and a hijacked connection (attach, exec) stays open while both ends are quiet
+    c = Conn(tight.path)
+    try:
+        c.request("POST", "/hijack", headers={"Connection": "Upgrade", "Upgrade": "tcp"})
+        assert c.read_head().status == 101
+        time.sleep(2.5)
+        c.send(b"still here")
+        assert c.read_exact(10) == b"still here"
+    finally:
+        c.close()
+
+
+def _reset(c: Conn) -> None:
+    """Close with a TCP-style abort: unread data and SO_LINGER 0 (a reset on TCP)."""
+    c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    c.sock.close()
+
+
+def test_resets_are_not_tracebacks(srv: Running, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="berth.api")
+    # mid-body
+    c = Conn(srv.path)
+    c.send(b"POST /parse HTTP/1.1\r\nHost: d\r\nContent-Length: 1000\r\n\r\n{\"a\": ")
+    time.sleep(0.2)
+    _reset(c)
+    # mid-stream
+    c = Conn(srv.path)
+    c.request("GET", "/stream")
+    c.read_head()
+    srv.probe.stream_started.wait(5)
+    _reset(c)
+    # mid-head
+    c = Conn(srv.path)
+    c.send(b"GET /x HTTP/1.1\r\n")
+    _reset(c)
+    # with an answer the client never reads
+    c = Conn(srv.path)
+    c.request("GET", "/finite")
+    _reset(c)
+    assert srv.probe.stream_finally.wait(5)
+    time.sleep(0.3)
+    assert roundtrip(srv, "GET", "/x").status == 200
+    loud = [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+    assert not loud, [(r.levelname, r.getMessage()) for r in loud]
+
+
+def test_an_oversized_head_is_refused(srv: Running) -> None:
+    c = Conn(srv.path)
+    try:
+        try:
+            c.send(b"GET /x HTTP/1.1\r\nHost: d\r\nX-Big: " + b"a" * (200 * 1024) + b"\r\n\r\n")
+        except OSError:
+            pass  # refused while still sending
+        r = c.read_head()
+        assert r.status == 431, r.raw_head
+    finally:
+        c.close()
+    assert roundtrip(srv, "GET", "/x").status == 200

@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from berth.api.handlers.images import progress_stream
-from berth.api.server import Reply, Request, Router, Stream
+from berth.api.server import Reply, Request, Router, Stream, parse_json
 from berth.api.wiring import Daemon
 from berth.errors import InvalidArgument
 from berth.services.build import BuildError, BuildOptions
 
 
 def _json_param(req: Request, name: str, default: Any) -> Any:
+    """A JSON object in the query (buildargs, labels), depth checked before it is parsed."""
     text = req.q(name)
     if not text:
         return default
-    try:
-        return json.loads(text)
-    except ValueError:
-        raise InvalidArgument(f"build: {name} must be JSON: {text!r}") from None
+    value = parse_json(text, f"build: the {name} parameter", req.limits.max_json_depth)
+    if value is not None and not isinstance(value, dict):
+        raise InvalidArgument(f"build: {name} must be a JSON object like {{\"KEY\": \"value\"}}")
+    return value
 
 
 def options(req: Request) -> BuildOptions:
