@@ -185,7 +185,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def lock_root(root: str) -> int:
     """Hold <root>/berthd.pid locked for the daemon's life: one berthd per data root."""
-    os.makedirs(root, exist_ok=True)
+    os.makedirs(root, mode=0o710, exist_ok=True)  # private from the start; build() checks and tightens it
     path = os.path.join(root, "berthd.pid")
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
