@@ -69,3 +69,15 @@ class NotModified(BerthError):
 
 class NotImplemented_(BerthError):
     """A Docker API feature this version of berth does not offer (yet)."""
+
+
+class NotRegularFile(InvalidArgument):
+    """A regular file was expected and something else is there ("/etc/passwd is not a regular file")."""
+
+
+class FileTooLarge(InvalidArgument):
+    """A bounded read found more than its limit."""
+
+
+class SymlinkLoop(InvalidArgument):
+    """Resolving a path inside a root met too many symlinks (or a loop)."""

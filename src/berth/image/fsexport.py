@@ -1,6 +1,8 @@
 """Stream a directory tree as a tar: what `docker export` sends for a container's root.
 
-Strategy: the tree is walked with lstat only, so no symlink is ever followed,
+Strategy: the tree is walked with lstat only and by directory descriptor
+(berth.host.fstree.walk), so no symlink is ever followed, even one swapped in
+for a directory while the walk runs,
 and entries come out in a fixed order (names sorted, each directory before
 what it holds). Headers are made by tarfile.TarInfo.tobuf in PAX format, which
 carries what ustar cannot: long or non-UTF-8 names, big ids and sizes, and
@@ -31,7 +33,6 @@ berth.image.layerdiff and berth.image.imagearchive.
 
 from __future__ import annotations
 
-import errno
 import os
 import stat
 import tarfile
@@ -40,6 +41,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from berth.errors import NotFound
+from berth.host import fstree
 
 BLOCK = 512
 CHUNK = 1 << 20
@@ -61,28 +63,24 @@ class Entry:
 def walk(root: Path | str) -> Iterator[Entry]:
     """Every file under *root* (not *root* itself), sorted by name, directories before their content.
 
-    Never follows symlinks; skips sockets and anything that vanishes while walking.
+    Never follows symlinks; skips sockets and anything that vanishes while walking. The tree
+    may be live and hostile: it is walked by directory descriptor (berth.host.fstree.walk),
+    so a directory swapped for a symlink between listing and descending is not descended,
+    and each Entry.path names the file through its directory's descriptor
+    (/proc/self/fd/N/name, valid until the walk moves on), never by a path that a
+    symlink could redirect.
     """
-    yield from _walk(os.fspath(root), "")
-
-
-def _walk(directory: str, prefix: str) -> Iterator[Entry]:
     try:
-        names = sorted(os.listdir(directory))
-    except FileNotFoundError:
+        top = os.open(os.fspath(root), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except (FileNotFoundError, NotADirectoryError):
         return
-    for name in names:
-        path = os.path.join(directory, name)
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            continue
-        if stat.S_ISSOCK(st.st_mode):
-            continue
-        rel = prefix + name
-        yield Entry(rel, path, st)
-        if stat.S_ISDIR(st.st_mode):
-            yield from _walk(path, rel + "/")
+    try:
+        for e in fstree.walk(top):
+            if stat.S_ISSOCK(e.st.st_mode):
+                continue
+            yield Entry(e.name, e.proc_path, e.st)
+    finally:
+        os.close(top)
 
 
 def read_xattrs(path: str) -> dict[str, str]:
@@ -238,12 +236,9 @@ class TarWriter:
         return header(info)
 
     def _regular(self, entry: Entry, name: str) -> Iterator[bytes]:
-        try:
-            fd = os.open(entry.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError as exc:
-            if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENXIO):
-                return  # vanished, or replaced by a symlink or a fifo/socket
-            raise
+        fd = fstree.open_regular_at(None, entry.path)  # never opens a device or FIFO swapped in
+        if fd is None:
+            return  # vanished, or replaced by a symlink, a device, a fifo or a socket
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):

@@ -2,8 +2,9 @@
 
 Strategy: the container record (API-shaped Config/HostConfig) is turned into
 a runtime_spec.ContainerSpec here, once, for every isolation driver. The
-only I/O is reading the image's /etc/passwd and /etc/group for the user and
-writing the bundle's files.
+only I/O is reading the image's /etc/passwd and /etc/group for the user
+(inside the root, through berth.host.fstree: bounded, regular files only) and
+writing the bundle's files. build_spec blocks: the caller runs it in a thread.
 """
 
 from __future__ import annotations
@@ -11,14 +12,17 @@ from __future__ import annotations
 import json
 import os
 import resource
+import stat
 from dataclasses import dataclass
 from typing import Any
 
-from berth.errors import InvalidArgument
-from berth.host import devices, fs, mount
+from berth.errors import InvalidArgument, NotRegularFile
+from berth.host import devices, fs, fstree, mount
 from berth.oci import capabilities, passwd, runtime_spec
+from berth.services import validate
 from berth.snapshot.overlay import OverlayMount
 
+USER_FILE_LIMIT = 4 << 20  # /etc/passwd, /etc/group: more is an attack, not an image
 INIT_BINARY = "/usr/bin/tini-static"
 INIT_PATH = "/sbin/docker-init"
 
@@ -43,12 +47,57 @@ class HostFacts:
 
 
 def read_text(path: str) -> str | None:
-    """The file's text, or None when it does not exist (an image without /etc/passwd)."""
+    """A host file's text, or None when it does not exist (never a path inside a container root)."""
     try:
         with open(path, encoding="utf-8", errors="replace") as f:
-            return f.read()
+            return f.read(USER_FILE_LIMIT)
     except (FileNotFoundError, NotADirectoryError):
         return None
+
+
+def user_files(rootfs: str, user: str) -> tuple[str | None, str | None]:
+    """The image's /etc/passwd and /etc/group text (None when absent), read inside *rootfs* (berth.host.fstree).
+
+    Blocking: call from a thread when on the event loop.
+
+    Raises:
+        InvalidArgument: a file that is not a regular file, too large, or a symlink loop:
+            "unable to find user nobody: /etc/passwd is not a regular file (a FIFO)". Also with
+            no user (root): runc reads these files itself in the container, and would block on a FIFO.
+    """
+    out: list[str | None] = []
+    try:
+        root = fstree.Root(rootfs)
+    except (FileNotFoundError, NotADirectoryError):
+        return None, None
+    with root:
+        for path in ("/etc/passwd", "/etc/group"):
+            try:
+                data = fstree.read_regular(root, path, USER_FILE_LIMIT)
+            except InvalidArgument as exc:
+                raise InvalidArgument(f"unable to find user {user or 'root'}: {exc}") from exc
+            out.append(None if data is None else data.decode("utf-8", errors="replace"))
+    return out[0], out[1]
+
+
+def check_etc_targets(rootfs: str) -> None:
+    """Refuse an image whose /etc/hostname, hosts or resolv.conf (resolved inside *rootfs*) is there but is
+    not a regular file: berth mounts its own file over each, and a runtime would block on a FIFO.
+
+    Raises:
+        NotRegularFile: "cannot set up /etc/hosts in the container: /etc/hosts is not a regular file (a FIFO)".
+        SymlinkLoop: a link loop on the way.
+    """
+    try:
+        root = fstree.Root(rootfs)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    with root:
+        for name in ("hostname", "hosts", "resolv.conf"):
+            st = fstree.stat_in(root, f"/etc/{name}")
+            if st is not None and not stat.S_ISREG(st.st_mode):
+                raise NotRegularFile(f"cannot set up /etc/{name} in the container: "
+                                     f"/etc/{name} is not a regular file ({fstree.kind_of(st.st_mode)})")
 
 
 def mount_root(m: OverlayMount) -> None:
@@ -111,8 +160,9 @@ def build_spec(doc: dict[str, Any], bundle: str, rootfs: str, host_facts: HostFa
         InvalidArgument: the user does not exist in the image, or a bind source is unusable.
     """
     cfg, host = doc["Config"], doc["HostConfig"]
-    uid, gid, groups = passwd.resolve_user(cfg.get("User") or "", read_text(os.path.join(rootfs, "etc/passwd")),
-                                           read_text(os.path.join(rootfs, "etc/group")))
+    passwd_text, group_text = user_files(rootfs, cfg.get("User") or "")
+    check_etc_targets(rootfs)
+    uid, gid, groups = passwd.resolve_user(cfg.get("User") or "", passwd_text, group_text)
     mounts = write_etc_files(doc, bundle, network)
     tmpfs = [(k, v or "") for k, v in (host.get("Tmpfs") or {}).items()]
     for bind in doc.get("Binds") or []:  # binds, volumes (their _data) and --mount tmpfs
@@ -134,12 +184,13 @@ def build_spec(doc: dict[str, Any], bundle: str, rootfs: str, host_facts: HostFa
     if not any(e.startswith("HOSTNAME=") for e in env):
         env.insert(0, f"HOSTNAME={cfg.get('Hostname') or doc['Id'][:12]}")
     if uid != 0 and not any(e.startswith("HOME=") for e in env):
-        home = _home(read_text(os.path.join(rootfs, "etc/passwd")), uid)
+        home = _home(passwd_text, uid)
         env.append(f"HOME={home}")
     elif not any(e.startswith("HOME=") for e in env):
         env.append("HOME=/root")
     network = host.get("NetworkMode") or "default"
     resources = resources_of(host, host_facts)
+    security = validate.security_options(host.get("SecurityOpt"))
     return runtime_spec.ContainerSpec(
         args=tuple(args), rootfs=rootfs, env=tuple(env), cwd=cfg.get("WorkingDir") or "/",
         uid=uid, gid=gid, additional_gids=groups,
@@ -147,8 +198,8 @@ def build_spec(doc: dict[str, Any], bundle: str, rootfs: str, host_facts: HostFa
         tty=bool(cfg.get("Tty")), readonly_rootfs=bool(host.get("ReadonlyRootfs")),
         mounts=tuple(mounts), cap_add=tuple(host.get("CapAdd") or ()), cap_drop=tuple(host.get("CapDrop") or ()),
         privileged=bool(host.get("Privileged")),
-        no_new_privileges="no-new-privileges" in (host.get("SecurityOpt") or [])
-        or "no-new-privileges:true" in (host.get("SecurityOpt") or []),
+        no_new_privileges=security.no_new_privileges, seccomp_profile=security.seccomp,
+        kernel_release=os.uname().release, runtime=host.get("Runtime") or "runc",
         resources=resources,
         network_mode="host" if network == "host" else (namespaces or {}).get("network", "none"),
         cgroups_path=f"/berth/{doc['Id']}", host_capabilities=host_facts.capabilities,

@@ -251,7 +251,7 @@ class Containers:
             "MonitorPid": 0, "RestartCount": 0, "Platform": image_cfg.get("os", "linux"),
         }
         directory = os.path.join(self.root, cid)
-        os.makedirs(directory)
+        os.makedirs(directory, mode=0o700)  # root only: its upper dir holds what the container made
         try:
             self._db.insert_container(cid, name, doc)
         except AlreadyExists as exc:
@@ -326,8 +326,8 @@ class Containers:
             namespaces = self._namespaces(c)
             if attached is not None and attached.netns not in ("", "host"):
                 namespaces["network"] = attached.netns
-            spec = bundles.build_spec(c.doc, c.dir, overlay.target, self._host_facts, namespaces,
-                                      network=attached)
+            spec = await asyncio.to_thread(bundles.build_spec, c.doc, c.dir, overlay.target,  # reads the image
+                                           self._host_facts, namespaces, network=attached)
             bundles.write_config(spec, c.dir)
             driver, size = validate.log_config(c.doc["HostConfig"].get("LogConfig"))
             started = await runtime.create(c.id, c.dir, CreateOptions(

@@ -53,11 +53,12 @@ from dataclasses import dataclass, field
 from typing import IO, Any
 
 from berth import timefmt
-from berth.errors import BerthError, InvalidArgument, NotFound
+from berth.errors import BerthError, FileTooLarge, InvalidArgument, NotFound
 from berth.image import fsexport
 from berth.oci import passwd
 
 MAX_SYMLINKS = 40
+USER_FILE_LIMIT = 4 << 20  # /etc/passwd, /etc/group read for copyUIDGID
 STAT_HEADER = "X-Docker-Container-Path-Stat"
 ETC_FILES = ("hostname", "hosts", "resolv.conf")  # bind-mounted from the bundle as /etc/<name>
 
@@ -484,8 +485,11 @@ def _read_text(view: View, path: str) -> str | None:
         with locate(view, path, follow_last=True) as loc:
             if not stat.S_ISREG(loc.st.st_mode):
                 return None
-            with open(f"/proc/self/fd/{loc.fd}", encoding="utf-8", errors="replace") as f:
-                return f.read()
+            with open(f"/proc/self/fd/{loc.fd}", "rb") as f:
+                data = f.read(USER_FILE_LIMIT + 1)
+            if len(data) > USER_FILE_LIMIT:
+                raise FileTooLarge(f"{path} in container {view.name} is larger than {USER_FILE_LIMIT} bytes")
+            return data.decode("utf-8", errors="replace")
     except NotFound:
         return None
 

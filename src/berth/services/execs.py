@@ -119,8 +119,7 @@ class Execs:
         cfg = e.config
         rootfs = os.path.join(c.dir, "rootfs")
         user = cfg.get("User") or c.doc["Config"].get("User") or ""
-        uid, gid, groups = passwd.resolve_user(user, bundles.read_text(os.path.join(rootfs, "etc/passwd")),
-                                               bundles.read_text(os.path.join(rootfs, "etc/group")))
+        uid, gid, groups = passwd.resolve_user(user, *bundles.user_files(rootfs, user))
         env = list(process.get("env") or [])
         for item in cfg.get("Env") or []:
             key = item.split("=", 1)[0]
@@ -144,7 +143,7 @@ class Execs:
         try:
             spec_path = os.path.join(workdir, "process.json")
             try:
-                process = self._process_json(e, tty)
+                process = await asyncio.to_thread(self._process_json, e, tty)  # reads the image's files
             except BerthError as exc:  # reported in the stream, as Docker does once hijacked
                 e.exit_code = 126
                 e.done.set()

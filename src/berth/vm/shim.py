@@ -42,8 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from berth.errors import FailedPrecondition
-from berth.host import cgroups, mount
+from berth.errors import BerthError, FailedPrecondition, InvalidArgument
+from berth.host import cgroups, fstree, mount
 from berth.vm import execclient, shares, sizing, template
 from berth.vm.boot import DEFAULT_PATH, UtilityVM
 from berth.vm.prepare import monitor_binary, prepare
@@ -78,6 +78,7 @@ class Handover:
     stdin_once: bool = False
     cgroups: tuple[str, ...] = ()   # removed at the end
     unmounts: tuple[str, ...] = ()  # staged host bind mounts, detached at the end
+    log_size_max: int = 0           # bytes of container.log before the monitor rotates it; 0 = no limit
 
     def fds(self) -> tuple[int, ...]:
         """The descriptors that must survive the exec."""
@@ -103,6 +104,8 @@ class Handover:
             argv += ["--cgroup", path]
         for path in self.unmounts:
             argv += ["--unmount", path]
+        if self.log_size_max > 0:
+            argv += ["--log-size-max", str(self.log_size_max)]
         return argv
 
 
@@ -139,15 +142,18 @@ class Setup:
         A staged file is a hard link to the bind's source, or (across file
         systems) a bind mount of it, undone by the monitor (or `undo`).
         """
-        root = Path(self.config["root"]["path"])
-        for src, dest in p.copies:
-            target = root / dest.lstrip("/")
-            with contextlib.suppress(OSError):
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(src.read_bytes())
-        for d in p.dirs:
-            with contextlib.suppress(OSError):  # the mount point, made on the host side of the share
-                (root / d.destination.lstrip("/")).mkdir(parents=True, exist_ok=True)
+        # The root is the guest's to shape (it is root in its VM and writes it through 9p between
+        # starts): every path in it is resolved inside it (berth.host.fstree), never by host path,
+        # so a symlinked /etc/hosts is replaced inside the root, never followed out of it.
+        with fstree.Root(self.config["root"]["path"]) as root:
+            for src, dest in p.copies:
+                try:
+                    fstree.write_file(root, dest, src.read_bytes(), 0o644)
+                except (BerthError, OSError) as exc:
+                    raise InvalidArgument(f"cannot write {dest} in the container's root: {exc}") from exc
+            for d in p.dirs:
+                with contextlib.suppress(BerthError, OSError):  # the mount point, on the host side of the share
+                    os.close(fstree.mkdirs(root, d.destination))
         for why in p.skipped:
             log.warning("%s: not shared into the VM", why)
 
@@ -217,7 +223,8 @@ class Setup:
                 log_fd=os.open(self.bundle / "container.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644),
                 main_exec=str(workdir / "main.exec"), probe_exec=str(workdir / "probe.exec"),
                 sync_fd=args.sync_fd, stdin=args.stdin, stdin_once=args.stdin_once,
-                cgroups=tuple(str(d) for d in joined), unmounts=tuple(str(t) for t in self.host_mounts))
+                cgroups=tuple(str(d) for d in joined), unmounts=tuple(str(t) for t in self.host_mounts),
+                log_size_max=args.log_size_max)
             _exec(str(monitor), handover)
 
     def undo(self) -> None:
@@ -263,6 +270,7 @@ def _listen(path: str, kind: socket.SocketKind) -> socket.socket:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
     sock.bind(path)
+    os.chmod(path, 0o600)
     sock.listen(16)
     return sock
 
@@ -307,6 +315,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--stdin-once", action="store_true")
     p.add_argument("--sync-fd", type=int)
     p.add_argument("--cold", action="store_true", help="always cold-boot (no template clone)")
+    p.add_argument("--log-size-max", type=int, default=0, help="rotate container.log past this many bytes")
     return p.parse_args(argv)
 
 
@@ -316,6 +325,7 @@ def main(argv: list[str] | None = None) -> None:
     if os.fork() > 0:
         os._exit(0)
     os.setsid()
+    os.umask(0o077)  # sockets, logs, QEMU's files and templates: root only
     if os.fork() > 0:
         os._exit(0)
     bundle = Path(args.bundle)

@@ -153,10 +153,13 @@ def test_files_that_vanish_after_listing_are_left_out(tmp_path: Path) -> None:
     root.mkdir()
     (root / "gone").write_bytes(b"x")
     (root / "kept").write_bytes(b"y")
-    entries = list(fsexport.walk(root))
-    os.unlink(root / "gone")
     writer = fsexport.TarWriter()
-    data = b"".join(c for e in entries for c in writer.entry(e)) + fsexport.END_OF_ARCHIVE
+    chunks: list[bytes] = []
+    for e in fsexport.walk(root):  # an Entry's path is valid while the walk holds its directory
+        if e.name == "gone":
+            os.unlink(root / "gone")
+        chunks += writer.entry(e)
+    data = b"".join(chunks) + fsexport.END_OF_ARCHIVE
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         assert tar.getnames() == ["kept"]
 
@@ -185,3 +188,46 @@ def test_coalesce_regroups_without_losing_bytes() -> None:
     out = list(coalesce(pieces, 1000))
     assert b"".join(out) == b"".join(pieces)
     assert all(len(c) >= 1000 for c in out[:-1])
+
+
+def test_directory_swapped_for_a_symlink_mid_walk_exports_no_host_file(tmp_path: Path) -> None:
+    """The container swaps a directory for a symlink to a host directory after the walk listed it."""
+    root, host = tmp_path / "live", tmp_path / "host"
+    (root / "d").mkdir(parents=True)
+    (root / "d" / "mine").write_bytes(b"mine")
+    host.mkdir()
+    (host / "secret").write_bytes(b"HOST SECRET")
+    writer = fsexport.TarWriter()
+    chunks: list[bytes] = []
+    for e in fsexport.walk(root):
+        if e.name == "d":
+            os.rename(root / "d", root / "d.old")
+            os.symlink(str(host), root / "d")
+        chunks += writer.entry(e)
+    data = b"".join(chunks) + fsexport.END_OF_ARCHIVE
+    assert b"HOST SECRET" not in data
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        assert not any(n.startswith("d/") and "secret" in n for n in tar.getnames())
+
+
+def test_file_swapped_for_a_device_or_symlink_mid_walk_is_left_out(tmp_path: Path) -> None:
+    """A regular file listed, then replaced by a device node or a symlink to a host file before it is read."""
+    root, host = tmp_path / "live", tmp_path / "host"
+    root.mkdir()
+    host.mkdir()
+    (host / "secret").write_bytes(b"HOST SECRET")
+    for name in ("dev", "link"):
+        (root / name).write_bytes(b"mine")
+    writer = fsexport.TarWriter()
+    chunks: list[bytes] = []
+    for e in fsexport.walk(root):
+        os.unlink(root / e.name)
+        if e.name == "dev":
+            os.mknod(root / "dev", stat.S_IFCHR | 0o600, os.makedev(1, 5))  # /dev/zero: never opened
+        else:
+            os.symlink(str(host / "secret"), root / "link")
+        chunks += writer.entry(e)
+    data = b"".join(chunks) + fsexport.END_OF_ARCHIVE
+    assert b"HOST SECRET" not in data
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        assert tar.getnames() == []
