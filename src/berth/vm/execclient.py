@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         sel.register(0, selectors.EVENT_READ)
     except (PermissionError, ValueError):  # /dev/null or a file: nothing to wait for
-        sock.sendall(ap.encode_stdin_eof(0))
+        _send(sock, ap.encode_stdin_eof(0))
     sel.register(wake_r, selectors.EVENT_READ)
     decoder = ap.Decoder()
     code = NO_START
@@ -119,18 +119,25 @@ def main(argv: list[str] | None = None) -> None:
                             return
                 elif key.fileobj == 0:
                     data = os.read(0, 65536)
-                    if data:
-                        sock.sendall(b"".join(ap.encode_stdin(0, data)))
-                    else:
-                        sock.sendall(ap.encode_stdin_eof(0))
-                        sel.unregister(0)
+                    frames = b"".join(ap.encode_stdin(0, data)) if data else ap.encode_stdin_eof(0)
+                    if not _send(sock, frames) or not data:
+                        sel.unregister(0)  # the process is gone or has all its input: still read its exit
                 else:
                     os.read(wake_r, 64)
-                    sock.sendall(ap.encode_resize(0, *_winsize(0)))
+                    _send(sock, ap.encode_resize(0, *_winsize(0)))
     finally:
         if saved is not None:
             termios.tcsetattr(0, termios.TCSADRAIN, saved)
         sys.exit(code)
+
+
+def _send(sock: socket.socket, data: bytes) -> bool:
+    """Send to the monitor; False when it has already closed its side (the process ended first)."""
+    try:
+        sock.sendall(data)
+    except (BrokenPipeError, ConnectionResetError):
+        return False
+    return True
 
 
 if __name__ == "__main__":
