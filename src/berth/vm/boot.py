@@ -220,7 +220,10 @@ class Qmp:
             doc["arguments"] = dict(arguments)
         self._writer.write(json.dumps(doc).encode() + b"\n")
         await self._writer.drain()
+        return await self._answer(command, timeout)
 
+    async def _answer(self, command: str, timeout: float) -> Any:
+        """The reply to the command just sent (events that come first are kept); CommandFailed on an error."""
         async def answer() -> dict[str, Any]:
             while True:
                 msg = await self._line()
@@ -251,18 +254,7 @@ class Qmp:
                 await asyncio.sleep(0.005)
         if sent < len(line):
             await loop.sock_sendall(self._sock, line[sent:])
-
-        async def answer() -> dict[str, Any]:
-            while True:
-                msg = await self._line()
-                if "event" in msg:
-                    self.events.append(msg)
-                elif "return" in msg or "error" in msg:
-                    return msg
-
-        reply = await asyncio.wait_for(answer(), timeout)
-        if "error" in reply:
-            raise CommandFailed([QEMU, "qmp", "getfd"], 1, str(reply["error"].get("desc", reply["error"])))
+        await self._answer("getfd", timeout)
 
     async def wait_event(self, name: str, *, timeout: float) -> dict[str, Any]:
         """Wait for the event *name* (or return it if it already came)."""
