@@ -36,7 +36,7 @@ from berth.build import dockerfile as dfp
 from berth.build.context import Context, find_sources
 from berth.build.copyops import ImageTree, Owner, add_into, copy_into, download, resolve_owner
 from berth.errors import BerthError, InvalidArgument, NotFound
-from berth.host import mount
+from berth.host import mount, spool
 from berth.image import fsexport
 from berth.image import platform as platforms
 from berth.metadata.db import Database
@@ -105,13 +105,11 @@ class Builder:
 
     # -- entry ------------------------------------------------------------------------
     async def build(self, body: AsyncIterator[bytes], opts: BuildOptions, emit: Emit) -> str:
-        work = Path(tempfile.mkdtemp(prefix="b-", dir=self._tmp))
+        work = Path(await spool.settled(tempfile.mkdtemp, None, "b-", self._tmp))
         try:
-            spool = work / "context.tar"
-            with open(spool, "wb") as f:
-                async for chunk in body:
-                    f.write(chunk)
-            ctx = await asyncio.to_thread(_extract, spool, work / "ctx", opts.dockerfile)
+            context_tar = work / "context.tar"
+            await spool.to_file(body, context_tar)  # written in a thread, never on the event loop
+            ctx = await asyncio.to_thread(_extract, context_tar, work / "ctx", opts.dockerfile)
             text = ctx.read_dockerfile(opts.dockerfile)
             df = dfp.parse(text)
             wanted = [p.strip() for p in opts.platform.split(",") if p.strip()]
@@ -120,7 +118,7 @@ class Builder:
             else:
                 image_id = await self._run(df, ctx, opts, emit, work)
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            await spool.settled(shutil.rmtree, work, True)
         for tag in opts.tags:
             ref = reference.parse(tag)
             self._images.set_tag(str(ref), image_id)
@@ -149,7 +147,8 @@ class Builder:
                               "platform": platforms.to_dict(platforms.parse(plat))})
         index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
                             "manifests": manifests}, separators=(",", ":")).encode()
-        return self._images.register_index(index, {self._images.record(i)["manifest"]: i for _, i in built})
+        children = {self._images.record(i)["manifest"]: i for _, i in built}
+        return await asyncio.to_thread(self._images.register_index, index, children)
 
     async def _run(self, df: dfp.Dockerfile, ctx: Context, opts: BuildOptions, emit: Emit, work: Path) -> str:
         if not df.stages:
@@ -369,22 +368,19 @@ class Builder:
         offset = 0
         waiter = asyncio.ensure_future(self._containers.wait(cid, "not-running"))
 
-        def pump() -> None:
+        async def pump() -> None:  # the log is read in a thread, a bounded piece at a time
             nonlocal offset
-            try:
-                with open(log_path, "rb") as f:
-                    f.seek(offset)
-                    data = f.read()
-            except OSError:
-                return
-            offset += len(data)
-            if not opts.quiet:
-                for entry in parser.feed(data):
-                    emit({"stream": entry.data.decode(errors="replace")})
+            while data := await asyncio.to_thread(_read_at, log_path, offset, LOG_READ):
+                offset += len(data)
+                if not opts.quiet:
+                    for entry in parser.feed(data):
+                        emit({"stream": entry.data.decode(errors="replace")})
+                if len(data) < LOG_READ:
+                    return
         while not waiter.done():
-            pump()
+            await pump()
             await asyncio.sleep(0.05)
-        pump()
+        await pump()
         result = waiter.result()
         if result.get("Error") and result["Error"].get("Message"):
             raise BuildError(str(result["Error"]["Message"]), int(result.get("StatusCode") or 1))
@@ -404,8 +400,7 @@ class Builder:
         srcs = [w for w in words[:-1] if w not in heredoc_words]
         from_ref = ins.flags.get("from")
         scratch = work / f"layer-{hashlib.sha256(ins.original.encode()).hexdigest()[:8]}"
-        shutil.rmtree(scratch, ignore_errors=True)
-        scratch.mkdir()
+        await asyncio.to_thread(_fresh_dir, scratch)
         paths: list[Path] = []
         files: list[Path] = []  # daemon-made files (downloads, heredoc bodies): copied by name, never unpacked
         with contextlib.ExitStack() as stack:
@@ -425,21 +420,20 @@ class Builder:
                 checksum = await asyncio.to_thread(ctx.checksum, paths) if paths else ""
                 for url in urls:
                     where = work / "downloads" / hashlib.sha256(url.encode()).hexdigest()[:12]
-                    where.mkdir(parents=True, exist_ok=True)
+                    await asyncio.to_thread(where.mkdir, parents=True, exist_ok=True)
                     fetched = await download(url, where)
                     files.append(fetched)
-                    checksum += hashlib.sha256(fetched.read_bytes()).hexdigest()
+                    checksum += await asyncio.to_thread(_file_sha256, fetched)
             for name, doc in heredocs.items():
                 hd = work / "heredocs" / hashlib.sha256(ins.original.encode()).hexdigest()[:8] / name
-                hd.parent.mkdir(parents=True, exist_ok=True)
-                hd.write_text(doc.content)
+                await asyncio.to_thread(_write_text, hd, doc.content)
                 files.append(hd)
                 checksum += hashlib.sha256(doc.content.encode()).hexdigest()
             key = self._key(state, ins.original, {"sum": checksum, "flags": ins.flags})
             if self._from_cache(key, state, opts, emit):
                 return
             tree = ImageTree(self._images.layer_dirs(state.image)) if state.image else None
-            owner = self._owner(ins.flags.get("chown"), tree, env, df)
+            owner = await asyncio.to_thread(self._owner, ins.flags.get("chown"), tree, env, df)  # reads /etc files
             chmod = int(ins.flags["chmod"], 8) if ins.flags.get("chmod") else None
             workdir = state.config.get("WorkingDir") or "/"
 
@@ -449,7 +443,7 @@ class Builder:
             await asyncio.to_thread(op, scratch, paths, source_root, dest, workdir=workdir, dest_is_dir=dest_is_dir,
                                     owner=owner, chmod=chmod, image=tree, files=files)
         layer, _ = await asyncio.to_thread(self._imageio.layer_from_chunks, fsexport.iter_tree_tar(scratch))
-        shutil.rmtree(scratch, ignore_errors=True)
+        await spool.settled(shutil.rmtree, scratch, True)
         history = {"created_by": f"/bin/sh -c #(nop) {ins.original}"}
         image = await asyncio.to_thread(self._imageio.derive, state.image, _clean(state.config), layer=layer,
                                         history=history, platform=state.platform)
@@ -529,9 +523,40 @@ class Builder:
             emit({"stream": text + "\n"})
 
 
-def _extract(spool: Path, dest: Path, dockerfile: str) -> Context:
-    with open(spool, "rb") as f:
+def _extract(context_tar: Path, dest: Path, dockerfile: str) -> Context:
+    with open(context_tar, "rb") as f:
         return Context.extract(f, dest, dockerfile)
+
+
+LOG_READ = 1 << 20  # bytes of a RUN step's log read at once (in a thread)
+
+
+def _read_at(path: str, offset: int, limit: int) -> bytes:
+    """At most *limit* bytes of *path* from *offset*; b"" when there are none or the file is gone."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            return f.read(limit)
+    except OSError:
+        return b""
+
+
+def _fresh_dir(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir()
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
 
 
 def _upper_layer(upper: Path) -> Iterator[bytes]:

@@ -27,6 +27,7 @@ from typing import IO, Any, cast
 
 from berth.content.local import LocalStore
 from berth.errors import InvalidArgument, NotFound, NotImplemented_, Unavailable
+from berth.host import spool
 from berth.image import platform as platforms
 from berth.oci import reference
 from berth.registry import (
@@ -286,13 +287,13 @@ class Distribution:
         """
         digest, total = str(desc["digest"]), int(desc.get("size") or 0)
         short = digest[7:19]
-        ingest = self._store.resume(digest)
+        ingest = await spool.settled(self._store.resume, digest)  # hashes a partial file: not on the loop
         unpacker = Unpacker(self._images, unpack) if unpack else None
         last = 0.0
         try:
             if unpacker is not None and ingest.size:  # what an earlier attempt got: unpack it first
                 with open(ingest.path, "rb") as done:
-                    while chunk := done.read(1 << 20):
+                    while chunk := await spool.settled(done.read, 1 << 20):
                         await unpacker.feed(chunk)
             for attempt in range(RESUME_ATTEMPTS):
                 try:
@@ -304,7 +305,7 @@ class Distribution:
                                 await unpacker.abort()
                                 unpacker = Unpacker(self._images, str(unpack))
                         async for chunk in stream:
-                            ingest.write(chunk)
+                            await spool.settled(ingest.write, chunk)  # file I/O in a thread
                             if unpacker is not None:
                                 await unpacker.feed(chunk)
                             now = time.monotonic()
@@ -337,7 +338,7 @@ class Distribution:
             except InvalidArgument as exc:
                 refused = exc
         try:
-            ingest.commit(digest)  # the blob's own digest first: a wrong blob explains a bad layer
+            await spool.settled(ingest.commit, digest)  # the blob's own digest first: a wrong blob explains a bad layer
         except InvalidArgument as exc:
             if tmp is not None:
                 self._images.discard_layer(tmp)
@@ -444,7 +445,7 @@ class Distribution:
         async def chunks() -> Any:
             sent[0] = 0
             with open(path, "rb") as f:
-                while data := f.read(1 << 20):
+                while data := await asyncio.to_thread(f.read, 1 << 20):
                     sent[0] += len(data)
                     if show and time.monotonic() - last[0] >= PROGRESS_EVERY:
                         last[0] = time.monotonic()

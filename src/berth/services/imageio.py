@@ -24,6 +24,7 @@ from typing import Any
 from berth import timefmt
 from berth.content.local import LocalStore
 from berth.errors import InvalidArgument, NotFound
+from berth.host import spool
 from berth.image import imagearchive, layerdiff
 from berth.image.changes import parse_changes
 from berth.oci import reference
@@ -75,18 +76,15 @@ class ImageIO:
     # load -------------------------------------------------------------------------
     async def load(self, body: AsyncIterator[bytes]) -> list[str]:
         """Store every image of the archive streamed in *body*; return Docker's "Loaded image" lines."""
-        work = Path(tempfile.mkdtemp(prefix="load-", dir=self._tmp))
+        work = Path(await spool.settled(tempfile.mkdtemp, None, "load-", self._tmp))
         try:
-            spool = work / "archive.tar"
-            with open(spool, "wb") as f:
-                async for chunk in body:
-                    f.write(chunk)
-            if spool.stat().st_size == 0:
+            archive = work / "archive.tar"
+            if await spool.to_file(body, archive) == 0:  # written in a thread, never on the event loop
                 raise InvalidArgument("docker load: the request body is empty: send an image archive "
                                       "(docker save's output or an OCI layout tar)")
-            return await asyncio.to_thread(self._load_spooled, spool, work / "x")
+            return await asyncio.to_thread(self._load_spooled, archive, work / "x")
         finally:
-            shutil.rmtree(work, ignore_errors=True)
+            await spool.settled(shutil.rmtree, work, True)
 
     def _load_spooled(self, spool: Path, root: Path) -> list[str]:
         root.mkdir()

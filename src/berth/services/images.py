@@ -14,7 +14,6 @@ records, so the API layer only routes.
 
 from __future__ import annotations
 
-import asyncio
 import bz2
 import contextlib
 import fnmatch
@@ -27,13 +26,14 @@ import os
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from typing import IO, Any, AsyncIterator, BinaryIO, Callable, TypeVar, cast
+from typing import IO, Any, AsyncIterator, BinaryIO, Callable, cast
 
 import zstandard
 
 from berth import timefmt
 from berth.content.local import LocalStore
 from berth.errors import Conflict, InvalidArgument, NotFound
+from berth.host import spool
 from berth.image import archive
 from berth.image import platform as platforms
 from berth.image.changes import parse_changes
@@ -48,9 +48,6 @@ MEDIA_LAYER = "application/vnd.oci.image.layer.v1.tar"
 MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 INDEX_TYPES = (MEDIA_INDEX, DOCKER_LIST)
-
-
-_T = TypeVar("_T")
 
 
 def is_index(doc: dict[str, Any]) -> bool:
@@ -79,15 +76,7 @@ class _Hashing(io.RawIOBase):
 IMPORT_WRITE = 1 << 20  # bytes of an import's body gathered before one write (in a thread)
 
 
-async def _off_loop(fn: Callable[..., _T], *args: Any) -> _T:
-    """fn(*args) in a thread; a cancelled caller still waits for it to finish (it owns files)."""
-    job = asyncio.ensure_future(asyncio.to_thread(fn, *args))
-    try:
-        return await asyncio.shield(job)
-    except asyncio.CancelledError:
-        with contextlib.suppress(BaseException):
-            await job
-        raise
+_off_loop = spool.settled  # fn(*args) in a thread; a cancelled caller still waits for it (it owns files)
 
 
 def _decompressed(f: BinaryIO) -> tuple[IO[bytes], str]:
@@ -168,14 +157,7 @@ class Images:
         parse_changes(changes, config_body)
         ingest = await _off_loop(self._store.ingest)
         try:
-            pending = bytearray()
-            async for chunk in body:
-                pending += chunk
-                if len(pending) >= IMPORT_WRITE:
-                    await _off_loop(ingest.write, bytes(pending))
-                    pending.clear()
-            if pending:
-                await _off_loop(ingest.write, bytes(pending))
+            await spool.drain(body, ingest.write, batch=IMPORT_WRITE)  # written in a thread, batch by batch
             if ingest.size == 0:
                 raise InvalidArgument("import: the request body is empty: send a tar archive of a root file system")
             added = not self._store.exists(ingest.digest())
@@ -188,7 +170,7 @@ class Images:
                 size, diff_id, media = await _off_loop(self._unpack_single, layer_digest)
             except BaseException:
                 if added and not any(layer_digest in doc["layers"] for _, doc in self._db.images()):
-                    self._store.delete(layer_digest)
+                    await _off_loop(self._store.delete, layer_digest)
                 raise
             with self.lease([diff_id]):
                 created = now_iso()
@@ -198,13 +180,14 @@ class Images:
                     "history": [{"created": created, "created_by": "", "comment": message or "Imported from -"}],
                 }
                 config_raw = json.dumps(config, separators=(",", ":")).encode()
-                config_digest = self._store.put(config_raw)
+                config_digest = await _off_loop(self._store.put, config_raw)
                 manifest = {
                     "schemaVersion": 2, "mediaType": MEDIA_MANIFEST,
                     "config": {"mediaType": MEDIA_CONFIG, "digest": config_digest, "size": len(config_raw)},
                     "layers": [{"mediaType": media, "digest": layer_digest, "size": self._store.size(layer_digest)}],
                 }
-                manifest_digest = self._store.put(json.dumps(manifest, separators=(",", ":")).encode())
+                manifest_digest = await _off_loop(self._store.put,
+                                                  json.dumps(manifest, separators=(",", ":")).encode())
                 self._db.put_image(config_digest, {
                     "manifest": manifest_digest, "layers": [layer_digest], "diff_ids": [diff_id],
                     "size": size, "created": created,
