@@ -231,6 +231,6 @@ def _home(passwd_text: str | None, uid: int) -> str:
 
 
 def write_config(spec: runtime_spec.ContainerSpec, bundle: str) -> dict[str, Any]:
-    config = runtime_spec.build(spec)
+    config = runtime_spec.build(spec, os.uname().machine)  # the host's: its seccomp architectures
     fs.atomic_write(os.path.join(bundle, "config.json"), json.dumps(config).encode())
     return config

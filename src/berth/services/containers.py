@@ -328,7 +328,7 @@ class Containers:
                 namespaces["network"] = attached.netns
             spec = await asyncio.to_thread(bundles.build_spec, c.doc, c.dir, overlay.target,  # reads the image
                                            self._host_facts, namespaces, network=attached)
-            bundles.write_config(spec, c.dir)
+            await asyncio.to_thread(bundles.write_config, spec, c.dir)
             driver, size = validate.log_config(c.doc["HostConfig"].get("LogConfig"))
             started = await runtime.create(c.id, c.dir, CreateOptions(
                 tty=bool(cfg.get("Tty")), stdin=bool(cfg.get("OpenStdin")),
@@ -689,7 +689,7 @@ class Containers:
             pass
         self._db.delete_container(c.id)
         self._all.pop(c.id, None)
-        shutil.rmtree(c.dir, ignore_errors=True)
+        await asyncio.to_thread(shutil.rmtree, c.dir, ignore_errors=True)  # an upper dir may hold much
         if volumes or c.doc["HostConfig"].get("AutoRemove"):  # docker rm -v, and --rm containers
             self.volumes.remove_anonymous(c.doc)
         c.removed = True
