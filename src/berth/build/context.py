@@ -59,6 +59,7 @@ from typing import (
 )
 
 from berth.errors import FailedPrecondition, InvalidArgument
+from berth.host import fstree
 from berth.image import archive
 
 log = logging.getLogger(__name__)
@@ -449,36 +450,25 @@ def _clean_name(name: str, what: str) -> list[str]:
     return parts
 
 
-def _parents(root: str, parts: list[str]) -> None:
-    archive.make_parents(root, "/".join(parts), refused="build context refused")
+def _parent_fd(root_fd: int, parts: list[str]) -> int:
+    """A descriptor of the directory holding *parts*, missing parents made, reached without following a symlink."""
+    return archive.open_parents(root_fd, "/".join(parts), refused="build context refused")
 
 
-def _existing(root: str, parts: list[str]) -> str | None:
-    """The path of the file or symlink at *parts*, reached through real directories only; else None."""
-    path = root
-    for i, part in enumerate(parts):
-        path = os.path.join(path, part)
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            return None
-        last = i == len(parts) - 1
-        if not last and not stat.S_ISDIR(st.st_mode):
-            return None
-        if last and not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
-            return None
-    return path if parts else None
-
-
-def _remove(path: str) -> None:
+def _existing(root_fd: int, parts: list[str]) -> tuple[int, str] | None:
+    """(descriptor of its directory, name) of the file or symlink at *parts*, reached through real
+    directories only; else None."""
+    if not parts:
+        return None
     try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(path)
-    else:
-        os.unlink(path)
+        parent = fstree.open_beneath(root_fd, parts[:-1])
+    except (FileNotFoundError, fstree.NotADirectoryBelow):
+        return None
+    st = fstree.lstat_at(parent, parts[-1])
+    if st is None or not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
+        os.close(parent)
+        return None
+    return parent, parts[-1]
 
 
 class _Prefixed:
@@ -526,16 +516,13 @@ def extract_context(stream: IO[bytes], root: Path | str) -> int:
     """
     top = os.fspath(root)
     os.makedirs(top, exist_ok=True)
-    dirs: list[tuple[str, tarfile.TarInfo]] = []
-    total = 0
     try:
         tar = _open_tar(stream)
         if tar is None:
             return 0
         with tar:
             try:
-                for member in tar:
-                    total += _extract_member(tar, member, top, dirs)
+                total = _extract_all(tar, top)
             except (tarfile.TarError, EOFError) as exc:
                 raise InvalidArgument(f"the build context is not a valid tar: {exc}") from exc
             except OSError as exc:
@@ -549,59 +536,91 @@ def extract_context(stream: IO[bytes], root: Path | str) -> int:
             raise FailedPrecondition(f"no space left on the device holding {top} while unpacking the build "
                                      "context; free some space and build again") from exc
         raise
-    for path, member in reversed(dirs):
-        st = os.lstat(path)
-        if stat.S_ISDIR(st.st_mode):
-            os.chmod(path, member.mode & 0o7777)
-            os.utime(path, (member.mtime, member.mtime), follow_symlinks=False)
     return total
 
 
-def _extract_member(tar: tarfile.TarFile, m: tarfile.TarInfo, root: str,
-                    dirs: list[tuple[str, tarfile.TarInfo]]) -> int:
+def _extract_all(tar: tarfile.TarFile, top: str) -> int:
+    """Every member of *tar* below *top*, made relative to directory descriptors; directory modes last."""
+    dirs: list[tuple[list[str], tarfile.TarInfo]] = []
+    total = 0
+    root_fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for member in tar:
+            total += _extract_member(tar, member, root_fd, dirs)
+        for parts, member in reversed(dirs):
+            try:  # reached again without following a symlink a later member put in its way
+                fd = fstree.open_beneath(root_fd, parts)
+            except (FileNotFoundError, fstree.NotADirectoryBelow):
+                continue
+            try:
+                os.fchmod(fd, member.mode & 0o7777)
+                os.utime(fd, (member.mtime, member.mtime))
+            finally:
+                os.close(fd)
+    finally:
+        os.close(root_fd)
+    return total
+
+
+def _extract_member(tar: tarfile.TarFile, m: tarfile.TarInfo, root_fd: int,
+                    dirs: list[tuple[list[str], tarfile.TarInfo]]) -> int:
     parts = _clean_name(m.name, "entry")
     if not parts:
         return 0
-    _parents(root, parts)
-    path = os.path.join(root, *parts)
+    parent = _parent_fd(root_fd, parts)
+    try:
+        return _make(tar, m, root_fd, parent, parts, dirs)
+    finally:
+        os.close(parent)
+
+
+def _make(tar: tarfile.TarFile, m: tarfile.TarInfo, root_fd: int, parent: int, parts: list[str],
+          dirs: list[tuple[list[str], tarfile.TarInfo]]) -> int:
+    """Make the member *m* (at *parts*) by name in its *parent* directory's descriptor."""
+    base = parts[-1]
     rel = "/".join(parts)
     if m.isdir():
-        try:
-            if not stat.S_ISDIR(os.lstat(path).st_mode):
-                os.unlink(path)
-                os.mkdir(path, 0o755)
-        except FileNotFoundError:
-            os.mkdir(path, 0o755)
-        dirs.append((path, m))
+        st = fstree.lstat_at(parent, base)
+        if st is None or not stat.S_ISDIR(st.st_mode):
+            if st is not None:
+                os.unlink(base, dir_fd=parent)
+            fstree.mkdir_at(parent, base, 0o755)
+        dirs.append((parts, m))
         return 0
     size = 0
     if m.isreg():
-        _remove(path)
+        fstree.remove_at(parent, base)
         src = tar.extractfile(m)
         assert src is not None
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            while chunk := src.read(_CHUNK):
-                out.write(chunk)
-                size += len(chunk)
-        os.chmod(path, m.mode & 0o7777)
-    elif m.issym():
-        _remove(path)
-        os.symlink(m.linkname, path)
+        fd = fstree.create_file_at(parent, base)
+        try:
+            size = fstree.copy_stream(fd, src, _CHUNK)
+            os.fchmod(fd, m.mode & 0o7777)
+            os.utime(fd, (m.mtime, m.mtime))
+        finally:
+            os.close(fd)
+        return size
+    if m.issym():
+        fstree.remove_at(parent, base)
+        fstree.symlink_at(parent, base, m.linkname)
     elif m.islnk():
         target_parts = _clean_name(m.linkname, "hard link target")
-        target = _existing(root, target_parts)
+        target = _existing(root_fd, target_parts)
         if target is None:
             raise _refuse(f"hard link {rel!r} names {m.linkname!r}, which is not an earlier file of the archive")
-        if target != path:
-            _remove(path)
-            os.link(target, path, follow_symlinks=False)
+        target_dir, target_name = target
+        try:
+            if target_parts != parts:
+                fstree.remove_at(parent, base)
+                fstree.link_at(target_dir, target_name, parent, base)
+        finally:
+            os.close(target_dir)
         return 0
     else:
         kind = {tarfile.CHRTYPE: "a character device", tarfile.BLKTYPE: "a block device",
                 tarfile.FIFOTYPE: "a fifo"}.get(m.type, f"of tar type {m.type!r}")
         raise _refuse(f"{rel!r} is {kind}; remove it from the context directory or list it in .dockerignore")
-    os.utime(path, (m.mtime, m.mtime), follow_symlinks=False)
+    os.utime(base, (m.mtime, m.mtime), dir_fd=parent, follow_symlinks=False)
     return size
 
 

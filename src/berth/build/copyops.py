@@ -37,7 +37,9 @@ and --chmod apply to what is copied, not to what is extracted). Names are
 cleaned (a leading "/" is dropped, ".." may not leave the destination), a
 relative symlink may not point outside the destination, a hard link must
 name an earlier entry, no entry is written through a symlink the archive
-made, and ".wh." whiteout names are skipped.
+made (each is made by name in a descriptor of its directory, reached from the
+layer's descriptor without following a symlink: berth.host.fstree), and ".wh."
+whiteout names are skipped.
 
 download() fetches ADD's URLs with httpx; the caller then copies the file
 through the `files` argument of add_into/copy_into, which never unpacks
@@ -66,6 +68,7 @@ import httpx
 
 from berth.build.context import MAX_SYMLINKS, relative_parts, resolve_in_dir, resolve_scoped, split_clean
 from berth.errors import FailedPrecondition, InvalidArgument, Unavailable
+from berth.host import fstree
 from berth.oci import passwd as passwd_files
 
 log = logging.getLogger(__name__)
@@ -473,35 +476,34 @@ class _LayerWriter:
 
         written: dict[str, list[str]] = {}
         dirs: list[tuple[list[str], tarfile.TarInfo]] = []
-        with open(archive, "rb") as f:
-            try:
-                with tarfile.open(fileobj=f, mode="r|*") as tar:
-                    for m in tar:
-                        self._extract_member(tar, m, target, written, dirs, refuse)
-            except (tarfile.TarError, EOFError) as exc:
-                raise refuse(f"not a valid tar: {exc}") from exc
-            except OSError as exc:
-                if exc.errno is None:
-                    raise refuse(f"not a valid compressed tar: {exc}") from exc
-                raise
-        for parts, m in reversed(dirs):
-            if not self._real_dir(parts):
-                continue
-            path = self.path(parts)
-            os.lchown(path, m.uid, m.gid)
-            os.chmod(path, m.mode & 0o7777)
-            os.utime(path, (m.mtime, m.mtime), follow_symlinks=False)
-
-    def _real_dir(self, parts: Sequence[str]) -> bool:
-        for depth in range(1, len(parts) + 1):
-            st = self.layer_lstat(parts[:depth])
-            if st is None or not stat.S_ISDIR(st.st_mode):
-                return False
-        return True
+        layer_fd = os.open(self.layer, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            with open(archive, "rb") as f:
+                try:
+                    with tarfile.open(fileobj=f, mode="r|*") as tar:
+                        for m in tar:
+                            self._extract_member(tar, m, target, written, dirs, refuse, layer_fd)
+                except (tarfile.TarError, EOFError) as exc:
+                    raise refuse(f"not a valid tar: {exc}") from exc
+                except OSError as exc:
+                    if exc.errno is None:
+                        raise refuse(f"not a valid compressed tar: {exc}") from exc
+                    raise
+            for parts, m in reversed(dirs):
+                try:  # reached again without following a symlink a later entry put in its way
+                    fd = fstree.open_beneath(layer_fd, list(parts))
+                except (FileNotFoundError, fstree.NotADirectoryBelow):
+                    continue
+                try:
+                    fstree.set_attrs_fd(fd, fstree.Attrs(m.uid, m.gid, m.mode & 0o7777, m.mtime))
+                finally:
+                    os.close(fd)
+        finally:
+            os.close(layer_fd)
 
     def _extract_member(self, tar: tarfile.TarFile, m: tarfile.TarInfo, target: list[str],
                         written: dict[str, list[str]], dirs: list[tuple[list[str], tarfile.TarInfo]],
-                        refuse: Callable[[str], InvalidArgument]) -> None:
+                        refuse: Callable[[str], InvalidArgument], layer_fd: int) -> None:
         names = split_clean(m.name)
         if names is None:
             raise refuse(f"entry {m.name!r} leaves the destination with '..'")
@@ -512,59 +514,86 @@ class _LayerWriter:
             return
         try:
             parent = self.ensure_dir([*target, *names[:-1]])
+            pfd = fstree.open_beneath(layer_fd, parent)  # real directories of the layer, none followed
         except InvalidArgument as exc:
             raise refuse(f"entry {m.name!r}: {str(exc).removeprefix(self.instruction + ' failed: ')}") from exc
-        here = [*parent, names[-1]]
-        path = self.path(here)
+        try:
+            self._make(tar, m, names, [*parent, names[-1]], pfd, written, dirs, refuse, layer_fd)
+        finally:
+            os.close(pfd)
+
+    def _hard_link_source(self, first: list[str] | None, layer_fd: int) -> tuple[int, str] | None:
+        """(descriptor of its directory, name) of the earlier entry a hard link names, reached without
+        following a symlink; None when it is gone or is (or links to) a directory."""
+        if not first:
+            return None
+        try:
+            fd = fstree.open_beneath(layer_fd, first[:-1])
+        except (FileNotFoundError, fstree.NotADirectoryBelow):
+            return None
+        st = fstree.lstat_at(fd, first[-1])
+        if st is not None and stat.S_ISLNK(st.st_mode):
+            with fstree.Root(self.layer) as root:
+                if fstree.kind(root, "/".join(first)) == "dir":
+                    st = None
+        if st is None or stat.S_ISDIR(st.st_mode):
+            os.close(fd)
+            return None
+        return fd, first[-1]
+
+    def _make(self, tar: tarfile.TarFile, m: tarfile.TarInfo, names: list[str], here: list[str], pfd: int,
+              written: dict[str, list[str]], dirs: list[tuple[list[str], tarfile.TarInfo]],
+              refuse: Callable[[str], InvalidArgument], layer_fd: int) -> None:
+        """Make the member *m* by name (here[-1]) in its parent directory's descriptor *pfd*."""
+        base = here[-1]
         if m.isdir():
-            mine = self.layer_lstat(here)
+            mine = fstree.lstat_at(pfd, base)
             if mine is not None and not stat.S_ISDIR(mine.st_mode):
-                os.unlink(path)
+                os.unlink(base, dir_fd=pfd)
                 mine = None
             if mine is None:
-                os.mkdir(path, 0o700)
+                fstree.mkdir_at(pfd, base, 0o700)
             dirs.append((here, m))
             written["/".join(names)] = here
             return
         if m.islnk():
             link_names = split_clean(m.linkname)
             first = written.get("/".join(link_names)) if link_names else None
-            if first is None or not os.path.lexists(self.path(first)) or os.path.isdir(self.path(first)):
+            source = self._hard_link_source(first, layer_fd)
+            if source is None:
                 raise refuse(f"hard link {m.name!r} names {m.linkname!r}, which is not an earlier file of the "
                              "archive")
-            if first != here:
-                _remove(path)
-                os.link(self.path(first), path, follow_symlinks=False)
+            try:
+                if first != here:
+                    fstree.remove_at(pfd, base)
+                    fstree.link_at(source[0], source[1], pfd, base)
+            finally:
+                os.close(source[0])
             written["/".join(names)] = here
             return
-        _remove(path)
+        fstree.remove_at(pfd, base)
         if m.isreg():
             src = tar.extractfile(m)
             assert src is not None
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-            with os.fdopen(fd, "wb") as out:
-                shutil.copyfileobj(src, out, _CHUNK)
+            fd = fstree.create_file_at(pfd, base)
+            try:
+                fstree.copy_stream(fd, src, _CHUNK)
+            finally:
+                os.close(fd)
         elif m.issym():
             if not m.linkname.startswith("/") and split_clean("/".join([*names[:-1], m.linkname])) is None:
                 raise refuse(f"symlink {m.name!r} -> {m.linkname!r} points outside the destination")
-            os.symlink(m.linkname, path)
+            fstree.symlink_at(pfd, base, m.linkname)
         elif m.ischr() or m.isblk():
             kind = stat.S_IFCHR if m.ischr() else stat.S_IFBLK
-            os.mknod(path, kind | 0o600, os.makedev(m.devmajor, m.devminor))
+            fstree.mknod_at(pfd, base, kind | 0o600, os.makedev(m.devmajor, m.devminor))
         elif m.isfifo():
-            os.mkfifo(path, 0o600)
+            fstree.mknod_at(pfd, base, stat.S_IFIFO | 0o600)
         else:
             raise refuse(f"entry {m.name!r} has the unsupported tar type {m.type!r}")
-        os.lchown(path, m.uid, m.gid)
-        if not m.issym():
-            os.chmod(path, m.mode & 0o7777)
-        for key, value in m.pax_headers.items():
-            if key.startswith("SCHILY.xattr.") and not key[13:].startswith(_SKIP_XATTR_PREFIXES):
-                try:
-                    os.setxattr(path, key[13:], value.encode("utf-8", "surrogateescape"), follow_symlinks=False)
-                except OSError as exc:
-                    log.debug("xattr %s not set on %s: %s", key[13:], path, exc)
-        os.utime(path, (m.mtime, m.mtime), follow_symlinks=False)
+        xattrs = tuple((k, v) for k, v in fstree.pax_xattrs(m.pax_headers) if not k.startswith(_SKIP_XATTR_PREFIXES))
+        fstree.set_attrs_at(pfd, base, fstree.Attrs(m.uid, m.gid, None if m.issym() else m.mode & 0o7777,
+                                                    m.mtime, xattrs))
         written["/".join(names)] = here
 
 

@@ -3,8 +3,9 @@
 Strategy: the tar is read as a stream (gzip detected by tarfile), member by
 member. Every name is normalised and must stay inside the target: absolute
 names and `..` components are refused, and no write ever goes through a
-symlink (each parent directory is checked with lstat, files are opened with
-O_NOFOLLOW). Symlinks may point anywhere: they are resolved inside the
+symlink: each parent directory is opened O_NOFOLLOW relative to the one above
+it, starting from a descriptor of the target, and every entry is made by name
+in its parent's descriptor (berth.host.fstree: O_EXCL, O_NOFOLLOW, *at calls). Symlinks may point anywhere: they are resolved inside the
 container, never by us. Hard links must name an entry already inside the
 target. OCI whiteouts (.wh.NAME, .wh..wh..opq) become overlayfs whiteouts
 (a 0/0 character device, the trusted.overlay.opaque xattr), so each layer can
@@ -21,6 +22,7 @@ import tarfile
 from typing import BinaryIO
 
 from berth.errors import InvalidArgument
+from berth.host import fstree
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -47,53 +49,30 @@ def _clean(name: str, what: str) -> str:
 def make_parents(root: str, rel: str, *, refused: str = "layer refused") -> None:
     """Create the missing parents of *rel* inside *root*; refuse a parent that is a symlink or not a
     directory (a write through it could leave the root). Shared by every tar berth extracts."""
-    path = root
-    for part in rel.split("/")[:-1]:
-        path = os.path.join(path, part)
-        try:
-            st = os.lstat(path)
-        except FileNotFoundError:
-            os.mkdir(path, 0o755)
-            continue
-        if not stat.S_ISDIR(st.st_mode):
-            kind = "a symlink" if stat.S_ISLNK(st.st_mode) else "not a directory"
-            raise InvalidArgument(f"{refused}: {rel!r} would be written below {part!r}, which is {kind}")
-
-
-def _check_parents(root: str, rel: str) -> None:
-    make_parents(root, rel)
-
-
-def _real_dir_inside(root: str, path: str) -> bool:
-    """True when *path* and every parent up to *root* are real directories (no symlinks)."""
-    rel = os.path.relpath(path, root)
-    current = root
-    for part in ([] if rel == "." else rel.split(os.sep)):
-        current = os.path.join(current, part)
-        try:
-            st = os.lstat(current)
-        except FileNotFoundError:
-            return False
-        if not stat.S_ISDIR(st.st_mode):
-            return False
-    return True
-
-
-def _remove(path: str) -> None:
+    top = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        return
-    if stat.S_ISDIR(st.st_mode):
-        for entry in os.listdir(path):
-            _remove(os.path.join(path, entry))
-        os.rmdir(path)
-    else:
-        os.unlink(path)
+        os.close(open_parents(top, rel, refused=refused))
+    finally:
+        os.close(top)
+
+
+def open_parents(root_fd: int, rel: str, *, refused: str = "layer refused") -> int:
+    """A descriptor of the directory holding *rel* below *root_fd*, missing parents made, no symlink followed.
+
+    Raises:
+        InvalidArgument: a parent is a symlink or not a directory.
+    """
+    try:
+        return fstree.open_beneath(root_fd, rel.split("/")[:-1], create=True)
+    except fstree.NotADirectoryBelow as exc:
+        raise InvalidArgument(f"{refused}: {rel!r} would be written below {exc.part!r}, which is {exc.what}") from None
 
 
 def apply_layer(stream: BinaryIO, root: str) -> int:
     """Extract the tar read from *stream* into *root*; return the bytes of file content.
+
+    Every member is made relative to a descriptor of its parent directory, reached
+    from *root*'s descriptor without following any symlink (berth.host.fstree).
 
     Raises:
         InvalidArgument: a member would escape *root*, or the archive is not a tar.
@@ -105,97 +84,110 @@ def apply_layer(stream: BinaryIO, root: str) -> int:
         tar = tarfile.open(fileobj=stream, mode="r|*")
     except tarfile.TarError as exc:
         raise InvalidArgument(f"not a tar archive (plain, gzip, bzip2 or xz): {exc}") from exc
-    with tar:
-        try:
-            for member in tar:
-                total += _apply_member(tar, member, root, dirs)
-        except tarfile.TarError as exc:
-            raise InvalidArgument(f"layer is not a valid tar archive: {exc}") from exc
-    for path, member in reversed(dirs):
-        if not _real_dir_inside(root, path):
-            continue  # it, or a parent, was replaced later in the layer (by a symlink, say)
-        os.lchown(path, member.uid, member.gid)
-        os.chmod(path, member.mode & 0o7777)
-        os.utime(path, (member.mtime, member.mtime), follow_symlinks=False)
+    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        with tar:
+            try:
+                for member in tar:
+                    total += _apply_member(tar, member, root_fd, dirs)
+            except tarfile.TarError as exc:
+                raise InvalidArgument(f"layer is not a valid tar archive: {exc}") from exc
+        for rel, member in reversed(dirs):
+            try:
+                fd = fstree.open_beneath(root_fd, rel.split("/") if rel else [])
+            except (FileNotFoundError, fstree.NotADirectoryBelow):
+                continue  # it, or a parent, was replaced later in the layer (by a symlink, say)
+            try:
+                fstree.set_attrs_fd(fd, fstree.Attrs(member.uid, member.gid, member.mode & 0o7777, member.mtime))
+            finally:
+                os.close(fd)
+    finally:
+        os.close(root_fd)
     return total
 
 
-def _apply_member(tar: tarfile.TarFile, member: tarfile.TarInfo, root: str,
+def _apply_member(tar: tarfile.TarFile, member: tarfile.TarInfo, root_fd: int,
                   dirs: list[tuple[str, tarfile.TarInfo]]) -> int:
     rel = _clean(member.name, "entry")
     if not rel:
         if member.isdir():
-            dirs.append((root, member))
+            dirs.append(("", member))
         return 0
-    _check_parents(root, rel)
-    path = os.path.join(root, rel)
+    parent = open_parents(root_fd, rel)
+    try:
+        return _make(tar, member, root_fd, parent, rel, dirs)
+    finally:
+        os.close(parent)
+
+
+def _make(tar: tarfile.TarFile, member: tarfile.TarInfo, root_fd: int, parent: int, rel: str,
+          dirs: list[tuple[str, tarfile.TarInfo]]) -> int:
+    """Make *member* (named *rel*) in its *parent* directory's descriptor; the bytes of content written."""
     base = posixpath.basename(rel)
+    xattrs = fstree.pax_xattrs(member.pax_headers)
 
     if base == OPAQUE:
-        os.setxattr(os.path.dirname(path), "trusted.overlay.opaque", b"y")
+        os.setxattr(parent, "trusted.overlay.opaque", b"y")
         return 0
     if base.startswith(WHITEOUT_PREFIX):
         hidden = base[len(WHITEOUT_PREFIX):]
         if hidden in ("", ".", "..") or "/" in hidden:
             raise InvalidArgument(f"layer refused: whiteout {rel!r} names no file")
-        target = os.path.join(os.path.dirname(path), hidden)
-        _remove(target)
-        os.mknod(target, stat.S_IFCHR | 0o000, os.makedev(0, 0))
+        fstree.remove_at(parent, hidden)
+        fstree.mknod_at(parent, hidden, stat.S_IFCHR | 0o000, os.makedev(0, 0))
         return 0
 
     if member.isdir():
+        st = fstree.lstat_at(parent, base)
+        if st is None or not stat.S_ISDIR(st.st_mode):
+            fstree.remove_at(parent, base)
+            fstree.mkdir_at(parent, base, 0o755)
+        dirs.append((rel, member))
+        fd = fstree.open_dir_at(parent, base)
         try:
-            st = os.lstat(path)
-            if not stat.S_ISDIR(st.st_mode):
-                _remove(path)
-                os.mkdir(path, 0o755)
-        except FileNotFoundError:
-            os.mkdir(path, 0o755)
-        dirs.append((path, member))
-        _xattrs(path, member)
+            for key, value in xattrs:
+                try:
+                    os.setxattr(fd, key, value)
+                except OSError:
+                    pass
+        finally:
+            os.close(fd)
         return 0
 
-    _remove(path)
+    fstree.remove_at(parent, base)
     size = 0
+    attrs = fstree.Attrs(member.uid, member.gid, None if member.issym() else member.mode & 0o7777, member.mtime,
+                         xattrs)
     if member.isreg():
         src = tar.extractfile(member)
         assert src is not None
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            while chunk := src.read(1 << 20):
-                out.write(chunk)
-                size += len(chunk)
-    elif member.issym():
-        os.symlink(member.linkname, path)
+        fd = fstree.create_file_at(parent, base)
+        try:
+            size = fstree.copy_stream(fd, src)
+            fstree.set_attrs_fd(fd, attrs)
+        finally:
+            os.close(fd)
+        return size
+    if member.issym():
+        fstree.symlink_at(parent, base, member.linkname)
     elif member.islnk():
         target_rel = _clean(member.linkname, "hard link target")
-        _check_parents(root, target_rel)
-        target = os.path.join(root, target_rel)
-        if not os.path.lexists(target):
-            raise InvalidArgument(f"layer refused: hard link {rel!r} names {member.linkname!r}, not in the layer")
-        os.link(target, path, follow_symlinks=False)
+        target_parent = open_parents(root_fd, target_rel)
+        try:
+            target_base = posixpath.basename(target_rel)
+            if fstree.lstat_at(target_parent, target_base) is None:
+                raise InvalidArgument(f"layer refused: hard link {rel!r} names {member.linkname!r}, "
+                                      "not in the layer")
+            fstree.link_at(target_parent, target_base, parent, base)
+        finally:
+            os.close(target_parent)
         return 0
     elif member.ischr() or member.isblk():
         kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
-        os.mknod(path, kind | (member.mode & 0o7777), os.makedev(member.devmajor, member.devminor))
+        fstree.mknod_at(parent, base, kind | (member.mode & 0o7777), os.makedev(member.devmajor, member.devminor))
     elif member.isfifo():
-        os.mkfifo(path, member.mode & 0o7777)
+        fstree.mknod_at(parent, base, stat.S_IFIFO | (member.mode & 0o7777))
     else:
         raise InvalidArgument(f"layer refused: {rel!r} has an unsupported tar type {member.type!r}")
-
-    os.lchown(path, member.uid, member.gid)
-    if not member.issym():
-        os.chmod(path, member.mode & 0o7777)
-    _xattrs(path, member)
-    os.utime(path, (member.mtime, member.mtime), follow_symlinks=False)
+    fstree.set_attrs_at(parent, base, attrs)
     return size
-
-
-def _xattrs(path: str, member: tarfile.TarInfo) -> None:
-    for key, value in member.pax_headers.items():
-        if key.startswith("SCHILY.xattr."):
-            name = key[len("SCHILY.xattr."):]
-            try:
-                os.setxattr(path, name, value.encode("utf-8", "surrogateescape"), follow_symlinks=False)
-            except OSError:
-                pass

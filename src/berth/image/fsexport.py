@@ -33,6 +33,7 @@ berth.image.layerdiff and berth.image.imagearchive.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import tarfile
@@ -219,8 +220,12 @@ class TarWriter:
         if stat.S_ISLNK(st.st_mode):
             try:
                 info.linkname = os.readlink(entry.path)
-            except FileNotFoundError:
+            except (FileNotFoundError, NotADirectoryError):
                 return
+            except OSError as exc:
+                if exc.errno == errno.EINVAL:  # no longer a symlink (a container swapped it back)
+                    return
+                raise
         elif st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode):
             first = self._links.setdefault((st.st_dev, st.st_ino), name)
             if first != name:

@@ -89,6 +89,7 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, Sequence
 
 from berth.errors import FailedPrecondition, InvalidArgument, NotFound
+from berth.host import fstree
 from berth.image import archive, fsexport, ocilayout
 from berth.image.ocilayout import Descriptor
 from berth.oci import reference
@@ -210,23 +211,21 @@ def _clean(name: str, what: str) -> str:
     return archive.clean_name(name, what, refused="docker load: archive refused", inside="the archive")
 
 
-def _parents(root: str, rel: str) -> None:
-    archive.make_parents(root, rel, refused="docker load: archive refused")
-
-
-def _clear(path: str, rel: str) -> None:
-    """Make room for a new non-directory entry at *path* (a later duplicate replaces the earlier)."""
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
+def _clear(parent: int, name: str, rel: str) -> None:
+    """Make room for a new non-directory entry *name* in *parent* (a later duplicate replaces the earlier)."""
+    st = fstree.lstat_at(parent, name)
+    if st is None:
         return
     if stat.S_ISDIR(st.st_mode):
         raise _refuse(f"{rel!r} is both a directory and a file")
-    os.unlink(path)
+    os.unlink(name, dir_fd=parent)
 
 
 def extract_archive(stream: BinaryIO, root: Path) -> int:
     """Unpack the image archive read from *stream* (tar; gzip, bzip2 or xz allowed) into *root*.
+
+    Every entry is made by name in a descriptor of its parent directory, reached from
+    *root*'s descriptor without following a symlink (berth.host.fstree).
 
     Returns:
         The bytes of file content written.
@@ -239,6 +238,7 @@ def extract_archive(stream: BinaryIO, root: Path) -> int:
     top = os.fspath(root)
     os.makedirs(top, exist_ok=True)
     total = 0
+    root_fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         try:
             tar = tarfile.open(fileobj=stream, mode="r|*")
@@ -248,42 +248,51 @@ def extract_archive(stream: BinaryIO, root: Path) -> int:
         with tar:
             try:
                 for m in tar:
-                    total += _extract_member(tar, m, top)
+                    total += _extract_member(tar, m, root_fd)
             except tarfile.TarError as exc:
                 raise InvalidArgument(f"docker load: the archive is not a valid tar: {exc}") from exc
+        _check_symlinks(top, root_fd)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             raise FailedPrecondition(f"docker load: no space left on the device holding {top}; "
                                      "free some space and load again") from exc
         raise
-    _check_symlinks(top)
+    finally:
+        os.close(root_fd)
     return total
 
 
-def _extract_member(tar: tarfile.TarFile, m: tarfile.TarInfo, root: str) -> int:
+def _extract_member(tar: tarfile.TarFile, m: tarfile.TarInfo, root_fd: int) -> int:
     rel = _clean(m.name, "entry")
     if not rel:
         return 0
-    _parents(root, rel)
-    path = os.path.join(root, rel)
+    parent = archive.open_parents(root_fd, rel, refused="docker load: archive refused")
+    try:
+        return _make(tar, m, root_fd, parent, rel)
+    finally:
+        os.close(parent)
+
+
+def _make(tar: tarfile.TarFile, m: tarfile.TarInfo, root_fd: int, parent: int, rel: str) -> int:
+    """Make the entry *m* (named *rel*) by name in its *parent* directory's descriptor."""
+    base = posixpath.basename(rel)
     if m.isdir():
-        try:
-            if not stat.S_ISDIR(os.lstat(path).st_mode):
-                raise _refuse(f"{rel!r} is both a directory and a file")
-        except FileNotFoundError:
-            os.mkdir(path, 0o755)
+        st = fstree.lstat_at(parent, base)
+        if st is None:
+            fstree.mkdir_at(parent, base, 0o755)
+        elif not stat.S_ISDIR(st.st_mode):
+            raise _refuse(f"{rel!r} is both a directory and a file")
         return 0
     if m.isreg():
-        _clear(path, rel)
+        _clear(parent, base, rel)
         src = tar.extractfile(m)
         assert src is not None
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
-        size = 0
-        with os.fdopen(fd, "wb") as out:
-            while chunk := src.read(_CHUNK):
-                out.write(chunk)
-                size += len(chunk)
-        return size
+        fd = fstree.create_file_at(parent, base)
+        try:
+            os.fchmod(fd, 0o644)
+            return fstree.copy_stream(fd, src, _CHUNK)
+        finally:
+            os.close(fd)
     if m.issym():
         target = m.linkname
         if target.startswith("/"):
@@ -291,21 +300,23 @@ def _extract_member(tar: tarfile.TarFile, m: tarfile.TarInfo, root: str) -> int:
         resolved = posixpath.normpath(posixpath.join(posixpath.dirname(rel), target))
         if resolved == ".." or resolved.startswith("../"):
             raise _refuse(f"symlink {rel!r} -> {target!r} points outside the archive")
-        _clear(path, rel)
-        os.symlink(target, path)
+        _clear(parent, base, rel)
+        fstree.symlink_at(parent, base, target)
         return 0
     if m.islnk():
         target_rel = _clean(m.linkname, "hard link target")
-        _parents(root, target_rel)
-        target = os.path.join(root, target_rel)
+        target_parent = archive.open_parents(root_fd, target_rel, refused="docker load: archive refused")
         try:
-            st = os.lstat(target)
-        except FileNotFoundError:
-            raise _refuse(f"hard link {rel!r} names {m.linkname!r}, which is not (yet) in the archive") from None
-        if not stat.S_ISREG(st.st_mode):
-            raise _refuse(f"hard link {rel!r} names {m.linkname!r}, which is not a regular file")
-        _clear(path, rel)
-        os.link(target, path, follow_symlinks=False)
+            target_base = posixpath.basename(target_rel)
+            st = fstree.lstat_at(target_parent, target_base)
+            if st is None:
+                raise _refuse(f"hard link {rel!r} names {m.linkname!r}, which is not (yet) in the archive")
+            if not stat.S_ISREG(st.st_mode):
+                raise _refuse(f"hard link {rel!r} names {m.linkname!r}, which is not a regular file")
+            _clear(parent, base, rel)
+            fstree.link_at(target_parent, target_base, parent, base)
+        finally:
+            os.close(target_parent)
         return 0
     kind = {tarfile.CHRTYPE: "a character device", tarfile.BLKTYPE: "a block device",
             tarfile.FIFOTYPE: "a fifo"}.get(m.type, f"of tar type {m.type!r}")
@@ -316,15 +327,17 @@ def _inside(path: str, real_root: str) -> bool:
     return path == real_root or path.startswith(real_root.rstrip("/") + "/")
 
 
-def _check_symlinks(root: str) -> None:
-    """Every symlink under *root*, followed to the end, must stay inside *root*."""
+def _check_symlinks(root: str, root_fd: int) -> None:
+    """Every symlink under *root*, followed to the end, must stay inside *root* (listed by descriptor;
+    the tree is berth's own, just extracted)."""
     real_root = os.path.realpath(root)
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            path = os.path.join(dirpath, name)
-            if os.path.islink(path) and not _inside(os.path.realpath(path), real_root):
-                rel = os.path.relpath(path, root)
-                raise _refuse(f"symlink {rel!r} -> {os.readlink(path)!r} resolves outside the archive")
+    for entry in fstree.walk(root_fd):
+        if not stat.S_ISLNK(entry.st.st_mode):
+            continue
+        path = os.path.join(root, entry.name)
+        if not _inside(os.path.realpath(path), real_root):
+            target = os.readlink(entry.base, dir_fd=entry.dir_fd)
+            raise _refuse(f"symlink {entry.name!r} -> {target!r} resolves outside the archive")
 
 
 # --------------------------------------------------------------------------- #

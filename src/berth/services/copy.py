@@ -25,8 +25,9 @@ What crosses the boundary:
             berth.image.fsexport (PAX, numeric ids, xattrs, hard links kept).
   extract   PUT: the tar is read as a stream; each member's parent is resolved
             inside the container (missing parents are created), and the member
-            is created relative to that directory's descriptor (O_EXCL,
-            O_NOFOLLOW, *at calls). Names are cleaned: a leading "/" is dropped,
+            is created relative to that directory's descriptor with the
+            primitives of berth.host.fstree (O_EXCL, O_NOFOLLOW, *at calls,
+            attributes set through a descriptor pinned O_PATH|O_NOFOLLOW). Names are cleaned: a leading "/" is dropped,
             `..` that would leave the extraction directory is refused. Writes
             into read-only mounts or a read-only root are refused before any
             change. Directory modes, owners and times are applied last.
@@ -54,6 +55,7 @@ from typing import IO, Any
 
 from berth import timefmt
 from berth.errors import BerthError, FileTooLarge, InvalidArgument, NotFound
+from berth.host import fstree
 from berth.image import fsexport
 from berth.oci import passwd
 
@@ -317,9 +319,9 @@ def _open_component(view: View, parent: int, name: str, here: str, mount: MountP
     if why:
         raise InvalidArgument(f"cannot create {here} in container {view.name}: {why}")
     try:
-        os.mkdir(name, 0o755, dir_fd=parent)
+        fstree.mkdir_at(parent, name, 0o755)
     except FileExistsError:
-        pass
+        pass  # made (as anything) since we looked: opened unfollowed below, and checked by the caller
     return os.open(name, flags | os.O_NOFOLLOW, dir_fd=parent)
 
 
@@ -533,9 +535,9 @@ def _member(view: View, tar: tarfile.TarFile, member: tarfile.TarInfo, target: s
             _replace(pfd, base, here, member, options)
             if member.isdir():
                 try:
-                    os.mkdir(base, 0o755, dir_fd=pfd)
+                    fstree.mkdir_at(pfd, base, 0o755)
                 except FileExistsError:
-                    pass
+                    pass  # the container put something there since: its attributes are checked last
                 dirs.append((here, member))
                 return
             _create(view, tar, member, pfd, base, target, options)
@@ -545,9 +547,8 @@ def _member(view: View, tar: tarfile.TarFile, member: tarfile.TarInfo, target: s
 
 def _replace(pfd: int, base: str, here: str, member: tarfile.TarInfo, options: ExtractOptions) -> None:
     """Make room for *member*: keep a directory it merges into, else remove what is there."""
-    try:
-        st = os.stat(base, dir_fd=pfd, follow_symlinks=False)
-    except FileNotFoundError:
+    st = fstree.lstat_at(pfd, base)
+    if st is None:
         return
     is_dir = stat.S_ISDIR(st.st_mode)
     if is_dir and member.isdir():
@@ -557,38 +558,36 @@ def _replace(pfd: int, base: str, here: str, member: tarfile.TarInfo, options: E
             raise InvalidArgument(f'cannot overwrite directory "{here}" with non-directory "{member.name}"')
         if member.isdir():
             raise InvalidArgument(f'cannot overwrite non-directory "{here}" with directory "{member.name}"')
-    if is_dir:
-        shutil.rmtree(base, dir_fd=pfd)
-    else:
-        os.unlink(base, dir_fd=pfd)
+    fstree.remove_at(pfd, base)
 
 
 def _owner(member: tarfile.TarInfo, options: ExtractOptions) -> tuple[int, int]:
     return options.owner if options.owner is not None else (member.uid, member.gid)
 
 
+def _attrs(member: tarfile.TarInfo, options: ExtractOptions, *, mode: bool = True,
+           xattrs: bool = True) -> fstree.Attrs:
+    uid, gid = _owner(member, options)
+    return fstree.Attrs(uid, gid, member.mode & 0o7777 if mode else None, member.mtime,
+                        fstree.pax_xattrs(member.pax_headers) if xattrs else ())
+
+
 def _create(view: View, tar: tarfile.TarFile, member: tarfile.TarInfo, pfd: int, base: str, target: str,
             options: ExtractOptions) -> None:
-    uid, gid = _owner(member, options)
-    times = (member.mtime, member.mtime)
+    """Make *member* as *base* in the directory *pfd* (emptied by _replace), by name, never followed."""
     if member.isreg():
         src = tar.extractfile(member)
         assert src is not None
-        fd = os.open(base, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600, dir_fd=pfd)
+        fd = fstree.create_file_at(pfd, base)
         try:
-            while chunk := src.read(1 << 20):
-                _write_all(fd, chunk)
-            os.fchown(fd, uid, gid)
-            os.fchmod(fd, member.mode & 0o7777)
-            _set_xattrs(fd, member)
-            os.utime(fd, times)
+            fstree.copy_stream(fd, src)
+            fstree.set_attrs_fd(fd, _attrs(member, options))
         finally:
             os.close(fd)
         return
     if member.issym():
-        os.symlink(member.linkname, base, dir_fd=pfd)
-        os.chown(base, uid, gid, dir_fd=pfd, follow_symlinks=False)
-        os.utime(base, times, dir_fd=pfd, follow_symlinks=False)
+        fstree.symlink_at(pfd, base, member.linkname)
+        fstree.set_attrs_at(pfd, base, _attrs(member, options, mode=False, xattrs=False))
         return
     if member.islnk():
         link_rel = _clean_member(member.linkname)
@@ -596,7 +595,7 @@ def _create(view: View, tar: tarfile.TarFile, member: tarfile.TarInfo, pfd: int,
             raise InvalidArgument(f"the archive's hard link {member.name!r} names no file")
         try:
             with locate(view, posixpath.join(target, link_rel), follow_last=False) as src_loc:
-                os.link(src_loc.name, base, src_dir_fd=src_loc.parent, dst_dir_fd=pfd, follow_symlinks=False)
+                fstree.link_at(src_loc.parent, src_loc.name, pfd, base)
         except NotFound:
             raise InvalidArgument(f"the archive's hard link {member.name!r} names {member.linkname!r}, "
                                   "which it does not hold") from None
@@ -606,24 +605,12 @@ def _create(view: View, tar: tarfile.TarFile, member: tarfile.TarInfo, pfd: int,
         return
     if member.ischr() or member.isblk():
         kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
-        os.mknod(base, kind | (member.mode & 0o7777), os.makedev(member.devmajor, member.devminor), dir_fd=pfd)
+        fstree.mknod_at(pfd, base, kind | (member.mode & 0o7777), os.makedev(member.devmajor, member.devminor))
     elif member.isfifo():
-        os.mkfifo(base, member.mode & 0o7777, dir_fd=pfd)
+        fstree.mknod_at(pfd, base, stat.S_IFIFO | (member.mode & 0o7777))
     else:
         raise InvalidArgument(f"the archive's entry {member.name!r} has an unsupported tar type {member.type!r}")
-    os.chown(base, uid, gid, dir_fd=pfd, follow_symlinks=False)
-    node = os.open(base, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=pfd)
-    try:
-        os.chmod(f"/proc/self/fd/{node}", member.mode & 0o7777)  # the very inode just made
-    finally:
-        os.close(node)
-    os.utime(base, times, dir_fd=pfd, follow_symlinks=False)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
+    fstree.set_attrs_at(pfd, base, _attrs(member, options, xattrs=False))
 
 
 def _onto_mount(tar: tarfile.TarFile, member: tarfile.TarInfo, mount: MountPoint, here: str) -> None:
@@ -652,22 +639,9 @@ def _directory_attributes(view: View, cpath: str, member: tarfile.TarInfo, optio
             return
         fd = os.open(".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC, dir_fd=loc.fd)
         try:
-            uid, gid = _owner(member, options)
-            os.fchown(fd, uid, gid)
-            os.fchmod(fd, member.mode & 0o7777)
-            _set_xattrs(fd, member)
-            os.utime(fd, (member.mtime, member.mtime))
+            fstree.set_attrs_fd(fd, _attrs(member, options))
         finally:
             os.close(fd)
-
-
-def _set_xattrs(fd: int, member: tarfile.TarInfo) -> None:
-    for key, value in member.pax_headers.items():
-        if key.startswith("SCHILY.xattr."):
-            try:
-                os.setxattr(fd, key[len("SCHILY.xattr."):], value.encode("utf-8", "surrogateescape"))
-            except OSError:
-                pass
 
 
 # --------------------------------------------------------------------------- #
