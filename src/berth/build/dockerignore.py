@@ -168,7 +168,7 @@ class Pattern:
     def could_match_below(self, parts: list[str]) -> bool:
         """Whether some path strictly under the directory *parts* might match."""
         mine = self.text.split("/")
-        for pat, part in zip(mine, parts):
+        for pat, part in zip(mine, parts, strict=False):
             if "**" in pat:
                 return True  # spans any depth from here on: assume it may
             kind, data = _translate(pat)

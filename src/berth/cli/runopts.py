@@ -117,7 +117,7 @@ def parse_publish(spec: str) -> list[tuple[str, str, str]]:
         if len(ctr_ports) == 1 and host:
             return [(f"{ctr_ports[0]}/{proto}", host_ip, host)]  # a host range for one port: docker picks
         raise InvalidArgument(f"invalid ranges specified for container and host ports: {spec}")
-    return [(f"{c}/{proto}", host_ip, str(h) if h else "") for c, h in zip(ctr_ports, host_ports)]
+    return [(f"{c}/{proto}", host_ip, str(h) if h else "") for c, h in zip(ctr_ports, host_ports, strict=False)]
 
 
 def _swap(text: str) -> int:
@@ -315,7 +315,7 @@ def build_create(ns: argparse.Namespace, environ: Mapping[str, str] | None = Non
             with open(path, encoding="utf-8") as fh:
                 env += parse_env_file(fh.read(), environ)
         except OSError as exc:
-            raise InvalidArgument(f"open {path}: {exc.strerror.lower()}") from None
+            raise InvalidArgument(f"open {path}: {(exc.strerror or str(exc)).lower()}") from None
     env += expand_env(ns.env, environ)
     binds, volumes = split_volumes(ns.volume)
 

@@ -247,7 +247,7 @@ class Distribution:
             if len(diff_ids) != len(layers):
                 raise RegistryDataError(f"the config of {ref} lists {len(diff_ids)} layers but its manifest "
                                         f"{len(layers)}")
-            chains = dict(zip(diff_ids, chain_ids(diff_ids)))
+            chains = dict(zip(diff_ids, chain_ids(diff_ids), strict=True))
 
             async def layer(desc: dict[str, Any], diff_id: str) -> None:
                 short = str(desc["digest"])[7:19]
@@ -264,7 +264,7 @@ class Distribution:
                 fetched[0] = True
                 emit({"status": "Pull complete", "progressDetail": {}, "id": short})
 
-            await _gather(layer(desc, diff) for desc, diff in zip(layers, diff_ids))
+            await _gather(layer(desc, diff) for desc, diff in zip(layers, diff_ids, strict=False))
             image_id = await asyncio.to_thread(self._images.register, manifest.data,
                                                repo_digests=[f"{ref.name}@{top.digest}"])
             target = image_id

@@ -93,7 +93,7 @@ def _decompressed(f: BinaryIO) -> tuple[IO[bytes], str]:
     return f, MEDIA_LAYER
 
 
-def _sniffed(f: io.BufferedReader) -> IO[bytes]:
+def _sniffed(f: io.BufferedReader[Any]) -> IO[bytes]:
     """The decompressed view of a non-seekable stream, by its magic bytes (peeked, not consumed)."""
     head = f.peek(6)[:6]
     if head.startswith(b"\x1f\x8b"):
@@ -256,7 +256,7 @@ class Images:
             raise InvalidArgument(f"the image config lists {len(diff_ids)} layers but its manifest {len(layers)}")
         chains = chain_ids(diff_ids)
         with self.lease([manifest_digest, config_digest, *layers, *chains]):
-            size = sum(self.unpack(layer, diff, chain) for layer, diff, chain in zip(layers, diff_ids, chains))
+            size = sum(self.unpack(layer, diff, chain) for layer, diff, chain in zip(layers, diff_ids, chains, strict=False))
             doc = self._db.get_image(config_digest) or {}
             doc.update({"manifest": manifest_digest, "layers": layers, "diff_ids": diff_ids, "size": size,
                         "created": config.get("created") or doc.get("created") or now_iso()})
