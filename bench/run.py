@@ -241,14 +241,14 @@ def start_docker(workdir: Path, logdir: Path, env: dict[str, str], launched: lis
 
 
 def start_berth(workdir: Path, logdir: Path, env: dict[str, str], launched: list[Engine],
-                name: str = "berth", extra: tuple[str, ...] = ()) -> Engine:
+                name: str = "berth", extra: tuple[str, ...] = (), berthd: Path = BERTHD) -> Engine:
     b = workdir
     eng = Engine(name, b, b / "berth.sock", logdir / f"{name}d.log", env, log_on_error=True)
     launched.append(eng)
-    if not BERTHD.exists():
-        raise BenchError(f"berth: {BERTHD} does not exist (pip install -e . in the venv?)")
+    if not berthd.exists():
+        raise BenchError(f"berth: {berthd} does not exist (pip install -e . in the venv?)")
     with open(eng.logfile, "wb") as lf:
-        eng.launcher = subprocess.Popen([str(BERTHD), "--root", f"{b}/root", "--host", f"unix://{b}/berth.sock",
+        eng.launcher = subprocess.Popen([str(berthd), "--root", f"{b}/root", "--host", f"unix://{b}/berth.sock",
                                          "--vm-dir", os.environ.get("BERTH_VM_DIR", "/var/cache/berth-test-vm"),
                                          *extra],
                                         stdout=lf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -615,6 +615,7 @@ def write_markdown(res: dict, out: Path) -> None:
                 continue
             ratio = f"{r['median_ms'] / d['median_ms']:.2f}" if d and r and name != "docker" else ""
             label = {"berth": "berth (process)", "berth-runsc": "berth (--runtime runsc)",
+                     "berth-baseline": f"berth (process) at {res.get('baseline', 'the baseline')}",
                      "berth-vm": "berth (--isolation hyperv, VM template clone, TCG)",
                      "berth-vm-cold": "berth (--isolation hyperv, VM cold boot, TCG)"}.get(name, name)
             L.append(f"| `docker {' '.join(cmd)}` | {label} | "
@@ -658,6 +659,14 @@ def write_markdown(res: dict, out: Path) -> None:
                  f"{r:.2f} × ({'met' if r <= 0.5 else 'not met'}).")
     else:
         L.append("- Latency: not measured for both engines in this run.")
+    if lt.get("berth") and lt.get("berth-baseline") and lt.get("docker"):
+        now, then = lt["berth"]["median_ms"], lt["berth-baseline"]["median_ms"]
+        change = now / then - 1
+        L.append(f"- No regression from the change since {res.get('baseline', 'the baseline')}, target at most "
+                 f"+5 % in `docker {' '.join(LAT_TRUE)}`: {then:.1f} ms then, {now:.1f} ms now, {change:+.1%} "
+                 f"(ratio to Docker {then / lt['docker']['median_ms']:.2f} then, "
+                 f"{now / lt['docker']['median_ms']:.2f} now, same run; "
+                 f"{'met' if change <= 0.05 else 'not met'}).")
     if dm and bm:
         ok = (bm["rss_kb_per_container"] < dm["rss_kb_per_container"]
               and bm["pss_kb_per_container"] < dm["pss_kb_per_container"])
@@ -714,6 +723,9 @@ def main() -> int:
     ap.add_argument("--engines", default="docker,berth", help="comma list, default docker,berth")
     ap.add_argument("--modes", default="runsc,vm,vm-cold",
                     help="berth's other isolation modes to measure beside process isolation (runsc,vm,vm-cold)")
+    ap.add_argument("--baseline", type=Path, metavar="CHECKOUT",
+                    help="also time process isolation with the berthd of another checkout (made by "
+                         "bench/baseline.sh REF), interleaved with the rest: the regression check")
     ap.add_argument("--from-json", type=Path, help="only rewrite --out from a results JSON of an earlier run")
     args = ap.parse_args()
     if args.from_json:
@@ -785,6 +797,18 @@ def main() -> int:
                     ready.append(dataclasses.replace(cold, mode_args=("--isolation", "hyperv"), vm=True))
                 except BenchError as e:
                     errors["berth-vm-cold: start/import"] = str(e)
+            if args.baseline:  # the same measurements with an earlier berth, in the same run
+                d = Path(tempfile.mkdtemp(prefix="bb-", dir="/tmp"))
+                dirs.append(d)
+                try:
+                    old = start_berth(d, logdir, env, launched, "berth-baseline",
+                                      berthd=args.baseline / ".venv" / "bin" / "berthd")
+                    res["baseline"] = (args.baseline / "REF").read_text().strip() \
+                        if (args.baseline / "REF").exists() else str(args.baseline)
+                    import_image(old, tarball)
+                    ready.append(old)
+                except BenchError as e:
+                    errors["berth-baseline: start/import"] = str(e)
             if any(e.vm for e in ready):  # the first VM container prepares the guest kernel: not timed
                 timed(next(e for e in ready if e.vm), LAT_TRUE, None)
         if ready:
@@ -792,6 +816,8 @@ def main() -> int:
             res["latency"]["echo"] = latency(ready, LAT_ECHO, "hi", args.runs, errors)
             res["latency"]["floor"] = latency(ready, LAT_FLOOR, None, args.runs, errors)
             for eng in ready:
+                if eng.name == "berth-baseline":  # the regression check is about latency
+                    continue
                 try:
                     res["memory"][eng.name] = memory(eng, args.idle)
                 except BenchError as e:

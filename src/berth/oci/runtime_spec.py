@@ -77,6 +77,7 @@ class ContainerSpec:
     seccomp_profile: str = ""
     kernel_release: str = ""               # the host's uname -r, for a profile's minKernel; "" = new enough
     runtime: str = "runc"                  # the OCI runtime that reads the config: "runc" or "runsc"
+    seccomp_abis: tuple[str, ...] | None = None  # the host kernel's ABIs (seccomp.kernel_abis); None = all
     resources: Resources = field(default_factory=Resources)
     network_mode: str = "none"             # "none" (own netns, loopback only), "host", or a netns path to join
     cgroups_path: str = ""                 # e.g. "/berth/<id>"
@@ -288,7 +289,9 @@ def limits(r: Resources) -> dict[str, Any]:
 
 def _seccomp(spec: ContainerSpec, caps: list[str], arch: str) -> dict[str, Any] | None:
     if spec.seccomp_profile in ("", "builtin"):
-        return None if spec.privileged else seccomp.default_profile(caps, arch, spec.runtime)
+        if spec.privileged:
+            return None
+        return seccomp.default_profile(caps, arch, spec.runtime, spec.seccomp_abis)
     if spec.seccomp_profile == "unconfined":
         return None
     profile = seccomp.parse_docker_profile(spec.seccomp_profile)

@@ -9,6 +9,7 @@ writing the bundle's files. build_spec blocks: the caller runs it in a thread.
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import resource
@@ -18,7 +19,7 @@ from typing import Any
 
 from berth.errors import InvalidArgument, NotRegularFile
 from berth.host import devices, fs, fstree, mount
-from berth.oci import capabilities, passwd, runtime_spec
+from berth.oci import capabilities, passwd, runtime_spec, seccomp
 from berth.services import validate
 from berth.snapshot.overlay import OverlayMount
 
@@ -34,6 +35,7 @@ class HostFacts:
     capabilities: tuple[str, ...]   # the daemon's bounding set
     nofile: int                     # RLIMIT_NOFILE a container may get
     swap_accounting: bool
+    seccomp_abis: tuple[str, ...] | None = None  # the ABIs the kernel runs, for the seccomp filter; None = all
 
     @classmethod
     def probe(cls) -> HostFacts:
@@ -43,7 +45,17 @@ class HostFacts:
                 if line.startswith("CapBnd:"):
                     caps = tuple(capabilities.from_bitmask(int(line.split()[1], 16)))
         return cls(caps, min(1048576, resource.getrlimit(resource.RLIMIT_NOFILE)[1]),
-                   os.path.exists("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"))
+                   os.path.exists("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"),
+                   seccomp.kernel_abis(os.uname().machine, _kernel_config(), read_text("/proc/cmdline") or ""))
+
+
+def _kernel_config() -> str | None:
+    """/proc/config.gz's text, or None when this kernel does not publish its build config."""
+    try:
+        with gzip.open("/proc/config.gz", "rt", errors="replace") as f:
+            return f.read(4 << 20)
+    except OSError:
+        return None
 
 
 def read_text(path: str) -> str | None:
@@ -200,6 +212,7 @@ def build_spec(doc: dict[str, Any], bundle: str, rootfs: str, host_facts: HostFa
         privileged=bool(host.get("Privileged")),
         no_new_privileges=security.no_new_privileges, seccomp_profile=security.seccomp,
         kernel_release=os.uname().release, runtime=host.get("Runtime") or "runc",
+        seccomp_abis=host_facts.seccomp_abis,
         resources=resources,
         network_mode="host" if network == "host" else (namespaces or {}).get("network", "none"),
         cgroups_path=f"/berth/{doc['Id']}", host_capabilities=host_facts.capabilities,

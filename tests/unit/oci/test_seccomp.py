@@ -7,6 +7,7 @@ import json
 import pytest
 
 from berth.errors import InvalidArgument
+from berth.oci import seccomp
 from berth.oci.capabilities import ALL_CAPABILITIES, DEFAULT_CAPABILITIES
 from berth.oci.seccomp import (
     ENOSYS,
@@ -343,3 +344,38 @@ def test_policy_shape_is_checked() -> None:
                 {**good, "groups": [{"names": ["read"], "args": ["0 ~ 1"]}]}):
         with pytest.raises(InvalidArgument):
             parse_policy(bad)
+
+
+# --- the host kernel's ABIs ------------------------------------------------------------------
+
+
+X86_CONFIG = "CONFIG_IA32_EMULATION=y\n# CONFIG_X86_X32_ABI is not set\n"
+
+
+def test_kernel_abis_follow_the_build_config():
+    assert seccomp.kernel_abis("x86_64", X86_CONFIG) == ("SCMP_ARCH_X86_64", "SCMP_ARCH_X86")
+    assert seccomp.kernel_abis("amd64", X86_CONFIG + "CONFIG_X86_X32_ABI=y\n") == (
+        "SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32")
+    assert seccomp.kernel_abis("amd64", "# CONFIG_IA32_EMULATION is not set\n") == ("SCMP_ARCH_X86_64",)
+    assert seccomp.kernel_abis("aarch64", "CONFIG_COMPAT=y\n") == ("SCMP_ARCH_AARCH64", "SCMP_ARCH_ARM")
+    assert seccomp.kernel_abis("arm64", "") == ("SCMP_ARCH_AARCH64",)
+
+
+def test_kernel_abis_unknown_without_a_config():
+    assert seccomp.kernel_abis("amd64", None) is None
+
+
+def test_kernel_abis_honour_the_ia32_command_line():
+    disabled_by_default = X86_CONFIG + "CONFIG_IA32_EMULATION_DEFAULT_DISABLED=y\n"
+    assert "SCMP_ARCH_X86" not in seccomp.kernel_abis("amd64", disabled_by_default)
+    assert "SCMP_ARCH_X86" in seccomp.kernel_abis("amd64", disabled_by_default, "quiet ia32_emulation=1")
+    assert "SCMP_ARCH_X86" not in seccomp.kernel_abis("amd64", X86_CONFIG, "ia32_emulation=0")
+
+
+def test_default_profile_lists_only_the_kernels_abis():
+    full = seccomp.default_profile([], "amd64")
+    assert full["architectures"] == ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86", "SCMP_ARCH_X32"]
+    trimmed = seccomp.default_profile([], "amd64", abis=("SCMP_ARCH_X86_64", "SCMP_ARCH_X86"))
+    assert trimmed["architectures"] == ["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"]
+    assert trimmed["syscalls"] == full["syscalls"]
+    assert seccomp.default_profile([], "amd64", abis=())["architectures"] == ["SCMP_ARCH_X86_64"]  # native always
