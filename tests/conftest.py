@@ -24,6 +24,8 @@ Public API (used by the test modules):
     client                 docker.DockerClient on the session daemon, API 1.47
     names                  function fixture: names() -> unique container name, removed
                            (docker rm -f) when the test ends
+    network                function fixture: network(*create_args) -> a new network's name,
+                           removed when the test ends
     unique_name(prefix)    a unique name, for things other than containers
     API_VERSION            "1.47" (berthd) or "1.41" (reference dockerd)
     RUN_NET                extra `docker run` args: ["--network", "none"] for dockerd, else []
@@ -436,6 +438,21 @@ def names(berthd: Daemon, request: pytest.FixtureRequest) -> Iterator[Callable[.
 
 # --------------------------------------------------------------------------- #
 # Image and SDK client
+
+
+@pytest.fixture()
+def network(berthd: Daemon) -> Iterator[Callable[..., str]]:
+    """network(*create_args) -> the name of a new network on the session daemon, removed when the test ends."""
+    made: list[str] = []
+
+    def make(*args: str) -> str:
+        name = unique_name("net")
+        docker(berthd, "network", "create", *args, name)
+        made.append(name)
+        return name
+    yield make
+    for name in made:
+        docker(berthd, "network", "rm", name, check=False)
 
 
 @pytest.fixture(scope="session")

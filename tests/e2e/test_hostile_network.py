@@ -216,20 +216,6 @@ def probe_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return d
 
 
-@pytest.fixture()
-def network(berthd):
-    made: list[str] = []
-
-    def make(*args: str) -> str:
-        name = unique_name("hnet")
-        docker(berthd, "network", "create", *args, name)
-        made.append(name)
-        return name
-    yield make
-    for name in made:
-        docker(berthd, "network", "rm", name, check=False)
-
-
 # --- host listeners -------------------------------------------------------------
 
 

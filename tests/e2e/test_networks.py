@@ -27,20 +27,6 @@ def berth_only(berthd):
         pytest.skip("the reference dockerd runs with --bridge none here")
 
 
-@pytest.fixture()
-def network(berthd):
-    made: list[str] = []
-
-    def make(*args: str) -> str:
-        name = unique_name("net")
-        docker(berthd, "network", "create", *args, name)
-        made.append(name)
-        return name
-    yield make
-    for name in made:
-        docker(berthd, "network", "rm", name, check=False)
-
-
 def _get(url: str, timeout: float = 3.0) -> str:
     """The body at *url*, or "" when nothing answers (yet)."""
     try:
