@@ -245,12 +245,9 @@ def read_regular(root: Root, path: str, limit: int) -> bytes | None:
         FileTooLarge: the file holds more than *limit* bytes.
         SymlinkLoop: too many symlinks on the way.
     """
-    try:
-        opath = root.open(path, os.O_PATH)
-    except (FileNotFoundError, NotADirectoryError):
+    opath = _opath(root, path)
+    if opath is None:
         return None
-    except OSError as exc:
-        raise _os_error(exc, path) from exc
     try:
         st = os.fstat(opath)  # look before opening: a device or FIFO is never opened for reading
         if not stat.S_ISREG(st.st_mode):
@@ -298,30 +295,35 @@ def stat_in(root: Root, path: str) -> os.stat_result | None:
     Raises:
         SymlinkLoop: too many symlinks on the way.
     """
-    try:
-        fd = root.open(path, os.O_PATH)
-    except (FileNotFoundError, NotADirectoryError):
+    fd = _opath(root, path)
+    if fd is None:
         return None
-    except OSError as exc:
-        raise _os_error(exc, path) from exc
     try:
         return os.fstat(fd)
     finally:
         os.close(fd)
 
 
-def kind(root: Root, path: str) -> str:
-    """"dir", "file" (anything but a directory) or "missing" for *path*, symlinks followed inside the root."""
+def _opath(root: Root, path: str) -> int | None:
+    """An O_PATH descriptor of *path* (symlinks followed inside the root); None when missing.
+
+    Raises:
+        SymlinkLoop: too many symlinks on the way.
+    """
     try:
-        fd = root.open(path, os.O_PATH)
+        return root.open(path, os.O_PATH)
     except (FileNotFoundError, NotADirectoryError):
-        return "missing"
+        return None
     except OSError as exc:
         raise _os_error(exc, path) from exc
-    try:
-        return "dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file"
-    finally:
-        os.close(fd)
+
+
+def kind(root: Root, path: str) -> str:
+    """"dir", "file" (anything but a directory) or "missing" for *path*, symlinks followed inside the root."""
+    st = stat_in(root, path)
+    if st is None:
+        return "missing"
+    return "dir" if stat.S_ISDIR(st.st_mode) else "file"
 
 
 # --------------------------------------------------------------------------- #
