@@ -4,30 +4,21 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import json
 import os
-import tarfile
 from pathlib import Path
 
 import pytest
 
 from berth.errors import InvalidArgument, NotFound
 from berth.image import ocilayout as ol
+from berth.testing.tars import files_tar as layer_tar
 
 
 def sha(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def layer_tar(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 def add_image(w: ol.LayoutWriter, arch: str = "amd64", text: bytes = b"hi") -> tuple[ol.Blob, bytes]:

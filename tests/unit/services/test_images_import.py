@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import io
 import os
-import tarfile
 from pathlib import Path
 from typing import AsyncIterator
 
@@ -18,18 +16,11 @@ from berth.metadata.db import Database
 from berth.services.events import Events
 from berth.services.images import Images
 from berth.snapshot.overlay import Snapshots
+from berth.testing.tars import files_tar as _tar
 
 EMPTY = "sha256:" + hashlib.sha256(b"").hexdigest()
 
 
-def _tar(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 TAR = _tar({"bin/hello": b"x" * 100_000, "etc/motd": b"hi\n"})

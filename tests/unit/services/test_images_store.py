@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import io
 import json
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -17,20 +15,13 @@ from berth.metadata.db import Database
 from berth.services.events import Events
 from berth.services.images import MEDIA_CONFIG, MEDIA_INDEX, MEDIA_MANIFEST, Images
 from berth.snapshot.overlay import Snapshots
+from berth.testing.tars import files_tar as _layer
 
 
 def _sha(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def _layer(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 class Store:
