@@ -21,7 +21,7 @@ import os
 import socket
 import stat
 from dataclasses import dataclass
-from typing import AsyncIterator, BinaryIO
+from typing import AsyncIterator, BinaryIO, Callable, Iterable
 
 from berth import timefmt
 from berth.errors import InvalidArgument
@@ -86,28 +86,23 @@ async def logs(containers: Containers, c: Container, opts: LogOptions) -> AsyncI
         return e.stream in want and e.time_ns >= opts.since_ns and (not opts.until_ns or e.time_ns <= opts.until_ns)
 
     prefix = details(c) if opts.details else b""
+
+    def render(entries: Iterable[Entry]) -> bytes:
+        return b"".join(frame(c, e, opts.timestamps, prefix) for e in entries if keep(e))
+
     yield b""  # request checked: let the caller send the headers now
-    parser = Parser()
     path = log_path(c)
-    log_file = await asyncio.to_thread(_open_log, path)
+    cur = _Cursor(await asyncio.to_thread(_open_log, path), 0, Parser())
     try:
-        pos = 0
-        size = os.fstat(log_file.fileno()).st_size if log_file is not None else 0
-        if log_file is not None and opts.tail >= 0:
-            f = log_file
-            pos = await asyncio.to_thread(k8slog.tail_start, lambda off, n: os.pread(f.fileno(), n, off),
-                                          size, opts.tail, keep)
-        # What is there now, in blocks (memory stays at a block and its frames, whatever the log's
-        # size); without --follow, up to the size it had when the request came, however fast it grows.
-        while log_file is not None and (opts.follow or pos < size):
-            step = READ_BLOCK if opts.follow else min(READ_BLOCK, size - pos)
-            data = await asyncio.to_thread(os.pread, log_file.fileno(), step, pos)
-            if not data:
-                break
-            pos += len(data)
-            out = b"".join(frame(c, e, opts.timestamps, prefix) for e in parser.feed(data) if keep(e))
-            if out:
-                yield out
+        size = os.fstat(cur.file.fileno()).st_size if cur.file is not None else 0
+        if cur.file is not None and opts.tail >= 0:
+            f = cur.file
+            cur.pos = await asyncio.to_thread(k8slog.tail_start, lambda off, n: os.pread(f.fileno(), n, off),
+                                              size, opts.tail, keep)
+        # What is there now; without --follow, up to the size it had when the request came, however
+        # fast it grows.
+        async for out in _read(cur, None if opts.follow else size, render):
+            yield out
         if not opts.follow:
             return
         if opts.until_ns and opts.until_ns < timefmt.parse_ns(timefmt.now()):
@@ -117,16 +112,10 @@ async def logs(containers: Containers, c: Container, opts: LogOptions) -> AsyncI
             running = c.running and c.exits == exits and not c.removed
             again = True
             while again:  # the monitor may have rotated the log (--log-opt max-size) since the last look
-                log_file, pos, parser, again = await asyncio.to_thread(_reopen_if_rotated, path, log_file, pos,
-                                                                       parser)
-                while log_file is not None:
-                    data = await asyncio.to_thread(os.pread, log_file.fileno(), READ_BLOCK, pos)
-                    if not data:
-                        break
-                    pos += len(data)
-                    out = b"".join(frame(c, e, opts.timestamps, prefix) for e in parser.feed(data) if keep(e))
-                    if out:
-                        yield out
+                cur.file, cur.pos, cur.parser, again = await asyncio.to_thread(
+                    _reopen_if_rotated, path, cur.file, cur.pos, cur.parser)
+                async for out in _read(cur, None, render):
+                    yield out
             if not running:
                 return
             if opts.until_ns and timefmt.parse_ns(timefmt.now()) > opts.until_ns:
@@ -137,8 +126,33 @@ async def logs(containers: Containers, c: Container, opts: LogOptions) -> AsyncI
             except asyncio.TimeoutError:
                 pass
     finally:
-        if log_file is not None:
-            log_file.close()
+        if cur.file is not None:
+            cur.file.close()
+
+
+@dataclass
+class _Cursor:
+    """Where a reader of a log is: the open file (None before it exists), the offset, the parser's state."""
+
+    file: BinaryIO | None
+    pos: int
+    parser: Parser
+
+
+async def _read(cur: _Cursor, upto: int | None, render: Callable[[Iterable[Entry]], bytes]) -> AsyncIterator[bytes]:
+    """What the log holds from the cursor on (to offset *upto*, or its end), rendered, a block at a time.
+
+    Memory stays at a block and its frames, whatever the log's size; the reads run in a thread.
+    """
+    while cur.file is not None and (upto is None or cur.pos < upto):
+        step = READ_BLOCK if upto is None else min(READ_BLOCK, upto - cur.pos)
+        data = await asyncio.to_thread(os.pread, cur.file.fileno(), step, cur.pos)
+        if not data:
+            return
+        cur.pos += len(data)
+        out = render(cur.parser.feed(data))
+        if out:
+            yield out
 
 
 def _open_log(path: str) -> BinaryIO | None:
