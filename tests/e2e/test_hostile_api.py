@@ -27,6 +27,8 @@ import pytest
 
 from berth_e2e_conftest import BERTHD, DOCKER, TARGET, Daemon, _new_daemon, assert_responsive, docker
 
+from berth.testing.pki import Pki, make_pki
+
 pytestmark = pytest.mark.skipif(TARGET != "berthd", reason="berthd's own flags and limits")
 
 BODY_TIMEOUT = 2.0
@@ -39,46 +41,12 @@ MiB = 1024 * 1024
 # Certificates
 
 
-@dataclass
-class Certs:
-    dir: Path
-    ca: Path
-    server_cert: Path
-    server_key: Path
-    client_cert: Path
-    client_key: Path
-    other_ca: Path          # a CA berthd does not trust
-    rogue_cert: Path        # a client certificate signed by it
-    rogue_key: Path
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
-def _ca(d: Path, name: str) -> None:
-    _openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", f"{name}-key.pem", "-out", f"{name}.pem", "-days", "2", "-subj", f"/CN={name}", cwd=d)
-
-
-def _signed(d: Path, ca: str, name: str, ext: str) -> None:
-    (d / f"{name}.ext").write_text(ext)
-    _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-             "-keyout", f"{name}-key.pem", "-out", f"{name}.csr", "-subj", f"/CN={name}", cwd=d)
-    _openssl("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}-key.pem",
-             "-CAcreateserial", "-out", f"{name}-cert.pem", "-days", "2", "-extfile", f"{name}.ext", cwd=d)
+Certs = Pki
 
 
 @pytest.fixture(scope="module")
 def certs(tmp_path_factory: pytest.TempPathFactory) -> Certs:
-    d = tmp_path_factory.mktemp("tls")
-    _ca(d, "ca")
-    _signed(d, "ca", "server", "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n")
-    _signed(d, "ca", "client", "extendedKeyUsage=clientAuth\n")
-    _ca(d, "other-ca")
-    _signed(d, "other-ca", "rogue", "extendedKeyUsage=clientAuth\n")
-    return Certs(d, d / "ca.pem", d / "server-cert.pem", d / "server-key.pem", d / "client-cert.pem",
-                 d / "client-key.pem", d / "other-ca.pem", d / "rogue-cert.pem", d / "rogue-key.pem")
+    return make_pki(tmp_path_factory.mktemp("tls"))
 
 
 def free_port() -> int:

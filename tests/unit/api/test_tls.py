@@ -9,7 +9,6 @@ import asyncio
 import logging
 import socket
 import ssl
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -18,32 +17,12 @@ import pytest
 
 from berth.api.server import Hijack, Limits, Reply, Request, Router, Server
 from berth.api.tls import tls_handler
-
-
-def _openssl(cwd: Path, *args: str) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
-
-
-def _make(cwd: Path, name: str, ca: str | None, ext: str) -> None:
-    key = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", f"{name}-key.pem"]
-    if ca is None:
-        _openssl(cwd, "req", "-x509", *key, "-out", f"{name}.pem", "-days", "1", "-subj", f"/CN={name}")
-        return
-    (cwd / f"{name}.ext").write_text(ext)
-    _openssl(cwd, "req", *key, "-out", f"{name}.csr", "-subj", f"/CN={name}")
-    _openssl(cwd, "x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}-key.pem",
-             "-CAcreateserial", "-out", f"{name}.pem", "-days", "1", "-extfile", f"{name}.ext")
+from berth.testing.pki import make_pki
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    d = tmp_path_factory.mktemp("pki")
-    _make(d, "ca", None, "")
-    _make(d, "server", "ca", "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n")
-    _make(d, "client", "ca", "extendedKeyUsage=clientAuth\n")
-    _make(d, "other", None, "")
-    _make(d, "rogue", "other", "extendedKeyUsage=clientAuth\n")
-    return d
+    return make_pki(tmp_path_factory.mktemp("pki")).dir
 
 
 def _router() -> Router:
@@ -70,7 +49,7 @@ def _router() -> Router:
 class TlsServer:
     def __init__(self, pki: Path, limits: Limits) -> None:
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.load_cert_chain(str(pki / "server.pem"), str(pki / "server-key.pem"))
+        ctx.load_cert_chain(str(pki / "server-cert.pem"), str(pki / "server-key.pem"))
         ctx.load_verify_locations(str(pki / "ca.pem"))
         ctx.verify_mode = ssl.CERT_REQUIRED
         self.server = Server(_router(), limits)
@@ -110,7 +89,7 @@ def tls_srv(pki: Path):
 def client(pki: Path, port: int, cert: str | None = "client") -> ssl.SSLSocket:
     ctx = ssl.create_default_context(cafile=str(pki / "ca.pem"))
     if cert:
-        ctx.load_cert_chain(str(pki / f"{cert}.pem"), str(pki / f"{cert}-key.pem"))
+        ctx.load_cert_chain(str(pki / f"{cert}-cert.pem"), str(pki / f"{cert}-key.pem"))
     raw = socket.create_connection(("127.0.0.1", port), timeout=10)
     return ctx.wrap_socket(raw, server_hostname="127.0.0.1")
 
