@@ -30,7 +30,7 @@ import ssl
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from berth import API_VERSION, __version__
 from berth.errors import (
@@ -198,7 +198,6 @@ class TlsConfig:
             except (OSError, ssl.SSLError) as exc:
                 raise InvalidArgument(f"could not load the client certificate {self.cert!r} and key "
                                       f"{self.key!r}: {exc}") from None
-        ctx.sslsocket_class = _TlsSocket
         return ctx
 
 
@@ -218,23 +217,97 @@ def tls_config(env: Mapping[str, str] | None = None, *, tls: bool = False, verif
     return TlsConfig(verify=verify, ca=ca, cert=cert or "", key=key or "")
 
 
-class _TlsSocket(ssl.SSLSocket):
-    """An SSLSocket whose shutdown(SHUT_WR) sends close_notify and keeps reading (a TLS half-close)."""
+class _TlsStream:
+    """A TLS connection kept in memory BIOs over a connected socket, with a real half-close.
+
+    Why not ssl.SSLSocket: its unwrap() (the only way to send close_notify) calls SSL_shutdown a
+    second time at once, which reads the socket; when the daemon's output is already there, that
+    read fails on application data and the rest of the stream is lost. Here every record that has
+    arrived is decrypted before close_notify goes out, and the second SSL_shutdown only ever sees
+    a partial record. recv() hands out everything decrypted so far (it may exceed its argument), so
+    nothing waits inside the TLS layer while a selector waits on the socket.
+    """
+
+    def __init__(self, ctx: ssl.SSLContext, sock: socket.socket, server_hostname: str) -> None:
+        self.raw = sock
+        self._in, self._out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = ctx.wrap_bio(self._in, self._out, server_hostname=server_hostname)
+        self._plain = bytearray()
+        self._eof = False
+        while True:
+            try:
+                self.tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                self._flush()
+                if not self._pull():
+                    raise ConnectionResetError("the daemon closed the connection in the TLS handshake") from None
+        self._flush()
+
+    def _flush(self) -> None:
+        data = self._out.read()
+        if data:
+            self.raw.sendall(data)
+
+    def _pull(self) -> bool:
+        data = self.raw.recv(_CHUNK)
+        if not data:
+            self._in.write_eof()
+            return False
+        self._in.write(data)
+        return True
+
+    def _decrypt(self) -> None:
+        """Every complete record received so far, into the plain buffer; notes the daemon's end."""
+        while not self._eof:
+            try:
+                chunk = self.tls.read(_CHUNK)
+            except ssl.SSLWantReadError:
+                return
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                chunk = b""
+            if not chunk:
+                self._eof = True
+                return
+            self._plain += chunk
+
+    def recv(self, _n: int) -> bytes:
+        while True:
+            self._decrypt()
+            if self._plain or self._eof:
+                break
+            self._flush()  # what the TLS layer owes the daemon (a key update's answer)
+            self._pull()
+        out = bytes(self._plain)
+        self._plain.clear()
+        return out
+
+    def sendall(self, data: bytes) -> None:
+        self.tls.write(data)
+        self._flush()
 
     def shutdown(self, how: int) -> None:
         if how != socket.SHUT_WR:
-            super().shutdown(how)
+            self.raw.shutdown(how)
             return
-        timeout = self.gettimeout()
-        self.setblocking(False)
+        self._decrypt()  # nothing complete may stay for SSL_shutdown's own read to trip over
         try:
-            self.unwrap()  # sends close_notify; with the peer's not yet here it raises WantRead
-        except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            self.tls.unwrap()  # sends close_notify; the daemon's comes later: WantRead
+        except (ssl.SSLWantReadError, ssl.SSLError):
             pass
-        except (ssl.SSLError, ValueError):
-            pass
-        finally:
-            self.settimeout(timeout)
+        self._flush()
+
+    def close(self) -> None:
+        self.raw.close()
+
+    def fileno(self) -> int:
+        return self.raw.fileno()
+
+    def settimeout(self, timeout: float | None) -> None:
+        self.raw.settimeout(timeout)
+
+    def gettimeout(self) -> float | None:
+        return self.raw.gettimeout()
 
 
 # --------------------------------------------------------------------------- HTTP
@@ -520,7 +593,8 @@ class Client:
         if self._tls_context is None:
             self._tls_context = self.tls.context()
         try:
-            return self._tls_context.wrap_socket(sock, server_hostname=self.host.address)
+            # Used wherever a socket is: recv, sendall, shutdown, close, fileno, settimeout.
+            return cast(socket.socket, _TlsStream(self._tls_context, sock, self.host.address))
         except BaseException:
             sock.close()
             raise

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import socket
+import ssl
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -9,6 +13,7 @@ import pytest
 from berth import client as cl
 from berth.cli.main import parse_globals
 from berth.errors import InvalidArgument
+from berth.testing.pki import Pki, make_pki
 
 
 def test_plain_unless_asked() -> None:
@@ -51,3 +56,45 @@ def test_global_tls_flags() -> None:
     assert opts.tls and not opts.tlsverify
     opts, _ = parse_globals(["--tlsverify=false", "ps"])
     assert not opts.tlsverify
+
+
+# --- the TLS half-close against a real TLS server ----------------------------------------------
+
+
+def _serve_once(pki: Pki, sock: socket.socket, got: list[bytes]) -> None:
+    """Answer one client: "early" at once, then, after the client's close_notify, "late"."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(pki.server_cert), str(pki.server_key))
+    conn, _ = sock.accept()
+    with ctx.wrap_socket(conn, server_side=True) as tls:
+        tls.sendall(b"early")
+        while data := tls.recv(1024):
+            got.append(data)
+        tls.sendall(b"late")
+        tls.unwrap()
+
+
+def test_half_close_after_the_answer_arrived_loses_nothing(tmp_path: Path) -> None:
+    # The daemon's output is already waiting in the socket when stdin ends: sending close_notify
+    # must not read (and fail on) it; everything after it must still arrive.
+    pki = make_pki(tmp_path)
+    with socket.create_server(("127.0.0.1", 0)) as srv:
+        got: list[bytes] = []
+        server = threading.Thread(target=_serve_once, args=(pki, srv, got), daemon=True)
+        server.start()
+        c = cl.Client(f"tcp://127.0.0.1:{srv.getsockname()[1]}",
+                      tls=cl.TlsConfig(verify=True, ca=str(pki.ca), cert=str(pki.client_cert),
+                                       key=str(pki.client_key)))
+        conn = c._connect()
+        try:
+            conn.sendall(b"stdin")
+            time.sleep(0.3)  # "early" is in the socket now, undecrypted
+            conn.shutdown(socket.SHUT_WR)
+            answer = b""
+            while data := conn.recv(65536):
+                answer += data
+        finally:
+            conn.close()
+        server.join(10)
+    assert b"".join(got) == b"stdin"
+    assert answer == b"earlylate"
