@@ -24,7 +24,7 @@ import contextlib
 import logging
 import socket
 import ssl
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,18 @@ _LINGER = 2.0  # s to wait for the client's end after ours
 def tls_handler(ctx: ssl.SSLContext, handshake_timeout: float, handle: Handle) -> Handle:
     """A start_server callback that speaks TLS with the client and plain HTTP to *handle*."""
 
+    # asyncio keeps only weak hold of a connection's task: one whose client reset the connection can be
+    # collected while it waits, in the middle of its clean-up. Hold each until it is done.
+    running: set[asyncio.Task[Any]] = set()
+
     async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await _Terminator(ctx, reader, writer).run(handshake_timeout, handle)
+        task = asyncio.current_task()
+        if task is not None:
+            running.add(task)
+        try:
+            await _Terminator(ctx, reader, writer).run(handshake_timeout, handle)
+        finally:
+            running.discard(task)  # type: ignore[arg-type]
 
     return accept
 
