@@ -154,3 +154,32 @@ def test_daemon_kill9_and_restart(berthd_factory, rootfs_tar):
             _end(p)
         if d.proc is not None and d.proc.poll() is None:
             docker(d, "rm", "-f", counter, sleeper, short, check=False, timeout=120)
+
+
+def test_runtime_state_of_a_removed_container_is_swept_at_restart(berthd_factory, rootfs_tar, tmp_path):
+    """The runtime's clean-up after an exit runs beside the removal: a daemon killed before it finished
+    leaves runc state (and cgroups) for an id that has no record. The next daemon deletes it."""
+    d = berthd_factory()
+    if d.kind != "berthd":
+        pytest.skip("berth's runtime state directory")
+    docker(d, "import", str(rootfs_tar), "busybox:latest", timeout=120)
+    docker(d, "run", "--rm", *RUN_NET, "busybox:latest", "true")  # the common path still ends clean
+    state_root = Path(d.root) / "runtime" / "runc"
+    assert sorted(os.listdir(state_root)) == []
+    d.kill9()
+    bundle = tmp_path / "bundle"
+    (bundle / "rootfs").mkdir(parents=True)
+    subprocess.run(["tar", "-xf", str(rootfs_tar), "-C", str(bundle / "rootfs")], check=True)
+    subprocess.run(["runc", "spec", "--bundle", str(bundle)], check=True)
+    spec = json.loads((bundle / "config.json").read_text())
+    spec["process"].update(terminal=False, args=["sleep", "1000"])
+    (bundle / "config.json").write_text(json.dumps(spec))
+    orphan = "ab" * 32
+    subprocess.run(["runc", "--root", str(state_root), "create", "--bundle", str(bundle), orphan],
+                   check=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                   timeout=60)
+    assert orphan in os.listdir(state_root)
+    d.restart()
+    assert orphan not in os.listdir(state_root)
+    listed = subprocess.run(["runc", "--root", str(state_root), "list", "-q"], capture_output=True, text=True)
+    assert orphan not in listed.stdout

@@ -152,13 +152,15 @@ def test_read_only_bind_refuses_writes(berthd, image, names, host_dir):
 
 
 def test_bind_propagation_needs_a_shared_source(berthd, image, names, host_dir):
-    # /tmp here is on a private mount: nothing could propagate, and Docker says so at start.
-    r = run(berthd, "--rm", "-v", f"{host_dir}:/h:rslave", image, "true", check=False)
-    assert r.returncode != 0 and f"path {host_dir} is mounted on" in r.stderr
-    assert "is not a shared or slave mount" in r.stderr
-    # Made a shared mount of its own, it propagates: a mount made on the host later shows inside.
+    # On a private mount of its own (whatever /tmp is on this host) nothing could propagate, and Docker
+    # says so at start.
     subprocess.run(["mount", "--bind", str(host_dir), str(host_dir)], check=True)
     try:
+        subprocess.run(["mount", "--make-private", str(host_dir)], check=True)
+        r = run(berthd, "--rm", "-v", f"{host_dir}:/h:rslave", image, "true", check=False)
+        assert r.returncode != 0 and f"path {host_dir} is mounted on" in r.stderr
+        assert "is not a shared or slave mount" in r.stderr
+        # Made shared, it propagates: a mount made on the host later shows inside.
         subprocess.run(["mount", "--make-shared", str(host_dir)], check=True)
         (host_dir / "later").mkdir()
         name = names()

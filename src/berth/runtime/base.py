@@ -64,6 +64,10 @@ class Runtime(Protocol):
 
     async def delete(self, cid: str) -> None: ...
 
+    def held(self) -> list[str]:
+        """The ids the runtime still keeps state for (a delete the daemon did not live to finish shows here)."""
+        ...
+
     async def top(self, cid: str, ps_args: list[str]) -> tuple[list[str], list[list[str]]]: ...
 
     def attach_socket(self, cid: str, bundle: str) -> str:

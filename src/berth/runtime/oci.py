@@ -155,6 +155,12 @@ class OciRuntime:
     async def delete(self, cid: str) -> None:
         await proc.run(self._argv("delete", "--force", cid), timeout=30, check=False)
 
+    def held(self) -> list[str]:
+        try:
+            return held_ids(os.listdir(self.state_root))
+        except FileNotFoundError:
+            return []
+
     async def top(self, cid: str, ps_args: list[str]) -> tuple[list[str], list[list[str]]]:
         res = await proc.run(self._argv("ps", cid, *(ps_args or ["-ef"])), timeout=10)
         return monitor.parse_ps(res.stdout.decode(errors="replace"))
@@ -167,6 +173,12 @@ class OciRuntime:
 
     def exec_argv(self, cid: str, process_json: str, pid_file: str) -> list[str]:
         return self._argv("exec", "--process", process_json, "--pid-file", pid_file, cid)
+
+
+def held_ids(entries: list[str]) -> list[str]:
+    """Container ids from a runtime's state directory: runc keeps ID/, runsc SANDBOX_sandbox:ID.state and .lock."""
+    ids = {name.rpartition(":")[2].partition(".")[0] for name in entries}
+    return sorted(i for i in ids if len(i) == 64 and all(ch in "0123456789abcdef" for ch in i))
 
 
 async def _read_all(fd: int) -> bytes:

@@ -178,6 +178,9 @@ class VmRuntime:
     async def status(self, cid: str) -> str | None:
         return "running" if self._shim_pid(cid) else None
 
+    def held(self) -> list[str]:
+        return []  # a VM's state lives in its bundle and ends with its monitor; delete() tidies a killed one
+
     async def delete(self, cid: str) -> None:
         """Stop the VM if it still runs (a start that failed half way), and drop the sockets."""
         pid = self._shim_pid(cid)

@@ -70,6 +70,7 @@ class Container:
         self.removed = False
         self.removing = False
         self.watcher: asyncio.Task[None] | None = None
+        self.release: asyncio.Task[None] | None = None  # the runtime letting go after an exit, still under way
         self.pending_attach: list[Callable[[bool], None]] = []  # attachers waiting for start
         self.lock = asyncio.Lock()   # serialises start/stop/remove
         self.restarting = False
@@ -312,6 +313,7 @@ class Containers:
                 raise
 
     async def _start_locked(self, c: Container) -> None:
+        await self._released(c)
         runtime = self.runtime_of(c)
         attached = None
         image_platform = platforms.of_config(self._images.config(c.doc["Image"]))
@@ -326,9 +328,7 @@ class Containers:
             namespaces = self._namespaces(c)
             if attached is not None and attached.netns not in ("", "host"):
                 namespaces["network"] = attached.netns
-            spec = await asyncio.to_thread(bundles.build_spec, c.doc, c.dir, overlay.target,  # reads the image
-                                           self._host_facts, namespaces, network=attached)
-            await asyncio.to_thread(bundles.write_config, spec, c.dir)
+            await asyncio.to_thread(self._write_spec, c, overlay.target, namespaces, attached)  # reads the image
             driver, size = validate.log_config(c.doc["HostConfig"].get("LogConfig"))
             started = await runtime.create(c.id, c.dir, CreateOptions(
                 tty=bool(cfg.get("Tty")), stdin=bool(cfg.get("OpenStdin")),
@@ -451,8 +451,10 @@ class Containers:
         await self._exited(c, result)
 
     async def _exited(self, c: Container, result: Exit) -> None:
-        runtime = self.runtime_of(c)
-        await runtime.delete(c.id)
+        # The runtime lets go of the dead container (runc delete: its state and cgroups) beside the rest,
+        # not before it: the exit is recorded and answered without waiting for one more program to run.
+        # A later start of the same container waits for it; a daemon killed meanwhile sweeps it at recovery.
+        c.release = asyncio.get_running_loop().create_task(self._release(c))
         try:
             bundles.unmount_root(self._overlay(c))
         except (BerthError, NotFound):
@@ -474,6 +476,22 @@ class Containers:
             await self.remove(c.id, force=True)
         elif not c.restarting and _should_restart(c.doc, result.code):
             asyncio.get_running_loop().create_task(self._restart_by_policy(c))
+
+    def _write_spec(self, c: Container, rootfs: str, namespaces: dict[str, str], attached: Attached | None) -> None:
+        bundles.write_config(bundles.build_spec(c.doc, c.dir, rootfs, self._host_facts, namespaces,
+                                                network=attached), c.dir)
+
+    async def _release(self, c: Container) -> None:
+        try:
+            await self.runtime_of(c).delete(c.id)
+        except (BerthError, OSError) as exc:
+            log.warning("runtime clean-up of %s: %s", c.id[:12], exc)
+
+    async def _released(self, c: Container) -> None:
+        """Wait for the runtime to let go of *c*'s last run (its id is free for the next)."""
+        if c.release is not None:
+            await c.release
+            c.release = None
 
     async def _restart_by_policy(self, c: Container) -> None:
         """Start again after an exit, as the restart policy asks: 100 ms, doubling, at most a minute."""
@@ -506,6 +524,10 @@ class Containers:
                 directory = os.path.join(self.root, entry)
                 bundles.unmount_root(OverlayMount((), "", "", os.path.join(directory, "rootfs")))
                 shutil.rmtree(directory, ignore_errors=True)
+        for runtime in self.runtimes.values():  # removed while the runtime's own clean-up was under way
+            for cid in runtime.held():
+                if cid not in self._all:
+                    await runtime.delete(cid)
         for c in list(self._all.values()):
             if c.removed:
                 continue
