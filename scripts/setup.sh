@@ -11,7 +11,7 @@ fi
 
 packages=(python3 python3-venv runc conmon tini busybox-static runsc docker.io procps iproute2 util-linux
           qemu-system-x86 gcc libc6-dev qemu-user-static docker-registry skopeo umoci apache2-utils openssl
-          mmdebstrap nftables)
+          mmdebstrap nftables docker-compose)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

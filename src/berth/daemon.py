@@ -14,6 +14,7 @@ import ipaddress
 import logging
 import os
 import re
+import resource
 import signal
 import ssl
 import sys
@@ -212,6 +213,7 @@ async def serve(config: DaemonConfig) -> None:
     server = Server(routes.build(daemon), limits)
     await daemon.networks.startup()
     await daemon.containers.recover()
+    await daemon.execs.recover()  # exec sessions (under conmon) that outlived the last daemon
     listeners = []
     for item in plan:
         if item.kind == "unix":
@@ -249,6 +251,15 @@ async def serve(config: DaemonConfig) -> None:
     daemon.db.close()
 
 
+def _raise_open_file_limit() -> None:
+    """Soft RLIMIT_NOFILE up to the hard one (as dockerd's unit file does): many clients, attach
+    sockets, and walks of deep trees, which hold one descriptor per level (host.fstree.walk)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 1048576
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else getattr(logging, args.log_level.upper()),
@@ -256,6 +267,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per registry request otherwise
     if os.geteuid() != 0:
         raise SystemExit("berthd: must run as root (it mounts file systems and creates cgroups)")
+    _raise_open_file_limit()
     config = DaemonConfig(root=args.root, hosts=tuple(args.host or [DEFAULT_HOST]),
                           default_runtime=args.default_runtime, vm_dir=args.vm_dir or "", vm_boot=args.vm_boot,
                           insecure_registries=tuple(args.insecure_registry), certs_dir=args.certs_dir,

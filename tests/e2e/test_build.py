@@ -233,3 +233,77 @@ def test_add_downloads_a_url(berthd, tmp_path):
         docker(berthd, "rmi", tag)
     finally:
         server.shutdown()
+
+
+def test_build_f_with_the_dockerfile_outside_the_context(berthd, client, tmp_path):
+    # The docker CLI appends the Dockerfile (as .dockerfile.<random>) and a .dockerignore naming it to the
+    # context tar, and ends the stream right after the last file's content (no tar end blocks).
+    ctx, elsewhere = tmp_path / "ctx", tmp_path / "elsewhere"
+    ctx.mkdir()
+    elsewhere.mkdir()
+    (ctx / "file.txt").write_text("hello world")
+    (elsewhere / "Dockerfile.outside").write_text("FROM busybox:latest\nCOPY . /src\nWORKDIR /src\n")
+    tag = unique_name("outside") + ":1"
+    classic_build(berthd, "-f", str(elsewhere / "Dockerfile.outside"), "-t", tag, str(ctx))
+    assert docker(berthd, "run", "--rm", tag, "ls", "-A").stdout.split() == ["file.txt"]
+    # docker-py: the Dockerfile in the tar too, and `dockerfile` twice in the query (the name, then the text).
+    tag2 = unique_name("outside-sdk") + ":1"
+    lines = list(client.api.build(path=str(ctx), dockerfile=str(elsewhere / "Dockerfile.outside"), tag=tag2,
+                                  decode=True))
+    assert "Successfully tagged" in lines[-1].get("stream", ""), lines
+    assert client.containers.run(tag2, ["ls", "-A"], remove=True).split() == [b"file.txt"]
+    docker(berthd, "rmi", tag, tag2)
+
+
+def test_run_step_stderr_and_failure_as_the_sdk_expects(client):
+    snippet = "Ancient Temple (Mystic Oriental Dream ~ Ancient Temple)"
+    script = io.BytesIO(f"FROM busybox:latest\nRUN sh -c \">&2 echo '{snippet}'; echo to-stdout\"\n".encode())
+    lines = [chunk.get("stream") for chunk in client.api.build(fileobj=script, decode=True, nocache=True)]
+    assert f"\x1b[91m{snippet}\n\x1b[0m" in lines, lines
+    assert "to-stdout\n" in lines, lines
+    failing = io.BytesIO(b"FROM busybox:latest\nRUN exit 3\n")
+    chunks = list(client.api.build(fileobj=failing, decode=True, nocache=True))
+    message = "The command '/bin/sh -c exit 3' returned a non-zero code: 3"
+    assert chunks[-1] == {"errorDetail": {"code": 3, "message": message}, "error": message}, chunks[-1]
+    import docker as sdk
+    with pytest.raises(sdk.errors.BuildError, match="returned a non-zero code: 3"):
+        client.images.build(fileobj=io.BytesIO(b"FROM busybox:latest\nRUN exit 3\n"), nocache=True)
+
+
+def test_cache_from_uses_only_the_named_chains(client):
+    dockerfile = ("FROM busybox:latest\nENV FOO=" + unique_name("cf") + "\nRUN touch /baz\nRUN touch /bax\n").encode()
+
+    def build(**kw) -> int:
+        chunks = list(client.api.build(fileobj=io.BytesIO(dockerfile), decode=True, **kw))
+        assert "Successfully" in (chunks[-1].get("stream") or ""), chunks[-1]
+        return sum("Using cache" in (c.get("stream") or "") for c in chunks)
+
+    first, second = unique_name("cache1") + ":1", unique_name("cache2") + ":1"
+    assert build(tag=first) == 0
+    assert build(tag=second) == 3                                   # the local cache, as always
+    assert build(tag=second, cache_from=[first]) == 3               # the chain of the named image
+    assert build(tag=second, cache_from=["nosuchtag:1"]) == 0       # names that exist: none, so no cache
+    other = unique_name("other") + ":1"
+    client.images.build(fileobj=io.BytesIO(b"FROM busybox:latest\nRUN touch /unrelated\n"), tag=other)
+    assert build(tag=second, cache_from=[other]) == 0               # another chain does not count
+    for name in (first, second, other):
+        client.images.remove(name)
+
+
+def test_a_context_nested_thousands_deep_fails_clearly_and_leaves_nothing(berthd, client):
+    """A hostile context: 1500 directory levels (recursive walks and shutil.rmtree give up near a thousand).
+    The build fails with a reason, its scratch tree is removed, and the daemon goes on building."""
+    from berth_e2e_conftest import assert_responsive
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in (("/".join(["d"] * 1500) + "/f", b"x"), ("Dockerfile", b"FROM busybox:latest\nCOPY . /x\n")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    buf.seek(0)
+    chunks = list(client.api.build(fileobj=buf, custom_context=True, decode=True, rm=True))
+    assert "too deep" in (chunks[-1].get("error") or ""), chunks[-1]
+    assert_responsive(berthd)
+    assert os.listdir(os.path.join(berthd.root, "build")) == []
+    image, _ = client.images.build(fileobj=io.BytesIO(b"FROM busybox:latest\nRUN true\n"))
+    assert image.id

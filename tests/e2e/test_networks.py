@@ -123,6 +123,26 @@ def test_network_create_inspect_rm_errors(berthd, image, network, names):
     assert cp.returncode != 0 and "pre-defined" in cp.stderr
 
 
+def test_ipam_auxiliary_addresses_and_options_as_sent(berthd, client, image, network, names):
+    net = network("--subnet", "10.213.9.0/29", "--gateway", "10.213.9.1", "--aux-address", "router=10.213.9.2",
+                  "--ipam-opt", "k=v")
+    fmt = "{{json .IPAM.Options}} {{json (index .IPAM.Config 0).AuxiliaryAddresses}}"
+    assert docker(berthd, "network", "inspect", net, "--format", fmt).stdout.split() == \
+        ['{"k":"v"}', '{"router":"10.213.9.2"}']
+    name = names()
+    docker(berthd, "run", "-d", "--name", name, "--network", net, image, "sleep", "60")
+    ip = docker(berthd, "inspect", name, "--format", f"{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}")
+    assert ip.stdout.strip() == "10.213.9.3"  # the reserved address is skipped
+    plain = network("--subnet", "10.213.9.8/29")
+    assert docker(berthd, "network", "inspect", plain, "--format", "{{json .IPAM.Options}}").stdout.strip() == "null"
+    # The docker CLI checks this itself; the API must too (the SDK sends what it is given).
+    import docker as sdk
+    pool = sdk.types.IPAMPool(subnet="10.213.9.16/29", aux_addresses={"x": "10.9.9.9"})
+    with pytest.raises(sdk.errors.APIError) as err:
+        client.networks.create(unique_name("aux"), ipam=sdk.types.IPAMConfig(pool_configs=[pool]))
+    assert err.value.status_code == 400 and "subnet" in str(err.value), err.value
+
+
 def test_connect_and_disconnect_a_running_container(berthd, image, network, names):
     net = network()
     name = names()

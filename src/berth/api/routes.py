@@ -3,30 +3,24 @@
 from __future__ import annotations
 
 from berth.api.handlers import build as build_routes
-from berth.api.handlers import containers, images, networks, system, volumes
+from berth.api.handlers import containers, images, networks, swarm, system, volumes
 from berth.api.server import Router
 from berth.api.wiring import Daemon
 
 
 def build(daemon: Daemon) -> Router:
     router = Router()
-    for group in (system, images, containers, networks, volumes, build_routes):
+    for group in (system, images, containers, networks, volumes, build_routes, swarm):
         group.register(router, daemon)
     for template, what in PLANNED:
         router.plan(template, what)
     return router
 
 
-# Docker API paths that later versions of berth will serve.
+# Docker API paths that later versions of berth will serve (501). Swarm paths are not here: berth is
+# never a swarm node, and answers them as a Docker node outside a swarm does (handlers/swarm.py, 503).
 PLANNED = (
-    ("/containers/{id}/changes", "`docker diff` yet"),
     ("/images/search", "`docker search` yet"),
-    ("/swarm*", "swarm mode"),
-    ("/nodes*", "swarm mode"),
-    ("/services*", "swarm mode"),
-    ("/tasks*", "swarm mode"),
-    ("/secrets*", "swarm mode"),
-    ("/configs*", "swarm mode"),
     ("/plugins*", "plugins"),
     ("/session", "BuildKit sessions"),
     ("/grpc", "BuildKit"),

@@ -150,8 +150,13 @@ class Request:
     _state: _BodyState | None = None
 
     def q(self, name: str, default: str = "") -> str:
+        """The parameter's first value, as Docker (Go's FormValue) reads a key given more than once."""
         values = self.query.get(name)
-        return values[-1] if values else default
+        return values[0] if values else default
+
+    def qall(self, name: str) -> list[str]:
+        """Every value of a parameter that may be repeated (`t`, `extrahosts`, `changes`), in order."""
+        return list(self.query.get(name, []))
 
     def qbool(self, name: str, default: bool = False) -> bool:
         value = self.q(name)

@@ -27,6 +27,7 @@ from berth.services.containers import Containers
 from berth.services.distribution import Distribution
 from berth.services.events import Events
 from berth.services.execs import Execs
+from berth.services.health import Health
 from berth.services.imageio import ImageIO
 from berth.services.networks import Networks
 from berth.services.images import Images
@@ -110,7 +111,9 @@ def build(config: DaemonConfig) -> Daemon:
     imageio = ImageIO(images, store, events, root)
     builder = Builder(images, imageio, containers, db, events, root)
     builder.use_distribution(distribution)
-    return Daemon(config, db, store, images, containers, Execs(containers), events, runtimes, distribution,
+    execs = Execs(containers)
+    containers.health = Health(containers, execs.probe_process)
+    return Daemon(config, db, store, images, containers, execs, events, runtimes, distribution,
                   imageio, networks, builder)
 
 

@@ -44,7 +44,6 @@ import importlib
 import logging
 import os
 import re
-import shutil
 import stat
 import tarfile
 from pathlib import Path
@@ -52,6 +51,7 @@ from typing import (
     IO,
     BinaryIO,
     Callable,
+    Iterator,
     Mapping,
     Protocol,
     Sequence,
@@ -59,7 +59,7 @@ from typing import (
 )
 
 from berth.errors import FailedPrecondition, InvalidArgument
-from berth.host import fstree
+from berth.host import fs, fstree
 from berth.image import archive
 
 log = logging.getLogger(__name__)
@@ -539,13 +539,43 @@ def extract_context(stream: IO[bytes], root: Path | str) -> int:
     return total
 
 
+def members(tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
+    """The members of the streaming reader *tar*, read the way Go's archive/tar reads them.
+
+    The docker CLI (`build -f` with a Dockerfile outside the context) appends the
+    Dockerfile and a .dockerignore to the context tar and ends the stream right after
+    the last member's content: no padding to the 512-byte block, no end-of-archive
+    blocks. Go's reader (dockerd) takes an end of stream there as the end of the
+    archive; Python's raises "unexpected end of data" while skipping the padding.
+    So a ReadError from advancing is the end when everything the previous member
+    announced has been read; a member whose content itself is cut short still fails
+    (tarfile raises while its content is read).
+
+    Members are not kept: a streaming TarFile appends each to `tar.members`, which
+    would grow with the number of entries of the context (nothing here looks them up).
+    """
+    last_end = -1
+    while True:
+        try:
+            member = tar.next()
+        except tarfile.ReadError:
+            if 0 <= last_end <= tar.fileobj.tell():  # type: ignore[union-attr]
+                return  # only the padding (and the end blocks) after the last content were missing
+            raise
+        if member is None:
+            return
+        tar.members.clear()  # type: ignore[attr-defined]
+        yield member
+        last_end = member.offset_data + (member.size if member.isreg() else 0)
+
+
 def _extract_all(tar: tarfile.TarFile, top: str) -> int:
     """Every member of *tar* below *top*, made relative to directory descriptors; directory modes last."""
     dirs: list[tuple[list[str], tarfile.TarInfo]] = []
     total = 0
     root_fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
-        for member in tar:
+        for member in members(tar):
             total += _extract_member(tar, member, root_fd, dirs)
         for parts, member in reversed(dirs):
             try:  # reached again without following a symlink a later member put in its way
@@ -643,28 +673,37 @@ def prune(root: Path | str, ignore: Ignore) -> int:
     """
     excluded, entirely = _matcher(ignore)
     removed = 0
-
-    def walk(directory: str, prefix: str) -> None:
-        nonlocal removed
+    # An explicit stack, not recursion: a context may nest directories thousands deep.
+    # ("visit", directory, prefix) lists a directory; ("leave", path, rel) removes an
+    # excluded directory once what is below it was judged, if it is empty by then;
+    # ("drop", path, rel) removes a directory nothing below which can be re-included.
+    todo: list[tuple[str, str, str]] = [("visit", os.fspath(root), "")]
+    while todo:
+        action, directory, prefix = todo.pop()
+        if action == "leave":
+            if not os.listdir(directory):
+                os.rmdir(directory)
+                removed += 1
+            continue
+        drop = action == "drop"
+        later: list[tuple[str, str, str]] = []
         for name in sorted(os.listdir(directory)):
             rel = prefix + name
             path = os.path.join(directory, name)
             if not stat.S_ISDIR(os.lstat(path).st_mode):
-                if excluded(rel):
+                if drop or excluded(rel):
                     os.unlink(path)
-                    removed += 1
+                    removed += not drop
                 continue
-            gone = excluded(rel)
-            if gone and entirely is not None and entirely(rel):
-                shutil.rmtree(path)
+            gone = drop or excluded(rel)
+            if gone and not drop and entirely is not None and entirely(rel):
+                fs.rmtree(path)  # iterative: any depth
                 removed += 1
                 continue
-            walk(path, rel + "/")
-            if gone and not os.listdir(path):
-                os.rmdir(path)
-                removed += 1
-
-    walk(os.fspath(root), "")
+            later.append(("drop" if drop else "visit", path, rel + "/"))
+            if gone:
+                later.append(("leave", path, rel))
+        todo.extend(reversed(later))  # in name order, each directory's content before its "leave"
     return removed
 
 
@@ -787,6 +826,6 @@ def _read_regular(root: Path, parts: Sequence[str]) -> bytes | None:
 
 __all__ = [
     "Context", "DEFAULT_DOCKERFILE", "DOCKERIGNORE", "Ignore", "IgnorePatterns", "NOT_FOUND_WHERE",
-    "extract_context", "find_sources", "has_wildcards", "parse_dockerignore", "prune", "real_path",
+    "extract_context", "find_sources", "has_wildcards", "members", "parse_dockerignore", "prune", "real_path",
     "relative_parts", "resolve_in_dir", "resolve_scoped", "segment_regex", "split_clean", "tree_checksum",
 ]

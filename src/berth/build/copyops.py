@@ -55,7 +55,6 @@ import errno
 import logging
 import os
 import posixpath
-import shutil
 import stat
 import tarfile
 import tempfile
@@ -68,7 +67,7 @@ import httpx
 
 from berth.build.context import MAX_SYMLINKS, relative_parts, resolve_in_dir, resolve_scoped, split_clean
 from berth.errors import FailedPrecondition, InvalidArgument, Unavailable
-from berth.host import fstree
+from berth.host import fs, fstree
 from berth.oci import passwd as passwd_files
 
 log = logging.getLogger(__name__)
@@ -258,7 +257,7 @@ def _remove(path: str) -> None:
     except FileNotFoundError:
         return
     if stat.S_ISDIR(st.st_mode):
-        shutil.rmtree(path)
+        fs.rmtree(path)
     else:
         os.unlink(path)
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from berth.cli.parser import Parser, integer, typed
-from berth.cli.units import parse_cpus, ram_in_bytes
+from berth.cli.units import parse_cpus, parse_go_duration, ram_in_bytes
 from berth.errors import InvalidArgument
 
 _BUILTIN_NETWORKS = {"default", "bridge", "host", "none"}
@@ -77,6 +77,11 @@ def add_create_flags(p: Parser, run: bool) -> None:
     p.add_argument("--add-host", action="append", default=[])
     p.add_argument("--dns", action="append", default=[])
     p.add_argument("--restart", default=None)
+    p.add_argument("--health-cmd", default=None)
+    for flag in ("--health-interval", "--health-timeout", "--health-start-period", "--health-start-interval"):
+        p.add_argument(flag, type=typed(flag, duration_ns), default=0)
+    p.add_argument("--health-retries", type=typed("--health-retries", integer), default=0)
+    p.add_argument("--no-healthcheck", action="store_true")
     p.add_argument("image")
     p.add_argument("command", nargs=argparse.REMAINDER)
 
@@ -131,6 +136,40 @@ def _boolean(text: str) -> bool:
     if low in ("0", "f", "false"):
         return False
     raise argparse.ArgumentTypeError(f'invalid argument "{text}": parse error')
+
+
+def duration_ns(text: str) -> int:
+    """A Go duration ("30s", "1m30s", "500ms", "0") in nanoseconds."""
+    if text.strip() in ("0", "+0", "-0"):
+        return 0
+    seconds = parse_go_duration(text.strip())
+    if seconds is None:
+        raise ValueError(f"time: invalid duration {json.dumps(text)}")
+    return round(seconds * 1_000_000_000)
+
+
+def healthcheck(ns: argparse.Namespace) -> dict[str, Any] | None:
+    """Config.Healthcheck from the --health-* flags and --no-healthcheck, as the docker CLI builds it."""
+    durations = {"Interval": ns.health_interval, "Timeout": ns.health_timeout,
+                 "StartPeriod": ns.health_start_period, "StartInterval": ns.health_start_interval}
+    given = bool(ns.health_cmd) or any(durations.values()) or bool(ns.health_retries)
+    if ns.no_healthcheck:
+        if given:
+            raise InvalidArgument("--no-healthcheck conflicts with --health-* options")
+        return {"Test": ["NONE"]}
+    if not given:
+        return None
+    for key, flag in (("Interval", "interval"), ("Timeout", "timeout"), ("StartPeriod", "start-period"),
+                      ("StartInterval", "start-interval")):
+        if durations[key] < 0:
+            raise InvalidArgument(f"--health-{flag} cannot be negative")
+    if ns.health_retries < 0:
+        raise InvalidArgument("--health-retries cannot be negative")
+    out: dict[str, Any] = {"Test": ["CMD-SHELL", ns.health_cmd]} if ns.health_cmd else {}
+    out.update({k: v for k, v in durations.items() if v})
+    if ns.health_retries:
+        out["Retries"] = ns.health_retries
+    return out
 
 
 @dataclass
@@ -342,6 +381,9 @@ def build_create(ns: argparse.Namespace, environ: Mapping[str, str] | None = Non
         body["StopSignal"] = ns.stop_signal
     if ns.stop_timeout is not None:
         body["StopTimeout"] = ns.stop_timeout
+    health = healthcheck(ns)
+    if health is not None:
+        body["Healthcheck"] = health
 
     network = ns.network or "default"
     host: dict[str, Any] = {

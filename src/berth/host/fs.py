@@ -12,6 +12,8 @@ not a directory is refused.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -111,6 +113,79 @@ def syncfs(path: str) -> None:
             raise OSError(err, os.strerror(err), path)
     finally:
         os.close(fd)
+
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+def rmtree(path: str) -> None:
+    """Remove *path* and everything below it, however deeply nested; what cannot be removed stays.
+
+    shutil.rmtree (Python 3.11) descends by recursion: a tree nested a thousand levels deep (a
+    container or an image layer makes one with a shell loop) raises RecursionError half-way and
+    stays on disk, and every later clean-up of it fails the same way. This walk keeps its own stack
+    (one directory descriptor per level), removes by descriptor, never follows a symlink and never
+    enters another file system (a mount below *path* is left in place, as `rm --one-file-system`).
+    """
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return
+    if not stat.S_ISDIR(st.st_mode):
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        return
+    try:
+        top = os.open(path, _DIR_FLAGS)
+    except OSError:
+        return
+    stack: list[tuple[int, list[str]]] = [(top, _names(top))]  # (directory fd, names not yet removed)
+    try:
+        while stack:
+            fd, names = stack[-1]
+            if not names:
+                stack.pop()
+                os.close(fd)
+                if stack:  # the directory is empty now: remove it from its parent
+                    parent_fd, parent_names = stack[-1]
+                    with contextlib.suppress(OSError):
+                        os.rmdir(parent_names.pop(), dir_fd=parent_fd)
+                continue
+            name = names[-1]
+            try:
+                est = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except OSError:
+                names.pop()
+                continue
+            if stat.S_ISDIR(est.st_mode) and est.st_dev == st.st_dev:
+                try:
+                    child = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                except OSError:
+                    names.pop()
+                    continue
+                stack.append((child, _names(child)))  # its name stays last in names until it is empty
+                continue
+            names.pop()
+            if not stat.S_ISDIR(est.st_mode):
+                with contextlib.suppress(OSError):
+                    os.unlink(name, dir_fd=fd)
+    finally:
+        for fd, _ in stack:
+            os.close(fd)
+    with contextlib.suppress(OSError):
+        os.rmdir(path)
+
+
+def _names(dir_fd: int) -> list[str]:
+    try:
+        return os.listdir(dir_fd)
+    except OSError:
+        return []
+
+
+async def remove_tree(path: str) -> None:
+    """rmtree off the event loop (an upper directory may hold much)."""
+    await asyncio.to_thread(rmtree, path)
 
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)

@@ -720,43 +720,77 @@ def open_regular_at(dir_fd: int | None, name: str) -> int | None:
         os.close(pinned)
 
 
+MAX_WALK_DEPTH = 16384  # directories deep; one open descriptor each while walked
+
+
+class TreeTooDeep(InvalidArgument):
+    """A walked tree nests deeper than MAX_WALK_DEPTH."""
+
+
 def walk(dir_fd: int, prefix: str = "") -> Iterator[WalkEntry]:
     """Every entry below the directory *dir_fd* (not itself), names sorted, each directory before its content.
 
     Lists and descends by descriptor: a subdirectory is opened O_NOFOLLOW|O_DIRECTORY
     relative to its parent, so one swapped for a symlink (or a file) after it was listed
     is skipped, never followed. Entries that vanish are skipped. *dir_fd* stays the caller's.
+    The walk keeps its own stack, not Python's: a tree nested thousands deep (a container can
+    make one) is walked like any other, holding one descriptor per level, up to MAX_WALK_DEPTH.
+
+    Raises:
+        TreeTooDeep: the tree nests deeper than MAX_WALK_DEPTH.
     """
-    try:
-        names = sorted(os.listdir(dir_fd))
-    except (FileNotFoundError, NotADirectoryError):
+    stack: list[tuple[int, Iterator[str], str]] = []  # (directory fd, names still to visit, prefix)
+    names = _sorted_names(dir_fd)
+    if names is None:
         return
-    for name in names:
-        try:
-            st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        yield WalkEntry(prefix + name, dir_fd, name, st)
-        if not stat.S_ISDIR(st.st_mode):
-            continue
-        try:
-            child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
-        except OSError as exc:
-            if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
-                continue  # vanished or swapped for a symlink/file since listed
-            raise
-        try:
+    stack.append((dir_fd, iter(names), prefix))
+    try:
+        while stack:
+            fd, pending, where = stack[-1]
+            name = next(pending, None)
+            if name is None:
+                stack.pop()
+                if fd != dir_fd:
+                    os.close(fd)
+                continue
+            try:
+                st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            yield WalkEntry(where + name, fd, name, st)
+            if not stat.S_ISDIR(st.st_mode):
+                continue
+            try:
+                child = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
+                    continue  # vanished or swapped for a symlink/file since listed
+                raise
             cst = os.fstat(child)
-            if (cst.st_dev, cst.st_ino) != (st.st_dev, st.st_ino):
-                continue  # another directory was moved in: walk what was listed, or nothing
-            yield from walk(child, prefix + name + "/")
-        finally:
-            os.close(child)
+            children = _sorted_names(child) if (cst.st_dev, cst.st_ino) == (st.st_dev, st.st_ino) else None
+            if children is None:  # another directory was moved in (walk what was listed, or nothing), or gone
+                os.close(child)
+                continue
+            if len(stack) >= MAX_WALK_DEPTH:
+                os.close(child)
+                raise TreeTooDeep(f"{where + name}: the tree nests more than {MAX_WALK_DEPTH} directories deep")
+            stack.append((child, iter(children), where + name + "/"))
+    finally:
+        for fd, _, _ in stack:
+            if fd != dir_fd:
+                os.close(fd)
+
+
+def _sorted_names(dir_fd: int) -> list[str] | None:
+    try:
+        return sorted(os.listdir(dir_fd))
+    except (FileNotFoundError, NotADirectoryError):
+        return None
 
 
 __all__ = [
     "Attrs", "FileTooLarge", "MAX_SYMLINKS", "NotADirectoryBelow", "NotRegularFile", "Root", "SymlinkLoop",
-    "WalkEntry", "copy_stream", "create_file_at", "kind", "kind_of", "link_at", "lstat", "lstat_at", "mkdir_at",
+    "TreeTooDeep", "WalkEntry", "copy_stream", "create_file_at", "kind", "kind_of", "link_at", "lstat", "lstat_at", "mkdir_at",
     "mkdirs", "mknod_at", "open_beneath", "open_dir", "open_dir_at", "open_regular_at", "openat2_available",
     "parts_of", "pax_xattrs", "read_regular", "remove_at", "set_attrs_at", "set_attrs_fd", "stat_in",
     "symlink_at", "walk", "write_file",

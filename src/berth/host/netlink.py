@@ -177,9 +177,9 @@ def enable_route_localnet(bridge: str, on: bool = True) -> None:
 def disable_ipv6(ifname: str) -> None:
     """Take IPv6 off *ifname* (net.ipv6.conf.<if>.disable_ipv6=1): no link-local address, no IPv6 input.
 
-    berth's networks are IPv4-only and its nftables guards are IPv4 rules; with
-    IPv6 on, a bridge's link-local address would let containers (internal
-    networks' too) reach host services listening on [::].
+    For networks made without --ipv6 (the default bridge among them): with IPv6
+    on, a bridge's link-local address would let containers (internal networks'
+    too) reach host services listening on [::]. --ipv6 networks use enable_ipv6.
     Fine when IPv6 is not available on this host at all.
     """
     check_ifname(ifname)
@@ -187,6 +187,52 @@ def disable_ipv6(ifname: str) -> None:
         return
     if get_sysctl(f"net/ipv6/conf/{ifname}/disable_ipv6") != "1":
         set_sysctl(f"net/ipv6/conf/{ifname}/disable_ipv6", "1")
+
+
+_IFA_F_NODAD = 0x02  # no duplicate address detection: the address works at once (berth hands out unique ones)
+
+
+def enable_ipv6(ifname: str, gateway6_cidr: str) -> None:
+    """Give bridge *ifname* IPv6 (a network made with --ipv6): exactly the global address *gateway6_cidr*.
+
+    The bridge never takes configuration from its containers: router
+    advertisements (accept_ra), SLAAC (autoconf) and redirects are off before
+    IPv6 comes on, so a container cannot add routes or addresses to the host.
+    berth's ip6 guards (host.nftables.network_rules6) must already be in place.
+
+    Raises:
+        InvalidArgument: a bad name or address.
+        FailedPrecondition: this host has no IPv6, or the kernel refused.
+    """
+    check_ifname(ifname)
+    try:
+        want = ipaddress.IPv6Interface(gateway6_cidr)
+    except ValueError:
+        raise InvalidArgument(f"invalid IPv6 gateway {gateway6_cidr!r}: expected e.g. fd00:1::1/64") from None
+    if not (_SYSCTL_ROOT / "net/ipv6/conf" / ifname).exists():
+        raise FailedPrecondition(f"{ifname} has no IPv6 settings: is IPv6 turned off on this host "
+                                 "(ipv6.disable=1)? Create the network without --ipv6")
+    for key in ("accept_ra", "autoconf", "accept_redirects"):
+        if get_sysctl(f"net/ipv6/conf/{ifname}/{key}") != "0":
+            set_sysctl(f"net/ipv6/conf/{ifname}/{key}", "0")
+    if get_sysctl(f"net/ipv6/conf/{ifname}/disable_ipv6") != "0":
+        set_sysctl(f"net/ipv6/conf/{ifname}/disable_ipv6", "0")
+    with _rtnl(f"set the IPv6 address of {ifname}") as ipr:
+        index = _index(ipr, ifname)
+        if index is None:
+            raise NotFound(f"no interface {ifname}: create the bridge first")
+        have = False
+        for addr in ipr.get_addr(index=index, family=socket.AF_INET6):
+            current = ipaddress.IPv6Interface(f"{addr.get_attr('IFA_ADDRESS')}/{addr['prefixlen']}")
+            if current.ip.is_link_local:
+                continue
+            if current == want:
+                have = True
+            else:
+                ipr.addr("del", index=index, address=str(current.ip), prefixlen=current.network.prefixlen)
+        if not have:
+            ipr.addr("add", index=index, address=str(want.ip), prefixlen=want.network.prefixlen,
+                     flags=_IFA_F_NODAD)
 
 
 # --------------------------------------------------------------------------- #
@@ -440,7 +486,8 @@ def netns_links(path: Path) -> list[str]:
 
 
 def attach(bridge: str, netns_path: Path, host_if: str, address_cidr: str, gateway: str | None,
-           mac: str, mtu: int = 1500, ctr_if: str = "eth0") -> None:
+           mac: str, mtu: int = 1500, ctr_if: str = "eth0", *,
+           address6_cidr: str | None = None, gateway6: str | None = None) -> None:
     """Plug a network namespace into *bridge* with a veth pair.
 
     The host end *host_if* joins the bridge and comes up; the other end is created
@@ -454,6 +501,12 @@ def attach(bridge: str, netns_path: Path, host_if: str, address_cidr: str, gatew
         address_cidr: the container's address with prefix, e.g. "172.20.0.2/16".
         gateway: the default route's next hop, or None (a second network needs none).
         mac: the container end's MAC, e.g. ipam.mac_for(address).
+        address6_cidr: an IPv6 address with prefix (a network with --ipv6), or None.
+        gateway6: the IPv6 default route's next hop, or None.
+
+    Whatever the network, the container end takes no router advertisements
+    (accept_ra=0): a neighbour container could otherwise give it addresses and
+    routes (CVE-2020-13401).
 
     Raises:
         NotFound: no such bridge or namespace.
@@ -466,8 +519,11 @@ def attach(bridge: str, netns_path: Path, host_if: str, address_cidr: str, gatew
     try:
         iface = ipaddress.IPv4Interface(address_cidr)
         gw = ipaddress.IPv4Address(gateway) if gateway else None
+        iface6 = ipaddress.IPv6Interface(address6_cidr) if address6_cidr else None
+        gw6 = ipaddress.IPv6Address(gateway6) if gateway6 else None
     except ValueError:
-        raise InvalidArgument(f"invalid container address {address_cidr!r} or gateway {gateway!r}") from None
+        raise InvalidArgument(f"invalid container address {address_cidr!r}/{address6_cidr!r} or gateway "
+                              f"{gateway!r}/{gateway6!r}") from None
     netns_path = Path(netns_path)
     try:
         ns_fd = os.open(netns_path, os.O_RDONLY | os.O_CLOEXEC)
@@ -495,7 +551,7 @@ def attach(bridge: str, netns_path: Path, host_if: str, address_cidr: str, gatew
                     raise FailedPrecondition(f"{doing}: {host_if} vanished right after creation")
                 ipr.link("set", index=index, master=br)
                 ipr.link("set", index=index, state="up")
-                _in_netns(netns_path, lambda: _configure_inside(netns_path, ctr_if, iface, gw))
+                _in_netns(netns_path, lambda: _configure_inside(netns_path, ctr_if, iface, gw, iface6, gw6))
             except BaseException:
                 _quiet_delete(ipr, host_if)
                 raise
@@ -504,16 +560,27 @@ def attach(bridge: str, netns_path: Path, host_if: str, address_cidr: str, gatew
 
 
 def _configure_inside(netns_path: Path, ctr_if: str, iface: ipaddress.IPv4Interface,
-                      gateway: ipaddress.IPv4Address | None) -> None:
+                      gateway: ipaddress.IPv4Address | None, iface6: ipaddress.IPv6Interface | None = None,
+                      gateway6: ipaddress.IPv6Address | None = None) -> None:
+    # Runs on a thread inside the namespace: /proc/sys/net is the namespace's own there.
+    if (_SYSCTL_ROOT / "net/ipv6/conf" / ctr_if).exists():
+        set_sysctl(f"net/ipv6/conf/{ctr_if}/accept_ra", "0")  # before the link is up
+    elif iface6 is not None:
+        raise FailedPrecondition(f"configure {ctr_if} in {netns_path}: no IPv6 here for {iface6}")
     with _rtnl(f"configure {ctr_if} in {netns_path}") as ipr:
         index = _index(ipr, ctr_if)
         if index is None:
             raise FailedPrecondition(f"configure {ctr_if} in {netns_path}: the veth end did not arrive")
         ipr.addr("add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen,
                  broadcast=str(iface.network.broadcast_address))
+        if iface6 is not None:
+            ipr.addr("add", index=index, address=str(iface6.ip), prefixlen=iface6.network.prefixlen,
+                     flags=_IFA_F_NODAD)
         ipr.link("set", index=index, state="up")
         if gateway is not None:
             ipr.route("add", dst="0.0.0.0/0", gateway=str(gateway), oif=index)
+        if gateway6 is not None:
+            ipr.route("add", dst="::/0", gateway=str(gateway6), oif=index, family=socket.AF_INET6)
 
 
 def detach(host_if: str) -> None:

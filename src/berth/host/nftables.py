@@ -1,6 +1,7 @@
 """NAT and filtering for bridge networks and published ports, in one nftables table.
 
-Strategy: berth owns exactly one table, ``ip berth``, and touches nothing else:
+Strategy: berth owns exactly one table, ``ip berth`` (plus ``ip6 berth`` once a
+network has IPv6, see the end of this docstring), and touches nothing else:
 other tables (a host firewall, Docker's iptables-nft rules) keep working beside
 it. Every rule carries the comment "berth:<owner>", where the owner is a network
 id or a container id, so an owner's rules can be found in a JSON listing and
@@ -57,6 +58,21 @@ the forward and masquerade rules:
 so nothing leaves the network, whatever a container writes into its frames.
 The accept verdicts only end *this* table's chain: a host firewall's own drop
 still applies, as nftables evaluates every table's base chains at a hook.
+
+IPv6 (networks made with ``--ipv6``) has a table of its own, ``ip6 berth``,
+with the filter chains only (no NAT: IPv6 is not masqueraded, as Docker does
+not by default), and rules tagged with the same owner comments:
+
+    chain guard_pre    iifname B ip6 daddr|saddr ::1 drop, and the same for ::ffff:0:0/96
+                       (v4-mapped addresses: the host's 127.0.0.1 in IPv6 clothing)
+    chain isolate      iifname B oifname != B jump isolate_stage2;  isolate_stage2: oifname B drop
+    chain forward      oifname B ct state established,related accept; iifname B accept; oifname B drop
+    internal:  isolate drops both ways; input accepts established traffic and neighbour
+               discovery from B and drops the rest (no IPv6 DNS: the resolver is on the IPv4 gateway)
+
+The kernel itself already drops ::1 arriving on a non-loopback device; the
+guards keep that true whatever the kernel version. An owner's IPv4 and IPv6
+rules change in one nft transaction.
 """
 
 from __future__ import annotations
@@ -89,11 +105,17 @@ _CHAINS: tuple[tuple[str, str], ...] = (
     ("input", "{ type filter hook input priority 0; policy accept; }"),
     ("guard_post", "{ type filter hook postrouting priority 300; policy accept; }"),
 )
+# The ip6 table has the filter chains only: berth does not NAT IPv6.
+_CHAINS6 = tuple((name, body) for name, body in _CHAINS if name in ("guard_pre", "isolate", "isolate_stage2",
+                                                                     "forward", "input"))
+FAMILIES = ("ip", "ip6")
 
 _OWNER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,100}")
 _TABLE_RE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,30}")
 _IFNAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,15}")
 _LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
+_LOOPBACK6 = ipaddress.IPv6Network("::1/128")
+_MAPPED6 = ipaddress.IPv6Network("::ffff:0:0/96")
 
 
 # --------------------------------------------------------------------------- #
@@ -163,13 +185,55 @@ def comment(owner: str) -> str:
     return COMMENT_PREFIX + owner
 
 
-def skeleton(table: str = TABLE) -> list[str]:
-    """Idempotent commands declaring the table and its chains."""
+def skeleton(table: str = TABLE, family: str = "ip") -> list[str]:
+    """Idempotent commands declaring the table and its chains (*family* "ip" or "ip6")."""
     _check_table(table)
-    lines = [f"add table ip {table}"]
-    for name, body in _CHAINS:
-        lines.append(f"add chain ip {table} {name} {body}".rstrip())
+    _check_family(family)
+    lines = [f"add table {family} {table}"]
+    for name, body in (_CHAINS if family == "ip" else _CHAINS6):
+        lines.append(f"add chain {family} {table} {name} {body}".rstrip())
     return lines
+
+
+def _check_family(family: str) -> None:
+    if family not in FAMILIES:
+        raise InvalidArgument(f"invalid nftables family {family!r}: berth uses ip and ip6")
+
+
+def network_rules6(net_id: str, bridge: str, subnet: str, table: str = TABLE, *,
+                   internal: bool = False) -> list[str]:
+    """`add rule ip6` commands for a network with IPv6 (``--ipv6``): guards, isolation, forwarding.
+
+    No masquerade: berth, like Docker by default, does not NAT IPv6. See the module's
+    docstring for the chains.
+    """
+    _check_bridge(bridge)
+    try:
+        ipaddress.IPv6Network(subnet)
+    except ValueError:
+        raise InvalidArgument(f"invalid IPv6 subnet {subnet!r} for network {net_id}: expected e.g. fd00:1::/64") \
+            from None
+    tag = f'comment "{comment(net_id)}"'
+    b = f'"{bridge}"'
+    rules = [("guard_pre", f"iifname {b} ip6 {way} {net} drop")
+             for net in (_LOOPBACK6, _MAPPED6) for way in ("daddr", "saddr")]
+    if internal:
+        rules += [
+            ("isolate", f"iifname {b} oifname != {b} drop"),
+            ("isolate", f"oifname {b} iifname != {b} drop"),
+            ("input", f"iifname {b} ct state established,related accept"),
+            ("input", f"iifname {b} icmpv6 type {{ nd-neighbor-solicit, nd-neighbor-advert }} accept"),
+            ("input", f"iifname {b} drop"),
+        ]
+    else:
+        rules += [
+            ("isolate", f"iifname {b} oifname != {b} jump isolate_stage2"),
+            ("isolate_stage2", f"oifname {b} drop"),
+            ("forward", f"oifname {b} ct state established,related accept"),
+            ("forward", f"iifname {b} accept"),
+            ("forward", f"oifname {b} drop"),
+        ]
+    return [f"add rule ip6 {table} {chain} {body} {tag}" for chain, body in rules]
 
 
 def network_rules(net_id: str, bridge: str, subnet: str, table: str = TABLE, *,
@@ -245,9 +309,10 @@ def port_rules(owner: str, ports: Sequence[PortRule], table: str = TABLE) -> lis
     return lines
 
 
-def delete_rules(handles: Iterable[tuple[str, int]], table: str = TABLE) -> list[str]:
+def delete_rules(handles: Iterable[tuple[str, int]], table: str = TABLE, family: str = "ip") -> list[str]:
     """`delete rule` commands for (chain, handle) pairs."""
-    return [f"delete rule ip {table} {chain} handle {handle}" for chain, handle in handles]
+    _check_family(family)
+    return [f"delete rule {family} {table} {chain} handle {handle}" for chain, handle in handles]
 
 
 def script(lines: Iterable[str]) -> str:
@@ -283,28 +348,35 @@ async def _nft_script(lines: Sequence[str]) -> None:
     await proc.run(["nft", "-f", "-"], input=script(lines).encode(), timeout=30)
 
 
-async def _listing(table: str) -> dict[str, Any]:
+async def _listing(table: str, family: str = "ip") -> dict[str, Any]:
     _check_table(table)
-    result = await proc.run(["nft", "-j", "list", "table", "ip", table], timeout=30, check=False)
+    _check_family(family)
+    result = await proc.run(["nft", "-j", "list", "table", family, table], timeout=30, check=False)
     if result.returncode != 0:
         err = result.stderr.decode(errors="replace")
-        if "No such file or directory" in err:
+        if "No such file or directory" in err or (family == "ip6" and "not supported" in err.lower()):
             return {"nftables": []}  # no table: nothing of ours exists
-        raise CommandFailed(["nft", "-j", "list", "table", "ip", table], result.returncode, err)
+        raise CommandFailed(["nft", "-j", "list", "table", family, table], result.returncode, err)
     parsed: dict[str, Any] = json.loads(result.stdout or b"{}")
     return parsed
 
 
-async def _replace(owner: str, new_rules: Sequence[str], table: str) -> None:
+async def _replace(owner: str, new_rules: Sequence[str], table: str,
+                   new_rules6: Sequence[str] | None = None) -> None:
     # list + one transaction; a concurrent change can make a listed handle stale,
     # in which case the transaction fails as a whole and is rebuilt once more.
+    # new_rules6 None: the owner has nothing in the ip6 table (published ports), do not look there.
     for attempt in range(3):
         handles = owned_handles(await _listing(table), owner)
+        handles6 = owned_handles(await _listing(table, "ip6"), owner) if new_rules6 is not None else []
+        lines = [*skeleton(table), *delete_rules(handles, table), *new_rules]
+        if new_rules6 or handles6:
+            lines += [*skeleton(table, "ip6"), *delete_rules(handles6, table, "ip6"), *(new_rules6 or ())]
         try:
-            await _nft_script([*skeleton(table), *delete_rules(handles, table), *new_rules])
+            await _nft_script(lines)
             return
         except CommandFailed as exc:
-            if attempt == 2 or not handles or "No such file or directory" not in exc.stderr:
+            if attempt == 2 or not (handles or handles6) or "No such file or directory" not in exc.stderr:
                 raise
 
 
@@ -314,15 +386,17 @@ async def ensure_table(table: str = TABLE) -> None:
 
 
 async def add_network(net_id: str, bridge: str, subnet: str, *, table: str = TABLE,
-                      internal: bool = False, gateway: str = "") -> None:
+                      internal: bool = False, gateway: str = "", subnet6: str = "") -> None:
     """Set network *net_id*'s rules (loopback guards, isolation, forwarding, masquerade).
 
     Call it before the bridge gets route_localnet=1 (host.netlink.enable_route_localnet,
     which published ports on 127.0.0.1 need): the guards must be in place first.
     ip_forward=1 is needed for any of this to route. See network_rules for *internal*.
+    *subnet6* (a network with IPv6) adds network_rules6 in the ip6 table; "" removes any.
     """
+    rules6 = network_rules6(net_id, bridge, subnet6, table, internal=internal) if subnet6 else []
     await _replace(net_id, network_rules(net_id, bridge, subnet, table, internal=internal, gateway=gateway),
-                   table)
+                   table, rules6)
 
 
 async def remove_network(net_id: str, *, table: str = TABLE) -> None:
@@ -337,17 +411,19 @@ async def publish(container_id: str, ports: Sequence[PortRule], *, table: str = 
 
 async def unpublish(container_id: str, *, table: str = TABLE) -> None:
     """Delete every published-port rule of *container_id*; fine when there are none."""
-    await remove_owner(container_id, table=table)
+    await remove_owner(container_id, table=table, families=("ip",))  # no IPv6 port rules exist
 
 
-async def remove_owner(owner_id: str, *, table: str = TABLE) -> None:
-    """Delete exactly the rules tagged "berth:<owner_id>"; fine when there are none."""
+async def remove_owner(owner_id: str, *, table: str = TABLE, families: Sequence[str] = FAMILIES) -> None:
+    """Delete exactly the rules tagged "berth:<owner_id>" (in the tables of *families*); fine when there are none."""
     for attempt in range(3):
-        handles = owned_handles(await _listing(table), owner_id)
-        if not handles:
+        lines: list[str] = []
+        for family in families:
+            lines += delete_rules(owned_handles(await _listing(table, family), owner_id), table, family)
+        if not lines:
             return
         try:
-            await _nft_script(delete_rules(handles, table))
+            await _nft_script(lines)
             return
         except CommandFailed as exc:
             if attempt == 2 or "No such file or directory" not in exc.stderr:
@@ -355,8 +431,8 @@ async def remove_owner(owner_id: str, *, table: str = TABLE) -> None:
 
 
 async def owners(*, table: str = TABLE) -> set[str]:
-    """Every owner id with rules in the table (for leak checks)."""
-    return parse_owners(await _listing(table))
+    """Every owner id with rules in the tables, ip and ip6 (for leak checks)."""
+    return parse_owners(await _listing(table)) | parse_owners(await _listing(table, "ip6"))
 
 
 async def remove_all(*, table: str = TABLE) -> None:
@@ -364,6 +440,10 @@ async def remove_all(*, table: str = TABLE) -> None:
     _check_table(table)
     # Declaring it first makes the delete valid whether or not the table existed.
     await _nft_script([f"add table ip {table}", f"delete table ip {table}"])
+    try:
+        await _nft_script([f"add table ip6 {table}", f"delete table ip6 {table}"])
+    except CommandFailed:
+        pass  # no IPv6 in this kernel's nftables: there is no such table either
 
 
 # --------------------------------------------------------------------------- #

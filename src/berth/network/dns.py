@@ -66,6 +66,9 @@ Lookup = Callable[[str, str], list[str]]
 """(address the query arrived on, lower-cased name without trailing dot) -> addresses; [] = unknown."""
 
 ReverseLookup = Callable[[str, str], list[str]]
+# (server address, client address, name) -> addresses: names only that client sees (a container's legacy
+# links on a user network); asked before Lookup.
+ClientLookup = Callable[[str, str, str], list[str]]
 """(address the query arrived on, IP address asked about) -> names; [] = unknown."""
 
 
@@ -179,8 +182,10 @@ class Resolver:
         reverse: ReverseLookup | None = None,
         loopback_upstreams: bool = False,
         timeout: float = FORWARD_TIMEOUT,
+        client_lookup: ClientLookup | None = None,
     ) -> None:
         self._lookup = lookup
+        self._client_lookup = client_lookup
         self._reverse = reverse
         self._loopback = loopback_upstreams
         self._timeout = timeout
@@ -263,7 +268,7 @@ class Resolver:
 
     # --- answering -----------------------------------------------------------
 
-    async def answer(self, server: str, data: bytes, *, tcp: bool = False) -> bytes | None:
+    async def answer(self, server: str, data: bytes, *, tcp: bool = False, client: str = "") -> bytes | None:
         """The reply to the query *data* that arrived on *server*, or None to send nothing.
 
         Transport-free: the UDP and TCP servers both call this. For UDP (*tcp* false)
@@ -277,21 +282,21 @@ class Resolver:
         if msg.qr:
             return None
         try:
-            return await self._answer(server, msg, data, tcp)
+            return await self._answer(server, msg, data, tcp, client)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("DNS query on %s failed; answering SERVFAIL", server)
             return dnswire.encode(dnswire.reply(msg, Rcode.SERVFAIL))
 
-    async def _answer(self, server: str, msg: dnswire.Message, data: bytes, tcp: bool) -> bytes:
+    async def _answer(self, server: str, msg: dnswire.Message, data: bytes, tcp: bool, client: str = "") -> bytes:
         if msg.opcode != dnswire.Opcode.QUERY:
             return dnswire.encode(dnswire.reply(msg, Rcode.NOTIMP))
         if len(msg.questions) != 1:
             bare = dnswire.Message(id=msg.id, opcode=msg.opcode, rd=msg.rd)
             return dnswire.encode(dnswire.reply(bare, Rcode.FORMERR))
         limit = None if tcp else (dnswire.edns_payload_size(msg) or dnswire.MAX_UDP)
-        local = self._local(server, msg.questions[0])
+        local = self._local(server, msg.questions[0], client)
         if local is not None:
             return dnswire.encode(dnswire.reply(msg, Rcode.NOERROR, local, aa=True), limit)
         listener = self._listeners.get(server)
@@ -302,7 +307,7 @@ class Resolver:
             return dnswire.encode(dnswire.reply(msg, Rcode.SERVFAIL), limit)
         return forwarded
 
-    def _local(self, server: str, q: dnswire.Question) -> tuple[dnswire.Record, ...] | None:
+    def _local(self, server: str, q: dnswire.Question, client: str = "") -> tuple[dnswire.Record, ...] | None:
         """Records for *q* from the network's own names; None when the network does not know it."""
         name = q.name.lower()
         if q.qclass != dnswire.CLASS_IN or not name:
@@ -315,7 +320,8 @@ class Resolver:
             if not names:
                 return None
             return tuple(dnswire.Record(q.name, Type.PTR, dnswire.CLASS_IN, TTL, n.rstrip(".")) for n in names)
-        addresses = self._lookup(server, name)
+        addresses = self._client_lookup(server, client, name) if client and self._client_lookup else []
+        addresses = addresses or self._lookup(server, name)
         if not addresses:
             return None
         v4 = [a for a in addresses if ipaddress.ip_address(a).version == 4]
@@ -393,6 +399,7 @@ class Resolver:
         task = asyncio.current_task()
         if task is not None:
             listener.tasks.add(task)
+        peer = writer.get_extra_info("peername")
         listener.tcp_connections += 1
         try:
             if listener.tcp_connections > MAX_TCP_CONNECTIONS:
@@ -403,7 +410,7 @@ class Resolver:
                 prefix = await asyncio.wait_for(reader.readexactly(2), TCP_IDLE_TIMEOUT)
                 (length,) = struct.unpack(">H", prefix)
                 data = await asyncio.wait_for(reader.readexactly(length), TCP_IDLE_TIMEOUT)
-                reply = await self.answer(server, data, tcp=True)
+                reply = await self.answer(server, data, tcp=True, client=str((peer or ("",))[0]))
                 if reply is None:
                     return
                 writer.write(struct.pack(">H", len(reply)) + reply)
@@ -476,7 +483,7 @@ class _UdpProtocol(asyncio.DatagramProtocol):
         task.add_done_callback(self._tasks.discard)
 
     async def _handle(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        reply = await self._resolver.answer(self._server, data, tcp=False)
+        reply = await self._resolver.answer(self._server, data, tcp=False, client=str(addr[0]))
         if reply is not None and self._transport is not None and not self._transport.is_closing():
             self._transport.sendto(reply, addr)
 

@@ -10,7 +10,8 @@ the start of the ip_range (or of the subnet when there is none), never the
 subnet's network or broadcast address and never the gateway. Networks created
 without --subnet get the first candidate that overlaps none of the existing
 ones: 172.17.0.0/16 ... 172.31.0.0/16, then 192.168.0.0/20 ... 192.168.240.0/20,
-as Docker's default address pools do. Only IPv4 is supported.
+as Docker's default address pools do. IPv6 pools are network.ipam6's; MAC
+addresses (Docker's derived one, a --mac-address value) are here too.
 
 Error messages keep Docker's wording where the docker CLI's users would know it
 ("Pool overlaps with other one on this address space", "Address already in use",
@@ -20,10 +21,11 @@ Error messages keep Docker's wording where the docker CLI's users would know it
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
-from berth.errors import Conflict, FailedPrecondition, InvalidArgument, NotImplemented_
+from berth.errors import Conflict, FailedPrecondition, InvalidArgument
 
 Network = ipaddress.IPv4Network
 Address = ipaddress.IPv4Address
@@ -47,7 +49,7 @@ def parse_subnet(text: str) -> Network:
 
     Raises:
         InvalidArgument: not a CIDR, host bits set, or too small to hold a container.
-        NotImplemented_: an IPv6 subnet.
+        InvalidArgument: an IPv6 subnet (those are network.ipam6's).
     """
     net = _parse_network(text, "subnet")
     if net.prefixlen > _MAX_PREFIX:
@@ -62,14 +64,15 @@ def parse_address(text: str, what: str = "address") -> Address:
 
     Raises:
         InvalidArgument: not an IPv4 address.
-        NotImplemented_: an IPv6 address.
+        InvalidArgument: an IPv6 address.
     """
     try:
         addr = ipaddress.ip_address(text.strip())
     except ValueError:
         raise InvalidArgument(f"invalid {what} {text!r}: expected an IPv4 address such as 172.20.0.1") from None
     if isinstance(addr, ipaddress.IPv6Address):
-        raise NotImplemented_(f"{what} {text}: IPv6 is not supported by berth; use an IPv4 address")
+        raise InvalidArgument(f"invalid {what} {text}: an IPv6 address where an IPv4 one is needed (IPv6 goes "
+                              "with an IPv6 subnet: --ipv6 --subnet fd00:1::/64, and --ip6 for a container)")
     return addr
 
 
@@ -79,7 +82,8 @@ def _parse_network(text: str, what: str) -> Network:
     except ValueError:
         raise InvalidArgument(f"invalid CIDR address: {text} (expected a {what} such as 172.20.0.0/16)") from None
     if isinstance(net, ipaddress.IPv6Network):
-        raise NotImplemented_(f"{what} {text}: IPv6 networks are not supported by berth; use an IPv4 {what}")
+        raise InvalidArgument(f"invalid {what} {text}: an IPv6 {what} where an IPv4 one is needed (an IPv6 "
+                              "subnet has its own IPAM config entry: --ipv6 --subnet fd00:1::/64)")
     if str(net.network_address) != text.strip().split("/")[0]:
         raise InvalidArgument(f"invalid {what} {text}: it should be {net}")
     return net
@@ -118,7 +122,6 @@ class Pool:
 
         Raises:
             InvalidArgument: a value does not parse, or the values do not fit together.
-            NotImplemented_: IPv6.
         """
         net = parse_subnet(subnet)
         gw = parse_address(gateway, "gateway") if gateway else net.network_address + 1
@@ -192,6 +195,26 @@ def pick_subnet(existing: Sequence[Network | str],
         "assign to the network; remove unused networks (docker network prune) or pass --subnet")
 
 
+def auxiliary_addresses(pool: Pool, given: Any) -> dict[str, str]:
+    """IPAM's AuxiliaryAddresses (name -> address the network reserves, never given to a container):
+    each an address of the subnet, and not the gateway.
+
+    Raises:
+        InvalidArgument: not an object of names to addresses, or an address outside the subnet.
+    """
+    if not given:
+        return {}
+    if not isinstance(given, dict) or len(given) > 1024:
+        raise InvalidArgument("IPAM.Config.AuxiliaryAddresses must be an object of names to addresses")
+    out = {}
+    for name, value in given.items():
+        addr = parse_address(str(value), "auxiliary address")
+        if addr not in pool.subnet:
+            raise InvalidArgument(f"auxiliary address {name}={addr} is not in the network's subnet {pool.subnet}")
+        out[str(name)] = str(addr)
+    return out
+
+
 def allocate(pool: Pool, used: set[str], wanted: str | None = None) -> str:
     """Choose an address for a container.
 
@@ -229,6 +252,26 @@ def allocate(pool: Pool, used: set[str], wanted: str | None = None) -> str:
         "remove containers from the network or create it with a larger --subnet/--ip-range")
 
 
+def parse_mac(text: Any, what: str = "MAC address") -> str:
+    """A --mac-address value as the kernel takes it: six lower-case hex bytes joined by colons.
+
+    Accepts "02:42:ac:11:00:02" and "02-42-AC-11-00-02".
+
+    Raises:
+        InvalidArgument: not six bytes, or a multicast or all-zero address (no interface can carry it).
+    """
+    raw = text.strip() if isinstance(text, str) else ""
+    parts = re.split(r"[:-]", raw)
+    if len(parts) != 6 or len(set(re.findall(r"[:-]", raw))) != 1 or \
+            not all(re.fullmatch(r"[0-9A-Fa-f]{2}", p) for p in parts):
+        raise InvalidArgument(f"invalid {what} {text!r}: expected six hex bytes such as 02:42:ac:11:00:02")
+    octets = bytes(int(p, 16) for p in parts)
+    if octets[0] & 1 or not any(octets):
+        raise InvalidArgument(f"invalid {what} {text}: a multicast or all-zero address cannot be an "
+                              "interface's; use a unicast one such as 02:42:ac:11:00:02")
+    return ":".join(f"{b:02x}" for b in octets)
+
+
 def mac_for(ip: str | Address) -> str:
     """Docker's MAC address for a container address: 02:42 then the four IPv4 bytes."""
     addr = ip if isinstance(ip, Address) else parse_address(ip)
@@ -244,7 +287,7 @@ def _as_network(value: Network | str) -> Network:
     except ValueError:
         raise InvalidArgument(f"invalid CIDR address: {value} (expected a subnet such as 172.20.0.0/16)") from None
     if isinstance(net, ipaddress.IPv6Network):
-        raise NotImplemented_(f"subnet {value}: IPv6 networks are not supported by berth; use an IPv4 subnet")
+        raise InvalidArgument(f"subnet {value}: an IPv6 subnet where an IPv4 one is needed")
     return net
 
 

@@ -153,3 +153,35 @@ def resolve_user(user: str, passwd: str | None, group: str | None) -> tuple[int,
             if name in g.members and g.gid not in extra:
                 extra.append(g.gid)
     return uid, gid, tuple(extra)
+
+
+def resolve_groups(names: list[str] | tuple[str, ...], group: str | None) -> tuple[int, ...]:
+    """Docker's `GroupAdd` (`--group-add`) as gids: each name or gid looked up in /etc/group, a number
+    not listed there taken as given.
+
+    Args:
+        names: the `HostConfig.GroupAdd` entries.
+        group: content of the image's /etc/group, or None if it has none.
+
+    Returns:
+        The gids in the order given, each once.
+
+    Raises:
+        berth.errors.InvalidArgument: a name that /etc/group does not list (Docker's words:
+            "Unable to find group X: no matching entries in group file"), or a gid out of range.
+    """
+    groups = parse_group(group) if group is not None else []
+    out: list[int] = []
+    for raw in names:
+        name = raw.strip()
+        wanted = _int_or_none(name)
+        match = next((g for g in groups if g.name == name or (wanted is not None and g.gid == wanted)), None)
+        if match is not None:
+            gid = match.gid
+        elif wanted is not None:
+            gid = _check_range("gid", wanted)
+        else:
+            raise InvalidArgument(f"Unable to find group {name}: no matching entries in group file")
+        if gid not in out:
+            out.append(gid)
+    return tuple(out)

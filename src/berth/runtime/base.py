@@ -79,3 +79,8 @@ class Runtime(Protocol):
     def exec_argv(self, cid: str, process_json: str, pid_file: str) -> list[str]:
         """The command that runs a further process (process.json) in the running container, in the foreground."""
         ...
+
+    async def kill_exec(self, cid: str, pid_file: str, command_pid: int) -> None:
+        """SIGKILL the process that exec_argv's command (*command_pid*, still running) started, e.g. a
+        health probe past its timeout. The caller kills the command itself afterwards."""
+        ...

@@ -16,11 +16,12 @@ import json
 import logging
 import os
 import re
+import signal
 from typing import Any
 
 from berth.errors import CommandFailed, Conflict, FailedPrecondition, InvalidArgument
 from berth.host import proc
-from berth.runtime import monitor
+from berth.runtime import execmon, monitor
 from berth.runtime.base import CreateOptions, Exit, Started
 
 log = logging.getLogger(__name__)
@@ -172,7 +173,55 @@ class OciRuntime:
         monitor.write_resize(bundle, height, width)
 
     def exec_argv(self, cid: str, process_json: str, pid_file: str) -> list[str]:
+        if self.name == "runsc":  # its --pid-file is its own pid; kill_exec needs the sandbox's
+            return self._argv("exec", "--process", process_json, "--pid-file", pid_file,
+                              "--internal-pid-file", pid_file + ".internal", cid)
         return self._argv("exec", "--process", process_json, "--pid-file", pid_file, cid)
+
+    async def kill_exec(self, cid: str, pid_file: str, command_pid: int) -> None:
+        if self.name == "runsc":  # the process lives in the sandbox, not under runsc exec
+            pid = _read_pid(pid_file + ".internal")
+            if pid > 0:
+                await proc.run(self._argv("kill", "--pid", str(pid), cid, "KILL"), timeout=10, check=False)
+            return
+        pid = _read_pid(pid_file)  # runc: the host pid, a child of runc exec (a subreaper) while that runs
+        if pid <= 0:
+            return
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            return
+        try:  # with the pidfd held, the pid is this process: check it is runc exec's child before killing
+            if _parent_pid(pid) == command_pid:
+                signal.pidfd_send_signal(fd, signal.SIGKILL)
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    def exec_monitored(self, cid: str, tty: bool) -> execmon.RuntimeCommand | None:
+        """How conmon runs an exec session in this runtime (runtime.execmon); None when it cannot:
+        runsc's exec has no --tty, which conmon passes for a terminal."""
+        if tty and self.name == "runsc":
+            return None
+        return execmon.RuntimeCommand(self.binary, ("--root", self.state_root, *self.extra_args), self.socket_dir)
+
+
+def _read_pid(path: str) -> int:
+    try:
+        with open(path, "rb") as f:
+            return int(f.read(32).strip() or 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def _parent_pid(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read(4096)
+        return int(stat[stat.rfind(b")") + 2:].split()[1])
+    except (OSError, ValueError, IndexError):
+        return 0
 
 
 def held_ids(entries: list[str]) -> list[str]:

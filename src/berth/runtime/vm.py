@@ -21,7 +21,7 @@ from typing import Any
 
 from berth.errors import CommandFailed, Conflict, FailedPrecondition, InvalidArgument, Unavailable
 from berth.host import cgroups, proc
-from berth.runtime import monitor
+from berth.runtime import execmon, monitor
 from berth.runtime.base import CreateOptions, Exit, Started
 from berth.vm import execclient
 from berth.vm.prepare import MONITOR_NAME
@@ -213,6 +213,16 @@ class VmRuntime:
     def exec_argv(self, cid: str, process_json: str, pid_file: str) -> list[str]:
         return [sys.executable, "-m", "berth.vm.execclient", "--control", self.control_socket(cid),
                 "--process", process_json, "--pid-file", pid_file]
+
+    def exec_monitored(self, cid: str, tty: bool) -> execmon.RuntimeCommand | None:
+        """conmon runs a session without a terminal through berth.vm.execruntime (runtime.execmon)."""
+        if tty:
+            return None
+        return execmon.RuntimeCommand(sys.executable, ("-m", "berth.vm.execruntime", "--control",
+                                                       self.control_socket(cid)), self.socket_dir)
+
+    async def kill_exec(self, cid: str, pid_file: str, command_pid: int) -> None:
+        """Nothing to do here: the monitor SIGKILLs an exec's guest process when its client (the command) goes."""
 
 
 def parse_answer(cid: str, op: str, answer: bytes) -> str:

@@ -20,11 +20,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import hashlib
 import json
 import logging
 import os
-import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -36,7 +36,7 @@ from berth.build import dockerfile as dfp
 from berth.build.context import Context, find_sources
 from berth.build.copyops import ImageTree, Owner, add_into, copy_into, download, resolve_owner
 from berth.errors import BerthError, InvalidArgument, NotFound
-from berth.host import mount, spool
+from berth.host import fs, mount, spool
 from berth.image import fsexport
 from berth.image import platform as platforms
 from berth.metadata.db import Database
@@ -72,6 +72,9 @@ class BuildOptions:
     networkmode: str = ""
     extrahosts: list[str] = field(default_factory=list)
     isolation: str = ""
+    cache_from: list[str] = field(default_factory=list)  # images whose chains alone may serve as cache
+    # (history, diff_ids) of each cache_from image found; None = the whole local cache (set by Builder.build)
+    cache_sources: list[tuple[list[Any], list[str]]] | None = None
 
 
 class BuildError(BerthError):
@@ -100,12 +103,15 @@ class Builder:
             images, imageio, containers, db, events
         self._tmp = os.path.join(root, "build")
         os.makedirs(self._tmp, exist_ok=True)
-        for stale in os.listdir(self._tmp):
-            shutil.rmtree(os.path.join(self._tmp, stale), ignore_errors=True)
+        for stale in os.listdir(self._tmp):  # a crashed build's scratch trees (iterative: any depth)
+            fs.rmtree(os.path.join(self._tmp, stale))
 
     # -- entry ------------------------------------------------------------------------
     async def build(self, body: AsyncIterator[bytes], opts: BuildOptions, emit: Emit) -> str:
         work = Path(await spool.settled(tempfile.mkdtemp, None, "b-", self._tmp))
+        if opts.cache_from:
+            plat = opts.platform if "," not in opts.platform else ""  # one index per name: any platform's chain
+            opts = dataclasses.replace(opts, cache_sources=self._cache_sources(opts.cache_from, plat))
         try:
             context_tar = work / "context.tar"
             await spool.to_file(body, context_tar)  # written in a thread, never on the event loop
@@ -117,12 +123,18 @@ class Builder:
                 image_id = await self._multi(df, ctx, opts, emit, work, wanted)
             else:
                 image_id = await self._run(df, ctx, opts, emit, work)
+        except RecursionError:  # the walks of a context (prune, checksums, copies) descend by recursion
+            raise InvalidArgument(TOO_DEEP) from None
+        except OSError as exc:
+            if exc.errno == errno.ENAMETOOLONG:
+                raise InvalidArgument(TOO_DEEP) from exc
+            raise
         finally:
-            await spool.settled(shutil.rmtree, work, True)
+            await _discard(work)
         for tag in opts.tags:
             ref = reference.parse(tag)
             self._images.set_tag(str(ref), image_id)
-            self._events.publish("image", "tag", image_id, {"name": str(ref)})
+            self._images.event("tag", image_id, str(ref))
         emit({"aux": {"ID": image_id}})
         if not opts.quiet:
             emit({"stream": f"Successfully built {image_id[7:19]}\n"})
@@ -374,7 +386,7 @@ class Builder:
                 offset += len(data)
                 if not opts.quiet:
                     for entry in parser.feed(data):
-                        emit({"stream": entry.data.decode(errors="replace")})
+                        emit({"stream": _stream_text(entry.stream, entry.data)})
                 if len(data) < LOG_READ:
                     return
         while not waiter.done():
@@ -443,7 +455,7 @@ class Builder:
             await asyncio.to_thread(op, scratch, paths, source_root, dest, workdir=workdir, dest_is_dir=dest_is_dir,
                                     owner=owner, chmod=chmod, image=tree, files=files)
         layer, _ = await asyncio.to_thread(self._imageio.layer_from_chunks, fsexport.iter_tree_tar(scratch))
-        await spool.settled(shutil.rmtree, scratch, True)
+        await spool.settled(fs.rmtree, str(scratch))
         history = {"created_by": f"/bin/sh -c #(nop) {ins.original}"}
         image = await asyncio.to_thread(self._imageio.derive, state.image, _clean(state.config), layer=layer,
                                         history=history, platform=state.platform)
@@ -510,9 +522,25 @@ class Builder:
         if opts.nocache:
             return None
         image = self._db.build_cache_get(key)
-        if image and self._db.get_image(image) is not None:
-            return image
-        return None
+        if not image or self._db.get_image(image) is None:
+            return None
+        if opts.cache_sources is not None:
+            config = self._images.config(image)
+            if not cache_scope(opts.cache_sources, list(config.get("history") or []),
+                               list((config.get("rootfs") or {}).get("diff_ids") or [])):
+                return None
+        return image
+
+    def _cache_sources(self, names: list[str], platform: str) -> list[tuple[list[Any], list[str]]]:
+        """(history, diff_ids) of each cache_from image that exists (a missing one is skipped, as Docker does)."""
+        out: list[tuple[list[Any], list[str]]] = []
+        for name in names:
+            try:
+                config = self._images.config(self._images.resolve(name, platform))
+            except (NotFound, InvalidArgument):
+                continue
+            out.append((list(config.get("history") or []), list((config.get("rootfs") or {}).get("diff_ids") or [])))
+        return out
 
     def _remember(self, key: str, image: str) -> None:
         self._db.build_cache_put(key, image)
@@ -541,8 +569,17 @@ def _read_at(path: str, offset: int, limit: int) -> bytes:
         return b""
 
 
+TOO_DEEP = ("the build context nests directories too deep for berth's builder (more than about a thousand "
+            "levels, or paths longer than 4096 bytes): flatten it, or list that directory in .dockerignore")
+
+
+async def _discard(path: Path) -> None:
+    """Remove a build's scratch tree, to its end even when the build is cancelled, however deep it is."""
+    await spool.settled(fs.rmtree, str(path))
+
+
 def _fresh_dir(path: Path) -> None:
-    shutil.rmtree(path, ignore_errors=True)
+    fs.rmtree(str(path))
     path.mkdir()
 
 
@@ -564,6 +601,28 @@ def _upper_layer(upper: Path) -> Iterator[bytes]:
     return layerdiff.iter_layer_from_upper(upper)
 
 
+STDERR_START, STDERR_END = "\x1b[91m", "\x1b[0m"
+
+
+def _stream_text(stream: str, data: bytes) -> str:
+    """A RUN step's output as a `stream` message: stderr in bright red, as Docker's classic builder writes it."""
+    text = data.decode(errors="replace")
+    return f"{STDERR_START}{text}{STDERR_END}" if stream == "stderr" else text
+
+
+def cache_scope(sources: list[tuple[list[Any], list[str]]], history: list[Any], diff_ids: list[str]) -> bool:
+    """Whether an image with *history* and *diff_ids* may serve as cache when the build names cache_from images.
+
+    The classic builder's rule: a cached step counts only when its image is one of the
+    named images or an ancestor of one. berth records no parent links; an ancestor is
+    recognised by content instead: every image derived from another (a build step, a
+    commit) repeats its history (each entry with its creation time) and its layers, so
+    "*history* and *diff_ids* are a prefix of the source's" is "the source was made from it".
+    *sources* holds (history, diff_ids) of each named image that exists.
+    """
+    return any(history == h[:len(history)] and diff_ids == d[:len(diff_ids)] for h, d in sources)
+
+
 def _short(image: str | None) -> str:
     return (image or "")[7:19]
 
@@ -579,4 +638,4 @@ def _platform_arg(key: str, platform: dict[str, str]) -> str:
             "VARIANT": variant}[key.removeprefix("TARGET").removeprefix("BUILD")]
 
 
-__all__ = ["Builder", "BuildOptions", "BuildError"]
+__all__ = ["Builder", "BuildOptions", "BuildError", "cache_scope"]

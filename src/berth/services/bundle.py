@@ -14,6 +14,7 @@ import json
 import os
 import resource
 import stat
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,7 @@ from berth.errors import InvalidArgument, NotRegularFile
 from berth.host import devices, fs, fstree, mount
 from berth.oci import capabilities, passwd, runtime_spec, seccomp
 from berth.services import validate
+from berth.services.links import Link, merged_env
 from berth.snapshot.overlay import OverlayMount
 
 USER_FILE_LIMIT = 4 << 20  # /etc/passwd, /etc/group: more is an attack, not an image
@@ -128,8 +130,10 @@ def process_args(doc: dict[str, Any]) -> list[str]:
     return list(cfg.get("Entrypoint") or []) + list(cfg.get("Cmd") or [])
 
 
-def write_etc_files(doc: dict[str, Any], bundle: str, network: Any = None) -> list[runtime_spec.BindMount]:
-    """/etc/hostname, hosts and resolv.conf for the container (*network*: its addresses and DNS, if bridged)."""
+def write_etc_files(doc: dict[str, Any], bundle: str, network: Any = None,
+                    links: Sequence[Link] = ()) -> list[runtime_spec.BindMount]:
+    """/etc/hostname, hosts and resolv.conf for the container (*network*: its addresses and DNS, if bridged;
+    *links*: its legacy links, a hosts line each)."""
     cfg, host = doc["Config"], doc["HostConfig"]
     network_info = network
     hostname = cfg.get("Hostname") or doc["Id"][:12]
@@ -140,7 +144,7 @@ def write_etc_files(doc: dict[str, Any], bundle: str, network: Any = None) -> li
     addresses = list(getattr(network_info, "hosts", []) or [])
     if network != "host" and not addresses:
         hosts += f"127.0.1.1\t{hostname}\n"
-    for address, name in addresses:
+    for address, name in [*(link.hosts_line() for link in links if link.ip), *addresses]:
         hosts += f"{address}\t{name}\n"
     for extra in host.get("ExtraHosts") or []:
         name, _, addr = extra.partition(":")
@@ -165,7 +169,8 @@ def write_etc_files(doc: dict[str, Any], bundle: str, network: Any = None) -> li
 
 
 def build_spec(doc: dict[str, Any], bundle: str, rootfs: str, host_facts: HostFacts,
-               namespaces: dict[str, str] | None = None, network: Any = None) -> runtime_spec.ContainerSpec:
+               namespaces: dict[str, str] | None = None, network: Any = None,
+               links: Sequence[Link] = ()) -> runtime_spec.ContainerSpec:
     """Write the bundle's /etc files and return the container's spec.
 
     Raises:
@@ -175,7 +180,8 @@ def build_spec(doc: dict[str, Any], bundle: str, rootfs: str, host_facts: HostFa
     passwd_text, group_text = user_files(rootfs, cfg.get("User") or "")
     check_etc_targets(rootfs)
     uid, gid, groups = passwd.resolve_user(cfg.get("User") or "", passwd_text, group_text)
-    mounts = write_etc_files(doc, bundle, network)
+    groups = with_group_add(groups, host, group_text)
+    mounts = write_etc_files(doc, bundle, network, links)
     tmpfs = [(k, v or "") for k, v in (host.get("Tmpfs") or {}).items()]
     for bind in doc.get("Binds") or []:  # binds, volumes (their _data) and --mount tmpfs
         if bind.get("Type") == "tmpfs":
@@ -192,7 +198,7 @@ def build_spec(doc: dict[str, Any], bundle: str, rootfs: str, host_facts: HostFa
     if host.get("Init"):
         mounts.append(runtime_spec.BindMount(INIT_BINARY, INIT_PATH, True))
         args = [INIT_PATH, "--"] + args
-    env = list(cfg.get("Env") or [])
+    env = merged_env(links, list(cfg.get("Env") or []))  # --link variables first: the container's own win
     if not any(e.startswith("HOSTNAME=") for e in env):
         env.insert(0, f"HOSTNAME={cfg.get('Hostname') or doc['Id'][:12]}")
     if uid != 0 and not any(e.startswith("HOME=") for e in env):
@@ -221,6 +227,18 @@ def build_spec(doc: dict[str, Any], bundle: str, rootfs: str, host_facts: HostFa
         pid_mode=(namespaces or {}).get("pid", ""), ipc_mode=(namespaces or {}).get("ipc", ""),
         uts_mode=(namespaces or {}).get("uts", ""),
     )
+
+
+def with_group_add(groups: tuple[int, ...], host: dict[str, Any], group_text: str | None) -> tuple[int, ...]:
+    """The user's supplementary gids, then `HostConfig.GroupAdd`'s (the container's process and its execs).
+
+    Raises:
+        InvalidArgument: "Unable to find group X: no matching entries in group file".
+    """
+    extra = host.get("GroupAdd") or []
+    if not isinstance(extra, list) or not all(isinstance(g, str) for g in extra):
+        raise InvalidArgument("HostConfig.GroupAdd: expected an array of group names or ids")
+    return groups + tuple(g for g in passwd.resolve_groups(extra, group_text) if g not in groups)
 
 
 def resources_of(host: dict[str, Any], host_facts: HostFacts) -> runtime_spec.Resources:

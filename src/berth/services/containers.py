@@ -17,9 +17,8 @@ import contextlib
 import logging
 import os
 import secrets
-import shutil
 import signal as _signal
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any, Callable
 
 from berth import timefmt
@@ -39,6 +38,8 @@ from berth.metadata.db import Database
 from berth.oci import runtime_spec
 from berth.runtime.base import CreateOptions, Exit, Runtime
 from berth.services import bundle as bundles
+from berth.services import health as healthchecks
+from berth.services import links as legacy_links
 from berth.services import validate
 from berth.services.events import Events
 from berth.services.images import Images
@@ -51,6 +52,7 @@ from berth.vm import sizing
 
 log = logging.getLogger(__name__)
 
+KILL_WAIT = 30.0  # seconds `kill` (SIGKILL) waits for the exit to be recorded before answering anyway
 ISOLATIONS = {"": "process", "default": "process", "process": "process", "vm": "hyperv", "hyperv": "hyperv"}
 
 _ADJECTIVES = ("brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid", "merry",
@@ -106,6 +108,7 @@ class Containers:
         self._host_facts = host_facts
         self.volumes = Volumes(root, db, events, lambda: [(c.id, c.doc, c.running) for c in self._all.values()])
         self.networks: Networks | None = None  # set by the composition root (wiring)
+        self.health: healthchecks.Health | None = None  # likewise: runs the health checks of running containers
         self._all: dict[str, Container] = {}
         for cid, doc in db.containers():
             self._all[cid] = Container(doc, os.path.join(self.root, cid))
@@ -150,6 +153,10 @@ class Containers:
         attrs.update(extra)
         self._events.publish("container", action, c.id, attrs)
 
+    def committed(self, c: Container, image_id: str, image_ref: str, comment: str) -> None:
+        """Docker's `commit` event: on the container, naming the new image (imageRef: its tag, or "")."""
+        self._event(c, "commit", comment=comment, imageID=image_id, imageRef=image_ref)
+
     # create -------------------------------------------------------------
     def create(self, name: str, body: Any, platform: str = "") -> tuple[str, list[str]]:
         validate.check_config(body)
@@ -189,17 +196,12 @@ class Containers:
         if runtime not in self.runtimes or runtime == "vm":
             names = ", ".join(sorted(n for n in self.runtimes if n != "vm"))
             raise InvalidArgument(f"unknown or invalid runtime name: {runtime} (available: {names})")
-        policy = host.get("RestartPolicy") or {}
-        if (policy.get("Name") or "no") not in ("no", "always", "unless-stopped", "on-failure"):
-            raise InvalidArgument(f"invalid restart policy {policy.get('Name')!r}: use no, always, unless-stopped "
-                                  "or on-failure[:max-retries]")
-        if (policy.get("Name") or "no") != "no" and host.get("AutoRemove"):
-            raise InvalidArgument("can't create 'AutoRemove' container with restart policy")
-        if policy.get("MaximumRetryCount") and policy.get("Name") != "on-failure":
-            raise InvalidArgument(f"maximum retry count cannot be used with restart policy '{policy.get('Name')}'")
+        # RestartPolicy (with AutoRemove) is checked by validate.check_config, in Docker's words
         network = host.get("NetworkMode") or "default"
+        planned: dict[str, Any] | None = None  # NetworkingConfig, checked, by network name (services.endpoints)
         if self.networks is not None:
             self.networks.check_mode(network)
+            planned = self.networks.plan_endpoints(network, body.get("NetworkingConfig"))
         elif network not in ("default", "bridge", "none", "host"):
             raise InvalidArgument(f"network mode {network!r} is not supported: use none or host")
         if ISOLATIONS[isolation] == "hyperv" and (network == "host" or network.startswith("container:")):
@@ -219,7 +221,12 @@ class Containers:
                                       f"{'' if key == 'UTSMode' else ' or container:<name|id>'}")
             if mode.startswith("container:"):
                 self.get(mode.split(":", 1)[1])
+        if host.get("Links"):  # legacy links: checked and kept as Docker shows them (services.links)
+            host["Links"] = legacy_links.at_create(host, name, self.get)
         cfg = _merge_image_config(body, image_cfg.get("config") or {})
+        healthcheck = healthchecks.merge(cfg.get("Healthcheck"), (image_cfg.get("config") or {}).get("Healthcheck"))
+        if healthcheck is not None:
+            cfg["Healthcheck"] = healthcheck
         if not bundles.process_args({"Config": cfg}):
             raise InvalidArgument("no command specified")
         cid = secrets.token_hex(32)
@@ -234,7 +241,7 @@ class Containers:
             cfg["Hostname"] = cid[:12]  # as Docker records it
         host.setdefault("NetworkMode", network)
         host["Runtime"] = runtime
-        host["Isolation"] = ISOLATIONS[isolation]
+        host["Isolation"] = "default" if isolation == "default" else ISOLATIONS[isolation]  # as given (Docker)
         if host.get("MemorySwappiness") == -1:  # the CLI's "unset", stored as Docker stores it
             host["MemorySwappiness"] = None
         log_config = host.get("LogConfig") or {}
@@ -245,7 +252,9 @@ class Containers:
         doc = {
             "Id": cid, "Name": "/" + name, "Created": timefmt.now(), "Path": args[0], "Args": args[1:],
             "Config": cfg, "HostConfig": host, "Image": image_id, "Binds": binds,
-            "EndpointsConfig": dict((body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}),
+            "EndpointsConfig": planned if planned is not None else
+            dict((body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}),
+            "EndpointsListed": planned is not None,
             "State": {"Status": "created", "Running": False, "Paused": False, "Restarting": False,
                       "OOMKilled": False, "Dead": False, "Pid": 0, "ExitCode": 0, "Error": "",
                       "StartedAt": timefmt.ZERO, "FinishedAt": timefmt.ZERO},
@@ -256,7 +265,7 @@ class Containers:
         try:
             self._db.insert_container(cid, name, doc)
         except AlreadyExists as exc:
-            shutil.rmtree(directory, ignore_errors=True)
+            fs.rmtree(directory)
             raise AlreadyExists(f'Conflict. The container name "/{name}" is already in use. '
                                 "You have to remove (or rename) that container to be able to reuse that name.") from exc
         c = Container(doc, directory)
@@ -328,7 +337,8 @@ class Containers:
             namespaces = self._namespaces(c)
             if attached is not None and attached.netns not in ("", "host"):
                 namespaces["network"] = attached.netns
-            await asyncio.to_thread(self._write_spec, c, overlay.target, namespaces, attached)  # reads the image
+            linked = legacy_links.at_start(c.doc, self.get)  # --link: their hosts lines and variables
+            await asyncio.to_thread(self._write_spec, c, overlay.target, namespaces, attached, linked)  # reads the image
             driver, size = validate.log_config(c.doc["HostConfig"].get("LogConfig"))
             started = await runtime.create(c.id, c.dir, CreateOptions(
                 tty=bool(cfg.get("Tty")), stdin=bool(cfg.get("OpenStdin")),
@@ -355,6 +365,8 @@ class Containers:
         st.update(Status="running", Running=True, Paused=False, Restarting=False, OOMKilled=False, Dead=False,
                   Pid=started.pid, ExitCode=0, Error="", StartedAt=timefmt.now(), FinishedAt=timefmt.ZERO)
         c.doc["MonitorPid"] = started.monitor_pid
+        if self.health is not None:
+            self.health.started(c)  # State.Health "starting"; nothing at all without a check
         self._save(c)
         self._event(c, "start")
         c.watcher = asyncio.get_running_loop().create_task(self._watch(c, started.monitor_pid))
@@ -455,6 +467,8 @@ class Containers:
         # not before it: the exit is recorded and answered without waiting for one more program to run.
         # A later start of the same container waits for it; a daemon killed meanwhile sweeps it at recovery.
         c.release = asyncio.get_running_loop().create_task(self._release(c))
+        if self.health is not None:
+            self.health.stopped(c)
         try:
             bundles.unmount_root(self._overlay(c))
         except (BerthError, NotFound):
@@ -477,9 +491,10 @@ class Containers:
         elif not c.restarting and _should_restart(c.doc, result.code):
             asyncio.get_running_loop().create_task(self._restart_by_policy(c))
 
-    def _write_spec(self, c: Container, rootfs: str, namespaces: dict[str, str], attached: Attached | None) -> None:
+    def _write_spec(self, c: Container, rootfs: str, namespaces: dict[str, str], attached: Attached | None,
+                    linked: list[legacy_links.Link] | None = None) -> None:
         bundles.write_config(bundles.build_spec(c.doc, c.dir, rootfs, self._host_facts, namespaces,
-                                                network=attached), c.dir)
+                                                network=attached, links=linked or ()), c.dir)
 
     async def _release(self, c: Container) -> None:
         try:
@@ -523,7 +538,7 @@ class Containers:
             if entry not in self._all:  # created on disk, never committed to the database
                 directory = os.path.join(self.root, entry)
                 bundles.unmount_root(OverlayMount((), "", "", os.path.join(directory, "rootfs")))
-                shutil.rmtree(directory, ignore_errors=True)
+                fs.rmtree(directory)
         for runtime in self.runtimes.values():  # removed while the runtime's own clean-up was under way
             for cid in runtime.held():
                 if cid not in self._all:
@@ -541,6 +556,8 @@ class Containers:
                     await self._watch(c, monitor)  # it ended while the daemon was down: record it before serving
                 else:
                     c.watcher = asyncio.get_running_loop().create_task(self._watch(c, monitor))
+                    if self.health is not None:
+                        self.health.started(c)  # probing resumes, from "starting" as Docker's restore does
             elif c.doc["HostConfig"].get("AutoRemove") and c.state["Status"] == "exited":
                 await self.remove(c.id, force=True)
 
@@ -571,10 +588,13 @@ class Containers:
         if not c.running:
             raise Conflict(f"Cannot kill container: {ref}: Container {c.id} is not running")
         c.doc["ManuallyStopped"] = True
+        exits = c.exits
         await self.runtime_of(c).kill(c.id, sig)
         self._event(c, "kill", signal=str(sig))
         if c.state["Paused"] and sig == _signal.SIGKILL:
             await self._resume_quietly(c)
+        if sig == _signal.SIGKILL:  # as Docker: answered once the exit is recorded (inspect shows 137, rm works)
+            await self._wait_exit(c, exits, KILL_WAIT)
 
     async def stop(self, ref: str, timeout: int | None, signal: str | None) -> None:
         c = self.get(ref)
@@ -653,6 +673,32 @@ class Containers:
         self._save(c)
         self._event(c, "pause")
 
+    @contextlib.asynccontextmanager
+    async def held_still(self, ref: str, pause: bool = True) -> AsyncIterator[Container]:
+        """The container paused for the time of the block (commit) when it runs and *pause* is asked.
+
+        One that is not running, or that exits at that moment (the runtime's pause then fails), needs
+        no pause: the block runs anyway, as Docker commits a stopped container.
+        """
+        c = self.get(ref)
+        paused = False
+        if pause and c.running and not c.state["Paused"]:
+            try:
+                await self.pause(c.id)
+                paused = True
+            except BerthError:
+                if c.running and await self.runtime_of(c).status(c.id) in ("running", "paused"):
+                    raise  # it still runs: the pause failed for another reason
+        try:
+            yield c
+        finally:
+            if paused and c.running and c.state["Paused"]:
+                try:
+                    await self.unpause(c.id)
+                except BerthError:
+                    if c.running:
+                        raise
+
     async def unpause(self, ref: str) -> None:
         c = self.get(ref)
         if not c.state["Paused"]:
@@ -681,10 +727,15 @@ class Containers:
 
     async def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
         c = self.get(ref)
+        # between two runs of its restart policy (waiting, or being started again): as Docker, refused
+        if not force and not c.running and (c.state.get("Restarting") or c.state.get("Status") == "restarting"):
+            raise Conflict(f"You cannot remove a restarting container {c.id}. Stop the container before "
+                           "attempting removal or force remove")
         if c.running:
             if not force:
                 state = "paused" if c.state["Paused"] else "running"
-                raise Conflict(f"You cannot remove a {state} container {c.id}. Stop the container before "
+                procedure = "Unpause and then stop" if state == "paused" else "Stop"
+                raise Conflict(f"You cannot remove a {state} container {c.id}. {procedure} the container before "
                                "attempting removal or force remove")
             exits = c.exits
             try:
@@ -702,6 +753,8 @@ class Containers:
         c.removing = True  # "removed" waiters are woken only once it is really gone
         if c.watcher is not None:
             c.watcher.cancel()
+        if self.health is not None:
+            self.health.stopped(c)
         if c.running:  # the kill did not take within its wait: make the runtime let go
             await self.runtime_of(c).delete(c.id)
         # Otherwise no runtime delete here: _exited (or a failed start) already did it.
@@ -711,7 +764,7 @@ class Containers:
             pass
         self._db.delete_container(c.id)
         self._all.pop(c.id, None)
-        await asyncio.to_thread(shutil.rmtree, c.dir, ignore_errors=True)  # an upper dir may hold much
+        await fs.remove_tree(c.dir)  # an upper dir may hold much, nested however deep the container made it
         if volumes or c.doc["HostConfig"].get("AutoRemove"):  # docker rm -v, and --rm containers
             self.volumes.remove_anonymous(c.doc)
         c.removed = True
@@ -743,6 +796,10 @@ class Containers:
     def event(self, c: Container, action: str, **attributes: str) -> None:
         """Publish a container event (for services built on containers: exec)."""
         self._event(c, action, **attributes)
+
+    def save(self, c: Container) -> None:
+        """Write *c*'s record (for services built on containers: health)."""
+        self._save(c)
 
     async def prune(self, filters: dict[str, list[str]]) -> dict[str, Any]:
         """Remove every stopped container matching *filters* (label, label!, until)."""
@@ -818,7 +875,7 @@ def _merge_image_config(body: dict[str, Any], image: dict[str, Any]) -> dict[str
         key = e.split("=", 1)[0]
         env = [x for x in env if x.split("=", 1)[0] != key] + [e]
     cfg["Env"] = env
-    for key in ("WorkingDir", "User", "StopSignal"):
+    for key in ("WorkingDir", "User", "StopSignal", "Shell"):
         if not cfg.get(key) and image.get(key):
             cfg[key] = image[key]
     labels = dict(image.get("Labels") or {})

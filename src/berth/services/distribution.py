@@ -275,7 +275,7 @@ class Distribution:
         emit({"status": f"Digest: {top.digest}"})
         fresh = fetched[0] or previous != target
         emit({"status": f"Status: {'Downloaded newer image' if fresh else 'Image is up to date'} for {ref}"})
-        self._events.publish("image", "pull", image_id, {"name": str(ref)})
+        self._images.event("pull", str(ref), ref.name, image_id)  # as Docker: the reference, then its name
         return PullResult(image_id, target, top.digest, fresh)
 
     async def _download(self, registry: str, repo: str, desc: dict[str, Any], creds: Credentials | None,
@@ -372,7 +372,7 @@ class Distribution:
             emit({"status": f"{ref.tag}: digest: {digest} size: {size}"})
             emit({"progressDetail": {}, "aux": {"Tag": ref.tag, "Digest": digest, "Size": size}})
             self._images.set_tag(str(ref), target, f"{ref.name}@{digest}")
-            self._events.publish("image", "push", target, {"name": str(ref)})
+            self._images.event("push", str(ref), ref.name, target)  # as Docker: the reference, then its name
             pushed.append(digest)
         return pushed
 

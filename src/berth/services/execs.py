@@ -1,12 +1,22 @@
 """Exec: a further process in a running container.
 
 Strategy: the process spec is the container's own (from its config.json:
-capabilities, seccomp, rlimits, apparmor) with args, env, cwd, user and
-terminal replaced, run by `<runtime> exec` as berthd's child. With a TTY the
-runtime runs in the foreground on a pty of ours and relays to the container's
-pty; without one, stdio are pipes framed with wire.stdcopy. A process that
-never started (no pid file) reports 126, as Docker does. Exec sessions, like Docker's
-before a restart of the daemon's shim, end with the daemon.
+capabilities, seccomp, rlimits, apparmor) with args, env, cwd, user (and
+`--group-add`'s groups) and terminal replaced. Under runc (and, without a
+terminal, runsc and the VM, whose exec client conmon runs through
+berth.vm.execruntime) a session runs under its own conmon (runtime.execmon),
+as the container does: berthd is not its parent, so it outlives a restart of
+the daemon, and its record (`session.json` in the session's directory, beside
+conmon's files) gives `exec inspect` its exit code afterwards. The client's
+stream is a connection to conmon's attach socket: output is framed with
+wire.stdcopy unless the start request asked for a raw stream (Docker takes the
+terminal from the create request, the framing from the start request), input
+passes through a detach-key detector when there is a terminal, and a client
+that leaves (or detaches) leaves the process running. With a terminal, runsc
+(its exec has no --tty) and the VM (conmon forces ONLCR, which the guest's pty
+already applies) run `<runtime> exec` in the foreground as berthd's child, on a
+pty of ours; those sessions end with the daemon. A process that never started
+reports 126, as Docker does.
 """
 
 from __future__ import annotations
@@ -16,9 +26,11 @@ import fcntl
 import json
 import logging
 import os
+import re
 import secrets
 import shutil
 import signal
+import socket
 import struct
 import tempfile
 import termios
@@ -28,11 +40,19 @@ from typing import Any
 from berth.errors import BerthError, Conflict, InvalidArgument, NotFound
 from berth.host import fs, proc
 from berth.oci import passwd
+from berth.runtime import execmon, monitor
+from berth.runtime.base import Runtime
 from berth.services import bundle as bundles
 from berth.services.containers import Container, Containers
-from berth.wire import stdcopy
+from berth.wire import detachkeys, stdcopy
 
 log = logging.getLogger(__name__)
+
+KEPT_PER_CONTAINER = 64   # finished sessions kept (for inspect) per container; older ones are forgotten
+END_WAIT = 30.0           # seconds a stream waits, once the output ended, for the exit code to be recorded
+STDIN_PACKET = 16384      # the attach socket is SOCK_SEQPACKET: conmon reads one packet into 32 KiB
+DETACHED = b"exec attach failed: error on attach stdin: read escape sequence\r\n"  # Docker's words
+_HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass
@@ -43,9 +63,13 @@ class Exec:
     running: bool = False
     exit_code: int | None = None
     pid: int = 0
-    master: int = -1
+    master: int = -1                       # our pty (foreground sessions with a terminal)
     child: asyncio.subprocess.Process | None = None
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    started: bool = False
+    monitor_pid: int = 0                   # the session's conmon (monitored sessions)
+    session: execmon.Session | None = None
+    watcher: asyncio.Task[None] | None = None
 
 
 class Execs:
@@ -54,10 +78,10 @@ class Execs:
         self._all: dict[str, Exec] = {}
 
     def get(self, exec_id: str) -> Exec:
-        try:
-            return self._all[exec_id]
-        except KeyError:
-            raise NotFound(f"No such exec instance: {exec_id}") from None
+        e = self._all.get(exec_id)
+        if e is None or e.container.removed:
+            raise NotFound(f"No such exec instance: {exec_id}")
+        return e
 
     def create(self, ref: str, body: Any) -> str:
         c = self._containers.get(ref)
@@ -73,6 +97,11 @@ class Execs:
         for key in ("Env",):
             if body.get(key) is not None and not isinstance(body[key], list):
                 raise InvalidArgument(f"ExecConfig.{key}: expected an array of strings")
+        keys = _detach_spec(body)
+        if keys is not None and not isinstance(keys, str):
+            raise InvalidArgument("ExecConfig.DetachKeys: expected a string such as \"ctrl-p,ctrl-q\"")
+        detachkeys.parse(keys)
+        self._tidy()
         exec_id = secrets.token_hex(32)
         self._all[exec_id] = Exec(exec_id, c, body)
         self._containers.event(c, "exec_create: " + " ".join(cmd), execID=exec_id)
@@ -86,7 +115,7 @@ class Execs:
             NotFound: no such exec.  Conflict: already started, or its container is not running.
         """
         e = self.get(exec_id)
-        if e.running or e.exit_code is not None:
+        if e.started or e.running or e.exit_code is not None:
             raise Conflict(f"exec {exec_id[:12]} has already been started")
         if not e.container.running:
             raise Conflict(f"Container {e.container.id} is not running")
@@ -98,7 +127,8 @@ class Execs:
         return {
             "ID": e.id, "Running": e.running, "ExitCode": e.exit_code, "ContainerID": e.container.id,
             "OpenStdin": bool(cfg.get("AttachStdin")), "OpenStdout": bool(cfg.get("AttachStdout")),
-            "OpenStderr": bool(cfg.get("AttachStderr")), "CanRemove": False, "DetachKeys": "",
+            "OpenStderr": bool(cfg.get("AttachStderr")), "CanRemove": False,
+            "DetachKeys": _detach_spec(cfg) or "",
             "Pid": e.pid,
             "ProcessConfig": {"tty": bool(cfg.get("Tty")), "entrypoint": cfg["Cmd"][0],
                               "arguments": cfg["Cmd"][1:], "privileged": bool(cfg.get("Privileged")),
@@ -107,10 +137,20 @@ class Execs:
 
     def resize(self, exec_id: str, height: int, width: int) -> None:
         e = self.get(exec_id)
-        if e.master >= 0:
+        if e.session is not None and e.running:
+            try:
+                monitor.write_resize(e.session.directory, height, width)  # conmon resizes the pty it holds
+            except OSError:  # the session ended meanwhile (no reader on its fifo)
+                pass
+        elif e.master >= 0:
             fcntl.ioctl(e.master, termios.TIOCSWINSZ, struct.pack("HHHH", height, width, 0, 0))
             if e.child is not None and e.child.returncode is None:
                 e.child.send_signal(signal.SIGWINCH)
+
+    def probe_process(self, c: Container, argv: list[str]) -> dict[str, Any]:
+        """The OCI process object of a health probe: *argv* with the container's own env, user and
+        working directory (services.health runs it; it reads the container's files: call it in a thread)."""
+        return self._process_json(Exec("", c, {"Cmd": list(argv)}), False)
 
     def _process_json(self, e: Exec, tty: bool) -> dict[str, Any]:
         c = e.container
@@ -119,7 +159,9 @@ class Execs:
         cfg = e.config
         rootfs = os.path.join(c.dir, "rootfs")
         user = cfg.get("User") or c.doc["Config"].get("User") or ""
-        uid, gid, groups = passwd.resolve_user(user, *bundles.user_files(rootfs, user))
+        passwd_text, group_text = bundles.user_files(rootfs, user)
+        uid, gid, groups = passwd.resolve_user(user, passwd_text, group_text)
+        groups = bundles.with_group_add(groups, c.doc["HostConfig"], group_text)
         env = list(process.get("env") or [])
         for item in cfg.get("Env") or []:
             key = item.split("=", 1)[0]
@@ -129,30 +171,247 @@ class Execs:
         process.update(args=list(cfg["Cmd"]), env=env, terminal=tty,
                        cwd=cfg.get("WorkingDir") or process.get("cwd") or "/",
                        user={"uid": uid, "gid": gid, "additionalGids": list(groups)})
+        process.pop("consoleSize", None)
+        size = cfg.get("ConsoleSize")
+        if tty and isinstance(size, list) and len(size) == 2 and all(isinstance(n, int) and n > 0 for n in size):
+            process["consoleSize"] = {"height": size[0], "width": size[1]}
         if cfg.get("Privileged"):
             caps = process.get("capabilities") or {}
             process["capabilities"] = caps
         return process
 
     async def start(self, exec_id: str, detach: bool, reader: asyncio.StreamReader | None,
-                    writer: asyncio.StreamWriter | None, pending: bytes = b"") -> None:
+                    writer: asyncio.StreamWriter | None, pending: bytes = b"", framed: bool | None = None) -> None:
+        """Start the exec; attached (reader and writer: a hijacked connection), serve its stream to the end.
+
+        *framed*: stdcopy frames on the stream (Docker: the start request's Tty false); by default
+        when the process has no terminal.
+        """
         e = self.check_startable(exec_id)
-        c = e.container
+        e.started = True
         tty = bool(e.config.get("Tty"))
+        if framed is None:
+            framed = not tty
+        command = _monitored(self._containers.runtime_of(e.container), e.container.id, tty)
+        try:
+            if command is not None:
+                await self._start_monitored(e, command, tty, framed, None if detach else reader,
+                                            None if detach else writer, pending)
+            else:
+                await self._start_foreground(e, tty, framed, detach, reader, writer, pending)
+        except BaseException:
+            if not e.running and e.exit_code is None:  # it never ran
+                e.exit_code = 126
+                e.done.set()
+            raise
+
+    async def _failed_to_start(self, e: Exec, exc: BerthError, framed: bool,
+                               writer: asyncio.StreamWriter | None) -> None:
+        """Reported in the stream, as Docker does once the connection is hijacked; raised when detached."""
+        e.exit_code = 126
+        e.done.set()
+        if writer is None:
+            raise exc
+        message = f"{exc}\r\n".encode()
+        writer.write(stdcopy.encode(1, message) if framed else message)
+        await writer.drain()
+
+    # under conmon ----------------------------------------------------------------------------------------
+    async def _start_monitored(self, e: Exec, command: execmon.RuntimeCommand, tty: bool, framed: bool,
+                               reader: asyncio.StreamReader | None, writer: asyncio.StreamWriter | None,
+                               pending: bytes) -> None:
+        c = e.container
+        loop = asyncio.get_running_loop()
+        session = execmon.Session(os.path.join(c.dir, "execs", e.id), e.id)
+        attached = reader is not None and writer is not None
+        want_in = attached and bool(e.config.get("AttachStdin"))
+        try:
+            process = await asyncio.to_thread(self._process_json, e, tty)  # reads the image's files
+        except BerthError as exc:
+            await self._failed_to_start(e, exc, framed, writer)
+            return
+        await asyncio.to_thread(_prepare, session, process, e.config)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        sock.setblocking(False)
+
+        async def connect() -> None:
+            await loop.sock_connect(sock, execmon.attach_socket(command.socket_dir, session))
+
+        argv = execmon.conmon_argv(command, c.id, session, tty=tty, stdin=want_in, attach=attached)
+        e.session = session
+        try:
+            try:
+                launched = await execmon.launch(argv, session, connect if attached else None)
+            except execmon.ExecStartFailed as exc:
+                await self._failed_to_start(e, exc, framed, writer)
+                await asyncio.to_thread(_unlink_link, command.socket_dir, session)
+                return
+            e.pid, e.monitor_pid, e.running = launched.pid, launched.monitor_pid, True
+            await asyncio.to_thread(_save, e)
+            self._containers.event(c, "exec_start: " + " ".join(e.config["Cmd"]), execID=e.id)
+            e.watcher = loop.create_task(self._watch(e, command.socket_dir))
+            if not attached:
+                return
+            assert reader is not None and writer is not None
+            await self._pump(e, sock, tty, framed, want_in, reader, writer, pending)
+        finally:
+            sock.close()
+
+    async def _pump(self, e: Exec, sock: socket.socket, tty: bool, framed: bool, want_in: bool,
+                    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pending: bytes) -> None:
+        """Relay between the client and the session's attach socket until the output ends, the client
+        leaves or it detaches; the process goes on in the last two cases."""
+        loop = asyncio.get_running_loop()
+        cfg = e.config
+        keys = detachkeys.Detector(detachkeys.parse(_detach_spec(cfg)) if tty else b"")
+
+        async def output() -> str:
+            while True:
+                try:
+                    packet = await loop.sock_recv(sock, 65536)
+                except OSError:
+                    return "ended"
+                if not packet:
+                    return "ended"
+                number = 2 if packet[0] == 3 else 1
+                if not cfg.get("AttachStderr" if number == 2 else "AttachStdout", True):
+                    continue
+                writer.write(stdcopy.encode(number, packet[1:]) if framed else packet[1:])
+                await writer.drain()
+
+        async def send(data: bytes) -> None:
+            for i in range(0, len(data), STDIN_PACKET):
+                await loop.sock_sendall(sock, data[i:i + STDIN_PACKET])
+
+        async def input_() -> str:
+            data = pending
+            while True:
+                if data:
+                    data = keys.feed(data)
+                    if want_in and data:
+                        await send(data)
+                    if keys.detached:
+                        return "detached"
+                data = await reader.read(65536)
+                if not data:
+                    if want_in:
+                        await send(keys.flush())
+                        try:
+                            sock.shutdown(socket.SHUT_WR)  # conmon closes the process's stdin
+                        except OSError:
+                            pass
+                    await asyncio.Event().wait()  # a half-closed client still gets the output
+
+        tasks = {asyncio.ensure_future(output()), asyncio.ensure_future(input_())}
+        how = "gone"
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for t in done:
+                if t.cancelled() or t.exception() is not None:
+                    log.debug("exec %s stream: %s", e.id[:12], None if t.cancelled() else t.exception())
+                else:
+                    how = t.result()
+        finally:
+            for t in tasks:
+                t.cancel()
+        if how == "detached":
+            self._containers.event(e.container, "exec_detach", execID=e.id)
+            try:
+                writer.write(stdcopy.encode(1, DETACHED) if framed else DETACHED)
+                await writer.drain()
+            except ConnectionError:
+                pass
+        elif how == "ended":  # the client reads the exit code next (exec inspect): record it first
+            try:
+                await asyncio.wait_for(e.done.wait(), END_WAIT)
+            except asyncio.TimeoutError:
+                log.warning("exec %s: output ended, exit not recorded within %ss", e.id[:12], END_WAIT)
+
+    async def _watch(self, e: Exec, socket_dir: str) -> None:
+        assert e.session is not None
+        try:
+            code = await execmon.wait(e.session, e.monitor_pid)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # keep the daemon alive; record what is known
+            log.exception("waiting for exec %s", e.id[:12])
+            code = None
+        e.exit_code = code if code is not None else 255
+        e.running = False
+        e.done.set()
+        await asyncio.to_thread(_save, e)
+        await asyncio.to_thread(_unlink_link, socket_dir, e.session)
+        self._died(e)
+        self._tidy()
+
+    async def recover(self) -> None:
+        """After a daemon (re)start: find the sessions of every container again; watch the running ones,
+        record how the others ended (while the daemon was down)."""
+        for c in self._containers.all():
+            command = _monitored(self._containers.runtime_of(c), c.id, False)
+            if command is None:
+                continue
+            try:
+                for session, doc in await asyncio.to_thread(_sessions, c.dir):
+                    await self._adopt(c, session, doc, command.socket_dir)
+            except Exception:  # one container's sessions must not keep the daemon from starting
+                log.exception("exec sessions of %s", c.id[:12])
+
+    async def _adopt(self, c: Container, session: execmon.Session, doc: dict[str, Any], socket_dir: str) -> None:
+        cfg = doc.get("Config")
+        if not isinstance(cfg, dict) or not isinstance(cfg.get("Cmd"), list) or not cfg["Cmd"]:
+            return
+        e = Exec(session.exec_id, c, cfg, started=True, session=session,
+                 pid=_int(doc.get("Pid")), monitor_pid=_int(doc.get("MonitorPid")))
+        self._all[e.id] = e
+        if isinstance(doc.get("ExitCode"), int):
+            e.exit_code = doc["ExitCode"]
+            e.done.set()
+        elif e.monitor_pid > 0 and proc.pid_alive(e.monitor_pid) and execmon.is_monitor(e.monitor_pid, session):
+            e.running = True
+            e.watcher = asyncio.get_running_loop().create_task(self._watch(e, socket_dir))
+        else:  # it ended while the daemon was down
+            await self._watch(e, socket_dir)
+
+    async def forget(self, exec_id: str) -> None:
+        """Drop a finished exec and its files (a health probe's, say)."""
+        e = self._all.pop(exec_id, None)
+        if e is not None and e.session is not None and not e.running:
+            await asyncio.to_thread(shutil.rmtree, e.session.directory, True)
+
+    def _tidy(self) -> None:
+        """Forget execs of removed containers, and all but the last KEPT_PER_CONTAINER finished ones of each."""
+        finished: dict[str, list[Exec]] = {}
+        for e in list(self._all.values()):
+            if e.container.removed:
+                self._all.pop(e.id, None)
+            elif e.exit_code is not None and not e.running:
+                finished.setdefault(e.container.id, []).append(e)
+        gone = []
+        for old in finished.values():
+            for e in old[:-KEPT_PER_CONTAINER]:
+                self._all.pop(e.id, None)
+                if e.session is not None:
+                    gone.append(e.session.directory)
+        if gone:
+            asyncio.get_running_loop().run_in_executor(None, _remove_all, gone)
+
+    def _died(self, e: Exec) -> None:
+        self._containers.event(e.container, "exec_die", execID=e.id, exitCode=str(e.exit_code))
+
+    # in the foreground (VM, runsc with a terminal) ---------------------------------------------------
+    async def _start_foreground(self, e: Exec, tty: bool, framed: bool, detach: bool,
+                                reader: asyncio.StreamReader | None, writer: asyncio.StreamWriter | None,
+                                pending: bytes) -> None:
+        c = e.container
         workdir = tempfile.mkdtemp(prefix="berth-exec-")
         try:
             spec_path = os.path.join(workdir, "process.json")
             try:
                 process = await asyncio.to_thread(self._process_json, e, tty)  # reads the image's files
-            except BerthError as exc:  # reported in the stream, as Docker does once hijacked
-                e.exit_code = 126
-                e.done.set()
-                if writer is not None:
-                    message = f"{exc}\n".encode()
-                    writer.write(message if tty else stdcopy.encode(2, message))
-                    await writer.drain()
-                    return
-                raise
+            except BerthError as exc:
+                await self._failed_to_start(e, exc, framed, None if detach else writer)
+                return
             fs.atomic_write(spec_path, json.dumps(process).encode())
             argv = self._containers.runtime_of(c).exec_argv(c.id, spec_path, os.path.join(workdir, "pid"))
             e.running = True
@@ -165,9 +424,9 @@ class Execs:
                 return
             assert reader is not None
             if tty:
-                await self._run_tty(e, argv, reader, writer, pending)
+                await self._run_tty(e, argv, framed, reader, writer, pending)
             else:
-                await self._run_pipes(e, argv, reader, writer, pending)
+                await self._run_pipes(e, argv, framed, reader, writer, pending)
             if not os.path.exists(os.path.join(workdir, "pid")):
                 e.exit_code = 126
             self._died(e)
@@ -184,10 +443,7 @@ class Execs:
             shutil.rmtree(workdir, ignore_errors=True)
             self._died(e)
 
-    def _died(self, e: Exec) -> None:
-        self._containers.event(e.container, "exec_die", execID=e.id, exitCode=str(e.exit_code))
-
-    async def _run_pipes(self, e: Exec, argv: list[str], reader: asyncio.StreamReader,
+    async def _run_pipes(self, e: Exec, argv: list[str], framed: bool, reader: asyncio.StreamReader,
                          writer: asyncio.StreamWriter, pending: bytes) -> None:
         want_in = bool(e.config.get("AttachStdin"))
         child = await proc.spawn(argv, stdin=asyncio.subprocess.PIPE if want_in else asyncio.subprocess.DEVNULL,
@@ -197,7 +453,7 @@ class Execs:
             assert stream is not None
             while data := await stream.read(65536):
                 if wanted:
-                    writer.write(stdcopy.encode(number, data))
+                    writer.write(stdcopy.encode(number, data) if framed else data)
                     await writer.drain()
 
         async def feed() -> None:
@@ -229,7 +485,7 @@ class Execs:
             if feeder:
                 feeder.cancel()
 
-    async def _run_tty(self, e: Exec, argv: list[str], reader: asyncio.StreamReader,
+    async def _run_tty(self, e: Exec, argv: list[str], framed: bool, reader: asyncio.StreamReader,
                        writer: asyncio.StreamWriter, pending: bytes) -> None:
         # runc refuses a console socket unless it detaches, so it runs in the
         # foreground on a pty of ours and relays to the container's own pty;
@@ -260,7 +516,7 @@ class Execs:
                 if not out_done.done():
                     out_done.set_result(None)
                 return
-            writer.write(data)
+            writer.write(stdcopy.encode(1, data) if framed else data)
 
         async def feed() -> None:
             data = pending
@@ -288,3 +544,78 @@ class Execs:
                 await child.wait()
             e.running = False
             e.done.set()
+
+
+def _monitored(runtime: Runtime, cid: str, tty: bool) -> execmon.RuntimeCommand | None:
+    """How conmon runs a session in *runtime* (runc; runsc and the VM without a terminal), or None."""
+    how = getattr(runtime, "exec_monitored", None)
+    return how(cid, tty) if how is not None else None
+
+
+def _detach_spec(cfg: dict[str, Any]) -> Any:
+    """ExecConfig's DetachKeys (docker-py spells it detachKeys; Docker's JSON matching ignores case)."""
+    return cfg.get("DetachKeys", cfg.get("detachKeys"))
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _prepare(session: execmon.Session, process: dict[str, Any], config: dict[str, Any]) -> None:
+    """The session's directory with its process spec and first record. Blocking."""
+    os.makedirs(os.path.dirname(session.directory), mode=0o700, exist_ok=True)
+    os.makedirs(session.directory, mode=0o700, exist_ok=True)
+    os.makedirs(session.path("exits"), mode=0o700, exist_ok=True)  # conmon's --exit-dir
+    fs.atomic_write(session.path("process.json"), json.dumps(process).encode())
+    fs.atomic_write(session.path("session.json"), json.dumps({"ID": session.exec_id, "Config": config}).encode())
+
+
+def _save(e: Exec) -> None:
+    """The session's record, as it stands. Blocking."""
+    if e.session is None or not os.path.isdir(e.session.directory):
+        return  # the container was removed meanwhile
+    doc = {"ID": e.id, "Config": e.config, "Pid": e.pid, "MonitorPid": e.monitor_pid, "ExitCode": e.exit_code}
+    try:
+        fs.atomic_write(e.session.path("session.json"), json.dumps(doc).encode())
+    except OSError as exc:
+        log.warning("exec %s: record not saved: %s", e.id[:12], exc)
+
+
+def _sessions(container_dir: str) -> list[tuple[execmon.Session, dict[str, Any]]]:
+    """The sessions recorded under a container's directory. Blocking."""
+    base = os.path.join(container_dir, "execs")
+    try:
+        names = sorted(os.listdir(base), key=lambda n: _mtime(os.path.join(base, n)))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    out = []
+    for name in names:
+        if not _HEX64.fullmatch(name):
+            continue
+        session = execmon.Session(os.path.join(base, name), name)
+        doc = execmon.record(session)
+        if doc is not None:
+            out.append((session, doc))
+    return out
+
+
+def _remove_all(directories: list[str]) -> None:
+    for directory in directories:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _mtime(path: str) -> float:
+    try:
+        return os.stat(path, follow_symlinks=False).st_mtime
+    except OSError:
+        return 0.0
+
+
+def _unlink_link(socket_dir: str, session: execmon.Session) -> None:
+    """conmon's short link to the session's directory (it removes the socket, not the link). Blocking."""
+    link = os.path.join(socket_dir, session.link)
+    try:
+        if os.path.islink(link) and os.readlink(link) == session.directory:
+            os.unlink(link)
+    except OSError:
+        pass

@@ -15,7 +15,6 @@ import asyncio
 import hashlib
 import json
 import os
-import shutil
 import tempfile
 from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
@@ -24,7 +23,7 @@ from typing import Any
 from berth import timefmt
 from berth.content.local import LocalStore
 from berth.errors import InvalidArgument, NotFound
-from berth.host import spool
+from berth.host import fs, spool
 from berth.image import imagearchive, layerdiff
 from berth.image.changes import parse_changes
 from berth.oci import reference
@@ -40,7 +39,7 @@ class ImageIO:
         self._tmp = os.path.join(root, "tmp")
         os.makedirs(self._tmp, exist_ok=True)
         for stale in os.listdir(self._tmp):  # a load cut short by a crash
-            shutil.rmtree(os.path.join(self._tmp, stale), ignore_errors=True)
+            fs.rmtree(os.path.join(self._tmp, stale))
 
     # save -------------------------------------------------------------------------
     def save(self, names: Sequence[str]) -> Iterator[bytes]:
@@ -48,6 +47,8 @@ class ImageIO:
         if not names:
             raise InvalidArgument("docker save: name at least one image")
         items = [self._save_item(n) for n in names]
+        for name in dict.fromkeys(self._images.resolve(n) for n in names):  # as Docker: each image, by id
+            self._images.event("save", name, name)
         return imagearchive.iter_archive(items, self._store.path)
 
     def _save_item(self, name: str) -> imagearchive.SaveImage:
@@ -84,7 +85,7 @@ class ImageIO:
                                       "(docker save's output or an OCI layout tar)")
             return await asyncio.to_thread(self._load_spooled, archive, work / "x")
         finally:
-            await spool.settled(shutil.rmtree, work, True)
+            await spool.settled(fs.rmtree, str(work))
 
     def _load_spooled(self, spool: Path, root: Path) -> list[str]:
         root.mkdir()
@@ -121,9 +122,10 @@ class ImageIO:
             for item in leased:
                 self._images.release(item)
         lines = []
+        for image_id in dict.fromkeys(ids.values()):  # as Docker: one event per image loaded, by its id
+            self._images.event("load", image_id, image_id)
         for name in ref.names:
             self._images.set_tag(name, target)
-            self._events.publish("image", "load", target, {"name": name})
             lines.append(f"Loaded image: {name}")
         if not ref.names:
             lines += [f"Loaded image ID: {i}" for i in ids.values()]
@@ -218,7 +220,9 @@ class ImageIO:
             manifest = {"schemaVersion": 2, "mediaType": MEDIA_MANIFEST,
                         "config": {"mediaType": MEDIA_CONFIG, "digest": config_digest, "size": len(raw)},
                         "layers": layers}
-            return self._images.register(json.dumps(manifest, separators=(",", ":")).encode())
+            image_id = self._images.register(json.dumps(manifest, separators=(",", ":")).encode())
+            self._images.set_parent(image_id, base_id)  # inspect's Parent; hides untagged parents from listings
+            return image_id
 
     def commit(self, image_id: str, upper: Path, container_config: dict[str, Any], *, repo: str, tag: str,
                comment: str, author: str, changes: Sequence[str], container_id: str) -> str:
@@ -238,5 +242,4 @@ class ImageIO:
                              extra={"container": container_id})
         if ref is not None:
             self._images.set_tag(str(ref), new_id)
-        self._events.publish("image", "commit", new_id, {"name": str(ref) if ref else new_id})
-        return new_id
+        return new_id  # the `commit` event is the container's (Containers.committed)

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import bz2
 import contextlib
-import fnmatch
 import gzip
 import hashlib
 import io
 import json
 import lzma
 import os
+import re
 import zlib
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -39,6 +39,7 @@ from berth.image import platform as platforms
 from berth.image.changes import parse_changes
 from berth.metadata.db import Database
 from berth.oci import reference
+from berth.services import patterns
 from berth.services.events import Events
 from berth.snapshot.overlay import Snapshots, chain_ids
 
@@ -194,7 +195,7 @@ class Images:
                 })
         if ref is not None:
             self._db.set_tag(str(ref), config_digest)
-        self._events.publish("image", "import", config_digest, {"name": str(ref) if ref else config_digest})
+        self.event("import", config_digest, config_digest)
         return config_digest
 
     def _unpack_single(self, layer_digest: str) -> tuple[int, str, str]:
@@ -467,10 +468,12 @@ class Images:
         return sorted(out)
 
     # API shapes ---------------------------------------------------------
-    def summary(self, image_id: str, doc: dict[str, Any], tags: list[str]) -> dict[str, Any]:
+    def summary(self, image_id: str, doc: dict[str, Any], tags: list[str],
+                digests: list[str] | None = None) -> dict[str, Any]:
         cfg = self.config(image_id)
         return {
-            "Id": image_id, "ParentId": "", "RepoTags": tags, "RepoDigests": self.repo_digests(image_id),
+            "Id": image_id, "ParentId": self.parent(image_id, doc), "RepoTags": tags,
+            "RepoDigests": self.repo_digests(image_id) if digests is None else digests,
             "Created": _epoch(doc["created"]), "Size": doc["size"], "SharedSize": -1,
             "VirtualSize": doc["size"], "Labels": (cfg.get("config") or {}).get("Labels") or {},
             "Containers": len(self._in_use(image_id)),
@@ -480,7 +483,11 @@ class Images:
         tags = self._tag_map()
         # Another platform of a tagged multi-platform image, or a build step's image (Docker's
         # "intermediate" images): not dangling, and shown only with --all.
-        hidden = (self._referenced_images() | self._db.build_cache_images()) - set(tags) if not all_ else set()
+        # So is an untagged image that is the parent of another (a build step's, a commit's base), as
+        # Docker hides it.
+        hidden = (self._referenced_images() | self._db.build_cache_images() | set(self._children())) - set(tags) \
+            if not all_ else set()
+        patterns = (filters or {}).get("reference") or []
         out = []
         for image_id, doc in self._db.images():
             if image_id in hidden:
@@ -488,6 +495,9 @@ class Images:
             item = self.summary(image_id, doc, tags.get(image_id, []))
             if filters and not _image_matches(item, filters, self):
                 continue
+            if patterns:  # as Docker: only the names the reference filter matched (`images -q REF` once)
+                item["RepoTags"] = [t for t in item["RepoTags"] if reference_matches(patterns, t)]
+                item["RepoDigests"] = [t for t in item["RepoDigests"] if reference_matches(patterns, t)]
             out.append(item)
         out.sort(key=lambda i: i["Created"], reverse=True)
         return out
@@ -499,7 +509,7 @@ class Images:
         body = cfg.get("config") or {}
         return {
             "Id": image_id, "RepoTags": self.repo_tags(image_id), "RepoDigests": self.repo_digests(image_id),
-            "Parent": "", "Comment": (cfg.get("history") or [{}])[-1].get("comment", ""),
+            "Parent": self.parent(image_id, doc), "Comment": (cfg.get("history") or [{}])[-1].get("comment", ""),
             "Created": cfg.get("created", doc["created"]), "DockerVersion": "",
             "Author": cfg.get("author", ""),
             "Config": {"Hostname": "", "Domainname": "", "User": body.get("User", ""),
@@ -541,13 +551,13 @@ class Images:
         target = self.target(name)
         if target is not None and self._db.get_index(target) is not None:  # a multi-platform image stays one
             self._db.set_tag(str(ref), target)
-            self._events.publish("image", "tag", image_id, {"name": str(ref)})
+            self.event("tag", image_id, str(ref))
             return
         self._db.set_tag(str(ref), image_id)
         doc = self.record(image_id)
         doc["tagged"] = now_iso()
         self._db.put_image(image_id, doc)
-        self._events.publish("image", "tag", image_id, {"name": str(ref)})
+        self.event("tag", image_id, str(ref))
 
     def remove(self, name: str, force: bool = False) -> list[dict[str, str]]:
         by_ref = None
@@ -564,7 +574,7 @@ class Images:
         users = self._in_use(image_id)
         if by_ref and len(tags) > 1:
             self._db.remove_tag(by_ref)
-            self._events.publish("image", "untag", image_id, {"name": by_ref})
+            self.event("untag", image_id, by_ref)
             return [{"Untagged": by_ref}]
         if not by_ref and len(tags) > 1 and not force:
             raise Conflict(f"conflict: unable to delete {image_id[7:19]} (must be forced) - "
@@ -576,13 +586,15 @@ class Images:
                                f"{users[0][:12]} is using its referenced image {image_id[7:19]}")
             for t in tags:
                 self._db.remove_tag(t)
-                self._events.publish("image", "untag", image_id, {"name": t})
+                self.event("untag", image_id, t)
             return [{"Untagged": t} for t in tags]
         out: list[dict[str, str]] = [{"Untagged": t} for t in tags]
         for t in tags:
             self._db.remove_tag(t)
-            self._events.publish("image", "untag", image_id, {"name": t})
+            self.event("untag", image_id, t)
+        parent = str(self.record(image_id).get("parent") or "")
         out += self._delete(image_id)
+        out += self._delete_untagged_parents(image_id, parent)
         self.collect()
         return out
 
@@ -596,7 +608,7 @@ class Images:
                     raise Conflict(f'conflict: unable to remove repository reference "{ref}" (must force) - '
                                    f"container {users[0][:12]} is using its referenced image {image[7:19]}")
         self._db.remove_tag(ref)
-        self._events.publish("image", "untag", index_digest, {"name": ref})
+        self.event("untag", index_digest, ref)
         out: list[dict[str, str]] = [{"Untagged": ref}]
         if others:
             return out
@@ -621,13 +633,68 @@ class Images:
 
     def _delete(self, image_id: str) -> list[dict[str, str]]:
         self._db.delete_image(image_id)
-        self._events.publish("image", "delete", image_id, {"name": image_id})
+        self._events.publish("image", "delete", image_id, {"name": image_id})  # no labels: it is gone
         return [{"Deleted": image_id}]
+
+    def event(self, action: str, actor: str, name: str, image_id: str = "") -> None:
+        """Publish an image event as Docker does: the image's labels as attributes, and `name`.
+
+        *actor* is the event's id (an image id, or a reference for pull and push); the labels are
+        those of *image_id* (default: *actor*) when its config is here.
+        """
+        attrs: dict[str, str] = {}
+        source = image_id or actor
+        if source.startswith("sha256:"):
+            try:
+                labels = (self.config(source).get("config") or {}).get("Labels") or {}
+                attrs.update({str(k): str(v) for k, v in labels.items()})
+            except (NotFound, OSError, ValueError, AttributeError):
+                pass
+        attrs["name"] = name
+        self._events.publish("image", action, actor, attrs)
+
+    # parents: the image a build step or a commit started from ------------
+    def set_parent(self, image_id: str, parent: str | None) -> None:
+        """Record that *image_id* was made from *parent* (a build step's base, a commit's image)."""
+        doc = self._db.get_image(image_id)
+        if doc is None or not parent or parent == image_id or doc.get("parent") == parent:
+            return
+        doc["parent"] = parent
+        self._db.put_image(image_id, doc)
+
+    def parent(self, image_id: str, doc: dict[str, Any] | None = None) -> str:
+        """The image's parent if it is still here, else "" (inspect's Parent, the listing's ParentId)."""
+        doc = doc if doc is not None else self._db.get_image(image_id) or {}
+        parent = str(doc.get("parent") or "")
+        return parent if parent and self._db.get_image(parent) is not None else ""
+
+    def _children(self) -> dict[str, set[str]]:
+        """parent id -> the ids of the images here made from it."""
+        out: dict[str, set[str]] = {}
+        for image_id, doc in self._db.images():
+            if doc.get("parent"):
+                out.setdefault(str(doc["parent"]), set()).add(image_id)
+        return out
+
+    def _delete_untagged_parents(self, image_id: str, parent: str) -> list[dict[str, str]]:
+        """After *image_id* is deleted: its parent too, and so on up, while each is untagged, unused
+        and the parent of nothing else (what `docker rmi` does unless --no-prune)."""
+        out: list[dict[str, str]] = []
+        seen = {image_id}
+        while parent and parent not in seen:
+            seen.add(parent)
+            doc = self._db.get_image(parent)
+            if doc is None or self.repo_tags(parent) or self._in_use(parent) or self._children().get(parent) \
+                    or parent in self._referenced_images():
+                break
+            out += self._delete(parent)
+            parent = str(doc.get("parent") or "")
+        return out
 
     def prune(self, all_: bool = False, filters: dict[str, list[str]] | None = None) -> dict[str, Any]:
         """Remove unused images: dangling ones (no tag), or with *all_* every one no container uses."""
         deleted: list[dict[str, str]] = []
-        referenced = self._referenced_images() | (set() if all_ else self._db.build_cache_images())
+        referenced = self._referenced_images() | (set() if all_ else self._db.build_cache_images() | set(self._children()))
         for image_id, _ in list(self._db.images()):
             if self._in_use(image_id) or (not all_ and image_id in referenced):
                 continue
@@ -637,6 +704,7 @@ class Images:
                     continue
             for t in self.repo_tags(image_id):
                 self._db.remove_tag(t)
+                self.event("untag", image_id, t)
                 deleted.append({"Untagged": t})
             deleted += self._delete(image_id)
         if all_:
@@ -647,7 +715,9 @@ class Images:
                             self._db.remove_tag(ref)
                             deleted.append({"Untagged": ref})
                     self._db.delete_index(digest)
-        return {"ImagesDeleted": deleted or None, "SpaceReclaimed": self.collect()}
+        reclaimed = self.collect()
+        self._events.publish("image", "prune", "", {"reclaimed": str(reclaimed)})
+        return {"ImagesDeleted": deleted or None, "SpaceReclaimed": reclaimed}
 
     def collect(self) -> int:
         """Remove blobs and snapshots nothing refers to (no image, index, container or lease); bytes freed."""
@@ -690,6 +760,41 @@ def _epoch(iso: str) -> int:
         return 0
 
 
+def reference_matches(patterns: list[str], name: str) -> bool:
+    """Docker's `reference` filter: a pattern (Go's path.Match: `*` and `?` stop at `/`) matching the
+    name (`busybox:latest`, `busybox@sha256:...`) or the name without its tag or digest (`busybox`)."""
+    bare = name.split("@", 1)[0]
+    if ":" in bare.rsplit("/", 1)[-1]:
+        bare = bare.rsplit(":", 1)[0]
+    return any((g := _glob(p)) is not None and (g.fullmatch(name) or g.fullmatch(bare)) for p in patterns)
+
+
+def _glob(pattern: str) -> Any | None:
+    """Go's path.Match pattern as a regular expression (a malformed class matches itself literally),
+    compiled by RE2: however many stars a client sends, matching stays linear."""
+    out, i = [], 0
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "*":
+            out.append("[^/]*")
+        elif ch == "?":
+            out.append("[^/]")
+        elif ch == "\\" and i + 1 < len(pattern):
+            i += 1
+            out.append(re.escape(pattern[i]))
+        elif ch == "[" and (end := pattern.find("]", i + 2)) != -1:
+            body = pattern[i + 1:end]
+            negate = body.startswith("^")
+            body = body[1:] if negate else body
+            out.append("[" + ("^" if negate else "") + "".join(
+                "-" if c == "-" else re.escape(c) for c in body) + "]")
+            i = end
+        else:
+            out.append(re.escape(ch))
+        i += 1
+    return patterns.go_regex("".join(out))
+
+
 def _image_matches(item: dict[str, Any], filters: dict[str, list[str]], images: Images) -> bool:
     for key, values in filters.items():
         if key == "dangling":
@@ -697,8 +802,7 @@ def _image_matches(item: dict[str, Any], filters: dict[str, list[str]], images: 
             if any((v in ("true", "1")) != dangling for v in values):
                 return False
         elif key == "reference":
-            if not any(fnmatch.fnmatch(t, v) or fnmatch.fnmatch(t.rsplit(":", 1)[0], v)
-                       for v in values for t in item["RepoTags"]):
+            if not any(reference_matches(values, t) for t in item["RepoTags"] + item["RepoDigests"]):
                 return False
         elif key == "label":
             labels = item["Labels"]
@@ -706,6 +810,28 @@ def _image_matches(item: dict[str, Any], filters: dict[str, list[str]], images: 
                 k, eq, val = v.partition("=")
                 if k not in labels or (eq and labels[k] != val):
                     return False
+        elif key in ("before", "since", "until"):  # as Docker: relative to another image, or to a time
+            created = _created_ns(images.record(item["Id"]))
+            for v in values:
+                if key == "until":
+                    try:
+                        limit = timefmt.parse_since(v)
+                    except ValueError:
+                        raise InvalidArgument(f"invalid filter 'until={v[:64]}': use a time (unix seconds, RFC 3339) "
+                                              "or a duration such as 10m") from None
+                    if created > limit:
+                        return False
+                    continue
+                other = _created_ns(images.record(images.resolve(v)))
+                if (key == "before" and created >= other) or (key == "since" and created <= other):
+                    return False
         else:
             raise InvalidArgument(f"invalid filter '{key}'")
     return True
+
+
+def _created_ns(doc: dict[str, Any]) -> int:
+    try:
+        return timefmt.parse_ns(doc["created"])
+    except (KeyError, ValueError):
+        return 0

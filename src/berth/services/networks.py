@@ -23,6 +23,14 @@ but DNS on the gateway, its resolver answers only its own names (SERVFAIL for
 the rest, as Docker's does) and ports are not published on it. A container on
 an internal and a plain network takes its default route and published ports
 from the plain one.
+
+A network made with ``--ipv6`` (EnableIPv6) also has an IPv6 IPAM entry
+(network.ipam6; a random unique local /64 when no IPv6 subnet is given): its
+bridge carries the IPv6 gateway and takes no router advertisements, its
+containers get an address (``--ip6``), a default IPv6 route (none on an
+internal network) and AAAA answers from the resolver, and its ip6 rules
+(host.nftables) guard ::1 and isolate it as the IPv4 ones do. IPv6 is not
+NATed and berth does not turn on IPv6 forwarding. Other bridges keep IPv6 off.
 """
 
 from __future__ import annotations
@@ -43,8 +51,9 @@ from berth import timefmt
 from berth.errors import Conflict, InvalidArgument, NotFound
 from berth.host import netlink, nftables
 from berth.metadata.db import Database
-from berth.network import ipam
+from berth.network import ipam, ipam6
 from berth.network.dns import Resolver
+from berth.services import endpoints as endpoint_settings
 from berth.services.events import Events
 
 log = logging.getLogger(__name__)
@@ -67,12 +76,17 @@ class Endpoint:
     host_if: str
     aliases: list[str] = field(default_factory=list)
     name: str = ""  # the network's name, for NetworkSettings.Networks
+    ip6: str = ""  # on a network with IPv6 (--ipv6): the container's address, prefix and gateway
+    prefix6: int = 0
+    gateway6: str = ""
+    ctr_if: str = ""  # its name in the container's namespace (eth0, eth1, ...)
 
     def settings(self, name: str) -> dict[str, Any]:
         return {"IPAMConfig": None, "Links": None, "Aliases": self.aliases or None, "MacAddress": self.mac,
                 "NetworkID": self.network, "EndpointID": self.host_if, "Gateway": self.gateway,
-                "IPAddress": self.ip, "IPPrefixLen": self.prefix, "IPv6Gateway": "", "GlobalIPv6Address": "",
-                "GlobalIPv6PrefixLen": 0, "DriverOpts": None, "DNSNames": [name, *self.aliases]}
+                "IPAddress": self.ip, "IPPrefixLen": self.prefix, "IPv6Gateway": self.gateway6,
+                "GlobalIPv6Address": self.ip6, "GlobalIPv6PrefixLen": self.prefix6, "DriverOpts": None,
+                "DNSNames": [name, *self.aliases]}
 
 
 @dataclass(frozen=True)
@@ -95,7 +109,7 @@ class Networks:
         self._bip = bip  # the default bridge's gateway/prefix, e.g. 172.17.0.1/16
         self._table = table
         self._lock = asyncio.Lock()
-        self.resolver = Resolver(self.lookup, upstream_resolv)
+        self.resolver = Resolver(self.lookup, upstream_resolv, client_lookup=self.link_lookup)
 
     # -- records ------------------------------------------------------------------
     def _records(self) -> list[dict[str, Any]]:
@@ -118,6 +132,14 @@ class Networks:
     def _pool(self, doc: dict[str, Any]) -> ipam.Pool:
         cfg = doc["IPAM"]["Config"][0]
         return ipam.Pool.parse(cfg["Subnet"], cfg["Gateway"], cfg.get("IPRange") or None)
+
+    @staticmethod
+    def _pool6(doc: dict[str, Any]) -> ipam6.Pool6 | None:
+        """The network's IPv6 pool; None unless it was made with --ipv6 (EnableIPv6)."""
+        if not doc.get("EnableIPv6") or doc["Driver"] != "bridge":
+            return None
+        cfg = next((c for c in doc["IPAM"]["Config"][1:] if ipam6.is_v6_config(c)), None)
+        return ipam6.Pool6.parse(cfg["Subnet"], cfg["Gateway"], cfg.get("IPRange") or None) if cfg else None
 
     # -- daemon start ----------------------------------------------------------------
     async def startup(self) -> None:
@@ -144,13 +166,17 @@ class Networks:
 
     async def _realize(self, doc: dict[str, Any]) -> None:
         bridge = self._bridge_of(doc)
-        pool = self._pool(doc)
+        pool, pool6 = self._pool(doc), self._pool6(doc)
         internal = _internal(doc)
         # The rules first: they guard the host's loopback, which route_localnet opens to the bridge.
         await nftables.add_network(doc["Id"], bridge, str(pool.subnet), table=self._table,
-                                   internal=internal, gateway=str(pool.gateway))
+                                   internal=internal, gateway=str(pool.gateway),
+                                   subnet6=str(pool6.subnet) if pool6 else "")
         netlink.ensure_bridge(bridge, pool.gateway_cidr, MTU)
-        netlink.disable_ipv6(bridge)  # IPv4-only networks: no link-local way to the host's [::] services
+        if pool6 is not None:  # --ipv6: the gateway address, guarded by the ip6 rules just set
+            netlink.enable_ipv6(bridge, pool6.gateway_cidr)
+        else:
+            netlink.disable_ipv6(bridge)  # IPv4-only networks: no link-local way to the host's [::] services
         # Published ports answer on 127.0.0.1 too; none are published on internal networks.
         netlink.enable_route_localnet(bridge, on=not internal)
         if doc["Name"] != "bridge":
@@ -179,11 +205,14 @@ class Networks:
             out["IPRange"] = ip_range
         return out
 
-    def _new_doc(self, name: str, driver: str, config: list[dict[str, str]], *, internal: bool = False,
+    def _new_doc(self, name: str, driver: str, config: list[dict[str, Any]], *, internal: bool = False,
                  labels: dict[str, str] | None = None, options: dict[str, str] | None = None,
-                 attachable: bool = False) -> dict[str, Any]:
+                 attachable: bool = False, ipv6: bool = False,
+                 ipam_options: dict[str, str] | None = None) -> dict[str, Any]:
+        # IPAM.Options as sent (null when none were), as Docker shows them
         return {"Name": name, "Id": secrets.token_hex(32), "Created": timefmt.now(), "Scope": "local",
-                "Driver": driver, "EnableIPv6": False, "IPAM": {"Driver": "default", "Options": {}, "Config": config},
+                "Driver": driver, "EnableIPv6": ipv6,
+                "IPAM": {"Driver": "default", "Options": ipam_options or None, "Config": config},
                 "Internal": internal, "Attachable": attachable, "Ingress": False, "ConfigFrom": {"Network": ""},
                 "ConfigOnly": False, "Options": options or {}, "Labels": labels or {}}
 
@@ -197,29 +226,59 @@ class Networks:
         async with self._lock:
             if any(d["Name"] == name for d in self._records()):
                 raise Conflict(f"network with name {name} already exists")
-            configs = (body.get("IPAM") or {}).get("Config") or []
-            cfg = configs[0] if configs else {}
+            cfg, cfg6 = ipam6.split_configs((body.get("IPAM") or {}).get("Config") or [])
             existing = [ipam.parse_subnet(d["IPAM"]["Config"][0]["Subnet"]) for d in self._records()
                         if d["Driver"] == "bridge" and d["IPAM"]["Config"]]
+            enable6 = bool(body.get("EnableIPv6"))
+            config6 = self._plan6(cfg6, enable6)
             if cfg.get("Subnet"):
                 pool = ipam.Pool.parse(str(cfg["Subnet"]), cfg.get("Gateway"), cfg.get("IPRange"))
                 ipam.check_overlap(pool.subnet, existing)
             else:
                 taken = existing + [ipam.parse_subnet(n) for n in netlink.host_networks() if ":" not in n]
                 pool = ipam.Pool.parse(str(ipam.pick_subnet(taken)), cfg.get("Gateway"), cfg.get("IPRange"))
-            config = self._ipam_config(str(pool.subnet), str(pool.gateway),
-                                       str(pool.ip_range) if pool.ip_range else None)
-            doc = self._new_doc(name, "bridge", [config], internal=bool(body.get("Internal")),
+            config: dict[str, Any] = self._ipam_config(str(pool.subnet), str(pool.gateway),
+                                                       str(pool.ip_range) if pool.ip_range else None)
+            aux = ipam.auxiliary_addresses(pool, cfg.get("AuxiliaryAddresses"))
+            if aux:
+                config["AuxiliaryAddresses"] = aux
+            ipam_body = body.get("IPAM") or {}
+            if (ipam_body.get("Driver") or "default") != "default":
+                raise InvalidArgument(f"IPAM driver {ipam_body['Driver']!r} is not supported: berth has the "
+                                      "default IPAM driver")
+            doc = self._new_doc(name, "bridge", [config, *config6], internal=bool(body.get("Internal")),
                                 labels=dict(body.get("Labels") or {}), options=dict(body.get("Options") or {}),
-                                attachable=bool(body.get("Attachable")))
+                                attachable=bool(body.get("Attachable")), ipv6=enable6,
+                                ipam_options=dict(ipam_body.get("Options") or {}))
             self._db.put_network(doc)
             try:
                 await self._realize(doc)
             except BaseException:
                 self._db.delete_network(doc["Id"])
+                with contextlib.suppress(Exception):  # e.g. --ipv6 on a host without IPv6: no half-made bridge
+                    await self._unrealize(doc)
                 raise
         self._events.publish("network", "create", doc["Id"], {"name": name, "type": "bridge"})
         return {"Id": doc["Id"], "Warning": ""}
+
+    def _plan6(self, cfg6: dict[str, Any] | None, enable6: bool) -> list[dict[str, str]]:
+        """The IPv6 IPAM.Config entry of a new network ([] for none), checked against the others.
+
+        --ipv6 without an IPv6 subnet gets a random unique local /64 (Docker 27+'s
+        behaviour). An IPv6 subnet without --ipv6 is recorded and left unused, as Docker does.
+        """
+        existing6 = [c["Subnet"] for d in self._records() if d["Driver"] == "bridge"
+                     for c in d["IPAM"]["Config"][1:] if ipam6.is_v6_config(c) and c.get("Subnet")]
+        if cfg6 is not None and not cfg6.get("Subnet"):
+            raise InvalidArgument("an IPv6 --gateway or --ip-range needs its IPv6 --subnet")
+        if cfg6 is not None:
+            pool6 = ipam6.Pool6.parse(str(cfg6["Subnet"]), cfg6.get("Gateway"), cfg6.get("IPRange"))
+            ipam6.check_overlap6(pool6.subnet, existing6)
+        elif enable6:
+            pool6 = ipam6.Pool6.parse(str(ipam6.ula_subnet(secrets.token_bytes(5), existing6)))
+        else:
+            return []
+        return [pool6.config()]
 
     def listing(self, filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
         out = []
@@ -237,7 +296,8 @@ class Networks:
             ep = self.endpoints(c).get(doc["Id"])
             if ep is not None and c.running:
                 containers[c.id] = {"Name": c.name, "EndpointID": ep.host_if, "MacAddress": ep.mac,
-                                    "IPv4Address": f"{ep.ip}/{ep.prefix}", "IPv6Address": ""}
+                                    "IPv4Address": f"{ep.ip}/{ep.prefix}",
+                                    "IPv6Address": f"{ep.ip6}/{ep.prefix6}" if ep.ip6 else ""}
         doc["Containers"] = containers
         return doc
 
@@ -271,6 +331,7 @@ class Networks:
                 deleted.append(doc["Name"])
             except Conflict:
                 continue
+        self._events.publish("network", "prune", "", {"reclaimed": "0"})  # as Docker: no bytes to count
         return {"NetworksDeleted": deleted or None}
 
     # -- containers ------------------------------------------------------------------
@@ -280,16 +341,63 @@ class Networks:
 
     @staticmethod
     def requested(c: Any) -> dict[str, dict[str, Any]]:
-        """The networks a container asked for: name -> endpoint config (aliases, IPAMConfig)."""
-        host = c.doc["HostConfig"]
-        mode = host.get("NetworkMode") or "default"
-        wanted = {("bridge" if k == "default" else k): (v or {})
-                  for k, v in (c.doc.get("EndpointsConfig") or {}).items()}
-        if mode in ("default", "bridge"):
-            wanted.setdefault("bridge", {})
-        elif mode not in ("none", "host") and not mode.startswith("container:"):
-            wanted.setdefault(mode, {})
-        return wanted
+        """The networks a container is on: name -> endpoint settings (aliases, IPAMConfig, ...)."""
+        return endpoint_settings.requested(c.doc)
+
+    def plan_endpoints(self, mode: str, networking_config: Any) -> dict[str, dict[str, Any]]:
+        """NetworkingConfig.EndpointsConfig at create: checked, keyed by network name, the NetworkMode's first.
+
+        The result is the record's EndpointsConfig (with EndpointsListed set): every
+        network the container is on, so a disconnect never has to change NetworkMode.
+
+        Raises:
+            InvalidArgument: a bad entry, a network that does not exist, or one the mode cannot join.
+        """
+        given = endpoint_settings.parse_networking_config(networking_config)
+        if not endpoint_settings.bridged(mode):
+            for key, cfg in given.items():
+                if key != mode and any(cfg.values()):  # the CLI names the mode's own pseudo-network
+                    raise InvalidArgument(endpoint_settings.NO_NETWORK if mode == "none" else
+                                          endpoint_settings.SHARED_NETWORK)
+            return {}
+        out: dict[str, dict[str, Any]] = {}
+        primary = self.get("bridge" if mode in ("default", "bridge") else mode)
+        out[primary["Name"]] = {"NetworkID": primary["Id"]}  # first: eth0 and the default route
+        for key, cfg in given.items():
+            try:
+                doc = self.get("bridge" if key == "default" else key)
+            except NotFound as exc:  # 400, not 404: a 404 makes the docker CLI try to pull the image
+                raise InvalidArgument(f"{exc}: create it with `docker network create {key}`, or leave it out of "
+                                      "NetworkingConfig") from None
+            self._check_joinable(mode, doc)
+            self._check_endpoint(doc, cfg)
+            out[doc["Name"]] = {**cfg, "NetworkID": doc["Id"]}
+        return out
+
+    def _check_joinable(self, mode: str, doc: dict[str, Any]) -> None:
+        """Refuse joining *doc* from NetworkMode *mode*, with Docker's messages."""
+        if doc["Driver"] == "host":
+            raise InvalidArgument(endpoint_settings.HOST_NETWORK)
+        if doc["Driver"] == "null" or mode == "none":
+            raise InvalidArgument(endpoint_settings.NO_NETWORK)
+        if not endpoint_settings.bridged(mode):
+            raise InvalidArgument(endpoint_settings.SHARED_NETWORK)
+        if doc["Driver"] != "bridge":
+            raise InvalidArgument(f"container cannot be connected to network {doc['Name']}: only bridge "
+                                  "networks can be joined")
+
+    def _check_endpoint(self, doc: dict[str, Any], cfg: dict[str, Any]) -> None:
+        """Checks of one endpoint's settings against its network (at create and connect, as Docker 1.44+)."""
+        ipam_cfg = cfg.get("IPAMConfig") or {}
+        if not endpoint_settings.user_defined(doc["Name"]):
+            if ipam_cfg.get("IPv4Address") or ipam_cfg.get("IPv6Address"):
+                raise InvalidArgument(endpoint_settings.IP_ON_DEFAULT)
+            if cfg.get("Aliases"):
+                raise InvalidArgument(endpoint_settings.ALIAS_ON_DEFAULT)
+        wanted = ipam_cfg.get("IPv4Address")
+        if wanted and ipaddress.IPv4Address(wanted) not in self._pool(doc).subnet:
+            raise InvalidArgument(f"invalid IPv4Address {wanted}: no configured subnet or ip-range contain the IP "
+                                  f"address {wanted} (network {doc['Name']} is {self._pool(doc).subnet})")
 
     def endpoints(self, c: Any) -> dict[str, Endpoint]:
         """The container's current attachments, by network id (from its record)."""
@@ -335,6 +443,8 @@ class Networks:
                 doc = self.get(net_name)
                 ep = await self._connect_endpoint(c, doc, cfg, path)
                 hosts.append((ep.ip, str(c.doc["Config"].get("Hostname") or c.id[:12])))
+                if ep.ip6:  # as Docker writes it on a network with IPv6
+                    hosts.append((ep.ip6, hosts[-1][1]))
                 if doc["Name"] != "bridge":
                     nameservers.append(ep.gateway)
             await self._publish(c)
@@ -368,6 +478,7 @@ class Networks:
             pool = self._pool(doc)
             used = {ep.ip for other in self._containers() if other.id != c.id
                     for ep in self.endpoints(other).values() if ep.network == doc["Id"]}
+            used |= set((doc["IPAM"]["Config"][0].get("AuxiliaryAddresses") or {}).values())  # reserved
             wanted = ((cfg.get("IPAMConfig") or {}).get("IPv4Address")) or None
             ip = ipam.allocate(pool, used, wanted)
             prefix = pool.subnet.prefixlen
@@ -378,16 +489,55 @@ class Networks:
             endpoints = dict(c.doc.get("Endpoints") or {})
             # The default route goes through the first network that has a way out (an internal one has none).
             routed = not _internal(doc) and not any(not self._internal_id(n) for n in endpoints)
-            ctr_if = f"eth{len(endpoints)}"
-            ep = Endpoint(doc["Id"], ip, prefix, str(pool.gateway), ipam.mac_for(ip), host_if, aliases, doc["Name"])
+            ctr_if = _free_ifname(endpoints)  # a name a disconnect freed is taken again
+            ip6, prefix6, gateway6 = self._address6(c, doc, cfg, vm=netns is None)
+            # The IPv6 default route: through the first network with IPv6 and a way out.
+            routed6 = bool(ip6) and not _internal(doc) and not any(
+                e.get("ip6") and not self._internal_id(n) for n, e in endpoints.items())
+            ep = Endpoint(doc["Id"], ip, prefix, str(pool.gateway), self._mac(c, doc, cfg, ip), host_if, aliases,
+                          doc["Name"], ip6, prefix6, gateway6)
+            ep.ctr_if = ctr_if
             endpoints[doc["Id"]] = ep.__dict__
             c.doc["Endpoints"] = endpoints  # recorded before the kernel objects: a crash leaves them findable
         if netns is None:
             netlink.create_tap(host_if, self._bridge_of(doc), MTU)
         else:
             netlink.attach(self._bridge_of(doc), netns, host_if, pool.address_cidr(ip),
-                           str(pool.gateway) if routed else None, ep.mac, MTU, ctr_if=ctr_if)
+                           str(pool.gateway) if routed else None, ep.mac, MTU, ctr_if=ctr_if,
+                           address6_cidr=f"{ip6}/{prefix6}" if ip6 else None,
+                           gateway6=gateway6 if routed6 else None)
+        self._endpoint_event("connect", doc, c.id)
         return ep
+
+    def _endpoint_event(self, action: str, doc: dict[str, Any], cid: str) -> None:
+        """`connect`/`disconnect`, as Docker emits them: when an endpoint joins or leaves (a start or a
+        stop, or a connect/disconnect of a running container), not when only the configuration changes."""
+        self._events.publish("network", action, doc["Id"], {"container": cid, "name": doc["Name"],
+                                                           "type": doc.get("Driver") or "bridge"})
+
+    def _address6(self, c: Any, doc: dict[str, Any], cfg: dict[str, Any], *, vm: bool) -> tuple[str, int, str]:
+        """(address, prefix, gateway) on a network with IPv6, from --ip6 or the first free one; else ("", 0, "")."""
+        pool6 = self._pool6(doc)
+        wanted6 = str((cfg.get("IPAMConfig") or {}).get("IPv6Address") or "") or None
+        if pool6 is None or vm:
+            if wanted6:
+                why = ("a VM-isolated container gets IPv4 only" if pool6 is not None else
+                       f"network {doc['Name']} has no IPv6: create it with --ipv6")
+                raise InvalidArgument(f"invalid IPv6 address {wanted6} (--ip6): {why}")
+            return "", 0, ""
+        used6 = {ep.ip6 for other in self._containers() if other.id != c.id
+                 for ep in self.endpoints(other).values() if ep.network == doc["Id"] and ep.ip6}
+        return ipam6.allocate6(pool6, used6, wanted6), pool6.subnet.prefixlen, str(pool6.gateway)
+
+    def _mac(self, c: Any, doc: dict[str, Any], cfg: dict[str, Any], ip: str) -> str:
+        """The endpoint's MAC: its own MacAddress (API 1.44+), else Config.MacAddress on the container's
+        NetworkMode network (--mac-address, older APIs), else Docker's address-derived one."""
+        chosen = cfg.get("MacAddress")
+        if not chosen:
+            mode = c.doc["HostConfig"].get("NetworkMode") or "default"
+            primary = doc["Name"] == "bridge" if mode in ("default", "bridge") else mode in (doc["Name"], doc["Id"])
+            chosen = c.doc["Config"].get("MacAddress") if primary else None
+        return ipam.parse_mac(chosen) if chosen else ipam.mac_for(ip)
 
     async def _publish(self, c: Any) -> None:
         rules = self.port_rules(c)
@@ -397,6 +547,11 @@ class Networks:
             # Only internal networks: ports are not published there, as with Docker.
             log.info("container %s is only on internal networks: its ports are not published", c.id[:12])
             c.doc["Ports"] = []
+
+    async def _republish(self, c: Any) -> None:
+        """Point a running container's published ports at its first routed endpoint again (after a (dis)connect)."""
+        if c.doc.get("Ports"):
+            await nftables.publish(c.id, self.port_rules(c), table=self._table)
 
     def _internal_id(self, net_id: str) -> bool:
         try:
@@ -424,6 +579,8 @@ class Networks:
         for ep in self.endpoints(c).values():
             with contextlib.suppress(Exception):
                 netlink.detach(ep.host_if)
+            with contextlib.suppress(NotFound):
+                self._endpoint_event("disconnect", self.get(ep.network), c.id)
         with contextlib.suppress(Exception):
             netlink.delete_netns(self._netns_dir / c.id)
         with contextlib.suppress(OSError):
@@ -431,41 +588,60 @@ class Networks:
         c.doc["Endpoints"] = {}
 
     async def connect(self, net_ref: str, c: Any, cfg: dict[str, Any]) -> None:
+        """Join network *net_ref* with settings *cfg* (endpoints.parse_endpoint's): now if running, else at start.
+
+        A container whose NetworkMode is a bridge network joins whatever it was
+        disconnected from; only host, none and container:<id> modes are refused.
+        """
         doc = self.get(net_ref)
-        if doc["Driver"] != "bridge":
-            raise InvalidArgument(f"container cannot be connected to network {doc['Name']}: only bridge "
-                                  "networks can be joined")
         mode = c.doc["HostConfig"].get("NetworkMode") or "default"
-        if mode in ("host", "none") or mode.startswith("container:"):
-            raise Conflict(f"container sharing network namespace with another container or host cannot be "
-                           f"connected to any other network (its mode is {mode})")
+        self._check_joinable(mode, doc)
         if doc["Id"] in self.endpoints(c) or self._wants(c, doc):
             raise Conflict(f"endpoint with name {c.name} already exists in network {doc['Name']}")
-        wanted = dict(c.doc.get("EndpointsConfig") or {})
-        wanted[doc["Name"]] = {"Aliases": cfg.get("Aliases") or [], "IPAMConfig": cfg.get("IPAMConfig") or {}}
+        self._check_endpoint(doc, cfg)
+        before = c.doc.get("EndpointsConfig"), c.doc.get("EndpointsListed")
+        wanted = self.requested(c)  # every network listed from now on, the NetworkMode's included
+        wanted[doc["Name"]] = {k: cfg.get(k) for k in endpoint_settings.CONFIG_KEYS} | {"NetworkID": doc["Id"]}
+        c.doc["EndpointsListed"] = True
+        if cfg.get("MacAddress"):  # --mac-address of `docker network connect` (API 1.44+)
+            wanted[doc["Name"]]["MacAddress"] = ipam.parse_mac(cfg["MacAddress"])
         c.doc["EndpointsConfig"] = wanted
         if c.running:
-            await self._connect_endpoint(c, doc, wanted[doc["Name"]], self._netns_dir / c.id)
-        self._events.publish("network", "connect", doc["Id"], {"name": doc["Name"], "container": c.id})
+            try:
+                await self._connect_endpoint(c, doc, wanted[doc["Name"]], self._netns_dir / c.id)
+            except BaseException:  # e.g. the address asked for is taken: the container stays as it was
+                eps = dict(c.doc.get("Endpoints") or {})
+                gone = eps.pop(doc["Id"], None)
+                if gone is not None:
+                    with contextlib.suppress(Exception):
+                        netlink.detach(gone["host_if"])
+                c.doc["Endpoints"] = eps
+                c.doc["EndpointsConfig"], c.doc["EndpointsListed"] = before
+                raise
+            await self._republish(c)
 
     async def disconnect(self, net_ref: str, c: Any) -> None:
+        """Leave network *net_ref*; NetworkMode stays as it is (a later connect is accepted, as with Docker)."""
         doc = self.get(net_ref)
-        wanted = dict(c.doc.get("EndpointsConfig") or {})
-        was = wanted.pop(doc["Name"], None) is not None or wanted.pop(doc["Id"], None) is not None
         mode = c.doc["HostConfig"].get("NetworkMode") or "default"
-        if mode == doc["Name"] or (doc["Name"] == "bridge" and mode in ("default", "bridge")):
-            c.doc["HostConfig"]["NetworkMode"] = "none"
-            was = True
+        if mode == "host" and doc["Driver"] == "host":
+            raise InvalidArgument(endpoint_settings.HOST_NETWORK)
+        wanted = self.requested(c)
+        was = any(k in (doc["Name"], doc["Id"]) for k in wanted)
         if not was and doc["Id"] not in self.endpoints(c):
             raise NotFound(f"container {c.id[:12]} is not connected to network {doc['Name']}")
-        c.doc["EndpointsConfig"] = wanted
+        c.doc["EndpointsConfig"] = {k: v for k, v in wanted.items() if k not in (doc["Name"], doc["Id"])}
+        c.doc["EndpointsListed"] = True
         eps = dict(c.doc.get("Endpoints") or {})
         ep = eps.pop(doc["Id"], None)
         if ep is not None:
             with contextlib.suppress(Exception):
                 netlink.detach(ep["host_if"])
         c.doc["Endpoints"] = eps
-        self._events.publish("network", "disconnect", doc["Id"], {"name": doc["Name"], "container": c.id})
+        if ep is not None and c.running:
+            await self._republish(c)
+        if ep is not None:
+            self._endpoint_event("disconnect", doc, c.id)
 
     # -- ports -----------------------------------------------------------------------
     def plan_ports(self, host: dict[str, Any], exposed: dict[str, Any]) -> list[dict[str, Any]]:
@@ -536,7 +712,37 @@ class Networks:
                      *(a.lower() for a in ep.aliases)}
             if name in names:
                 out.append(ep.ip)
+                if ep.ip6:  # AAAA, on a network with IPv6
+                    out.append(ep.ip6)
         return out
+
+    def link_lookup(self, server: str, client: str, name: str) -> list[str]:
+        """Addresses of *name* as a legacy link alias of the container at *client* on the network of *server*.
+
+        `Links` in a user network's endpoint settings ("target:alias") make *alias* a
+        name of *target* for the linking container only, as with Docker.
+        """
+        name = name.rstrip(".").lower()
+        doc = next((d for d in self._records() if d["Driver"] == "bridge" and d["IPAM"]["Config"]
+                    and d["IPAM"]["Config"][0]["Gateway"] == server and d["Name"] != "bridge"), None)
+        if doc is None:
+            return []
+        running = [c for c in self._containers() if c.running and doc["Id"] in self.endpoints(c)]
+        asker = next((c for c in running if client in (self.endpoints(c)[doc["Id"]].ip,
+                                                       self.endpoints(c)[doc["Id"]].ip6)), None)
+        if asker is None:
+            return []
+        links = (self.requested(asker).get(doc["Name"]) or {}).get("Links") or []
+        for link in links:
+            target, _, alias = str(link).partition(":")
+            target = target.lstrip("/")
+            if (alias or target).lower() != name:
+                continue
+            for c in running:
+                if c.name == target or (len(target) >= 12 and c.id.startswith(target)):
+                    ep = self.endpoints(c)[doc["Id"]]
+                    return [ep.ip, *([ep.ip6] if ep.ip6 else [])]
+        return []
 
     # -- leftovers ---------------------------------------------------------------------
     def netns_path(self, cid: str) -> str:
@@ -548,6 +754,15 @@ class Networks:
         if not self._netns_dir.is_dir():
             return []
         return [n for n in os.listdir(self._netns_dir) if n not in known]
+
+
+def _free_ifname(endpoints: dict[str, dict[str, Any]]) -> str:
+    """The first ethN no endpoint in the namespace has (records from before ctr_if count in order)."""
+    used = {ep.get("ctr_if") or f"eth{i}" for i, ep in enumerate(endpoints.values())}
+    n = 0
+    while f"eth{n}" in used:
+        n += 1
+    return f"eth{n}"
 
 
 def _internal(doc: dict[str, Any]) -> bool:

@@ -28,13 +28,13 @@ from berth.errors import InvalidArgument
 from berth.services.containers import Container, Containers
 from berth.services import k8slog
 from berth.services.k8slog import Entry, Parser
-from berth.wire import stdcopy
+from berth.wire import detachkeys, stdcopy
 
 log = logging.getLogger(__name__)
 
 STREAM_IDS = {"stdout": 1, "stderr": 2}
 POLL = 0.05
-DETACH = b"\x10\x11"  # ctrl-p ctrl-q
+DETACH = detachkeys.DEFAULT  # ctrl-p ctrl-q
 READ_BLOCK = 1 << 20  # bytes of the log read at a time
 STDIN_PACKET = 16384  # the attach socket is SOCK_SEQPACKET: a packet conmon cannot read whole is cut
 
@@ -270,17 +270,19 @@ async def attach(containers: Containers, c: Container, opts: AttachOptions,
 
     async def pump_in() -> None:
         data = pending_input
+        keys = detachkeys.Detector(opts.detach_keys if tty else b"")  # as Docker: with a terminal only
         while True:
             if data:
-                if tty and opts.detach_keys and opts.detach_keys in data:
-                    before = data.split(opts.detach_keys, 1)[0]
-                    for i in range(0, len(before), STDIN_PACKET):
-                        await loop.sock_sendall(sock, before[i:i + STDIN_PACKET])
-                    return
+                data = keys.feed(data)
                 for i in range(0, len(data), STDIN_PACKET):  # conmon reads one packet into 32 KiB
                     await loop.sock_sendall(sock, data[i:i + STDIN_PACKET])
+                if keys.detached:  # the stream ends, the container goes on
+                    containers.event(c, "detach")
+                    return
             data = await reader.read(65536)
             if not data:
+                if tail := keys.flush():
+                    await loop.sock_sendall(sock, tail)
                 if c.doc["Config"].get("StdinOnce"):
                     try:
                         sock.shutdown(socket.SHUT_WR)

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from berth.errors import InvalidArgument
+from berth.network import ipam, ipam6
 from berth.oci import seccomp
-from berth.services import volumes
+from berth.services import createtypes, endpoints, health, volumes
 
 _NAME = re.compile(r"/?[a-zA-Z0-9][a-zA-Z0-9_.-]+")
 
@@ -26,7 +27,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "StdinOnce": (bool,), "Env": (list,), "Cmd": (list, str), "Entrypoint": (list, str),
     "Image": (str,), "WorkingDir": (str,), "Labels": (dict,), "StopSignal": (str,),
     "StopTimeout": (int,), "NetworkDisabled": (bool,), "Volumes": (dict,), "ExposedPorts": (dict,),
-    "HostConfig": (dict,),
+    "HostConfig": (dict,), "MacAddress": (str,),
 }
 _HOST_TYPES: dict[str, tuple[type, ...]] = {
     "Binds": (list,), "AutoRemove": (bool,), "Memory": (int,), "MemorySwap": (int,),
@@ -58,7 +59,10 @@ def check_config(body: Any) -> None:
     """Raises InvalidArgument on a malformed create request."""
     if not isinstance(body, dict):
         raise InvalidArgument("the request body must be a JSON object (ContainerConfig)")
+    createtypes.check_config(body)  # every field's JSON type, as Docker's structs declare it
     _check_types(body, _TYPES, "Config.")
+    endpoints.parse_networking_config(body.get("NetworkingConfig"))  # its shape, naming the field
+    health.check_config(body.get("Healthcheck"))
     for key in ("Env", "Cmd", "Entrypoint"):
         value = body.get(key)
         if isinstance(value, list) and not all(isinstance(v, str) for v in value):
@@ -84,7 +88,27 @@ def check_config(body: Any) -> None:
     for spec in host.get("VolumesFrom") or []:
         volumes.parse_volumes_from(spec)
     log_config(host.get("LogConfig"))
+    restart_policy(host.get("RestartPolicy"), bool(host.get("AutoRemove")))
     check_security_options(security_options(host.get("SecurityOpt")), *host_lsms())
+    check_addresses(body)
+
+
+def check_addresses(body: dict[str, Any]) -> None:
+    """--mac-address and --ip6 values: a 400 at create rather than a failed start (their shapes are
+    services.endpoints' to check, their use services.networks')."""
+    if body.get("MacAddress"):
+        ipam.parse_mac(body["MacAddress"], "MAC address (Config.MacAddress, --mac-address)")
+    networking = body.get("NetworkingConfig")
+    entries = networking.get("EndpointsConfig") if isinstance(networking, dict) else None
+    for name, ep in (entries or {}).items() if isinstance(entries, dict) else ():
+        if not isinstance(ep, dict):
+            continue
+        if isinstance(ep.get("MacAddress"), str) and ep["MacAddress"]:
+            ipam.parse_mac(ep["MacAddress"], f"MAC address on network {str(name)[:64]}")
+        ipam_cfg = ep.get("IPAMConfig")
+        ipv6 = ipam_cfg.get("IPv6Address") if isinstance(ipam_cfg, dict) else None
+        if isinstance(ipv6, str) and ipv6:
+            ipam6.parse_address6(ipv6, f"IPv6 address (--ip6) on network {str(name)[:64]}")
 
 
 # --- HostConfig.SecurityOpt --------------------------------------------------------------------
@@ -181,6 +205,30 @@ def host_lsms() -> tuple[bool, bool]:
     return apparmor, os.path.isdir("/sys/fs/selinux") and os.path.exists("/sys/fs/selinux/enforce")
 
 
+RESTART_POLICIES = ("no", "always", "on-failure", "unless-stopped")
+
+
+def restart_policy(value: Any, auto_remove: bool = False) -> tuple[str, int]:
+    """HostConfig.RestartPolicy -> (name, maximum retry count), refused in Docker's words.
+
+    An empty name is "no" with any count (what Docker before 25.0 stored); a count
+    goes only with on-failure and is never negative; AutoRemove excludes a policy.
+    """
+    policy = value or {}
+    name, count = policy.get("Name") or "", policy.get("MaximumRetryCount") or 0
+    if name in ("always", "unless-stopped", "no") and count != 0:
+        message = "invalid restart policy: maximum retry count can only be used with 'on-failure'"
+        raise InvalidArgument(message + (" and cannot be negative" if count < 0 else ""))
+    if name == "on-failure" and count < 0:
+        raise InvalidArgument("invalid restart policy: maximum retry count cannot be negative")
+    if name and name not in RESTART_POLICIES:
+        raise InvalidArgument(f"invalid restart policy: unknown policy '{name[:64]}'; use one of "
+                              + ", ".join(f"'{p}'" for p in RESTART_POLICIES[:-1]) + f", or '{RESTART_POLICIES[-1]}'")
+    if auto_remove and name not in ("", "no"):
+        raise InvalidArgument("can't create 'AutoRemove' container with restart policy")
+    return name or "no", count
+
+
 LOG_DRIVERS = ("json-file", "none")
 LOG_OPTIONS = ("max-size", "max-file", "compress", "mode", "max-buffer-size", "labels", "labels-regex", "env",
                "env-regex", "tag")
@@ -194,8 +242,8 @@ def log_config(value: Any) -> tuple[str, int]:
         raise InvalidArgument("HostConfig.LogConfig: expected an object")
     driver = value.get("Type") or "json-file"
     if driver not in LOG_DRIVERS:
-        raise InvalidArgument(f'error looking up logging plugin {driver}: plugin "{driver}" not found '
-                              f"(berth has: {', '.join(LOG_DRIVERS)})")
+        # Docker's words exactly (clients compare them); berth has json-file and none
+        raise InvalidArgument(f"logger: no log driver named '{str(driver)[:64]}' is registered")
     size = 0
     for key, opt in (value.get("Config") or {}).items():
         if key not in LOG_OPTIONS or driver == "none":

@@ -7,7 +7,6 @@ apart from the lifecycle in services.containers so each stays small.
 from __future__ import annotations
 
 import os
-import re
 import shlex
 import time
 from typing import Any
@@ -15,14 +14,14 @@ from typing import Any
 from berth import timefmt
 from berth.errors import InvalidArgument, NotFound
 from berth.host import fs
-from berth.services import containers, volumes
+from berth.services import containers, endpoints, health, patterns, volumes
 from berth.services.containers import Container, Containers
 from berth.services.images import Images
 
 CONTAINER_FILTERS = ("status", "name", "id", "label", "ancestor", "exited", "isolation", "before", "since",
                      "network", "volume", "health", "publish", "expose", "is-task")
 
-def inspect(c: Container) -> dict[str, Any]:
+def inspect(c: Container, api_version: str = "") -> dict[str, Any]:
     d = c.doc
     host = dict(d["HostConfig"])
     host.setdefault("Binds", None)
@@ -41,8 +40,14 @@ def inspect(c: Container) -> dict[str, Any]:
                                                      "MergedDir": os.path.join(c.dir, "rootfs")}},
         "Mounts": [volumes.mount_point(b) for b in d.get("Binds") or []],
         "Config": d["Config"],
-        "NetworkSettings": _network_settings(host.get("NetworkMode", "default"), d),
+        "NetworkSettings": _versioned(_network_settings(host.get("NetworkMode", "default"), d), d, api_version),
     }
+
+
+def _versioned(settings: dict[str, Any], d: dict[str, Any], api_version: str) -> dict[str, Any]:
+    if api_version:  # what older clients expect (the short id among Aliases below 1.45)
+        settings["Networks"] = endpoints.for_version(settings["Networks"], d, api_version)
+    return settings
 
 def sizes(images: Images, c: Container) -> dict[str, int]:
     """SizeRw (the container's own writes) and SizeRootFs (with its image)."""
@@ -68,6 +73,7 @@ def listing(cs: Containers, images: Images, all_: bool, limit: int, filters: dic
     for key in filters:
         if key not in CONTAINER_FILTERS:
             raise InvalidArgument(f"invalid filter '{key}'")
+    health.check_filter(filters.get("health", []))
     items = sorted(cs.all(), key=lambda c: c.doc["Created"], reverse=True)
     all_ = all_ or limit > 0  # as Docker: the N newest, whatever their state
     out = []
@@ -91,8 +97,8 @@ def _matches(images: Images, c: Container, filters: dict[str, list[str]]) -> boo
                 raise InvalidArgument(f"invalid filter 'status={bad[0]}'")
             if _status_word(d["State"]) not in values:
                 return False
-        elif key == "name":
-            if not any(re.search(v, c.name) for v in values):
+        elif key == "name":  # as Docker: the name with and without its slash, exactly or as a regex
+            if not any(name_matches(v, n) for v in values for n in ("/" + c.name, c.name)):
                 return False
         elif key == "id":
             if not any(c.id.startswith(v) for v in values):
@@ -116,17 +122,20 @@ def _matches(images: Images, c: Container, filters: dict[str, list[str]]) -> boo
                     str(d["State"]["ExitCode"]) not in values:
                 return False
         elif key == "isolation":
-            if d["HostConfig"].get("Isolation", "process") not in values:
+            isolation = d["HostConfig"].get("Isolation") or "process"
+            if isolation not in values and (isolation != "default" or "process" not in values):
                 return False
         elif key == "volume":
             mounts = d.get("Binds") or []
             if not any(v in (m.get("Name"), m.get("Source"), m.get("Destination")) for v in values for m in mounts):
                 return False
         elif key == "network":
-            nets = {ep.get("name") for ep in (d.get("Endpoints") or {}).values()} | \
-                {ep.get("network") for ep in (d.get("Endpoints") or {}).values()} | \
-                {d["HostConfig"].get("NetworkMode")}
+            on = endpoints.networks(d)  # what the container is on (a disconnect takes it off)
+            nets = set(on) | {n["NetworkID"] for n in on.values() if n.get("NetworkID")}
             if not any(v in nets or any(str(n or "").startswith(v) for n in nets) for v in values):
+                return False
+        elif key == "health":
+            if health.status_of(d["State"]) not in values:
                 return False
         elif key == "publish":
             ports = {f"{b['HostPort']}/{b['Proto']}" for b in d.get("Ports") or []} | \
@@ -134,6 +143,15 @@ def _matches(images: Images, c: Container, filters: dict[str, list[str]]) -> boo
             if not any(v in ports for v in values):
                 return False
     return True
+
+
+def name_matches(pattern: str, name: str) -> bool:
+    """Docker's `name` filter: equal, or the pattern (a regular expression) found in the name;
+    a pattern that is not a valid expression matches only by equality."""
+    if pattern == name:
+        return True
+    compiled = patterns.go_regex(pattern)
+    return compiled is not None and compiled.search(name) is not None
 
 
 def _status_word(state: dict[str, Any]) -> str:
@@ -146,7 +164,7 @@ def status_text(state: dict[str, Any]) -> str:
     now = time.time_ns()
     if state["Running"]:
         up = timefmt.human_duration((now - timefmt.parse_ns(state["StartedAt"])) / 1e9)
-        return f"Up {up} (Paused)" if state["Paused"] else f"Up {up}"
+        return f"Up {up} (Paused)" if state["Paused"] else f"Up {up}{health.status_suffix(state)}"
     if state["Status"] == "exited":
         ago = timefmt.human_duration((now - timefmt.parse_ns(state["FinishedAt"])) / 1e9)
         return f"Exited ({state['ExitCode']}) {ago} ago"
@@ -163,19 +181,10 @@ def _network_settings(mode: str | None, doc: dict[str, Any] | None = None) -> di
         ports.setdefault(f"{b['Port']}/{b['Proto']}", None)
         ports[f"{b['Port']}/{b['Proto']}"] = (ports[f"{b['Port']}/{b['Proto']}"] or []) + [
             {"HostIp": b["HostIp"] or "0.0.0.0", "HostPort": b["HostPort"]}]
-    networks: dict[str, Any] = {}
-    for ep in (doc.get("Endpoints") or {}).values():
-        networks[ep.get("name") or ep["network"][:12]] = {
-            "IPAMConfig": None, "Links": None, "Aliases": ep.get("aliases") or None, "MacAddress": ep["mac"],
-            "NetworkID": ep["network"], "EndpointID": ep["host_if"], "Gateway": ep["gateway"],
-            "IPAddress": ep["ip"], "IPPrefixLen": ep["prefix"], "IPv6Gateway": "", "GlobalIPv6Address": "",
-            "GlobalIPv6PrefixLen": 0, "DriverOpts": None}
-    if not networks:
-        name = "host" if mode == "host" else "none" if mode in ("none", None) or not doc else \
-            ("bridge" if mode in ("default", "bridge") else str(mode))
-        networks[name] = {"NetworkID": "", "EndpointID": "", "Gateway": "", "IPAddress": "", "IPPrefixLen": 0,
-                          "MacAddress": "", "Aliases": None}
-    first = next(iter(networks.values()))
+    # Each network's settings and attachment (services.endpoints); a bridged container with none left has {}.
+    unset = endpoints.entry({}, "none", {}, None)
+    networks: dict[str, Any] = endpoints.networks(doc) if doc.get("HostConfig") else {"none": unset}
+    first = next(iter(networks.values()), unset)
     return {"Bridge": "", "SandboxID": "", "HairpinMode": False, "Ports": ports,
             "SandboxKey": f"/run/berth/netns/{doc.get('Id', '')}" if doc.get("Endpoints") else "",
             "Gateway": first["Gateway"], "IPAddress": first["IPAddress"], "IPPrefixLen": first["IPPrefixLen"],

@@ -30,7 +30,6 @@ import os
 import posixpath
 import re
 import secrets
-import shutil
 import stat
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -497,8 +496,9 @@ class Volumes:
             existing = self._db.get_volume(name)
             if existing is not None:
                 return existing
-        else:
+        else:  # no name: anonymous, as Docker labels it (so `volume prune` removes it once unused)
             name = secrets.token_hex(32)
+            labels.setdefault(ANONYMOUS_LABEL, "")
         os.makedirs(self._dir(name), mode=0o701, exist_ok=True)
         os.makedirs(self.mountpoint(name), mode=0o755, exist_ok=True)
         doc = {"CreatedAt": timefmt.now().split(".")[0] + "Z", "Driver": DRIVER, "Labels": labels,
@@ -557,7 +557,7 @@ class Volumes:
         if left:  # never delete through a mount: it would empty what is mounted there (a bind's source)
             raise FailedPrecondition(f"remove {name}: {', '.join(left)} is still mounted; unmount it and try again")
         self._db.delete_volume(name)
-        shutil.rmtree(self._dir(name), ignore_errors=True)
+        fs.rmtree(self._dir(name))
         self._events.publish("volume", "destroy", name, {"driver": DRIVER})
 
     def prune(self, filters: dict[str, list[str]]) -> dict[str, Any]:
@@ -575,7 +575,7 @@ class Volumes:
             deleted.append(name)
             reclaimed += size
         self._events.publish("volume", "prune", "", {"reclaimed": str(reclaimed)})
-        return {"VolumesDeleted": deleted or None, "SpaceReclaimed": reclaimed}
+        return {"VolumesDeleted": deleted, "SpaceReclaimed": reclaimed}  # a list, even when empty
 
     # containers ---------------------------------------------------------
     def container_mounts(self, cid: str, host: dict[str, Any], config_volumes: Iterable[str],

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import uuid
 from dataclasses import dataclass
 from typing import Callable
@@ -44,7 +43,7 @@ class Snapshots:
         os.makedirs(self.root, mode=0o700, exist_ok=True)
         for entry in os.listdir(self.root):
             if entry.startswith(".tmp-"):  # a crash mid-unpack
-                shutil.rmtree(os.path.join(self.root, entry), ignore_errors=True)
+                fs.rmtree(os.path.join(self.root, entry))
 
     def path(self, chain_id: str) -> str:
         return os.path.join(self.root, chain_id.split(":", 1)[1], "fs")
@@ -91,14 +90,14 @@ class Snapshots:
         fs.fsync_dir(self.root)
 
     def discard(self, tmp: str) -> None:
-        shutil.rmtree(tmp, ignore_errors=True)
+        fs.rmtree(tmp)
 
     def chains(self) -> list[str]:
         """Every committed snapshot's chain id."""
         return ["sha256:" + n for n in os.listdir(self.root) if not n.startswith(".") and len(n) == 64]
 
     def remove(self, chain_id: str) -> None:
-        shutil.rmtree(os.path.dirname(self.path(chain_id)), ignore_errors=True)
+        fs.rmtree(os.path.dirname(self.path(chain_id)))
 
     def container_mount(self, chains: list[str], container_dir: str) -> OverlayMount:
         """The overlay for a container whose image has *chains* (bottom first)."""

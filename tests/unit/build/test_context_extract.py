@@ -72,3 +72,72 @@ def test_hard_link_through_a_symlink_is_refused(tmp_path, host):
         extract_context(_tar((_info("a", tarfile.SYMTYPE, link=str(host)), None),
                              (_info("h", tarfile.LNKTYPE, link="a/f"), None)), root)
     assert (host / "f").stat().st_nlink == 1
+
+
+def _unterminated(*files: tuple[str, bytes]) -> bytes:
+    """A tar the way the docker CLI sends `build -f` with a Dockerfile outside the context: the stream ends
+    right after the last member's content (no padding to the block, no end-of-archive blocks)."""
+    buf = _tar(*((_info(name), body) for name, body in files)).getvalue()
+    *_, (name, body) = files
+    end = buf.rindex(body) + len(body)
+    return buf[:end]
+
+
+def test_a_tar_ending_right_after_the_last_content_is_whole(tmp_path):
+    # What docker CLI 28's `build -f ../Dockerfile.x ctx` sends (the appended .dockerignore is last).
+    data = _unterminated(("a.txt", b"hello\n"), (".dockerfile.1e35be28", b"FROM busybox\n"),
+                         (".dockerignore", b".dockerignore\n.dockerfile.1e35be28\n"))
+    assert len(data) % 512 != 0
+    root = tmp_path / "ctx"
+    assert extract_context(io.BytesIO(data), root) == 6 + 13 + 35
+    assert (root / ".dockerignore").read_bytes() == b".dockerignore\n.dockerfile.1e35be28\n"
+    assert (root / ".dockerfile.1e35be28").read_bytes() == b"FROM busybox\n"
+
+
+@pytest.mark.parametrize("cut", [1, 100, 511, 512 + 5])
+def test_a_tar_cut_inside_a_content_is_refused(tmp_path, cut):
+    full = _unterminated(("a.txt", b"x" * 2000), ("b.txt", b"y" * 700))
+    data = full[:len(full) - cut]  # inside b.txt's content (or a.txt's, for the largest cut... still content)
+    with pytest.raises(InvalidArgument, match="not a valid tar"):
+        extract_context(io.BytesIO(data), tmp_path / "ctx")
+
+
+def test_members_are_not_kept_while_streaming(tmp_path):
+    import tarfile as tf
+
+    from berth.build.context import members
+    buf = _tar(*((_info(f"f{i}"), b"x") for i in range(50)))
+    with tf.open(fileobj=buf, mode="r|") as tar:
+        seen = 0
+        for _ in members(tar):
+            seen += 1
+            assert len(tar.members) <= 1
+    assert seen == 50
+
+
+def _deep_tar(levels: int, *extra: tuple[str, bytes]) -> io.BytesIO:
+    return _tar((_info("/".join(["d"] * levels) + "/f"), b"x"), *((_info(n), b) for n, b in extra))
+
+
+@pytest.mark.parametrize("pattern", ["d", "d/d/d/**", "**/f"])
+def test_prune_walks_a_context_nested_thousands_deep(tmp_path, pattern):
+    # A hostile context: 1500 levels (shutil.rmtree and a recursive walk give up at about a thousand).
+    from berth.build.context import parse_dockerignore, prune
+    root = tmp_path / "ctx"
+    from berth.host import fs
+    try:
+        extract_context(_deep_tar(1500, ("keep.txt", b"k")), root)
+        assert prune(root, parse_dockerignore(pattern + "\n")) >= 1
+        assert (root / "keep.txt").exists()
+        assert not (root / "/".join(["d"] * 1500) / "f").exists()
+    finally:
+        fs.rmtree(str(root))  # pytest's own clean-up of tmp_path recurses
+
+
+def test_prune_keeps_what_is_re_included_and_drops_emptied_directories(tmp_path):
+    from berth.build.context import parse_dockerignore, prune
+    root = tmp_path / "ctx"
+    extract_context(_tar((_info("a/keep"), b"1"), (_info("a/drop"), b"2"), (_info("b/sub/x"), b"3"),
+                         (_info("c.txt"), b"4")), root)
+    prune(root, parse_dockerignore("a\n!a/keep\nb\n!nothing\n"))
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*")) == ["a", "a/keep", "c.txt"]

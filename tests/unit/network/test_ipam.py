@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from berth.errors import Conflict, FailedPrecondition, InvalidArgument, NotImplemented_
+from berth.errors import Conflict, FailedPrecondition, InvalidArgument
 from berth.network import ipam
 from berth.network.ipam import Pool
 
@@ -42,8 +42,9 @@ def test_pool_with_gateway_and_range() -> None:
     ("172.20.0.0/16", "gw", None, InvalidArgument, "invalid gateway"),
     ("172.20.0.0/16", None, "172.21.0.0/24", InvalidArgument, "no matching subnet for range 172.21.0.0/24"),
     ("172.20.0.0/16", None, "172.20.0.7/24", InvalidArgument, "it should be 172.20.0.0/24"),
-    ("fd00::/64", None, None, NotImplemented_, "IPv6"),
-    ("172.20.0.0/16", "fd00::1", None, NotImplemented_, "IPv6"),
+    # IPv6 has its own IPAM.Config entry (network.ipam6): in an IPv4 one it is a 400.
+    ("fd00::/64", None, None, InvalidArgument, "IPv6"),
+    ("172.20.0.0/16", "fd00::1", None, InvalidArgument, "IPv6"),
 ])
 def test_pool_rejects(subnet: str, gateway: str | None, ip_range: str | None,
                       error: type[Exception], words: str) -> None:
@@ -159,3 +160,42 @@ def test_mac_for_is_dockers() -> None:
     assert ipam.mac_for(ipaddress.IPv4Address("192.168.255.254")) == "02:42:c0:a8:ff:fe"
     with pytest.raises(InvalidArgument):
         ipam.mac_for("nope")
+
+
+# --------------------------------------------------------------------------- --mac-address
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("02:42:ac:11:00:0a", "02:42:ac:11:00:0a"),
+    ("02:42:AC:11:00:0A", "02:42:ac:11:00:0a"),
+    ("02-42-ac-11-00-0a", "02:42:ac:11:00:0a"),
+    (" 92:d0:c6:0a:29:33 ", "92:d0:c6:0a:29:33"),
+])
+def test_parse_mac_normalises(text: str, expected: str) -> None:
+    assert ipam.parse_mac(text) == expected
+
+
+@pytest.mark.parametrize("text, words", [
+    ("zz", "six hex bytes"),
+    ("02:42:ac:11:00", "six hex bytes"),
+    ("02:42:ac:11:00:0a:0b", "six hex bytes"),
+    ("02:42-ac:11:00:0a", "six hex bytes"),  # mixed separators
+    ("2:42:ac:11:0:a", "six hex bytes"),
+    ("0242.ac11.000a", "six hex bytes"),
+    ("01:00:5e:00:00:01", "multicast"),  # the kernel refuses a multicast address on an interface
+    ("00:00:00:00:00:00", "all-zero"),
+    (7, "six hex bytes"),
+])
+def test_parse_mac_rejects(text: object, words: str) -> None:
+    with pytest.raises(InvalidArgument, match=words):
+        ipam.parse_mac(text)
+
+
+def test_auxiliary_addresses_are_kept_and_checked():
+    from berth.network.ipam import Pool, auxiliary_addresses
+    pool = Pool.parse("172.28.0.0/16", "172.28.5.254", "172.28.5.0/24")
+    assert auxiliary_addresses(pool, None) == {}
+    assert auxiliary_addresses(pool, {"a": "172.28.1.5"}) == {"a": "172.28.1.5"}
+    for bad in ({"a": "10.0.0.1"}, {"a": "nope"}, ["172.28.1.5"], {"a": "fd00::1"}):
+        with pytest.raises(InvalidArgument):
+            auxiliary_addresses(pool, bad)

@@ -22,20 +22,35 @@ def _json_param(req: Request, name: str, default: Any) -> Any:
     return value
 
 
+def _json_list(req: Request, name: str) -> list[str]:
+    """A JSON array of strings in the query (cachefrom), depth checked before it is parsed."""
+    text = req.q(name)
+    if not text:
+        return []
+    value = parse_json(text, f"build: the {name} parameter", req.limits.max_json_depth)
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidArgument(f'build: {name} must be a JSON array of image names like ["app:latest"]')
+    return value
+
+
 def options(req: Request) -> BuildOptions:
     """The classic builder's query parameters as BuildOptions."""
     args = _json_param(req, "buildargs", {}) or {}
     labels = _json_param(req, "labels", {}) or {}
-    hosts = req.q("extrahosts")
+    hosts = " ".join(req.qall("extrahosts"))  # the key may be repeated (docker-py sends one per host)
     return BuildOptions(
-        tags=[t for t in req.query.get("t", []) if t], dockerfile=req.q("dockerfile") or "Dockerfile",
+        tags=[t for t in req.query.get("t", []) if t],
+        dockerfile=(req.query.get("dockerfile") or [""])[0] or "Dockerfile",  # docker-py sends the name, then the text
         buildargs={str(k): "" if v is None else str(v) for k, v in args.items()},
         target=req.q("target"), labels={str(k): str(v) for k, v in labels.items()},
         nocache=req.qbool("nocache"), pull=req.qbool("pull"), rm=req.qbool("rm", True),
         forcerm=req.qbool("forcerm"), quiet=req.qbool("q"), platform=req.q("platform"),
         networkmode=req.q("networkmode") if req.q("networkmode") not in ("", "default") else "",
         extrahosts=[h for h in hosts.replace(",", " ").split() if h] if hosts else [],
-        isolation=req.q("isolation") if req.q("isolation") not in ("", "default") else "")
+        isolation=req.q("isolation") if req.q("isolation") not in ("", "default") else "",
+        cache_from=_json_list(req, "cachefrom"))
 
 
 def register(router: Router, d: Daemon) -> None:

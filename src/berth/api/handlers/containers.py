@@ -10,9 +10,10 @@ from typing import AsyncIterator
 from berth import timefmt
 from berth.api.server import Hijack, Reply, Request, Router, Stream
 from berth.api.wiring import Daemon
-from berth.errors import InvalidArgument
-from berth.image import fsexport
-from berth.services import copy, stats, streams, views
+from berth.errors import Conflict, InvalidArgument, NotFound
+from berth.image import diff, fsexport
+from berth.oci import reference
+from berth.services import copy, createtypes, endpoints, health, links, stats, streams, views
 
 RAW = "application/vnd.docker.raw-stream"
 MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
@@ -33,6 +34,8 @@ def register(router: Router, d: Daemon) -> None:
 
     async def create(req: Request) -> Reply:
         body = await req.json()
+        endpoints.check_create_version(body, req.api_version)  # one network at create below API 1.44
+        health.for_api_version(body, req.api_version)  # StartInterval from API 1.44
         cid, warnings = cs.create(req.q("name"), body, req.q("platform"))
         return Reply(201, {"Id": cid, "Warnings": warnings})
 
@@ -42,7 +45,7 @@ def register(router: Router, d: Daemon) -> None:
 
     async def inspect(req: Request) -> Reply:
         c = cs.get(req.params["id"])
-        doc = views.inspect(c)
+        doc = views.inspect(c, req.api_version)
         if req.qbool("size"):
             doc |= views.sizes(d.images, c)
         return Reply(200, doc)
@@ -89,7 +92,15 @@ def register(router: Router, d: Daemon) -> None:
         return Stream(body())
 
     async def remove(req: Request) -> Reply:
+        if req.qbool("link"):  # a link is named LINKER/ALIAS (remove_link below); a container's own name is not one
+            raise Conflict("Conflict, cannot remove the default link name of the container")
         await cs.remove(req.params["id"], req.qbool("force"), req.qbool("v"))
+        return Reply(204)
+
+    async def remove_link(req: Request) -> Reply:  # docker rm --link LINKER/ALIAS, docker-py remove_link
+        if not req.qbool("link"):
+            raise NotFound(f"No such container: {req.params['id']}/{req.params['alias']}")
+        links.unlink(cs, req.params["id"], req.params["alias"])
         return Reply(204)
 
     async def rename(req: Request) -> Reply:
@@ -156,8 +167,7 @@ def register(router: Router, d: Daemon) -> None:
         if not isinstance(body, dict):
             raise InvalidArgument("the request body must be a JSON object")
         e = d.execs.get(req.params["id"])
-        if body.get("Tty") is not None:
-            e.config["Tty"] = bool(body["Tty"])
+        raw = bool(body.get("Tty"))  # as Docker: the terminal is the create request's; the framing, this one's
         if body.get("ConsoleSize"):
             e.config["ConsoleSize"] = body["ConsoleSize"]
         if body.get("Detach"):
@@ -166,8 +176,8 @@ def register(router: Router, d: Daemon) -> None:
         d.execs.check_startable(e.id)
 
         async def run(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pending: bytes) -> None:
-            await d.execs.start(e.id, False, reader, writer, pending)
-        return Hijack(run, RAW if e.config.get("Tty") else MULTIPLEXED)
+            await d.execs.start(e.id, False, reader, writer, pending, framed=not raw)
+        return Hijack(run, RAW if raw else MULTIPLEXED)
 
     async def exec_inspect(req: Request) -> Reply:
         return Reply(200, d.execs.inspect(req.params["id"]))
@@ -189,20 +199,25 @@ def register(router: Router, d: Daemon) -> None:
                 view.__exit__(None, None, None)
         return Stream(body(), "application/x-tar")
 
+    async def changes(req: Request) -> Reply:  # docker diff: Docker answers null when nothing changed
+        c = cs.get(req.params["id"])
+        found = await asyncio.to_thread(diff.container_changes, cs.upper_dir(c.id),
+                                        d.images.layer_dirs(c.doc["Image"]))
+        return Reply(200, [change.to_api() for change in found] if found else b"null\n")
+
     async def commit(req: Request) -> Reply:
         c = cs.get(req.q("container"))
-        body = await req.json(required=False) or {}
-        pause = req.qbool("pause", True) and c.running and not c.state["Paused"]
-        if pause:
-            await cs.pause(c.id)
-        try:
+        body = await req.json(required=False)
+        createtypes.check_commit_config(body)  # a ContainerConfig object, fields of the right types: else 400
+        body = body or {}
+        async with cs.held_still(c.id, req.qbool("pause", True)):  # one exiting meanwhile is committed as is
             image_id = await asyncio.to_thread(
                 d.imageio.commit, c.doc["Image"], Path(cs.upper_dir(c.id)), {**c.doc["Config"], **body},
                 repo=req.q("repo"), tag=req.q("tag"), comment=req.q("comment"), author=req.q("author"),
                 changes=req.query.get("changes", []), container_id=c.id)
-        finally:
-            if pause:
-                await cs.unpause(c.id)
+        repo, tag = req.q("repo"), req.q("tag")
+        cs.committed(c, image_id, str(reference.parse(f"{repo}:{tag}" if tag else repo)) if repo else "",
+                     req.q("comment"))
         return Reply(201, {"Id": image_id})
 
     async def archive_get(req: Request) -> Reply | Stream:  # HEAD too: the stat header alone
@@ -246,6 +261,7 @@ def register(router: Router, d: Daemon) -> None:
     router.add("GET", "/containers/{id}/archive", archive_get)
     router.add("PUT", "/containers/{id}/archive", archive_put)
     router.add("GET", "/containers/{id}/export", export)
+    router.add("GET", "/containers/{id}/changes", changes)
     router.add("POST", "/commit", commit)
     router.add("POST", "/containers/create", create)
     router.add("POST", "/containers/prune", prune)
@@ -259,6 +275,7 @@ def register(router: Router, d: Daemon) -> None:
     router.add("POST", "/containers/{id}/unpause", unpause)
     router.add("POST", "/containers/{id}/wait", wait)
     router.add("DELETE", "/containers/{id}", remove)
+    router.add("DELETE", "/containers/{id}/{alias}", remove_link)
     router.add("POST", "/containers/{id}/rename", rename)
     router.add("GET", "/containers/{id}/top", top)
     router.add("POST", "/containers/{id}/resize", resize)

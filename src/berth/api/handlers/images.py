@@ -8,6 +8,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
+from berth.api.errors import RequestTimeout, RequestTooLarge
 from berth.api.server import Reply, Request, Router, Stream
 from berth.api.wiring import Daemon
 from berth.errors import BerthError, InvalidArgument
@@ -16,8 +17,48 @@ from berth.registry import Credentials, decode_x_registry_auth
 TAR = "application/x-tar"
 
 
+PROGRESS_SOFT_CAP = 1 << 20   # pending bytes past which superseded progress-bar updates are dropped
+PROGRESS_HARD_CAP = 64 << 20  # pending bytes past which the work ends: the client is not reading
+
+
 def _line(doc: dict[str, Any]) -> bytes:
     return json.dumps(doc).encode() + b"\r\n"
+
+
+class ClientNotReading(BerthError):
+    """The stream's client stopped reading while the work kept producing."""
+
+
+class _Pending:
+    """The lines a progress stream has not yet handed to its client, bounded in bytes.
+
+    A progress-bar update ("Downloading" with a progressDetail) is superseded by the next one for
+    the same id, so under pressure it is dropped; every other line is kept up to the hard cap, where
+    the work is stopped with ClientNotReading rather than grow the daemon's memory without end.
+    """
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.size = 0
+
+    def put(self, doc: dict[str, Any]) -> None:
+        line = _line(doc)
+        if self.size > PROGRESS_SOFT_CAP and (doc.get("progressDetail") or {}).get("current") is not None:
+            return
+        if self.size + len(line) > PROGRESS_HARD_CAP:
+            raise ClientNotReading(f"the client stopped reading: over {PROGRESS_HARD_CAP >> 20} MiB of output "
+                                   "pending; read the stream as it comes")
+        self.size += len(line)
+        self.queue.put_nowait(line)
+
+    def end(self) -> None:
+        self.queue.put_nowait(None)
+
+    async def get(self) -> bytes | None:
+        line = await self.queue.get()
+        if line is not None:
+            self.size -= len(line)
+        return line
 
 
 async def progress_stream(work: Callable[[Callable[[dict[str, Any]], None]], Awaitable[Any]]) -> Stream:
@@ -27,10 +68,10 @@ async def progress_stream(work: Callable[[Callable[[dict[str, Any]], None]], Awa
     status and a message); later ones end the stream with errorDetail, as
     Docker's do.
     """
-    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-    task = asyncio.ensure_future(work(queue.put_nowait))
-    task.add_done_callback(lambda _: queue.put_nowait(None))
-    first = await queue.get()
+    pending = _Pending()
+    task = asyncio.ensure_future(work(pending.put))
+    task.add_done_callback(lambda _: pending.end())
+    first = await pending.get()
     if first is None:
         task.result()  # raises the error as an HTTP status
 
@@ -38,8 +79,8 @@ async def progress_stream(work: Callable[[Callable[[dict[str, Any]], None]], Awa
         item = first
         try:
             while item is not None:
-                yield _line(item)
-                item = await queue.get()
+                yield item
+                item = await pending.get()
             exc = task.exception()
             if exc is not None:
                 message = str(exc) if isinstance(exc, BerthError) else f"internal error: {type(exc).__name__}: {exc}"
@@ -102,7 +143,13 @@ def register(router: Router, d: Daemon) -> None:
         return Reply(200, d.images.listing(req.qbool("all"), req.filters()))
 
     async def inspect(req: Request) -> Reply:
-        return Reply(200, d.images.inspect(req.params["image"]))
+        doc = d.images.inspect(req.params["image"])
+        # Docker 26+ drops these at API 1.45, but docker-compose 1.29 (which speaks the daemon's newest
+        # version) reads ContainerConfig.Volumes to recreate a container: kept, empty, at every version.
+        doc.setdefault("Container", "")
+        doc.setdefault("ContainerConfig", {k: "" if isinstance(v, str) else False if isinstance(v, bool) else None
+                                           for k, v in doc["Config"].items()})
+        return Reply(200, doc)
 
     async def history(req: Request) -> Reply:
         return Reply(200, d.images.history(req.params["image"]))
@@ -126,7 +173,18 @@ def register(router: Router, d: Daemon) -> None:
         return Stream(threaded(d.imageio.save([req.params["image"]])), TAR)
 
     async def load(req: Request) -> Stream:
-        lines = await d.imageio.load(req.stream())
+        # As Docker: the answer is a 200 stream whatever happens to the archive; a refused one ends
+        # it with errorDetail (docker-py raises ImageLoadError, the CLI prints it and exits 1).
+        try:
+            lines = await d.imageio.load(req.stream())
+        except (RequestTimeout, RequestTooLarge):
+            raise  # the request itself failed, not the archive: its own status, and the connection closes
+        except BerthError as exc:
+            failed = str(exc)
+
+            async def error() -> AsyncIterator[bytes]:
+                yield _line({"errorDetail": {"message": failed}, "error": failed})
+            return Stream(error())
 
         async def out() -> AsyncIterator[bytes]:
             for text in lines:

@@ -2,8 +2,25 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from berth.api.server import Reply, Request, Router
 from berth.api.wiring import Daemon
+from berth.errors import InvalidArgument
+from berth.services import endpoints
+
+
+def _object(body: Any, what: str) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise InvalidArgument(f"the {what} request body must be a JSON object with Container (and EndpointConfig)")
+    return body
+
+
+def _container(body: dict[str, Any]) -> str:
+    ref = body.get("Container")
+    if not isinstance(ref, str) or not ref:
+        raise InvalidArgument("Container: expected the name or id of a container")
+    return ref
 
 
 def register(router: Router, d: Daemon) -> None:
@@ -23,15 +40,17 @@ def register(router: Router, d: Daemon) -> None:
         return Reply(204)
 
     async def connect(req: Request) -> Reply:
-        body = await req.json()
-        await d.containers.connect(req.params["id"], str(body.get("Container") or ""),
-                                   dict(body.get("EndpointConfig") or {}))
+        body = _object(await req.json(), "connect")
+        cfg = endpoints.parse_endpoint(body.get("EndpointConfig"), "EndpointConfig")
+        await d.containers.connect(req.params["id"], _container(body), cfg)
         return Reply(200)
 
     async def disconnect(req: Request) -> Reply:
-        body = await req.json()
-        await d.containers.disconnect(req.params["id"], str(body.get("Container") or ""),
-                                      bool(body.get("Force")))
+        body = _object(await req.json(), "disconnect")
+        force = body.get("Force")
+        if force is not None and not isinstance(force, bool):
+            raise InvalidArgument("Force: expected a boolean")
+        await d.containers.disconnect(req.params["id"], _container(body), bool(force))
         return Reply(200)
 
     async def prune(req: Request) -> Reply:
