@@ -288,7 +288,9 @@ class Daemon:
         if self.kind == "berthd":  # its default bridge and nftables table
             from berth.api.wiring import nft_table
             subprocess.run(["ip", "link", "del", self.bridge], capture_output=True, timeout=30)
-            subprocess.run(["nft", "delete", "table", "ip", nft_table(self.root)], capture_output=True, timeout=30)
+            for family in ("ip", "ip6"):
+                subprocess.run(["nft", "delete", "table", family, nft_table(self.root)], capture_output=True,
+                               timeout=30)
         # Anything left that mentions our root: monitors, runtimes, shims.
         marker = str(self.tmp)
         for _ in range(3):

@@ -74,7 +74,19 @@ def host() -> Iterator[str]:
             proc.kill()
             proc.wait(5)
         log.close()
-        shutil.rmtree(base, ignore_errors=True)
+        _remove_daemon_leftovers(base)
+
+
+def _remove_daemon_leftovers(base: Path) -> None:
+    """What a stopped berthd leaves on the host: its netns directory's bind mount, its bridge, its tables."""
+    from berth.api.wiring import nft_table
+    mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    for m in sorted((m for m in mounts if m.startswith(str(base) + "/")), reverse=True):
+        subprocess.run(["umount", "-l", m], capture_output=True, timeout=30)
+    for family in ("ip", "ip6"):
+        subprocess.run(["nft", "delete", "table", family, nft_table(str(base / "root"))], capture_output=True,
+                       timeout=30)
+    shutil.rmtree(base, ignore_errors=True)
 
 
 def berth(host: str, *args: str, input: str | None = None,

@@ -204,12 +204,20 @@ class AttachOptions:
     detach_keys: bytes = DETACH
 
 
+LOG_REPLAY_PAUSE = 0.05  # s between the upgrade headers and an attach's replay of the log
+
+
 async def attach(containers: Containers, c: Container, opts: AttachOptions,
                  reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pending_input: bytes) -> None:
     """Serve one hijacked attach connection until the container's output ends or the client leaves."""
     tty = bool(c.doc["Config"].get("Tty"))
     containers.event(c, "attach")
     if opts.logs:
+        # docker-py (and so compose 1.x) reads the 101 headers through a buffered reader and then reads
+        # the socket itself: log bytes that arrive together with the headers land in that buffer and are
+        # lost to it (1 in ~30 `attach(logs=True, stream=False)` came back empty). Give it the moment it
+        # needs to take the headers alone; a live stream needs no such pause (its output comes later).
+        await asyncio.sleep(LOG_REPLAY_PAUSE)
         async for chunk in logs(containers, c, LogOptions(stdout=opts.stdout, stderr=opts.stderr)):
             writer.write(chunk)
         await writer.drain()
