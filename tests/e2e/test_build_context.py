@@ -27,8 +27,8 @@ from typing import Callable, Iterator
 import pytest
 import zstandard
 
-from berth.build.context import Context, tree_checksum
-from berth.build.copyops import download
+from berth.builder.context import Context, tree_checksum
+from berth.builder.copyops import download
 from berth.errors import InvalidArgument, Unavailable
 
 MTIME = 1_600_000_000
@@ -157,7 +157,7 @@ def test_dockerfile_lookup(tmp_path: Path) -> None:
 
 
 def test_dockerignore_cannot_hide_the_dockerfile_from_the_builder(tmp_path: Path) -> None:
-    pytest.importorskip("berth.build.dockerignore")
+    pytest.importorskip("berth.builder.dockerignore")
     ctx = extract(tmp_path, [
         E("Dockerfile", data=b"FROM scratch\n"),
         E(".dockerignore", data=b"# everything but src\n*\n!src\nsrc/*.log\n"),

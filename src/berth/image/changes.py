@@ -1,6 +1,6 @@
 """Dockerfile instructions applied to an image config (`docker import --change`, `docker commit --change`).
 
-Strategy: the builder's own code path (berth.build.configedit), so a change
+Strategy: the builder's own code path (berth.builder.configedit), so a change
 means exactly what the same line means in a Dockerfile.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from berth.build.configedit import apply_changes
+from berth.builder.configedit import apply_changes
 
 
 def parse_changes(changes: list[str], config: dict[str, Any]) -> str:

@@ -1,6 +1,6 @@
 """Build: a Dockerfile and a context into images, the classic builder's way, with a layer cache.
 
-Strategy: the Dockerfile is parsed once (berth.build.dockerfile); the stages
+Strategy: the Dockerfile is parsed once (berth.builder.dockerfile); the stages
 the target needs are built in order, each step producing an image (as the
 classic builder does: every step's result is an image, which is also what
 the cache points at). RUN runs the command as a real container through the
@@ -31,10 +31,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from berth.build import configedit
-from berth.build import dockerfile as dfp
-from berth.build.context import Context, find_sources
-from berth.build.copyops import ImageTree, Owner, add_into, copy_into, download, resolve_owner
+from berth.builder import configedit
+from berth.builder import dockerfile as dfp
+from berth.builder.context import Context, find_sources
+from berth.builder.copyops import ImageTree, Owner, add_into, copy_into, download, resolve_owner
 from berth.errors import BerthError, InvalidArgument, NotFound
 from berth.host import fs, mount, spool
 from berth.image import fsexport
@@ -302,7 +302,7 @@ class Builder:
 
     def _config_edit(self, df: dfp.Dockerfile, ins: dfp.Instruction, state: StageState,
                      env: dict[str, str]) -> Callable[[dict[str, Any]], None]:
-        def edit(cfg: dict[str, Any]) -> None:  # the same code as commit --change (berth.build.configedit)
+        def edit(cfg: dict[str, Any]) -> None:  # the same code as commit --change (berth.builder.configedit)
             author = configedit.apply(cfg, ins, env=env, escape=df.escape, shell=state.shell)
             if author:
                 cfg["__author"] = author

@@ -1,6 +1,6 @@
 import pytest
 
-from berth.build.configedit import apply_changes
+from berth.builder.configedit import apply_changes
 from berth.errors import InvalidArgument
 
 

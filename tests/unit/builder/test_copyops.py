@@ -1,4 +1,4 @@
-"""Tests for berth.build.copyops (COPY/ADD into a layer) and the source lookup of berth.build.context.
+"""Tests for berth.builder.copyops (COPY/ADD into a layer) and the source lookup of berth.builder.context.
 
 Every test builds a real source tree and a real image (overlay-style lower
 directories) under tmp_path, runs the operation into an empty layer directory,
@@ -21,9 +21,9 @@ from typing import Callable
 
 import pytest
 
-from berth.build import context as ctxmod
-from berth.build.context import Context, find_sources
-from berth.build.copyops import ImageTree, Owner, add_into, copy_into, dest_path, resolve_owner
+from berth.builder import context as ctxmod
+from berth.builder.context import Context, find_sources
+from berth.builder.copyops import ImageTree, Owner, add_into, copy_into, dest_path, resolve_owner
 from berth.errors import InvalidArgument
 
 MTIME = 1_600_000_000
@@ -395,7 +395,7 @@ def test_dockerignore_through_a_stub_matcher(src: Path, layer: Path) -> None:
 
 
 def test_dockerignore_with_the_real_matcher(src: Path, layer: Path) -> None:
-    pytest.importorskip("berth.build.dockerignore")
+    pytest.importorskip("berth.builder.dockerignore")
     write(src, ".dockerignore", b"*.txt\ndir\n!dir/sub\n")
     ctx = Context.from_directory(src)
     assert names(ctx.root, ["*"]) == [".dockerignore", ".hidden", "abslink", "dir", "outlink", "run.sh",

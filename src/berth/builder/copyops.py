@@ -18,7 +18,7 @@ one that exists in the image is recreated with the image's mode and owner (so
 the layer does not change it), a new one is 0755 root:root, except the
 destination directory itself, which belongs to --chown's owner.
 
-Sources (as berth.build.context.find_sources returns them) are resolved in
+Sources (as berth.builder.context.find_sources returns them) are resolved in
 the scope of their root too: a named symlink is followed, but never out of
 the root. A directory source copies its contents; a file goes inside a
 directory destination under its own (named) base name, or becomes the
@@ -65,7 +65,7 @@ from typing import Callable, Sequence
 
 import httpx
 
-from berth.build.context import MAX_SYMLINKS, relative_parts, resolve_in_dir, resolve_scoped, split_clean
+from berth.builder.context import MAX_SYMLINKS, relative_parts, resolve_in_dir, resolve_scoped, split_clean
 from berth.errors import FailedPrecondition, InvalidArgument, Unavailable
 from berth.host import fs, fstree
 from berth.oci import passwd as passwd_files

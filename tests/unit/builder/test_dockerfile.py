@@ -4,7 +4,7 @@ import textwrap
 
 import pytest
 
-from berth.build import dockerfile as d
+from berth.builder import dockerfile as d
 from berth.errors import InvalidArgument
 
 

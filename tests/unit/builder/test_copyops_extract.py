@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from berth.build.context import find_sources
-from berth.build.copyops import add_into
+from berth.builder.context import find_sources
+from berth.builder.copyops import add_into
 from berth.errors import InvalidArgument
 
 

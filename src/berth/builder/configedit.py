@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from berth.build import dockerfile as dfp
+from berth.builder import dockerfile as dfp
 from berth.errors import InvalidArgument
 
 DEFAULT_SHELL = ("/bin/sh", "-c")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from berth.build.context import extract_context
+from berth.builder.context import extract_context
 from berth.errors import InvalidArgument
 
 
@@ -105,7 +105,7 @@ def test_a_tar_cut_inside_a_content_is_refused(tmp_path, cut):
 def test_members_are_not_kept_while_streaming(tmp_path):
     import tarfile as tf
 
-    from berth.build.context import members
+    from berth.builder.context import members
     buf = _tar(*((_info(f"f{i}"), b"x") for i in range(50)))
     with tf.open(fileobj=buf, mode="r|") as tar:
         seen = 0
@@ -122,7 +122,7 @@ def _deep_tar(levels: int, *extra: tuple[str, bytes]) -> io.BytesIO:
 @pytest.mark.parametrize("pattern", ["d", "d/d/d/**", "**/f"])
 def test_prune_walks_a_context_nested_thousands_deep(tmp_path, pattern):
     # A hostile context: 1500 levels (shutil.rmtree and a recursive walk give up at about a thousand).
-    from berth.build.context import parse_dockerignore, prune
+    from berth.builder.context import parse_dockerignore, prune
     root = tmp_path / "ctx"
     from berth.host import fs
     try:
@@ -135,7 +135,7 @@ def test_prune_walks_a_context_nested_thousands_deep(tmp_path, pattern):
 
 
 def test_prune_keeps_what_is_re_included_and_drops_emptied_directories(tmp_path):
-    from berth.build.context import parse_dockerignore, prune
+    from berth.builder.context import parse_dockerignore, prune
     root = tmp_path / "ctx"
     extract_context(_tar((_info("a/keep"), b"1"), (_info("a/drop"), b"2"), (_info("b/sub/x"), b"3"),
                          (_info("c.txt"), b"4")), root)

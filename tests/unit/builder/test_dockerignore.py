@@ -4,7 +4,7 @@ import itertools
 
 import pytest
 
-from berth.build import dockerignore
+from berth.builder import dockerignore
 from berth.errors import InvalidArgument
 
 
