@@ -20,8 +20,8 @@ from typing import Iterator
 import pytest
 
 from berth.host import binfmt
-from berth.image import bootstrap
-from berth.image import platform as plat
+from berth.oci import platform as plat
+from berth.tools import bootstrap
 
 ARM64 = plat.parse("linux/arm64")
 ROOT = binfmt.BINFMT_DIR

@@ -22,7 +22,7 @@ import pytest
 
 from berth.host import binfmt
 from berth.image import archive, bootstrap
-from berth.image import platform as plat
+from berth.oci import platform as plat
 
 CACHE = Path(os.environ.get("BERTH_BOOTSTRAP_CACHE", str(bootstrap.DEFAULT_CACHE)))
 NAME = "docker.io/library/busybox:latest"

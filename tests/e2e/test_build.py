@@ -180,7 +180,7 @@ def test_berth_build_cli(berthd, tmp_path):
 def test_foreign_and_multi_platform_builds(berthd, tmp_path):
     import asyncio
 
-    from berth.image import bootstrap
+    from berth.tools import bootstrap
 
     asyncio.run(bootstrap.build_busybox(tmp_path / "layout", name="docker.io/library/mbox:latest"))
     bootstrap.write_layout_tar(tmp_path / "layout", tmp_path / "mbox.tar")

@@ -157,7 +157,7 @@ def test_dockerfile_lookup(tmp_path: Path) -> None:
 
 
 def test_dockerignore_cannot_hide_the_dockerfile_from_the_builder(tmp_path: Path) -> None:
-    pytest.importorskip("berth.builder.dockerignore")
+    pytest.importorskip("berth.wire.dockerignore")
     ctx = extract(tmp_path, [
         E("Dockerfile", data=b"FROM scratch\n"),
         E(".dockerignore", data=b"# everything but src\n*\n!src\nsrc/*.log\n"),

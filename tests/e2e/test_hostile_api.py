@@ -14,8 +14,8 @@ import os
 import socket
 import ssl
 import struct
-import sys
 import subprocess
+import sys
 import threading
 import time
 import urllib.parse
@@ -24,8 +24,15 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-
-from berth_e2e_conftest import BERTHD, DOCKER, TARGET, Daemon, _new_daemon, assert_responsive, docker
+from berth_e2e_conftest import (
+    BERTHD,
+    DOCKER,
+    TARGET,
+    Daemon,
+    _new_daemon,
+    assert_responsive,
+    docker,
+)
 
 from berth.testing.pki import Pki, make_pki
 

@@ -22,7 +22,13 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from berth_e2e_conftest import assert_responsive, docker, is_dockerd, unique_name, wait_until
+from berth_e2e_conftest import (
+    assert_responsive,
+    docker,
+    is_dockerd,
+    unique_name,
+    wait_until,
+)
 
 CANARY_UID = "4242"
 CANARY_TEXT = f"nobody:x:{CANARY_UID}:{CANARY_UID}:CANARY-LEAKED:/canary:/bin/sh\n"

@@ -13,7 +13,6 @@ Each test ends with assert_responsive.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -26,7 +25,13 @@ import time
 from pathlib import Path
 
 import pytest
-from berth_e2e_conftest import VM_DIR, assert_responsive, docker, is_dockerd, unique_name, wait_until
+from berth_e2e_conftest import (
+    VM_DIR,
+    assert_responsive,
+    docker,
+    is_dockerd,
+    unique_name,
+)
 
 NOBODY = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"]
 EMPTY = "sha256:" + hashlib.sha256(b"").hexdigest()

@@ -31,9 +31,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from berth_e2e_conftest import (API_VERSION, TARGET, Daemon, _new_daemon, assert_responsive, docker, unique_name,
-                                wait_until)
+from berth_e2e_conftest import (
+    API_VERSION,
+    TARGET,
+    Daemon,
+    _new_daemon,
+    assert_responsive,
+    docker,
+    unique_name,
+    wait_until,
+)
 
 pytestmark = pytest.mark.skipif(TARGET != "berthd", reason="berthd's own scratch directories")
 

@@ -40,7 +40,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from berth_e2e_conftest import assert_responsive, docker, is_dockerd, unique_name, wait_until
+from berth_e2e_conftest import (
+    assert_responsive,
+    docker,
+    is_dockerd,
+    unique_name,
+    wait_until,
+)
 
 from berth.api.wiring import nft_table
 from berth.host import nftables

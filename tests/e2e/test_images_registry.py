@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from berth_e2e_conftest import DOCKER, docker, is_dockerd
 
-from berth.image import bootstrap
 from berth.testing.cutproxy import CutProxy
 from berth.testing.registry import LocalRegistry
+from berth.tools import bootstrap
 
 pytestmark = pytest.mark.skipif(shutil.which("docker-registry") is None or shutil.which("skopeo") is None,
                                 reason="needs docker-registry and skopeo (the README's set-up installs them)")

@@ -477,8 +477,9 @@ def _rules6_of(table: str, owner: str) -> list[str]:
 
 
 def test_ipv6_rules_and_addresses_are_reapplied_once_and_removed_with_the_network(berthd_factory, rootfs_tar):
-    from berth.api.wiring import nft_table
     from berth_e2e_conftest import unique_name
+
+    from berth.api.wiring import nft_table
     d = berthd_factory()
     image = "busybox:latest"
     docker(d, "import", str(rootfs_tar), image, timeout=120)

@@ -27,8 +27,19 @@ from typing import AsyncIterator, Awaitable, Callable, Iterator, TypeVar
 
 import pytest
 
-from berth.errors import FailedPrecondition, InvalidArgument, NotFound, Unauthenticated, Unavailable
-from berth.registry import Credentials, RegistryClient, RegistryDataError, RegistryOptions
+from berth.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unauthenticated,
+    Unavailable,
+)
+from berth.registry import (
+    Credentials,
+    RegistryClient,
+    RegistryDataError,
+    RegistryOptions,
+)
 from berth.registry.client import OCI_MANIFEST
 from berth.testing.cutproxy import CutProxy
 from berth.testing.registry import REGISTRY_BINARY, LocalRegistry, free_port

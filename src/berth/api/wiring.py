@@ -21,16 +21,16 @@ from berth.registry import RegistryOptions
 from berth.runtime.base import Runtime
 from berth.runtime.oci import OciRuntime
 from berth.runtime.vm import VmRuntime
-from berth.services.bundle import HostFacts
 from berth.services.build import Builder
+from berth.services.bundle import HostFacts
 from berth.services.containers import Containers
 from berth.services.distribution import Distribution
 from berth.services.events import Events
 from berth.services.execs import Execs
 from berth.services.health import Health
 from berth.services.imageio import ImageIO
-from berth.services.networks import Networks
 from berth.services.images import Images
+from berth.services.networks import Networks
 from berth.snapshot.overlay import Snapshots
 
 

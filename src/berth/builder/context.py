@@ -78,7 +78,7 @@ _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 
 @runtime_checkable
 class IgnorePatterns(Protocol):
-    """What berth.builder.dockerignore.parse() returns (only these two methods are used)."""
+    """What berth.wire.dockerignore.parse() returns (only these two methods are used)."""
 
     def excluded(self, path: str) -> bool: ...
 
@@ -92,15 +92,15 @@ Ignore = IgnorePatterns | Callable[[str], bool]
 
 
 def parse_dockerignore(text: str) -> IgnorePatterns:
-    """Parse .dockerignore text with berth.builder.dockerignore (imported only when needed).
+    """Parse .dockerignore text with berth.wire.dockerignore (imported only when needed).
 
     Raises:
         FailedPrecondition: the matcher module is not installed with this berth.
     """
     try:
-        dockerignore = importlib.import_module("berth.builder.dockerignore")
+        dockerignore = importlib.import_module("berth.wire.dockerignore")
     except ImportError as exc:  # pragma: no cover - only while the module is missing
-        raise FailedPrecondition("the build context has a .dockerignore but berth.builder.dockerignore is "
+        raise FailedPrecondition("the build context has a .dockerignore but berth.wire.dockerignore is "
                                  "missing from this installation; reinstall berth") from exc
     patterns: IgnorePatterns = dockerignore.parse(text)
     return patterns

@@ -65,7 +65,13 @@ from typing import Callable, Sequence
 
 import httpx
 
-from berth.builder.context import MAX_SYMLINKS, relative_parts, resolve_in_dir, resolve_scoped, split_clean
+from berth.builder.context import (
+    MAX_SYMLINKS,
+    relative_parts,
+    resolve_in_dir,
+    resolve_scoped,
+    split_clean,
+)
 from berth.errors import FailedPrecondition, InvalidArgument, Unavailable
 from berth.host import fs, fstree
 from berth.oci import passwd as passwd_files

@@ -45,7 +45,7 @@ class _Pipe(io.RawIOBase):
 
 def _ignored(context: Path) -> Any:
     try:
-        from berth.builder import dockerignore
+        from berth.wire import dockerignore
         return dockerignore.parse((context / ".dockerignore").read_text())
     except (OSError, ImportError):
         return None

@@ -24,8 +24,8 @@ from berth.cli.parser import Parser
 from berth.cli.tables import split_repo_tag
 from berth.client import APIError
 from berth.oci import reference
-from berth.registry import credentials_from_config, registry_and_repo
-
+from berth.wire.registryauth import credentials_from_config
+from berth.wire.registrynames import registry_and_repo
 
 # ---- credentials -----------------------------------------------------------------------
 
@@ -326,8 +326,8 @@ def cmd_bootstrap(ctx: Ctx, argv: list[str]) -> int:
     p.add_argument("--debian", action="store_true", help="also debian:bookworm via mmdebstrap (slow)")
     p.add_argument("--name", default="busybox:latest")
     ns = p.parse(argv)
-    from berth.image import bootstrap
-    from berth.image.imagearchive import full_name
+    from berth.oci.reference import full_name
+    from berth.tools import bootstrap
 
     with tempfile.TemporaryDirectory(prefix="berth-bootstrap-") as tmp:
         layouts = []

@@ -40,7 +40,7 @@ from typing import Callable, Iterator
 
 from berth.errors import FailedPrecondition, InvalidArgument, NotImplemented_
 from berth.host import mount as host_mount
-from berth.image import platform
+from berth.oci import platform
 
 log = logging.getLogger(__name__)
 

@@ -57,7 +57,9 @@ def disk_usage(path: str) -> int:
     *path* (a live upper or volume directory) is walked by descriptor (berth.host.fstree.walk):
     a directory the container swaps for a symlink while we count is never followed out of it.
     """
-    from berth.host import fstree  # beside this module, imported here to keep fs.py's imports lean
+    from berth.host import (
+        fstree,  # beside this module, imported here to keep fs.py's imports lean
+    )
 
     try:
         top = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

@@ -37,7 +37,14 @@ from typing import Any, Callable, Iterator, TypeVar
 from pyroute2 import IPRoute  # type: ignore[import-untyped]
 from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-untyped]
 
-from berth.errors import AlreadyExists, BerthError, Conflict, FailedPrecondition, InvalidArgument, NotFound
+from berth.errors import (
+    AlreadyExists,
+    BerthError,
+    Conflict,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
 from berth.host import mount
 
 T = TypeVar("T")

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import signal
+import subprocess
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
@@ -66,6 +67,19 @@ async def run(
     if check and proc.returncode != 0:
         raise CommandFailed(list(argv), proc.returncode, err.decode(errors="replace"))
     return Result(proc.returncode, out, err)
+
+
+def first_line(argv: Sequence[str], timeout: float = 5.0) -> str:
+    """The first line *argv* prints on stdout, "" when it is missing, fails to start or times out.
+
+    Blocking: for start-up facts (a tool's `--version`), never on the event loop while it serves.
+    """
+    try:
+        out = subprocess.run(list(argv), capture_output=True, text=True, timeout=timeout,
+                             stdin=subprocess.DEVNULL).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+    return out.strip().splitlines()[0] if out.strip() else ""
 
 
 async def _terminate(proc: asyncio.subprocess.Process) -> None:

@@ -683,20 +683,6 @@ class SaveImage:
                    extra_blobs=tuple(extra_blobs))
 
 
-def full_name(name: str) -> str:
-    """The fully qualified form Docker writes in io.containerd.image.name ("busybox:latest" ->
-    "docker.io/library/busybox:latest")."""
-    ref = reference.parse(name)
-    first = ref.name.split("/", 1)[0]
-    if "/" in ref.name and ("." in first or ":" in first or first == "localhost" or first.startswith("[")):
-        repo = ref.name
-    elif "/" in ref.name:
-        repo = "docker.io/" + ref.name
-    else:
-        repo = "docker.io/library/" + ref.name
-    return str(reference.Reference(repo, ref.tag, ref.digest))
-
-
 def _blob_name(digest: str) -> str:
     alg, hexpart = digest.split(":", 1)
     return f"blobs/{alg}/{hexpart}"
@@ -764,7 +750,7 @@ def iter_archive(images: Sequence[SaveImage], blob_path: Callable[[str], Path | 
             desc: Descriptor = {"mediaType": target[0], "digest": target[1], "size": target[2]}
             if name is not None:
                 ref = reference.parse(name)
-                annotations = {ocilayout.ANNOTATION_IMAGE_NAME: full_name(name)}
+                annotations = {ocilayout.ANNOTATION_IMAGE_NAME: reference.full_name(name)}
                 if ref.tag:
                     annotations[ocilayout.ANNOTATION_REF_NAME] = ref.tag
                     tags.append(f"{ref.name}:{ref.tag}")
@@ -821,5 +807,5 @@ def write_archive(images: Sequence[SaveImage], blob_path: Callable[[str], Path |
 
 __all__ = [
     "ArchiveImage", "ArchiveLayer", "ArchiveRef", "Compression", "JSONBlob", "SaveImage", "extract_archive",
-    "full_name", "iter_archive", "normalise_name", "read_archive", "sniff_compression", "write_archive",
+    "iter_archive", "normalise_name", "read_archive", "sniff_compression", "write_archive",
 ]

@@ -62,3 +62,17 @@ def parse(text: str, default_tag: str | None = "latest") -> Reference:
     if tag is None and digest is None:
         tag = default_tag
     return Reference(rest, tag, digest)
+
+
+def full_name(name: str) -> str:
+    """The fully qualified form Docker writes in io.containerd.image.name ("busybox:latest" ->
+    "docker.io/library/busybox:latest")."""
+    ref = parse(name)
+    first = ref.name.split("/", 1)[0]
+    if "/" in ref.name and ("." in first or ":" in first or first == "localhost" or first.startswith("[")):
+        repo = ref.name
+    elif "/" in ref.name:
+        repo = "docker.io/" + ref.name
+    else:
+        repo = "docker.io/library/" + ref.name
+    return str(Reference(repo, ref.tag, ref.digest))

@@ -1,7 +1,7 @@
 """berth's client for OCI distribution (v2) registries.
 
-Strategy: three layers. `names` (pure) says which registry serves an image
-name and how to reach it; `auth` (pure) holds credentials and parses what
+Strategy: three layers. `berth.wire.registrynames` (pure) says which registry serves an image
+name and how to reach it; `berth.wire.registryauth` (pure) holds credentials and parses what
 registries and token servers say about auth; `client` does the HTTP: manifests,
 blobs, uploads, the token flow, TLS per registry, retries.
 
@@ -13,14 +13,6 @@ blobs, uploads, the token flow, TLS per registry, retries.
 
 from __future__ import annotations
 
-from berth.registry.auth import (
-    Challenge,
-    Credentials,
-    credentials_from_config,
-    decode_x_registry_auth,
-    parse_challenges,
-    scope,
-)
 from berth.registry.client import (
     MANIFEST_TYPES,
     BlobStream,
@@ -30,7 +22,21 @@ from berth.registry.client import (
     RegistryOptions,
     RegistryUnavailable,
 )
-from berth.registry.names import display_name, endpoint_host, is_insecure, is_local, registry_and_repo
+from berth.wire.registryauth import (
+    Challenge,
+    Credentials,
+    credentials_from_config,
+    decode_x_registry_auth,
+    parse_challenges,
+    scope,
+)
+from berth.wire.registrynames import (
+    display_name,
+    endpoint_host,
+    is_insecure,
+    is_local,
+    registry_and_repo,
+)
 
 __all__ = [
     "MANIFEST_TYPES", "BlobStream", "Challenge", "Credentials", "Manifest", "RegistryClient",

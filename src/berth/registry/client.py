@@ -51,9 +51,17 @@ from typing import AsyncIterator, Awaitable, Callable, Iterator, NoReturn, Union
 
 import httpx
 
-from berth.errors import BerthError, FailedPrecondition, InvalidArgument, NotFound, Unauthenticated, Unavailable
-from berth.registry import auth, names
-from berth.registry.auth import Challenge, Credentials
+from berth.errors import (
+    BerthError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unauthenticated,
+    Unavailable,
+)
+from berth.wire import registryauth as auth
+from berth.wire import registrynames as names
+from berth.wire.registryauth import Challenge, Credentials
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,13 @@ import signal
 import sys
 from typing import Any
 
-from berth.errors import CommandFailed, Conflict, FailedPrecondition, InvalidArgument, Unavailable
+from berth.errors import (
+    CommandFailed,
+    Conflict,
+    FailedPrecondition,
+    InvalidArgument,
+    Unavailable,
+)
 from berth.host import cgroups, proc
 from berth.runtime import execmon, monitor
 from berth.runtime.base import CreateOptions, Exit, Started

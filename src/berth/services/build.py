@@ -34,12 +34,19 @@ from typing import Any
 from berth.builder import configedit
 from berth.builder import dockerfile as dfp
 from berth.builder.context import Context, find_sources
-from berth.builder.copyops import ImageTree, Owner, add_into, copy_into, download, resolve_owner
+from berth.builder.copyops import (
+    ImageTree,
+    Owner,
+    add_into,
+    copy_into,
+    download,
+    resolve_owner,
+)
 from berth.errors import BerthError, InvalidArgument, NotFound
 from berth.host import fs, mount, spool
 from berth.image import fsexport
-from berth.image import platform as platforms
 from berth.metadata.db import Database
+from berth.oci import platform as platforms
 from berth.oci import reference
 from berth.services.events import Events
 from berth.services.imageio import ImageIO

@@ -33,8 +33,8 @@ from berth.errors import (
     NotModified,
 )
 from berth.host import binfmt, fs, mount, proc
-from berth.image import platform as platforms
 from berth.metadata.db import Database
+from berth.oci import platform as platforms
 from berth.oci import runtime_spec
 from berth.runtime.base import CreateOptions, Exit, Runtime
 from berth.services import bundle as bundles

@@ -28,7 +28,7 @@ from typing import IO, Any, cast
 from berth.content.local import LocalStore
 from berth.errors import InvalidArgument, NotFound, NotImplemented_, Unavailable
 from berth.host import spool
-from berth.image import platform as platforms
+from berth.oci import platform as platforms
 from berth.oci import reference
 from berth.registry import (
     Credentials,

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from berth import timefmt
+from berth.builder.configedit import apply_changes
 from berth.content.local import LocalStore
 from berth.errors import InvalidArgument, NotFound
 from berth.host import fs, spool
 from berth.image import imagearchive, layerdiff
-from berth.image.changes import parse_changes
 from berth.oci import reference
 from berth.services.events import Events
 from berth.services.images import MEDIA_CONFIG, MEDIA_LAYER, MEDIA_MANIFEST, Images
@@ -235,7 +235,7 @@ class ImageIO:
                     "Volumes"):
             if container_config.get(key) not in (None, "", [], {}):
                 body[key] = container_config[key]
-        parse_changes(list(changes), body)
+        apply_changes(list(changes), body)
         history = {"created_by": " ".join(container_config.get("Cmd") or []), "comment": comment,
                    **({"author": author} if author else {})}
         new_id = self.derive(image_id, body, layer=layer, history=history, author=author,

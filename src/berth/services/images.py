@@ -31,13 +31,13 @@ from typing import IO, Any, AsyncIterator, BinaryIO, Callable, cast
 import zstandard
 
 from berth import timefmt
+from berth.builder.configedit import apply_changes
 from berth.content.local import LocalStore
 from berth.errors import Conflict, InvalidArgument, NotFound
 from berth.host import spool
 from berth.image import archive
-from berth.image import platform as platforms
-from berth.image.changes import parse_changes
 from berth.metadata.db import Database
+from berth.oci import platform as platforms
 from berth.oci import reference
 from berth.services import patterns
 from berth.services.events import Events
@@ -155,7 +155,7 @@ class Images:
                 raise InvalidArgument(f"import: unsupported platform {platform!r}: use linux/<arch>")
             arch = parts[1]
         config_body: dict[str, Any] = {}  # as docker import: the runtime adds PATH, not the image
-        parse_changes(changes, config_body)
+        apply_changes(changes, config_body)
         ingest = await _off_loop(self._store.ingest)
         try:
             await spool.drain(body, ingest.write, batch=IMPORT_WRITE)  # written in a thread, batch by batch

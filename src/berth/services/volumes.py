@@ -36,9 +36,16 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from berth import timefmt
-from berth.errors import BerthError, Conflict, FailedPrecondition, InvalidArgument, NotFound, NotImplemented_
-from berth.host import mount as host_mount
+from berth.errors import (
+    BerthError,
+    Conflict,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    NotImplemented_,
+)
 from berth.host import fs, proc
+from berth.host import mount as host_mount
 from berth.metadata.db import Database
 from berth.services import copy
 from berth.services.events import Events

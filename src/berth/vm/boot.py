@@ -47,7 +47,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from berth.errors import CommandFailed, FailedPrecondition, InvalidArgument, Unavailable
 from berth.host import proc
@@ -55,10 +55,27 @@ from berth.vm import accel
 from berth.vm.prepare import QEMU, Artifacts
 from berth.wire import agentproto as ap
 
-if TYPE_CHECKING:
-    from berth.vm.template import Template
-
 log = logging.getLogger(__name__)
+
+
+class SavedVM(Protocol):
+    """What a clone is restored from (berth.vm.template.Template is one): the saved VM's shape and
+    a way to hold its files while QEMU opens them. A protocol, so boot never imports template."""
+
+    @property
+    def artifacts(self) -> Artifacts: ...
+    @property
+    def cmdline(self) -> str: ...
+    @property
+    def kernel_release(self) -> str: ...
+    @property
+    def mem_mib(self) -> int: ...
+    @property
+    def share_tags(self) -> tuple[str, ...]: ...
+    @property
+    def vcpus(self) -> int: ...
+
+    def pin(self, state_copy: Path) -> contextlib.AbstractContextManager[int]: ...
 
 PORT_NAME = "berth.agent"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -379,7 +396,7 @@ class UtilityVM:
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def restore(cls, template: Template, *, shares: Mapping[str, Path],
+    async def restore(cls, template: SavedVM, *, shares: Mapping[str, Path],
                       workdir: Path | None = None, timeout: float = 60.0,
                       readonly: Collection[str] = (), tap: str | None = None) -> AsyncIterator[UtilityVM]:
         """Start a copy-on-write clone of *template* with its own *shares*; like `boot` after.

@@ -56,7 +56,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from berth.errors import BerthError, CommandFailed, FailedPrecondition, InvalidArgument, Unavailable
+from berth.errors import (
+    BerthError,
+    CommandFailed,
+    FailedPrecondition,
+    InvalidArgument,
+    Unavailable,
+)
 from berth.host import fs
 from berth.vm.boot import UtilityVM, host_tsc_khz, kernel_cmdline
 from berth.vm.prepare import QEMU, Artifacts

@@ -23,7 +23,14 @@ import pytest
 
 from berth.builder import context as ctxmod
 from berth.builder.context import Context, find_sources
-from berth.builder.copyops import ImageTree, Owner, add_into, copy_into, dest_path, resolve_owner
+from berth.builder.copyops import (
+    ImageTree,
+    Owner,
+    add_into,
+    copy_into,
+    dest_path,
+    resolve_owner,
+)
 from berth.errors import InvalidArgument
 
 MTIME = 1_600_000_000
@@ -395,7 +402,7 @@ def test_dockerignore_through_a_stub_matcher(src: Path, layer: Path) -> None:
 
 
 def test_dockerignore_with_the_real_matcher(src: Path, layer: Path) -> None:
-    pytest.importorskip("berth.builder.dockerignore")
+    pytest.importorskip("berth.wire.dockerignore")
     write(src, ".dockerignore", b"*.txt\ndir\n!dir/sub\n")
     ctx = Context.from_directory(src)
     assert names(ctx.root, ["*"]) == [".dockerignore", ".hidden", "abslink", "dir", "outlink", "run.sh",

@@ -9,7 +9,7 @@ import pytest
 from berth.errors import InvalidArgument
 from berth.host import binfmt
 from berth.host.binfmt import Entry
-from berth.image import platform as plat
+from berth.oci import platform as plat
 
 # What Linux 6.x shows in /proc/sys/fs/binfmt_misc/<name>.
 KERNEL_TEXT = """enabled

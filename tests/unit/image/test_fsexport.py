@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from berth.errors import NotFound
-from berth.image.archive import apply_layer
 from berth.image import fsexport
+from berth.image.archive import apply_layer
 from berth.image.fsexport import coalesce, iter_tree_tar
 
 MTIME = 1_600_000_000

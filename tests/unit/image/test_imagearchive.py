@@ -22,10 +22,10 @@ from berth.image.imagearchive import (
     Compression,
     SaveImage,
     extract_archive,
-    full_name,
     iter_archive,
     read_archive,
 )
+from berth.oci.reference import full_name
 from berth.testing.tars import files_tar as layer_tar
 
 

@@ -16,7 +16,12 @@ import pytest
 
 from berth.errors import FailedPrecondition, NotFound
 from berth.image.archive import apply_layer
-from berth.image.layerdiff import Hashed, gzip_chunks, iter_layer_from_upper, layer_digests
+from berth.image.layerdiff import (
+    Hashed,
+    gzip_chunks,
+    iter_layer_from_upper,
+    layer_digests,
+)
 
 
 def whiteout(path: Path) -> None:

@@ -13,7 +13,15 @@ import pytest
 
 from berth.errors import InvalidArgument
 from berth.network import dnswire
-from berth.network.dnswire import CLASS_IN, MalformedMessage, Message, Question, Rcode, Record, Type
+from berth.network.dnswire import (
+    CLASS_IN,
+    MalformedMessage,
+    Message,
+    Question,
+    Rcode,
+    Record,
+    Type,
+)
 
 # A response to "web.example" A, written out by hand: the answer's owner name is a
 # pointer (0xC00C) to the question name at offset 12.

@@ -18,8 +18,8 @@ from berth.oci.seccomp import (
     docker_profile,
     kernel_version,
     parse_condition,
-    parse_policy,
     parse_docker_profile,
+    parse_policy,
     verdict,
 )
 

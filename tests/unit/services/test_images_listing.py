@@ -16,7 +16,12 @@ from berth.errors import InvalidArgument
 from berth.metadata.db import Database
 from berth.services.events import Events
 from berth.services.imageio import ImageIO
-from berth.services.images import MEDIA_CONFIG, MEDIA_MANIFEST, Images, reference_matches
+from berth.services.images import (
+    MEDIA_CONFIG,
+    MEDIA_MANIFEST,
+    Images,
+    reference_matches,
+)
 from berth.snapshot.overlay import Snapshots
 from berth.testing.tars import files_tar
 

@@ -11,9 +11,18 @@ from berth import timefmt
 from berth.api.server import Hijack, Reply, Request, Router, Stream
 from berth.api.wiring import Daemon
 from berth.errors import Conflict, InvalidArgument, NotFound
-from berth.image import diff, fsexport
 from berth.oci import reference
-from berth.services import copy, createtypes, endpoints, health, links, stats, streams, views
+from berth.services import (
+    containerfs,
+    copy,
+    createtypes,
+    endpoints,
+    health,
+    links,
+    stats,
+    streams,
+    views,
+)
 
 RAW = "application/vnd.docker.raw-stream"
 MULTIPLEXED = "application/vnd.docker.multiplexed-stream"
@@ -187,23 +196,11 @@ def register(router: Router, d: Daemon) -> None:
         return Reply(201)
 
     async def export(req: Request) -> Stream:
-        view = cs.root_view(req.params["id"])
-        root = view.__enter__()
-
-        async def body() -> AsyncIterator[bytes]:
-            try:
-                chunks = fsexport.iter_tree_tar(Path(root))
-                while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
-                    yield chunk
-            finally:
-                view.__exit__(None, None, None)
-        return Stream(body(), "application/x-tar")
+        return Stream(containerfs.export(cs, req.params["id"]), "application/x-tar")
 
     async def changes(req: Request) -> Reply:  # docker diff: Docker answers null when nothing changed
-        c = cs.get(req.params["id"])
-        found = await asyncio.to_thread(diff.container_changes, cs.upper_dir(c.id),
-                                        d.images.layer_dirs(c.doc["Image"]))
-        return Reply(200, [change.to_api() for change in found] if found else b"null\n")
+        found = await containerfs.changes(cs, d.images, req.params["id"])
+        return Reply(200, found if found else b"null\n")
 
     async def commit(req: Request) -> Reply:
         c = cs.get(req.q("container"))

@@ -12,7 +12,7 @@ from berth.api.errors import RequestTimeout, RequestTooLarge
 from berth.api.server import Reply, Request, Router, Stream
 from berth.api.wiring import Daemon
 from berth.errors import BerthError, InvalidArgument
-from berth.registry import Credentials, decode_x_registry_auth
+from berth.wire.registryauth import Credentials, decode_x_registry_auth
 
 TAR = "application/x-tar"
 

@@ -6,53 +6,21 @@ import json
 import os
 import platform
 import socket
-import subprocess
-import uuid
 from typing import Any, AsyncIterator
 
 from berth import API_VERSION, MIN_API_VERSION, __version__, timefmt
 from berth.api.server import Reply, Request, Router, Stream
 from berth.api.wiring import Daemon
 from berth.errors import BerthError, InvalidArgument
-from berth.registry import decode_x_registry_auth
-from berth.runtime.oci import OciRuntime
 from berth.services import views
-from berth.vm.accel import detect as detect_accel
-
-ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "ppc64le": "ppc64le", "s390x": "s390x"}
-
-
-def _tool_version(argv: list[str]) -> str:
-    try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=5).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return ""
-    first = out.strip().splitlines()[0] if out.strip() else ""
-    return first.split()[-1] if first else ""
-
-
-def _security_options() -> list[str]:
-    """`docker info`'s SecurityOptions: only what is in force. berth applies its built-in seccomp
-    policy where the kernel has seccomp; it applies no AppArmor or SELinux policy, no user namespace,
-    and no-new-privileges is not a daemon default."""
-    try:
-        with open("/proc/self/status", encoding="ascii", errors="replace") as f:
-            has_seccomp = any(line.startswith("Seccomp:") for line in f)
-    except OSError:
-        has_seccomp = False
-    return ["name=seccomp,profile=builtin"] if has_seccomp else []
+from berth.services.engineinfo import EngineInfo, daemon_id
+from berth.wire.registryauth import decode_x_registry_auth
 
 
 def register(router: Router, d: Daemon) -> None:
-    kernel = platform.release()
-    security_options = _security_options()
-    arch = ARCH.get(platform.machine(), platform.machine())
-    oci = {name: rt for name, rt in d.runtimes.items() if isinstance(rt, OciRuntime)}
-    runtime_versions = {name: _tool_version([rt.binary, "--version"]) for name, rt in oci.items()}
-    vm = "vm" in d.runtimes
-    accel = detect_accel()
-    qemu_version = _tool_version(["qemu-system-x86_64", "--version"]) if vm else ""
-    conmon_version = _tool_version(["conmon", "--version"])
+    facts = EngineInfo.probe(d.runtimes)
+    engine_id = daemon_id(d.config.root)
+    kernel, arch, vm = facts.kernel, facts.arch, facts.vm
 
     async def ping(req: Request) -> Reply:
         return Reply(200, b"OK", [("Cache-Control", "no-cache, no-store, must-revalidate"), ("Pragma", "no-cache"),
@@ -64,11 +32,12 @@ def register(router: Router, d: Daemon) -> None:
             "Details": {"ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "Os": "linux", "Arch": arch,
                         "KernelVersion": kernel, "GitCommit": "", "GoVersion": "python" + platform.python_version(),
                         "BuildTime": "", "Experimental": "false"}}]
-        for name, ver in runtime_versions.items():
+        for name, (_, ver) in facts.runtimes.items():
             components.append({"Name": name, "Version": ver, "Details": {"GitCommit": ""}})
-        components.append({"Name": "conmon", "Version": conmon_version, "Details": {"GitCommit": ""}})
+        components.append({"Name": "conmon", "Version": facts.conmon_version, "Details": {"GitCommit": ""}})
         if vm:
-            components.append({"Name": "qemu", "Version": qemu_version, "Details": {"Accelerator": accel.name}})
+            components.append({"Name": "qemu", "Version": facts.qemu_version,
+                               "Details": {"Accelerator": facts.accel_name}})
         return Reply(200, {
             "Platform": {"Name": "berth"}, "Components": components, "Version": __version__,
             "ApiVersion": API_VERSION, "MinAPIVersion": MIN_API_VERSION, "GitCommit": "",
@@ -82,7 +51,7 @@ def register(router: Router, d: Daemon) -> None:
         paused = sum(1 for c in cs if c.state["Paused"])
         mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         return Reply(200, {
-            "ID": _daemon_id(d.config.root), "Containers": len(cs), "ContainersRunning": running,
+            "ID": engine_id, "Containers": len(cs), "ContainersRunning": running,
             "ContainersPaused": paused, "ContainersStopped": len(cs) - running - paused,
             "Images": len(d.images.listing(True)), "Driver": "overlay2",
             "DriverStatus": [["Backing Filesystem", "extfs"], ["Supports d_type", "true"]],
@@ -92,20 +61,20 @@ def register(router: Router, d: Daemon) -> None:
             "IPv4Forwarding": True, "Debug": False, "NFd": len(os.listdir("/proc/self/fd")),
             "NGoroutines": 0, "SystemTime": timefmt.now(), "LoggingDriver": "json-file",
             "CgroupDriver": "cgroupfs", "CgroupVersion": "2" if os.path.exists("/sys/fs/cgroup/cgroup.controllers") else "1",
-            "NEventsListener": d.events.listeners, "KernelVersion": kernel, "OperatingSystem": _os_name(),
-            "OSVersion": "", "OSType": "linux", "Architecture": platform.machine(), "IndexServerAddress": "",
+            "NEventsListener": d.events.listeners, "KernelVersion": kernel, "OperatingSystem": facts.os_name,
+            "OSVersion": "", "OSType": "linux", "Architecture": facts.machine, "IndexServerAddress": "",
             "NCPU": os.cpu_count() or 1, "MemTotal": mem, "DockerRootDir": os.path.abspath(d.config.root),
             "Name": socket.gethostname(), "Labels": [], "ExperimentalBuild": False,
             "ServerVersion": __version__, "HttpProxy": "", "HttpsProxy": "", "NoProxy": "",
-            "Runtimes": {name: {"path": rt.binary} for name, rt in oci.items()},
+            "Runtimes": {name: {"path": binary} for name, (binary, _) in facts.runtimes.items()},
             "DefaultRuntime": d.config.default_runtime,
             # never a swarm node: what a Docker engine outside a swarm reports (handlers/swarm.py)
             "Swarm": {"NodeID": "", "NodeAddr": "", "LocalNodeState": "inactive", "ControlAvailable": False,
                       "Error": "", "RemoteManagers": None},
             "LiveRestoreEnabled": True, "Isolation": "process",
             "IsolationModes": ["process", "hyperv"] if vm else ["process"],
-            "VirtualizationAccel": f"{accel.name}: {accel.reason}" if vm else "none",
-            "InitBinary": "docker-init", "SecurityOptions": security_options,
+            "VirtualizationAccel": f"{facts.accel_name}: {facts.accel_reason}" if vm else "none",
+            "InitBinary": "docker-init", "SecurityOptions": list(facts.security_options),
             "Warnings": [],
         })
 
@@ -146,27 +115,3 @@ def register(router: Router, d: Daemon) -> None:
     router.add("GET", "/version", version)
     router.add("GET", "/info", info)
     router.add("GET", "/events", events, waits=False)
-
-
-def _os_name() -> str:
-    try:
-        with open("/etc/os-release") as f:
-            for line in f:
-                if line.startswith("PRETTY_NAME="):
-                    return line.split("=", 1)[1].strip().strip('"')
-    except OSError:
-        pass
-    return "Linux"
-
-
-def _daemon_id(root: str) -> str:
-    path = os.path.join(root, "engine-id")
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except FileNotFoundError:
-        value = str(uuid.uuid4())
-        with open(path, "w") as f:
-            f.write(value)
-        return value
-

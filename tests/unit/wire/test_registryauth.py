@@ -1,4 +1,4 @@
-"""berth.registry.auth: challenges, X-Registry-Auth, config.json credentials, token answers."""
+"""berth.wire.registryauth: challenges, X-Registry-Auth, config.json credentials, token answers."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import json
 import pytest
 
 from berth.errors import InvalidArgument
-from berth.registry import auth
-from berth.registry.auth import Challenge, Credentials
+from berth.wire import registryauth as auth
+from berth.wire.registryauth import Challenge, Credentials
 
 
 def _b64url(doc: object, pad: bool = False) -> str:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from berth.errors import InvalidArgument, NotImplemented_
-from berth.image import platform as plat
-from berth.image.platform import Platform
+from berth.oci import platform as plat
+from berth.oci.platform import Platform
 
 L = "linux"
 

@@ -40,9 +40,9 @@ from typing import IO, Any, AsyncIterator, Iterable, Iterator, Mapping, Protocol
 
 from berth.errors import CommandFailed, FailedPrecondition, InvalidArgument, Unavailable
 from berth.host import binfmt, fs, proc
-from berth.image import platform as plat
-from berth.oci import reference
 from berth.image import basefiles
+from berth.oci import platform as plat
+from berth.oci import reference
 
 log = logging.getLogger(__name__)
 

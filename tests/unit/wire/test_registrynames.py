@@ -1,10 +1,10 @@
-"""berth.registry.names: which registry serves a name, and how it is reached."""
+"""berth.wire.registrynames: which registry serves a name, and how it is reached."""
 
 from __future__ import annotations
 
 import pytest
 
-from berth.registry import names
+from berth.wire import registrynames as names
 
 SPLITS = [
     ("busybox", ("docker.io", "library/busybox")),

@@ -4,8 +4,8 @@ import itertools
 
 import pytest
 
-from berth.builder import dockerignore
 from berth.errors import InvalidArgument
+from berth.wire import dockerignore
 
 
 def excluded(text: str, path: str) -> bool:

@@ -1,0 +1,42 @@
+"""A container's file system as the API hands it out: `docker export` (a tar of the whole tree) and
+`docker diff` (the changes of its upper layer against its image).
+
+Both walk trees the container may change under them, by descriptor (berth.image.fsexport and
+berth.image.diff); the walks run in threads, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any, AsyncIterator
+
+from berth.image import diff, fsexport
+from berth.services.containers import Containers
+from berth.services.images import Images
+
+
+def export(cs: Containers, ref: str) -> AsyncIterator[bytes]:
+    """The container's root as a tar stream; the root stays mounted until the stream ends or is dropped.
+
+    Raises (before the stream starts):
+        NotFound: no such container.
+    """
+    view = cs.root_view(ref)
+    root = view.__enter__()
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            chunks = fsexport.iter_tree_tar(Path(root))
+            while (chunk := await asyncio.to_thread(next, chunks, None)) is not None:
+                yield chunk
+        finally:
+            view.__exit__(None, None, None)
+    return body()
+
+
+async def changes(cs: Containers, images: Images, ref: str) -> list[dict[str, Any]]:
+    """`docker diff`: each path added (1), changed (0) or deleted (2), as the API lists them."""
+    c = cs.get(ref)
+    found = await asyncio.to_thread(diff.container_changes, cs.upper_dir(c.id), images.layer_dirs(c.doc["Image"]))
+    return [change.to_api() for change in found]
