@@ -174,7 +174,7 @@ def test_no_cycle_between_modules_of_a_package():
     ("berth.api.handlers.system", "berth.runtime.oci", True),  # the API reaches past services
     ("berth.api.wiring", "berth.runtime.oci", False),          # the composition root may
     ("berth.cli.main", "berth.image.archive", True),           # the user side reaches into the engine
-    ("berth.cli.main", "berth.wire.gotemplate", False),
+    ("berth.cli.main", "berth.cli.gotemplate", False),
     ("berth.runtime.vm", "berth.vm.boot", False),              # down
 ])
 def test_the_check_refuses_what_the_table_does_not_allow(module, target, refused):

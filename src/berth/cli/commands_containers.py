@@ -18,6 +18,7 @@ from typing import Any
 
 from berth.cli import commands_registry, tty
 from berth.cli.common import Ctx, StatusError, describe, for_each
+from berth.cli.gotemplate import render_rows, tabwrite
 from berth.cli.parser import Parser, UsageError, integer, typed
 from berth.cli.runopts import CreateRequest, add_create_flags, build_create, expand_env
 from berth.cli.session import (
@@ -39,7 +40,6 @@ from berth.cli.tables import (
 from berth.cli.units import parse_api_time, parse_timestamp
 from berth.client import APIError, Client, DaemonUnreachable, NotFoundError
 from berth.errors import BerthError, InvalidArgument
-from berth.wire.gotemplate import render_rows, tabwrite
 
 RUN_USAGE = "[OPTIONS] IMAGE [COMMAND] [ARG...]"
 

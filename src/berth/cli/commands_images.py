@@ -1,7 +1,7 @@
 """Image verbs: images, import, tag, rmi.
 
 Strategy: thin mappings onto the Engine API; listing rows come from
-berth.cli.tables and are rendered with berth.wire.gotemplate.
+berth.cli.tables and are rendered with berth.cli.gotemplate.
 """
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ import time
 from typing import IO, Any
 
 from berth.cli.common import Ctx, StatusError, for_each
+from berth.cli.gotemplate import render_rows
 from berth.cli.parser import Parser
 from berth.cli.tables import IMAGES_DEFAULT, IMAGES_HEADERS, image_rows, split_repo_tag
 from berth.client import APIError
-from berth.wire.gotemplate import render_rows
 
 
 def cmd_images(ctx: Ctx, argv: list[str]) -> int:

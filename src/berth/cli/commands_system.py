@@ -2,7 +2,7 @@
 
 Strategy: fetch, then format with pure helpers (`version_lines`, `info_lines`,
 `event_line`) that tests can drive with canned API answers. Aligned key/value
-blocks go through berth.wire.gotemplate.tabwrite like docker's tabwriter.
+blocks go through berth.cli.gotemplate.tabwrite like docker's tabwriter.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from typing import Any
 
 from berth import API_VERSION, __version__
 from berth.cli.common import Ctx, StatusError, describe
+from berth.cli.gotemplate import Template, tabwrite
 from berth.cli.parser import Parser
 from berth.cli.units import format_nano_time, parse_api_time, parse_timestamp
 from berth.client import APIError, NotFoundError
-from berth.wire.gotemplate import Template, tabwrite
 
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386",
          "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}

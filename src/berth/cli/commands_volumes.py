@@ -25,11 +25,11 @@ from dataclasses import dataclass
 from typing import IO, Any
 
 from berth.cli.common import Ctx, StatusError, for_each
+from berth.cli.gotemplate import Template, render_rows
 from berth.cli.parser import Parser
 from berth.cli.units import human_size
 from berth.client import NotFoundError
 from berth.image import archive
-from berth.wire.gotemplate import Template, render_rows
 
 VOLUMES_DEFAULT = "table {{.Driver}}\t{{.Name}}"
 VOLUMES_HEADERS = {"Driver": "DRIVER", "Name": "VOLUME NAME", "Mountpoint": "MOUNTPOINT", "Scope": "SCOPE",

@@ -2,7 +2,7 @@
 
 Strategy: pure. Each listing turns the API's JSON into a row mapping with the
 field names docker's templates use (`.ID`, `.Image`, `.RunningFor`...), plus a
-header table for the `table` prefix; berth.wire.gotemplate renders both. Values
+header table for the `table` prefix; berth.cli.gotemplate renders both. Values
 that docker computes lazily (`.Label "k"`) are callables in the row.
 """
 
@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from berth.cli.gotemplate import go_quote
 from berth.cli.units import ago, human_duration, human_size
-from berth.wire.gotemplate import go_quote
 
 PS_DEFAULT = ("table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}"
               "\t{{.Ports}}\t{{.Names}}")

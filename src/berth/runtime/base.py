@@ -12,6 +12,32 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from berth.errors import CommandFailed, InvalidArgument
+
+
+class CommandNotFound(InvalidArgument):
+    """The container's program does not exist in its root: the docker CLI exits 127, so does berth's
+    record of the failed start."""
+
+    exit_code = 127
+
+
+class CannotExecute(InvalidArgument):
+    """The container's program exists but cannot be run (permission denied): exit 126."""
+
+    exit_code = 126
+
+
+class StartFailed(CommandFailed):
+    """The runtime could not start the container for another reason (its words in the message): exit 128."""
+
+    exit_code = 128
+
+
+def start_exit_code(exc: BaseException) -> int:
+    """The exit code a failed start records, by the error's type (never by its text)."""
+    return exc.exit_code if isinstance(exc, (CommandNotFound, CannotExecute, StartFailed)) else 128
+
 
 @dataclass(frozen=True, slots=True)
 class Started:

@@ -19,10 +19,17 @@ import re
 import signal
 from typing import Any
 
-from berth.errors import CommandFailed, Conflict, FailedPrecondition, InvalidArgument
+from berth.errors import CommandFailed, Conflict, FailedPrecondition
 from berth.host import proc
 from berth.runtime import execmon, monitor
-from berth.runtime.base import CreateOptions, Exit, Started
+from berth.runtime.base import (
+    CannotExecute,
+    CommandNotFound,
+    CreateOptions,
+    Exit,
+    Started,
+    StartFailed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -272,8 +279,8 @@ def _start_error(message: str) -> Exception:
         text = m.group(1).replace('\\"', '"')
     for noise in ("runc create failed: ", "runc run failed: "):
         text = text.replace(noise, "")
-    if "executable file not found" in text or "no such file or directory" in text:
-        return InvalidArgument(f"failed to create task for container: {text}: unknown")
+    if "not found" in text or "no such file or directory" in text:  # runc's and runsc's words for it
+        return CommandNotFound(f"failed to create task for container: {text}: unknown")
     if "permission denied" in text:
-        return InvalidArgument(f"failed to create task for container: {text}: unknown")
-    return CommandFailed(["runtime"], 1, f"failed to create task for container: {text}")
+        return CannotExecute(f"failed to create task for container: {text}: unknown")
+    return StartFailed(["runtime"], 1, f"failed to create task for container: {text}")

@@ -28,7 +28,14 @@ from berth.errors import (
 )
 from berth.host import cgroups, proc
 from berth.runtime import execmon, monitor
-from berth.runtime.base import CreateOptions, Exit, Started
+from berth.runtime.base import (
+    CannotExecute,
+    CommandNotFound,
+    CreateOptions,
+    Exit,
+    Started,
+    StartFailed,
+)
 from berth.vm import execclient
 from berth.vm.prepare import MONITOR_NAME
 from berth.wire import agentproto as ap
@@ -149,11 +156,11 @@ class VmRuntime:
         except CommandFailed as exc:  # the agent's exec error, in the words the docker CLI maps to 126/127
             text = exc.stderr
             if "No such file" in text or "not found" in text:
-                raise InvalidArgument(f"failed to create task for container: {text}: no such file or directory "
+                raise CommandNotFound(f"failed to create task for container: {text}: no such file or directory "
                                       "(executable file not found in the VM)") from exc
             if "Permission denied" in text:
-                raise InvalidArgument(f"failed to create task for container: {text}: permission denied") from exc
-            raise
+                raise CannotExecute(f"failed to create task for container: {text}: permission denied") from exc
+            raise StartFailed(exc.argv, exc.returncode, exc.stderr) from exc
 
     async def kill(self, cid: str, signal: int) -> None:
         await self._call(cid, f"kill {int(signal)}")

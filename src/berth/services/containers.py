@@ -36,7 +36,7 @@ from berth.host import binfmt, fs, mount, proc
 from berth.metadata.db import Database
 from berth.oci import platform as platforms
 from berth.oci import runtime_spec
-from berth.runtime.base import CreateOptions, Exit, Runtime
+from berth.runtime.base import CreateOptions, Exit, Runtime, start_exit_code
 from berth.services import bundle as bundles
 from berth.services import health as healthchecks
 from berth.services import links as legacy_links
@@ -437,9 +437,7 @@ class Containers:
             log.exception("unmount after a failed start of %s", c.id)
         self.volumes.release(c.id, c.doc)
         message = str(exc)
-        code = 127 if ("not found" in message or "no such file" in message) else \
-            126 if "permission denied" in message else 128
-        c.state.update(Error=message, ExitCode=code if isinstance(exc, BerthError) else 128)
+        c.state.update(Error=message, ExitCode=start_exit_code(exc))
         self._save(c)
         if c.doc["HostConfig"].get("Isolation") == "hyperv":  # the reason in the logs too, as the VM's own words
             line = f"{timefmt.now()} stderr F berth: the container's VM failed to start: {' '.join(message.split())}\n"

@@ -4,8 +4,8 @@ import pytest
 
 from berth.cli import tables
 from berth.cli.commands_system import event_line, version_lines
+from berth.cli.gotemplate import render_rows
 from berth.cli.units import parse_api_time
-from berth.wire.gotemplate import render_rows
 
 NOW = 1_700_000_000.0
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from berth.wire import gotemplate as gt
+from berth.cli import gotemplate as gt
 
 DATA = {
     "Id": "abc",
