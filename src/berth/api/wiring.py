@@ -31,6 +31,8 @@ from berth.services.health import Health
 from berth.services.imageio import ImageIO
 from berth.services.images import Images
 from berth.services.networks import Networks
+from berth.services.records import ContainerTable
+from berth.services.volumes import Volumes
 from berth.snapshot.overlay import Snapshots
 
 
@@ -98,13 +100,13 @@ def build(config: DaemonConfig) -> Daemon:
     if shutil.which("qemu-system-x86_64"):
         runtimes["vm"] = VmRuntime(config.vm_dir or os.path.join(root, "vm"), sockets,
                                    os.path.join(root, "containers"), cold_boot=config.vm_boot == "cold")
-    holder: dict[str, Containers] = {}
-    images = Images(db, store, snaps, events, lambda image_id: holder["c"].using_image(image_id))
-    containers = Containers(root, db, images, snaps, events, runtimes, config.default_runtime, HostFacts.probe())
-    holder["c"] = containers
-    networks = Networks(db, root, events, lambda: list(containers.all()), bridge=config.bridge, bip=config.bip,
+    table = ContainerTable.load(db, os.path.join(root, "containers"))  # read by images, networks, volumes
+    images = Images(db, store, snaps, events, table.using_image)
+    volumes = Volumes(root, db, events, table.mounts)
+    networks = Networks(db, root, events, table.all, bridge=config.bridge, bip=config.bip,
                         table=nft_table(root), upstream_resolv=_read("/etc/resolv.conf"))
-    containers.networks = networks
+    containers = Containers(root, db, images, snaps, events, runtimes, config.default_runtime, HostFacts.probe(),
+                            table=table, volumes=volumes, networks=networks)
     options = RegistryOptions(insecure_registries=tuple(config.insecure_registries), certs_dir=Path(config.certs_dir))
     distribution = Distribution(images, store, events, options,
                                 Path(config.registry_auth_file) if config.registry_auth_file else None)

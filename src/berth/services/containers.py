@@ -19,7 +19,7 @@ import os
 import secrets
 import signal as _signal
 from collections.abc import AsyncIterator, Iterator
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any
 
 from berth import timefmt
 from berth.errors import (
@@ -43,11 +43,10 @@ from berth.services import links as legacy_links
 from berth.services import validate
 from berth.services.events import Events
 from berth.services.images import Images
+from berth.services.networks import Attached, Networks
+from berth.services.records import Container, ContainerTable
 from berth.services.volumes import Volumes
 from berth.snapshot.overlay import OverlayMount, Snapshots
-
-if TYPE_CHECKING:  # the network service is handed in by the composition root
-    from berth.services.networks import Attached, Networks
 from berth.vm import sizing
 
 log = logging.getLogger(__name__)
@@ -61,83 +60,31 @@ _NOUNS = ("anchor", "beacon", "buoy", "cove", "dock", "harbor", "jetty", "keel",
           "pier", "quay", "reef", "skiff", "tide", "wharf", "yawl", "schooner")
 
 
-class Container:
-    """The live view of one container: its record plus in-memory coordination."""
-
-    def __init__(self, doc: dict[str, Any], directory: str) -> None:
-        self.doc = doc
-        self.dir = directory
-        self.changed = asyncio.Condition()
-        self.exits = 0            # incremented at every exit, for next-exit waiters
-        self.removed = False
-        self.removing = False
-        self.watcher: asyncio.Task[None] | None = None
-        self.release: asyncio.Task[None] | None = None  # the runtime letting go after an exit, still under way
-        self.pending_attach: list[Callable[[bool], None]] = []  # attachers waiting for start
-        self.lock = asyncio.Lock()   # serialises start/stop/remove
-        self.restarting = False
-
-    @property
-    def id(self) -> str:
-        return str(self.doc["Id"])
-
-    @property
-    def name(self) -> str:
-        return str(self.doc["Name"]).lstrip("/")
-
-    @property
-    def state(self) -> dict[str, Any]:
-        return self.doc["State"]  # type: ignore[no-any-return]
-
-    @property
-    def running(self) -> bool:
-        return bool(self.state["Running"])
-
-    async def notify(self) -> None:
-        async with self.changed:
-            self.changed.notify_all()
-
-
 class Containers:
     def __init__(self, root: str, db: Database, images: Images, snaps: Snapshots, events: Events,
-                 runtimes: dict[str, Runtime], default_runtime: str, host_facts: bundles.HostFacts) -> None:
+                 runtimes: dict[str, Runtime], default_runtime: str, host_facts: bundles.HostFacts, *,
+                 table: ContainerTable, volumes: Volumes, networks: Networks) -> None:
         self.root = os.path.join(root, "containers")
         os.makedirs(self.root, exist_ok=True)
         self._db, self._images, self._snaps, self._events = db, images, snaps, events
         self.runtimes, self.default_runtime = runtimes, default_runtime
         self._host_facts = host_facts
-        self.volumes = Volumes(root, db, events, lambda: [(c.id, c.doc, c.running) for c in self._all.values()])
-        self.networks: Networks | None = None  # set by the composition root (wiring)
-        self.health: healthchecks.Health | None = None  # likewise: runs the health checks of running containers
-        self._all: dict[str, Container] = {}
-        for cid, doc in db.containers():
-            self._all[cid] = Container(doc, os.path.join(self.root, cid))
+        self._table = table
+        self._all = table.by_id  # the live records, shared with the services that read them
+        self.volumes = volumes
+        self.networks = networks
+        self.health: healthchecks.Health | None = None  # set by the composition root: it needs execs, built after
 
     # lookup -------------------------------------------------------------
     def get(self, ref: str) -> Container:
-        """By full id, name, or unique id prefix.
-
-        Raises:
-            NotFound: "No such container: <ref>".
-        """
-        if ref in self._all:
-            return self._all[ref]
-        name = ref.lstrip("/")
-        for c in self._all.values():
-            if c.name == name:
-                return c
-        matches = [c for cid, c in self._all.items() if ref and cid.startswith(ref)]
-        if len(matches) == 1:
-            return matches[0]
-        if len(matches) > 1:
-            raise InvalidArgument(f"multiple IDs found with provided prefix: {ref}")
-        raise NotFound(f"No such container: {ref}")
+        """By full id, name, or unique id prefix (see ContainerTable.get)."""
+        return self._table.get(ref)
 
     def all(self) -> list[Container]:
-        return list(self._all.values())
+        return self._table.all()
 
     def using_image(self, image_id: str) -> list[str]:
-        return [c.id for c in self._all.values() if c.doc["Image"] == image_id]
+        return self._table.using_image(image_id)
 
     def runtime_of(self, c: Container) -> Runtime:
         if c.doc["HostConfig"].get("Isolation") == "hyperv":

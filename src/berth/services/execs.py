@@ -43,7 +43,8 @@ from berth.oci import passwd
 from berth.runtime import execmon, monitor
 from berth.runtime.base import Runtime
 from berth.services import bundle as bundles
-from berth.services.containers import Container, Containers
+from berth.services.containers import Containers
+from berth.services.records import Container
 from berth.wire import detachkeys, stdcopy
 
 log = logging.getLogger(__name__)

@@ -48,7 +48,8 @@ from berth.errors import BerthError, InvalidArgument
 from berth.host import proc
 
 if TYPE_CHECKING:
-    from berth.services.containers import Container, Containers
+    from berth.services.containers import Containers
+    from berth.services.records import Container
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ import os
 from typing import Any, AsyncIterator
 
 from berth import timefmt
-from berth.services.containers import Container
+from berth.services.records import Container
 
 CGROUP = "/sys/fs/cgroup"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")

@@ -26,8 +26,9 @@ from typing import AsyncIterator, BinaryIO, Callable, Iterable
 from berth import timefmt
 from berth.errors import InvalidArgument
 from berth.services import k8slog
-from berth.services.containers import Container, Containers
+from berth.services.containers import Containers
 from berth.services.k8slog import Entry, Parser
+from berth.services.records import Container
 from berth.wire import detachkeys, stdcopy
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,9 @@ from berth import timefmt
 from berth.errors import InvalidArgument, NotFound
 from berth.host import fs
 from berth.services import containers, endpoints, health, patterns, volumes
-from berth.services.containers import Container, Containers
+from berth.services.containers import Containers
 from berth.services.images import Images
+from berth.services.records import Container
 
 CONTAINER_FILTERS = ("status", "name", "id", "label", "ancestor", "exited", "isolation", "before", "since",
                      "network", "volume", "health", "publish", "expose", "is-task")
