@@ -111,8 +111,7 @@ def build(config: DaemonConfig) -> Daemon:
     distribution = Distribution(images, store, events, options,
                                 Path(config.registry_auth_file) if config.registry_auth_file else None)
     imageio = ImageIO(images, store, events, root)
-    builder = Builder(images, imageio, containers, db, events, root)
-    builder.use_distribution(distribution)
+    builder = Builder(images, imageio, containers, db, events, root, distribution)
     execs = Execs(containers)
     containers.health = Health(containers, execs.probe_process)
     return Daemon(config, db, store, images, containers, execs, events, runtimes, distribution,

@@ -29,7 +29,7 @@ import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from berth.builder import configedit
 from berth.builder import dockerfile as dfp
@@ -48,6 +48,7 @@ from berth.image import fsexport
 from berth.metadata.db import Database
 from berth.oci import platform as platforms
 from berth.oci import reference
+from berth.services.containers import Containers
 from berth.services.events import Events
 from berth.services.imageio import ImageIO
 from berth.services.images import Images
@@ -103,11 +104,18 @@ class StageState:
     shell: list[str] = field(default_factory=lambda: list(DEFAULT_SHELL))
 
 
+class Puller(Protocol):
+    """What FROM needs to fetch a base image that is not here (berth.services.distribution meets it)."""
+
+    async def pull(self, ref_text: str, platform: str, creds: Any, emit: Any) -> Any: ...
+
+
 class Builder:
-    def __init__(self, images: Images, imageio: ImageIO, containers: Any, db: Database, events: Events,
-                 root: str) -> None:
+    def __init__(self, images: Images, imageio: ImageIO, containers: Containers, db: Database, events: Events,
+                 root: str, distribution: Puller | None = None) -> None:
         self._images, self._imageio, self._containers, self._db, self._events = \
             images, imageio, containers, db, events
+        self._distribution = distribution  # None: FROM uses local images only
         self._tmp = os.path.join(root, "build")
         os.makedirs(self._tmp, exist_ok=True)
         for stale in os.listdir(self._tmp):  # a crashed build's scratch trees (iterative: any depth)
@@ -264,13 +272,8 @@ class Builder:
             state.shell = list(state.config["Shell"])
         return state
 
-    _distribution: Any = None
-
-    def use_distribution(self, distribution: Any) -> None:
-        """Let FROM pull an image that is not here (docker build does)."""
-        self._distribution = distribution
-
     async def _pull(self, base: str, plat: str, emit: Emit) -> str:
+        assert self._distribution is not None
         result = await self._distribution.pull(base, plat, None, lambda m: None)
         return str(result.image_id)
 
