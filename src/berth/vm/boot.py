@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import re
@@ -48,6 +47,14 @@ from collections.abc import AsyncIterator, Callable, Collection, Mapping, Sequen
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+
+from qemu.qmp import (
+    ConnectError,
+    ExecInterruptedError,
+    ExecuteError,
+    QMPClient,
+    QMPError,
+)
 
 from berth.errors import CommandFailed, FailedPrecondition, InvalidArgument, Unavailable
 from berth.host import proc
@@ -188,109 +195,76 @@ SOCKET_MODE = 0o600  # the agent and QMP sockets: root only (their directory is 
 # ---- QMP --------------------------------------------------------------------------------
 
 class Qmp:
-    """One QMP session kept open (restore and save need several commands and the events between)."""
+    """One QMP session kept open (restore and save need several commands and the events between),
+    over QEMU's own client library (qemu.qmp); this class adds the retry while QEMU makes its socket,
+    timeouts on every call, and berth's error categories."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                 sock: socket.socket | None = None) -> None:
-        self._reader = reader
-        self._writer = writer
-        self._sock = sock
-        self.events: list[dict[str, Any]] = []
+    def __init__(self, client: QMPClient) -> None:
+        self._client = client
 
     @classmethod
     async def connect(cls, path: Path, *, timeout: float = 10.0) -> Qmp:
         """Connect (retrying while QEMU creates the socket) and negotiate capabilities."""
         deadline = time.monotonic() + timeout
-        loop = asyncio.get_running_loop()
         while True:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK)
-            try:
-                await loop.sock_connect(sock, str(path))
-                reader, writer = await asyncio.open_unix_connection(sock=sock)
-                break
-            except (FileNotFoundError, ConnectionRefusedError):
-                sock.close()
+            if not path.exists():  # QEMU has not made it yet (a connect now would only log a failure)
                 if time.monotonic() > deadline:
-                    raise Unavailable(f"QEMU's QMP socket {path} did not appear within {timeout}s") from None
+                    raise Unavailable(f"QEMU's QMP socket {path} did not appear within {timeout}s")
                 await asyncio.sleep(0.005)
-        session = cls(reader, writer, sock)
-        try:
-            await asyncio.wait_for(reader.readline(), timeout)  # greeting
-            await session.execute("qmp_capabilities", timeout=timeout)
-        except BaseException:
-            session.close()
-            raise
-        return session
-
-    async def _line(self) -> dict[str, Any]:
-        raw = await self._reader.readline()
-        if not raw:
-            raise Unavailable("QEMU closed its QMP socket (did it exit?)")
-        msg = json.loads(raw)
-        return msg if isinstance(msg, dict) else {}
+                continue
+            client = QMPClient(path.name)
+            try:
+                await asyncio.wait_for(client.connect(str(path)), max(0.1, deadline - time.monotonic()))
+                return cls(client)
+            except ConnectError as exc:
+                await _quietly_disconnect(client)
+                if not isinstance(exc.exc, (FileNotFoundError, ConnectionRefusedError)) \
+                        or time.monotonic() > deadline:
+                    raise Unavailable(f"QEMU's QMP socket {path} did not answer within {timeout}s: "
+                                      f"{exc.exc!r}") from None
+                await asyncio.sleep(0.005)
+            except BaseException:
+                await _quietly_disconnect(client)
+                raise
 
     async def execute(self, command: str, arguments: Mapping[str, Any] | None = None, *,
                       timeout: float = 10.0) -> Any:
         """Run *command*; return its "return" value, raise CommandFailed on an "error"."""
-        doc: dict[str, Any] = {"execute": command}
-        if arguments is not None:
-            doc["arguments"] = dict(arguments)
-        self._writer.write(json.dumps(doc).encode() + b"\n")
-        await self._writer.drain()
-        return await self._answer(command, timeout)
-
-    async def _answer(self, command: str, timeout: float) -> Any:
-        """The reply to the command just sent (events that come first are kept); CommandFailed on an error."""
-        async def answer() -> dict[str, Any]:
-            while True:
-                msg = await self._line()
-                if "event" in msg:
-                    self.events.append(msg)
-                elif "return" in msg or "error" in msg:
-                    return msg
-
-        reply = await asyncio.wait_for(answer(), timeout)
-        if "error" in reply:
-            raise CommandFailed([QEMU, "qmp", command], 1, str(reply["error"].get("desc", reply["error"])))
-        return reply["return"]
+        try:
+            return await asyncio.wait_for(self._client.execute(command, arguments), timeout)
+        except ExecuteError as exc:
+            raise CommandFailed([QEMU, "qmp", command], 1, str(exc.error.error.desc)) from None
+        except ExecInterruptedError:
+            raise Unavailable("QEMU closed its QMP socket (did it exit?)") from None
 
     async def pass_fd(self, name: str, fd: int, *, timeout: float = 10.0) -> None:
         """Hand *fd* to QEMU as *name* (`getfd` with the descriptor attached), for a `fd:NAME` URI.
 
         Migrations use descriptors rather than `exec:` because the sandbox denies QEMU fork/exec.
         """
-        assert self._sock is not None
-        await self._writer.drain()  # nothing of ours queued: the command goes out whole, in order
-        line = json.dumps({"execute": "getfd", "arguments": {"fdname": name}}).encode() + b"\n"
-        loop = asyncio.get_running_loop()
-        sent = 0
-        while sent == 0:
-            try:
-                sent = socket.send_fds(self._sock, [line], [fd])
-            except BlockingIOError:
-                await asyncio.sleep(0.005)
-        if sent < len(line):
-            await loop.sock_sendall(self._sock, line[sent:])
-        await self._answer("getfd", timeout)
+        self._client.send_fd_scm(fd)
+        await self.execute("getfd", {"fdname": name}, timeout=timeout)
 
     async def wait_event(self, name: str, *, timeout: float) -> dict[str, Any]:
-        """Wait for the event *name* (or return it if it already came)."""
-        for i, ev in enumerate(self.events):
-            if ev.get("event") == name:
-                return self.events.pop(i)
-
+        """Wait for the event *name* (or return it if it already came: the client queues them)."""
         async def until() -> dict[str, Any]:
             while True:
-                msg = await self._line()
-                if msg.get("event") == name:
-                    return msg
-                if "event" in msg:
-                    self.events.append(msg)
+                event = await self._client.events.get()
+                if event.get("event") == name:
+                    return dict(event)
 
         return await asyncio.wait_for(until(), timeout)
 
-    def close(self) -> None:
-        self._writer.close()
+    async def close(self) -> None:
+        await _quietly_disconnect(self._client)
+
+
+async def _quietly_disconnect(client: QMPClient) -> None:
+    """Disconnect; a QEMU that already went away is no error here (its exit is reported elsewhere)."""
+    try:
+        await client.disconnect()
+    except (OSError, EOFError, QMPError):
+        pass
 
 
 # ---- processes in the guest ------------------------------------------------------------
@@ -462,7 +436,7 @@ class UtilityVM:
                 except (asyncio.TimeoutError, Unavailable) as exc:
                     raise Unavailable(f"the clone did not start running within {timeout}s: {exc!r}") from None
             finally:
-                qmp.close()
+                await qmp.close()
             vm.kernel_release = template.kernel_release
             try:
                 await vm._fresh_identity(timeout=remaining())
@@ -569,7 +543,7 @@ class UtilityVM:
                     raise Unavailable(f"saving the VM did not finish within {timeout}s (status {status})")
                 await asyncio.sleep(0.01)
         finally:
-            qmp.close()
+            await qmp.close()
 
     @staticmethod
     def _failure(qemu: asyncio.subprocess.Process, wd: Path, what: str) -> CommandFailed:
@@ -667,22 +641,13 @@ class UtilityVM:
     # -- what callers use --
 
     async def qmp(self, command: str) -> dict[str, object]:
-        """Run one QMP command (e.g. "stop", "cont") on this VM's QEMU and return its answer."""
-        reader, writer = await asyncio.open_unix_connection(str(self.workdir / "qmp.sock"))
+        """Run one QMP command (e.g. "stop", "cont") on this VM's QEMU and return its answer
+        ({"return": ...}); CommandFailed when QEMU refuses it."""
+        session = await Qmp.connect(self.workdir / "qmp.sock", timeout=10.0)
         try:
-            await reader.readline()  # greeting
-            for cmd in ("qmp_capabilities", command):
-                writer.write(json.dumps({"execute": cmd}).encode() + b"\n")
-                await writer.drain()
-                while True:
-                    reply = json.loads(await reader.readline())
-                    if "return" in reply or "error" in reply:
-                        break
-            if "error" in reply:
-                raise CommandFailed([QEMU, "qmp", command], 1, str(reply["error"]))
-            return dict(reply)
+            return {"return": await session.execute(command)}
         finally:
-            writer.close()
+            await session.close()
 
     async def mount(self, tag: str, target: str | None = None, *, container_root: bool = True) -> str:
         """Mount the 9p share *tag* in the guest (once) and return where."""
