@@ -211,6 +211,7 @@ class Daemon:
     bridge: str = ""             # berthd only: its default bridge and subnet
     bip: str = ""
     extra_args: tuple[str, ...] = ()  # berthd only: more command-line arguments
+    daemon_env: dict[str, str] = field(default_factory=dict)  # added to the daemon's environment
     _log_files: list = field(default_factory=list)
 
     # -- lifecycle ---------------------------------------------------------
@@ -244,7 +245,7 @@ class Daemon:
         log.flush()
         self.proc = subprocess.Popen(
             self.argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=True, env={**os.environ, **self.daemon_env},
         )
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:

@@ -184,3 +184,33 @@ def test_runtime_state_of_a_removed_container_is_swept_at_restart(berthd_factory
     assert orphan not in os.listdir(state_root)
     listed = subprocess.run(["runc", "--root", str(state_root), "list", "-q"], capture_output=True, text=True)
     assert orphan not in listed.stdout
+
+
+@pytest.mark.parametrize("isolation", ["process", "hyperv"])
+def test_a_start_the_daemon_did_not_live_to_record_is_adopted(berthd_factory, rootfs_tar, isolation):
+    """berthd killed after the runtime started the container and before the record said "running"
+    (crash point start:after-runtime-start): the next daemon asks the runtime (Runtime.load, each
+    driver reading its own monitor's files) and adopts the container, VM-isolated ones too."""
+    if isolation == "hyperv" and not Path("/usr/bin/qemu-system-x86_64").exists():
+        pytest.skip("needs QEMU")
+    d = berthd_factory()
+    if d.kind != "berthd":
+        pytest.skip("berth's crash points")
+    docker(d, "import", str(rootfs_tar), "busybox:latest", timeout=120)
+    docker(d, "create", "--name", "late", "--isolation", isolation, *RUN_NET, "busybox:latest",
+           "sh", "-c", "echo up; exec sleep 1000", timeout=120)
+    d.kill9()
+    d.daemon_env = {"BERTHD_CRASH_AT": "start:after-runtime-start"}
+    d.restart()
+    cp = docker(d, "start", "late", check=False, timeout=180)
+    assert cp.returncode != 0  # the daemon died under the request
+    d.proc.wait(30)
+    d.daemon_env = {}
+    d.restart()
+    st = _state(d, "late")
+    assert st["Status"] == "running" and st["Running"], st
+    assert docker(d, "exec", "late", "echo", "inside", timeout=120).stdout == "inside\n"
+    docker(d, "stop", "-t", "1", "late", timeout=120)
+    st = _state(d, "late")
+    assert st["Status"] == "exited" and not st["Running"], st
+    docker(d, "rm", "late", timeout=120)

@@ -61,6 +61,15 @@ class CreateOptions:
     log_size_max: int = 0       # bytes; 0 = unlimited
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """A container the runtime runs (or holds) whose start the daemon may not have recorded."""
+
+    status: str       # "created", "running", "paused" or "stopped"
+    monitor_pid: int  # the per-container monitor (conmon, the VM monitor)
+    pid: int          # the container's process as the runtime reports it (0 when unknown)
+
+
 class Runtime(Protocol):
     name: str
 
@@ -86,6 +95,12 @@ class Runtime(Protocol):
 
     async def status(self, cid: str) -> str | None:
         """"created", "running", "paused", "stopped", or None when the runtime does not know *cid*."""
+        ...
+
+    async def load(self, cid: str, bundle: str) -> Loaded | None:
+        """After a daemon restart: the container as the runtime has it, when it was handed to a
+        monitor and its exit is not yet written; None otherwise. Each driver reads its own
+        monitor's files."""
         ...
 
     async def delete(self, cid: str) -> None: ...

@@ -27,6 +27,7 @@ from berth.runtime.base import (
     CommandNotFound,
     CreateOptions,
     Exit,
+    Loaded,
     Started,
     StartFailed,
 )
@@ -160,6 +161,14 @@ class OciRuntime:
         except ValueError:
             return None
 
+    async def load(self, cid: str, bundle: str) -> Loaded | None:
+        if not os.path.exists(os.path.join(bundle, "conmon.pid")) or os.path.exists(os.path.join(bundle, "exit")):
+            return None  # never handed to conmon, or its exit is already known
+        status = await self.status(cid)
+        if status is None:
+            return None
+        return Loaded(status, _read_int(os.path.join(bundle, "conmon.pid")), _read_int(os.path.join(bundle, "pid")))
+
     async def delete(self, cid: str) -> None:
         await proc.run(self._argv("delete", "--force", cid), timeout=30, check=False)
 
@@ -284,3 +293,11 @@ def _start_error(message: str) -> Exception:
     if "permission denied" in text:
         return CannotExecute(f"failed to create task for container: {text}: unknown")
     return StartFailed(["runtime"], 1, f"failed to create task for container: {text}")
+
+
+def _read_int(path: str) -> int:
+    try:
+        with open(path) as f:
+            return int(f.read().strip() or 0)
+    except (OSError, ValueError):
+        return 0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import signal
 import sys
@@ -33,6 +34,7 @@ from berth.runtime.base import (
     CommandNotFound,
     CreateOptions,
     Exit,
+    Loaded,
     Started,
     StartFailed,
 )
@@ -42,6 +44,9 @@ from berth.wire import agentproto as ap
 
 SHIM_MODULE = "berth.vm.shim"
 GUEST_PATH = "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+log = logging.getLogger(__name__)
 
 
 class VmRuntime:
@@ -190,6 +195,24 @@ class VmRuntime:
 
     async def status(self, cid: str) -> str | None:
         return "running" if self._shim_pid(cid) else None
+
+    async def load(self, cid: str, bundle: str) -> Loaded | None:
+        if os.path.exists(os.path.join(bundle, "exit")):
+            return None  # its exit is already known
+        monitor_pid = self._shim_pid(cid)  # 0 when never started, or gone
+        if not monitor_pid:
+            return None
+        try:
+            state = (await self._call(cid, "state", timeout=10)).strip()  # what the monitor says its process is
+        except (CommandFailed, OSError, asyncio.TimeoutError, Conflict) as exc:
+            log.warning("the VM monitor of %s did not say its state: %s", cid[:12], exc)
+            state = "running"  # alive with a VM: adopt it (stopping it stays possible)
+        try:
+            with open(os.path.join(bundle, "pid")) as f:
+                pid = int(f.read().strip() or 0)
+        except (OSError, ValueError):
+            pid = 0
+        return Loaded(state if state in ("created", "running", "stopped") else "running", monitor_pid, pid)
 
     def held(self) -> list[str]:
         return []  # a VM's state lives in its bundle and ends with its monitor; delete() tidies a killed one

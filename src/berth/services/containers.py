@@ -32,7 +32,7 @@ from berth.errors import (
     NotImplemented_,
     NotModified,
 )
-from berth.host import binfmt, fs, mount, proc
+from berth.host import binfmt, crashpoint, fs, mount, proc
 from berth.metadata.db import Database
 from berth.oci import platform as platforms
 from berth.oci import runtime_spec
@@ -307,6 +307,7 @@ class Containers:
             await self._detach_networks(c)
             await self._cleanup_failed_start(c, overlay, exc)
             raise
+        crashpoint.reached("start:after-runtime-start")  # recovery adopts it (Runtime.load)
         c.doc["ManuallyStopped"] = False
         st = c.state
         st.update(Status="running", Running=True, Paused=False, Restarting=False, OOMKilled=False, Dead=False,
@@ -507,23 +508,19 @@ class Containers:
                 await self.remove(c.id, force=True)
 
     async def _adopt_or_clean(self, c: Container) -> None:
-        if not os.path.exists(os.path.join(c.dir, "conmon.pid")) or os.path.exists(os.path.join(c.dir, "exit")):
-            return  # never handed to a monitor, or its exit is already known
         runtime = self.runtime_of(c)
-        status = await runtime.status(c.id)
-        if status is None:
-            return
-        if status in ("running", "paused"):
-            monitor = _read_int(os.path.join(c.dir, "conmon.pid"))
-            c.state.update(Status="running", Running=True, Paused=status == "paused",
-                           Pid=_read_int(os.path.join(c.dir, "pid")), StartedAt=timefmt.now(),
-                           FinishedAt=timefmt.ZERO, ExitCode=0, Error="")
-            c.doc["MonitorPid"] = monitor
+        loaded = await runtime.load(c.id, c.dir)
+        if loaded is None:
+            return  # never handed to a monitor, or its exit is already known
+        if loaded.status in ("running", "paused"):
+            c.state.update(Status="running", Running=True, Paused=loaded.status == "paused", Pid=loaded.pid,
+                           StartedAt=timefmt.now(), FinishedAt=timefmt.ZERO, ExitCode=0, Error="")
+            c.doc["MonitorPid"] = loaded.monitor_pid
             self._save(c)
             log.info("adopted %s, started while the daemon was going down", c.id[:12])
             return
         await runtime.delete(c.id)
-        if status == "created":
+        if loaded.status == "created":
             bundles.unmount_root(self._overlay(c))
 
     # signals ------------------------------------------------------------
@@ -846,13 +843,6 @@ def _should_restart(doc: dict[str, Any], code: int) -> bool:
         return code != 0 and (limit == 0 or int(doc.get("RestartCount", 0)) < limit)
     return name in ("always", "unless-stopped")
 
-
-def _read_int(path: str) -> int:
-    try:
-        with open(path) as f:
-            return int(f.read().strip() or 0)
-    except (OSError, ValueError):
-        return 0
 
 
 def label_matches(labels: dict[str, str], spec: str) -> bool:

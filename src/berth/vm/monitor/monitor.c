@@ -705,6 +705,8 @@ static void op_line(int i, char *line) {
     } else if (strcmp(line, "pause") == 0 || strcmp(line, "resume") == 0) {
         if (qmp(line[0] == 'p' ? "stop" : "cont", err, sizeof err) < 0) conn_reply(i, "error %s", err);
         else conn_reply(i, "ok");
+    } else if (strcmp(line, "state") == 0) { /* for a daemon that restarted before recording the start */
+        conn_reply(i, "ok %s", main_state == M_IDLE ? "created" : main_state == M_EXITED ? "stopped" : "running");
     } else if (strcmp(line, "exec") == 0) {
         conns[i].kind = C_EXEC;
     } else {

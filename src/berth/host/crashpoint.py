@@ -1,0 +1,20 @@
+"""Crash points: with BERTHD_CRASH_AT=<name> in its environment, berthd SIGKILLs itself the moment it
+reaches the point <name>, exactly as a kill from outside would land there.
+
+For tests that prove recovery from a kill at one chosen moment (a kill from outside lands at a
+random one). Unset, a point costs one string comparison. The points:
+
+    start:after-runtime-start   the runtime runs the container; the record still says "created"
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+_AT = os.environ.get("BERTHD_CRASH_AT", "")
+
+
+def reached(name: str) -> None:
+    if _AT and _AT == name:
+        os.kill(os.getpid(), signal.SIGKILL)
