@@ -52,7 +52,7 @@ from berth.services.containers import Containers
 from berth.services.events import Events
 from berth.services.imageio import ImageIO
 from berth.services.images import Images
-from berth.services.k8slog import Parser
+from berth.wire.k8slog import Parser
 
 log = logging.getLogger(__name__)
 

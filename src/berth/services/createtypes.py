@@ -62,7 +62,7 @@ HOST_CONFIG: dict[str, Type] = {
     "MemorySwappiness": "int", "OomKillDisable": "bool", "PidsLimit": "int",
     "Ulimits": ("list", {"Name": "str", "Soft": "int", "Hard": "int"}),
     "CpuCount": "int", "CpuPercent": "int", "IOMaximumIOps": "int", "IOMaximumBandwidth": "int",
-    "Mounts": ("list", "any"),  # each mount is checked by services.volumes.parse_api_mount
+    "Mounts": ("list", "any"),  # each mount is checked by wire.mountspec.parse_api_mount
     "MaskedPaths": _STRS, "ReadonlyPaths": _STRS, "Init": "bool",
 }
 

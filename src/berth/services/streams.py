@@ -25,11 +25,10 @@ from typing import AsyncIterator, BinaryIO, Callable, Iterable
 
 from berth import timefmt
 from berth.errors import InvalidArgument
-from berth.services import k8slog
 from berth.services.containers import Containers
-from berth.services.k8slog import Entry, Parser
 from berth.services.records import Container
-from berth.wire import detachkeys, stdcopy
+from berth.wire import detachkeys, k8slog, stdcopy
+from berth.wire.k8slog import Entry, Parser
 
 log = logging.getLogger(__name__)
 

@@ -17,7 +17,8 @@ from typing import Any
 from berth.errors import InvalidArgument
 from berth.network import ipam, ipam6
 from berth.oci import seccomp
-from berth.services import createtypes, endpoints, health, volumes
+from berth.services import createtypes, endpoints, health
+from berth.wire import mountspec
 
 _NAME = re.compile(r"/?[a-zA-Z0-9][a-zA-Z0-9_.-]+")
 
@@ -82,11 +83,11 @@ def check_config(body: Any) -> None:
     if host.get("NanoCpus") and (host.get("CpuQuota") or host.get("CpuPeriod")):
         raise InvalidArgument("Conflicting options: Nano CPUs and CPU Period cannot both be set")
     for bind in host.get("Binds") or []:
-        volumes.parse_volume_flag(bind)  # binds, named and anonymous volumes
+        mountspec.parse_volume_flag(bind)  # binds, named and anonymous volumes
     for spec in host.get("Mounts") or []:
-        volumes.parse_api_mount(spec)
+        mountspec.parse_api_mount(spec)
     for spec in host.get("VolumesFrom") or []:
-        volumes.parse_volumes_from(spec)
+        mountspec.parse_volumes_from(spec)
     log_config(host.get("LogConfig"))
     restart_policy(host.get("RestartPolicy"), bool(host.get("AutoRemove")))
     check_security_options(security_options(host.get("SecurityOpt")), *host_lsms())

@@ -14,10 +14,11 @@ from typing import Any
 from berth import timefmt
 from berth.errors import InvalidArgument, NotFound
 from berth.host import fs
-from berth.services import containers, endpoints, health, patterns, volumes
+from berth.services import containers, endpoints, health, patterns
 from berth.services.containers import Containers
 from berth.services.images import Images
 from berth.services.records import Container
+from berth.wire import mountspec
 
 CONTAINER_FILTERS = ("status", "name", "id", "label", "ancestor", "exited", "isolation", "before", "since",
                      "network", "volume", "health", "publish", "expose", "is-task")
@@ -39,7 +40,7 @@ def inspect(c: Container, api_version: str = "") -> dict[str, Any]:
         "GraphDriver": {"Name": "overlay2", "Data": {"UpperDir": os.path.join(c.dir, "upper"),
                                                      "WorkDir": os.path.join(c.dir, "work"),
                                                      "MergedDir": os.path.join(c.dir, "rootfs")}},
-        "Mounts": [volumes.mount_point(b) for b in d.get("Binds") or []],
+        "Mounts": [mountspec.mount_point(b) for b in d.get("Binds") or []],
         "Config": d["Config"],
         "NetworkSettings": _versioned(_network_settings(host.get("NetworkMode", "default"), d), d, api_version),
     }
@@ -66,7 +67,7 @@ def summary(c: Container) -> dict[str, Any]:
         "Ports": port_list(d), "Labels": d["Config"].get("Labels") or {}, "State": _status_word(d["State"]),
         "Status": status_text(d["State"]), "HostConfig": {"NetworkMode": d["HostConfig"].get("NetworkMode")},
         "NetworkSettings": {"Networks": _network_settings(d["HostConfig"].get("NetworkMode"), d)["Networks"]},
-        "Mounts": [volumes.mount_point(b) for b in d.get("Binds") or []],
+        "Mounts": [mountspec.mount_point(b) for b in d.get("Binds") or []],
     }
 
 def listing(cs: Containers, images: Images, all_: bool, limit: int, filters: dict[str, list[str]],

@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from berth.errors import Conflict, InvalidArgument
-from berth.runtime.base import CannotExecute, CommandNotFound, StartFailed, start_exit_code
+from berth.runtime.base import (
+    CannotExecute,
+    CommandNotFound,
+    StartFailed,
+    start_exit_code,
+)
 from berth.runtime.oci import _start_error
 
 

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from berth.services import streams
-from berth.services.k8slog import Parser
+from berth.wire.k8slog import Parser
 
 
 def _read_all(f, pos: int) -> tuple[bytes, int]:  # type: ignore[no-untyped-def]

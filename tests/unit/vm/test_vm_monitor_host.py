@@ -22,11 +22,11 @@ from pathlib import Path
 
 import pytest
 
-from berth.services.k8slog import Parser
 from berth.vm.execclient import EXEC_OP, process_frame
 from berth.vm.prepare import MONITOR_GCC_FLAGS
 from berth.vm.shim import Handover
 from berth.wire import agentproto as ap
+from berth.wire.k8slog import Parser
 
 VM_SRC = Path(__file__).resolve().parents[3] / "src" / "berth" / "vm"
 PATH = "PATH=/usr/bin:/bin"

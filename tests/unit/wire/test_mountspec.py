@@ -9,7 +9,8 @@ import pytest
 
 from berth.cli.runopts import parse_mount_flag
 from berth.errors import InvalidArgument, NotFound, NotImplemented_
-from berth.services.volumes import (
+from berth.services.volumes import mounts_under
+from berth.wire.mountspec import (
     ANONYMOUS_LABEL,
     MountSpec,
     check_driver_options,
@@ -18,7 +19,6 @@ from berth.services.volumes import (
     matches,
     mount_argv,
     mount_point,
-    mounts_under,
     parse_api_mount,
     parse_volume_flag,
     parse_volumes_from,

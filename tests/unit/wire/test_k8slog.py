@@ -1,11 +1,11 @@
-"""Tests for berth.services.k8slog: conmon's k8s-file log lines."""
+"""Tests for berth.wire.k8slog: conmon's k8s-file log lines."""
 
 from __future__ import annotations
 
 import pytest
 
 from berth import timefmt
-from berth.services.k8slog import Entry, Parser
+from berth.wire.k8slog import Entry, Parser
 
 T1 = "2024-01-02T03:04:05.123456789+00:00"
 T1_NS = 1_704_164_645_123_456_789
@@ -121,7 +121,7 @@ def test_parsers_are_independent() -> None:
 
 # ---- bounds and tail ------------------------------------------------------------------------
 
-from berth.services import k8slog  # noqa: E402
+from berth.wire import k8slog  # noqa: E402
 
 
 def test_a_record_longer_than_the_bound_is_dropped_not_buffered() -> None:
