@@ -40,19 +40,17 @@ from berth.runtime.base import CreateOptions, Exit, Runtime, start_exit_code
 from berth.services import bundle as bundles
 from berth.services import health as healthchecks
 from berth.services import links as legacy_links
-from berth.services import validate
+from berth.services import runplan, validate
 from berth.services.events import Events
 from berth.services.images import Images
 from berth.services.networks import Attached, Networks
 from berth.services.records import Container, ContainerTable
 from berth.services.volumes import Volumes
 from berth.snapshot.overlay import OverlayMount, Snapshots
-from berth.vm import sizing
 
 log = logging.getLogger(__name__)
 
 KILL_WAIT = 30.0  # seconds `kill` (SIGKILL) waits for the exit to be recorded before answering anyway
-ISOLATIONS = {"": "process", "default": "process", "process": "process", "vm": "hyperv", "hyperv": "hyperv"}
 
 _ADJECTIVES = ("brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid", "merry",
                "nifty", "proud", "quiet", "sharp", "tender", "vivid", "witty", "zealous")
@@ -120,54 +118,22 @@ class Containers:
         image_ref = body.get("Image") or ""
         image_id = self._images.resolve(image_ref, platform)
         image_cfg = self._images.config(image_id)
-        isolation = (host.get("Isolation") or "").lower()
-        if isolation not in ISOLATIONS:
-            raise InvalidArgument(f"invalid isolation {isolation!r}: use process, vm or hyperv")
         image_platform = platforms.of_config(image_cfg)
-        if not binfmt.runs_natively(image_platform, platforms.host()):
-            if ISOLATIONS[isolation] == "hyperv":
-                raise NotImplemented_(f"{image_ref} is a {image_platform} image: berth runs foreign-architecture "
-                                      "images under emulation in process isolation only; use --isolation process")
+        native = binfmt.runs_natively(image_platform, platforms.host())
+        offer = runplan.HostOffer(frozenset(self.runtimes), self.default_runtime,
+                                  (os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")) >> 20)
+        run = runplan.plan(host, image_ref, str(image_platform), native, offer)  # isolation, driver, modes
+        if not native:
             binfmt.ensure_emulator(image_platform)  # milliseconds; also done again at each start
-        runtime = host.get("Runtime") or self.default_runtime
-        if ISOLATIONS[isolation] == "hyperv":
-            if "vm" not in self.runtimes:
-                raise FailedPrecondition("VM isolation needs QEMU: run the README's set-up "
-                                         "(apt-get install qemu-system-x86), or use --isolation process")
-            host_memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-            sizing.check_fits(sizing.guest_mib(host.get("Memory") or 0), host_memory >> 20)
-            if host.get("Runtime") not in (None, "", "runc"):
-                raise InvalidArgument(f"--runtime {host['Runtime']} and --isolation {isolation} cannot be combined: "
-                                      "a VM-isolated container runs in its own kernel")
-            runtime = self.default_runtime if self.default_runtime != "vm" else "runc"
-        if runtime not in self.runtimes or runtime == "vm":
-            names = ", ".join(sorted(n for n in self.runtimes if n != "vm"))
-            raise InvalidArgument(f"unknown or invalid runtime name: {runtime} (available: {names})")
         # RestartPolicy (with AutoRemove) is checked by validate.check_config, in Docker's words
-        network = host.get("NetworkMode") or "default"
+        network = run.network
         planned: dict[str, Any] | None = None  # NetworkingConfig, checked, by network name (services.endpoints)
-        if self.networks is not None:
-            self.networks.check_mode(network)
-            planned = self.networks.plan_endpoints(network, body.get("NetworkingConfig"))
-        elif network not in ("default", "bridge", "none", "host"):
-            raise InvalidArgument(f"network mode {network!r} is not supported: use none or host")
-        if ISOLATIONS[isolation] == "hyperv" and (network == "host" or network.startswith("container:")):
-            raise InvalidArgument(f"--network {network} cannot be used with VM isolation: a VM-isolated container "
-                                  "has its own kernel and network stack (use a bridge network or none)")
-        sandboxed = ISOLATIONS[isolation] != "hyperv" and (host.get("Runtime") or self.default_runtime) == "runsc"
-        if sandboxed and (network not in ("default", "none", "host")
-                          or any(host.get("PortBindings") or {}) or host.get("PublishAllPorts")):
-            raise NotImplemented_("gVisor (runsc) cannot set up its own network stack on this host, so runsc "
-                                  "containers have loopback only: use --network none, or the default runtime")
-        for key, allowed in (("PidMode", ("", "host", "private")), ("IpcMode", ("", "host", "private", "shareable")),
-                             ("UTSMode", ("", "host"))):
+        self.networks.check_mode(network)
+        planned = self.networks.plan_endpoints(network, body.get("NetworkingConfig"))
+        for key, _ in runplan.NAMESPACE_MODES:
             mode = host.get(key) or ""
-            if not isinstance(mode, str) or (mode not in allowed and not mode.startswith("container:")) \
-                    or (key == "UTSMode" and mode.startswith("container:")):
-                raise InvalidArgument(f"invalid {key} {mode!r}: use {', '.join(a for a in allowed if a)}"
-                                      f"{'' if key == 'UTSMode' else ' or container:<name|id>'}")
             if mode.startswith("container:"):
-                self.get(mode.split(":", 1)[1])
+                self.get(mode.split(":", 1)[1])  # NotFound when it names no container
         if host.get("Links"):  # legacy links: checked and kept as Docker shows them (services.links)
             host["Links"] = legacy_links.at_create(host, name, self.get)
         cfg = _merge_image_config(body, image_cfg.get("config") or {})
@@ -187,8 +153,8 @@ class Containers:
         if not cfg.get("Hostname") and network != "host":
             cfg["Hostname"] = cid[:12]  # as Docker records it
         host.setdefault("NetworkMode", network)
-        host["Runtime"] = runtime
-        host["Isolation"] = "default" if isolation == "default" else ISOLATIONS[isolation]  # as given (Docker)
+        host["Runtime"] = run.runtime
+        host["Isolation"] = run.isolation_field
         if host.get("MemorySwappiness") == -1:  # the CLI's "unset", stored as Docker stores it
             host["MemorySwappiness"] = None
         log_config = host.get("LogConfig") or {}
