@@ -53,12 +53,24 @@ class Exit:
 
 
 @dataclass(frozen=True, slots=True)
+class VmNic:
+    """A VM-isolated container's network card: the host tap QEMU gives the guest, and how the guest
+    configures it ("" gateway: no default route, as on an internal network)."""
+
+    tap: str
+    mac: str
+    address: str  # address/prefix
+    gateway: str
+
+
+@dataclass(frozen=True, slots=True)
 class CreateOptions:
     tty: bool = False
     stdin: bool = False
     stdin_once: bool = True
     log: bool = True            # False: the "none" log driver, nothing is kept
     log_size_max: int = 0       # bytes; 0 = unlimited
+    nic: VmNic | None = None    # VM isolation on a network: its card (the process drivers join a namespace)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ agent frames: `top` runs busybox ps in the guest that way, and exec runs
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -47,6 +48,7 @@ GUEST_PATH = "PATH=/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 log = logging.getLogger(__name__)
+NIC_FILE = "network.json"  # the VM's card, from the driver to its shim
 
 
 class VmRuntime:
@@ -74,11 +76,14 @@ class VmRuntime:
         return os.path.join(self.socket_dir, f"{cid[:16]}.attach")
 
     async def create(self, cid: str, bundle: str, opts: CreateOptions) -> Started:
-        for stale in ("exit", "oom", "pid", "shim.pid", "ctl", "error"):
+        for stale in ("exit", "oom", "pid", "shim.pid", "ctl", "error", NIC_FILE):
             try:
                 os.unlink(os.path.join(bundle, stale))
             except FileNotFoundError:
                 pass
+        if opts.nic is not None:  # the shim reads it before it boots the VM (berth.vm.shim._nic)
+            with open(os.path.join(bundle, NIC_FILE), "w") as f:
+                json.dump(dataclasses.asdict(opts.nic), f)
         if not opts.log:
             raise InvalidArgument("VM-isolated containers keep their log: the none log driver is not supported")
         rfd, wfd = os.pipe()

@@ -255,7 +255,8 @@ class Containers:
             driver, size = validate.log_config(c.doc["HostConfig"].get("LogConfig"))
             started = await runtime.create(c.id, c.dir, CreateOptions(
                 tty=bool(cfg.get("Tty")), stdin=bool(cfg.get("OpenStdin")),
-                stdin_once=bool(cfg.get("StdinOnce")), log=driver != "none", log_size_max=size))
+                stdin_once=bool(cfg.get("StdinOnce")), log=driver != "none", log_size_max=size,
+                nic=attached.nic if attached is not None else None))
         except BaseException as exc:
             await self._detach_networks(c)
             await self._cleanup_failed_start(c, overlay, exc)

@@ -38,7 +38,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
-import json
 import logging
 import os
 import secrets
@@ -53,6 +52,7 @@ from berth.host import netlink, nftables
 from berth.metadata.db import Database
 from berth.network import ipam, ipam6
 from berth.network.dns import Resolver
+from berth.runtime.base import VmNic
 from berth.services import endpoints as endpoint_settings
 from berth.services.events import Events
 
@@ -96,6 +96,7 @@ class Attached:
     netns: str  # the namespace path for config.json ("" = the runtime makes a loopback-only one)
     hosts: list[tuple[str, str]]  # (address, name) lines for /etc/hosts
     nameservers: list[str]  # for /etc/resolv.conf; empty = the host's
+    nic: VmNic | None = None  # VM isolation: the card the VM driver gives its guest
 
 
 class Networks:
@@ -420,7 +421,7 @@ class Networks:
 
         With *vm* (VM isolation) the container's card is a tap device on the
         bridge instead of a veth in a namespace: QEMU gives it to the guest, and
-        the monitor configures it there from <bundle>/network.json.
+        the VM driver hands it to the guest (Attached.nic, passed in CreateOptions).
         """
         host = c.doc["HostConfig"]
         mode = host.get("NetworkMode") or "default"
@@ -462,15 +463,14 @@ class Networks:
         try:
             ep = await self._connect_endpoint(c, doc, cfg, None)
             # No default route on an internal network, in the guest as in a namespace.
-            nic = {"tap": ep.host_if, "mac": ep.mac, "address": f"{ep.ip}/{ep.prefix}",
-                   "gateway": "" if _internal(doc) else ep.gateway}
-            Path(c.dir, "network.json").write_text(json.dumps(nic))
+            nic = VmNic(tap=ep.host_if, mac=ep.mac, address=f"{ep.ip}/{ep.prefix}",
+                        gateway="" if _internal(doc) else ep.gateway)
             await self._publish(c)
         except BaseException:
             await self.detach(c)
             raise
         hostname = str(c.doc["Config"].get("Hostname") or c.id[:12])
-        return Attached("", [(ep.ip, hostname)], [ep.gateway] if doc["Name"] != "bridge" else [])
+        return Attached("", [(ep.ip, hostname)], [ep.gateway] if doc["Name"] != "bridge" else [], nic)
 
     async def _connect_endpoint(self, c: Any, doc: dict[str, Any], cfg: dict[str, Any],
                                 netns: Path | None) -> Endpoint:
@@ -583,8 +583,6 @@ class Networks:
                 self._endpoint_event("disconnect", self.get(ep.network), c.id)
         with contextlib.suppress(Exception):
             netlink.delete_netns(self._netns_dir / c.id)
-        with contextlib.suppress(OSError):
-            os.unlink(os.path.join(c.dir, "network.json"))
         c.doc["Endpoints"] = {}
 
     async def connect(self, net_ref: str, c: Any, cfg: dict[str, Any]) -> None:
