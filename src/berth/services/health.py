@@ -41,15 +41,13 @@ import signal
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable
+from typing import Any, BinaryIO, Callable, Protocol
 
 from berth import timefmt
 from berth.errors import BerthError, InvalidArgument
 from berth.host import proc
-
-if TYPE_CHECKING:
-    from berth.services.containers import Containers
-    from berth.services.records import Container
+from berth.runtime.base import Runtime
+from berth.services.records import Container
 
 log = logging.getLogger(__name__)
 
@@ -323,7 +321,17 @@ def timeout_output(timeout_ns: int, output: str) -> str:
 # ------------------------------------------------------------------------------------------
 # Probing (the driver)
 
-ProcessOf = Callable[["Container", list[str]], dict[str, Any]]
+ProcessOf = Callable[[Container, list[str]], dict[str, Any]]
+
+
+class ProbeHost(Protocol):
+    """What the health checker needs of the container service (berth.services.containers.Containers)."""
+
+    def runtime_of(self, c: Container) -> Runtime: ...
+
+    def event(self, c: Container, action: str, **attributes: str) -> None: ...
+
+    def save(self, c: Container) -> None: ...
 
 
 class Health:
@@ -336,7 +344,7 @@ class Health:
             is called in a worker thread.
     """
 
-    def __init__(self, containers: Containers, process_of: ProcessOf) -> None:
+    def __init__(self, containers: ProbeHost, process_of: ProcessOf) -> None:
         self._containers = containers
         self._process_of = process_of
         self._tasks: dict[str, asyncio.Task[None]] = {}
