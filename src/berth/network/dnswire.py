@@ -1,35 +1,52 @@
-"""The DNS message format (RFC 1035 section 4), enough for a stub resolver's server.
+"""The DNS message format (RFC 1035 section 4), as berth's resolver sees it.
 
 Strategy: sans-IO. `parse(bytes) -> Message` and `encode(Message) -> bytes`, with
-frozen dataclasses in between; nothing here touches a socket. The reader checks
-every length against the bytes actually present and raises `MalformedMessage`
-(an InvalidArgument) for anything it cannot account for, so a server may hand it
-whatever arrived on the wire.
+frozen dataclasses in between; nothing here touches a socket. dnspython does all
+the reading and writing of the wire format (`dns.message.from_wire`,
+`Message.to_wire`); this module only maps its objects to the small values the
+resolver and its tests work with. Whatever dnspython cannot read (short, cut,
+looping compression pointers, bytes left over, bad record data) comes out as
+`MalformedMessage` (an InvalidArgument), so a server may hand `parse` whatever
+arrived on the wire.
 
-Names are `str`: labels joined by dots, no trailing dot, the root is "". Labels
-keep their case (DNS compares case-insensitively; callers lower-case when they
-compare). A label byte that is a dot, a backslash or not printable ASCII is
-written in master-file form (`\\.`, `\\\\`, `\\DDD`), so every wire name survives a
+Names are `str` in master-file form: labels joined by dots, no trailing dot, the
+root is "". Labels keep their case (callers lower-case when they compare). A
+label byte that is a dot, a backslash, another special character or not
+printable ASCII is escaped (`\\.`, `\\\\`, `\\DDD`), so every wire name survives a
 round trip through `str`.
 
-Compression (section 4.1.4): the reader follows pointers, each of which must
-point before the label run that contains it, so a chain of pointers strictly
-decreases and cannot loop. The writer compresses owner names and the names
-inside CNAME/NS/PTR data; other record data is carried as raw bytes and never
-rewritten (its embedded names may point into the original message, which is why
-a forwarder relays an upstream answer as bytes rather than re-encoding it).
-
-Record data is typed by record type: A/AAAA carry the address as text, CNAME/NS/
-PTR carry the target name, everything else (SOA, MX, TXT, OPT, ...) carries the
-rdata bytes verbatim.
+Records keep the order and TTL they had on the wire, one `Record` each (a TTL
+above 2**31 - 1 reads as 0, as RFC 2181 section 8 asks). Data is typed by record
+type: A/AAAA carry the address as text, CNAME/NS/PTR the target name (compressed
+when written), everything else (SOA, MX, TXT, OPT, ...) its rdata bytes, names
+uncompressed, written back verbatim. The OPT and TSIG pseudo-records, which
+dnspython keeps apart, end the additional section.
 """
 
 from __future__ import annotations
 
-import enum
-import ipaddress
-import struct
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+
+import dns.exception
+import dns.flags
+import dns.ipv4
+import dns.ipv6
+import dns.message
+import dns.name
+import dns.opcode
+import dns.rcode
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
+import dns.rdtypes.ANY.CNAME
+import dns.rdtypes.ANY.NS
+import dns.rdtypes.ANY.PTR
+import dns.rdtypes.IN.A
+import dns.rdtypes.IN.AAAA
+import dns.rdtypes.nsbase
+import dns.reversename
+import dns.rrset
 
 from berth.errors import InvalidArgument
 
@@ -56,48 +73,24 @@ __all__ = [
     "reverse_name",
 ]
 
-
-class Type(enum.IntEnum):
-    """Record types berth names; any other 16-bit value is carried as a plain int."""
-
-    A = 1
-    NS = 2
-    CNAME = 5
-    SOA = 6
-    PTR = 12
-    MX = 15
-    TXT = 16
-    AAAA = 28
-    SRV = 33
-    OPT = 41
-    ANY = 255
-
-
-class Rcode(enum.IntEnum):
-    NOERROR = 0
-    FORMERR = 1  # the server could not interpret the query
-    SERVFAIL = 2  # the server could not answer it (e.g. no upstream answered)
-    NXDOMAIN = 3  # the name does not exist
-    NOTIMP = 4  # the server does not do this kind of query
-    REFUSED = 5
-
-
-class Opcode(enum.IntEnum):
-    QUERY = 0
-    IQUERY = 1
-    STATUS = 2
-
+Type = dns.rdatatype.RdataType  # record types; any 16-bit value is one
+Rcode = dns.rcode.Rcode
+Opcode = dns.opcode.Opcode
 
 CLASS_IN = 1
 HEADER_LEN = 12
 MAX_UDP = 512  # the classic UDP payload limit when the query carries no EDNS OPT record
 
-_HEADER = struct.Struct(">HHHHHH")
-_QFIXED = struct.Struct(">HH")
-_RRFIXED = struct.Struct(">HHIH")
-_MAX_NAME = 255  # octets on the wire, length bytes and the final zero included
-_MAX_LABEL = 63
 _NAME_TYPES = frozenset({Type.CNAME, Type.NS, Type.PTR})
+# The record types whose data is text, and the dnspython class that writes it in any
+# record class (named here: dnspython's own lookup by class can answer its generic one).
+_TEXT_DATA: dict[int, Callable[..., dns.rdata.Rdata]] = {
+    Type.A: dns.rdtypes.IN.A.A,
+    Type.AAAA: dns.rdtypes.IN.AAAA.AAAA,
+    Type.CNAME: dns.rdtypes.ANY.CNAME.CNAME,
+    Type.NS: dns.rdtypes.ANY.NS.NS,
+    Type.PTR: dns.rdtypes.ANY.PTR.PTR,
+}
 
 
 class MalformedMessage(InvalidArgument):
@@ -208,12 +201,12 @@ def error_reply_to_raw(data: bytes, rcode: int) -> bytes | None:
     carry a header, or are themselves a response: answering those would let two
     servers bounce errors at each other forever.
     """
-    if len(data) < HEADER_LEN or data[2] & 0x80:
+    ident = peek_id(data)
+    flags = int.from_bytes(data[2:4], "big")
+    if ident is None or flags & dns.flags.QR:
         return None
-    ident, flags = struct.unpack_from(">HH", data)
-    opcode = (flags >> 11) & 0xF
-    rd = bool(flags & 0x0100)
-    return encode(Message(id=ident, qr=True, opcode=opcode, rd=rd, ra=True, rcode=rcode))
+    rd = bool(flags & dns.flags.RD)
+    return encode(Message(id=ident, qr=True, opcode=dns.opcode.from_flags(flags), rd=rd, ra=True, rcode=rcode))
 
 
 # --- reverse names -------------------------------------------------------------
@@ -222,158 +215,24 @@ def error_reply_to_raw(data: bytes, rcode: int) -> bytes | None:
 def reverse_name(address: str) -> str:
     """The in-addr.arpa / ip6.arpa name whose PTR record names *address*."""
     try:
-        ip = ipaddress.ip_address(address)
-    except ValueError as exc:
+        return dns.reversename.from_address(address).to_text(omit_final_dot=True)
+    except (dns.exception.DNSException, ValueError) as exc:
         raise InvalidArgument(f"{address!r} is not an IP address: give one like 172.18.0.2") from exc
-    return ip.reverse_pointer
 
 
 def address_from_reverse(name: str) -> str | None:
     """The address a reverse name stands for, or None when *name* is no complete one.
 
     Accepts any case and an optional trailing dot: "2.0.18.172.in-addr.arpa" ->
-    "172.18.0.2". Partial names (a reverse zone rather than one address) give None.
+    "172.18.0.2". Partial names (a reverse zone rather than one address), and any
+    other spelling than the address's own reverse name (leading zeros, escaped
+    dots), give None.
     """
-    labels = name.lower().rstrip(".").split(".")
-    if labels[-2:] == ["in-addr", "arpa"] and len(labels) == 6:
-        octets = labels[:4]
-        if all(o.isdigit() and len(o) <= 3 and int(o) <= 255 and (o == "0" or not o.startswith("0")) for o in octets):
-            return ".".join(reversed(octets))
+    try:
+        address = dns.reversename.to_address(dns.name.from_text(name))
+    except (dns.exception.DNSException, ValueError):
         return None
-    if labels[-2:] == ["ip6", "arpa"] and len(labels) == 34:
-        nibbles = labels[:32]
-        if all(len(n) == 1 and n in "0123456789abcdef" for n in nibbles):
-            hexed = "".join(reversed(nibbles))
-            return str(ipaddress.IPv6Address(int(hexed, 16)))
-        return None
-    return None
-
-
-# --- names -----------------------------------------------------------------------
-
-
-def _label_to_text(raw: bytes) -> str:
-    out = []
-    for b in raw:
-        if b in (0x2E, 0x5C):  # "." and "\"
-            out.append("\\" + chr(b))
-        elif 0x21 <= b <= 0x7E:
-            out.append(chr(b))
-        else:
-            out.append(f"\\{b:03d}")
-    return "".join(out)
-
-
-def _text_to_labels(name: str) -> list[bytes]:
-    """Split a text name into wire labels, undoing master-file escapes."""
-    if name in ("", "."):
-        return []
-    labels: list[bytes] = []
-    cur = bytearray()
-    i = 0
-    n = len(name)
-    while i < n:
-        ch = name[i]
-        if ch == "\\":
-            digits = name[i + 1 : i + 4]
-            if len(digits) == 3 and all(c in "0123456789" for c in digits):
-                value = int(digits)
-                if value > 255:
-                    raise InvalidArgument(f"bad escape in DNS name {name!r}: \\DDD must be at most 255")
-                cur.append(value)
-                i += 4
-                continue
-            if i + 1 >= n:
-                raise InvalidArgument(f"DNS name {name!r} ends in a lone backslash")
-            escaped = name[i + 1]
-            if not escaped.isascii():
-                raise InvalidArgument(f"DNS name {name!r} escapes a non-ASCII character: use \\DDD")
-            cur += escaped.encode("ascii")
-            i += 2
-            continue
-        if ch == ".":
-            if i == n - 1:  # the trailing dot of an absolute name
-                break
-            if not cur:
-                raise InvalidArgument(f"DNS name {name!r} has an empty label: remove the doubled dot")
-            labels.append(bytes(cur))
-            cur = bytearray()
-            i += 1
-            continue
-        try:
-            cur += ch.encode("ascii")
-        except UnicodeEncodeError as exc:
-            raise InvalidArgument(
-                f"DNS name {name!r} is not ASCII: convert it to punycode (IDNA) first"
-            ) from exc
-        i += 1
-    if not cur:
-        raise InvalidArgument(f"DNS name {name!r} has an empty label")
-    labels.append(bytes(cur))
-    for label in labels:
-        if len(label) > _MAX_LABEL:
-            raise InvalidArgument(f"label of {len(label)} octets in DNS name {name!r}: at most 63 are allowed")
-    if sum(len(label) + 1 for label in labels) + 1 > _MAX_NAME:
-        raise InvalidArgument(f"DNS name {name!r} is longer than 255 octets on the wire")
-    return labels
-
-
-def _read_name(data: bytes, pos: int) -> tuple[str, int]:
-    """Read the name at *pos*; return it and the offset just past it (past the first pointer)."""
-    labels: list[str] = []
-    wire_len = 1
-    end: int | None = None  # where the caller resumes: after the first pointer, if any
-    run_start = pos  # start of the label run being read; pointers must land before it
-    while True:
-        if pos >= len(data):
-            raise MalformedMessage(f"name at offset {run_start} runs past the end of the message")
-        length = data[pos]
-        kind = length & 0xC0
-        if kind == 0xC0:
-            if pos + 1 >= len(data):
-                raise MalformedMessage(f"compression pointer at offset {pos} is cut short")
-            target = ((length & 0x3F) << 8) | data[pos + 1]
-            if target >= run_start:
-                raise MalformedMessage(
-                    f"compression pointer at offset {pos} points at or after the start of its own name (to {target})"
-                )
-            if end is None:
-                end = pos + 2
-            pos = run_start = target
-            continue
-        if kind != 0:
-            raise MalformedMessage(f"unsupported label type 0x{kind:02x} at offset {pos}")
-        if length == 0:
-            return ".".join(labels), (end if end is not None else pos + 1)
-        wire_len += length + 1
-        if wire_len > _MAX_NAME:
-            raise MalformedMessage(f"name at offset {run_start} is longer than 255 octets")
-        if pos + 1 + length > len(data):
-            raise MalformedMessage(f"label at offset {pos} runs past the end of the message")
-        labels.append(_label_to_text(data[pos + 1 : pos + 1 + length]))
-        pos += 1 + length
-
-
-class _Writer:
-    """Appends to a message buffer, remembering where each name suffix was written."""
-
-    def __init__(self) -> None:
-        self.buf = bytearray()
-        self._offsets: dict[tuple[bytes, ...], int] = {}
-
-    def name(self, name: str) -> None:
-        labels = _text_to_labels(name)
-        keys = [label.lower() for label in labels]
-        for i in range(len(labels)):
-            suffix = tuple(keys[i:])
-            if suffix in self._offsets:
-                self.buf += struct.pack(">H", 0xC000 | self._offsets[suffix])
-                return
-            if len(self.buf) < 0x4000:
-                self._offsets.setdefault(suffix, len(self.buf))
-            self.buf.append(len(labels[i]))
-            self.buf += labels[i]
-        self.buf.append(0)
+    return address if reverse_name(address) == name.lower().removesuffix(".") else None
 
 
 # --- parsing -----------------------------------------------------------------
@@ -387,87 +246,52 @@ def parse(data: bytes) -> Message:
     """
     if len(data) < HEADER_LEN:
         raise MalformedMessage(f"message of {len(data)} bytes is shorter than the 12-byte header")
-    ident, flags, qd, an, ns, ar = _HEADER.unpack_from(data)
-    # Each question needs at least 5 bytes and each record 11: refuse counts the
-    # bytes cannot hold before allocating anything for them.
-    if qd * 5 + (an + ns + ar) * 11 > len(data) - HEADER_LEN:
-        raise MalformedMessage(f"section counts ({qd}, {an}, {ns}, {ar}) need more bytes than the {len(data)} given")
-    pos = HEADER_LEN
-    questions = []
-    for _ in range(qd):
-        name, pos = _read_name(data, pos)
-        if pos + 4 > len(data):
-            raise MalformedMessage(f"question {name!r} is cut short")
-        qtype, qclass = _QFIXED.unpack_from(data, pos)
-        pos += 4
-        questions.append(Question(name, _typed(qtype), qclass))
-    sections: list[tuple[Record, ...]] = []
-    for count in (an, ns, ar):
-        records = []
-        for _ in range(count):
-            rr, pos = _read_record(data, pos)
-            records.append(rr)
-        sections.append(tuple(records))
-    if pos != len(data):
-        raise MalformedMessage(f"{len(data) - pos} bytes follow the end of the message")
-    return Message(
-        id=ident,
-        qr=bool(flags & 0x8000),
-        opcode=(flags >> 11) & 0xF,
-        aa=bool(flags & 0x0400),
-        tc=bool(flags & 0x0200),
-        rd=bool(flags & 0x0100),
-        ra=bool(flags & 0x0080),
-        ad=bool(flags & 0x0020),
-        cd=bool(flags & 0x0010),
-        rcode=_rcode(flags & 0xF),
-        questions=tuple(questions),
-        answers=sections[0],
-        authority=sections[1],
-        additional=sections[2],
-    )
-
-
-def _typed(value: int) -> int:
+    flags = int.from_bytes(data[2:4], "big")
+    # dnspython reads an UPDATE by RFC 2136's own rules; berth answers every opcode
+    # but QUERY with NOTIMP, so it reads them all as plain messages (opcode 0).
+    plain = data[:2] + (flags & ~0x7800).to_bytes(2, "big") + data[4:]
     try:
-        return Type(value)
-    except ValueError:
-        return value
+        # keyring=False: a TSIG record is read but not checked (berth holds no keys).
+        m = dns.message.from_wire(plain, keyring=False, one_rr_per_rrset=True)
+        pseudo = [rrset for rrset in (m.opt, m.tsig) if rrset is not None]
+        return Message(
+            id=m.id,
+            qr=bool(flags & dns.flags.QR),
+            opcode=dns.opcode.from_flags(flags),
+            aa=bool(flags & dns.flags.AA),
+            tc=bool(flags & dns.flags.TC),
+            rd=bool(flags & dns.flags.RD),
+            ra=bool(flags & dns.flags.RA),
+            ad=bool(flags & dns.flags.AD),
+            cd=bool(flags & dns.flags.CD),
+            rcode=Rcode(flags & 0xF),  # the header's 4 bits; an OPT record's upper bits stay in its TTL
+            questions=tuple(Question(_text(q.name), q.rdtype, q.rdclass) for q in m.question),
+            answers=_records(m.answer),
+            authority=_records(m.authority),
+            additional=_records([*m.additional, *pseudo]),
+        )
+    except (dns.exception.DNSException, ValueError) as exc:
+        raise MalformedMessage(f"not a DNS message: {' '.join(str(exc).split())}") from exc
 
 
-def _rcode(value: int) -> int:
-    try:
-        return Rcode(value)
-    except ValueError:
-        return value
+def _records(rrsets: list[dns.rrset.RRset]) -> tuple[Record, ...]:
+    return tuple(Record(_text(s.name), s.rdtype, s.rdclass, s.ttl, _data(rd)) for s in rrsets for rd in s)
 
 
-def _read_record(data: bytes, pos: int) -> tuple[Record, int]:
-    name, pos = _read_name(data, pos)
-    if pos + _RRFIXED.size > len(data):
-        raise MalformedMessage(f"record {name!r} is cut short")
-    rtype, rclass, ttl, rdlen = _RRFIXED.unpack_from(data, pos)
-    pos += _RRFIXED.size
-    end = pos + rdlen
-    if end > len(data):
-        raise MalformedMessage(f"record {name!r} claims {rdlen} bytes of data but the message ends first")
-    raw = data[pos:end]
-    value: str | bytes
-    if rtype == Type.A:
-        if rdlen != 4:
-            raise MalformedMessage(f"A record {name!r} has {rdlen} bytes of data instead of 4")
-        value = str(ipaddress.IPv4Address(raw))
-    elif rtype == Type.AAAA:
-        if rdlen != 16:
-            raise MalformedMessage(f"AAAA record {name!r} has {rdlen} bytes of data instead of 16")
-        value = str(ipaddress.IPv6Address(raw))
-    elif rtype in _NAME_TYPES:
-        value, after = _read_name(data, pos)
-        if after != end:
-            raise MalformedMessage(f"{Type(rtype).name} record {name!r}: the target name does not fill its data")
-    else:
-        value = bytes(raw)
-    return Record(name, _typed(rtype), rclass, ttl, value), end
+def _data(rd: dns.rdata.Rdata) -> str | bytes:
+    raw = rd.to_wire() or b""  # to_wire without a file returns the bytes, names uncompressed
+    # Addresses are read from the bytes, whatever the class (dnspython reads a CHAOS A otherwise).
+    if rd.rdtype == Type.A:
+        return dns.ipv4.inet_ntoa(raw)
+    if rd.rdtype == Type.AAAA:
+        return dns.ipv6.inet_ntoa(raw)
+    if rd.rdtype in _NAME_TYPES and isinstance(rd, dns.rdtypes.nsbase.NSBase):
+        return _text(rd.target)
+    return raw
+
+
+def _text(name: dns.name.Name) -> str:
+    return "" if name == dns.name.root else name.to_text(omit_final_dot=True)
 
 
 # --- encoding ----------------------------------------------------------------
@@ -476,71 +300,79 @@ def _read_record(data: bytes, pos: int) -> tuple[Record, int]:
 def encode(msg: Message, limit: int | None = None) -> bytes:
     """Encode *msg*, compressing names.
 
-    With *limit* (the client's UDP payload size), a message that would not fit is
-    sent instead with TC set, its question, no records and only the OPT record,
-    which tells the client to ask again over TCP.
+    With *limit* (the client's UDP payload size, at least 512), a message that would
+    not fit is sent instead with TC set, its question, no records and only the OPT
+    record, which tells the client to ask again over TCP.
+
+    Raises:
+        InvalidArgument: a field is out of range, a name or record data is not valid,
+            or the message is longer than 65535 bytes.
     """
-    data = _encode(msg)
-    if limit is not None and len(data) > limit:
+    try:
+        try:
+            return _to_dns(msg).to_wire(max_size=limit or 0xFFFF)
+        except dns.exception.TooBig:
+            if limit is None:
+                raise
         opt = tuple(rr for rr in msg.additional if rr.rtype == Type.OPT)
-        data = _encode(replace(msg, tc=True, answers=(), authority=(), additional=opt))
-    return data
+        return _to_dns(replace(msg, tc=True, answers=(), authority=(), additional=opt)).to_wire()
+    except (dns.exception.DNSException, ValueError) as exc:
+        raise InvalidArgument(f"cannot encode DNS message {msg.id}: {exc}") from exc
 
 
-def _encode(msg: Message) -> bytes:
+def _to_dns(msg: Message) -> dns.message.Message:
     for field_name, value, width in (("id", msg.id, 0xFFFF), ("opcode", msg.opcode, 0xF), ("rcode", msg.rcode, 0xF)):
         if not 0 <= value <= width:
             raise InvalidArgument(f"DNS header {field_name} {value} is out of range 0..{width}")
-    flags = (
-        (0x8000 if msg.qr else 0)
-        | (msg.opcode << 11)
-        | (0x0400 if msg.aa else 0)
-        | (0x0200 if msg.tc else 0)
-        | (0x0100 if msg.rd else 0)
-        | (0x0080 if msg.ra else 0)
-        | (0x0020 if msg.ad else 0)
-        | (0x0010 if msg.cd else 0)
+    m = dns.message.Message(id=msg.id)
+    m.flags = (
+        (dns.flags.QR if msg.qr else 0)
+        | dns.opcode.to_flags(Opcode(msg.opcode))
+        | (dns.flags.AA if msg.aa else 0)
+        | (dns.flags.TC if msg.tc else 0)
+        | (dns.flags.RD if msg.rd else 0)
+        | (dns.flags.RA if msg.ra else 0)
+        | (dns.flags.AD if msg.ad else 0)
+        | (dns.flags.CD if msg.cd else 0)
         | msg.rcode
     )
-    w = _Writer()
-    w.buf += _HEADER.pack(
-        msg.id, flags, len(msg.questions), len(msg.answers), len(msg.authority), len(msg.additional)
-    )
-    for q in msg.questions:
-        w.name(q.name)
-        w.buf += _QFIXED.pack(q.qtype, q.qclass)
-    for rr in (*msg.answers, *msg.authority, *msg.additional):
-        _write_record(w, rr)
-    return bytes(w.buf)
+    m.question = [
+        dns.rrset.RRset(_name(q.name), dns.rdataclass.RdataClass.make(q.qclass), Type.make(q.qtype))
+        for q in msg.questions
+    ]
+    # One RRset per record keeps each record's place and TTL (dnspython would merge them).
+    for section, records in ((m.answer, msg.answers), (m.authority, msg.authority), (m.additional, msg.additional)):
+        section.extend(dns.rrset.from_rdata(_name(rr.name), _ttl(rr), _rdata(rr)) for rr in records)
+    return m
 
 
-def _write_record(w: _Writer, rr: Record) -> None:
+def _ttl(rr: Record) -> int:
     if not 0 <= rr.ttl <= 0xFFFFFFFF:
         raise InvalidArgument(f"TTL {rr.ttl} of record {rr.name!r} is out of range")
-    w.name(rr.name)
-    fixed_at = len(w.buf)
-    w.buf += _RRFIXED.pack(rr.rtype, rr.rclass, rr.ttl, 0)
-    start = len(w.buf)
-    if rr.rtype in (Type.A, Type.AAAA):
-        if not isinstance(rr.data, str):
-            raise InvalidArgument(f"{Type(rr.rtype).name} record {rr.name!r} needs its address as text")
-        version = 4 if rr.rtype == Type.A else 6
-        try:
-            ip = ipaddress.IPv4Address(rr.data) if version == 4 else ipaddress.IPv6Address(rr.data)
-        except ValueError as exc:
-            raise InvalidArgument(
-                f"{Type(rr.rtype).name} record {rr.name!r}: {rr.data!r} is not an IPv{version} address"
-            ) from exc
-        w.buf += ip.packed
-    elif rr.rtype in _NAME_TYPES:
-        if not isinstance(rr.data, str):
-            raise InvalidArgument(f"{Type(rr.rtype).name} record {rr.name!r} needs its target name as text")
-        w.name(rr.data)
-    else:
+    return rr.ttl
+
+
+def _rdata(rr: Record) -> dns.rdata.Rdata:
+    kind = Type.to_text(Type.make(rr.rtype))
+    text_data = _TEXT_DATA.get(rr.rtype)
+    if text_data is None:
         if not isinstance(rr.data, bytes):
-            raise InvalidArgument(f"record {rr.name!r} of type {rr.rtype} needs its data as bytes")
-        w.buf += rr.data
-    rdlen = len(w.buf) - start
-    if rdlen > 0xFFFF:
-        raise InvalidArgument(f"record {rr.name!r} has {rdlen} bytes of data; at most 65535 fit")
-    struct.pack_into(">H", w.buf, fixed_at + 8, rdlen)
+            raise InvalidArgument(f"{kind} record {rr.name!r} needs its data as bytes")
+        return dns.rdata.GenericRdata(dns.rdataclass.RdataClass.make(rr.rclass), Type.make(rr.rtype), rr.data)
+    if not isinstance(rr.data, str):
+        raise InvalidArgument(f"{kind} record {rr.name!r} needs its data as text")
+    value = rr.data if rr.rtype in (Type.A, Type.AAAA) else _name(rr.data)
+    try:
+        return text_data(rr.rclass, rr.rtype, value)
+    except (dns.exception.DNSException, ValueError) as exc:
+        raise InvalidArgument(f"{kind} record {rr.name!r}: {rr.data!r} is not valid data: {exc}") from exc
+
+
+def _name(text: str) -> dns.name.Name:
+    if not text.isascii():
+        # dnspython would turn it into punycode; a DNS server must not guess.
+        raise InvalidArgument(f"DNS name {text!r} is not ASCII: convert it to punycode (IDNA) first")
+    try:
+        return dns.name.from_text(text)
+    except dns.exception.DNSException as exc:
+        raise InvalidArgument(f"{text!r} is not a valid DNS name: {exc}") from exc

@@ -391,10 +391,15 @@ class Containers:
         st.update(Status="exited", Running=False, Paused=False, Pid=0, ExitCode=result.code,
                   OOMKilled=result.oom_killed, Error=result.error, FinishedAt=timefmt.now())
         c.doc["MonitorPid"] = 0
-        c.exits += 1
         c.watcher = None
         self._save(c)
-        await self._detach_networks(c)  # after the exit is recorded: `ps` never waits on nftables
+        try:
+            await self._detach_networks(c)  # after the exit is recorded: `ps` never waits on nftables
+        except Exception:  # noqa: BLE001 - the exit must still be counted and announced
+            log.exception("network clean-up after the exit of %s", c.id[:12])
+        # Counted only now: whoever waits for this exit (rm -f, kill, wait) goes on once the container's
+        # network is gone too, never while its namespace is still being torn down.
+        c.exits += 1
         if result.oom_killed:
             self._event(c, "oom")
         self._event(c, "die", exitCode=str(result.code))

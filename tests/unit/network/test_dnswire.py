@@ -1,7 +1,8 @@
 """Unit tests of berth.network.dnswire: round trips, compression, malformed input.
 
-Hand-assembled byte strings (written from RFC 1035 section 4) check the codec
-against the format itself rather than against its own encoder.
+Hand-assembled byte strings (written from RFC 1035 section 4 and RFC 6891/8945
+for OPT and TSIG) check the codec against the format itself rather than against
+its own encoder.
 """
 
 from __future__ import annotations
@@ -151,6 +152,16 @@ MALFORMED = {
         _header(qd=0, an=1) + b"\x00\x00\x05\x00\x01\x00\x00\x00\x01\x00\x04\x01a\x00\x00"
     ),
     "trailing bytes": _header() + b"\x00\x00\x01\x00\x01" + b"junk",
+    "two OPT records": _header(qd=0, ar=2) + b"\x00\x00\x29\x10\x00\x00\x00\x00\x00\x00\x00" * 2,
+    "OPT record in the answers": _header(qd=0, an=1) + b"\x00\x00\x29\x10\x00\x00\x00\x00\x00\x00\x00",
+    "OPT record with an option cut short": (
+        _header(qd=0, ar=1) + b"\x00\x00\x29\x10\x00\x00\x00\x00\x00\x00\x03\x00\x0a\x00"
+    ),
+    "TSIG record not last": (
+        _header(qd=0, ar=2)
+        + b"\x03key\x00\x00\xfa\x00\xff\x00\x00\x00\x00\x00\x1d" + b"\x0bhmac-sha256\x00" + bytes(16)
+        + b"\x00\x00\x10\x00\x01\x00\x00\x00\x01\x00\x00"
+    ),
 }
 
 
@@ -251,3 +262,102 @@ def test_not_reverse_names(name: str) -> None:
 def test_reverse_name_rejects_non_addresses() -> None:
     with pytest.raises(InvalidArgument):
         dnswire.reverse_name("web")
+
+
+# A query for "web" carrying an OPT record (payload 1232, the DO bit, a DNS cookie
+# option) and, last, a TSIG record: RFC 6891 section 6.1.2 and RFC 8945 section 4.2.
+OPT_RDATA = b"\x00\x0a\x00\x08" + b"\x01\x02\x03\x04\x05\x06\x07\x08"
+TSIG_RDATA = (
+    b"\x0bhmac-sha256\x00"  # algorithm
+    b"\x00\x00\x65\x00\x00\x00\x01\x2c"  # time signed (48 bits), fudge
+    b"\x00\x02\xab\xcd"  # MAC size, MAC
+    b"\x12\x34\x00\x00\x00\x00"  # original id, error, other length
+)
+SIGNED_QUERY = (
+    b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x02"
+    b"\x03web\x00\x00\x01\x00\x01"
+    b"\x00\x00\x29\x04\xd0\x00\x00\x80\x00" + struct.pack(">H", len(OPT_RDATA)) + OPT_RDATA
+    + b"\x03key\x00\x00\xfa\x00\xff\x00\x00\x00\x00" + struct.pack(">H", len(TSIG_RDATA)) + TSIG_RDATA
+)
+
+
+def test_opt_and_tsig_records_are_kept_as_they_came() -> None:
+    msg = dnswire.parse(SIGNED_QUERY)
+    assert msg.additional == (
+        Record("", Type.OPT, 1232, 0x8000, OPT_RDATA),
+        Record("key", Type.TSIG, 255, 0, TSIG_RDATA),  # read, not checked: berth holds no keys
+    )
+    assert dnswire.edns_payload_size(msg) == 1232
+    assert dnswire.encode(msg) == SIGNED_QUERY
+
+
+def test_extended_rcode_bits_stay_in_the_opt_ttl() -> None:
+    # Header rcode 0 with upper bits 1 in the OPT TTL is BADVERS (16) to EDNS; the
+    # header's own field still reads 0 and the TTL comes back unchanged.
+    wire = _header(qd=0, ar=1, flags=0x8000) + b"\x00\x00\x29\x04\xd0\x01\x00\x00\x00\x00\x00"
+    msg = dnswire.parse(wire)
+    assert msg.rcode == Rcode.NOERROR and msg.additional == (Record("", Type.OPT, 1232, 0x01000000, b""),)
+    assert dnswire.encode(msg) == wire
+
+
+def test_every_opcode_reads_like_a_query() -> None:
+    # An UPDATE (opcode 5) whose "zone" is not a SOA question: no RFC 2136 rules apply,
+    # so the resolver can answer it NOTIMP like any other opcode it does not serve.
+    wire = (
+        _header(an=1, flags=0x2800)
+        + b"\x07example\x00\x00\x01\x00\x01"
+        + b"\x03web\xc0\x0c\x00\x01\x00\xff\x00\x00\x00\x3c\x00\x04\xc0\x00\x02\x01"
+    )
+    msg = dnswire.parse(wire)
+    assert msg.opcode == dnswire.Opcode.UPDATE and msg.questions == (Question("example", Type.A),)
+    assert msg.answers == (Record("web.example", Type.A, 255, 60, "192.0.2.1"),)
+    assert dnswire.encode(msg) == wire
+
+
+def test_records_keep_their_order_ttls_and_duplicates() -> None:
+    answers = (
+        Record("web", Type.A, CLASS_IN, 600, "192.0.2.1"),
+        Record("web", Type.AAAA, CLASS_IN, 600, "2001:db8::1"),
+        Record("web", Type.A, CLASS_IN, 30, "192.0.2.2"),
+        Record("web", Type.A, CLASS_IN, 600, "192.0.2.1"),
+    )
+    msg = Message(id=1, qr=True, questions=(Question("web", Type.ANY),), answers=answers)
+    assert dnswire.parse(dnswire.encode(msg)).answers == answers
+
+
+def test_addresses_are_read_whatever_the_class() -> None:
+    wire = _header(qd=0, an=1) + b"\x00\x00\x01\x00\x03\x00\x00\x00\x01\x00\x04\xc0\x00\x02\x01"  # class CHAOS
+    assert dnswire.parse(wire).answers == (Record("", Type.A, 3, 1, "192.0.2.1"),)
+
+
+def test_names_with_odd_bytes_in_record_data() -> None:
+    # A PTR record whose target holds a dot, a NUL and a high byte inside its labels.
+    target = b"\x03a.b\x02\x00\xff\x00"
+    owner = b"\x01@\x00"  # "@" is a label here, not master-file shorthand for the origin
+    fixed = b"\x00\x0c\x00\x01\x00\x00\x00\x01" + struct.pack(">H", len(target))  # PTR, IN, TTL 1
+    wire = _header(qd=0, an=1, flags=0x8000) + owner + fixed + target
+    msg = dnswire.parse(wire)
+    assert msg.answers == (Record("\\@", Type.PTR, CLASS_IN, 1, "a\\.b.\\000\\255"),)
+    assert dnswire.encode(msg) == wire
+
+
+def test_encode_refuses_messages_over_65535_bytes() -> None:
+    big = Record("x", Type.TXT, CLASS_IN, 1, b"\xff" + b"a" * 255)
+    with pytest.raises(InvalidArgument):
+        dnswire.encode(Message(id=1, qr=True, answers=(big,) * 300))
+
+
+def test_truncation_keeps_the_opt_record() -> None:
+    q = dnswire.query("many.example", Type.A, 5, edns_size=600)
+    answers = tuple(Record("many.example", Type.A, CLASS_IN, 600, f"10.0.0.{i}") for i in range(60))
+    cut = dnswire.parse(dnswire.encode(dnswire.reply(q, answers=answers), limit=600))
+    assert cut.tc and cut.answers == () and dnswire.edns_payload_size(cut) == 1232
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["2\\.0.18.172.in-addr.arpa", "2.0.18\\.172.in-addr.arpa", "2.0.18.172\\000.in-addr.arpa",
+     "caf\u00e9.0.18.172.in-addr.arpa", "::1.ip6.arpa", "2.0.18.172.in-addr.arpa.x"],
+)
+def test_odd_reverse_names_are_no_addresses(name: str) -> None:
+    assert dnswire.address_from_reverse(name) is None
