@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 
 from berth.host import binfmt
-from berth.image import archive, bootstrap
+from berth.image import archive
+from berth.tools import bootstrap
 from berth.oci import platform as plat
 
 CACHE = Path(os.environ.get("BERTH_BOOTSTRAP_CACHE", str(bootstrap.DEFAULT_CACHE)))
