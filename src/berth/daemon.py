@@ -247,6 +247,7 @@ async def serve(config: DaemonConfig) -> None:
     for task in list(server.connections):
         task.cancel()
     await daemon.distribution.close()
+    await daemon.containers.settle()  # directories of removed containers still being deleted
     await daemon.networks.shutdown()
     daemon.db.close()
 

@@ -214,3 +214,23 @@ def test_a_start_the_daemon_did_not_live_to_record_is_adopted(berthd_factory, ro
     st = _state(d, "late")
     assert st["Status"] == "exited" and not st["Running"], st
     docker(d, "rm", "late", timeout=120)
+
+
+def test_a_removed_container_s_directory_is_swept_at_restart(berthd_factory, rootfs_tar):
+    """rm answers once the record is gone; the directory is deleted beside the answer. A daemon killed
+    before that finished leaves a directory no record claims: the next daemon deletes it."""
+    d = berthd_factory()
+    if d.kind != "berthd":
+        pytest.skip("berth's storage layout")
+    docker(d, "import", str(rootfs_tar), "busybox:latest", timeout=120)
+    cid = docker(d, "run", "-d", *RUN_NET, "busybox:latest", "true").stdout.strip()
+    docker(d, "wait", cid, timeout=60)
+    docker(d, "rm", cid, timeout=60)
+    containers = Path(d.root) / "containers"
+    wait_until(lambda: cid not in os.listdir(containers), 30, "the removed container's directory to go")
+    d.kill9()
+    orphan = containers / ("cd" * 32)  # what a removal cut short leaves: no record claims it
+    (orphan / "upper" / "deep").mkdir(parents=True)
+    (orphan / "upper" / "deep" / "file").write_text("left")
+    d.restart()
+    assert not orphan.exists()

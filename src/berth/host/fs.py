@@ -23,14 +23,18 @@ import tempfile
 from berth.errors import FailedPrecondition
 
 
-def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
+def atomic_write(path: str, data: bytes, mode: int = 0o644, *, durable: bool = True) -> None:
+    """Replace *path* with *data* at once. *durable*: on disk before returning (fsync of the file and
+    of its directory); without it, a crash may lose the write but never leaves half of it, which is
+    right for files made again from the records every time they are needed (a bundle's)."""
     directory = os.path.dirname(path) or "."
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+            if durable:
+                f.flush()
+                os.fsync(f.fileno())
         os.chmod(tmp, mode)
         os.rename(tmp, path)
     except BaseException:
@@ -39,7 +43,8 @@ def atomic_write(path: str, data: bytes, mode: int = 0o644) -> None:
         except FileNotFoundError:
             pass
         raise
-    fsync_dir(directory)
+    if durable:
+        fsync_dir(directory)
 
 
 def fsync_dir(directory: str) -> None:

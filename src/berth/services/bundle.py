@@ -163,7 +163,7 @@ def write_etc_files(doc: dict[str, Any], bundle: str, network: Any = None,
     mounts = []
     for name, text in files.items():
         path = os.path.join(bundle, name)
-        fs.atomic_write(path, text.encode())
+        fs.atomic_write(path, text.encode(), durable=False)  # made again at every start: no fsync
         mounts.append(runtime_spec.BindMount(path, f"/etc/{name}", options=("rprivate",)))
     return mounts
 
@@ -263,5 +263,5 @@ def _home(passwd_text: str | None, uid: int) -> str:
 
 def write_config(spec: runtime_spec.ContainerSpec, bundle: str) -> dict[str, Any]:
     config = runtime_spec.build(spec, os.uname().machine)  # the host's: its seccomp architectures
-    fs.atomic_write(os.path.join(bundle, "config.json"), json.dumps(config).encode())
+    fs.atomic_write(os.path.join(bundle, "config.json"), json.dumps(config).encode(), durable=False)  # likewise
     return config

@@ -72,6 +72,7 @@ class Containers:
         self.volumes = volumes
         self.networks = networks
         self.health: healthchecks.Health | None = None  # set by the composition root: it needs execs, built after
+        self._background: set[asyncio.Task[None]] = set()
 
     # lookup -------------------------------------------------------------
     def get(self, ref: str) -> Container:
@@ -88,6 +89,16 @@ class Containers:
         if c.doc["HostConfig"].get("Isolation") == "hyperv":
             return self.runtimes["vm"]
         return self.runtimes[c.doc["HostConfig"].get("Runtime") or self.default_runtime]
+
+    def _keep(self, task: asyncio.Task[None]) -> None:
+        """Hold a background task until it ends (the loop keeps only weak references)."""
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def settle(self) -> None:
+        """Wait for the background work (directory removals) to end, at shutdown."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
 
     def _save(self, c: Container) -> None:
         self._db.update_container(c.id, c.name, c.doc)
@@ -453,7 +464,7 @@ class Containers:
         cleaned away when the runtime only created it.
         """
         for entry in os.listdir(self.root):
-            if entry not in self._all:  # created on disk, never committed to the database
+            if entry not in self._all:  # never committed to the database, or removed while it was being deleted
                 directory = os.path.join(self.root, entry)
                 bundles.unmount_root(OverlayMount((), "", "", os.path.join(directory, "rootfs")))
                 fs.rmtree(directory)
@@ -678,7 +689,9 @@ class Containers:
             pass
         self._db.delete_container(c.id)
         self._all.pop(c.id, None)
-        await fs.remove_tree(c.dir)  # an upper dir may hold much, nested however deep the container made it
+        # The directory goes beside the answer, not before it (an upper dir may hold much, nested however
+        # deep): nothing refers to it any more, and a daemon killed first sweeps it at recovery.
+        self._keep(asyncio.get_running_loop().create_task(fs.remove_tree(c.dir)))
         if volumes or c.doc["HostConfig"].get("AutoRemove"):  # docker rm -v, and --rm containers
             self.volumes.remove_anonymous(c.doc)
         c.removed = True

@@ -86,3 +86,11 @@ def test_a_mount_below_is_left_in_place(tmp_path):
         subprocess.run(["umount", "-l", str(mnt)], check=False)
     fs.rmtree(str(top))
     assert not top.exists()
+
+
+def test_atomic_write_without_fsync_still_replaces_whole(tmp_path):
+    target = tmp_path / "hosts"
+    target.write_text("old\n")
+    fs.atomic_write(str(target), b"new\n", durable=False)
+    assert target.read_text() == "new\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["hosts"]  # no temporary file left beside it
