@@ -399,3 +399,16 @@ def test_runsc_exec(berthd, image, names):
     assert (cp.returncode, cp.stdout) == (4, b"a\r\n"), cp
     cp = docker(berthd, "exec", "-d", name, "sleep", "5")
     assert cp.returncode == 0, cp
+
+
+def test_runsc_top(berthd, image, names):
+    """`docker top` of a gVisor container: runsc ps (which takes no ps options) lists the sandbox's
+    processes; ps options are refused with a reason instead of runsc's usage text."""
+    runtimes = json.loads(docker(berthd, "info", "--format", "{{json .Runtimes}}").stdout)
+    if "runsc" not in (runtimes or {}):
+        pytest.skip("no runsc runtime")
+    name = run_d(berthd, names(), image, "sleep", "1000", extra=("--runtime", "runsc"))
+    out = docker(berthd, "top", name).stdout
+    assert "PID" in out.splitlines()[0] and any(line.split()[-1] == "sleep" for line in out.splitlines()[1:]), out
+    cp = docker(berthd, "top", name, "aux", check=False)
+    assert cp.returncode != 0 and "ps options" in cp.stderr, cp.stderr

@@ -19,7 +19,7 @@ import re
 import signal
 from typing import Any
 
-from berth.errors import CommandFailed, Conflict, FailedPrecondition
+from berth.errors import CommandFailed, Conflict, FailedPrecondition, InvalidArgument
 from berth.host import proc
 from berth.runtime import execmon, monitor
 from berth.runtime.base import (
@@ -179,7 +179,13 @@ class OciRuntime:
             return []
 
     async def top(self, cid: str, ps_args: list[str]) -> tuple[list[str], list[list[str]]]:
-        res = await proc.run(self._argv("ps", cid, *(ps_args or ["-ef"])), timeout=10)
+        if self.name == "runsc":  # its ps lists the sandbox's own processes and takes no ps options
+            if ps_args and ps_args != ["-ef"]:
+                raise InvalidArgument("gVisor (runsc) containers list their processes one way only: "
+                                      f"docker top takes no ps options for them (got {' '.join(ps_args)!r})")
+            res = await proc.run(self._argv("ps", cid), timeout=10)
+        else:
+            res = await proc.run(self._argv("ps", cid, *(ps_args or ["-ef"])), timeout=10)
         return monitor.parse_ps(res.stdout.decode(errors="replace"))
 
     def attach_socket(self, cid: str, bundle: str) -> str:
