@@ -138,9 +138,8 @@ class Containers:
             binfmt.ensure_emulator(image_platform)  # milliseconds; also done again at each start
         # RestartPolicy (with AutoRemove) is checked by validate.check_config, in Docker's words
         network = run.network
-        planned: dict[str, Any] | None = None  # NetworkingConfig, checked, by network name (services.endpoints)
         self.networks.check_mode(network)
-        planned = self.networks.plan_endpoints(network, body.get("NetworkingConfig"))
+        planned = self.networks.plan_endpoints(network, body.get("NetworkingConfig"))  # checked, by network name
         for key, _ in runplan.NAMESPACE_MODES:
             mode = host.get(key) or ""
             if mode.startswith("container:"):
@@ -176,9 +175,7 @@ class Containers:
         doc = {
             "Id": cid, "Name": "/" + name, "Created": timefmt.now(), "Path": args[0], "Args": args[1:],
             "Config": cfg, "HostConfig": host, "Image": image_id, "Binds": binds,
-            "EndpointsConfig": planned if planned is not None else
-            dict((body.get("NetworkingConfig") or {}).get("EndpointsConfig") or {}),
-            "EndpointsListed": planned is not None,
+            "EndpointsConfig": planned, "EndpointsListed": True,
             "State": {"Status": "created", "Running": False, "Paused": False, "Restarting": False,
                       "OOMKilled": False, "Dead": False, "Pid": 0, "ExitCode": 0, "Error": "",
                       "StartedAt": timefmt.ZERO, "FinishedAt": timefmt.ZERO},
@@ -300,8 +297,7 @@ class Containers:
 
     async def _attach_networks(self, c: Container) -> Attached | None:
         """The container's network namespace, addresses and published ports (bridge modes)."""
-        if self.networks is None or (c.doc["HostConfig"].get("Runtime") == "runsc"
-                                     and c.doc["HostConfig"].get("Isolation") != "hyperv"):
+        if c.doc["HostConfig"].get("Runtime") == "runsc" and c.doc["HostConfig"].get("Isolation") != "hyperv":
             return None  # runsc: loopback only, see create()
         host = c.doc["HostConfig"]
         mode = host.get("NetworkMode") or "default"
@@ -318,14 +314,13 @@ class Containers:
         return attached
 
     async def _detach_networks(self, c: Container) -> None:
-        if self.networks is not None and (c.doc.get("Endpoints") or c.doc.get("Ports")):
+        if c.doc.get("Endpoints") or c.doc.get("Ports"):
             await self.networks.detach(c)
             c.doc["Ports"] = []
             self._save(c)
 
     async def connect(self, net_ref: str, ref: str, cfg: dict[str, Any]) -> None:
         """`docker network connect`: join a network (at once when running, else at the next start)."""
-        assert self.networks is not None
         c = self.get(ref)
         async with c.lock:
             if c.doc["HostConfig"].get("Isolation") == "hyperv" and c.running:
@@ -335,7 +330,6 @@ class Containers:
             self._save(c)
 
     async def disconnect(self, net_ref: str, ref: str, force: bool = False) -> None:
-        assert self.networks is not None
         c = self.get(ref)
         async with c.lock:
             await self.networks.disconnect(net_ref, c)
