@@ -212,7 +212,7 @@ async def serve(config: DaemonConfig) -> None:
                     head_timeout=config.api_head_timeout, body_timeout=config.api_body_timeout)
     server = Server(routes.build(daemon), limits)
     await daemon.networks.startup()
-    await daemon.containers.recover()
+    await daemon.recover()
     await daemon.execs.recover()  # exec sessions (under conmon) that outlived the last daemon
     listeners = []
     for item in plan:
@@ -247,7 +247,7 @@ async def serve(config: DaemonConfig) -> None:
     for task in list(server.connections):
         task.cancel()
     await daemon.distribution.close()
-    await daemon.containers.settle()  # directories of removed containers still being deleted
+    await daemon.lifecycle.settle()  # directories of removed containers still being deleted
     await daemon.networks.shutdown()
     daemon.db.close()
 

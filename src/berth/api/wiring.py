@@ -23,6 +23,7 @@ from berth.runtime.oci import OciRuntime
 from berth.runtime.vm import VmRuntime
 from berth.services.build import Builder
 from berth.services.bundle import HostFacts
+from berth.services import recovery
 from berth.services.containers import Containers
 from berth.services.distribution import Distribution
 from berth.services.events import Events
@@ -30,6 +31,7 @@ from berth.services.execs import Execs
 from berth.services.health import Health
 from berth.services.imageio import ImageIO
 from berth.services.images import Images
+from berth.services.lifecycle import Lifecycle
 from berth.services.networks import Networks
 from berth.services.records import ContainerTable
 from berth.services.volumes import Volumes
@@ -68,6 +70,7 @@ class Daemon:
     store: LocalStore
     images: Images
     containers: Containers
+    lifecycle: Lifecycle
     execs: Execs
     events: Events
     runtimes: dict[str, Runtime]
@@ -75,6 +78,10 @@ class Daemon:
     imageio: ImageIO
     networks: Networks
     builder: Builder
+
+    async def recover(self) -> None:
+        """After a (re)start, before serving: containers' records and runtimes brought into agreement."""
+        await recovery.recover(self.lifecycle)
 
 
 def build(config: DaemonConfig) -> Daemon:
@@ -111,10 +118,10 @@ def build(config: DaemonConfig) -> Daemon:
     distribution = Distribution(images, store, events, options,
                                 Path(config.registry_auth_file) if config.registry_auth_file else None)
     imageio = ImageIO(images, store, events, root)
-    builder = Builder(images, imageio, containers, db, events, root, distribution)
     execs = Execs(containers)
-    containers.health = Health(containers, execs.probe_process)
-    return Daemon(config, db, store, images, containers, execs, events, runtimes, distribution,
+    lifecycle = Lifecycle(containers, Health(containers, execs.probe_process), events)
+    builder = Builder(images, imageio, containers, lifecycle, db, events, root, distribution)
+    return Daemon(config, db, store, images, containers, lifecycle, execs, events, runtimes, distribution,
                   imageio, networks, builder)
 
 

@@ -52,6 +52,7 @@ from berth.services.containers import Containers
 from berth.services.events import Events
 from berth.services.imageio import ImageIO
 from berth.services.images import Images
+from berth.services.lifecycle import Lifecycle
 from berth.wire.k8slog import Parser
 
 log = logging.getLogger(__name__)
@@ -111,10 +112,11 @@ class Puller(Protocol):
 
 
 class Builder:
-    def __init__(self, images: Images, imageio: ImageIO, containers: Containers, db: Database, events: Events,
-                 root: str, distribution: Puller | None = None) -> None:
+    def __init__(self, images: Images, imageio: ImageIO, containers: Containers, lifecycle: Lifecycle,
+                 db: Database, events: Events, root: str, distribution: Puller | None = None) -> None:
         self._images, self._imageio, self._containers, self._db, self._events = \
             images, imageio, containers, db, events
+        self._lifecycle = lifecycle
         self._distribution = distribution  # None: FROM uses local images only
         self._tmp = os.path.join(root, "build")
         os.makedirs(self._tmp, exist_ok=True)
@@ -375,7 +377,7 @@ class Builder:
         finally:
             if opts.rm and (not failed or opts.forcerm):
                 with contextlib.suppress(BerthError):
-                    await self._containers.remove(cid, force=True, volumes=True)
+                    await self._lifecycle.remove(cid, force=True, volumes=True)
                 if not opts.quiet:
                     emit({"stream": f"Removing intermediate container {cid[:12]}\n"})
         self._remember(key, image)
@@ -384,11 +386,11 @@ class Builder:
 
     async def _run_container(self, cid: str, opts: BuildOptions, emit: Emit) -> int:
         c = self._containers.get(cid)
-        await self._containers.start(cid)
+        await self._lifecycle.start(cid)
         log_path = os.path.join(c.dir, "container.log")
         parser = Parser()
         offset = 0
-        waiter = asyncio.ensure_future(self._containers.wait(cid, "not-running"))
+        waiter = asyncio.ensure_future(self._lifecycle.wait(cid, "not-running"))
 
         async def pump() -> None:  # the log is read in a thread, a bounded piece at a time
             nonlocal offset

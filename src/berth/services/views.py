@@ -14,7 +14,7 @@ from typing import Any
 from berth import timefmt
 from berth.errors import InvalidArgument, NotFound
 from berth.host import fs
-from berth.services import containers, endpoints, health, patterns
+from berth.services import containerconfig, endpoints, health, patterns
 from berth.services.containers import Containers
 from berth.services.images import Images
 from berth.services.records import Container
@@ -107,7 +107,7 @@ def _matches(images: Images, c: Container, filters: dict[str, list[str]]) -> boo
                 return False
         elif key == "label":
             labels = d["Config"].get("Labels") or {}
-            if not all(containers.label_matches(labels, v) for v in values):
+            if not all(containerconfig.label_matches(labels, v) for v in values):
                 return False
         elif key == "ancestor":
             ok = False

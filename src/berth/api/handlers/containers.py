@@ -40,6 +40,7 @@ def _since(req: Request, name: str) -> int:
 
 def register(router: Router, d: Daemon) -> None:
     cs = d.containers
+    life = d.lifecycle
 
     async def create(req: Request) -> Reply:
         body = await req.json()
@@ -60,33 +61,33 @@ def register(router: Router, d: Daemon) -> None:
         return Reply(200, doc)
 
     async def start(req: Request) -> Reply:
-        await cs.start(req.params["id"])
+        await life.start(req.params["id"])
         return Reply(204)
 
     async def stop(req: Request) -> Reply:
-        await cs.stop(req.params["id"], req.qint("t"), req.q("signal") or None)
+        await life.stop(req.params["id"], req.qint("t"), req.q("signal") or None)
         return Reply(204)
 
     async def restart(req: Request) -> Reply:
-        await cs.restart(req.params["id"], req.qint("t"), req.q("signal") or None)
+        await life.restart(req.params["id"], req.qint("t"), req.q("signal") or None)
         return Reply(204)
 
     async def kill(req: Request) -> Reply:
-        await cs.kill(req.params["id"], req.q("signal") or None)
+        await life.kill(req.params["id"], req.q("signal") or None)
         return Reply(204)
 
     async def pause(req: Request) -> Reply:
-        await cs.pause(req.params["id"])
+        await life.pause(req.params["id"])
         return Reply(204)
 
     async def unpause(req: Request) -> Reply:
-        await cs.unpause(req.params["id"])
+        await life.unpause(req.params["id"])
         return Reply(204)
 
     async def wait(req: Request) -> Stream:
         # Headers go out at once (docker run sends this before start and waits for them);
         # the body follows when the condition is met.
-        result = cs.wait(req.params["id"], req.q("condition"))
+        result = life.wait(req.params["id"], req.q("condition"))
         first = asyncio.ensure_future(result)
         await asyncio.sleep(0)
         if first.done() and first.exception() is not None:
@@ -103,7 +104,7 @@ def register(router: Router, d: Daemon) -> None:
     async def remove(req: Request) -> Reply:
         if req.qbool("link"):  # a link is named LINKER/ALIAS (remove_link below); a container's own name is not one
             raise Conflict("Conflict, cannot remove the default link name of the container")
-        await cs.remove(req.params["id"], req.qbool("force"), req.qbool("v"))
+        await life.remove(req.params["id"], req.qbool("force"), req.qbool("v"))
         return Reply(204)
 
     async def remove_link(req: Request) -> Reply:  # docker rm --link LINKER/ALIAS, docker-py remove_link
@@ -165,7 +166,7 @@ def register(router: Router, d: Daemon) -> None:
         return Reply(200, await cs.update(req.params["id"], await req.json()))
 
     async def prune(req: Request) -> Reply:
-        return Reply(200, await cs.prune(req.filters()))
+        return Reply(200, await life.prune(req.filters()))
 
     async def exec_create(req: Request) -> Reply:
         body = await req.json()
@@ -207,7 +208,7 @@ def register(router: Router, d: Daemon) -> None:
         body = await req.json(required=False)
         createtypes.check_commit_config(body)  # a ContainerConfig object, fields of the right types: else 400
         body = body or {}
-        async with cs.held_still(c.id, req.qbool("pause", True)):  # one exiting meanwhile is committed as is
+        async with life.held_still(c.id, req.qbool("pause", True)):  # one exiting meanwhile is committed as is
             image_id = await asyncio.to_thread(
                 d.imageio.commit, c.doc["Image"], Path(cs.upper_dir(c.id)), {**c.doc["Config"], **body},
                 repo=req.q("repo"), tag=req.q("tag"), comment=req.q("comment"), author=req.q("author"),

@@ -1,0 +1,477 @@
+"""Container life cycle: start, stop, kill, restart, pause, wait, remove, and each exit.
+
+Strategy: every state change is written to the database before it is
+announced, so a daemon killed at any moment comes back to a true picture
+(services.recovery). Each running container has one watcher task awaiting
+its exit; waiters and followers are woken through per-container asyncio
+conditions. The restart policy runs here, from the exit it follows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal as _signal
+from collections.abc import AsyncIterator
+from typing import Any
+
+from berth import timefmt
+from berth.errors import BerthError, Conflict, InvalidArgument, NotFound, NotModified
+from berth.host import binfmt, crashpoint, fs
+from berth.oci import platform as platforms
+from berth.runtime.base import CreateOptions, Exit, start_exit_code
+from berth.services import bundle as bundles
+from berth.services import containerconfig
+from berth.services import links as legacy_links
+from berth.services import validate
+from berth.services.containers import Containers
+from berth.services.events import Events
+from berth.services.health import Health
+from berth.services.networks import Attached
+from berth.services.records import Container
+from berth.snapshot.overlay import OverlayMount
+
+log = logging.getLogger(__name__)
+
+KILL_WAIT = 30.0  # seconds `kill` (SIGKILL) waits for the exit to be recorded before answering anyway
+
+
+class Lifecycle:
+    """Runs the containers `Containers` records; *health* is told of each start and stop."""
+
+    def __init__(self, containers: Containers, health: Health, events: Events) -> None:
+        self.containers = containers
+        self._events = events
+        self.health = health
+        self._background: set[asyncio.Task[None]] = set()
+
+    def _keep(self, task: asyncio.Task[None]) -> None:
+        """Hold a background task until it ends (the loop keeps only weak references)."""
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def settle(self) -> None:
+        """Wait for the background work (directory removals) to end, at shutdown."""
+        while self._background:
+            await asyncio.gather(*list(self._background), return_exceptions=True)
+
+    async def start(self, ref: str) -> None:
+        c = self.containers.get(ref)
+        async with c.lock:
+            if c.state["Paused"]:
+                raise Conflict("cannot start a paused container, try unpause instead")
+            if c.running:
+                raise NotModified(f"container {c.id} is already running")
+            if c.removed or c.removing:
+                raise NotFound(f"No such container: {ref}")
+            try:
+                await self._start_locked(c)
+            except BaseException:
+                if c.doc["HostConfig"].get("AutoRemove"):
+                    await self.remove(c.id, force=True)  # docker run --rm waits for this
+                raise
+
+    async def _start_locked(self, c: Container) -> None:
+        await self._released(c)
+        runtime = self.containers.runtime_of(c)
+        attached = None
+        image_platform = platforms.of_config(self.containers.images.config(c.doc["Image"]))
+        if not binfmt.runs_natively(image_platform, platforms.host()):
+            await asyncio.to_thread(binfmt.ensure_emulator, image_platform)  # after a reboot, say
+        overlay = self.containers.overlay(c)
+        cfg = c.doc["Config"]
+        try:
+            bundles.mount_root(overlay)
+            await self.containers.volumes.prepare(c.id, c.doc, overlay.target)
+            attached = await self._attach_networks(c)
+            namespaces = self._namespaces(c)
+            if attached is not None and attached.netns not in ("", "host"):
+                namespaces["network"] = attached.netns
+            linked = legacy_links.at_start(c.doc, self.containers.get)  # --link: their hosts lines and variables
+            await asyncio.to_thread(self._write_spec, c, overlay.target, namespaces, attached, linked)  # reads the image
+            driver, size = validate.log_config(c.doc["HostConfig"].get("LogConfig"))
+            started = await runtime.create(c.id, c.dir, CreateOptions(
+                tty=bool(cfg.get("Tty")), stdin=bool(cfg.get("OpenStdin")),
+                stdin_once=bool(cfg.get("StdinOnce")), log=driver != "none", log_size_max=size,
+                nic=attached.nic if attached is not None else None))
+        except BaseException as exc:
+            await self.detach_networks(c)
+            await self._cleanup_failed_start(c, overlay, exc)
+            raise
+        for connect in c.pending_attach:
+            connect(True)
+        c.pending_attach.clear()
+        console: list[int] = c.doc.pop("PendingSize", None) or c.doc["HostConfig"].get("ConsoleSize") or [0, 0]
+        if cfg.get("Tty") and len(console) == 2 and console[0] and console[1]:
+            runtime.resize(c.dir, int(console[0]), int(console[1]))
+        try:
+            await runtime.start(c.id)
+        except BaseException as exc:
+            await runtime.delete(c.id)
+            await self.detach_networks(c)
+            await self._cleanup_failed_start(c, overlay, exc)
+            raise
+        crashpoint.reached("start:after-runtime-start")  # recovery adopts it (Runtime.load)
+        c.doc["ManuallyStopped"] = False
+        st = c.state
+        st.update(Status="running", Running=True, Paused=False, Restarting=False, OOMKilled=False, Dead=False,
+                  Pid=started.pid, ExitCode=0, Error="", StartedAt=timefmt.now(), FinishedAt=timefmt.ZERO)
+        c.doc["MonitorPid"] = started.monitor_pid
+        self.health.started(c)  # State.Health "starting"; nothing at all without a check
+        self.containers.save(c)
+        self.containers.event(c, "start")
+        c.watcher = asyncio.get_running_loop().create_task(self.watch(c, started.monitor_pid))
+        await c.notify()
+
+    async def _attach_networks(self, c: Container) -> Attached | None:
+        """The container's network namespace, addresses and published ports (bridge modes)."""
+        if c.doc["HostConfig"].get("Runtime") == "runsc" and c.doc["HostConfig"].get("Isolation") != "hyperv":
+            return None  # runsc: loopback only, see create()
+        host = c.doc["HostConfig"]
+        mode = host.get("NetworkMode") or "default"
+        bridged = mode not in ("none", "host") and not mode.startswith("container:")
+        c.doc["Ports"] = self.containers.networks.plan_ports(host, c.doc["Config"].get("ExposedPorts") or {}) if bridged else []
+
+        def pid_of(ref: str) -> int:
+            other = self.containers.get(ref)
+            if not other.running:
+                raise Conflict(f"cannot join network of a non running container: {other.id}")
+            return int(other.state["Pid"])
+        attached = await self.containers.networks.attach(c, pid_of, vm=c.doc["HostConfig"].get("Isolation") == "hyperv")
+        self.containers.save(c)
+        return attached
+
+    async def detach_networks(self, c: Container) -> None:
+        if c.doc.get("Endpoints") or c.doc.get("Ports"):
+            await self.containers.networks.detach(c)
+            c.doc["Ports"] = []
+            self.containers.save(c)
+
+    def _namespaces(self, c: Container) -> dict[str, str]:
+        """HostConfig's PidMode/IpcMode/UTSMode as runtime_spec namespace modes."""
+        out = {}
+        host = c.doc["HostConfig"]
+        for kind, key in (("pid", "PidMode"), ("ipc", "IpcMode"), ("uts", "UTSMode")):
+            mode = host.get(key) or ""
+            if mode == "host":
+                out[kind] = "host"
+            elif mode.startswith("container:"):
+                other = self.containers.get(mode.split(":", 1)[1])
+                if not other.running:
+                    raise Conflict(f"cannot join {kind.upper()} of a non running container: {other.id}")
+                out[kind] = f"/proc/{other.state['Pid']}/ns/{kind}"
+        return out
+
+    async def _cleanup_failed_start(self, c: Container, overlay: OverlayMount, exc: BaseException) -> None:
+        try:
+            bundles.unmount_root(overlay)
+        except BerthError:
+            log.exception("unmount after a failed start of %s", c.id)
+        self.containers.volumes.release(c.id, c.doc)
+        message = str(exc)
+        c.state.update(Error=message, ExitCode=start_exit_code(exc))
+        self.containers.save(c)
+        if c.doc["HostConfig"].get("Isolation") == "hyperv":  # the reason in the logs too, as the VM's own words
+            line = f"{timefmt.now()} stderr F berth: the container's VM failed to start: {' '.join(message.split())}\n"
+            with open(os.path.join(c.dir, "container.log"), "a") as f:
+                f.write(line)
+        for connect in c.pending_attach:
+            connect(False)
+        c.pending_attach.clear()
+        await c.notify()
+
+    # exit ---------------------------------------------------------------
+    async def watch(self, c: Container, monitor_pid: int) -> None:
+        runtime = self.containers.runtime_of(c)
+        try:
+            result = await runtime.wait(c.id, c.dir, monitor_pid)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # keep the daemon alive; record what happened
+            log.exception("waiting for %s", c.id)
+            result = Exit(255, False, str(exc))
+        await self._exited(c, result)
+
+    async def _exited(self, c: Container, result: Exit) -> None:
+        # The runtime lets go of the dead container (runc delete: its state and cgroups) beside the rest,
+        # not before it: the exit is recorded and answered without waiting for one more program to run.
+        # A later start of the same container waits for it; a daemon killed meanwhile sweeps it at recovery.
+        c.release = asyncio.get_running_loop().create_task(self._release(c))
+        self.health.stopped(c)
+        try:
+            bundles.unmount_root(self.containers.overlay(c))
+        except (BerthError, NotFound):
+            log.exception("unmount rootfs of %s", c.id)
+        self.containers.volumes.release(c.id, c.doc)
+        st = c.state
+        st.update(Status="exited", Running=False, Paused=False, Pid=0, ExitCode=result.code,
+                  OOMKilled=result.oom_killed, Error=result.error, FinishedAt=timefmt.now())
+        c.doc["MonitorPid"] = 0
+        c.watcher = None
+        self.containers.save(c)
+        try:
+            await self.detach_networks(c)  # after the exit is recorded: `ps` never waits on nftables
+        except Exception:  # noqa: BLE001 - the exit must still be counted and announced
+            log.exception("network clean-up after the exit of %s", c.id[:12])
+        # Counted only now: whoever waits for this exit (rm -f, kill, wait) goes on once the container's
+        # network is gone too, never while its namespace is still being torn down.
+        c.exits += 1
+        if result.oom_killed:
+            self.containers.event(c, "oom")
+        self.containers.event(c, "die", exitCode=str(result.code))
+        await c.notify()
+        if c.doc["HostConfig"].get("AutoRemove") and not c.restarting:
+            await self.remove(c.id, force=True)
+        elif not c.restarting and containerconfig.should_restart(c.doc, result.code):
+            asyncio.get_running_loop().create_task(self._restart_by_policy(c))
+
+    def _write_spec(self, c: Container, rootfs: str, namespaces: dict[str, str], attached: Attached | None,
+                    linked: list[legacy_links.Link] | None = None) -> None:
+        bundles.write_config(bundles.build_spec(c.doc, c.dir, rootfs, self.containers.host_facts, namespaces,
+                                                network=attached, links=linked or ()), c.dir)
+
+    async def _release(self, c: Container) -> None:
+        try:
+            await self.containers.runtime_of(c).delete(c.id)
+        except (BerthError, OSError) as exc:
+            log.warning("runtime clean-up of %s: %s", c.id[:12], exc)
+
+    async def _released(self, c: Container) -> None:
+        """Wait for the runtime to let go of *c*'s last run (its id is free for the next)."""
+        if c.release is not None:
+            await c.release
+            c.release = None
+
+    async def _restart_by_policy(self, c: Container) -> None:
+        """Start again after an exit, as the restart policy asks: 100 ms, doubling, at most a minute."""
+        delay = containerconfig.restart_delay(int(c.doc.get("RestartCount", 0)))
+        c.state.update(Restarting=True, Status="restarting")
+        await asyncio.sleep(delay)
+        async with c.lock:
+            c.state["Restarting"] = False
+            if c.removed or c.removing or c.running or c.doc.get("ManuallyStopped"):
+                if not c.running and not c.removed:
+                    c.state["Status"] = "exited"
+                return
+            c.doc["RestartCount"] = int(c.doc.get("RestartCount", 0)) + 1
+            try:
+                await self._start_locked(c)
+            except BerthError as exc:
+                log.warning("restart policy: %s did not start: %s", c.id[:12], exc)
+                c.state["Status"] = "exited"
+                self.containers.save(c)
+
+    # signals ------------------------------------------------------------
+    async def kill(self, ref: str, signal: str | None) -> None:
+        c = self.containers.get(ref)
+        sig = validate.parse_signal(signal, _signal.SIGKILL)
+        if not c.running:
+            raise Conflict(f"Cannot kill container: {ref}: Container {c.id} is not running")
+        c.doc["ManuallyStopped"] = True
+        exits = c.exits
+        await self.containers.runtime_of(c).kill(c.id, sig)
+        self.containers.event(c, "kill", signal=str(sig))
+        if c.state["Paused"] and sig == _signal.SIGKILL:
+            await self._resume_quietly(c)
+        if sig == _signal.SIGKILL:  # as Docker: answered once the exit is recorded (inspect shows 137, rm works)
+            await self._wait_exit(c, exits, KILL_WAIT)
+
+    async def stop(self, ref: str, timeout: int | None, signal: str | None) -> None:
+        c = self.containers.get(ref)
+        async with c.lock:
+            if not c.running:
+                if c.state.get("Restarting"):  # waiting to be restarted by its policy: cancel that
+                    c.doc["ManuallyStopped"] = True
+                    self.containers.save(c)
+                    return
+                raise NotModified(f"container {c.id} is already stopped")
+            await self._stop_locked(c, timeout, signal)
+
+    async def _stop_locked(self, c: Container, timeout: int | None, signal: str | None) -> None:
+        c.doc["ManuallyStopped"] = not c.restarting
+        cfg = c.doc["Config"]
+        sig = validate.parse_signal(signal or cfg.get("StopSignal"), _signal.SIGTERM)
+        if timeout is None:
+            timeout = cfg.get("StopTimeout")
+        if timeout is None:
+            timeout = 10
+        runtime = self.containers.runtime_of(c)
+        exits = c.exits
+        try:
+            await runtime.kill(c.id, sig)
+            if c.state["Paused"]:
+                await self._resume_quietly(c)
+            self.containers.event(c, "kill", signal=str(sig))
+        except Conflict:
+            pass
+        if timeout < 0 or not await self._wait_exit(c, exits, timeout):
+            try:
+                await runtime.kill(c.id, _signal.SIGKILL)
+                self.containers.event(c, "kill", signal=str(int(_signal.SIGKILL)))
+            except Conflict:
+                pass
+            await self._wait_exit(c, exits, None)
+        self.containers.event(c, "stop")
+
+    async def _resume_quietly(self, c: Container) -> None:
+        try:
+            await self.containers.runtime_of(c).resume(c.id)
+        except BerthError:
+            pass
+        c.state.update(Paused=False, Status="running" if c.running else c.state["Status"])
+
+    async def _wait_exit(self, c: Container, exits_before: int, timeout: float | None) -> bool:
+        async def until() -> None:
+            async with c.changed:
+                await c.changed.wait_for(lambda: c.exits > exits_before or c.removed)
+        try:
+            await asyncio.wait_for(until(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False
+
+    async def restart(self, ref: str, timeout: int | None, signal: str | None) -> None:
+        c = self.containers.get(ref)
+        async with c.lock:
+            c.restarting = True
+            try:
+                if c.running:
+                    await self._stop_locked(c, timeout, signal)
+                await self._start_locked(c)
+            finally:
+                c.restarting = False
+        self.containers.event(c, "restart")
+
+    async def pause(self, ref: str) -> None:
+        c = self.containers.get(ref)
+        if not c.running:
+            raise Conflict(f"Container {c.id} is not running")
+        if c.state["Paused"]:
+            raise Conflict(f"Container {c.id} is already paused")
+        await self.containers.runtime_of(c).pause(c.id)
+        c.state.update(Paused=True, Status="paused")
+        self.containers.save(c)
+        self.containers.event(c, "pause")
+
+    @contextlib.asynccontextmanager
+    async def held_still(self, ref: str, pause: bool = True) -> AsyncIterator[Container]:
+        """The container paused for the time of the block (commit) when it runs and *pause* is asked.
+
+        One that is not running, or that exits at that moment (the runtime's pause then fails), needs
+        no pause: the block runs anyway, as Docker commits a stopped container.
+        """
+        c = self.containers.get(ref)
+        paused = False
+        if pause and c.running and not c.state["Paused"]:
+            try:
+                await self.pause(c.id)
+                paused = True
+            except BerthError:
+                if c.running and await self.containers.runtime_of(c).status(c.id) in ("running", "paused"):
+                    raise  # it still runs: the pause failed for another reason
+        try:
+            yield c
+        finally:
+            if paused and c.running and c.state["Paused"]:
+                try:
+                    await self.unpause(c.id)
+                except BerthError:
+                    if c.running:
+                        raise
+
+    async def unpause(self, ref: str) -> None:
+        c = self.containers.get(ref)
+        if not c.state["Paused"]:
+            raise Conflict(f"Container {c.id} is not paused")
+        await self.containers.runtime_of(c).resume(c.id)
+        c.state.update(Paused=False, Status="running")
+        self.containers.save(c)
+        self.containers.event(c, "unpause")
+
+    # wait / remove ------------------------------------------------------
+    async def wait(self, ref: str, condition: str) -> dict[str, Any]:
+        c = self.containers.get(ref)
+        condition = condition or "not-running"
+        if condition not in ("not-running", "next-exit", "removed"):
+            raise InvalidArgument(f"invalid condition {condition!r}: use not-running, next-exit or removed")
+        exits = c.exits
+        async with c.changed:
+            if condition == "not-running":
+                await c.changed.wait_for(lambda: not c.running or c.removed)
+            elif condition == "next-exit":
+                await c.changed.wait_for(lambda: c.exits > exits or c.removed)
+            else:
+                await c.changed.wait_for(lambda: c.removed)
+        error = (c.state.get("Error") or None) if c.state["Status"] == "exited" else None
+        return {"StatusCode": c.state["ExitCode"], "Error": {"Message": error} if error else None}
+
+    async def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
+        c = self.containers.get(ref)
+        # between two runs of its restart policy (waiting, or being started again): as Docker, refused
+        if not force and not c.running and (c.state.get("Restarting") or c.state.get("Status") == "restarting"):
+            raise Conflict(f"You cannot remove a restarting container {c.id}. Stop the container before "
+                           "attempting removal or force remove")
+        if c.running:
+            if not force:
+                state = "paused" if c.state["Paused"] else "running"
+                procedure = "Unpause and then stop" if state == "paused" else "Stop"
+                raise Conflict(f"You cannot remove a {state} container {c.id}. {procedure} the container before "
+                               "attempting removal or force remove")
+            exits = c.exits
+            try:
+                await self.containers.runtime_of(c).kill(c.id, _signal.SIGKILL)
+            except Conflict:
+                pass
+            if c.state["Paused"]:
+                await self._resume_quietly(c)
+            await self._wait_exit(c, exits, 30)
+        if c.removing and not c.removed:  # AutoRemove got there first: answer when it is done
+            async with c.changed:
+                await c.changed.wait_for(lambda: c.removed)
+        if c.removed or c.removing:
+            return
+        c.removing = True  # "removed" waiters are woken only once it is really gone
+        if c.watcher is not None:
+            c.watcher.cancel()
+        self.health.stopped(c)
+        if c.running:  # the kill did not take within its wait: make the runtime let go
+            await self.containers.runtime_of(c).delete(c.id)
+        # Otherwise no runtime delete here: _exited (or a failed start) already did it.
+        try:
+            bundles.unmount_root(self.containers.overlay(c))
+        except (BerthError, NotFound):
+            pass
+        self.containers.forget(c)
+        # The directory goes beside the answer, not before it (an upper dir may hold much, nested however
+        # deep): nothing refers to it any more, and a daemon killed first sweeps it at recovery.
+        self._keep(asyncio.get_running_loop().create_task(fs.remove_tree(c.dir)))
+        if volumes or c.doc["HostConfig"].get("AutoRemove"):  # docker rm -v, and --rm containers
+            self.containers.volumes.remove_anonymous(c.doc)
+        c.removed = True
+        self.containers.event(c, "destroy")
+        await c.notify()
+
+    async def prune(self, filters: dict[str, list[str]]) -> dict[str, Any]:
+        """Remove every stopped container matching *filters* (label, label!, until)."""
+        for key in filters:
+            if key not in ("label", "label!", "until"):
+                raise InvalidArgument(f"invalid filter '{key}'")
+        until = min((timefmt.parse_since(v) for v in filters.get("until", [])), default=0)
+        deleted, reclaimed = [], 0
+        for c in list(self.containers.all()):
+            if c.running or c.state["Paused"]:
+                continue
+            labels = c.doc["Config"].get("Labels") or {}
+            if not all(containerconfig.label_matches(labels, v) for v in filters.get("label", [])):
+                continue
+            if any(containerconfig.label_matches(labels, v) for v in filters.get("label!", [])):
+                continue
+            if until and timefmt.parse_ns(c.doc["Created"]) > until:
+                continue
+            reclaimed += fs.disk_usage(os.path.join(c.dir, "upper"))
+            await self.remove(c.id)
+            deleted.append(c.id)
+        self._events.publish("container", "prune", "", {"reclaimed": str(reclaimed)})
+        return {"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed}
