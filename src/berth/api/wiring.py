@@ -30,7 +30,10 @@ from berth.services.events import Events
 from berth.services.execs import Execs
 from berth.services.health import Health
 from berth.services.imageio import ImageIO
+from berth.services.imageremoval import ImageRemoval
 from berth.services.images import Images
+from berth.services.imageviews import ImageViews
+from berth.services.layers import Layers, Leases
 from berth.services.lifecycle import Lifecycle
 from berth.services.networks import Networks
 from berth.services.records import ContainerTable
@@ -69,6 +72,9 @@ class Daemon:
     db: Database
     store: LocalStore
     images: Images
+    imageviews: ImageViews
+    imageremoval: ImageRemoval
+    layers: Layers
     containers: Containers
     lifecycle: Lifecycle
     execs: Execs
@@ -108,21 +114,24 @@ def build(config: DaemonConfig) -> Daemon:
         runtimes["vm"] = VmRuntime(config.vm_dir or os.path.join(root, "vm"), sockets,
                                    os.path.join(root, "containers"), cold_boot=config.vm_boot == "cold")
     table = ContainerTable.load(db, os.path.join(root, "containers"))  # read by images, networks, volumes
-    images = Images(db, store, snaps, events, table.using_image)
+    leases, layers = Leases(), Layers(store, snaps)
+    images = Images(db, store, layers, leases, events, table.using_image)
+    imageviews = ImageViews(images)
+    imageremoval = ImageRemoval(images, imageviews, db, store, layers, leases, events)
     volumes = Volumes(root, db, events, table.mounts)
     networks = Networks(db, root, events, table.all, bridge=config.bridge, bip=config.bip,
                         table=nft_table(root), upstream_resolv=_read("/etc/resolv.conf"))
     containers = Containers(root, db, images, snaps, events, runtimes, config.default_runtime, HostFacts.probe(),
                             table=table, volumes=volumes, networks=networks)
     options = RegistryOptions(insecure_registries=tuple(config.insecure_registries), certs_dir=Path(config.certs_dir))
-    distribution = Distribution(images, store, events, options,
+    distribution = Distribution(images, layers, leases, store, events, options,
                                 Path(config.registry_auth_file) if config.registry_auth_file else None)
-    imageio = ImageIO(images, store, events, root)
+    imageio = ImageIO(images, leases, store, events, root)
     execs = Execs(containers)
     lifecycle = Lifecycle(containers, Health(containers, execs.probe_process), events)
     builder = Builder(images, imageio, containers, lifecycle, db, events, root, distribution)
-    return Daemon(config, db, store, images, containers, lifecycle, execs, events, runtimes, distribution,
-                  imageio, networks, builder)
+    return Daemon(config, db, store, images, imageviews, imageremoval, layers, containers, lifecycle, execs, events,
+                  runtimes, distribution, imageio, networks, builder)
 
 
 # Modes of the data root and what is in it (Docker's data root is 0710). Nothing

@@ -41,6 +41,7 @@ from berth.registry import (
 )
 from berth.services.events import Events
 from berth.services.images import Images, is_index
+from berth.services.layers import Layers, Leases
 from berth.snapshot.overlay import chain_ids
 
 Emit = Callable[[dict[str, Any]], None]
@@ -105,10 +106,10 @@ class _Unpacked(Exception):
 class Unpacker:
     """Unpacks one layer in a worker thread from the bytes its download receives: one pass, no re-read."""
 
-    def __init__(self, images: Images, diff_id: str) -> None:
-        self._images = images
+    def __init__(self, layers: Layers, diff_id: str) -> None:
+        self._layers = layers
         self._pipe = _Pipe()
-        self._job = asyncio.ensure_future(asyncio.to_thread(images.unpack_stream, cast(IO[bytes], self._pipe),
+        self._job = asyncio.ensure_future(asyncio.to_thread(layers.unpack_stream, cast(IO[bytes], self._pipe),
                                                             diff_id))
 
     async def feed(self, data: bytes) -> None:
@@ -120,7 +121,7 @@ class Unpacker:
         self._pipe.put(data)
 
     async def finish(self) -> str:
-        """Wait for the unpacking; return the prepared directory (see Images.unpack_stream)."""
+        """Wait for the unpacking; return the prepared directory (see Layers.unpack_stream)."""
         while self._pipe.full() and not self._job.done():
             await asyncio.sleep(0.005)
         if not self._job.done():
@@ -138,7 +139,7 @@ class Unpacker:
             tmp, _ = await self._job
         except BaseException:
             return
-        self._images.discard_layer(tmp)
+        self._layers.discard(tmp)
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,9 +151,9 @@ class PullResult:
 
 
 class Distribution:
-    def __init__(self, images: Images, store: LocalStore, events: Events, options: RegistryOptions,
-                 docker_config: Path | None = None) -> None:
-        self._images, self._store, self._events = images, store, events
+    def __init__(self, images: Images, layers: Layers, leases: Leases, store: LocalStore, events: Events,
+                 options: RegistryOptions, docker_config: Path | None = None) -> None:
+        self._images, self._layers, self._leases, self._store, self._events = images, layers, leases, store, events
         self._options = options
         self._docker_config = docker_config
         self._client: RegistryClient | None = None
@@ -230,7 +231,7 @@ class Distribution:
         except (KeyError, TypeError):
             raise RegistryDataError(f"the manifest of {ref} from {registry} has no config or layers") from None
         blobs = [str(config_desc["digest"]), *(str(layer["digest"]) for layer in layers)]
-        with self._images.lease([top.digest, manifest.digest, *blobs]):
+        with self._leases.lease([top.digest, manifest.digest, *blobs]):
             if not self._store.exists(config_desc["digest"]):
                 await self._download(registry, repo, config_desc, creds, lambda d: None)
             config = _json(self._store.read(config_desc["digest"]), f"the config of {ref}")
@@ -257,10 +258,10 @@ class Distribution:
                 emit({"status": "Pulling fs layer", "progressDetail": {}, "id": short})
                 async with sem:
                     chain = chains[diff_id]
-                    unpack = None if self._images.has_layer(chain) else diff_id
+                    unpack = None if self._layers.has(chain) else diff_id
                     tmp = await self._download(registry, repo, desc, creds, emit, unpack=unpack)
                     if tmp is not None:
-                        self._images.publish_layer(tmp, chain)
+                        self._layers.publish(tmp, chain)
                 fetched[0] = True
                 emit({"status": "Pull complete", "progressDetail": {}, "id": short})
 
@@ -288,7 +289,7 @@ class Distribution:
         digest, total = str(desc["digest"]), int(desc.get("size") or 0)
         short = digest[7:19]
         ingest = await spool.settled(self._store.resume, digest)  # hashes a partial file: not on the loop
-        unpacker = Unpacker(self._images, unpack) if unpack else None
+        unpacker = Unpacker(self._layers, unpack) if unpack else None
         last = 0.0
         try:
             if unpacker is not None and ingest.size:  # what an earlier attempt got: unpack it first
@@ -303,7 +304,7 @@ class Distribution:
                             ingest.reset()  # the registry sent the whole blob again
                             if unpacker is not None:
                                 await unpacker.abort()
-                                unpacker = Unpacker(self._images, str(unpack))
+                                unpacker = Unpacker(self._layers, str(unpack))
                         async for chunk in stream:
                             await spool.settled(ingest.write, chunk)  # file I/O in a thread
                             if unpacker is not None:
@@ -341,7 +342,7 @@ class Distribution:
             await spool.settled(ingest.commit, digest)  # the blob's own digest first: a wrong blob explains a bad layer
         except InvalidArgument as exc:
             if tmp is not None:
-                self._images.discard_layer(tmp)
+                self._layers.discard(tmp)
             raise RegistryDataError(f"blob {digest} from {display_name(registry, repo)} has the wrong content "
                                     f"({exc}): refused, nothing was stored") from None
         if refused is not None:
@@ -378,8 +379,8 @@ class Distribution:
 
     def _local_tags(self, name: str) -> list[str]:
         out = []
-        for image in self._images.listing():
-            for t in image["RepoTags"]:
+        for tags in self._images.tag_map().values():
+            for t in tags:
                 ref = reference.parse(t)
                 if ref.name == name and ref.tag:
                     out.append(ref.tag)

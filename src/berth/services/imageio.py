@@ -29,13 +29,14 @@ from berth.image import imagearchive, layerdiff
 from berth.oci import reference
 from berth.services.events import Events
 from berth.services.images import MEDIA_CONFIG, MEDIA_LAYER, MEDIA_MANIFEST, Images
+from berth.services.layers import Leases
 
 LAYER_GZIP = MEDIA_LAYER + "+gzip"
 
 
 class ImageIO:
-    def __init__(self, images: Images, store: LocalStore, events: Events, root: str) -> None:
-        self._images, self._store, self._events = images, store, events
+    def __init__(self, images: Images, leases: Leases, store: LocalStore, events: Events, root: str) -> None:
+        self._images, self._leases, self._store, self._events = images, leases, store, events
         self._tmp = os.path.join(root, "tmp")
         os.makedirs(self._tmp, exist_ok=True)
         for stale in os.listdir(self._tmp):  # a load cut short by a crash
@@ -120,7 +121,7 @@ class ImageIO:
                 target = self._images.register_index(ref.indexes[0].data, ids)
         finally:
             for item in leased:
-                self._images.release(item)
+                self._leases.release(item)
         lines = []
         for image_id in dict.fromkeys(ids.values()):  # as Docker: one event per image loaded, by its id
             self._images.event("load", image_id, image_id)
@@ -150,7 +151,7 @@ class ImageIO:
         return json.dumps(manifest, separators=(",", ":")).encode()
 
     def _hold(self, item: str, leased: list[str]) -> None:
-        self._images.hold(item)
+        self._leases.hold(item)
         leased.append(item)
 
     def _ingest_file(self, path: Path, expected: str | None) -> str:
@@ -198,7 +199,7 @@ class ImageIO:
             base_layers = json.loads(self._store.read(base["manifest"]))["layers"]
             diff_ids = list(base["diff_ids"])
         leased = [layer] if layer else []
-        with self._images.lease(leased):
+        with self._leases.lease(leased):
             created = timefmt.now()
             config = {k: v for k, v in base_config.items() if k not in ("container", "container_config")}
             config.update({"created": created, "config": body, **(extra or {})})

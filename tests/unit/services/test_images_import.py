@@ -15,6 +15,7 @@ from berth.errors import InvalidArgument
 from berth.metadata.db import Database
 from berth.services.events import Events
 from berth.services.images import Images
+from berth.services.layers import Layers, Leases
 from berth.snapshot.overlay import Snapshots
 from berth.testing.tars import files_tar as _tar
 
@@ -33,7 +34,7 @@ class World:
         self.store = LocalStore(str(root))
         self.db = Database(str(root / "db"))
         self.snaps = Snapshots(str(root))
-        self.images = Images(self.db, self.store, self.snaps, Events(), lambda i: [])
+        self.images = Images(self.db, self.store, Layers(self.store, self.snaps), Leases(), Events(), lambda i: [])
 
     def import_(self, body: AsyncIterator[bytes], repo: str = "imported") -> str:
         return asyncio.run(self.images.import_tarball(body, repo, "latest", [], ""))

@@ -16,12 +16,11 @@ from berth.errors import InvalidArgument
 from berth.metadata.db import Database
 from berth.services.events import Events
 from berth.services.imageio import ImageIO
-from berth.services.images import (
-    MEDIA_CONFIG,
-    MEDIA_MANIFEST,
-    Images,
-    reference_matches,
-)
+from berth.services.imageremoval import ImageRemoval
+from berth.services.images import MEDIA_CONFIG, MEDIA_MANIFEST, Images
+from berth.services.imageviews import ImageViews
+from berth.services.layers import Layers, Leases
+from berth.services.patterns import reference_matches
 from berth.snapshot.overlay import Snapshots
 from berth.testing.tars import files_tar
 
@@ -31,8 +30,11 @@ class Store:
         self.store = LocalStore(str(root))
         self.db = Database(str(root / "db"))
         self.events = Events()
-        self.images = Images(self.db, self.store, Snapshots(str(root)), self.events, lambda i: [])
-        self.io = ImageIO(self.images, self.store, self.events, str(root))
+        self.leases, self.layers = Leases(), Layers(self.store, Snapshots(str(root)))
+        self.images = Images(self.db, self.store, self.layers, self.leases, self.events, lambda i: [])
+        self.views = ImageViews(self.images)
+        self.removal = ImageRemoval(self.images, self.views, self.db, self.store, self.layers, self.leases, self.events)
+        self.io = ImageIO(self.images, self.leases, self.store, self.events, str(root))
 
     def base(self, labels: dict[str, str] | None = None) -> str:
         raw = files_tar({"hello": b"world"})
@@ -53,7 +55,7 @@ class Store:
         return self.io.derive(parent, {"Labels": {"step": label}}, layer=None, history={"created_by": label})
 
     def ids(self, **kw: object) -> set[str]:
-        return {i["Id"] for i in self.images.listing(**kw)}  # type: ignore[arg-type]
+        return {i["Id"] for i in self.views.listing(**kw)}  # type: ignore[arg-type]
 
     def published(self) -> list[tuple[str, str, str, dict[str, str]]]:
         return [(e["Type"], e["Action"], e["Actor"]["ID"], e["Actor"]["Attributes"]) for e in self.events._ring]
@@ -70,13 +72,13 @@ def test_an_untagged_parent_is_hidden_unless_all(s: Store) -> None:
     one = s.step(base, "one")
     two = s.step(one, "two")
     s.images.set_tag("app:1", two)
-    assert s.images.inspect("app:1")["Parent"] == one and s.images.inspect(one)["Parent"] == base
+    assert s.views.inspect("app:1")["Parent"] == one and s.views.inspect(one)["Parent"] == base
     assert s.ids() == {base, two}                      # `one` is an intermediate: hidden
     assert s.ids(all_=True) == {base, one, two}        # docker images -a
-    listed = {i["Id"]: i for i in s.images.listing(all_=True)}
+    listed = {i["Id"]: i for i in s.views.listing(all_=True)}
     assert listed[two]["ParentId"] == one and listed[base]["ParentId"] == ""
     assert s.ids(filters={"dangling": ["true"]}) == set()  # an intermediate is not dangling
-    assert {"Deleted": one} not in (s.images.prune()["ImagesDeleted"] or [])
+    assert {"Deleted": one} not in (s.removal.prune()["ImagesDeleted"] or [])
     assert s.images.record(one)
 
 
@@ -86,7 +88,7 @@ def test_rmi_takes_untagged_parents_along(s: Store) -> None:
     one = s.step(base, "one")
     two = s.step(one, "two")
     s.images.set_tag("app:1", two)
-    out = s.images.remove("app:1")
+    out = s.removal.remove("app:1")
     assert out == [{"Untagged": "app:1"}, {"Deleted": two}, {"Deleted": one}]  # base is tagged: it stays
     assert s.images.record(base)
 
@@ -97,21 +99,21 @@ def test_a_parent_with_another_child_stays(s: Store) -> None:
     a, b = s.step(one, "a"), s.step(one, "b")
     s.images.set_tag("a:1", a)
     s.images.set_tag("b:1", b)
-    s.images.remove("a:1")
+    s.removal.remove("a:1")
     assert s.images.record(one) and s.images.record(base)
-    assert s.images.remove("b:1")[-2:] == [{"Deleted": one}, {"Deleted": base}]
+    assert s.removal.remove("b:1")[-2:] == [{"Deleted": one}, {"Deleted": base}]
 
 
 def test_reference_filter_lists_only_the_matched_names(s: Store) -> None:
     base = s.base()
     for tag in ("busybox:latest", "busybox:1", "other/name:1"):
         s.images.set_tag(tag, base)
-    (item,) = s.images.listing(filters={"reference": ["busybox:latest"]})
+    (item,) = s.views.listing(filters={"reference": ["busybox:latest"]})
     assert item["RepoTags"] == ["busybox:latest"]  # `docker images -q busybox:latest` prints the id once
-    (item,) = s.images.listing(filters={"reference": ["busybox"]})
+    (item,) = s.views.listing(filters={"reference": ["busybox"]})
     assert item["RepoTags"] == ["busybox:1", "busybox:latest"]
-    assert s.images.listing(filters={"reference": ["nothing"]}) == []
-    (item,) = s.images.listing()
+    assert s.views.listing(filters={"reference": ["nothing"]}) == []
+    (item,) = s.views.listing()
     assert len(item["RepoTags"]) == 3
 
 
@@ -136,9 +138,9 @@ def test_image_events_as_docker(s: Store) -> None:
     base = s.base({"maintainer": "me"})
     s.images.tag(base, "lab", "1")
     s.images.tag(base, "lab", "2")
-    s.images.remove("lab:2")
+    s.removal.remove("lab:2")
     list(s.io.save(["lab:1"]))
-    s.images.remove("lab:1")
+    s.removal.remove("lab:1")
     events = s.published()
     assert ("image", "tag", base, {"maintainer": "me", "name": "lab:1"}) in events  # labels + the new name
     assert ("image", "untag", base, {"maintainer": "me", "name": "lab:2"}) in events
@@ -148,7 +150,7 @@ def test_image_events_as_docker(s: Store) -> None:
 
 def test_image_prune_event(s: Store) -> None:
     s.base()
-    result = s.images.prune()
+    result = s.removal.prune()
     assert s.published()[-1] == ("image", "prune", "", {"reclaimed": str(result["SpaceReclaimed"])})
 
 

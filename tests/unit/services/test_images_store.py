@@ -13,7 +13,10 @@ from berth.content.local import LocalStore
 from berth.errors import InvalidArgument, NotFound
 from berth.metadata.db import Database
 from berth.services.events import Events
+from berth.services.imageremoval import ImageRemoval
 from berth.services.images import MEDIA_CONFIG, MEDIA_INDEX, MEDIA_MANIFEST, Images
+from berth.services.imageviews import ImageViews
+from berth.services.layers import Layers, Leases
 from berth.snapshot.overlay import Snapshots
 from berth.testing.tars import files_tar as _layer
 
@@ -30,7 +33,10 @@ class Store:
         self.db = Database(str(root / "db"))
         self.snaps = Snapshots(str(root))
         self.users: dict[str, list[str]] = {}
-        self.images = Images(self.db, self.store, self.snaps, Events(), lambda i: self.users.get(i, []))
+        self.leases, self.layers, events = Leases(), Layers(self.store, self.snaps), Events()
+        self.images = Images(self.db, self.store, self.layers, self.leases, events, lambda i: self.users.get(i, []))
+        self.views = ImageViews(self.images)
+        self.removal = ImageRemoval(self.images, self.views, self.db, self.store, self.layers, self.leases, events)
 
     def image(self, arch: str, files: dict[str, bytes], *, gz: bool = True) -> tuple[bytes, str]:
         """Put an image's blobs in the store; return (manifest bytes, manifest digest)."""
@@ -60,7 +66,7 @@ def test_register_unpacks_and_verifies(s: Store) -> None:
     assert s.images.record(image_id)["size"] == 5
     s.images.set_tag("reg/x:1", image_id)
     assert s.images.resolve("reg/x:1") == image_id
-    assert s.images.inspect("reg/x:1")["RepoDigests"] == ["reg/x@sha256:" + "a" * 64]
+    assert s.views.inspect("reg/x:1")["RepoDigests"] == ["reg/x@sha256:" + "a" * 64]
 
 
 def test_a_layer_that_is_not_what_the_config_says_is_refused(s: Store) -> None:
@@ -95,9 +101,9 @@ def test_an_index_resolves_per_platform(s: Store) -> None:
     assert s.images.config(arm)["architecture"] == "arm64"
     with pytest.raises(InvalidArgument, match="has no variant for linux/s390x.*linux/amd64, linux/arm64"):
         s.images.resolve("multi", "linux/s390x")
-    listed = s.images.listing()
+    listed = s.views.listing()
     assert [i["RepoTags"] for i in listed] == [["multi:latest"]]  # the arm64 half is not dangling
-    assert len(s.images.listing(all_=True)) == 2
+    assert len(s.views.listing(all_=True)) == 2
 
 
 def test_a_platform_the_index_lists_but_is_not_here_is_not_found(s: Store) -> None:
@@ -113,7 +119,7 @@ def test_a_platform_the_index_lists_but_is_not_here_is_not_found(s: Store) -> No
 def test_removing_an_index_tag_collects_everything(s: Store) -> None:
     index, ids = _index(s)
     s.images.set_tag("multi:latest", s.images.register_index(index, ids))
-    out = s.images.remove("multi:latest")
+    out = s.removal.remove("multi:latest")
     assert {"Untagged": "multi:latest"} in out and sum("Deleted" in o for o in out) == 2
     assert s.store.digests() == [] and s.snaps.chains() == []
 
@@ -136,13 +142,13 @@ def test_prune_and_collect_respect_users_and_leases(s: Store) -> None:
     s.users[used_id] = ["c" * 64]
     stray = s.store.put(b"a blob nobody refers to")
     leased = s.store.put(b"a blob a pull is writing")
-    with s.images.lease([leased]):
-        result = s.images.prune()
+    with s.leases.lease([leased]):
+        result = s.removal.prune()
         assert s.store.exists(leased)
     assert {"Deleted": dangling_id} in result["ImagesDeleted"] and result["SpaceReclaimed"] > 0
     assert not s.store.exists(stray)
     assert s.images.record(kept_id) and s.images.record(used_id)
-    result = s.images.prune(all_=True)
+    result = s.removal.prune(all_=True)
     assert {"Deleted": kept_id} in result["ImagesDeleted"]
     assert s.images.record(used_id)  # in use: never
     assert not s.store.exists(leased)  # the lease is over

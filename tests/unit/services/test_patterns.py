@@ -2,7 +2,7 @@
 
 import pytest
 
-from berth.services.images import reference_matches
+from berth.services.patterns import reference_matches
 from berth.services.patterns import go_regex
 from berth.services.views import name_matches
 

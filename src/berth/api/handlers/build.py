@@ -67,7 +67,7 @@ def register(router: Router, d: Daemon) -> None:
 
     async def prune(req: Request) -> Reply:
         cleared = d.db.build_cache_clear()
-        reclaimed = d.images.collect()
+        reclaimed = d.imageremoval.collect()
         return Reply(200, {"CachesDeleted": [str(cleared)] if cleared else None, "SpaceReclaimed": reclaimed})
 
     router.add("POST", "/build", build)

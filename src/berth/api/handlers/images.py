@@ -140,10 +140,10 @@ def register(router: Router, d: Daemon) -> None:
         return Reply(200, {"Status": "Login Succeeded", "IdentityToken": ""})
 
     async def list_(req: Request) -> Reply:
-        return Reply(200, d.images.listing(req.qbool("all"), req.filters()))
+        return Reply(200, d.imageviews.listing(req.qbool("all"), req.filters()))
 
     async def inspect(req: Request) -> Reply:
-        doc = d.images.inspect(req.params["image"])
+        doc = d.imageviews.inspect(req.params["image"])
         # Docker 26+ drops these at API 1.45, but docker-compose 1.29 (which speaks the daemon's newest
         # version) reads ContainerConfig.Volumes to recreate a container: kept, empty, at every version.
         doc.setdefault("Container", "")
@@ -152,19 +152,19 @@ def register(router: Router, d: Daemon) -> None:
         return Reply(200, doc)
 
     async def history(req: Request) -> Reply:
-        return Reply(200, d.images.history(req.params["image"]))
+        return Reply(200, d.imageviews.history(req.params["image"]))
 
     async def tag(req: Request) -> Reply:
         d.images.tag(req.params["image"], req.q("repo"), req.q("tag"))
         return Reply(201)
 
     async def remove(req: Request) -> Reply:
-        return Reply(200, d.images.remove(req.params["image"], req.qbool("force")))
+        return Reply(200, d.imageremoval.remove(req.params["image"], req.qbool("force")))
 
     async def prune(req: Request) -> Reply:
         filters = req.filters()
         all_ = any(v in ("false", "0") for v in filters.get("dangling", []))
-        return Reply(200, d.images.prune(all_, filters))
+        return Reply(200, d.imageremoval.prune(all_, filters))
 
     async def save_many(req: Request) -> Stream:
         return Stream(threaded(d.imageio.save(req.query.get("names", []))), TAR)

@@ -53,7 +53,7 @@ def register(router: Router, d: Daemon) -> None:
         return Reply(200, {
             "ID": engine_id, "Containers": len(cs), "ContainersRunning": running,
             "ContainersPaused": paused, "ContainersStopped": len(cs) - running - paused,
-            "Images": len(d.images.listing(True)), "Driver": "overlay2",
+            "Images": len(d.imageviews.listing(True)), "Driver": "overlay2",
             "DriverStatus": [["Backing Filesystem", "extfs"], ["Supports d_type", "true"]],
             "Plugins": {"Volume": [], "Network": ["host", "null"], "Authorization": None, "Log": ["json-file"]},
             "MemoryLimit": True, "SwapLimit": os.path.exists("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"),
@@ -99,8 +99,8 @@ def register(router: Router, d: Daemon) -> None:
         return Stream(lines())
 
     async def df(req: Request) -> Reply:
-        images = d.images.listing(True)
-        layers = d.images.layers_size()
+        images = d.imageviews.listing(True)
+        layers = d.layers.total_size()
         return Reply(200, {"LayersSize": layers, "Images": images, "Volumes": d.containers.volumes.usage(),
                            "BuildCache": [],
                            "Containers": views.listing(d.containers, d.images, True, -1, {}, True)})
