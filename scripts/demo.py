@@ -17,7 +17,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from berth import client
+from berth.client.engine import Client
+from berth.errors import BerthError
 from berth.testing.registry import LocalRegistry
 
 SOCK = "/run/berth/berth.sock"
@@ -41,8 +42,8 @@ def run(*argv: str, check: bool = True) -> int:
 
 def daemon_up() -> bool:
     try:
-        return client.Client(HOST, api_version="1.47").request("GET", "/_ping").status == 200
-    except (OSError, client.BerthError):
+        return Client(HOST, api_version="1.47").request("GET", "/_ping").status == 200
+    except (OSError, BerthError):
         return False
 
 

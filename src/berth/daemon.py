@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 from berth import __version__
 from berth.api import routes
-from berth.api.server import Limits, Server
+from berth.api.limits import Limits
+from berth.api.server import Server
 from berth.api.tls import tls_handler
 from berth.api.wiring import DaemonConfig, build
 
@@ -254,7 +255,7 @@ async def serve(config: DaemonConfig) -> None:
 
 def _raise_open_file_limit() -> None:
     """Soft RLIMIT_NOFILE up to the hard one (as dockerd's unit file does): many clients, attach
-    sockets, and walks of deep trees, which hold one descriptor per level (host.fstree.walk)."""
+    sockets, and walks of deep trees, which hold one descriptor per level (host.fswalk.walk)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = hard if hard != resource.RLIM_INFINITY else 1048576
     if soft != resource.RLIM_INFINITY and soft < want:

@@ -21,15 +21,10 @@ import pytest
 
 from berth.content.local import LocalStore
 from berth.image import ocilayout as ol
-from berth.image.imagearchive import (
-    ArchiveImage,
-    ArchiveRef,
-    Compression,
-    SaveImage,
-    extract_archive,
-    iter_archive,
-    read_archive,
-)
+from berth.image.archiveextract import extract_archive
+from berth.image.archiveread import read_archive
+from berth.image.archiverefs import ArchiveImage, ArchiveRef, Compression
+from berth.image.archivesave import SaveImage, iter_archive
 
 pytestmark = pytest.mark.skipif(shutil.which("skopeo") is None,
                                 reason="skopeo is not installed (apt-get install -y skopeo)")

@@ -21,11 +21,11 @@ import pytest
 
 from berth.host import binfmt
 from berth.oci import platform as plat
-from berth.tools import bootstrap
+from berth.tools import debarchive
 
 ARM64 = plat.parse("linux/arm64")
 ROOT = binfmt.BINFMT_DIR
-CACHE = Path(os.environ.get("BERTH_BOOTSTRAP_CACHE", str(bootstrap.DEFAULT_CACHE)))
+CACHE = Path(os.environ.get("BERTH_BOOTSTRAP_CACHE", str(debarchive.DEFAULT_CACHE)))
 QEMU = "/usr/bin/qemu-aarch64-static"
 
 pytestmark = [
@@ -37,8 +37,8 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def arm64_busybox() -> bytes:
     async def get() -> bytes:
-        deb = await bootstrap.fetch_deb("busybox-static", ARM64, CACHE)
-        data, _ = await bootstrap.read_deb_member(deb, "bin/busybox")
+        deb = await debarchive.fetch_deb("busybox-static", ARM64, CACHE)
+        data, _ = await debarchive.read_deb_member(deb, "bin/busybox")
         return data
 
     return asyncio.run(get())

@@ -22,10 +22,10 @@ import pytest
 
 from berth.host import binfmt
 from berth.image import archive
-from berth.tools import bootstrap
+from berth.tools import bootstrap, debarchive, layouttar, ocijson
 from berth.oci import platform as plat
 
-CACHE = Path(os.environ.get("BERTH_BOOTSTRAP_CACHE", str(bootstrap.DEFAULT_CACHE)))
+CACHE = Path(os.environ.get("BERTH_BOOTSTRAP_CACHE", str(debarchive.DEFAULT_CACHE)))
 NAME = "docker.io/library/busybox:latest"
 
 
@@ -46,9 +46,9 @@ def read_json(layout: Path, digest: str) -> Any:
 
 
 @pytest.fixture(scope="module")
-def builds(tmp_path_factory: pytest.TempPathFactory) -> tuple[bootstrap.BuiltImage, bootstrap.BuiltImage]:
+def builds(tmp_path_factory: pytest.TempPathFactory) -> tuple[ocijson.BuiltImage, ocijson.BuiltImage]:
     """The busybox image built twice, into two fresh directories, from the same cached .debs."""
-    async def both() -> tuple[bootstrap.BuiltImage, bootstrap.BuiltImage]:
+    async def both() -> tuple[ocijson.BuiltImage, ocijson.BuiltImage]:
         first = await bootstrap.build_busybox(tmp_path_factory.mktemp("bb1"), cache_dir=CACHE)
         second = await bootstrap.build_busybox(tmp_path_factory.mktemp("bb2"), cache_dir=CACHE)
         return first, second
@@ -57,36 +57,36 @@ def builds(tmp_path_factory: pytest.TempPathFactory) -> tuple[bootstrap.BuiltIma
 
 
 @pytest.fixture(scope="module")
-def built(builds: tuple[bootstrap.BuiltImage, bootstrap.BuiltImage]) -> bootstrap.BuiltImage:
+def built(builds: tuple[ocijson.BuiltImage, ocijson.BuiltImage]) -> ocijson.BuiltImage:
     return builds[0]
 
 
-def test_index_json_names_the_image(built: bootstrap.BuiltImage) -> None:
+def test_index_json_names_the_image(built: ocijson.BuiltImage) -> None:
     top = json.loads((built.layout / "index.json").read_bytes())
     assert json.loads((built.layout / "oci-layout").read_bytes()) == {"imageLayoutVersion": "1.0.0"}
     [desc] = top["manifests"]
-    assert desc["mediaType"] == bootstrap.MEDIA_INDEX
+    assert desc["mediaType"] == ocijson.MEDIA_INDEX
     assert desc["annotations"] == {"io.containerd.image.name": NAME, "org.opencontainers.image.ref.name": "latest"}
     assert desc["digest"] == built.top.digest
     assert blob(built.layout, desc["digest"]).stat().st_size == desc["size"]
 
 
-def test_skopeo_sees_an_index_with_both_platforms(built: bootstrap.BuiltImage) -> None:
+def test_skopeo_sees_an_index_with_both_platforms(built: ocijson.BuiltImage) -> None:
     raw = json.loads(skopeo("inspect", "--raw", f"oci:{built.layout}:latest"))
-    assert raw["mediaType"] == bootstrap.MEDIA_INDEX
+    assert raw["mediaType"] == ocijson.MEDIA_INDEX
     assert [m["platform"] for m in raw["manifests"]] == [
         {"os": "linux", "architecture": "amd64"}, {"os": "linux", "architecture": "arm64"}]
     assert plat.available(raw["manifests"]) == [plat.parse("linux/amd64"), plat.parse("linux/arm64")]
 
 
 @pytest.mark.parametrize("arch", ["arm64", "amd64"])
-def test_skopeo_picks_each_platform(built: bootstrap.BuiltImage, arch: str) -> None:
+def test_skopeo_picks_each_platform(built: ocijson.BuiltImage, arch: str) -> None:
     info = json.loads(skopeo("inspect", "--override-arch", arch, "--override-os", "linux", f"oci:{built.layout}:latest"))
     assert (info["Architecture"], info["Os"]) == (arch, "linux")
-    assert info["Env"] == [bootstrap.PATH_ENV]
+    assert info["Env"] == [ocijson.PATH_ENV]
 
 
-def test_skopeo_reports_a_platform_the_image_lacks(built: bootstrap.BuiltImage) -> None:
+def test_skopeo_reports_a_platform_the_image_lacks(built: ocijson.BuiltImage) -> None:
     done = subprocess.run(["skopeo", "inspect", "--override-arch", "s390x", f"oci:{built.layout}:latest"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode != 0
@@ -95,16 +95,16 @@ def test_skopeo_reports_a_platform_the_image_lacks(built: bootstrap.BuiltImage) 
     assert "linux/amd64, linux/arm64" in msg
 
 
-def test_configs_and_manifests(built: bootstrap.BuiltImage) -> None:
+def test_configs_and_manifests(built: ocijson.BuiltImage) -> None:
     index = read_json(built.layout, built.top.digest)
     for desc in index["manifests"]:
         manifest = read_json(built.layout, desc["digest"])
-        assert manifest["mediaType"] == bootstrap.MEDIA_MANIFEST and manifest["schemaVersion"] == 2
+        assert manifest["mediaType"] == ocijson.MEDIA_MANIFEST and manifest["schemaVersion"] == 2
         config = read_json(built.layout, manifest["config"]["digest"])
         assert plat.of_config(config) == plat.of_dict(desc["platform"])
         assert config["config"]["Cmd"] == ["sh"]
         [layer] = manifest["layers"]
-        assert layer["mediaType"] == bootstrap.MEDIA_LAYER
+        assert layer["mediaType"] == ocijson.MEDIA_LAYER
         with tarfile.open(blob(built.layout, layer["digest"])) as tar:
             names = tar.getnames()
         plain = gzip.decompress(blob(built.layout, layer["digest"]).read_bytes())
@@ -112,7 +112,7 @@ def test_configs_and_manifests(built: bootstrap.BuiltImage) -> None:
         assert {"bin/busybox", "bin/sh", "etc/passwd", "etc/group", "tmp", "home/bob"} <= set(names)
 
 
-def test_same_inputs_same_digests(builds: tuple[bootstrap.BuiltImage, bootstrap.BuiltImage]) -> None:
+def test_same_inputs_same_digests(builds: tuple[ocijson.BuiltImage, ocijson.BuiltImage]) -> None:
     first, second = builds
     assert first.top == second.top
     assert first.manifests == second.manifests
@@ -122,7 +122,7 @@ def test_same_inputs_same_digests(builds: tuple[bootstrap.BuiltImage, bootstrap.
 
 
 @pytest.mark.parametrize("arch, machine", [("amd64", "x86_64"), ("arm64", "aarch64")])
-def test_each_root_file_system_runs(built: bootstrap.BuiltImage, tmp_path: Path, arch: str, machine: str) -> None:
+def test_each_root_file_system_runs(built: ocijson.BuiltImage, tmp_path: Path, arch: str, machine: str) -> None:
     wanted = plat.parse(f"linux/{arch}")
     binfmt.ensure_emulator(wanted)
     desc = plat.choose(wanted, read_json(built.layout, built.top.digest)["manifests"])
@@ -137,9 +137,9 @@ def test_each_root_file_system_runs(built: bootstrap.BuiltImage, tmp_path: Path,
     assert done.stdout.split() == [machine, "root", "1000", "1777", "/usr/bin/env", "ok"]
 
 
-def test_layout_tar_loads_as_an_oci_archive(built: bootstrap.BuiltImage, tmp_path: Path) -> None:
-    one = bootstrap.write_layout_tar(built.layout, tmp_path / "one.tar")
-    two = b"".join(bootstrap.layout_tar(built.layout))
+def test_layout_tar_loads_as_an_oci_archive(built: ocijson.BuiltImage, tmp_path: Path) -> None:
+    one = layouttar.write_layout_tar(built.layout, tmp_path / "one.tar")
+    two = b"".join(layouttar.layout_tar(built.layout))
     assert one.read_bytes() == two
     assert skopeo("inspect", "--raw", f"oci-archive:{one}:latest") == skopeo("inspect", "--raw", f"oci:{built.layout}:latest")
     with tarfile.open(one) as tar:

@@ -180,10 +180,10 @@ def test_berth_build_cli(berthd, tmp_path):
 def test_foreign_and_multi_platform_builds(berthd, tmp_path):
     import asyncio
 
-    from berth.tools import bootstrap
+    from berth.tools import bootstrap, layouttar
 
     asyncio.run(bootstrap.build_busybox(tmp_path / "layout", name="docker.io/library/mbox:latest"))
-    bootstrap.write_layout_tar(tmp_path / "layout", tmp_path / "mbox.tar")
+    layouttar.write_layout_tar(tmp_path / "layout", tmp_path / "mbox.tar")
     docker(berthd, "load", "-i", str(tmp_path / "mbox.tar"), timeout=120)
     (tmp_path / "ctx").mkdir()
     (tmp_path / "ctx" / "Dockerfile").write_text("FROM mbox:latest\nARG TARGETARCH\nRUN uname -m > /arch && "

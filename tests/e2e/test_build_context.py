@@ -27,8 +27,9 @@ from typing import Callable, Iterator
 import pytest
 import zstandard
 
-from berth.builder.context import Context, tree_checksum
-from berth.builder.copyops import download
+from berth.builder.checksum import tree_checksum
+from berth.builder.context import Context
+from berth.builder.download import download
 from berth.errors import InvalidArgument, Unavailable
 
 MTIME = 1_600_000_000

@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 import pytest
 
 from berth.errors import FailedPrecondition
-from berth.network import dns, dnswire
+from berth.network import dns, dnswire, resolvconf
 from berth.network.dnswire import CLASS_IN, Message, Rcode, Record, Type
 
 T = TypeVar("T")
@@ -452,7 +452,7 @@ def test_busybox_nslookup(served: Served) -> None:
 
 
 def test_parse_resolv_conf_and_write_the_containers() -> None:
-    conf = dns.parse_resolv_conf(
+    conf = resolvconf.parse_resolv_conf(
         "# comment\n; another\nnameserver 192.0.2.53\nnameserver not-an-ip\nnameserver fd00::53\n"
         "nameserver 192.0.2.53\ndomain old.example\nsearch corp.example lab.example\n"
         "options rotate\noptions timeout:1 attempts:3\n"
@@ -460,11 +460,11 @@ def test_parse_resolv_conf_and_write_the_containers() -> None:
     assert conf.nameservers == ("192.0.2.53", "fd00::53", "192.0.2.53")
     assert conf.search == ("corp.example", "lab.example")
     assert conf.options == ("rotate", "timeout:1", "attempts:3")
-    assert dns.upstreams(conf) == ("192.0.2.53", "fd00::53")
-    text = dns.container_resolv_conf("172.30.0.1", conf)
+    assert resolvconf.upstreams(conf) == ("192.0.2.53", "fd00::53")
+    text = resolvconf.container_resolv_conf("172.30.0.1", conf)
     assert text.splitlines()[1:] == [
         "nameserver 172.30.0.1",
         "search corp.example lab.example",
         "options rotate timeout:1 attempts:3 ndots:0",
     ]
-    assert "ndots:0" not in dns.container_resolv_conf("172.30.0.1", dns.ResolvConf(options=("ndots:2",)))
+    assert "ndots:0" not in resolvconf.container_resolv_conf("172.30.0.1", resolvconf.ResolvConf(options=("ndots:2",)))

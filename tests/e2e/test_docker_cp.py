@@ -28,7 +28,7 @@ import pytest
 from berth_e2e_conftest import API_VERSION, RUN_NET, docker, is_dockerd, unique_name
 
 from berth.errors import InvalidArgument, NotFound
-from berth.services import copy
+from berth.services import containerview, copy
 
 BERTH = str(Path(sys.executable).parent / "berth")
 SETUP = ("mkdir -p /d/sub /e && echo a > /d/a && echo b > /d/sub/b && ln -s /d/a /d/link && ln -s sub /d/rel"
@@ -341,7 +341,7 @@ def test_copy_with_a_vm_isolated_container(berthd, image, names, tmp):
 
 
 @pytest.fixture
-def rootfs(tmp_path: Path) -> copy.View:
+def rootfs(tmp_path: Path) -> containerview.View:
     root = tmp_path / "root"
     (root / "etc").mkdir(parents=True)
     (root / "etc" / "hello").write_text("in the container\n")
@@ -352,27 +352,27 @@ def rootfs(tmp_path: Path) -> copy.View:
     vol.mkdir()
     (vol / "v").write_text("volume\n")
     (vol / "back").symlink_to("/etc/hello")
-    return copy.View(str(root), (copy.MountPoint("/data", str(vol)),
-                                 copy.MountPoint("/frozen", str(vol), readonly=True)), name="t")
+    return containerview.View(str(root), (containerview.MountPoint("/data", str(vol)),
+                                 containerview.MountPoint("/frozen", str(vol), readonly=True)), name="t")
 
 
-def test_locate_stays_inside_the_root(rootfs: copy.View) -> None:
+def test_locate_stays_inside_the_root(rootfs: containerview.View) -> None:
     for path in ("/up/etc/hello", "up/../../etc/hello", "/abs/hello", "/../../../etc/hello", "/data/back",
                  "/data/../etc/hello"):
-        with copy.locate(rootfs, path, follow_last=True) as loc:
+        with containerview.locate(rootfs, path, follow_last=True) as loc:
             assert loc.path == "/etc/hello", path
             with open(loc.host_path) as f:
                 assert f.read() == "in the container\n"
     with pytest.raises(InvalidArgument, match="too many levels of symbolic links"):
-        copy.locate(rootfs, "/loop", follow_last=True)
+        containerview.locate(rootfs, "/loop", follow_last=True)
     with pytest.raises(NotFound, match="Could not find the file /etc/hello/x in container t"):
-        copy.locate(rootfs, "/etc/hello/x", follow_last=True)
+        containerview.locate(rootfs, "/etc/hello/x", follow_last=True)
 
 
-def test_stat_and_archive_on_a_tree(rootfs: copy.View) -> None:
-    assert copy.stat_path(rootfs, "/up").link_target == "/"
-    assert copy.stat_path(rootfs, "/data/back").link_target == "/etc/hello"
-    assert copy.stat_path(rootfs, "/data/.").name == "."
+def test_stat_and_archive_on_a_tree(rootfs: containerview.View) -> None:
+    assert containerview.stat_path(rootfs, "/up").link_target == "/"
+    assert containerview.stat_path(rootfs, "/data/back").link_target == "/etc/hello"
+    assert containerview.stat_path(rootfs, "/data/.").name == "."
     info, chunks = copy.archive(rootfs, "/")
     with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as t:
         names = t.getnames()
@@ -380,7 +380,7 @@ def test_stat_and_archive_on_a_tree(rootfs: copy.View) -> None:
 
 
 @pytest.mark.parametrize("name", ["../x", "a/../../x"])
-def test_extract_refuses_escapes(rootfs: copy.View, name: str) -> None:
+def test_extract_refuses_escapes(rootfs: containerview.View, name: str) -> None:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as t:
         info = tarfile.TarInfo(name)
@@ -391,7 +391,7 @@ def test_extract_refuses_escapes(rootfs: copy.View, name: str) -> None:
         copy.extract(rootfs, "/etc", buf)
 
 
-def test_extract_through_links_lands_inside(rootfs: copy.View, tmp_path: Path) -> None:
+def test_extract_through_links_lands_inside(rootfs: containerview.View, tmp_path: Path) -> None:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as t:
         for name in ("up/etc/one", "abs/two", "data/three", "/four"):

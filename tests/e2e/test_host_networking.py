@@ -25,8 +25,8 @@ from typing import Iterator
 import pytest
 
 from berth.errors import AlreadyExists, Conflict, InvalidArgument, NotFound
-from berth.host import mount, netlink, nftables
-from berth.host.nftables import PortRule
+from berth.host import hostports, ifnames, mount, netlink, netns, nftables, nftrules, sysctl
+from berth.host.nftrules import PortRule
 from berth.network import ipam
 
 ECHO_SERVER = r"""
@@ -90,7 +90,7 @@ class Lab:
         net = Net(f"{self.prefix}net{n}", f"{self.prefix}b{n}", ipam.Pool(subnet, subnet.network_address + 1))
         self.nets.append(net)
         netlink.ensure_bridge(net.bridge, net.pool.gateway_cidr)
-        netlink.enable_route_localnet(net.bridge)
+        sysctl.enable_route_localnet(net.bridge)
         if with_rules:
             self.add_rules(net)
         return net
@@ -104,7 +104,7 @@ class Lab:
         ip = ipam.allocate(net.pool, used)
         ctr = Ctr(f"{self.prefix}ctr{n}", self.nsdir / f"ctr{n}", ip, f"{self.prefix}v{n}")
         self.ctrs.append(ctr)
-        netlink.create_netns(ctr.netns)
+        netns.create_netns(ctr.netns)
         netlink.attach(net.bridge, ctr.netns, ctr.host_if, net.pool.address_cidr(ip), str(net.pool.gateway),
                        ipam.mac_for(ip))
         return ctr
@@ -137,7 +137,7 @@ class Lab:
         self.procs.clear()
         for c in self.ctrs:
             netlink.detach(c.host_if)
-            netlink.delete_netns(c.netns)
+            netns.delete_netns(c.netns)
         for n in self.nets:
             netlink.delete_bridge(n.bridge)
         asyncio.run(nftables.remove_all(table=self.table))
@@ -186,17 +186,17 @@ def refused(address: str, port: int) -> bool:
 
 def test_netns_lifecycle(lab: Lab) -> None:
     path = lab.nsdir / "solo"
-    netlink.create_netns(path)
+    netns.create_netns(path)
     with pytest.raises(AlreadyExists):
-        netlink.create_netns(path)
-    assert netlink.netns_links(path) == ["lo"]
+        netns.create_netns(path)
+    assert netns.netns_links(path) == ["lo"]
     assert "UP" in lab.in_ns(Ctr("x", path, "", ""), "ip", "-br", "link", "show", "lo").stdout
-    assert netlink.netns_links(path) != netlink.links()  # a namespace of its own
-    netlink.delete_netns(path)
-    netlink.delete_netns(path)  # already gone: fine
+    assert netns.netns_links(path) != netlink.links()  # a namespace of its own
+    netns.delete_netns(path)
+    netns.delete_netns(path)  # already gone: fine
     assert not path.exists()
     with pytest.raises(NotFound):
-        netlink.netns_links(path)
+        netns.netns_links(path)
     lab.finish()
 
 
@@ -208,7 +208,7 @@ def test_containers_on_one_bridge(lab: Lab) -> None:
     assert addrs.count(" inet ") == 1 and net.pool.gateway_cidr in addrs
 
     a, b = lab.container(net), lab.container(net)
-    assert netlink.netns_links(a.netns) == ["eth0", "lo"]
+    assert netns.netns_links(a.netns) == ["eth0", "lo"]
     link = lab.in_ns(a, "ip", "-o", "link", "show", "eth0").stdout
     assert ipam.mac_for(a.ip) in link and "state UP" in link
     assert f"default via {net.pool.gateway} dev eth0" in lab.in_ns(a, "ip", "route").stdout
@@ -237,7 +237,7 @@ def test_containers_on_one_bridge(lab: Lab) -> None:
     netlink.delete_tap(tap)
 
     netlink.detach(a.host_if)
-    assert netlink.netns_links(a.netns) == ["lo"]  # deleting the host end took the pair
+    assert netns.netns_links(a.netns) == ["lo"]  # deleting the host end took the pair
     netlink.detach(a.host_if)  # already gone: fine
     lab.finish()
 
@@ -247,8 +247,8 @@ def test_published_port(lab: Lab) -> None:
     server, peer = lab.container(net), lab.container(net)
     lab.serve(server, 80)
     gw = str(net.pool.gateway)
-    port = nftables.random_port("tcp")
-    nftables.check_port("", port, "tcp")
+    port = hostports.random_port("tcp")
+    hostports.check_port("", port, "tcp")
     rule = PortRule("tcp", "", port, server.ip, 80)
     asyncio.run(nftables.publish(server.id, [rule], table=lab.table))
 
@@ -260,16 +260,16 @@ def test_published_port(lab: Lab) -> None:
 
     async def rules_of(owner: str) -> int:
         listing = await nftables._listing(lab.table)
-        return len(nftables.owned_handles(listing, owner))
+        return len(nftrules.owned_handles(listing, owner))
 
     assert asyncio.run(rules_of(server.id)) == 2
     asyncio.run(nftables.publish(server.id, [rule], table=lab.table))  # setting again changes nothing
     assert asyncio.run(rules_of(server.id)) == 2
     lab.add_rules(net)
-    assert asyncio.run(rules_of(net.id)) == len(nftables.network_rules(net.id, net.bridge, str(net.pool.subnet)))
+    assert asyncio.run(rules_of(net.id)) == len(nftrules.network_rules(net.id, net.bridge, str(net.pool.subnet)))
 
     # A port published on 127.0.0.1 only answers there.
-    local_port = nftables.random_port("tcp", exclude={port})
+    local_port = hostports.random_port("tcp", exclude={port})
     asyncio.run(nftables.publish(server.id, [rule, PortRule("tcp", "127.0.0.1", local_port, server.ip, 80)],
                                  table=lab.table))
     assert tcp_echo("127.0.0.1", local_port).startswith("echo hi")
@@ -290,7 +290,7 @@ def test_networks_are_isolated(lab: Lab) -> None:
     two = lab.network(with_rules=False)
     a, b = lab.container(one), lab.container(two)
     lab.serve(b, 80)
-    netlink.enable_ip_forward()
+    sysctl.enable_ip_forward()
     # Without berth's rules the host routes between the bridges ...
     assert lab.ping(a, b.ip)
     # ... with them it does not, in either direction, while each bridge still reaches its gateway.
@@ -301,7 +301,7 @@ def test_networks_are_isolated(lab: Lab) -> None:
     assert lab.echo_from(a, b.ip, 80).startswith("failed")
     assert lab.ping(a, str(one.pool.gateway))
     # A port that b publishes on the host is reachable from the other network, as with Docker.
-    port = nftables.random_port("tcp")
+    port = hostports.random_port("tcp")
     asyncio.run(nftables.publish(b.id, [PortRule("tcp", "", port, b.ip, 80)], table=lab.table))
     assert lab.echo_from(a, str(one.pool.gateway), port).startswith("echo hi from ")
     # Removing one network's rules lifts the isolation it imposed, and only that.
@@ -311,13 +311,13 @@ def test_networks_are_isolated(lab: Lab) -> None:
 
 
 def test_rule_text_is_accepted_by_nft(lab: Lab) -> None:
-    lines = [*nftables.skeleton(lab.table),
-             *nftables.network_rules("net1", f"{lab.prefix}b9", "10.254.0.0/24", lab.table),
-             *nftables.port_rules("ctr1", [PortRule("tcp", "", 8080, "10.254.0.2", 80),
+    lines = [*nftrules.skeleton(lab.table),
+             *nftrules.network_rules("net1", f"{lab.prefix}b9", "10.254.0.0/24", lab.table),
+             *nftrules.port_rules("ctr1", [PortRule("tcp", "", 8080, "10.254.0.2", 80),
                                            PortRule("udp", "127.0.0.1", 5353, "10.254.0.2", 53),
                                            PortRule("sctp", "10.254.0.1", 9, "10.254.0.2", 9)], lab.table)]
     # -c: the kernel checks the whole transaction and commits nothing.
-    check = subprocess.run(["nft", "-c", "-f", "-"], input=nftables.script(lines), capture_output=True, text=True)
+    check = subprocess.run(["nft", "-c", "-f", "-"], input=nftrules.script(lines), capture_output=True, text=True)
     assert check.returncode == 0, check.stderr
     assert asyncio.run(nftables.owners(table=lab.table)) == set()  # no table: no owners, no error
     asyncio.run(nftables.remove_owner("ctr1", table=lab.table))
@@ -333,27 +333,27 @@ def test_host_ports() -> None:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        assert not nftables.port_free("127.0.0.1", port, "tcp")
-        assert not nftables.port_free("", port, "tcp")  # every address includes 127.0.0.1
+        assert not hostports.port_free("127.0.0.1", port, "tcp")
+        assert not hostports.port_free("", port, "tcp")  # every address includes 127.0.0.1
         with pytest.raises(Conflict, match=f"Bind for 127.0.0.1:{port} failed: port is already allocated"):
-            nftables.check_port("127.0.0.1", port, "tcp")
+            hostports.check_port("127.0.0.1", port, "tcp")
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as busy_udp:
         busy_udp.bind(("127.0.0.1", 0))
-        assert not nftables.port_free("127.0.0.1", busy_udp.getsockname()[1], "udp")
-    low, high = nftables.ephemeral_range()
-    chosen = nftables.random_port("udp", "127.0.0.1")
-    assert low <= chosen <= high and nftables.port_free("127.0.0.1", chosen, "udp")
+        assert not hostports.port_free("127.0.0.1", busy_udp.getsockname()[1], "udp")
+    low, high = hostports.ephemeral_range()
+    chosen = hostports.random_port("udp", "127.0.0.1")
+    assert low <= chosen <= high and hostports.port_free("127.0.0.1", chosen, "udp")
     everything_but_one = set(range(low, high + 1)) - {chosen}
-    assert nftables.random_port("udp", "127.0.0.1", exclude=everything_but_one) == chosen
+    assert hostports.random_port("udp", "127.0.0.1", exclude=everything_but_one) == chosen
     with pytest.raises(InvalidArgument, match="cannot assign requested address"):
-        nftables.port_free("198.51.100.1", 8080, "tcp")  # bind only: not an address of this host
+        hostports.port_free("198.51.100.1", 8080, "tcp")  # bind only: not an address of this host
 
 
 def test_veth_name() -> None:
-    name = netlink.veth_name("a" * 64, "b" * 64)
+    name = ifnames.veth_name("a" * 64, "b" * 64)
     assert len(name) == 15 and name.startswith("veth") and int(name[4:], 16) >= 0
-    assert name == netlink.veth_name("a" * 64, "b" * 64)
-    assert name != netlink.veth_name("a" * 64, "c" * 64)
+    assert name == ifnames.veth_name("a" * 64, "b" * 64)
+    assert name != ifnames.veth_name("a" * 64, "c" * 64)
     with pytest.raises(InvalidArgument):
-        netlink.check_ifname("much-too-long-name")
+        ifnames.check_ifname("much-too-long-name")
     assert ipaddress.IPv4Network(netlink.host_networks()[0])  # the host reaches at least 127.0.0.0/8

@@ -49,7 +49,7 @@ from berth_e2e_conftest import (
 )
 
 from berth.api.wiring import nft_table
-from berth.host import nftables
+from berth.host import nftables, nftrules
 from berth.network import dns, dnswire
 from berth.network.dnswire import CLASS_IN, Rcode, Record, Type
 
@@ -545,7 +545,7 @@ def test_internal_resolver_never_asks_upstream(berthd):
 
 def _rules_of(table: str, owner: str) -> list[str]:
     listing = asyncio.run(nftables._listing(table))
-    return sorted(chain for chain, _ in nftables.owned_handles(listing, owner))
+    return sorted(chain for chain, _ in nftrules.owned_handles(listing, owner))
 
 
 def test_guards_are_reapplied_once_at_every_start(berthd_factory):

@@ -22,7 +22,7 @@ from berth_e2e_conftest import DOCKER, docker, is_dockerd
 
 from berth.testing.cutproxy import CutProxy
 from berth.testing.registry import LocalRegistry
-from berth.tools import bootstrap
+from berth.tools import bootstrap, layouttar
 
 pytestmark = pytest.mark.skipif(shutil.which("docker-registry") is None or shutil.which("skopeo") is None,
                                 reason="needs docker-registry and skopeo (the README's set-up installs them)")
@@ -45,7 +45,7 @@ def bootbox(berthd, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A two-platform busybox (linux/amd64 + linux/arm64) made from Debian's packages, loaded as bootbox:latest."""
     out = tmp_path_factory.mktemp("bootbox")
     asyncio.run(bootstrap.build_busybox(out / "layout", name="docker.io/library/bootbox:latest"))
-    bootstrap.write_layout_tar(out / "layout", out / "bootbox.tar")
+    layouttar.write_layout_tar(out / "layout", out / "bootbox.tar")
     assert "Loaded image: bootbox:latest" in docker(berthd, "load", "-i", str(out / "bootbox.tar"), timeout=120).stdout
     return "bootbox:latest"
 

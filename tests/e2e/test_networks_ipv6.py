@@ -471,9 +471,9 @@ def test_mac_address_with_the_sdk(berthd, client, image, names, network):
 def _rules6_of(table: str, owner: str) -> list[str]:
     import asyncio
 
-    from berth.host import nftables
+    from berth.host import nftables, nftrules
     listing = asyncio.run(nftables._listing(table, "ip6"))
-    return sorted(chain for chain, _ in nftables.owned_handles(listing, owner))
+    return sorted(chain for chain, _ in nftrules.owned_handles(listing, owner))
 
 
 def test_ipv6_rules_and_addresses_are_reapplied_once_and_removed_with_the_network(berthd_factory, rootfs_tar):

@@ -40,7 +40,7 @@ from berth.registry import (
     RegistryDataError,
     RegistryOptions,
 )
-from berth.registry.client import OCI_MANIFEST
+from berth.registry.base import OCI_MANIFEST
 from berth.testing.cutproxy import CutProxy
 from berth.testing.registry import REGISTRY_BINARY, LocalRegistry, free_port
 

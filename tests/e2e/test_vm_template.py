@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from berth.testing.rootfs import write_rootfs_tar
-from berth.vm import template
+from berth.vm import clones, template, templatebuild, templatefiles, templatestore
 from berth.vm.boot import UtilityVM
 from berth.vm.prepare import Artifacts, missing_host_pieces, prepare
 
@@ -105,11 +105,11 @@ def results(artifacts: Artifacts, roots: list[Path],
         t0 = time.monotonic()
         # two containers starting at once: one build
         a, b = await asyncio.gather(
-            template.ensure_template(artifacts, tdir, mem_mib=256, share_tags=["rootfs"]),
-            template.ensure_template(artifacts, tdir, mem_mib=256, share_tags=["rootfs"]))
+            templatebuild.ensure_template(artifacts, tdir, mem_mib=256, share_tags=["rootfs"]),
+            templatebuild.ensure_template(artifacts, tdir, mem_mib=256, share_tags=["rootfs"]))
         got["build_s"] = time.monotonic() - t0
         got["templates"] = (a, b)
-        got["again"] = await template.ensure_template(artifacts, tdir, mem_mib=256, share_tags=("rootfs",))
+        got["again"] = await templatebuild.ensure_template(artifacts, tdir, mem_mib=256, share_tags=("rootfs",))
         tpl = a
         got["sequential"] = [await _one(tpl, roots[0]), await _one(tpl, roots[1])]
         hold, arrived = asyncio.Event(), asyncio.Queue[int]()
@@ -122,12 +122,12 @@ def results(artifacts: Artifacts, roots: list[Path],
 
         # a template whose state is damaged: clone() rebuilds it once and succeeds
         tpl.state_file.write_bytes(b"not a migration stream")
-        async with template.clone(artifacts, tdir, shares={"rootfs": roots[0]}) as vm:
+        async with clones.clone(artifacts, tdir, shares={"rootfs": roots[0]}) as vm:
             got["rebuilt_run"] = await vm.run(["cat", "/whoami"], rootfs_tag="rootfs")
-        got["rebuilt"] = template.load_template(tdir, tpl.key)
-        got["shm_before_cleanup"] = sorted(p.name for p in template.shm_dir(tdir).glob("*"))
-        got["removed"] = template.remove_all(tdir)
-        got["shm_after_cleanup"] = template.shm_dir(tdir).exists()
+        got["rebuilt"] = templatestore.load_template(tdir, tpl.key)
+        got["shm_before_cleanup"] = sorted(p.name for p in templatefiles.shm_dir(tdir).glob("*"))
+        got["removed"] = templatestore.remove_all(tdir)
+        got["shm_after_cleanup"] = templatefiles.shm_dir(tdir).exists()
         got["templates_left"] = sorted(p.name for p in (tdir / "templates").iterdir()
                                        if not p.name.endswith(".lock") and p.name != ".lock")
         return got
@@ -136,7 +136,7 @@ def results(artifacts: Artifacts, roots: list[Path],
         got = asyncio.run(scenario())
     finally:
         with contextlib.suppress(Exception):
-            template.remove_all(tdir)
+            templatestore.remove_all(tdir)
     got["after"] = _qemu_pids() - before
     yield got
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from berth.api.handlers import build as build_routes
 from berth.api.handlers import containers, images, networks, swarm, system, volumes
-from berth.api.server import Router
+from berth.api.routing import Router
 from berth.api.wiring import Daemon
 
 

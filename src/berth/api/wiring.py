@@ -24,6 +24,7 @@ from berth.runtime.vm import VmRuntime
 from berth.services.build import Builder
 from berth.services.bundle import HostFacts
 from berth.services import recovery
+from berth.services.attachments import Attachments
 from berth.services.containers import Containers
 from berth.services.distribution import Distribution
 from berth.services.events import Events
@@ -122,7 +123,9 @@ def build(config: DaemonConfig) -> Daemon:
     networks = Networks(db, root, events, table.all, bridge=config.bridge, bip=config.bip,
                         table=nft_table(root), upstream_resolv=_read("/etc/resolv.conf"))
     containers = Containers(root, db, images, snaps, events, runtimes, config.default_runtime, HostFacts.probe(),
-                            table=table, volumes=volumes, networks=networks)
+                            table=table, volumes=volumes, networks=networks,
+                            attachments=Attachments(networks, events, table.all, netns_dir=networks.netns_dir,
+                                                    table=networks.table))
     options = RegistryOptions(insecure_registries=tuple(config.insecure_registries), certs_dir=Path(config.certs_dir))
     distribution = Distribution(images, layers, leases, store, events, options,
                                 Path(config.registry_auth_file) if config.registry_auth_file else None)

@@ -38,7 +38,8 @@ from berth.cli.tables import (
     status_text,
 )
 from berth.cli.units import parse_api_time, parse_timestamp
-from berth.client import APIError, Client, DaemonUnreachable, NotFoundError
+from berth.client.engine import Client
+from berth.client.errors import APIError, DaemonUnreachable, NotFoundError
 from berth.errors import BerthError, InvalidArgument
 
 RUN_USAGE = "[OPTIONS] IMAGE [COMMAND] [ARG...]"

@@ -15,7 +15,7 @@ from berth.cli.common import Ctx, StatusError, for_each
 from berth.cli.gotemplate import render_rows
 from berth.cli.parser import Parser
 from berth.cli.tables import IMAGES_DEFAULT, IMAGES_HEADERS, image_rows, split_repo_tag
-from berth.client import APIError
+from berth.client.errors import APIError
 
 
 def cmd_images(ctx: Ctx, argv: list[str]) -> int:

@@ -22,7 +22,7 @@ from typing import Any
 from berth.cli.common import Ctx, StatusError
 from berth.cli.parser import Parser
 from berth.cli.tables import split_repo_tag
-from berth.client import APIError
+from berth.client.errors import APIError
 from berth.oci import reference
 from berth.wire.registryauth import credentials_from_config
 from berth.wire.registrynames import registry_and_repo
@@ -327,7 +327,7 @@ def cmd_bootstrap(ctx: Ctx, argv: list[str]) -> int:
     p.add_argument("--name", default="busybox:latest")
     ns = p.parse(argv)
     from berth.oci.reference import full_name
-    from berth.tools import bootstrap
+    from berth.tools import bootstrap, layouttar
 
     with tempfile.TemporaryDirectory(prefix="berth-bootstrap-") as tmp:
         layouts = []
@@ -340,7 +340,7 @@ def cmd_bootstrap(ctx: Ctx, argv: list[str]) -> int:
             asyncio.run(bootstrap.build_debian(debian))
             layouts.append(debian)
         for layout in layouts:
-            tar = bootstrap.write_layout_tar(layout, Path(tmp) / f"{layout.name}.tar")
+            tar = layouttar.write_layout_tar(layout, Path(tmp) / f"{layout.name}.tar")
             with open(tar, "rb") as f, ctx.client.stream(
                     "POST", "/images/load", None, f,
                     {"Content-Type": "application/x-tar", "Content-Length": str(tar.stat().st_size)}) as sr:

@@ -18,7 +18,7 @@ from berth.cli.common import Ctx, StatusError, describe
 from berth.cli.gotemplate import Template, tabwrite
 from berth.cli.parser import Parser
 from berth.cli.units import format_nano_time, parse_api_time, parse_timestamp
-from berth.client import APIError, NotFoundError
+from berth.client.errors import APIError, NotFoundError
 
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386",
          "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}

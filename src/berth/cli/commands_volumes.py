@@ -28,7 +28,7 @@ from berth.cli.common import Ctx, StatusError, for_each
 from berth.cli.gotemplate import Template, render_rows
 from berth.cli.parser import Parser
 from berth.cli.units import human_size
-from berth.client import NotFoundError
+from berth.client.errors import NotFoundError
 from berth.image import archive
 
 VOLUMES_DEFAULT = "table {{.Driver}}\t{{.Name}}"

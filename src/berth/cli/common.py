@@ -14,7 +14,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from berth.client import APIError, Client, TlsConfig
+from berth.client.engine import Client
+from berth.client.errors import APIError
+from berth.client.tls import TlsConfig
 from berth.errors import BerthError
 
 

@@ -26,7 +26,9 @@ from berth.cli import (
 )
 from berth.cli.common import Ctx, StatusError, describe
 from berth.cli.parser import HelpRequested, UsageError
-from berth.client import APIError, DaemonUnreachable, resolve_host, tls_config
+from berth.client.errors import APIError, DaemonUnreachable
+from berth.client.hosts import resolve_host
+from berth.client.tls import tls_config
 from berth.errors import BerthError
 
 Command = Callable[[Ctx, list[str]], int]

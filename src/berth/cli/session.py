@@ -16,7 +16,9 @@ from typing import Any
 
 from berth.cli import tty
 from berth.cli.streams import pump
-from berth.client import APIError, Client, Hijacked
+from berth.client.engine import Client
+from berth.client.errors import APIError
+from berth.client.responses import Hijacked
 
 _HEADERS_GRACE = 2.0  # seconds to wait for the wait request to be registered (headers)
 

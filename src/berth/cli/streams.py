@@ -16,7 +16,7 @@ import select
 import selectors
 import socket
 
-from berth.client import Hijacked
+from berth.client.responses import Hijacked
 from berth.wire import stdcopy
 
 

@@ -59,11 +59,11 @@ def disk_usage(path: str) -> int:
     """Bytes of the files below *path* (all but directories; a symlink by its own size): what
     `docker ps -s` and `system df` report; 0 if gone.
 
-    *path* (a live upper or volume directory) is walked by descriptor (berth.host.fstree.walk):
+    *path* (a live upper or volume directory) is walked by descriptor (berth.host.fswalk.walk):
     a directory the container swaps for a symlink while we count is never followed out of it.
     """
     from berth.host import (
-        fstree,  # beside this module, imported here to keep fs.py's imports lean
+        fswalk,  # beside this module, imported here to keep fs.py's imports lean
     )
 
     try:
@@ -71,7 +71,7 @@ def disk_usage(path: str) -> int:
     except (FileNotFoundError, NotADirectoryError):
         return 0
     try:
-        return sum(e.st.st_size for e in fstree.walk(top) if not stat.S_ISDIR(e.st.st_mode))
+        return sum(e.st.st_size for e in fswalk.walk(top) if not stat.S_ISDIR(e.st.st_mode))
     finally:
         os.close(top)
 

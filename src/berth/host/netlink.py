@@ -1,122 +1,35 @@
-"""Links, addresses, routes and network namespaces, through netlink (pyroute2).
+"""Bridges, taps and containers' veths: the links berth makes on the host, through netlink (pyroute2).
 
-Strategy: every function is synchronous, opens one rtnetlink socket, does its
-few requests and closes it: milliseconds, no subprocess, no cached state that
-could go stale. Work *inside* a network namespace runs on a short-lived thread
-that has setns(2)'d into it: a network namespace belongs to a thread, not to the
-process, so the daemon's own threads never leave the host's namespace and no
-helper process is forked (pyroute2's NetNS forks one per namespace).
-
-A container's namespace is a file the caller names (like ``ip netns add``, which
-always uses /run/netns): a bind mount of the namespace onto an empty file keeps
-the namespace alive with no process in it, and runc joins it through the path in
-config.json. The directory holding these files is made a shared mount point, as
-iproute2 does, so that unmounting one also unmounts the copies other mount
-namespaces took.
-
-Kernel errors are translated once (``_kernel_error``): EEXIST becomes Conflict,
-a missing device NotFound, anything else FailedPrecondition, each with the
-kernel's words (strerror) and what was being done.
+Strategy: every function is synchronous and does its work through one
+short-lived rtnetlink socket (host.rtnetlink), so the kernel's refusals arrive
+as berth's error categories. What a daemon restart re-applies is idempotent (an
+existing bridge is kept and only corrected), and a link made halfway is
+deleted before the error goes up, so a failure leaves nothing behind. A
+container's end of a veth is created directly inside its namespace and
+configured there, on a thread that joined it (host.netns), with router
+advertisements refused before it comes up.
 """
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
-import hashlib
 import ipaddress
 import os
-import re
 import socket
-import threading
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any
 
-from pyroute2 import IPRoute  # type: ignore[import-untyped]
 from pyroute2.netlink.exceptions import NetlinkError  # type: ignore[import-untyped]
 
-from berth.errors import (
-    AlreadyExists,
-    BerthError,
-    Conflict,
-    FailedPrecondition,
-    InvalidArgument,
-    NotFound,
-)
-from berth.host import mount
-
-T = TypeVar("T")
-
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-_CLONE_NEWNET = 0x40000000
-_MS_REC = 0x4000
-_MS_SHARED = 1 << 20
-_IFNAMSIZ = 15  # usable characters of an interface name (16 with the NUL)
-_SYSCTL_ROOT = Path("/proc/sys")
+from berth.errors import Conflict, FailedPrecondition, InvalidArgument, NotFound
+from berth.host.ifnames import check_ifname
+from berth.host.netns import in_netns
+from berth.host.rtnetlink import IFA_F_NODAD, link_index, rtnl
+from berth.host.sysctl import SYSCTL_ROOT, set_sysctl
 
 
 # --------------------------------------------------------------------------- #
-# Names
-
-
-def veth_name(container_id: str, network_id: str = "") -> str:
-    """The host end of a container's veth on one network: "veth" + 11 hex characters.
-
-    Derived from both ids, so one container on several networks gets distinct
-    names and the caller can recompute the name to detach it.
-    """
-    digest = hashlib.sha256(f"{container_id}/{network_id}".encode()).hexdigest()
-    return "veth" + digest[:11]
-
-
-def check_ifname(name: str) -> None:
-    """Raises InvalidArgument unless *name* is usable as an interface name."""
-    if not name or len(name) > _IFNAMSIZ or name in (".", "..") or any(
-            c in name for c in "/: \t\n\"'\\") or not name.isprintable():
-        raise InvalidArgument(
-            f"invalid interface name {name!r}: use 1 to {_IFNAMSIZ} characters without '/', ':', "
-            "quotes or white space")
-
-
-# --------------------------------------------------------------------------- #
-# Errors and sockets
-
-
-def _kernel_error(exc: BaseException, doing: str) -> BerthError:
-    code = getattr(exc, "code", None) if isinstance(exc, NetlinkError) else getattr(exc, "errno", None)
-    words = os.strerror(code) if isinstance(code, int) and code > 0 else str(exc)
-    if code == errno.EEXIST:
-        return Conflict(f"{doing}: {words}")
-    if code in (errno.ENODEV, errno.ENOENT):
-        return NotFound(f"{doing}: {words}")
-    if code in (errno.EPERM, errno.EACCES):
-        return FailedPrecondition(f"{doing}: {words} (berthd must run as root, with CAP_NET_ADMIN)")
-    if code == errno.EOPNOTSUPP:
-        return FailedPrecondition(f"{doing}: {words} (this kernel lacks the device type; it needs bridge, "
-                                  "veth and tun support)")
-    return FailedPrecondition(f"{doing}: {words}")
-
-
-@contextmanager
-def _rtnl(doing: str) -> Iterator[Any]:
-    """An rtnetlink socket in the calling thread's namespace; kernel errors become BerthErrors."""
-    try:
-        ipr = IPRoute()
-    except OSError as exc:
-        raise _kernel_error(exc, doing) from exc
-    try:
-        yield ipr
-    except (NetlinkError, OSError) as exc:
-        raise _kernel_error(exc, doing) from exc
-    finally:
-        ipr.close()
-
-
-def _index(ipr: Any, name: str) -> int | None:
-    found = ipr.link_lookup(ifname=name)
-    return int(found[0]) if found else None
+# Lookups
 
 
 def _kind(ipr: Any, index: int) -> str | None:
@@ -126,8 +39,8 @@ def _kind(ipr: Any, index: int) -> str | None:
 
 
 def _delete_link(name: str, doing: str) -> None:
-    with _rtnl(doing) as ipr:
-        index = _index(ipr, name)
+    with rtnl(doing) as ipr:
+        index = link_index(ipr, name)
         if index is None:
             return
         try:
@@ -135,111 +48,6 @@ def _delete_link(name: str, doing: str) -> None:
         except NetlinkError as exc:
             if exc.code != errno.ENODEV:  # gone meanwhile
                 raise
-
-
-# --------------------------------------------------------------------------- #
-# Sysctls
-
-
-def set_sysctl(path: str, value: str) -> None:
-    """Write *value* to /proc/sys/*path* ("net/ipv4/ip_forward" or "net.ipv4.ip_forward").
-
-    Raises:
-        FailedPrecondition: the setting does not exist here or cannot be written.
-    """
-    rel = path.replace(".", "/") if "/" not in path else path
-    target = _SYSCTL_ROOT / rel.lstrip("/")
-    try:
-        target.write_text(f"{value}\n")
-    except OSError as exc:
-        raise FailedPrecondition(f"set sysctl {rel}={value}: {exc.strerror or exc}") from exc
-
-
-def get_sysctl(path: str) -> str:
-    """Read /proc/sys/*path*, without the trailing newline."""
-    rel = path.replace(".", "/") if "/" not in path else path
-    try:
-        return (_SYSCTL_ROOT / rel.lstrip("/")).read_text().strip()
-    except OSError as exc:
-        raise FailedPrecondition(f"read sysctl {rel}: {exc.strerror or exc}") from exc
-
-
-def enable_ip_forward() -> None:
-    """Let the host route between bridges and its uplink (net.ipv4.ip_forward=1)."""
-    if get_sysctl("net/ipv4/ip_forward") != "1":
-        set_sysctl("net/ipv4/ip_forward", "1")
-
-
-def enable_route_localnet(bridge: str, on: bool = True) -> None:
-    """Allow 127.0.0.0/8-sourced packets out of *bridge*, so 127.0.0.1 DNAT reaches containers.
-
-    This also makes the kernel accept packets arriving on *bridge* addressed to
-    127.0.0.0/8: berth's nftables guards (host.nftables, guard_pre) must be in
-    place before it is turned on. *on* False turns it off (internal networks).
-    """
-    check_ifname(bridge)
-    set_sysctl(f"net/ipv4/conf/{bridge}/route_localnet", "1" if on else "0")
-
-
-def disable_ipv6(ifname: str) -> None:
-    """Take IPv6 off *ifname* (net.ipv6.conf.<if>.disable_ipv6=1): no link-local address, no IPv6 input.
-
-    For networks made without --ipv6 (the default bridge among them): with IPv6
-    on, a bridge's link-local address would let containers (internal networks'
-    too) reach host services listening on [::]. --ipv6 networks use enable_ipv6.
-    Fine when IPv6 is not available on this host at all.
-    """
-    check_ifname(ifname)
-    if not (_SYSCTL_ROOT / "net/ipv6/conf" / ifname).exists():
-        return
-    if get_sysctl(f"net/ipv6/conf/{ifname}/disable_ipv6") != "1":
-        set_sysctl(f"net/ipv6/conf/{ifname}/disable_ipv6", "1")
-
-
-_IFA_F_NODAD = 0x02  # no duplicate address detection: the address works at once (berth hands out unique ones)
-
-
-def enable_ipv6(ifname: str, gateway6_cidr: str) -> None:
-    """Give bridge *ifname* IPv6 (a network made with --ipv6): exactly the global address *gateway6_cidr*.
-
-    The bridge never takes configuration from its containers: router
-    advertisements (accept_ra), SLAAC (autoconf) and redirects are off before
-    IPv6 comes on, so a container cannot add routes or addresses to the host.
-    berth's ip6 guards (host.nftables.network_rules6) must already be in place.
-
-    Raises:
-        InvalidArgument: a bad name or address.
-        FailedPrecondition: this host has no IPv6, or the kernel refused.
-    """
-    check_ifname(ifname)
-    try:
-        want = ipaddress.IPv6Interface(gateway6_cidr)
-    except ValueError:
-        raise InvalidArgument(f"invalid IPv6 gateway {gateway6_cidr!r}: expected e.g. fd00:1::1/64") from None
-    if not (_SYSCTL_ROOT / "net/ipv6/conf" / ifname).exists():
-        raise FailedPrecondition(f"{ifname} has no IPv6 settings: is IPv6 turned off on this host "
-                                 "(ipv6.disable=1)? Create the network without --ipv6")
-    for key in ("accept_ra", "autoconf", "accept_redirects"):
-        if get_sysctl(f"net/ipv6/conf/{ifname}/{key}") != "0":
-            set_sysctl(f"net/ipv6/conf/{ifname}/{key}", "0")
-    if get_sysctl(f"net/ipv6/conf/{ifname}/disable_ipv6") != "0":
-        set_sysctl(f"net/ipv6/conf/{ifname}/disable_ipv6", "0")
-    with _rtnl(f"set the IPv6 address of {ifname}") as ipr:
-        index = _index(ipr, ifname)
-        if index is None:
-            raise NotFound(f"no interface {ifname}: create the bridge first")
-        have = False
-        for addr in ipr.get_addr(index=index, family=socket.AF_INET6):
-            current = ipaddress.IPv6Interface(f"{addr.get_attr('IFA_ADDRESS')}/{addr['prefixlen']}")
-            if current.ip.is_link_local:
-                continue
-            if current == want:
-                have = True
-            else:
-                ipr.addr("del", index=index, address=str(current.ip), prefixlen=current.network.prefixlen)
-        if not have:
-            ipr.addr("add", index=index, address=str(want.ip), prefixlen=want.network.prefixlen,
-                     flags=_IFA_F_NODAD)
 
 
 # --------------------------------------------------------------------------- #
@@ -261,15 +69,15 @@ def ensure_bridge(name: str, gateway_cidr: str, mtu: int = 1500) -> None:
         want = ipaddress.IPv4Interface(gateway_cidr)
     except ValueError:
         raise InvalidArgument(f"invalid gateway address {gateway_cidr!r}: expected e.g. 172.20.0.1/16") from None
-    with _rtnl(f"set up bridge {name}") as ipr:
-        index = _index(ipr, name)
+    with rtnl(f"set up bridge {name}") as ipr:
+        index = link_index(ipr, name)
         if index is None:
             try:
                 ipr.link("add", ifname=name, kind="bridge", mtu=mtu)
             except NetlinkError as exc:
                 if exc.code != errno.EEXIST:  # another caller made it meanwhile
                     raise
-            index = _index(ipr, name)
+            index = link_index(ipr, name)
             if index is None:
                 raise FailedPrecondition(f"set up bridge {name}: the bridge vanished right after creation")
         kind = _kind(ipr, index)
@@ -305,15 +113,15 @@ def create_tap(name: str, bridge: str, mtu: int = 1500) -> None:
     """
     check_ifname(name)
     check_ifname(bridge)
-    with _rtnl(f"create tap {name} on {bridge}") as ipr:
-        br = _index(ipr, bridge)
+    with rtnl(f"create tap {name} on {bridge}") as ipr:
+        br = link_index(ipr, bridge)
         if br is None:
             raise NotFound(f"create tap {name}: no bridge {bridge}; create the network's bridge first")
-        if _index(ipr, name) is not None:
+        if link_index(ipr, name) is not None:
             raise Conflict(f"create tap {name}: an interface with that name exists; detach it first")
         ipr.link("add", ifname=name, kind="tuntap", mode="tap", ifr={"no_pi": 1, "vnet_hdr": 1})
         try:
-            index = _index(ipr, name)
+            index = link_index(ipr, name)
             if index is None:
                 raise FailedPrecondition(f"create tap {name}: the device vanished right after creation")
             ipr.link("set", index=index, mtu=mtu, master=br)
@@ -331,15 +139,15 @@ def delete_tap(name: str) -> None:
 
 def links(prefix: str = "") -> list[str]:
     """Names of the host's interfaces that start with *prefix*, sorted."""
-    with _rtnl("list interfaces") as ipr:
+    with rtnl("list interfaces") as ipr:
         names = [link.get_attr("IFLA_IFNAME") for link in ipr.get_links()]
     return sorted(n for n in names if n and n.startswith(prefix))
 
 
 def exists(name: str) -> bool:
     """True when the host has an interface called *name*."""
-    with _rtnl(f"look up interface {name}") as ipr:
-        return _index(ipr, name) is not None
+    with rtnl(f"look up interface {name}") as ipr:
+        return link_index(ipr, name) is not None
 
 
 def host_networks() -> list[str]:
@@ -349,7 +157,7 @@ def host_networks() -> list[str]:
     that a new bridge never shadows a network the host uses.
     """
     nets: set[ipaddress.IPv4Network] = set()
-    with _rtnl("list addresses and routes") as ipr:
+    with rtnl("list addresses and routes") as ipr:
         for addr in ipr.get_addr(family=socket.AF_INET):
             nets.add(ipaddress.IPv4Interface(f"{addr.get_attr('IFA_ADDRESS')}/{addr['prefixlen']}").network)
         for route in ipr.get_routes(family=socket.AF_INET, table=254):
@@ -357,135 +165,6 @@ def host_networks() -> list[str]:
             if dst and route["dst_len"] > 0:
                 nets.add(ipaddress.IPv4Network(f"{dst}/{route['dst_len']}", strict=False))
     return [str(n) for n in sorted(nets)]
-
-
-# --------------------------------------------------------------------------- #
-# Network namespaces
-
-
-def _on_thread(fn: Callable[[], T], name: str) -> T:
-    """Run *fn* on a fresh thread (whose namespace changes die with it); re-raise its error here."""
-    out: list[T] = []
-    err: list[BaseException] = []
-
-    def body() -> None:
-        try:
-            out.append(fn())
-        except BaseException as exc:  # re-raised in the caller's thread
-            err.append(exc)
-
-    thread = threading.Thread(target=body, name=name, daemon=True)
-    thread.start()
-    thread.join()
-    if err:
-        raise err[0]
-    return out[0]
-
-
-def _in_netns(path: Path, fn: Callable[[], T]) -> T:
-    """Run *fn* on a fresh thread that has joined the network namespace at *path*."""
-
-    def body() -> T:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as exc:
-            raise NotFound(f"network namespace {path}: {exc.strerror}; was it created?") from exc
-        try:
-            if _libc.setns(fd, _CLONE_NEWNET) != 0:
-                code = ctypes.get_errno()
-                raise FailedPrecondition(
-                    f"join network namespace {path}: {os.strerror(code)} (is it a namespace file?)")
-        finally:
-            os.close(fd)
-        return fn()
-
-    return _on_thread(body, "berth-netns")
-
-
-def prepare_netns_dir(directory: Path) -> None:
-    """Make the directory namespaces will be bound in (a shared mount point), ahead of the first one."""
-    directory.mkdir(parents=True, exist_ok=True)
-    _share_directory(directory)
-
-
-def _share_directory(directory: Path) -> None:
-    # iproute2's recipe for /run/netns: the directory becomes a mount point of its
-    # own (a bind onto itself) with shared propagation.
-    if not _is_mount_point(directory):
-        mount.mount(str(directory), str(directory), "none", flags=mount.MS_BIND | _MS_REC)
-    mount.mount("none", str(directory), "none", flags=_MS_SHARED | _MS_REC)
-
-
-def _is_mount_point(directory: Path) -> bool:
-    # os.path.ismount misses a bind mount of a directory onto itself (same device),
-    # so read the mount table; its fields escape blanks as octal (\040).
-    target = os.path.realpath(directory)
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-            for line in f:
-                point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4])
-                if point == target:
-                    return True
-    except OSError:
-        return mount.is_mountpoint(target)
-    return False
-
-
-def create_netns(path: Path) -> None:
-    """Create a network namespace kept alive by a bind mount on the file *path*, loopback up.
-
-    Raises:
-        AlreadyExists: *path* exists.
-        FailedPrecondition: the kernel refused (no root, no netns support).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _share_directory(path.parent)
-    try:
-        os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_EXCL, 0))
-    except FileExistsError:
-        raise AlreadyExists(f"network namespace {path} already exists; delete it first") from None
-
-    def body() -> None:
-        if _libc.unshare(_CLONE_NEWNET) != 0:
-            code = ctypes.get_errno()
-            raise FailedPrecondition(f"create network namespace {path}: {os.strerror(code)}")
-        mount.mount(f"/proc/self/task/{threading.get_native_id()}/ns/net", str(path), "none",
-                    flags=mount.MS_BIND)
-        with _rtnl(f"bring up loopback in {path}") as ipr:
-            ipr.link("set", index=_index(ipr, "lo"), state="up")
-
-    try:
-        # unshare(2) moves only the helper thread; the namespace outlives it through the mount.
-        _on_thread(body, "berth-netns-new")
-    except BaseException:
-        delete_netns(path)
-        raise
-
-
-def delete_netns(path: Path) -> None:
-    """Unmount and remove the namespace file *path*; fine when it is already gone.
-
-    The namespace itself ends when no process and no other mount holds it.
-    """
-    path = Path(path)
-    mount.unmount(str(path), lazy=True)
-    try:
-        path.unlink()
-    except FileNotFoundError:
-        pass
-    except OSError as exc:
-        raise FailedPrecondition(f"remove network namespace file {path}: {exc.strerror}") from exc
-
-
-def netns_links(path: Path) -> list[str]:
-    """Names of the interfaces inside the namespace at *path*, sorted."""
-
-    def body() -> list[str]:
-        with _rtnl(f"list interfaces in {path}") as ipr:
-            return sorted(link.get_attr("IFLA_IFNAME") for link in ipr.get_links())
-
-    return _in_netns(Path(path), body)
 
 
 # --------------------------------------------------------------------------- #
@@ -538,11 +217,11 @@ def attach(bridge: str, netns_path: Path, host_if: str, address_cidr: str, gatew
         raise NotFound(f"network namespace {netns_path}: {exc.strerror}; create it first") from exc
     doing = f"attach {host_if} to {bridge}"
     try:
-        with _rtnl(doing) as ipr:
-            br = _index(ipr, bridge)
+        with rtnl(doing) as ipr:
+            br = link_index(ipr, bridge)
             if br is None:
                 raise NotFound(f"{doing}: no bridge {bridge}; create the network's bridge first")
-            if _index(ipr, host_if) is not None:
+            if link_index(ipr, host_if) is not None:
                 raise Conflict(f"{doing}: interface {host_if} already exists; detach it first")
             try:
                 ipr.link("add", ifname=host_if, kind="veth", mtu=mtu,
@@ -553,12 +232,12 @@ def attach(bridge: str, netns_path: Path, host_if: str, address_cidr: str, gatew
                                    "choose another container interface name") from exc
                 raise
             try:
-                index = _index(ipr, host_if)
+                index = link_index(ipr, host_if)
                 if index is None:
                     raise FailedPrecondition(f"{doing}: {host_if} vanished right after creation")
                 ipr.link("set", index=index, master=br)
                 ipr.link("set", index=index, state="up")
-                _in_netns(netns_path, lambda: _configure_inside(netns_path, ctr_if, iface, gw, iface6, gw6))
+                in_netns(netns_path, lambda: _configure_inside(netns_path, ctr_if, iface, gw, iface6, gw6))
             except BaseException:
                 _quiet_delete(ipr, host_if)
                 raise
@@ -570,19 +249,19 @@ def _configure_inside(netns_path: Path, ctr_if: str, iface: ipaddress.IPv4Interf
                       gateway: ipaddress.IPv4Address | None, iface6: ipaddress.IPv6Interface | None = None,
                       gateway6: ipaddress.IPv6Address | None = None) -> None:
     # Runs on a thread inside the namespace: /proc/sys/net is the namespace's own there.
-    if (_SYSCTL_ROOT / "net/ipv6/conf" / ctr_if).exists():
+    if (SYSCTL_ROOT / "net/ipv6/conf" / ctr_if).exists():
         set_sysctl(f"net/ipv6/conf/{ctr_if}/accept_ra", "0")  # before the link is up
     elif iface6 is not None:
         raise FailedPrecondition(f"configure {ctr_if} in {netns_path}: no IPv6 here for {iface6}")
-    with _rtnl(f"configure {ctr_if} in {netns_path}") as ipr:
-        index = _index(ipr, ctr_if)
+    with rtnl(f"configure {ctr_if} in {netns_path}") as ipr:
+        index = link_index(ipr, ctr_if)
         if index is None:
             raise FailedPrecondition(f"configure {ctr_if} in {netns_path}: the veth end did not arrive")
         ipr.addr("add", index=index, address=str(iface.ip), prefixlen=iface.network.prefixlen,
                  broadcast=str(iface.network.broadcast_address))
         if iface6 is not None:
             ipr.addr("add", index=index, address=str(iface6.ip), prefixlen=iface6.network.prefixlen,
-                     flags=_IFA_F_NODAD)
+                     flags=IFA_F_NODAD)
         ipr.link("set", index=index, state="up")
         if gateway is not None:
             ipr.route("add", dst="0.0.0.0/0", gateway=str(gateway), oif=index)
@@ -599,7 +278,7 @@ def detach(host_if: str) -> None:
 def _quiet_delete(ipr: Any, name: str) -> None:
     # Best-effort undo while another error is already on its way up.
     try:
-        index = _index(ipr, name)
+        index = link_index(ipr, name)
         if index is not None:
             ipr.link("del", index=index)
     except (NetlinkError, OSError):

@@ -5,7 +5,7 @@ member. Every name is normalised and must stay inside the target: absolute
 names and `..` components are refused, and no write ever goes through a
 symlink: each parent directory is opened O_NOFOLLOW relative to the one above
 it, starting from a descriptor of the target, and every entry is made by name
-in its parent's descriptor (berth.host.fstree: O_EXCL, O_NOFOLLOW, *at calls). Symlinks may point anywhere: they are resolved inside the
+in its parent's descriptor (berth.host.fsentries: O_EXCL, O_NOFOLLOW, *at calls). Symlinks may point anywhere: they are resolved inside the
 container, never by us. Hard links must name an entry already inside the
 target. OCI whiteouts (.wh.NAME, .wh..wh..opq) become overlayfs whiteouts
 (a 0/0 character device, the trusted.overlay.opaque xattr), so each layer can
@@ -22,7 +22,7 @@ import tarfile
 from typing import BinaryIO
 
 from berth.errors import InvalidArgument
-from berth.host import fstree
+from berth.host import fsentries
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -63,8 +63,8 @@ def open_parents(root_fd: int, rel: str, *, refused: str = "layer refused") -> i
         InvalidArgument: a parent is a symlink or not a directory.
     """
     try:
-        return fstree.open_beneath(root_fd, rel.split("/")[:-1], create=True)
-    except fstree.NotADirectoryBelow as exc:
+        return fsentries.open_beneath(root_fd, rel.split("/")[:-1], create=True)
+    except fsentries.NotADirectoryBelow as exc:
         raise InvalidArgument(f"{refused}: {rel!r} would be written below {exc.part!r}, which is {exc.what}") from None
 
 
@@ -72,7 +72,7 @@ def apply_layer(stream: BinaryIO, root: str) -> int:
     """Extract the tar read from *stream* into *root*; return the bytes of file content.
 
     Every member is made relative to a descriptor of its parent directory, reached
-    from *root*'s descriptor without following any symlink (berth.host.fstree).
+    from *root*'s descriptor without following any symlink (berth.host.fsentries).
 
     Raises:
         InvalidArgument: a member would escape *root*, or the archive is not a tar.
@@ -94,11 +94,11 @@ def apply_layer(stream: BinaryIO, root: str) -> int:
                 raise InvalidArgument(f"layer is not a valid tar archive: {exc}") from exc
         for rel, member in reversed(dirs):
             try:
-                fd = fstree.open_beneath(root_fd, rel.split("/") if rel else [])
-            except (FileNotFoundError, fstree.NotADirectoryBelow):
+                fd = fsentries.open_beneath(root_fd, rel.split("/") if rel else [])
+            except (FileNotFoundError, fsentries.NotADirectoryBelow):
                 continue  # it, or a parent, was replaced later in the layer (by a symlink, say)
             try:
-                fstree.set_attrs_fd(fd, fstree.Attrs(member.uid, member.gid, member.mode & 0o7777, member.mtime))
+                fsentries.set_attrs_fd(fd, fsentries.Attrs(member.uid, member.gid, member.mode & 0o7777, member.mtime))
             finally:
                 os.close(fd)
     finally:
@@ -124,7 +124,7 @@ def _make(tar: tarfile.TarFile, member: tarfile.TarInfo, root_fd: int, parent: i
           dirs: list[tuple[str, tarfile.TarInfo]]) -> int:
     """Make *member* (named *rel*) in its *parent* directory's descriptor; the bytes of content written."""
     base = posixpath.basename(rel)
-    xattrs = fstree.pax_xattrs(member.pax_headers)
+    xattrs = fsentries.pax_xattrs(member.pax_headers)
 
     if base == OPAQUE:
         os.setxattr(parent, "trusted.overlay.opaque", b"y")
@@ -133,17 +133,17 @@ def _make(tar: tarfile.TarFile, member: tarfile.TarInfo, root_fd: int, parent: i
         hidden = base[len(WHITEOUT_PREFIX):]
         if hidden in ("", ".", "..") or "/" in hidden:
             raise InvalidArgument(f"layer refused: whiteout {rel!r} names no file")
-        fstree.remove_at(parent, hidden)
-        fstree.mknod_at(parent, hidden, stat.S_IFCHR | 0o000, os.makedev(0, 0))
+        fsentries.remove_at(parent, hidden)
+        fsentries.mknod_at(parent, hidden, stat.S_IFCHR | 0o000, os.makedev(0, 0))
         return 0
 
     if member.isdir():
-        st = fstree.lstat_at(parent, base)
+        st = fsentries.lstat_at(parent, base)
         if st is None or not stat.S_ISDIR(st.st_mode):
-            fstree.remove_at(parent, base)
-            fstree.mkdir_at(parent, base, 0o755)
+            fsentries.remove_at(parent, base)
+            fsentries.mkdir_at(parent, base, 0o755)
         dirs.append((rel, member))
-        fd = fstree.open_dir_at(parent, base)
+        fd = fsentries.open_dir_at(parent, base)
         try:
             for key, value in xattrs:
                 try:
@@ -154,40 +154,40 @@ def _make(tar: tarfile.TarFile, member: tarfile.TarInfo, root_fd: int, parent: i
             os.close(fd)
         return 0
 
-    fstree.remove_at(parent, base)
+    fsentries.remove_at(parent, base)
     size = 0
-    attrs = fstree.Attrs(member.uid, member.gid, None if member.issym() else member.mode & 0o7777, member.mtime,
+    attrs = fsentries.Attrs(member.uid, member.gid, None if member.issym() else member.mode & 0o7777, member.mtime,
                          xattrs)
     if member.isreg():
         src = tar.extractfile(member)
         assert src is not None
-        fd = fstree.create_file_at(parent, base)
+        fd = fsentries.create_file_at(parent, base)
         try:
-            size = fstree.copy_stream(fd, src)
-            fstree.set_attrs_fd(fd, attrs)
+            size = fsentries.copy_stream(fd, src)
+            fsentries.set_attrs_fd(fd, attrs)
         finally:
             os.close(fd)
         return size
     if member.issym():
-        fstree.symlink_at(parent, base, member.linkname)
+        fsentries.symlink_at(parent, base, member.linkname)
     elif member.islnk():
         target_rel = _clean(member.linkname, "hard link target")
         target_parent = open_parents(root_fd, target_rel)
         try:
             target_base = posixpath.basename(target_rel)
-            if fstree.lstat_at(target_parent, target_base) is None:
+            if fsentries.lstat_at(target_parent, target_base) is None:
                 raise InvalidArgument(f"layer refused: hard link {rel!r} names {member.linkname!r}, "
                                       "not in the layer")
-            fstree.link_at(target_parent, target_base, parent, base)
+            fsentries.link_at(target_parent, target_base, parent, base)
         finally:
             os.close(target_parent)
         return 0
     elif member.ischr() or member.isblk():
         kind = stat.S_IFCHR if member.ischr() else stat.S_IFBLK
-        fstree.mknod_at(parent, base, kind | (member.mode & 0o7777), os.makedev(member.devmajor, member.devminor))
+        fsentries.mknod_at(parent, base, kind | (member.mode & 0o7777), os.makedev(member.devmajor, member.devminor))
     elif member.isfifo():
-        fstree.mknod_at(parent, base, stat.S_IFIFO | (member.mode & 0o7777))
+        fsentries.mknod_at(parent, base, stat.S_IFIFO | (member.mode & 0o7777))
     else:
         raise InvalidArgument(f"layer refused: {rel!r} has an unsupported tar type {member.type!r}")
-    fstree.set_attrs_at(parent, base, attrs)
+    fsentries.set_attrs_at(parent, base, attrs)
     return size

@@ -1,6 +1,6 @@
 """The users, groups and directories of berth's small base images (bootstrap busybox, the test rootfs).
 
-Strategy: data only; the image makers (berth.tools.bootstrap, berth.testing.rootfs) write them into
+Strategy: data only; the image makers (berth.tools.busyboxlayer, berth.testing.rootfs) write them into
 their layers with root ownership and these modes.
 """
 

@@ -28,7 +28,7 @@ or when something else in them was added or deleted: the runtime (a mount
 point it creates) or the VM set-up (its copies of the /etc files) changes
 their times, never the container's user.
 
-The walk is by directory descriptor (berth.host.fstree.walk) and each layer
+The walk is by directory descriptor (berth.host.fswalk.walk) and each layer
 is looked into by descriptor too, component by component, never following a
 symlink: the upper directory is written by the container and the layers come
 from images. All of this blocks: call it from a thread. The answer is
@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from berth.errors import FailedPrecondition
-from berth.host import fstree
+from berth.host import fsentries, fswalk
 
 MAX_CHANGES = 500_000
 HIDDEN = frozenset({"/etc/hosts", "/etc/hostname", "/etc/resolv.conf", "/etc/mtab", "/.dockerenv",
@@ -121,7 +121,7 @@ def _probe(layer_fd: int, parts: Sequence[str]) -> tuple[os.stat_result | None, 
     opaque = False
     try:
         for i, name in enumerate(parts):
-            st = fstree.lstat_at(fd, name)
+            st = fsentries.lstat_at(fd, name)
             if st is None:
                 return None, opaque
             if is_whiteout(fd, name, st):
@@ -132,8 +132,8 @@ def _probe(layer_fd: int, parts: Sequence[str]) -> tuple[os.stat_result | None, 
                 return None, True
             opaque = opaque or is_opaque(fd, name, st)
             try:
-                nxt = fstree.open_dir_at(fd, name)
-            except (FileNotFoundError, fstree.NotADirectoryBelow):
+                nxt = fsentries.open_dir_at(fd, name)
+            except (FileNotFoundError, fsentries.NotADirectoryBelow):
                 return None, True
             os.close(fd)
             fd = nxt
@@ -164,7 +164,7 @@ def _unchanged_dir(path: str, st: os.stat_result, below: os.stat_result) -> bool
 
 def _kinds(upper_fd: int, layers: Layers) -> Iterator[tuple[str, bool, Kind]]:
     """(path, is a directory, kind) of every upper entry that is a change, in walk order."""
-    for entry in fstree.walk(upper_fd):
+    for entry in fswalk.walk(upper_fd):
         path = "/" + entry.name
         parts = entry.name.split("/")
         st = entry.st
@@ -216,7 +216,7 @@ def container_changes(upper: str, lowers: Sequence[str], limit: int = MAX_CHANGE
 
     Raises:
         FailedPrecondition: more than *limit* changes.
-        TreeTooDeep: directories nested deeper than berth.host.fstree.MAX_WALK_DEPTH.
+        TreeTooDeep: directories nested deeper than berth.host.fswalk.MAX_WALK_DEPTH.
     """
     with ExitStack() as stack:
         try:

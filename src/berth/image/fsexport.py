@@ -1,7 +1,7 @@
 """Stream a directory tree as a tar: what `docker export` sends for a container's root.
 
 Strategy: the tree is walked with lstat only and by directory descriptor
-(berth.host.fstree.walk), so no symlink is ever followed, even one swapped in
+(berth.host.fswalk.walk), so no symlink is ever followed, even one swapped in
 for a directory while the walk runs,
 and entries come out in a fixed order (names sorted, each directory before
 what it holds). Headers are made by tarfile.TarInfo.tobuf in PAX format, which
@@ -28,7 +28,7 @@ rather than the file: overlayfs' own (trusted.overlay.*, user.overlay.*) and
 the host's SELinux label.
 
 The tar primitives here (TarWriter, member(), coalesce()) are shared with
-berth.image.layerdiff and berth.image.imagearchive.
+berth.image.layerdiff and berth.image.archivesave.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Iterable, Iterator
 
 from berth.errors import NotFound
-from berth.host import fstree
+from berth.host import fsentries, fswalk
 
 BLOCK = 512
 CHUNK = 1 << 20
@@ -65,7 +65,7 @@ def walk(root: Path | str) -> Iterator[Entry]:
     """Every file under *root* (not *root* itself), sorted by name, directories before their content.
 
     Never follows symlinks; skips sockets and anything that vanishes while walking. The tree
-    may be live and hostile: it is walked by directory descriptor (berth.host.fstree.walk),
+    may be live and hostile: it is walked by directory descriptor (berth.host.fswalk.walk),
     so a directory swapped for a symlink between listing and descending is not descended,
     and each Entry.path names the file through its directory's descriptor
     (/proc/self/fd/N/name, valid until the walk moves on), never by a path that a
@@ -76,7 +76,7 @@ def walk(root: Path | str) -> Iterator[Entry]:
     except (FileNotFoundError, NotADirectoryError):
         return
     try:
-        for e in fstree.walk(top):
+        for e in fswalk.walk(top):
             if stat.S_ISSOCK(e.st.st_mode):
                 continue
             yield Entry(e.name, e.proc_path, e.st)
@@ -241,7 +241,7 @@ class TarWriter:
         return header(info)
 
     def _regular(self, entry: Entry, name: str) -> Iterator[bytes]:
-        fd = fstree.open_regular_at(None, entry.path)  # never opens a device or FIFO swapped in
+        fd = fsentries.open_regular_at(None, entry.path)  # never opens a device or FIFO swapped in
         if fd is None:
             return  # vanished, or replaced by a symlink, a device, a fifo or a socket
         try:

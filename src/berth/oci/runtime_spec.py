@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from berth.errors import InvalidArgument
-from berth.oci import capabilities, seccomp
+from berth.oci import capabilities, seccomp, seccompprofile
 
 OCI_VERSION = "1.0.2"
 NOFILE_DEFAULT = 1048576  # Docker's RLIMIT_NOFILE, soft and hard
@@ -294,8 +294,8 @@ def _seccomp(spec: ContainerSpec, caps: list[str], arch: str) -> dict[str, Any] 
         return seccomp.default_profile(caps, arch, spec.runtime, spec.seccomp_abis)
     if spec.seccomp_profile == "unconfined":
         return None
-    profile = seccomp.parse_docker_profile(spec.seccomp_profile)
-    return seccomp.docker_profile(profile, caps, arch, seccomp.kernel_version(spec.kernel_release))
+    profile = seccompprofile.parse_docker_profile(spec.seccomp_profile)
+    return seccompprofile.docker_profile(profile, caps, arch, seccompprofile.kernel_version(spec.kernel_release))
 
 
 def build(spec: ContainerSpec, arch: str = "amd64") -> dict[str, Any]:

@@ -3,7 +3,8 @@
 Strategy: three layers. `berth.wire.registrynames` (pure) says which registry serves an image
 name and how to reach it; `berth.wire.registryauth` (pure) holds credentials and parses what
 registries and token servers say about auth; `client` does the HTTP: manifests,
-blobs, uploads, the token flow, TLS per registry, retries.
+blobs, uploads, sent through `transport` (the token flow, retries, redirects) over
+`endpoints` (TLS per registry), with `responses` and `failures` judging the answers.
 
     from berth import registry
     host, repo = registry.registry_and_repo("busybox")
@@ -13,15 +14,15 @@ blobs, uploads, the token flow, TLS per registry, retries.
 
 from __future__ import annotations
 
-from berth.registry.client import (
+from berth.registry.base import (
     MANIFEST_TYPES,
-    BlobStream,
     Manifest,
-    RegistryClient,
     RegistryDataError,
     RegistryOptions,
     RegistryUnavailable,
 )
+from berth.registry.blobstream import BlobStream
+from berth.registry.client import RegistryClient
 from berth.wire.registryauth import (
     Challenge,
     Credentials,

@@ -27,88 +27,46 @@ import logging
 import os
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from berth.builder import configedit
 from berth.builder import dockerfile as dfp
-from berth.builder.context import Context, find_sources
-from berth.builder.copyops import (
-    ImageTree,
-    Owner,
-    add_into,
-    copy_into,
-    download,
-    resolve_owner,
-)
+from berth.builder.context import Context
+from berth.builder.copyops import add_into, copy_into
+from berth.builder.download import download
+from berth.builder.imagetree import ImageTree
+from berth.builder.owners import Owner, resolve_owner
+from berth.builder.sources import find_sources
 from berth.errors import BerthError, InvalidArgument, NotFound
 from berth.host import fs, mount, spool
 from berth.image import fsexport
 from berth.metadata.db import Database
 from berth.oci import platform as platforms
 from berth.oci import reference
+from berth.services.buildcache import BuildCache
+from berth.services.buildrun import RunSteps
+from berth.services.buildtypes import (
+    BuildOptions,
+    Emit,
+    Puller,
+    StageState,
+    clean_config,
+    say,
+    short,
+)
 from berth.services.containers import Containers
 from berth.services.events import Events
 from berth.services.imageio import ImageIO
 from berth.services.images import Images
 from berth.services.lifecycle import Lifecycle
-from berth.wire.k8slog import Parser
 
 log = logging.getLogger(__name__)
 
-Emit = Callable[[dict[str, Any]], None]
-DEFAULT_SHELL = ["/bin/sh", "-c"]
 PREDEFINED_ARGS = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy",
                    "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy")
 PLATFORM_ARGS = ("TARGETPLATFORM", "TARGETOS", "TARGETARCH", "TARGETVARIANT", "BUILDPLATFORM", "BUILDOS",
                  "BUILDARCH", "BUILDVARIANT")
-
-
-@dataclass
-class BuildOptions:
-    tags: list[str] = field(default_factory=list)
-    dockerfile: str = "Dockerfile"
-    buildargs: dict[str, str] = field(default_factory=dict)
-    target: str = ""
-    labels: dict[str, str] = field(default_factory=dict)
-    nocache: bool = False
-    pull: bool = False
-    rm: bool = True
-    forcerm: bool = False
-    quiet: bool = False
-    platform: str = ""
-    networkmode: str = ""
-    extrahosts: list[str] = field(default_factory=list)
-    isolation: str = ""
-    cache_from: list[str] = field(default_factory=list)  # images whose chains alone may serve as cache
-    # (history, diff_ids) of each cache_from image found; None = the whole local cache (set by Builder.build)
-    cache_sources: list[tuple[list[Any], list[str]]] | None = None
-
-
-class BuildError(BerthError):
-    """A step failed; carries the exit code for errorDetail."""
-
-    def __init__(self, message: str, code: int = 1) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-@dataclass
-class StageState:
-    """What the build of one stage has made so far."""
-
-    image: str | None  # None = scratch with no step yet
-    config: dict[str, Any]
-    platform: dict[str, str]
-    args: dict[str, str] = field(default_factory=dict)  # ARGs declared in this stage, with values
-    shell: list[str] = field(default_factory=lambda: list(DEFAULT_SHELL))
-
-
-class Puller(Protocol):
-    """What FROM needs to fetch a base image that is not here (berth.services.distribution meets it)."""
-
-    async def pull(self, ref_text: str, platform: str, creds: Any, emit: Any) -> Any: ...
 
 
 class Builder:
@@ -117,6 +75,8 @@ class Builder:
         self._images, self._imageio, self._containers, self._db, self._events = \
             images, imageio, containers, db, events
         self._lifecycle = lifecycle
+        self._cache = BuildCache(db, images)
+        self._runs = RunSteps(containers, lifecycle, imageio, self._cache)
         self._distribution = distribution  # None: FROM uses local images only
         self._tmp = os.path.join(root, "build")
         os.makedirs(self._tmp, exist_ok=True)
@@ -128,7 +88,7 @@ class Builder:
         work = Path(await spool.settled(tempfile.mkdtemp, None, "b-", self._tmp))
         if opts.cache_from:
             plat = opts.platform if "," not in opts.platform else ""  # one index per name: any platform's chain
-            opts = dataclasses.replace(opts, cache_sources=self._cache_sources(opts.cache_from, plat))
+            opts = dataclasses.replace(opts, cache_sources=self._cache.sources(opts.cache_from, plat))
         try:
             context_tar = work / "context.tar"
             await spool.to_file(body, context_tar)  # written in a thread, never on the event loop
@@ -213,31 +173,31 @@ class Builder:
         base_name = dfp.expand(stage.base, meta, df.escape)
         plat = dfp.expand(stage.platform, meta, df.escape) if stage.platform else opts.platform
         step[0] += 1
-        self._say(opts, emit, f"Step {step[0]}/{total} : FROM {base_name}"
+        say(opts, emit, f"Step {step[0]}/{total} : FROM {base_name}"
                   + (f" AS {stage.name}" if stage.name else ""))
         state = await self._from(df, base_name, plat, results, opts, emit)
-        self._say(opts, emit, f" ---> {_short(state.image) if state.image else 'scratch'}")
+        say(opts, emit, f" ---> {short(state.image) if state.image else 'scratch'}")
         instructions = list(stage.instructions)
         triggers = list(state.config.get("OnBuild") or []) if state.image else []
         if triggers:
             state.config["OnBuild"] = None
             onbuild = dfp.parse("FROM scratch\n" + "\n".join(triggers)).stages[0].instructions
             instructions = onbuild + instructions
-            self._say(opts, emit, f"# Executing {len(onbuild)} build trigger{'s' if len(onbuild) != 1 else ''}")
+            say(opts, emit, f"# Executing {len(onbuild)} build trigger{'s' if len(onbuild) != 1 else ''}")
         own = {id(i) for i in stage.instructions}
         for ins in instructions:
             if id(ins) in own:  # build triggers run first, without a step number of their own
                 step[0] += 1
-                self._say(opts, emit, f"Step {step[0]}/{total} : {ins.original}")
+                say(opts, emit, f"Step {step[0]}/{total} : {ins.original}")
             await self._step(df, ins, state, ctx, opts, emit, work, meta, results, used_args)
         if state.image is None:  # FROM scratch and nothing else: an empty image
-            state.image = await asyncio.to_thread(self._imageio.derive, None, _clean(state.config), layer=None,
+            state.image = await asyncio.to_thread(self._imageio.derive, None, clean_config(state.config), layer=None,
                                                   history={"created_by": "FROM scratch"}, platform=state.platform)
         if opts.labels and last:
             cfg = dict(state.config)
             cfg["Labels"] = {**(cfg.get("Labels") or {}), **opts.labels}
             state.config = cfg
-            state.image = await asyncio.to_thread(self._imageio.derive, state.image, _clean(cfg), layer=None,
+            state.image = await asyncio.to_thread(self._imageio.derive, state.image, clean_config(cfg), layer=None,
                                                   history={"created_by": "LABEL " + " ".join(
                                                       f"{k}={v}" for k, v in opts.labels.items())},
                                                   platform=state.platform)
@@ -298,7 +258,7 @@ class Builder:
                     state.args[key] = _platform_arg(key, state.platform)
             return await self._config_step(ins, state, opts, emit, lambda cfg: None, cache_extra=state.args)
         if cmd in ("RUN",):
-            return await self._run_step(df, ins, state, opts, emit, env)
+            return await self._runs.run(ins, state, opts, emit, env)
         if cmd in ("COPY", "ADD"):
             return await self._copy_step(df, ins, state, ctx, opts, emit, env, results, work)
         edit = self._config_edit(df, ins, state, env)
@@ -328,87 +288,17 @@ class Builder:
         edit(cfg)
         author = str(cfg.pop("__author", "") or "")
         history = {"created_by": f"/bin/sh -c #(nop) {ins.original}"}
-        key = self._key(state, ins.original, cache_extra if cache_extra is not None else {})
-        image = self._cached(key, opts)
+        key = self._cache.key(state, ins.original, cache_extra if cache_extra is not None else {})
+        image = self._cache.cached(key, opts)
         if image is not None:
-            self._say(opts, emit, " ---> Using cache")
+            say(opts, emit, " ---> Using cache")
         else:
-            image = await asyncio.to_thread(self._imageio.derive, state.image, _clean(cfg), layer=None,
+            image = await asyncio.to_thread(self._imageio.derive, state.image, clean_config(cfg), layer=None,
                                             history=history, author=author, platform=state.platform)
-            self._remember(key, image)
+            self._cache.remember(key, image)
         state.image = image
         state.config = cfg
-        self._say(opts, emit, f" ---> {_short(image)}")
-
-    # -- RUN ---------------------------------------------------------------------------------
-    async def _run_step(self, df: dfp.Dockerfile, ins: dfp.Instruction, state: StageState, opts: BuildOptions,
-                        emit: Emit, env: dict[str, str]) -> None:
-        if ins.heredocs and not ins.json:
-            script = "\n".join(h.content for h in ins.heredocs)
-            argv = [*state.shell, script]
-        else:
-            argv = list(ins.args) if ins.json else [*state.shell, ins.args[0]]
-        run_env = [f"{k}={v}" for k, v in state.args.items()]  # ARGs: in the step's env, not in the image
-        key = self._key(state, json.dumps(argv), {"args": state.args})
-        if self._from_cache(key, state, opts, emit):
-            return
-        if state.image is None:
-            raise BuildError(f"The command '{' '.join(argv)}' cannot run: the stage is FROM scratch and has no "
-                             "files yet (there is no shell to run it)", 127)
-        body = {"Image": state.image, "Cmd": argv, "Entrypoint": [""], "Env": [*(state.config.get("Env") or []),
-                                                                              *run_env],
-                "User": state.config.get("User") or "", "WorkingDir": state.config.get("WorkingDir") or "",
-                "Labels": {}, "Tty": False, "OpenStdin": False,
-                "HostConfig": {"NetworkMode": opts.networkmode or "default", "ExtraHosts": opts.extrahosts or None,
-                               "Isolation": opts.isolation or ""}}
-        cid, _ = self._containers.create("", body, opts.platform)
-        self._say(opts, emit, f" ---> Running in {cid[:12]}")
-        failed = True
-        try:
-            code = await self._run_container(cid, opts, emit)
-            if code != 0:
-                raise BuildError(f"The command '{' '.join(argv)}' returned a non-zero code: {code}", code)
-            layer, _ = await asyncio.to_thread(self._imageio.layer_from_chunks,
-                                               _upper_layer(Path(self._containers.upper_dir(cid))))
-            history = {"created_by": " ".join(argv)}
-            image = await asyncio.to_thread(self._imageio.derive, state.image, _clean(state.config), layer=layer,
-                                            history=history, platform=state.platform)
-            failed = False
-        finally:
-            if opts.rm and (not failed or opts.forcerm):
-                with contextlib.suppress(BerthError):
-                    await self._lifecycle.remove(cid, force=True, volumes=True)
-                if not opts.quiet:
-                    emit({"stream": f"Removing intermediate container {cid[:12]}\n"})
-        self._remember(key, image)
-        state.image = image
-        self._say(opts, emit, f" ---> {_short(image)}")
-
-    async def _run_container(self, cid: str, opts: BuildOptions, emit: Emit) -> int:
-        c = self._containers.get(cid)
-        await self._lifecycle.start(cid)
-        log_path = os.path.join(c.dir, "container.log")
-        parser = Parser()
-        offset = 0
-        waiter = asyncio.ensure_future(self._lifecycle.wait(cid, "not-running"))
-
-        async def pump() -> None:  # the log is read in a thread, a bounded piece at a time
-            nonlocal offset
-            while data := await asyncio.to_thread(_read_at, log_path, offset, LOG_READ):
-                offset += len(data)
-                if not opts.quiet:
-                    for entry in parser.feed(data):
-                        emit({"stream": _stream_text(entry.stream, entry.data)})
-                if len(data) < LOG_READ:
-                    return
-        while not waiter.done():
-            await pump()
-            await asyncio.sleep(0.05)
-        await pump()
-        result = waiter.result()
-        if result.get("Error") and result["Error"].get("Message"):
-            raise BuildError(str(result["Error"]["Message"]), int(result.get("StatusCode") or 1))
-        return int(result.get("StatusCode") or 0)
+        say(opts, emit, f" ---> {short(image)}")
 
     # -- COPY / ADD --------------------------------------------------------------------------
     async def _copy_step(self, df: dfp.Dockerfile, ins: dfp.Instruction, state: StageState, ctx: Context,
@@ -453,8 +343,8 @@ class Builder:
                 await asyncio.to_thread(_write_text, hd, doc.content)
                 files.append(hd)
                 checksum += hashlib.sha256(doc.content.encode()).hexdigest()
-            key = self._key(state, ins.original, {"sum": checksum, "flags": ins.flags})
-            if self._from_cache(key, state, opts, emit):
+            key = self._cache.key(state, ins.original, {"sum": checksum, "flags": ins.flags})
+            if self._cache.take(key, state, opts, emit):
                 return
             tree = ImageTree(self._images.layer_dirs(state.image)) if state.image else None
             owner = await asyncio.to_thread(self._owner, ins.flags.get("chown"), tree, env, df)  # reads /etc files
@@ -469,11 +359,11 @@ class Builder:
         layer, _ = await asyncio.to_thread(self._imageio.layer_from_chunks, fsexport.iter_tree_tar(scratch))
         await spool.settled(fs.rmtree, str(scratch))
         history = {"created_by": f"/bin/sh -c #(nop) {ins.original}"}
-        image = await asyncio.to_thread(self._imageio.derive, state.image, _clean(state.config), layer=layer,
+        image = await asyncio.to_thread(self._imageio.derive, state.image, clean_config(state.config), layer=layer,
                                         history=history, platform=state.platform)
-        self._remember(key, image)
+        self._cache.remember(key, image)
         state.image = image
-        self._say(opts, emit, f" ---> {_short(image)}")
+        say(opts, emit, f" ---> {short(image)}")
 
     def _from_image(self, df: dfp.Dockerfile, ref: str, results: dict[int, str]) -> str:
         found = df.stage(ref)
@@ -515,70 +405,11 @@ class Builder:
             with contextlib.suppress(OSError):
                 target.rmdir()
 
-    # -- cache --------------------------------------------------------------------------------
-    def _key(self, state: StageState, what: str, extra: Any) -> str:
-        doc = [state.image or "scratch", state.platform, what, extra, json.dumps(state.config, sort_keys=True)]
-        return "sha256:" + hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
-
-    def _from_cache(self, key: str, state: StageState, opts: BuildOptions, emit: Emit) -> bool:
-        """Take the step's image from the cache when it is there; say so as Docker does."""
-        cached = self._cached(key, opts)
-        if cached is None:
-            return False
-        self._say(opts, emit, " ---> Using cache")
-        self._say(opts, emit, f" ---> {_short(cached)}")
-        state.image = cached
-        return True
-
-    def _cached(self, key: str, opts: BuildOptions) -> str | None:
-        if opts.nocache:
-            return None
-        image = self._db.build_cache_get(key)
-        if not image or self._db.get_image(image) is None:
-            return None
-        if opts.cache_sources is not None:
-            config = self._images.config(image)
-            if not cache_scope(opts.cache_sources, list(config.get("history") or []),
-                               list((config.get("rootfs") or {}).get("diff_ids") or [])):
-                return None
-        return image
-
-    def _cache_sources(self, names: list[str], platform: str) -> list[tuple[list[Any], list[str]]]:
-        """(history, diff_ids) of each cache_from image that exists (a missing one is skipped, as Docker does)."""
-        out: list[tuple[list[Any], list[str]]] = []
-        for name in names:
-            try:
-                config = self._images.config(self._images.resolve(name, platform))
-            except (NotFound, InvalidArgument):
-                continue
-            out.append((list(config.get("history") or []), list((config.get("rootfs") or {}).get("diff_ids") or [])))
-        return out
-
-    def _remember(self, key: str, image: str) -> None:
-        self._db.build_cache_put(key, image)
-
-    @staticmethod
-    def _say(opts: BuildOptions, emit: Emit, text: str) -> None:
-        if not opts.quiet:
-            emit({"stream": text + "\n"})
 
 
 def _extract(context_tar: Path, dest: Path, dockerfile: str) -> Context:
     with open(context_tar, "rb") as f:
         return Context.extract(f, dest, dockerfile)
-
-
-LOG_READ = 1 << 20  # bytes of a RUN step's log read at once (in a thread)
-
-
-def _read_at(path: str, offset: int, limit: int) -> bytes:
-    """At most *limit* bytes of *path* from *offset*; b"" when there are none or the file is gone."""
-    try:
-        with open(path, "rb") as f:
-            f.seek(offset)
-            return f.read(limit)
-    except OSError:
-        return b""
 
 
 TOO_DEEP = ("the build context nests directories too deep for berth's builder (more than about a thousand "
@@ -608,41 +439,6 @@ def _write_text(path: Path, text: str) -> None:
     path.write_text(text)
 
 
-def _upper_layer(upper: Path) -> Iterator[bytes]:
-    from berth.image import layerdiff
-    return layerdiff.iter_layer_from_upper(upper)
-
-
-STDERR_START, STDERR_END = "\x1b[91m", "\x1b[0m"
-
-
-def _stream_text(stream: str, data: bytes) -> str:
-    """A RUN step's output as a `stream` message: stderr in bright red, as Docker's classic builder writes it."""
-    text = data.decode(errors="replace")
-    return f"{STDERR_START}{text}{STDERR_END}" if stream == "stderr" else text
-
-
-def cache_scope(sources: list[tuple[list[Any], list[str]]], history: list[Any], diff_ids: list[str]) -> bool:
-    """Whether an image with *history* and *diff_ids* may serve as cache when the build names cache_from images.
-
-    The classic builder's rule: a cached step counts only when its image is one of the
-    named images or an ancestor of one. berth records no parent links; an ancestor is
-    recognised by content instead: every image derived from another (a build step, a
-    commit) repeats its history (each entry with its creation time) and its layers, so
-    "*history* and *diff_ids* are a prefix of the source's" is "the source was made from it".
-    *sources* holds (history, diff_ids) of each named image that exists.
-    """
-    return any(history == h[:len(history)] and diff_ids == d[:len(diff_ids)] for h, d in sources)
-
-
-def _short(image: str | None) -> str:
-    return (image or "")[7:19]
-
-
-def _clean(cfg: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in cfg.items() if not k.startswith("__")}
-
-
 def _platform_arg(key: str, platform: dict[str, str]) -> str:
     """TARGETPLATFORM and friends, for the platform being built (build and target are the same here)."""
     os_, arch, variant = platform.get("os", "linux"), platform.get("architecture", "amd64"), platform.get("variant", "")
@@ -650,4 +446,4 @@ def _platform_arg(key: str, platform: dict[str, str]) -> str:
             "VARIANT": variant}[key.removeprefix("TARGET").removeprefix("BUILD")]
 
 
-__all__ = ["Builder", "BuildOptions", "BuildError", "cache_scope"]
+__all__ = ["Builder"]

@@ -23,6 +23,7 @@ from berth.host import devices, fs, fstree, mount
 from berth.oci import capabilities, passwd, runtime_spec, seccomp
 from berth.services import validate
 from berth.services.links import Link, merged_env
+from berth.services.records import ContainerRecord
 from berth.snapshot.overlay import OverlayMount
 
 USER_FILE_LIMIT = 4 << 20  # /etc/passwd, /etc/group: more is an attack, not an image
@@ -124,19 +125,18 @@ def unmount_root(m: OverlayMount) -> None:
     mount.unmount(m.target)
 
 
-def process_args(doc: dict[str, Any]) -> list[str]:
-    """Entrypoint + Cmd, as Docker joins them (Path and Args in inspect)."""
-    cfg = doc["Config"]
+def process_args(cfg: dict[str, Any]) -> list[str]:
+    """Entrypoint + Cmd of a container's Config, as Docker joins them (Path and Args in inspect)."""
     return list(cfg.get("Entrypoint") or []) + list(cfg.get("Cmd") or [])
 
 
-def write_etc_files(doc: dict[str, Any], bundle: str, network: Any = None,
+def write_etc_files(record: ContainerRecord, bundle: str, network: Any = None,
                     links: Sequence[Link] = ()) -> list[runtime_spec.BindMount]:
     """/etc/hostname, hosts and resolv.conf for the container (*network*: its addresses and DNS, if bridged;
     *links*: its legacy links, a hosts line each)."""
-    cfg, host = doc["Config"], doc["HostConfig"]
+    cfg, host = record.config, record.host
     network_info = network
-    hostname = cfg.get("Hostname") or doc["Id"][:12]
+    hostname = record.hostname
     network = host.get("NetworkMode") or "default"
     if network == "host":
         hostname = cfg.get("Hostname") or os.uname().nodename
@@ -168,7 +168,7 @@ def write_etc_files(doc: dict[str, Any], bundle: str, network: Any = None,
     return mounts
 
 
-def build_spec(doc: dict[str, Any], bundle: str, rootfs: str, host_facts: HostFacts,
+def build_spec(record: ContainerRecord, bundle: str, rootfs: str, host_facts: HostFacts,
                namespaces: dict[str, str] | None = None, network: Any = None,
                links: Sequence[Link] = ()) -> runtime_spec.ContainerSpec:
     """Write the bundle's /etc files and return the container's spec.
@@ -176,14 +176,14 @@ def build_spec(doc: dict[str, Any], bundle: str, rootfs: str, host_facts: HostFa
     Raises:
         InvalidArgument: the user does not exist in the image, or a bind source is unusable.
     """
-    cfg, host = doc["Config"], doc["HostConfig"]
+    cfg, host = record.config, record.host
     passwd_text, group_text = user_files(rootfs, cfg.get("User") or "")
     check_etc_targets(rootfs)
     uid, gid, groups = passwd.resolve_user(cfg.get("User") or "", passwd_text, group_text)
     groups = with_group_add(groups, host, group_text)
-    mounts = write_etc_files(doc, bundle, network, links)
+    mounts = write_etc_files(record, bundle, network, links)
     tmpfs = [(k, v or "") for k, v in (host.get("Tmpfs") or {}).items()]
-    for bind in doc.get("Binds") or []:  # binds, volumes (their _data) and --mount tmpfs
+    for bind in record.binds:  # binds, volumes (their _data) and --mount tmpfs
         if bind.get("Type") == "tmpfs":
             tmpfs.append((bind["Destination"], bind.get("TmpfsOptions") or ""))
             continue
@@ -194,13 +194,13 @@ def build_spec(doc: dict[str, Any], bundle: str, rootfs: str, host_facts: HostFa
             os.makedirs(bind["Source"], exist_ok=True)  # as docker -v does for a missing host path
         mounts.append(runtime_spec.BindMount(bind["Source"], bind["Destination"], not bind["RW"],
                                              tuple(bind.get("Options") or ())))
-    args = process_args(doc)
+    args = process_args(cfg)
     if host.get("Init"):
         mounts.append(runtime_spec.BindMount(INIT_BINARY, INIT_PATH, True))
         args = [INIT_PATH, "--"] + args
     env = merged_env(links, list(cfg.get("Env") or []))  # --link variables first: the container's own win
     if not any(e.startswith("HOSTNAME=") for e in env):
-        env.insert(0, f"HOSTNAME={cfg.get('Hostname') or doc['Id'][:12]}")
+        env.insert(0, f"HOSTNAME={record.hostname}")
     if uid != 0 and not any(e.startswith("HOME=") for e in env):
         home = _home(passwd_text, uid)
         env.append(f"HOME={home}")
@@ -212,7 +212,7 @@ def build_spec(doc: dict[str, Any], bundle: str, rootfs: str, host_facts: HostFa
     return runtime_spec.ContainerSpec(
         args=tuple(args), rootfs=rootfs, env=tuple(env), cwd=cfg.get("WorkingDir") or "/",
         uid=uid, gid=gid, additional_gids=groups,
-        hostname=cfg.get("Hostname") or doc["Id"][:12] if network != "host" else "",
+        hostname=record.hostname if network != "host" else "",
         tty=bool(cfg.get("Tty")), readonly_rootfs=bool(host.get("ReadonlyRootfs")),
         mounts=tuple(mounts), cap_add=tuple(host.get("CapAdd") or ()), cap_drop=tuple(host.get("CapDrop") or ()),
         privileged=bool(host.get("Privileged")),
@@ -221,7 +221,7 @@ def build_spec(doc: dict[str, Any], bundle: str, rootfs: str, host_facts: HostFa
         seccomp_abis=host_facts.seccomp_abis,
         resources=resources,
         network_mode="host" if network == "host" else (namespaces or {}).get("network", "none"),
-        cgroups_path=f"/berth/{doc['Id']}", host_capabilities=host_facts.capabilities,
+        cgroups_path=f"/berth/{record.id}", host_capabilities=host_facts.capabilities,
         devices=devices.host_devices() if host.get("Privileged") else (),
         tmpfs=tuple(tmpfs),
         pid_mode=(namespaces or {}).get("pid", ""), ipc_mode=(namespaces or {}).get("ipc", ""),

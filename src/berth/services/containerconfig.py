@@ -14,6 +14,7 @@ from typing import Any
 
 from berth import timefmt
 from berth.services import bundle as bundles
+from berth.services.records import ContainerRecord, ContainerState
 from berth.services.runplan import RunPlan
 
 _ADJECTIVES = ("brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid", "merry",
@@ -89,29 +90,23 @@ def settled_host_config(host: dict[str, Any], run: RunPlan) -> dict[str, Any]:
 
 
 def new_record(cid: str, name: str, cfg: dict[str, Any], host: dict[str, Any], image_id: str, image_os: str,
-               binds: list[Any], endpoints: dict[str, Any]) -> dict[str, Any]:
-    """A created container's first record, in Docker's inspect shape (State "created")."""
-    args = bundles.process_args({"Config": cfg})
-    return {
-        "Id": cid, "Name": "/" + name, "Created": timefmt.now(), "Path": args[0], "Args": args[1:],
-        "Config": cfg, "HostConfig": host, "Image": image_id, "Binds": binds,
-        "EndpointsConfig": endpoints, "EndpointsListed": True,
-        "State": {"Status": "created", "Running": False, "Paused": False, "Restarting": False,
-                  "OOMKilled": False, "Dead": False, "Pid": 0, "ExitCode": 0, "Error": "",
-                  "StartedAt": timefmt.ZERO, "FinishedAt": timefmt.ZERO},
-        "MonitorPid": 0, "RestartCount": 0, "Platform": image_os,
-    }
+               binds: list[Any], endpoints: dict[str, Any]) -> ContainerRecord:
+    """A created container's first record (State "created")."""
+    args = bundles.process_args(cfg)
+    return ContainerRecord(id=cid, name=name, created=timefmt.now(), path=args[0], args=args[1:], image=image_id,
+                           config=cfg, host=host, state=ContainerState(), platform=image_os, binds=binds,
+                           endpoints_config=endpoints, endpoints_listed=True)
 
 
-def should_restart(doc: dict[str, Any], code: int) -> bool:
+def should_restart(record: ContainerRecord, code: int) -> bool:
     """Does the restart policy start the container again after it exited with *code*?"""
-    policy = doc["HostConfig"].get("RestartPolicy") or {}
+    policy = record.host.get("RestartPolicy") or {}
     name = policy.get("Name") or "no"
-    if doc.get("ManuallyStopped") or name == "no":
+    if record.manually_stopped or name == "no":
         return False
     if name == "on-failure":
         limit = int(policy.get("MaximumRetryCount") or 0)
-        return code != 0 and (limit == 0 or int(doc.get("RestartCount", 0)) < limit)
+        return code != 0 and (limit == 0 or record.restart_count < limit)
     return name in ("always", "unless-stopped")
 
 

@@ -38,5 +38,5 @@ def export(cs: Containers, ref: str) -> AsyncIterator[bytes]:
 async def changes(cs: Containers, images: Images, ref: str) -> list[dict[str, Any]]:
     """`docker diff`: each path added (1), changed (0) or deleted (2), as the API lists them."""
     c = cs.get(ref)
-    found = await asyncio.to_thread(diff.container_changes, cs.upper_dir(c.id), images.layer_dirs(c.doc["Image"]))
+    found = await asyncio.to_thread(diff.container_changes, cs.upper_dir(c.id), images.layer_dirs(c.record.image))
     return [change.to_api() for change in found]

@@ -23,10 +23,10 @@ from berth.oci import platform as platforms
 from berth.oci import runtime_spec
 from berth.runtime.base import Runtime
 from berth.services import bundle as bundles
-from berth.services import containerconfig
-from berth.services import health as healthchecks
+from berth.services import containerconfig, healthrules
 from berth.services import links as legacy_links
 from berth.services import runplan, validate
+from berth.services.attachments import Attachments
 from berth.services.events import Events
 from berth.services.images import Images
 from berth.services.networks import Networks
@@ -38,7 +38,8 @@ from berth.snapshot.overlay import OverlayMount, Snapshots
 class Containers:
     def __init__(self, root: str, db: Database, images: Images, snaps: Snapshots, events: Events,
                  runtimes: dict[str, Runtime], default_runtime: str, host_facts: bundles.HostFacts, *,
-                 table: ContainerTable, volumes: Volumes, networks: Networks) -> None:
+                 table: ContainerTable, volumes: Volumes, networks: Networks,
+                 attachments: Attachments) -> None:
         self.root = os.path.join(root, "containers")
         os.makedirs(self.root, exist_ok=True)
         self._db, self.images, self._snaps, self._events = db, images, snaps, events
@@ -48,6 +49,7 @@ class Containers:
         self._all = table.by_id  # the live records, shared with the services that read them
         self.volumes = volumes
         self.networks = networks
+        self.attachments = attachments
 
     # lookup -------------------------------------------------------------
     def get(self, ref: str) -> Container:
@@ -61,18 +63,18 @@ class Containers:
         return self.table.using_image(image_id)
 
     def runtime_of(self, c: Container) -> Runtime:
-        if c.doc["HostConfig"].get("Isolation") == "hyperv":
+        if c.record.vm:
             return self.runtimes["vm"]
-        return self.runtimes[c.doc["HostConfig"].get("Runtime") or self.default_runtime]
+        return self.runtimes[c.record.runtime or self.default_runtime]
 
     def save(self, c: Container) -> None:
         """Write *c*'s record to the database."""
-        self._db.update_container(c.id, c.name, c.doc)
+        self._db.update_container(c.id, c.name, c.record.to_doc())
 
     def event(self, c: Container, action: str, **extra: str) -> None:
         """Publish a container event: the image, the name and the container's labels as attributes."""
-        attrs = {"image": c.doc["Config"].get("Image", ""), "name": c.name}
-        attrs.update({k: v for k, v in (c.doc["Config"].get("Labels") or {}).items()})
+        attrs = {"image": c.config.get("Image", ""), "name": c.name}
+        attrs.update({k: v for k, v in (c.config.get("Labels") or {}).items()})
         attrs.update(extra)
         self._events.publish("container", action, c.id, attrs)
 
@@ -119,29 +121,29 @@ class Containers:
             host["Links"] = legacy_links.at_create(host, name, self.get)
         image_config = image_cfg.get("config") or {}
         cfg = containerconfig.merge_image_config(body, image_config)
-        healthcheck = healthchecks.merge(cfg.get("Healthcheck"), image_config.get("Healthcheck"))
+        healthcheck = healthrules.merge(cfg.get("Healthcheck"), image_config.get("Healthcheck"))
         if healthcheck is not None:
             cfg["Healthcheck"] = healthcheck
-        if not bundles.process_args({"Config": cfg}):
+        if not bundles.process_args(cfg):
             raise InvalidArgument("no command specified")
         cid = containerconfig.new_id(self._all)
         if image_config.get("Volumes"):  # as Docker merges them: the image's VOLUMEs join the request's
             cfg["Volumes"] = {**image_config["Volumes"], **(cfg.get("Volumes") or {})}
         binds = self.volumes.container_mounts(cid, host, (cfg.get("Volumes") or {}).keys(),
-                                              lambda ref: list(self.get(ref).doc.get("Binds") or []))
+                                              lambda ref: list(self.get(ref).record.binds))
         if not cfg.get("Hostname") and run.network != "host":
             cfg["Hostname"] = cid[:12]  # as Docker records it
-        doc = containerconfig.new_record(cid, name, cfg, containerconfig.settled_host_config(host, run), image_id,
+        record = containerconfig.new_record(cid, name, cfg, containerconfig.settled_host_config(host, run), image_id,
                                          image_cfg.get("os", "linux"), binds, planned)
         directory = os.path.join(self.root, cid)
         os.makedirs(directory, mode=0o700)  # root only: its upper dir holds what the container made
         try:
-            self._db.insert_container(cid, name, doc)
+            self._db.insert_container(cid, name, record.to_doc())
         except AlreadyExists as exc:
             fs.rmtree(directory)
             raise AlreadyExists(f'Conflict. The container name "/{name}" is already in use. '
                                 "You have to remove (or rename) that container to be able to reuse that name.") from exc
-        c = Container(doc, directory)
+        c = Container(record, directory)
         self._all[cid] = c
         self.event(c, "create")
         return cid, []
@@ -167,23 +169,23 @@ class Containers:
 
     def overlay(self, c: Container) -> OverlayMount:
         """The overlay mount of *c*'s root: its image's layers under its own upper directory."""
-        return self._snaps.container_mount(self.images.chains(c.doc["Image"]), c.dir)
+        return self._snaps.container_mount(self.images.chains(c.record.image), c.dir)
 
     # networks -----------------------------------------------------------
     async def connect(self, net_ref: str, ref: str, cfg: dict[str, Any]) -> None:
         """`docker network connect`: join a network (at once when running, else at the next start)."""
         c = self.get(ref)
         async with c.lock:
-            if c.doc["HostConfig"].get("Isolation") == "hyperv" and c.running:
+            if c.record.vm and c.running:
                 raise NotImplemented_("a running VM-isolated container cannot join another network (its VM has "
                                       "one network card, fixed at start): stop it, connect, start it")
-            await self.networks.connect(net_ref, c, cfg)
+            await self.attachments.connect(net_ref, c, cfg)
             self.save(c)
 
     async def disconnect(self, net_ref: str, ref: str, force: bool = False) -> None:
         c = self.get(ref)
         async with c.lock:
-            await self.networks.disconnect(net_ref, c)
+            await self.attachments.disconnect(net_ref, c)
             self.save(c)
 
     # other --------------------------------------------------------------
@@ -196,7 +198,7 @@ class Containers:
                    "RestartPolicy", "OomKillDisable"}
         changes = {k: v for k, v in body.items() if k in allowed and v not in (None, 0) or k == "RestartPolicy"}
         validate.check_config({"HostConfig": changes})
-        host = dict(c.doc["HostConfig"]) | changes
+        host = dict(c.host) | changes
         if changes.get("NanoCpus"):
             host["CpuQuota"] = host["CpuPeriod"] = 0
         elif changes.get("CpuQuota") or changes.get("CpuPeriod"):
@@ -204,7 +206,7 @@ class Containers:
         limits = runtime_spec.limits(bundles.resources_of(host, self.host_facts))
         if c.running:
             await self.runtime_of(c).update(c.id, limits)
-        c.doc["HostConfig"] = host
+        c.record.host = host
         self.save(c)
         self.event(c, "update")
         return {"Warnings": []}
@@ -216,7 +218,7 @@ class Containers:
             raise AlreadyExists(f'Error when allocating new name: Conflict. The container name "/{new}" is already '
                                 "in use. You have to remove (or rename) that container to be able to reuse that name.")
         old = c.name
-        c.doc["Name"] = "/" + new
+        c.record.name = new
         self.save(c)
         self.event(c, "rename", oldName="/" + old)
 
@@ -230,8 +232,8 @@ class Containers:
     def resize(self, ref: str, height: int, width: int) -> None:
         c = self.get(ref)
         if not c.running:
-            if c.state["Status"] == "created":
-                c.doc["PendingSize"] = [height, width]
+            if c.state.status == "created":
+                c.record.pending_size = [height, width]
                 return
             raise Conflict(f"Container {c.id} is not running")
         try:

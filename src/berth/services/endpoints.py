@@ -32,9 +32,11 @@ applying them is services.networks' business.
 from __future__ import annotations
 
 import ipaddress
+from dataclasses import dataclass, field
 from typing import Any
 
 from berth.errors import InvalidArgument
+from berth.services.records import ContainerRecord
 
 # The keys of an EndpointSettings that a client configures (the rest is operational and ignored).
 CONFIG_KEYS = ("IPAMConfig", "Links", "Aliases", "MacAddress", "DriverOpts")
@@ -188,12 +190,12 @@ def check_create_version(body: Any, api_version: str) -> None:
                               "with `docker network connect`)")
 
 
-def requested(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def requested(record: ContainerRecord) -> dict[str, dict[str, Any]]:
     """The networks a container record is on: name -> its settings (services.networks attaches these)."""
-    if doc.get("EndpointsListed"):
-        return dict(doc.get("EndpointsConfig") or {})
-    mode = doc["HostConfig"].get("NetworkMode") or "default"
-    wanted = {("bridge" if k == "default" else k): (v or {}) for k, v in (doc.get("EndpointsConfig") or {}).items()}
+    if record.endpoints_listed:
+        return dict(record.endpoints_config)
+    mode = record.network_mode
+    wanted = {("bridge" if k == "default" else k): (v or {}) for k, v in record.endpoints_config.items()}
     if mode in ("default", "bridge"):
         wanted.setdefault("bridge", {})
     elif bridged(mode):
@@ -201,14 +203,15 @@ def requested(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return wanted
 
 
-def dns_names(doc: dict[str, Any], aliases: list[str] | None) -> list[str]:
+def dns_names(record: ContainerRecord | None, aliases: list[str] | None) -> list[str]:
     """Docker's DNSNames: the name, the aliases, the short id, the hostname; each once, in that order."""
-    names = [doc.get("Name", "").lstrip("/"), *(aliases or []), doc.get("Id", "")[:12],
-             str((doc.get("Config") or {}).get("Hostname") or "")]
+    if record is None:
+        return list(dict.fromkeys(a for a in aliases or [] if a))
+    names = [record.name, *(aliases or []), record.id[:12], str(record.config.get("Hostname") or "")]
     return list(dict.fromkeys(n for n in names if n))
 
 
-def entry(doc: dict[str, Any], name: str, cfg: dict[str, Any], ep: dict[str, Any] | None) -> dict[str, Any]:
+def entry(record: ContainerRecord | None, name: str, cfg: dict[str, Any], ep: dict[str, Any] | None) -> dict[str, Any]:
     """One NetworkSettings.Networks value: *cfg* (what was asked) plus *ep* (the attachment now, if any)."""
     ep = ep or {}
     return {
@@ -220,34 +223,34 @@ def entry(doc: dict[str, Any], name: str, cfg: dict[str, Any], ep: dict[str, Any
         "Gateway": ep.get("gateway", ""), "IPAddress": ep.get("ip", ""), "IPPrefixLen": ep.get("prefix", 0),
         "IPv6Gateway": ep.get("gateway6", ""), "GlobalIPv6Address": ep.get("ip6", ""),
         "GlobalIPv6PrefixLen": ep.get("prefix6", 0),
-        "DNSNames": dns_names(doc, cfg.get("Aliases")) if user_defined(name) else None,
+        "DNSNames": dns_names(record, cfg.get("Aliases")) if user_defined(name) else None,
     }
 
 
-def networks(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+def networks(record: ContainerRecord) -> dict[str, dict[str, Any]]:
     """NetworkSettings.Networks of a container record (current API version)."""
-    attached = {ep.get("name") or ep["network"][:12]: ep for ep in (doc.get("Endpoints") or {}).values()}
+    attached = {ep.get("name") or ep["network"][:12]: ep for ep in record.endpoints.values()}
     by_id = {ep["network"]: name for name, ep in attached.items()}
     out = {}
-    for name, cfg in requested(doc).items():
+    for name, cfg in requested(record).items():
         key = by_id.get(name, name)  # an old record may key its settings by network id
-        out[key] = entry(doc, key, cfg or {}, attached.pop(key, None))
+        out[key] = entry(record, key, cfg or {}, attached.pop(key, None))
     for name, ep in attached.items():  # attached without settings: an old record
-        out[name] = entry(doc, name, {}, ep)
-    mode = doc["HostConfig"].get("NetworkMode") or "default"
-    if not out and not (doc.get("EndpointsListed") and bridged(mode)):
+        out[name] = entry(record, name, {}, ep)
+    mode = record.network_mode
+    if not out and not (record.endpoints_listed and bridged(mode)):
         # host, none, container:<id>: the pseudo-network (a bridged container with none left shows none)
         name = "bridge" if mode == "default" else mode
-        out[name] = entry(doc, name, {}, None) | {"DNSNames": None}
+        out[name] = entry(record, name, {}, None) | {"DNSNames": None}
     return out
 
 
-def for_version(networks_: dict[str, dict[str, Any]], doc: dict[str, Any],
+def for_version(networks_: dict[str, dict[str, Any]], record: ContainerRecord,
                 api_version: str) -> dict[str, dict[str, Any]]:
     """Inspect's Networks as a client of *api_version* expects them (short id among the aliases below 1.45)."""
     if version(api_version) >= (1, 45):
         return networks_
-    extra = [doc.get("Id", "")[:12], str((doc.get("Config") or {}).get("Hostname") or "")]
+    extra = [record.id[:12], str(record.config.get("Hostname") or "")]
     out = {}
     for name, value in networks_.items():
         if user_defined(name):
@@ -256,5 +259,35 @@ def for_version(networks_: dict[str, dict[str, Any]], doc: dict[str, Any],
     return out
 
 
-__all__ = ["parse_endpoint", "parse_networking_config", "check_create_version", "requested", "networks",
+@dataclass
+class Endpoint:
+    """A container's attachment to one network, as NetworkSettings.Networks shows it."""
+
+    network: str  # network id
+    ip: str
+    prefix: int
+    gateway: str
+    mac: str
+    host_if: str
+    aliases: list[str] = field(default_factory=list)
+    name: str = ""  # the network's name, for NetworkSettings.Networks
+    ip6: str = ""  # on a network with IPv6 (--ipv6): the container's address, prefix and gateway
+    prefix6: int = 0
+    gateway6: str = ""
+    ctr_if: str = ""  # its name in the container's namespace (eth0, eth1, ...)
+
+    def settings(self, name: str) -> dict[str, Any]:
+        return {"IPAMConfig": None, "Links": None, "Aliases": self.aliases or None, "MacAddress": self.mac,
+                "NetworkID": self.network, "EndpointID": self.host_if, "Gateway": self.gateway,
+                "IPAddress": self.ip, "IPPrefixLen": self.prefix, "IPv6Gateway": self.gateway6,
+                "GlobalIPv6Address": self.ip6, "GlobalIPv6PrefixLen": self.prefix6, "DriverOpts": None,
+                "DNSNames": [name, *self.aliases]}
+
+
+def attached(record: ContainerRecord) -> dict[str, Endpoint]:
+    """The container's current attachments, by network id (from its record)."""
+    return {net_id: Endpoint(**fields) for net_id, fields in record.endpoints.items()}
+
+
+__all__ = ["Endpoint", "attached", "parse_endpoint", "parse_networking_config", "check_create_version", "requested", "networks",
            "for_version", "entry", "dns_names", "bridged", "user_defined", "version"]

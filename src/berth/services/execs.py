@@ -15,8 +15,9 @@ passes through a detach-key detector when there is a terminal, and a client
 that leaves (or detaches) leaves the process running. With a terminal, runsc
 (its exec has no --tty) and the VM (conmon forces ONLCR, which the guest's pty
 already applies) run `<runtime> exec` in the foreground as berthd's child, on a
-pty of ours; those sessions end with the daemon. A process that never started
-reports 126, as Docker does.
+pty of ours (services.execforeground); those sessions end with the daemon. A
+process that never started reports 126, as Docker does. The session's record
+and files are services.execsessions'.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ import fcntl
 import json
 import logging
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -34,7 +34,6 @@ import socket
 import struct
 import tempfile
 import termios
-from dataclasses import dataclass, field
 from typing import Any
 
 from berth.errors import BerthError, Conflict, InvalidArgument, NotFound
@@ -44,6 +43,8 @@ from berth.runtime import execmon, monitor
 from berth.runtime.base import Runtime
 from berth.services import bundle as bundles
 from berth.services.containers import Containers
+from berth.services import execforeground, execsessions
+from berth.services.execsessions import Exec
 from berth.services.records import Container
 from berth.wire import detachkeys, stdcopy
 
@@ -53,24 +54,6 @@ KEPT_PER_CONTAINER = 64   # finished sessions kept (for inspect) per container; 
 END_WAIT = 30.0           # seconds a stream waits, once the output ended, for the exit code to be recorded
 STDIN_PACKET = 16384      # the attach socket is SOCK_SEQPACKET: conmon reads one packet into 32 KiB
 DETACHED = b"exec attach failed: error on attach stdin: read escape sequence\r\n"  # Docker's words
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-
-
-@dataclass
-class Exec:
-    id: str
-    container: Container
-    config: dict[str, Any]
-    running: bool = False
-    exit_code: int | None = None
-    pid: int = 0
-    master: int = -1                       # our pty (foreground sessions with a terminal)
-    child: asyncio.subprocess.Process | None = None
-    done: asyncio.Event = field(default_factory=asyncio.Event)
-    started: bool = False
-    monitor_pid: int = 0                   # the session's conmon (monitored sessions)
-    session: execmon.Session | None = None
-    watcher: asyncio.Task[None] | None = None
 
 
 class Execs:
@@ -93,7 +76,7 @@ class Execs:
             raise InvalidArgument("No exec command specified: Cmd must be a non-empty array of strings")
         if not c.running:
             raise Conflict(f"Container {c.id} is not running")
-        if c.state["Paused"]:
+        if c.state.paused:
             raise Conflict(f"Container {c.id} is paused, unpause the container before exec")
         for key in ("Env",):
             if body.get(key) is not None and not isinstance(body[key], list):
@@ -106,7 +89,6 @@ class Execs:
         exec_id = secrets.token_hex(32)
         self._all[exec_id] = Exec(exec_id, c, body)
         self._containers.event(c, "exec_create: " + " ".join(cmd), execID=exec_id)
-        c.doc.setdefault("ExecIDs", [])
         return exec_id
 
     def check_startable(self, exec_id: str) -> Exec:
@@ -159,10 +141,10 @@ class Execs:
             process = json.load(f)["process"]
         cfg = e.config
         rootfs = os.path.join(c.dir, "rootfs")
-        user = cfg.get("User") or c.doc["Config"].get("User") or ""
+        user = cfg.get("User") or c.config.get("User") or ""
         passwd_text, group_text = bundles.user_files(rootfs, user)
         uid, gid, groups = passwd.resolve_user(user, passwd_text, group_text)
-        groups = bundles.with_group_add(groups, c.doc["HostConfig"], group_text)
+        groups = bundles.with_group_add(groups, c.host, group_text)
         env = list(process.get("env") or [])
         for item in cfg.get("Env") or []:
             key = item.split("=", 1)[0]
@@ -231,7 +213,7 @@ class Execs:
         except BerthError as exc:
             await self._failed_to_start(e, exc, framed, writer)
             return
-        await asyncio.to_thread(_prepare, session, process, e.config)
+        await asyncio.to_thread(execsessions.prepare, session, process, e.config)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         sock.setblocking(False)
 
@@ -245,10 +227,10 @@ class Execs:
                 launched = await execmon.launch(argv, session, connect if attached else None)
             except execmon.ExecStartFailed as exc:
                 await self._failed_to_start(e, exc, framed, writer)
-                await asyncio.to_thread(_unlink_link, command.socket_dir, session)
+                await asyncio.to_thread(execsessions.unlink_link, command.socket_dir, session)
                 return
             e.pid, e.monitor_pid, e.running = launched.pid, launched.monitor_pid, True
-            await asyncio.to_thread(_save, e)
+            await asyncio.to_thread(execsessions.save, e)
             self._containers.event(c, "exec_start: " + " ".join(e.config["Cmd"]), execID=e.id)
             e.watcher = loop.create_task(self._watch(e, command.socket_dir))
             if not attached:
@@ -340,8 +322,8 @@ class Execs:
         e.exit_code = code if code is not None else 255
         e.running = False
         e.done.set()
-        await asyncio.to_thread(_save, e)
-        await asyncio.to_thread(_unlink_link, socket_dir, e.session)
+        await asyncio.to_thread(execsessions.save, e)
+        await asyncio.to_thread(execsessions.unlink_link, socket_dir, e.session)
         self._died(e)
         self._tidy()
 
@@ -353,7 +335,7 @@ class Execs:
             if command is None:
                 continue
             try:
-                for session, doc in await asyncio.to_thread(_sessions, c.dir):
+                for session, doc in await asyncio.to_thread(execsessions.sessions, c.dir):
                     await self._adopt(c, session, doc, command.socket_dir)
             except Exception:  # one container's sessions must not keep the daemon from starting
                 log.exception("exec sessions of %s", c.id[:12])
@@ -395,7 +377,7 @@ class Execs:
                 if e.session is not None:
                     gone.append(e.session.directory)
         if gone:
-            asyncio.get_running_loop().run_in_executor(None, _remove_all, gone)
+            asyncio.get_running_loop().run_in_executor(None, execsessions.remove_all, gone)
 
     def _died(self, e: Exec) -> None:
         self._containers.event(e.container, "exec_die", execID=e.id, exitCode=str(e.exit_code))
@@ -420,14 +402,14 @@ class Execs:
             if detach or writer is None:
                 child = await proc.spawn(argv, stdin=asyncio.subprocess.DEVNULL,
                                          stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
-                asyncio.ensure_future(self._finish(e, child, workdir))
+                asyncio.ensure_future(execforeground.finish(e, child, workdir, self._died))
                 workdir = ""
                 return
             assert reader is not None
             if tty:
-                await self._run_tty(e, argv, framed, reader, writer, pending)
+                await execforeground.run_tty(e, argv, framed, reader, writer, pending)
             else:
-                await self._run_pipes(e, argv, framed, reader, writer, pending)
+                await execforeground.run_pipes(e, argv, framed, reader, writer, pending)
             if not os.path.exists(os.path.join(workdir, "pid")):
                 e.exit_code = 126
             self._died(e)
@@ -435,116 +417,6 @@ class Execs:
             if workdir:
                 shutil.rmtree(workdir, ignore_errors=True)
 
-    async def _finish(self, e: Exec, child: asyncio.subprocess.Process, workdir: str) -> None:
-        try:
-            e.exit_code = await child.wait()
-        finally:
-            e.running = False
-            e.done.set()
-            shutil.rmtree(workdir, ignore_errors=True)
-            self._died(e)
-
-    async def _run_pipes(self, e: Exec, argv: list[str], framed: bool, reader: asyncio.StreamReader,
-                         writer: asyncio.StreamWriter, pending: bytes) -> None:
-        want_in = bool(e.config.get("AttachStdin"))
-        child = await proc.spawn(argv, stdin=asyncio.subprocess.PIPE if want_in else asyncio.subprocess.DEVNULL,
-                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-
-        async def pump(stream: asyncio.StreamReader | None, number: int, wanted: bool) -> None:
-            assert stream is not None
-            while data := await stream.read(65536):
-                if wanted:
-                    writer.write(stdcopy.encode(number, data) if framed else data)
-                    await writer.drain()
-
-        async def feed() -> None:
-            assert child.stdin is not None
-            data = pending
-            try:
-                while True:
-                    if data:
-                        child.stdin.write(data)
-                        await child.stdin.drain()
-                    data = await reader.read(65536)
-                    if not data:
-                        break
-            except (ConnectionError, BrokenPipeError):
-                pass
-            finally:
-                child.stdin.close()
-
-        feeder = asyncio.ensure_future(feed()) if want_in else None
-        try:
-            await asyncio.gather(pump(child.stdout, 1, e.config.get("AttachStdout", True)),
-                                 pump(child.stderr, 2, e.config.get("AttachStderr", True)))
-        except (ConnectionError, BrokenPipeError):
-            pass
-        finally:
-            e.exit_code = await child.wait()
-            e.running = False
-            e.done.set()
-            if feeder:
-                feeder.cancel()
-
-    async def _run_tty(self, e: Exec, argv: list[str], framed: bool, reader: asyncio.StreamReader,
-                       writer: asyncio.StreamWriter, pending: bytes) -> None:
-        # runc refuses a console socket unless it detaches, so it runs in the
-        # foreground on a pty of ours and relays to the container's own pty;
-        # it copies our window size across on SIGWINCH.
-        loop = asyncio.get_running_loop()
-        master, slave = os.openpty()
-        e.master = master
-        size = e.config.get("ConsoleSize")
-        if size and len(size) == 2:
-            fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", int(size[0]), int(size[1]), 0, 0))
-        try:
-            child = await proc.spawn(argv, stdin=slave, stdout=slave, stderr=slave)
-        finally:
-            os.close(slave)
-        e.child = child
-        os.set_blocking(master, False)
-        out_done = loop.create_future()
-
-        def readable() -> None:
-            try:
-                data = os.read(master, 65536)
-            except BlockingIOError:
-                return
-            except OSError:
-                data = b""
-            if not data:
-                loop.remove_reader(master)
-                if not out_done.done():
-                    out_done.set_result(None)
-                return
-            writer.write(stdcopy.encode(1, data) if framed else data)
-
-        async def feed() -> None:
-            data = pending
-            while True:
-                if data:
-                    os.write(master, data)
-                data = await reader.read(65536)
-                if not data:
-                    return
-
-        loop.add_reader(master, readable)
-        feeder = asyncio.ensure_future(feed())
-        try:
-            e.exit_code = await child.wait()
-            await asyncio.wait({out_done}, timeout=1)
-            await writer.drain()
-        finally:
-            loop.remove_reader(master)
-            feeder.cancel()
-            os.close(master)
-            e.master = -1
-            e.child = None
-            if child.returncode is None:
-                child.kill()
-                await child.wait()
-            e.running = False
-            e.done.set()
 
 
 def _monitored(runtime: Runtime, cid: str, tty: bool) -> execmon.RuntimeCommand | None:
@@ -562,61 +434,3 @@ def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def _prepare(session: execmon.Session, process: dict[str, Any], config: dict[str, Any]) -> None:
-    """The session's directory with its process spec and first record. Blocking."""
-    os.makedirs(os.path.dirname(session.directory), mode=0o700, exist_ok=True)
-    os.makedirs(session.directory, mode=0o700, exist_ok=True)
-    os.makedirs(session.path("exits"), mode=0o700, exist_ok=True)  # conmon's --exit-dir
-    fs.atomic_write(session.path("process.json"), json.dumps(process).encode())
-    fs.atomic_write(session.path("session.json"), json.dumps({"ID": session.exec_id, "Config": config}).encode())
-
-
-def _save(e: Exec) -> None:
-    """The session's record, as it stands. Blocking."""
-    if e.session is None or not os.path.isdir(e.session.directory):
-        return  # the container was removed meanwhile
-    doc = {"ID": e.id, "Config": e.config, "Pid": e.pid, "MonitorPid": e.monitor_pid, "ExitCode": e.exit_code}
-    try:
-        fs.atomic_write(e.session.path("session.json"), json.dumps(doc).encode())
-    except OSError as exc:
-        log.warning("exec %s: record not saved: %s", e.id[:12], exc)
-
-
-def _sessions(container_dir: str) -> list[tuple[execmon.Session, dict[str, Any]]]:
-    """The sessions recorded under a container's directory. Blocking."""
-    base = os.path.join(container_dir, "execs")
-    try:
-        names = sorted(os.listdir(base), key=lambda n: _mtime(os.path.join(base, n)))
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    out = []
-    for name in names:
-        if not _HEX64.fullmatch(name):
-            continue
-        session = execmon.Session(os.path.join(base, name), name)
-        doc = execmon.record(session)
-        if doc is not None:
-            out.append((session, doc))
-    return out
-
-
-def _remove_all(directories: list[str]) -> None:
-    for directory in directories:
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-def _mtime(path: str) -> float:
-    try:
-        return os.stat(path, follow_symlinks=False).st_mtime
-    except OSError:
-        return 0.0
-
-
-def _unlink_link(socket_dir: str, session: execmon.Session) -> None:
-    """conmon's short link to the session's directory (it removes the socket, not the link). Blocking."""
-    link = os.path.join(socket_dir, session.link)
-    try:
-        if os.path.islink(link) and os.readlink(link) == session.directory:
-            os.unlink(link)
-    except OSError:
-        pass

@@ -1,6 +1,7 @@
 """Images in and out as files: `docker save`, `docker load`, and `docker commit` of a container's changes.
 
-Strategy: the formats live in berth.image (imagearchive, ocilayout, layerdiff);
+Strategy: the formats live in berth.image (archivesave, archiveextract, archiveread,
+ocilayout, layerdiff);
 this module moves bytes between them and the stores. A load is spooled to a
 private directory under the daemon's root, extracted safely, read, and only
 then stored: every blob is copied in through an ingest that checks its digest,
@@ -25,7 +26,7 @@ from berth.builder.configedit import apply_changes
 from berth.content.local import LocalStore
 from berth.errors import InvalidArgument, NotFound
 from berth.host import fs, spool
-from berth.image import imagearchive, layerdiff
+from berth.image import archiveextract, archiveread, archiverefs, archivesave, layerdiff
 from berth.oci import reference
 from berth.services.events import Events
 from berth.services.images import MEDIA_CONFIG, MEDIA_LAYER, MEDIA_MANIFEST, Images
@@ -50,9 +51,9 @@ class ImageIO:
         items = [self._save_item(n) for n in names]
         for name in dict.fromkeys(self._images.resolve(n) for n in names):  # as Docker: each image, by id
             self._images.event("save", name, name)
-        return imagearchive.iter_archive(items, self._store.path)
+        return archivesave.iter_archive(items, self._store.path)
 
-    def _save_item(self, name: str) -> imagearchive.SaveImage:
+    def _save_item(self, name: str) -> archivesave.SaveImage:
         target = self._images.target(name)
         is_ref = target is not None
         if target is None:
@@ -61,7 +62,7 @@ class ImageIO:
         index = self._images.index(target)
         if index is None:
             manifest = self._store.read(self._images.record(target)["manifest"])
-            return imagearchive.SaveImage.from_manifest(label, manifest)
+            return archivesave.SaveImage.from_manifest(label, manifest)
         image_id = self._images.resolve(name)
         manifest = self._store.read(self._images.record(image_id)["manifest"])
         extra: list[str] = []
@@ -72,8 +73,8 @@ class ImageIO:
                 except NotFound:
                     continue
                 extra += [record["manifest"], child["image"], *record["layers"]]
-        return imagearchive.SaveImage.from_manifest(label, manifest, index=self._store.read(target),
-                                                    extra_blobs=extra)
+        return archivesave.SaveImage.from_manifest(label, manifest, index=self._store.read(target),
+                                                   extra_blobs=extra)
 
     # load -------------------------------------------------------------------------
     async def load(self, body: AsyncIterator[bytes]) -> list[str]:
@@ -91,8 +92,8 @@ class ImageIO:
     def _load_spooled(self, spool: Path, root: Path) -> list[str]:
         root.mkdir()
         with open(spool, "rb") as f:
-            imagearchive.extract_archive(f, root)
-        refs = imagearchive.read_archive(root)
+            archiveextract.extract_archive(f, root)
+        refs = archiveread.read_archive(root)
         if not refs:
             raise InvalidArgument("docker load: the archive names no image")
         lines: list[str] = []
@@ -100,7 +101,7 @@ class ImageIO:
             lines += self._store_ref(ref)
         return lines
 
-    def _store_ref(self, ref: imagearchive.ArchiveRef) -> list[str]:
+    def _store_ref(self, ref: archiverefs.ArchiveRef) -> list[str]:
         ids: dict[str, str] = {}
         leased: list[str] = []
         try:
@@ -132,7 +133,7 @@ class ImageIO:
             lines += [f"Loaded image ID: {i}" for i in ids.values()]
         return lines
 
-    def _store_image_blobs(self, image: imagearchive.ArchiveImage, leased: list[str]) -> bytes:
+    def _store_image_blobs(self, image: archiverefs.ArchiveImage, leased: list[str]) -> bytes:
         """Copy the image's config and layers into the store (verified); return its manifest bytes."""
         if not self._store.exists(image.config_digest):
             self._store.put(image.config, image.config_digest)

@@ -29,7 +29,7 @@ from berth.services import validate
 from berth.services.containers import Containers
 from berth.services.events import Events
 from berth.services.health import Health
-from berth.services.networks import Attached
+from berth.services.attachments import Attached
 from berth.services.records import Container
 from berth.snapshot.overlay import OverlayMount
 
@@ -60,7 +60,7 @@ class Lifecycle:
     async def start(self, ref: str) -> None:
         c = self.containers.get(ref)
         async with c.lock:
-            if c.state["Paused"]:
+            if c.state.paused:
                 raise Conflict("cannot start a paused container, try unpause instead")
             if c.running:
                 raise NotModified(f"container {c.id} is already running")
@@ -69,7 +69,7 @@ class Lifecycle:
             try:
                 await self._start_locked(c)
             except BaseException:
-                if c.doc["HostConfig"].get("AutoRemove"):
+                if c.record.auto_remove:
                     await self.remove(c.id, force=True)  # docker run --rm waits for this
                 raise
 
@@ -77,21 +77,21 @@ class Lifecycle:
         await self._released(c)
         runtime = self.containers.runtime_of(c)
         attached = None
-        image_platform = platforms.of_config(self.containers.images.config(c.doc["Image"]))
+        image_platform = platforms.of_config(self.containers.images.config(c.record.image))
         if not binfmt.runs_natively(image_platform, platforms.host()):
             await asyncio.to_thread(binfmt.ensure_emulator, image_platform)  # after a reboot, say
         overlay = self.containers.overlay(c)
-        cfg = c.doc["Config"]
+        cfg = c.config
         try:
             bundles.mount_root(overlay)
-            await self.containers.volumes.prepare(c.id, c.doc, overlay.target)
+            await self.containers.volumes.prepare(c.id, c.record.binds, overlay.target)
             attached = await self._attach_networks(c)
             namespaces = self._namespaces(c)
             if attached is not None and attached.netns not in ("", "host"):
                 namespaces["network"] = attached.netns
-            linked = legacy_links.at_start(c.doc, self.containers.get)  # --link: their hosts lines and variables
+            linked = legacy_links.at_start(c.record, self.containers.get)  # --link: their hosts lines and variables
             await asyncio.to_thread(self._write_spec, c, overlay.target, namespaces, attached, linked)  # reads the image
-            driver, size = validate.log_config(c.doc["HostConfig"].get("LogConfig"))
+            driver, size = validate.log_config(c.host.get("LogConfig"))
             started = await runtime.create(c.id, c.dir, CreateOptions(
                 tty=bool(cfg.get("Tty")), stdin=bool(cfg.get("OpenStdin")),
                 stdin_once=bool(cfg.get("StdinOnce")), log=driver != "none", log_size_max=size,
@@ -103,7 +103,8 @@ class Lifecycle:
         for connect in c.pending_attach:
             connect(True)
         c.pending_attach.clear()
-        console: list[int] = c.doc.pop("PendingSize", None) or c.doc["HostConfig"].get("ConsoleSize") or [0, 0]
+        console: list[int] = c.record.pending_size or c.host.get("ConsoleSize") or [0, 0]
+        c.record.pending_size = None
         if cfg.get("Tty") and len(console) == 2 and console[0] and console[1]:
             runtime.resize(c.dir, int(console[0]), int(console[1]))
         try:
@@ -114,11 +115,9 @@ class Lifecycle:
             await self._cleanup_failed_start(c, overlay, exc)
             raise
         crashpoint.reached("start:after-runtime-start")  # recovery adopts it (Runtime.load)
-        c.doc["ManuallyStopped"] = False
-        st = c.state
-        st.update(Status="running", Running=True, Paused=False, Restarting=False, OOMKilled=False, Dead=False,
-                  Pid=started.pid, ExitCode=0, Error="", StartedAt=timefmt.now(), FinishedAt=timefmt.ZERO)
-        c.doc["MonitorPid"] = started.monitor_pid
+        c.record.manually_stopped = False
+        c.state.mark_running(started.pid)
+        c.record.monitor_pid = started.monitor_pid
         self.health.started(c)  # State.Health "starting"; nothing at all without a check
         self.containers.save(c)
         self.containers.event(c, "start")
@@ -127,32 +126,32 @@ class Lifecycle:
 
     async def _attach_networks(self, c: Container) -> Attached | None:
         """The container's network namespace, addresses and published ports (bridge modes)."""
-        if c.doc["HostConfig"].get("Runtime") == "runsc" and c.doc["HostConfig"].get("Isolation") != "hyperv":
+        if c.record.runtime == "runsc" and not c.record.vm:
             return None  # runsc: loopback only, see create()
-        host = c.doc["HostConfig"]
+        host = c.host
         mode = host.get("NetworkMode") or "default"
         bridged = mode not in ("none", "host") and not mode.startswith("container:")
-        c.doc["Ports"] = self.containers.networks.plan_ports(host, c.doc["Config"].get("ExposedPorts") or {}) if bridged else []
+        c.record.ports = self.containers.attachments.plan_ports(host, c.config.get("ExposedPorts") or {}) if bridged else []
 
         def pid_of(ref: str) -> int:
             other = self.containers.get(ref)
             if not other.running:
                 raise Conflict(f"cannot join network of a non running container: {other.id}")
-            return int(other.state["Pid"])
-        attached = await self.containers.networks.attach(c, pid_of, vm=c.doc["HostConfig"].get("Isolation") == "hyperv")
+            return int(other.state.pid)
+        attached = await self.containers.attachments.attach(c, pid_of, vm=c.record.vm)
         self.containers.save(c)
         return attached
 
     async def detach_networks(self, c: Container) -> None:
-        if c.doc.get("Endpoints") or c.doc.get("Ports"):
-            await self.containers.networks.detach(c)
-            c.doc["Ports"] = []
+        if c.record.endpoints or c.record.ports:
+            await self.containers.attachments.detach(c)
+            c.record.ports = []
             self.containers.save(c)
 
     def _namespaces(self, c: Container) -> dict[str, str]:
         """HostConfig's PidMode/IpcMode/UTSMode as runtime_spec namespace modes."""
         out = {}
-        host = c.doc["HostConfig"]
+        host = c.host
         for kind, key in (("pid", "PidMode"), ("ipc", "IpcMode"), ("uts", "UTSMode")):
             mode = host.get(key) or ""
             if mode == "host":
@@ -161,7 +160,7 @@ class Lifecycle:
                 other = self.containers.get(mode.split(":", 1)[1])
                 if not other.running:
                     raise Conflict(f"cannot join {kind.upper()} of a non running container: {other.id}")
-                out[kind] = f"/proc/{other.state['Pid']}/ns/{kind}"
+                out[kind] = f"/proc/{other.state.pid}/ns/{kind}"
         return out
 
     async def _cleanup_failed_start(self, c: Container, overlay: OverlayMount, exc: BaseException) -> None:
@@ -169,11 +168,12 @@ class Lifecycle:
             bundles.unmount_root(overlay)
         except BerthError:
             log.exception("unmount after a failed start of %s", c.id)
-        self.containers.volumes.release(c.id, c.doc)
+        self.containers.volumes.release(c.id, c.record.binds)
         message = str(exc)
-        c.state.update(Error=message, ExitCode=start_exit_code(exc))
+        c.state.error = message
+        c.state.exit_code = start_exit_code(exc)
         self.containers.save(c)
-        if c.doc["HostConfig"].get("Isolation") == "hyperv":  # the reason in the logs too, as the VM's own words
+        if c.record.vm:  # the reason in the logs too, as the VM's own words
             line = f"{timefmt.now()} stderr F berth: the container's VM failed to start: {' '.join(message.split())}\n"
             with open(os.path.join(c.dir, "container.log"), "a") as f:
                 f.write(line)
@@ -204,11 +204,9 @@ class Lifecycle:
             bundles.unmount_root(self.containers.overlay(c))
         except (BerthError, NotFound):
             log.exception("unmount rootfs of %s", c.id)
-        self.containers.volumes.release(c.id, c.doc)
-        st = c.state
-        st.update(Status="exited", Running=False, Paused=False, Pid=0, ExitCode=result.code,
-                  OOMKilled=result.oom_killed, Error=result.error, FinishedAt=timefmt.now())
-        c.doc["MonitorPid"] = 0
+        self.containers.volumes.release(c.id, c.record.binds)
+        c.state.mark_exited(result.code, result.oom_killed, result.error)
+        c.record.monitor_pid = 0
         c.watcher = None
         self.containers.save(c)
         try:
@@ -222,14 +220,14 @@ class Lifecycle:
             self.containers.event(c, "oom")
         self.containers.event(c, "die", exitCode=str(result.code))
         await c.notify()
-        if c.doc["HostConfig"].get("AutoRemove") and not c.restarting:
+        if c.record.auto_remove and not c.restarting:
             await self.remove(c.id, force=True)
-        elif not c.restarting and containerconfig.should_restart(c.doc, result.code):
+        elif not c.restarting and containerconfig.should_restart(c.record, result.code):
             asyncio.get_running_loop().create_task(self._restart_by_policy(c))
 
     def _write_spec(self, c: Container, rootfs: str, namespaces: dict[str, str], attached: Attached | None,
                     linked: list[legacy_links.Link] | None = None) -> None:
-        bundles.write_config(bundles.build_spec(c.doc, c.dir, rootfs, self.containers.host_facts, namespaces,
+        bundles.write_config(bundles.build_spec(c.record, c.dir, rootfs, self.containers.host_facts, namespaces,
                                                 network=attached, links=linked or ()), c.dir)
 
     async def _release(self, c: Container) -> None:
@@ -246,21 +244,22 @@ class Lifecycle:
 
     async def _restart_by_policy(self, c: Container) -> None:
         """Start again after an exit, as the restart policy asks: 100 ms, doubling, at most a minute."""
-        delay = containerconfig.restart_delay(int(c.doc.get("RestartCount", 0)))
-        c.state.update(Restarting=True, Status="restarting")
+        delay = containerconfig.restart_delay(c.record.restart_count)
+        c.state.restarting = True
+        c.state.status = "restarting"
         await asyncio.sleep(delay)
         async with c.lock:
-            c.state["Restarting"] = False
-            if c.removed or c.removing or c.running or c.doc.get("ManuallyStopped"):
+            c.state.restarting = False
+            if c.removed or c.removing or c.running or c.record.manually_stopped:
                 if not c.running and not c.removed:
-                    c.state["Status"] = "exited"
+                    c.state.status = "exited"
                 return
-            c.doc["RestartCount"] = int(c.doc.get("RestartCount", 0)) + 1
+            c.record.restart_count = c.record.restart_count + 1
             try:
                 await self._start_locked(c)
             except BerthError as exc:
                 log.warning("restart policy: %s did not start: %s", c.id[:12], exc)
-                c.state["Status"] = "exited"
+                c.state.status = "exited"
                 self.containers.save(c)
 
     # signals ------------------------------------------------------------
@@ -269,11 +268,11 @@ class Lifecycle:
         sig = validate.parse_signal(signal, _signal.SIGKILL)
         if not c.running:
             raise Conflict(f"Cannot kill container: {ref}: Container {c.id} is not running")
-        c.doc["ManuallyStopped"] = True
+        c.record.manually_stopped = True
         exits = c.exits
         await self.containers.runtime_of(c).kill(c.id, sig)
         self.containers.event(c, "kill", signal=str(sig))
-        if c.state["Paused"] and sig == _signal.SIGKILL:
+        if c.state.paused and sig == _signal.SIGKILL:
             await self._resume_quietly(c)
         if sig == _signal.SIGKILL:  # as Docker: answered once the exit is recorded (inspect shows 137, rm works)
             await self._wait_exit(c, exits, KILL_WAIT)
@@ -282,16 +281,16 @@ class Lifecycle:
         c = self.containers.get(ref)
         async with c.lock:
             if not c.running:
-                if c.state.get("Restarting"):  # waiting to be restarted by its policy: cancel that
-                    c.doc["ManuallyStopped"] = True
+                if c.state.restarting:  # waiting to be restarted by its policy: cancel that
+                    c.record.manually_stopped = True
                     self.containers.save(c)
                     return
                 raise NotModified(f"container {c.id} is already stopped")
             await self._stop_locked(c, timeout, signal)
 
     async def _stop_locked(self, c: Container, timeout: int | None, signal: str | None) -> None:
-        c.doc["ManuallyStopped"] = not c.restarting
-        cfg = c.doc["Config"]
+        c.record.manually_stopped = not c.restarting
+        cfg = c.config
         sig = validate.parse_signal(signal or cfg.get("StopSignal"), _signal.SIGTERM)
         if timeout is None:
             timeout = cfg.get("StopTimeout")
@@ -301,7 +300,7 @@ class Lifecycle:
         exits = c.exits
         try:
             await runtime.kill(c.id, sig)
-            if c.state["Paused"]:
+            if c.state.paused:
                 await self._resume_quietly(c)
             self.containers.event(c, "kill", signal=str(sig))
         except Conflict:
@@ -320,7 +319,8 @@ class Lifecycle:
             await self.containers.runtime_of(c).resume(c.id)
         except BerthError:
             pass
-        c.state.update(Paused=False, Status="running" if c.running else c.state["Status"])
+        c.state.paused = False
+        c.state.status = "running" if c.running else c.state.status
 
     async def _wait_exit(self, c: Container, exits_before: int, timeout: float | None) -> bool:
         async def until() -> None:
@@ -348,10 +348,11 @@ class Lifecycle:
         c = self.containers.get(ref)
         if not c.running:
             raise Conflict(f"Container {c.id} is not running")
-        if c.state["Paused"]:
+        if c.state.paused:
             raise Conflict(f"Container {c.id} is already paused")
         await self.containers.runtime_of(c).pause(c.id)
-        c.state.update(Paused=True, Status="paused")
+        c.state.paused = True
+        c.state.status = "paused"
         self.containers.save(c)
         self.containers.event(c, "pause")
 
@@ -364,7 +365,7 @@ class Lifecycle:
         """
         c = self.containers.get(ref)
         paused = False
-        if pause and c.running and not c.state["Paused"]:
+        if pause and c.running and not c.state.paused:
             try:
                 await self.pause(c.id)
                 paused = True
@@ -374,7 +375,7 @@ class Lifecycle:
         try:
             yield c
         finally:
-            if paused and c.running and c.state["Paused"]:
+            if paused and c.running and c.state.paused:
                 try:
                     await self.unpause(c.id)
                 except BerthError:
@@ -383,10 +384,11 @@ class Lifecycle:
 
     async def unpause(self, ref: str) -> None:
         c = self.containers.get(ref)
-        if not c.state["Paused"]:
+        if not c.state.paused:
             raise Conflict(f"Container {c.id} is not paused")
         await self.containers.runtime_of(c).resume(c.id)
-        c.state.update(Paused=False, Status="running")
+        c.state.paused = False
+        c.state.status = "running"
         self.containers.save(c)
         self.containers.event(c, "unpause")
 
@@ -404,18 +406,18 @@ class Lifecycle:
                 await c.changed.wait_for(lambda: c.exits > exits or c.removed)
             else:
                 await c.changed.wait_for(lambda: c.removed)
-        error = (c.state.get("Error") or None) if c.state["Status"] == "exited" else None
-        return {"StatusCode": c.state["ExitCode"], "Error": {"Message": error} if error else None}
+        error = (c.state.error or None) if c.state.status == "exited" else None
+        return {"StatusCode": c.state.exit_code, "Error": {"Message": error} if error else None}
 
     async def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
         c = self.containers.get(ref)
         # between two runs of its restart policy (waiting, or being started again): as Docker, refused
-        if not force and not c.running and (c.state.get("Restarting") or c.state.get("Status") == "restarting"):
+        if not force and not c.running and (c.state.restarting or c.state.status == "restarting"):
             raise Conflict(f"You cannot remove a restarting container {c.id}. Stop the container before "
                            "attempting removal or force remove")
         if c.running:
             if not force:
-                state = "paused" if c.state["Paused"] else "running"
+                state = "paused" if c.state.paused else "running"
                 procedure = "Unpause and then stop" if state == "paused" else "Stop"
                 raise Conflict(f"You cannot remove a {state} container {c.id}. {procedure} the container before "
                                "attempting removal or force remove")
@@ -424,7 +426,7 @@ class Lifecycle:
                 await self.containers.runtime_of(c).kill(c.id, _signal.SIGKILL)
             except Conflict:
                 pass
-            if c.state["Paused"]:
+            if c.state.paused:
                 await self._resume_quietly(c)
             await self._wait_exit(c, exits, 30)
         if c.removing and not c.removed:  # AutoRemove got there first: answer when it is done
@@ -447,8 +449,8 @@ class Lifecycle:
         # The directory goes beside the answer, not before it (an upper dir may hold much, nested however
         # deep): nothing refers to it any more, and a daemon killed first sweeps it at recovery.
         self._keep(asyncio.get_running_loop().create_task(fs.remove_tree(c.dir)))
-        if volumes or c.doc["HostConfig"].get("AutoRemove"):  # docker rm -v, and --rm containers
-            self.containers.volumes.remove_anonymous(c.doc)
+        if volumes or c.record.auto_remove:  # docker rm -v, and --rm containers
+            self.containers.volumes.remove_anonymous(c.record.binds)
         c.removed = True
         self.containers.event(c, "destroy")
         await c.notify()
@@ -461,14 +463,14 @@ class Lifecycle:
         until = min((timefmt.parse_since(v) for v in filters.get("until", [])), default=0)
         deleted, reclaimed = [], 0
         for c in list(self.containers.all()):
-            if c.running or c.state["Paused"]:
+            if c.running or c.state.paused:
                 continue
-            labels = c.doc["Config"].get("Labels") or {}
+            labels = c.config.get("Labels") or {}
             if not all(containerconfig.label_matches(labels, v) for v in filters.get("label", [])):
                 continue
             if any(containerconfig.label_matches(labels, v) for v in filters.get("label!", [])):
                 continue
-            if until and timefmt.parse_ns(c.doc["Created"]) > until:
+            if until and timefmt.parse_ns(c.record.created) > until:
                 continue
             reclaimed += fs.disk_usage(os.path.join(c.dir, "upper"))
             await self.remove(c.id)

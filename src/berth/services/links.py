@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from berth.errors import Conflict, InvalidArgument, NotFound
+from berth.services.records import Container, ContainerRecord
 
 USER_NETWORK_EXEMPT = ("default", "bridge", "none", "host")
 _ALIAS = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
@@ -81,10 +82,10 @@ def user_defined(network_mode: str) -> bool:
     return not (network_mode in USER_NETWORK_EXEMPT or network_mode.startswith("container:"))
 
 
-def at_create(host: Mapping[str, Any], name: str, lookup: Callable[[str], Any]) -> list[str] | None:
+def at_create(host: Mapping[str, Any], name: str, lookup: Callable[[str], Container]) -> list[str] | None:
     """HostConfig.Links of a new container named *name*, checked and in Docker's stored form.
 
-    *lookup(ref)* returns a container (with .name, .doc) or raises NotFound.
+    *lookup(ref)* returns a container or raises NotFound.
 
     Raises:
         InvalidArgument: a malformed link, a linked container that does not exist, or one on the
@@ -102,17 +103,17 @@ def at_create(host: Mapping[str, Any], name: str, lookup: Callable[[str], Any]) 
         spec = parse(text)
         child = _find(spec.target, lookup)
         seen: set[str] = set()
-        while str(child.doc["HostConfig"].get("NetworkMode") or "").startswith("container:") and child.id not in seen:
+        while child.record.network_mode.startswith("container:") and child.id not in seen:
             seen.add(child.id)
-            child = _find(child.doc["HostConfig"]["NetworkMode"].split(":", 1)[1], lookup)
-        if child.doc["HostConfig"].get("NetworkMode") == "host":
+            child = _find(child.record.network_mode.split(":", 1)[1], lookup)
+        if child.record.network_mode == "host":
             raise InvalidArgument("conflicting options: host type networking can't be used with links. "
                                   "This would result in undefined behavior")
         out.append(f"/{child.name}:/{name}/{spec.alias}")
     return out
 
 
-def _find(ref: str, lookup: Callable[[str], Any]) -> Any:
+def _find(ref: str, lookup: Callable[[str], Container]) -> Container:
     try:
         return lookup(ref)
     except NotFound as exc:
@@ -184,8 +185,8 @@ def exposed(config: Mapping[str, Any]) -> tuple[tuple[int, str], ...]:
     return tuple(out)
 
 
-def at_start(doc: Mapping[str, Any], lookup: Callable[[str], Any]) -> list[Link]:
-    """The links of the container *doc* as it starts now.
+def at_start(record: ContainerRecord, lookup: Callable[[str], Container]) -> list[Link]:
+    """The links of the container *record* as it starts now.
 
     On a user-defined network (Docker: a DNS alias the linking container alone resolves),
     a hosts line for each link whose container is running on a network this one is on, and
@@ -196,13 +197,13 @@ def at_start(doc: Mapping[str, Any], lookup: Callable[[str], Any]) -> list[Link]
         Conflict: (default bridge) a linked container is missing or not running ("Cannot link
             to a non running container: /db AS /web/db").
     """
-    host = doc["HostConfig"]
-    if user_defined(str(host.get("NetworkMode") or "default")):
-        return _on_user_networks(doc, lookup)
+    host = record.host
+    if user_defined(record.network_mode):
+        return _on_user_networks(record, lookup)
     if not host.get("Links"):
         return []
     out = []
-    me = str(doc.get("Name") or "").lstrip("/")
+    me = record.name
     for text in host["Links"]:
         spec = parse(text)
         name = posixpath.join("/", me, spec.alias)
@@ -214,17 +215,17 @@ def at_start(doc: Mapping[str, Any], lookup: Callable[[str], Any]) -> list[Link]
         if not child.running:
             raise Conflict(f"Cannot link to a non running container: /{child.name} AS {name}")
         out.append(Link(spec.alias, name, "/" + child.name,
-                        str(child.doc["Config"].get("Hostname") or child.id[:12]), _address(child.doc, host),
-                        exposed(child.doc["Config"]), tuple(child.doc["Config"].get("Env") or ())))
+                        child.record.hostname, _address(child.record),
+                        exposed(child.config), tuple(child.config.get("Env") or ())))
     return out
 
 
-def _on_user_networks(doc: Mapping[str, Any], lookup: Callable[[str], Any]) -> list[Link]:
-    texts = list(doc["HostConfig"].get("Links") or [])
-    for cfg in (doc.get("EndpointsConfig") or {}).values():
+def _on_user_networks(record: ContainerRecord, lookup: Callable[[str], Container]) -> list[Link]:
+    texts = list(record.host.get("Links") or [])
+    for cfg in record.endpoints_config.values():
         texts += list((cfg or {}).get("Links") or []) if isinstance(cfg, Mapping) else []
-    mine = {str(ep.get("network")) for ep in (doc.get("Endpoints") or {}).values()}
-    me = str(doc.get("Name") or "").lstrip("/")
+    mine = {str(ep.get("network")) for ep in record.endpoints.values()}
+    me = record.name
     out = []
     for text in texts:
         try:
@@ -232,18 +233,18 @@ def _on_user_networks(doc: Mapping[str, Any], lookup: Callable[[str], Any]) -> l
             child = lookup(spec.target)
         except (InvalidArgument, NotFound):
             continue
-        shared = [ep for ep in (child.doc.get("Endpoints") or {}).values()
+        shared = [ep for ep in child.record.endpoints.values()
                   if str(ep.get("network")) in mine and ep.get("ip")]
         if child.running and shared:
             out.append(Link(spec.alias, posixpath.join("/", me, spec.alias), "/" + child.name,
-                            str(child.doc["Config"].get("Hostname") or child.id[:12]), str(shared[0]["ip"]),
+                            child.record.hostname, str(shared[0]["ip"]),
                             (), (), variables=False))
     return out
 
 
-def _address(child: Mapping[str, Any], host: Mapping[str, Any]) -> str:
+def _address(child: ContainerRecord) -> str:
     """The linked container's address on the default bridge (any network it has, failing that)."""
-    endpoints = list((child.get("Endpoints") or {}).values())
+    endpoints = list(child.endpoints.values())
     for ep in endpoints:
         if ep.get("name") == "bridge" and ep.get("ip"):
             return str(ep["ip"])
@@ -260,13 +261,13 @@ def merged_env(links: Sequence[Link], env: Sequence[str]) -> list[str]:
     return out + list(env)
 
 
-def remove(doc: dict[str, Any], alias: str) -> bool:
-    """Drop the link *alias* from the record *doc*; False when it has no such link."""
-    links = list(doc["HostConfig"].get("Links") or [])
+def remove(host: dict[str, Any], alias: str) -> bool:
+    """Drop the link *alias* from the HostConfig *host*; False when it has no such link."""
+    links = list(host.get("Links") or [])
     kept = [text for text in links if parse(text).alias != alias]
     if len(kept) == len(links):
         return False
-    doc["HostConfig"]["Links"] = kept or None
+    host["Links"] = kept or None
     return True
 
 
@@ -280,7 +281,7 @@ def unlink(containers: Any, ref: str, alias: str) -> None:
         c = containers.get(ref)
     except NotFound:
         raise NotFound(f"No such container: {ref}/{alias}") from None
-    if not remove(c.doc, alias):
+    if not remove(c.host, alias):
         raise NotFound(f"No such container: {ref}/{alias}")
     containers.save(c)
 

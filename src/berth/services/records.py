@@ -1,7 +1,11 @@
 """The container records the engine keeps in memory, and the table that holds them.
 
-Strategy: one `Container` per container, made from its database record at start and kept for the
-daemon's life; the `ContainerTable` is built first by the composition root and handed to every
+Strategy: a container's record is typed (`ContainerRecord`, with its `ContainerState`); Docker's
+JSON shape exists only where it leaves the engine: `to_doc` for the database row (the same JSON
+older daemons wrote, read back by `from_doc`) and services.views for the API. What the run plan
+decided at create (isolation, runtime, network mode) is read from the record's properties, never
+worked out again. One `Container` per container (the record plus the in-memory coordination:
+locks, conditions, the watcher), made at start and kept for the daemon's life; the `ContainerTable` is built first by the composition root and handed to every
 service that reads containers (images ask who uses an image, networks which containers are
 attached, volumes which are mounted), while `Containers` alone changes it. No service needs
 another service to find a container.
@@ -12,17 +16,171 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
+from berth import timefmt
 from berth.errors import InvalidArgument, NotFound
 from berth.metadata.db import Database
+
+
+@dataclass(slots=True)
+class ContainerState:
+    """Where a container is in its life: Docker's State, typed. `health` is State.Health (services.health)."""
+
+    status: str = "created"  # created, running, paused, restarting, exited (the stored word; see `word`)
+    running: bool = False
+    paused: bool = False
+    restarting: bool = False
+    oom_killed: bool = False
+    dead: bool = False
+    pid: int = 0
+    exit_code: int = 0
+    error: str = ""
+    started_at: str = timefmt.ZERO
+    finished_at: str = timefmt.ZERO
+    health: dict[str, Any] | None = None
+
+    _FIELDS: ClassVar[tuple[tuple[str, str], ...]] = (
+        ("status", "Status"), ("running", "Running"), ("paused", "Paused"), ("restarting", "Restarting"),
+        ("oom_killed", "OOMKilled"), ("dead", "Dead"), ("pid", "Pid"), ("exit_code", "ExitCode"),
+        ("error", "Error"), ("started_at", "StartedAt"), ("finished_at", "FinishedAt"))
+
+    @property
+    def word(self) -> str:
+        """The status as the API shows it: a running container is "running" or "paused"."""
+        if self.running:
+            return "paused" if self.paused else "running"
+        return self.status
+
+    def mark_running(self, pid: int) -> None:
+        """Started (or found running after a daemon restart): the last run's exit is no longer shown."""
+        self.status, self.running, self.paused, self.restarting = "running", True, False, False
+        self.oom_killed = self.dead = False
+        self.pid, self.exit_code, self.error = pid, 0, ""
+        self.started_at, self.finished_at = timefmt.now(), timefmt.ZERO
+
+    def mark_exited(self, code: int, oom_killed: bool, error: str) -> None:
+        self.status, self.running, self.paused, self.pid = "exited", False, False, 0
+        self.exit_code, self.oom_killed, self.error = code, oom_killed, error
+        self.finished_at = timefmt.now()
+
+    def to_doc(self) -> dict[str, Any]:
+        """Docker's State object (the record's stored form, and inspect's)."""
+        out: dict[str, Any] = {key: getattr(self, attr) for attr, key in self._FIELDS}
+        if self.health is not None:
+            out["Health"] = self.health
+        return out
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> ContainerState:
+        state = cls(health=doc.get("Health"))
+        for attr, key in cls._FIELDS:
+            if key in doc and doc[key] is not None:
+                setattr(state, attr, type(getattr(state, attr))(doc[key]))
+        return state
+
+
+@dataclass(slots=True)
+class ContainerRecord:
+    """One container as the engine keeps it: what was asked (config, host), what it is on, and its state.
+
+    `config` and `host` are Docker's Config and HostConfig as settled at create (the
+    image's defaults merged in, the run plan's runtime and isolation recorded);
+    `binds` the mounts decided then (services.volumes); `endpoints_config` the
+    networks it asked for (by name), `endpoints` the ones it is attached to now (by
+    network id) and `ports` its published bindings. `to_doc`/`from_doc` are the
+    stored JSON form, which is also what older daemons wrote.
+    """
+
+    id: str
+    name: str  # without Docker's leading slash
+    created: str
+    path: str
+    args: list[str]
+    image: str  # the image id
+    config: dict[str, Any]
+    host: dict[str, Any]
+    state: ContainerState = field(default_factory=ContainerState)
+    platform: str = "linux"
+    binds: list[dict[str, Any]] = field(default_factory=list)
+    endpoints_config: dict[str, Any] = field(default_factory=dict)
+    endpoints_listed: bool = True  # False: a record from before networks were listed at create
+    endpoints: dict[str, Any] = field(default_factory=dict)
+    ports: list[dict[str, Any]] = field(default_factory=list)
+    monitor_pid: int = 0
+    restart_count: int = 0
+    manually_stopped: bool = False  # stopped by a user: no restart policy brings it back
+    pending_size: list[int] | None = None  # a TTY size asked for before the start
+    extra: dict[str, Any] = field(default_factory=dict)  # stored fields this version does not know, kept
+
+    _KNOWN: ClassVar[frozenset[str]] = frozenset({
+        "Id", "Name", "Created", "Path", "Args", "Image", "Config", "HostConfig", "State", "Platform", "Binds",
+        "EndpointsConfig", "EndpointsListed", "Endpoints", "Ports", "MonitorPid", "RestartCount",
+        "ManuallyStopped", "PendingSize", "ExecIDs"})
+
+    # What the run plan decided at create, as recorded (never derived again from the request).
+    @property
+    def vm(self) -> bool:
+        """VM isolation (`--isolation vm|hyperv`): the container runs in its own utility VM."""
+        return self.host.get("Isolation") == "hyperv"
+
+    @property
+    def runtime(self) -> str:
+        """The OCI runtime named at create ("" for records that named none: the daemon's default)."""
+        return str(self.host.get("Runtime") or "")
+
+    @property
+    def network_mode(self) -> str:
+        return str(self.host.get("NetworkMode") or "default")
+
+    @property
+    def auto_remove(self) -> bool:
+        return bool(self.host.get("AutoRemove"))
+
+    @property
+    def tty(self) -> bool:
+        return bool(self.config.get("Tty"))
+
+    @property
+    def hostname(self) -> str:
+        """The container's host name: its Config's, else its short id (as Docker names it)."""
+        return str(self.config.get("Hostname") or self.id[:12])
+
+    def to_doc(self) -> dict[str, Any]:
+        """The stored JSON form (Docker's field names)."""
+        out: dict[str, Any] = {
+            **self.extra, "Id": self.id, "Name": "/" + self.name, "Created": self.created, "Path": self.path,
+            "Args": self.args, "Config": self.config, "HostConfig": self.host, "Image": self.image,
+            "Binds": self.binds, "EndpointsConfig": self.endpoints_config, "EndpointsListed": self.endpoints_listed,
+            "State": self.state.to_doc(), "MonitorPid": self.monitor_pid, "RestartCount": self.restart_count,
+            "Platform": self.platform, "ManuallyStopped": self.manually_stopped,
+            "Endpoints": self.endpoints, "Ports": self.ports,
+        }
+        if self.pending_size is not None:
+            out["PendingSize"] = self.pending_size
+        return out
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> ContainerRecord:
+        return cls(
+            id=str(doc["Id"]), name=str(doc.get("Name") or "").lstrip("/"), created=str(doc.get("Created") or ""),
+            path=str(doc.get("Path") or ""), args=list(doc.get("Args") or []), image=str(doc.get("Image") or ""),
+            config=dict(doc.get("Config") or {}), host=dict(doc.get("HostConfig") or {}),
+            state=ContainerState.from_doc(doc.get("State") or {}), platform=str(doc.get("Platform") or "linux"),
+            binds=list(doc.get("Binds") or []), endpoints_config=dict(doc.get("EndpointsConfig") or {}),
+            endpoints_listed=bool(doc.get("EndpointsListed")), endpoints=dict(doc.get("Endpoints") or {}),
+            ports=list(doc.get("Ports") or []), monitor_pid=int(doc.get("MonitorPid") or 0),
+            restart_count=int(doc.get("RestartCount") or 0), manually_stopped=bool(doc.get("ManuallyStopped")),
+            pending_size=doc.get("PendingSize"),
+            extra={k: v for k, v in doc.items() if k not in cls._KNOWN})
 
 
 class Container:
     """The live view of one container: its record plus in-memory coordination."""
 
-    def __init__(self, doc: dict[str, Any], directory: str) -> None:
-        self.doc = doc
+    def __init__(self, record: ContainerRecord, directory: str) -> None:
+        self.record = record
         self.dir = directory
         self.changed = asyncio.Condition()
         self.exits = 0            # incremented at every exit, for next-exit waiters
@@ -36,19 +194,27 @@ class Container:
 
     @property
     def id(self) -> str:
-        return str(self.doc["Id"])
+        return self.record.id
 
     @property
     def name(self) -> str:
-        return str(self.doc["Name"]).lstrip("/")
+        return self.record.name
 
     @property
-    def state(self) -> dict[str, Any]:
-        return self.doc["State"]  # type: ignore[no-any-return]
+    def state(self) -> ContainerState:
+        return self.record.state
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.record.config
+
+    @property
+    def host(self) -> dict[str, Any]:
+        return self.record.host
 
     @property
     def running(self) -> bool:
-        return bool(self.state["Running"])
+        return self.state.running
 
     async def notify(self) -> None:
         async with self.changed:
@@ -63,7 +229,8 @@ class ContainerTable:
 
     @classmethod
     def load(cls, db: Database, containers_dir: str) -> ContainerTable:
-        return cls({cid: Container(doc, os.path.join(containers_dir, cid)) for cid, doc in db.containers()})
+        return cls({cid: Container(ContainerRecord.from_doc(doc), os.path.join(containers_dir, cid))
+                    for cid, doc in db.containers()})
 
     def get(self, ref: str) -> Container:
         """By full id, name, or unique id prefix.
@@ -89,8 +256,8 @@ class ContainerTable:
         return list(self.by_id.values())
 
     def using_image(self, image_id: str) -> list[str]:
-        return [c.id for c in self.by_id.values() if c.doc["Image"] == image_id]
+        return [c.id for c in self.by_id.values() if c.record.image == image_id]
 
-    def mounts(self) -> list[tuple[str, dict[str, Any], bool]]:
-        """(id, record, running) of each container, for the volume service's in-use checks."""
-        return [(c.id, c.doc, c.running) for c in self.by_id.values()]
+    def mounts(self) -> list[tuple[str, list[dict[str, Any]], bool]]:
+        """(id, mounts, running) of each container, for the volume service's in-use checks."""
+        return [(c.id, c.record.binds, c.running) for c in self.by_id.values()]

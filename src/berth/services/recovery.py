@@ -46,13 +46,13 @@ async def recover(lifecycle: Lifecycle) -> None:
         if not c.running:
             await lifecycle.detach_networks(c)  # it stopped while the daemon was down
         if c.running:
-            monitor = int(c.doc.get("MonitorPid") or 0)
+            monitor = c.record.monitor_pid
             if monitor <= 0 or not proc.pid_alive(monitor):
                 await lifecycle.watch(c, monitor)  # it ended while the daemon was down: record it before serving
             else:
                 c.watcher = asyncio.get_running_loop().create_task(lifecycle.watch(c, monitor))
                 lifecycle.health.started(c)  # probing resumes, from "starting" as Docker's restore does
-        elif c.doc["HostConfig"].get("AutoRemove") and c.state["Status"] == "exited":
+        elif c.record.auto_remove and c.state.status == "exited":
             await lifecycle.remove(c.id, force=True)
 
 
@@ -63,9 +63,15 @@ async def _adopt_or_clean(lifecycle: Lifecycle, c: Container) -> None:
     if loaded is None:
         return  # never handed to a monitor, or its exit is already known
     if loaded.status in ("running", "paused"):
-        c.state.update(Status="running", Running=True, Paused=loaded.status == "paused", Pid=loaded.pid,
-                       StartedAt=timefmt.now(), FinishedAt=timefmt.ZERO, ExitCode=0, Error="")
-        c.doc["MonitorPid"] = loaded.monitor_pid
+        c.state.status = "running"
+        c.state.running = True
+        c.state.paused = loaded.status == "paused"
+        c.state.pid = loaded.pid
+        c.state.started_at = timefmt.now()
+        c.state.finished_at = timefmt.ZERO
+        c.state.exit_code = 0
+        c.state.error = ""
+        c.record.monitor_pid = loaded.monitor_pid
         containers.save(c)
         log.info("adopted %s, started while the daemon was going down", c.id[:12])
         return

@@ -76,7 +76,7 @@ def sample(c: Container) -> dict[str, Any]:
     except OSError:
         pass
     return {
-        "read": timefmt.now(), "preread": timefmt.ZERO, "name": c.doc["Name"], "id": cid,
+        "read": timefmt.now(), "preread": timefmt.ZERO, "name": "/" + c.name, "id": cid,
         "pids_stats": {"current": _read_int(f"{CGROUP}/pids/berth/{cid}/pids.current")} if running else {},
         "blkio_stats": {"io_service_bytes_recursive": _blkio(cid) if running else None},
         "num_procs": 0, "storage_stats": {},

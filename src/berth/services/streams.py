@@ -57,9 +57,9 @@ def log_path(c: Container) -> str:
 
 def details(c: Container) -> bytes:
     """The `k=v,k=v ` prefix `docker logs --details` shows, from --log-opt labels= and env=."""
-    opts = ((c.doc["HostConfig"].get("LogConfig") or {}).get("Config")) or {}
-    labels = c.doc["Config"].get("Labels") or {}
-    env = dict(e.split("=", 1) for e in c.doc["Config"].get("Env") or [] if "=" in e)
+    opts = ((c.host.get("LogConfig") or {}).get("Config")) or {}
+    labels = c.config.get("Labels") or {}
+    env = dict(e.split("=", 1) for e in c.config.get("Env") or [] if "=" in e)
     pairs = [f"{k}={labels[k]}" for k in opts.get("labels", "").split(",") if k in labels]
     pairs += [f"{k}={env[k]}" for k in opts.get("env", "").split(",") if k in env]
     return (",".join(pairs) + " ").encode() if pairs else b""
@@ -69,7 +69,7 @@ def frame(c: Container, entry: Entry, timestamps: bool, prefix: bytes = b"") -> 
     data = prefix + entry.data if prefix else entry.data
     if timestamps:
         data = timefmt.format_ns(entry.time_ns).encode() + b" " + data
-    if c.doc["Config"].get("Tty"):
+    if c.config.get("Tty"):
         return data
     return stdcopy.encode(STREAM_IDS.get(entry.stream, 1), data)
 
@@ -78,7 +78,7 @@ async def logs(containers: Containers, c: Container, opts: LogOptions) -> AsyncI
     """Yield the container's log as wire bytes, following while it runs when asked."""
     if not (opts.stdout or opts.stderr):
         raise InvalidArgument("You must choose at least one stream")
-    if (c.doc["HostConfig"].get("LogConfig") or {}).get("Type") == "none":
+    if (c.host.get("LogConfig") or {}).get("Type") == "none":
         raise InvalidArgument('configured logging driver does not support reading ("none")')
     want = {s for s, on in (("stdout", opts.stdout), ("stderr", opts.stderr)) if on}
 
@@ -210,7 +210,7 @@ LOG_REPLAY_PAUSE = 0.05  # s between the upgrade headers and an attach's replay 
 async def attach(containers: Containers, c: Container, opts: AttachOptions,
                  reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pending_input: bytes) -> None:
     """Serve one hijacked attach connection until the container's output ends or the client leaves."""
-    tty = bool(c.doc["Config"].get("Tty"))
+    tty = bool(c.config.get("Tty"))
     containers.event(c, "attach")
     if opts.logs:
         # docker-py (and so compose 1.x) reads the 101 headers through a buffered reader and then reads
@@ -291,7 +291,7 @@ async def attach(containers: Containers, c: Container, opts: AttachOptions,
             if not data:
                 if tail := keys.flush():
                     await loop.sock_sendall(sock, tail)
-                if c.doc["Config"].get("StdinOnce"):
+                if c.config.get("StdinOnce"):
                     try:
                         sock.shutdown(socket.SHUT_WR)
                     except OSError:
@@ -300,7 +300,7 @@ async def attach(containers: Containers, c: Container, opts: AttachOptions,
 
     out_task = asyncio.ensure_future(pump_out())
     tasks = {out_task}
-    if opts.stdin and c.doc["Config"].get("OpenStdin"):
+    if opts.stdin and c.config.get("OpenStdin"):
         tasks.add(asyncio.ensure_future(pump_in()))
     else:
         tasks.add(asyncio.ensure_future(_until_closed(reader)))

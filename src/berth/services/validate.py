@@ -16,8 +16,8 @@ from typing import Any
 
 from berth.errors import InvalidArgument
 from berth.network import ipam, ipam6
-from berth.oci import seccomp
-from berth.services import createtypes, endpoints, health
+from berth.oci import seccompprofile
+from berth.services import createtypes, endpoints, healthrules
 from berth.wire import mountspec
 
 _NAME = re.compile(r"/?[a-zA-Z0-9][a-zA-Z0-9_.-]+")
@@ -63,7 +63,7 @@ def check_config(body: Any) -> None:
     createtypes.check_config(body)  # every field's JSON type, as Docker's structs declare it
     _check_types(body, _TYPES, "Config.")
     endpoints.parse_networking_config(body.get("NetworkingConfig"))  # its shape, naming the field
-    health.check_config(body.get("Healthcheck"))
+    healthrules.check_config(body.get("Healthcheck"))
     for key in ("Env", "Cmd", "Entrypoint"):
         value = body.get(key)
         if isinstance(value, list) and not all(isinstance(v, str) for v in value):
@@ -168,7 +168,7 @@ def security_options(values: Any) -> SecurityOptions:
                     raise InvalidArgument(
                         f"invalid --security-opt: {shown!r}: seccomp takes unconfined, builtin or a profile's JSON "
                         "content (the docker CLI reads seccomp=FILE and sends the file's content)")
-                seccomp.parse_docker_profile(value)
+                seccompprofile.parse_docker_profile(value)
             profile = value
         elif key == "apparmor":
             apparmor = value

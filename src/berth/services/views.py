@@ -14,60 +14,60 @@ from typing import Any
 from berth import timefmt
 from berth.errors import InvalidArgument, NotFound
 from berth.host import fs
-from berth.services import containerconfig, endpoints, health, patterns
+from berth.services import containerconfig, endpoints, healthrules, patterns
 from berth.services.containers import Containers
 from berth.services.images import Images
-from berth.services.records import Container
+from berth.services.records import Container, ContainerRecord, ContainerState
 from berth.wire import mountspec
 
 CONTAINER_FILTERS = ("status", "name", "id", "label", "ancestor", "exited", "isolation", "before", "since",
                      "network", "volume", "health", "publish", "expose", "is-task")
 
 def inspect(c: Container, api_version: str = "") -> dict[str, Any]:
-    d = c.doc
-    host = dict(d["HostConfig"])
+    r = c.record
+    host = dict(r.host)
     host.setdefault("Binds", None)
-    state = dict(d["State"])
-    state["Status"] = _status_word(state)
+    state = r.state.to_doc()
+    state["Status"] = r.state.word
     return {
-        "Id": c.id, "Created": d["Created"], "Path": d["Path"], "Args": d["Args"], "State": state,
-        "Image": d["Image"], "ResolvConfPath": os.path.join(c.dir, "resolv.conf"),
+        "Id": c.id, "Created": r.created, "Path": r.path, "Args": r.args, "State": state,
+        "Image": r.image, "ResolvConfPath": os.path.join(c.dir, "resolv.conf"),
         "HostnamePath": os.path.join(c.dir, "hostname"), "HostsPath": os.path.join(c.dir, "hosts"),
-        "LogPath": os.path.join(c.dir, "container.log"), "Name": d["Name"],
-        "RestartCount": d.get("RestartCount", 0), "Driver": "overlay2", "Platform": d.get("Platform", "linux"),
+        "LogPath": os.path.join(c.dir, "container.log"), "Name": "/" + r.name,
+        "RestartCount": r.restart_count, "Driver": "overlay2", "Platform": r.platform,
         "MountLabel": "", "ProcessLabel": "", "AppArmorProfile": "", "ExecIDs": None,
         "HostConfig": host,
         "GraphDriver": {"Name": "overlay2", "Data": {"UpperDir": os.path.join(c.dir, "upper"),
                                                      "WorkDir": os.path.join(c.dir, "work"),
                                                      "MergedDir": os.path.join(c.dir, "rootfs")}},
-        "Mounts": [mountspec.mount_point(b) for b in d.get("Binds") or []],
-        "Config": d["Config"],
-        "NetworkSettings": _versioned(_network_settings(host.get("NetworkMode", "default"), d), d, api_version),
+        "Mounts": [mountspec.mount_point(b) for b in r.binds],
+        "Config": r.config,
+        "NetworkSettings": _versioned(_network_settings(r), r, api_version),
     }
 
 
-def _versioned(settings: dict[str, Any], d: dict[str, Any], api_version: str) -> dict[str, Any]:
+def _versioned(settings: dict[str, Any], r: ContainerRecord, api_version: str) -> dict[str, Any]:
     if api_version:  # what older clients expect (the short id among Aliases below 1.45)
-        settings["Networks"] = endpoints.for_version(settings["Networks"], d, api_version)
+        settings["Networks"] = endpoints.for_version(settings["Networks"], r, api_version)
     return settings
 
 def sizes(images: Images, c: Container) -> dict[str, int]:
     """SizeRw (the container's own writes) and SizeRootFs (with its image)."""
     rw = fs.disk_usage(os.path.join(c.dir, "upper"))
-    image = images.record(c.doc["Image"])["size"]
+    image = images.record(c.record.image)["size"]
     return {"SizeRw": rw, "SizeRootFs": rw + image}
 
 def summary(c: Container) -> dict[str, Any]:
-    d = c.doc
-    args = [d["Path"], *d["Args"]]
-    image = d["Config"].get("Image") or d["Image"]
+    r = c.record
+    args = [r.path, *r.args]
+    image = r.config.get("Image") or r.image
     return {
-        "Id": c.id, "Names": [d["Name"]], "Image": image, "ImageID": d["Image"],
-        "Command": shlex.join(args), "Created": timefmt.parse_ns(d["Created"]) // 1_000_000_000,
-        "Ports": port_list(d), "Labels": d["Config"].get("Labels") or {}, "State": _status_word(d["State"]),
-        "Status": status_text(d["State"]), "HostConfig": {"NetworkMode": d["HostConfig"].get("NetworkMode")},
-        "NetworkSettings": {"Networks": _network_settings(d["HostConfig"].get("NetworkMode"), d)["Networks"]},
-        "Mounts": [mountspec.mount_point(b) for b in d.get("Binds") or []],
+        "Id": c.id, "Names": ["/" + r.name], "Image": image, "ImageID": r.image,
+        "Command": shlex.join(args), "Created": timefmt.parse_ns(r.created) // 1_000_000_000,
+        "Ports": port_list(r), "Labels": r.config.get("Labels") or {}, "State": r.state.word,
+        "Status": status_text(r.state), "HostConfig": {"NetworkMode": r.host.get("NetworkMode")},
+        "NetworkSettings": {"Networks": _network_settings(r)["Networks"]},
+        "Mounts": [mountspec.mount_point(b) for b in r.binds],
     }
 
 def listing(cs: Containers, images: Images, all_: bool, limit: int, filters: dict[str, list[str]],
@@ -75,8 +75,8 @@ def listing(cs: Containers, images: Images, all_: bool, limit: int, filters: dic
     for key in filters:
         if key not in CONTAINER_FILTERS:
             raise InvalidArgument(f"invalid filter '{key}'")
-    health.check_filter(filters.get("health", []))
-    items = sorted(cs.all(), key=lambda c: c.doc["Created"], reverse=True)
+    healthrules.check_filter(filters.get("health", []))
+    items = sorted(cs.all(), key=lambda c: c.record.created, reverse=True)
     all_ = all_ or limit > 0  # as Docker: the N newest, whatever their state
     out = []
     for c in items:
@@ -90,14 +90,14 @@ def listing(cs: Containers, images: Images, all_: bool, limit: int, filters: dic
     return out
 
 def _matches(images: Images, c: Container, filters: dict[str, list[str]]) -> bool:
-    d = c.doc
+    r = c.record
     for key, values in filters.items():
         if key == "status":
             bad = [v for v in values if v not in ("created", "restarting", "running", "removing",
                                                    "paused", "exited", "dead")]
             if bad:
                 raise InvalidArgument(f"invalid filter 'status={bad[0]}'")
-            if _status_word(d["State"]) not in values:
+            if r.state.word not in values:
                 return False
         elif key == "name":  # as Docker: the name with and without its slash, exactly or as a regex
             if not any(name_matches(v, n) for v in values for n in ("/" + c.name, c.name)):
@@ -106,42 +106,41 @@ def _matches(images: Images, c: Container, filters: dict[str, list[str]]) -> boo
             if not any(c.id.startswith(v) for v in values):
                 return False
         elif key == "label":
-            labels = d["Config"].get("Labels") or {}
+            labels = r.config.get("Labels") or {}
             if not all(containerconfig.label_matches(labels, v) for v in values):
                 return False
         elif key == "ancestor":
             ok = False
             for v in values:
                 try:
-                    if images.resolve(v) == d["Image"]:
+                    if images.resolve(v) == r.image:
                         ok = True
                 except NotFound:
                     pass
             if not ok:
                 return False
         elif key == "exited":
-            if d["State"]["Running"] or d["State"]["Status"] != "exited" or \
-                    str(d["State"]["ExitCode"]) not in values:
+            if r.state.running or r.state.status != "exited" or str(r.state.exit_code) not in values:
                 return False
         elif key == "isolation":
-            isolation = d["HostConfig"].get("Isolation") or "process"
+            isolation = r.host.get("Isolation") or "process"
             if isolation not in values and (isolation != "default" or "process" not in values):
                 return False
         elif key == "volume":
-            mounts = d.get("Binds") or []
+            mounts = r.binds
             if not any(v in (m.get("Name"), m.get("Source"), m.get("Destination")) for v in values for m in mounts):
                 return False
         elif key == "network":
-            on = endpoints.networks(d)  # what the container is on (a disconnect takes it off)
+            on = endpoints.networks(r)  # what the container is on (a disconnect takes it off)
             nets = set(on) | {n["NetworkID"] for n in on.values() if n.get("NetworkID")}
             if not any(v in nets or any(str(n or "").startswith(v) for n in nets) for v in values):
                 return False
         elif key == "health":
-            if health.status_of(d["State"]) not in values:
+            if healthrules.status_of(r.state.health) not in values:
                 return False
         elif key == "publish":
-            ports = {f"{b['HostPort']}/{b['Proto']}" for b in d.get("Ports") or []} | \
-                {str(b["HostPort"]) for b in d.get("Ports") or [] if b["Proto"] == "tcp"}
+            ports = {f"{b['HostPort']}/{b['Proto']}" for b in r.ports} | \
+                {str(b["HostPort"]) for b in r.ports if b["Proto"] == "tcp"}
             if not any(v in ports for v in values):
                 return False
     return True
@@ -156,49 +155,43 @@ def name_matches(pattern: str, name: str) -> bool:
     return compiled is not None and compiled.search(name) is not None
 
 
-def _status_word(state: dict[str, Any]) -> str:
-    if state["Running"]:
-        return "paused" if state["Paused"] else "running"
-    return str(state["Status"])
-
-
-def status_text(state: dict[str, Any]) -> str:
+def status_text(state: ContainerState) -> str:
+    """`docker ps`'s STATUS column: "Up 3 seconds (healthy)", "Exited (0) 2 minutes ago", "Created"."""
     now = time.time_ns()
-    if state["Running"]:
-        up = timefmt.human_duration((now - timefmt.parse_ns(state["StartedAt"])) / 1e9)
-        return f"Up {up} (Paused)" if state["Paused"] else f"Up {up}{health.status_suffix(state)}"
-    if state["Status"] == "exited":
-        ago = timefmt.human_duration((now - timefmt.parse_ns(state["FinishedAt"])) / 1e9)
-        return f"Exited ({state['ExitCode']}) {ago} ago"
-    return str(state["Status"]).capitalize()
+    if state.running:
+        up = timefmt.human_duration((now - timefmt.parse_ns(state.started_at)) / 1e9)
+        return f"Up {up} (Paused)" if state.paused else f"Up {up}{healthrules.status_suffix(state.health)}"
+    if state.status == "exited":
+        ago = timefmt.human_duration((now - timefmt.parse_ns(state.finished_at)) / 1e9)
+        return f"Exited ({state.exit_code}) {ago} ago"
+    return state.status.capitalize()
 
 
-def _network_settings(mode: str | None, doc: dict[str, Any] | None = None) -> dict[str, Any]:
+def _network_settings(r: ContainerRecord) -> dict[str, Any]:
     """NetworkSettings: the container's endpoints (bridge modes) or the none/host pseudo-network."""
-    doc = doc or {}
     ports: dict[str, Any] = {}
-    for key in (doc.get("Config") or {}).get("ExposedPorts") or {}:
+    for key in r.config.get("ExposedPorts") or {}:
         ports[key] = None
-    for b in doc.get("Ports") or []:
+    for b in r.ports:
         ports.setdefault(f"{b['Port']}/{b['Proto']}", None)
         ports[f"{b['Port']}/{b['Proto']}"] = (ports[f"{b['Port']}/{b['Proto']}"] or []) + [
             {"HostIp": b["HostIp"] or "0.0.0.0", "HostPort": b["HostPort"]}]
     # Each network's settings and attachment (services.endpoints); a bridged container with none left has {}.
-    unset = endpoints.entry({}, "none", {}, None)
-    networks: dict[str, Any] = endpoints.networks(doc) if doc.get("HostConfig") else {"none": unset}
+    unset = endpoints.entry(None, "none", {}, None)
+    networks: dict[str, Any] = endpoints.networks(r)
     first = next(iter(networks.values()), unset)
     return {"Bridge": "", "SandboxID": "", "HairpinMode": False, "Ports": ports,
-            "SandboxKey": f"/run/berth/netns/{doc.get('Id', '')}" if doc.get("Endpoints") else "",
+            "SandboxKey": f"/run/berth/netns/{r.id}" if r.endpoints else "",
             "Gateway": first["Gateway"], "IPAddress": first["IPAddress"], "IPPrefixLen": first["IPPrefixLen"],
             "MacAddress": first["MacAddress"], "Networks": networks}
 
 
-def port_list(doc: dict[str, Any]) -> list[dict[str, Any]]:
+def port_list(r: ContainerRecord) -> list[dict[str, Any]]:
     """The Ports of /containers/json: published bindings, and exposed ports without one."""
     out = [{"IP": b["HostIp"] or "0.0.0.0", "PrivatePort": int(b["Port"]), "PublicPort": int(b["HostPort"]),
-            "Type": b["Proto"]} for b in doc.get("Ports") or []]
+            "Type": b["Proto"]} for b in r.ports]
     published = {(o["PrivatePort"], o["Type"]) for o in out}
-    for key in (doc.get("Config") or {}).get("ExposedPorts") or {}:
+    for key in r.config.get("ExposedPorts") or {}:
         port, _, proto = key.partition("/")
         if port.isdigit() and (int(port), proto or "tcp") not in published:
             out.append({"PrivatePort": int(port), "Type": proto or "tcp"})

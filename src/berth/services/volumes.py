@@ -44,7 +44,7 @@ from berth.errors import (
 from berth.host import fs, proc
 from berth.host import mount as host_mount
 from berth.metadata.db import Database
-from berth.services import copy
+from berth.services import containerview
 from berth.services.events import Events
 from berth.wire.mountspec import (
     ANONYMOUS_LABEL,
@@ -65,7 +65,7 @@ from berth.wire.mountspec import (
 
 log = logging.getLogger(__name__)
 
-ContainerList = Callable[[], Iterable[tuple[str, dict[str, Any], bool]]]
+ContainerList = Callable[[], Iterable[tuple[str, list[dict[str, Any]], bool]]]  # (id, mounts, running)
 
 class Volumes:
     def __init__(self, root: str, db: Database, events: Events, containers: ContainerList) -> None:
@@ -124,12 +124,12 @@ class Volumes:
 
     def users(self, name: str) -> list[str]:
         """The ids of the containers (in any state) that mount volume *name*."""
-        return [cid for cid, doc, _ in self._containers()
-                if any(e.get("Type") == "volume" and e.get("Name") == name for e in doc.get("Binds") or [])]
+        return [cid for cid, binds, _ in self._containers()
+                if any(e.get("Type") == "volume" and e.get("Name") == name for e in binds)]
 
     def _running_users(self, name: str, but: str = "") -> list[str]:
-        return [cid for cid, doc, running in self._containers() if running and cid != but
-                and any(e.get("Type") == "volume" and e.get("Name") == name for e in doc.get("Binds") or [])]
+        return [cid for cid, binds, running in self._containers() if running and cid != but
+                and any(e.get("Type") == "volume" and e.get("Name") == name for e in binds)]
 
     def listing(self, filters: dict[str, list[str]]) -> dict[str, Any]:
         used = self._used_names()
@@ -137,14 +137,14 @@ class Volumes:
         return {"Volumes": sorted(out, key=lambda d: d["Name"]), "Warnings": []}
 
     def _used_names(self) -> set[str]:
-        return {e.get("Name") for _, doc, _ in self._containers() for e in doc.get("Binds") or []
+        return {str(e["Name"]) for _, binds, _ in self._containers() for e in binds
                 if e.get("Type") == "volume"}
 
     def usage(self) -> list[dict[str, Any]]:
         """Every volume with UsageData (Size in bytes, RefCount), as `docker system df -v` shows them."""
         counts: dict[str, int] = {}
-        for _, doc, _ in self._containers():
-            for name in {e.get("Name") for e in doc.get("Binds") or [] if e.get("Type") == "volume"}:
+        for _, binds, _ in self._containers():
+            for name in {e.get("Name") for e in binds if e.get("Type") == "volume"}:
                 counts[str(name)] = counts.get(str(name), 0) + 1
         return [doc | {"UsageData": {"Size": fs.disk_usage(doc["Mountpoint"]), "RefCount": counts.get(name, 0)}}
                 for name, doc in self._db.volumes()]
@@ -242,15 +242,15 @@ class Volumes:
                 "Driver": DRIVER, "Mode": spec.mode, "RW": not spec.readonly, "Propagation": "",
                 "CopyData": spec.copy_data}
 
-    async def prepare(self, cid: str, doc: dict[str, Any], rootfs: str) -> None:
+    async def prepare(self, cid: str, binds: list[dict[str, Any]], rootfs: str) -> None:
         """Before a container starts: mount its volumes' file systems, fill empty volumes from the image.
 
         A volume is filled at most once per container (its entry's CopyData is then
-        cleared in *doc*), from what the image (and the container's own changes) hold
+        cleared in *binds*), from what the image (and the container's own changes) hold
         at the destination, when the volume is empty.
         """
         mountinfo = ""
-        for entry in doc.get("Binds") or []:
+        for entry in binds:
             if entry.get("Type") == "bind" and entry.get("Propagation", "").lstrip("r") in ("shared", "slave"):
                 if not mountinfo:
                     with open("/proc/self/mountinfo") as f:
@@ -278,9 +278,9 @@ class Volumes:
                 "container": cid, "destination": entry["Destination"], "driver": DRIVER,
                 "propagation": entry.get("Propagation") or "", "read/write": str(bool(entry.get("RW"))).lower()})
 
-    def release(self, cid: str, doc: dict[str, Any]) -> None:
+    def release(self, cid: str, binds: list[dict[str, Any]]) -> None:
         """After a container stopped: unmount the file systems of its volumes no other running container uses."""
-        for entry in doc.get("Binds") or []:
+        for entry in binds:
             if entry.get("Type") != "volume":
                 continue
             name = entry["Name"]
@@ -293,9 +293,9 @@ class Volumes:
                 except BerthError as exc:
                     log.warning("volume %s stays mounted: %s", name, exc)
 
-    def remove_anonymous(self, doc: dict[str, Any]) -> None:
+    def remove_anonymous(self, binds: list[dict[str, Any]]) -> None:
         """`docker rm -v`: remove the container's anonymous volumes that no other container uses."""
-        for entry in doc.get("Binds") or []:
+        for entry in binds:
             if entry.get("Type") != "volume":
                 continue
             volume = self._db.get_volume(entry["Name"])
@@ -326,7 +326,7 @@ class Volumes:
 
     async def _fill(self, data: str, rootfs: str, destination: str) -> None:
         try:
-            found = copy.locate(copy.View(rootfs), destination, follow_last=True)
+            found = containerview.locate(containerview.View(rootfs), destination, follow_last=True)
         except (NotFound, InvalidArgument):
             return  # nothing in the image there
         with found:

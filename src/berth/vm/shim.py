@@ -44,8 +44,9 @@ from typing import Any, NoReturn
 
 from berth.errors import BerthError, FailedPrecondition, InvalidArgument
 from berth.host import cgroups, fstree, mount
-from berth.vm import execclient, shares, sizing, template
-from berth.vm.boot import DEFAULT_PATH, UtilityVM
+from berth.vm import clones, execclient, shares, sizing
+from berth.vm.agentchannel import DEFAULT_PATH
+from berth.vm.boot import UtilityVM
 from berth.vm.prepare import monitor_binary, prepare
 from berth.wire import agentproto as ap
 
@@ -198,11 +199,11 @@ class Setup:
         empty.mkdir(exist_ok=True)
         vm_shares = shares.shares(plan, Path(self.config["root"]["path"]), self.stage(plan, workdir), empty)
         nic = _nic(self.bundle)
-        async with template.start_vm(artifacts, vm_dir, shares=vm_shares,
-                                     mem_mib=sizing.memory_mib(self.config),
-                                     vcpus=sizing.vcpus(self.config, os.cpu_count() or 1),
-                                     readonly=plan.readonly_tags, workdir=workdir,
-                                     templates=not args.cold, tap=nic.get("tap")) as vm:
+        async with clones.start_vm(artifacts, vm_dir, shares=vm_shares,
+                                   mem_mib=sizing.memory_mib(self.config),
+                                   vcpus=sizing.vcpus(self.config, os.cpu_count() or 1),
+                                   readonly=plan.readonly_tags, workdir=workdir,
+                                   templates=not args.cold, tap=nic.get("tap")) as vm:
             if nic:  # loopback and the hostname are the agent's (at boot, and when it mounts the root)
                 code, _, err = await vm.run(["/bin/busybox", "sh", "-c", nic_script(nic)])
                 if code != 0:

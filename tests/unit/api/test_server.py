@@ -19,7 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from berth.api.server import Hijack, Limits, Reply, Request, Router, Server, Stream
+from berth.api.limits import Limits
+from berth.api.replies import Hijack, Reply, Stream
+from berth.api.request import Request
+from berth.api.routing import Router
+from berth.api.server import Server
 from berth.errors import Conflict, NotModified
 
 COMMON = {"api-version": "1.47", "ostype": "linux"}

@@ -9,7 +9,8 @@ import pytest
 from berth.api import routes
 from berth.api.errors import status_of
 from berth.api.handlers import swarm
-from berth.api.server import Request, Router
+from berth.api.request import Request
+from berth.api.routing import Router
 from berth.errors import NotImplemented_, Unavailable
 
 

@@ -15,7 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from berth.api.server import Hijack, Limits, Reply, Request, Router, Server
+from berth.api.limits import Limits
+from berth.api.replies import Hijack, Reply
+from berth.api.request import Request
+from berth.api.routing import Router
+from berth.api.server import Server
 from berth.api.tls import tls_handler
 from berth.testing.pki import make_pki
 

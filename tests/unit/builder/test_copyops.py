@@ -1,4 +1,4 @@
-"""Tests for berth.builder.copyops (COPY/ADD into a layer) and the source lookup of berth.builder.context.
+"""Tests for berth.builder.copyops (COPY/ADD into a layer).
 
 Every test builds a real source tree and a real image (overlay-style lower
 directories) under tmp_path, runs the operation into an empty layer directory,
@@ -20,43 +20,17 @@ from pathlib import Path
 from typing import Callable
 
 import pytest
+from berth_builder_conftest import GROUP, MTIME, PASSWD, names, write
 
-from berth.builder import context as ctxmod
-from berth.builder.context import Context, find_sources
-from berth.builder.copyops import (
-    ImageTree,
-    Owner,
-    add_into,
-    copy_into,
-    dest_path,
-    resolve_owner,
-)
+from berth.builder.context import Context
+from berth.builder.copyops import add_into, copy_into, dest_path
+from berth.builder.imagetree import ImageTree
+from berth.builder.owners import Owner, resolve_owner
+from berth.builder.sources import find_sources
 from berth.errors import InvalidArgument
-
-MTIME = 1_600_000_000
-
-PASSWD = """root:x:0:0:root:/root:/bin/sh
-# a comment
-bob:x:1000:1001:Bob:/home/bob:/bin/sh
-daemon:x:2:2::/:/usr/sbin/nologin
-"""
-GROUP = """root:x:0:
-staff:x:50:bob
-bobs:x:1001:
-"""
-
 
 # --------------------------------------------------------------------------- #
 # Helpers
-
-
-def write(root: Path, rel: str, data: bytes = b"", mode: int = 0o644) -> Path:
-    path = root / rel
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    os.chmod(path, mode)
-    os.utime(path, (MTIME, MTIME))
-    return path
 
 
 @dataclass(frozen=True)
@@ -91,35 +65,6 @@ def snapshot(root: Path) -> dict[str, Seen]:
 
 
 @pytest.fixture
-def src(tmp_path: Path) -> Path:
-    """A build context:
-
-        a.txt (0644 "A")   b.txt (0600 "B")   run.sh (0755)   .hidden
-        dir/x.txt  dir/sub/y.txt (0640)  dir/link -> x.txt  dir/abs -> /etc/passwd
-        weird[1].txt   star*.txt
-        toplink -> dir/x.txt   abslink -> /dir   outlink -> ../../../etc
-    """
-    root = tmp_path / "ctx"
-    root.mkdir()
-    write(root, "a.txt", b"A")
-    write(root, "b.txt", b"B", 0o600)
-    write(root, "run.sh", b"#!/bin/sh\n", 0o755)
-    write(root, ".hidden", b"H")
-    write(root, "dir/x.txt", b"X")
-    write(root, "dir/sub/y.txt", b"Y", 0o640)
-    os.symlink("x.txt", root / "dir/link")
-    os.symlink("/etc/passwd", root / "dir/abs")
-    write(root, "weird[1].txt", b"W")
-    write(root, "star*.txt", b"S")
-    os.symlink("dir/x.txt", root / "toplink")
-    os.symlink("/dir", root / "abslink")
-    os.symlink("../../../etc", root / "outlink")
-    os.utime(root / "dir/sub", (MTIME, MTIME))
-    os.utime(root / "dir", (MTIME, MTIME))
-    return root
-
-
-@pytest.fixture
 def layer(tmp_path: Path) -> Path:
     path = tmp_path / "layer"
     path.mkdir()
@@ -141,89 +86,7 @@ def do_copy(layer: Path, root: Path, patterns: list[str], dest: str, *, workdir:
 
 
 # --------------------------------------------------------------------------- #
-# Source lookup (globs, escapes, missing files)
-
-
-def names(root: Path, patterns: list[str]) -> list[str]:
-    return [os.path.relpath(p, root) for p in find_sources(root, patterns)]
-
-
-def test_literal_sources_and_dot(src: Path) -> None:
-    assert names(src, ["a.txt"]) == ["a.txt"]
-    assert names(src, ["/a.txt", "./dir/", "dir/sub/../x.txt"]) == ["a.txt", "dir", "dir/x.txt"]
-    assert names(src, ["."]) == ["."]
-    assert names(src, ["toplink"]) == ["toplink"]  # returned as named, resolved when copied
-
-
-@pytest.mark.parametrize("pattern,expected", [
-    ("*.txt", ["a.txt", "b.txt", "star*.txt", "weird[1].txt"]),
-    ("?.txt", ["a.txt", "b.txt"]),
-    ("[ab].txt", ["a.txt", "b.txt"]),
-    ("[^a].txt", ["b.txt"]),
-    ("[a-b].txt", ["a.txt", "b.txt"]),
-    ("dir/*.txt", ["dir/x.txt"]),
-    ("*/*.txt", ["dir/x.txt"]),
-    ("dir/*/*", ["dir/sub/y.txt"]),
-    (".h*", [".hidden"]),
-    ("sta?\\*.txt", ["star*.txt"]),
-    ("weird\\[1\\].t?t", ["weird[1].txt"]),
-    ("*", [".hidden", "a.txt", "abslink", "b.txt", "dir", "outlink", "run.sh", "star*.txt", "toplink",
-           "weird[1].txt"]),
-])
-def test_globs_follow_go_filepath_match(src: Path, pattern: str, expected: list[str]) -> None:
-    assert names(src, [pattern]) == expected
-
-
-def test_escapes_only_count_in_globs(src: Path) -> None:
-    # Docker: without an unescaped wildcard the path is literal, backslash included
-    with pytest.raises(InvalidArgument, match="file not found"):
-        find_sources(src, ["star\\*.txt"])
-    assert names(src, ["star*.txt"]) == ["star*.txt"]  # a glob matching itself
-
-
-def test_glob_does_not_descend_through_symlinks(src: Path) -> None:
-    with pytest.raises(InvalidArgument, match="file not found"):
-        find_sources(src, ["abslink/*.txt"])
-
-
-def test_segment_regex_rules() -> None:
-    assert ctxmod.segment_regex("a*").fullmatch("abc") and ctxmod.segment_regex("[!x]").fullmatch("!")
-    for bad in ("[", "[]", "a\\", "[a-", "[^"):
-        with pytest.raises(ValueError):
-            ctxmod.segment_regex(bad)
-    assert ctxmod.segment_regex("[z-a]x").fullmatch("zx") is None  # an empty range never matches
-    assert ctxmod.has_wildcards("a*") and not ctxmod.has_wildcards("a\\*b") and ctxmod.has_wildcards("[x]")
-
-
-def test_bad_glob_is_reported(src: Path) -> None:
-    with pytest.raises(InvalidArgument, match="not a valid pattern"):
-        find_sources(src, ["a[.txt"])
-
-
-@pytest.mark.parametrize("pattern", ["../x", "/../x", "dir/../../x", "../*.txt"])
-def test_paths_outside_the_context_are_forbidden(src: Path, pattern: str) -> None:
-    with pytest.raises(InvalidArgument) as err:
-        find_sources(src, [pattern])
-    assert str(err.value) == f"COPY failed: forbidden path outside the build context: {pattern}"
-
-
-@pytest.mark.parametrize("pattern", ["nope", "nope*.txt", "dir/nope", "a.txt/x"])
-def test_missing_sources(src: Path, pattern: str) -> None:
-    with pytest.raises(InvalidArgument) as err:
-        find_sources(src, ["a.txt", pattern])
-    assert str(err.value) == ("COPY failed: file not found in build context or excluded by .dockerignore: "
-                              f"stat {pattern}: file does not exist")
-
-
-def test_real_path_and_relative_parts(src: Path) -> None:
-    assert ctxmod.real_path(src, src / "abslink" / "x.txt") == src / "dir/x.txt"
-    assert ctxmod.real_path(src, "toplink") == src / "dir/x.txt"
-    assert ctxmod.real_path(src, src / "outlink") == src / "etc"
-    assert ctxmod.relative_parts(src, f"{src}/a/../b") == ["b"]
-    assert ctxmod.relative_parts(src, f"{src}/../x") is None
-    assert ctxmod.relative_parts(src, f"{src}x/y") is None
-    with pytest.raises(InvalidArgument, match="outside"):
-        ctxmod.real_path(src, src.parent)
+# Sources resolved in scope
 
 
 def test_symlink_leaving_the_context_resolves_inside_it(src: Path, layer: Path) -> None:
@@ -313,30 +176,6 @@ def test_chown_by_name_and_number(src: Path, layer: Path) -> None:
     assert (got["f"].uid, got["f"].gid) == (33, 50)
 
 
-@pytest.mark.parametrize("chown,expected", [
-    ("bob", Owner(1000, 1001)), ("1000", Owner(1000, 1000)), ("bob:staff", Owner(1000, 50)),
-    ("bob:7", Owner(1000, 7)), ("7:staff", Owner(7, 50)), ("0:0", Owner(0, 0)), ("", Owner(0, 0)),
-    ("daemon", Owner(2, 2)),
-])
-def test_resolve_owner(chown: str, expected: Owner) -> None:
-    assert resolve_owner(chown, PASSWD, GROUP) == expected
-
-
-@pytest.mark.parametrize("chown,message", [
-    ("alice", "can't find uid for user alice: no such user: alice"),
-    ("bob:wheel", "can't find gid for group wheel: no such group: wheel"),
-    ("bob:", "invalid chown string format"),
-    (":1", "invalid chown string format"),
-    ("1:2:3", "invalid chown string format"),
-    ("4294967296", "out of range"),
-])
-def test_resolve_owner_errors(chown: str, message: str) -> None:
-    with pytest.raises(InvalidArgument, match=message):
-        resolve_owner(chown, PASSWD, GROUP)
-    with pytest.raises(InvalidArgument):
-        resolve_owner("bob", None, None)
-
-
 def test_chmod_applies_to_files_and_directories_not_symlinks(src: Path, layer: Path) -> None:
     got = do_copy(layer, src, ["dir"], "/c", chmod=0o750)
     assert got["c/x.txt"].mode == 0o750 and got["c/sub"].mode == 0o750 and got["c/sub/y.txt"].mode == 0o750
@@ -414,43 +253,6 @@ def test_dockerignore_with_the_real_matcher(src: Path, layer: Path) -> None:
 
 # --------------------------------------------------------------------------- #
 # The image below the layer
-
-
-@pytest.fixture
-def image(tmp_path: Path) -> ImageTree:
-    """Two overlay-style layers:
-
-        lower: bin -> usr/bin, usr/bin/sh, etc/ (0700, 0:0), etc/passwd, opt/old, gone/f
-        upper: usr/local (0775, 7:7), opt/ (opaque), opt/new, gone (whiteout), etc/ (0710, 5:5), etc/hosts
-    """
-    lower, upper = tmp_path / "lower", tmp_path / "upper"
-    for d in (lower / "usr/bin", lower / "etc", lower / "opt", lower / "gone", upper / "usr/local", upper / "opt",
-              upper / "etc"):
-        d.mkdir(parents=True)
-    os.symlink("usr/bin", lower / "bin")
-    write(lower, "usr/bin/sh", b"sh", 0o755)
-    os.chmod(lower / "etc", 0o700)
-    write(lower, "etc/passwd", PASSWD.encode())
-    write(lower, "opt/old", b"old")
-    write(lower, "gone/f", b"f")
-    os.chown(upper / "etc", 5, 5)
-    os.chmod(upper / "etc", 0o710)
-    os.chown(upper / "usr/local", 7, 7)
-    os.chmod(upper / "usr/local", 0o775)
-    os.setxattr(upper / "opt", "trusted.overlay.opaque", b"y")
-    write(upper, "opt/new", b"new")
-    os.mknod(upper / "gone", stat.S_IFCHR | 0o000, os.makedev(0, 0))
-    write(upper, "etc/hosts", b"h")
-    return ImageTree([upper, lower])
-
-
-def test_image_tree_reads_overlay_layers(image: ImageTree) -> None:
-    assert image.read_text("/etc/passwd") == PASSWD
-    assert image.lstat("/opt/old") is None and image.lstat("/opt/new") is not None  # opaque
-    assert image.lstat("/gone") is None and image.lstat("/gone/f") is None            # whiteout
-    assert image.resolve("/bin/sh") == "/usr/bin/sh"
-    assert image.is_dir("/bin") and image.is_dir("/etc") and not image.is_dir("/etc/hosts")
-    assert image.lstat("/etc/hosts") is not None and image.lstat("/etc/passwd") is not None
 
 
 def test_dest_through_an_image_symlink(src: Path, layer: Path, image: ImageTree) -> None:
@@ -539,10 +341,10 @@ def test_add_extracts_local_archives(src: Path, layer: Path, compression: str) -
 
 
 def test_add_copies_non_archives_as_files(src: Path, layer: Path) -> None:
-    (src / "notes.gz").write_bytes(gzip.compress(b"just text, not a tar"))
+    (src / "notes.gz").write_bytes(gzip.compress(b"just text, not a tar", mtime=0))
     (src / "empty.tar").write_bytes(tar_bytes([]))
     got = do_copy(layer, src, ["notes.gz", "empty.tar", "a.txt", "dir"], "/n/", add=True)
-    assert got["n/notes.gz"].data == gzip.compress(b"just text, not a tar")
+    assert got["n/notes.gz"].data == gzip.compress(b"just text, not a tar", mtime=0)  # byte for byte
     assert got["n/empty.tar"].kind == "f" and got["n/a.txt"].data == b"A" and got["n/x.txt"].data == b"X"
 
 
@@ -596,3 +398,13 @@ def test_add_skips_whiteout_names(src: Path, layer: Path) -> None:
     (src / "w.tar").write_bytes(tar_bytes([E("keep", data=b"k"), E(".wh.keep"), E("d/.wh..wh..opq")]))
     got = do_copy(layer, src, ["w.tar"], "/w", add=True)
     assert sorted(got) == ["w", "w/keep"]
+
+
+def test_add_entry_below_an_image_symlink_loop_is_refused(src: Path, layer: Path, image: ImageTree) -> None:
+    lower = Path(image.lowers[-1])
+    os.symlink("l2", lower / "l1")
+    os.symlink("/l1", lower / "l2")
+    (src / "l.tar").write_bytes(tar_bytes([E("l1/x", data=b"x")]))
+    with pytest.raises(InvalidArgument, match="entry 'l1/x': too many levels of symbolic links"):
+        do_copy(layer, src, ["l.tar"], "/", image=image, add=True)
+    assert snapshot(layer) == {}

@@ -9,42 +9,44 @@ from collections.abc import Callable
 
 import pytest
 
-from berth import client as cl
 from berth.cli.main import parse_globals, run
+from berth.client.engine import Client, encode_query
+from berth.client.errors import DaemonUnreachable, NotFoundError, api_error
+from berth.client.hosts import DEFAULT_HOST, Host, parse_host, resolve_host
 from berth.errors import Conflict, NotFound
 
 
 def test_resolve_host_order() -> None:
     env = {"BERTH_HOST": "unix:///b", "DOCKER_HOST": "unix:///d"}
-    assert cl.resolve_host("tcp://x:1", env) == "tcp://x:1"
-    assert cl.resolve_host(None, env) == "unix:///b"
-    assert cl.resolve_host(None, {"DOCKER_HOST": "unix:///d"}) == "unix:///d"
-    assert cl.resolve_host(None, {}) == cl.DEFAULT_HOST
+    assert resolve_host("tcp://x:1", env) == "tcp://x:1"
+    assert resolve_host(None, env) == "unix:///b"
+    assert resolve_host(None, {"DOCKER_HOST": "unix:///d"}) == "unix:///d"
+    assert resolve_host(None, {}) == DEFAULT_HOST
 
 
 @pytest.mark.parametrize("spec,host", [
-    ("unix:///run/berth/berth.sock", cl.Host("unix", "/run/berth/berth.sock")),
-    ("/tmp/s.sock", cl.Host("unix", "/tmp/s.sock")),
-    ("tcp://127.0.0.1:2375", cl.Host("tcp", "127.0.0.1", 2375)),
-    ("tcp://localhost", cl.Host("tcp", "localhost", 2375)),
-    ("http://[::1]:99", cl.Host("tcp", "::1", 99)),
+    ("unix:///run/berth/berth.sock", Host("unix", "/run/berth/berth.sock")),
+    ("/tmp/s.sock", Host("unix", "/tmp/s.sock")),
+    ("tcp://127.0.0.1:2375", Host("tcp", "127.0.0.1", 2375)),
+    ("tcp://localhost", Host("tcp", "localhost", 2375)),
+    ("http://[::1]:99", Host("tcp", "::1", 99)),
 ])
-def test_parse_host(spec: str, host: cl.Host) -> None:
-    assert cl.parse_host(spec) == host
+def test_parse_host(spec: str, host: Host) -> None:
+    assert parse_host(spec) == host
 
 
 def test_encode_query() -> None:
-    q = cl.encode_query({"all": True, "force": False, "limit": 3, "x": None,
-                         "filters": {"status": ["exited"]}, "changes": ["A", "B"]})
+    q = encode_query({"all": True, "force": False, "limit": 3, "x": None,
+                      "filters": {"status": ["exited"]}, "changes": ["A", "B"]})
     assert q == ("all=1&limit=3&filters=%7B%22status%22%3A%5B%22exited%22%5D%7D"
                  "&changes=A&changes=B")
 
 
 def test_api_error_categories() -> None:
-    err = cl.api_error(404, b'{"message": "No such container: x"}')
+    err = api_error(404, b'{"message": "No such container: x"}')
     assert isinstance(err, NotFound) and err.status == 404 and err.message == "No such container: x"
-    assert isinstance(cl.api_error(409, b'{"message": "busy"}'), Conflict)
-    assert cl.api_error(500, b"plain text").message == "plain text"
+    assert isinstance(api_error(409, b'{"message": "busy"}'), Conflict)
+    assert api_error(500, b"plain text").message == "plain text"
 
 
 def serve_once(reply: bytes, check: Callable[[bytes], None] | None = None) -> tuple[str, threading.Thread]:
@@ -80,7 +82,7 @@ def test_request_negotiates_version_and_decodes_chunked() -> None:
     seen: list[bytes] = []
     host, t = serve_once(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
                          b"3\r\n[1,\r\n2\r\n2]\r\n0\r\n\r\n", seen.append)
-    c = cl.Client(host, api_version=None)
+    c = Client(host, api_version=None)
     c._version = None
     assert c.get("/containers/json", {"all": True}) == [1, 2]
     t.join(5)
@@ -90,16 +92,16 @@ def test_request_negotiates_version_and_decodes_chunked() -> None:
 def test_error_response_raises() -> None:
     host, t = serve_once(b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\n"
                          b"Content-Length: 35\r\n\r\n{\"message\":\"No such container: zz\"}")
-    c = cl.Client(host)
+    c = Client(host)
     c._version = None
-    with pytest.raises(cl.NotFoundError, match="No such container: zz"):
+    with pytest.raises(NotFoundError, match="No such container: zz"):
         c.request("POST", "/containers/zz/start")
     t.join(5)
 
 
 def test_stream_json_lines_close_delimited() -> None:
     host, t = serve_once(b"HTTP/1.1 200 OK\r\n\r\n{\"a\":1}\n{\"a\":2}{\"a\":3}\n")
-    c = cl.Client(host)
+    c = Client(host)
     c._version = None
     with c.stream("GET", "/events") as sr:
         assert list(sr.json_lines()) == [{"a": 1}, {"a": 2}, {"a": 3}]
@@ -112,7 +114,7 @@ def test_hijack_returns_buffered_bytes() -> None:
                          b"\x01\x00\x00\x00\x00\x00\x00\x02hi",
                          lambda req: (b"Upgrade: tcp" in req and b"Connection: Upgrade" in req)
                          or pytest.fail("no upgrade headers"))
-    c = cl.Client(host)
+    c = Client(host)
     c._version = None
     h = c.hijack("POST", "/containers/x/attach", {"stream": True})
     rest = h.buffered
@@ -125,8 +127,8 @@ def test_hijack_returns_buffered_bytes() -> None:
 
 
 def test_unreachable_daemon() -> None:
-    c = cl.Client("unix:///nonexistent/berth.sock")
-    with pytest.raises(cl.DaemonUnreachable, match="Cannot connect"):
+    c = Client("unix:///nonexistent/berth.sock")
+    with pytest.raises(DaemonUnreachable, match="Cannot connect"):
         c.get("/info")
 
 

@@ -10,41 +10,42 @@ from pathlib import Path
 
 import pytest
 
-from berth import client as cl
 from berth.cli.main import parse_globals
+from berth.client.engine import Client
+from berth.client.tls import TlsConfig, tls_config
 from berth.errors import InvalidArgument
 from berth.testing.pki import Pki, make_pki
 
 
 def test_plain_unless_asked() -> None:
-    assert cl.tls_config({}) is None
-    assert cl.tls_config({"DOCKER_CERT_PATH": "/x"}) is None
-    assert cl.tls_config({"DOCKER_TLS_VERIFY": ""}) is None
+    assert tls_config({}) is None
+    assert tls_config({"DOCKER_CERT_PATH": "/x"}) is None
+    assert tls_config({"DOCKER_TLS_VERIFY": ""}) is None
 
 
 def test_env_verify_uses_the_cert_path(tmp_path: Path) -> None:
     for name in ("cert.pem", "key.pem"):
         (tmp_path / name).write_text("x")
-    cfg = cl.tls_config({"DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": str(tmp_path)})
-    assert cfg == cl.TlsConfig(True, str(tmp_path / "ca.pem"), str(tmp_path / "cert.pem"), str(tmp_path / "key.pem"))
+    cfg = tls_config({"DOCKER_TLS_VERIFY": "1", "DOCKER_CERT_PATH": str(tmp_path)})
+    assert cfg == TlsConfig(True, str(tmp_path / "ca.pem"), str(tmp_path / "cert.pem"), str(tmp_path / "key.pem"))
 
 
 def test_default_client_files_only_when_both_exist(tmp_path: Path) -> None:
     (tmp_path / "cert.pem").write_text("x")
-    cfg = cl.tls_config({"DOCKER_CERT_PATH": str(tmp_path)}, verify=True)
+    cfg = tls_config({"DOCKER_CERT_PATH": str(tmp_path)}, verify=True)
     assert cfg is not None and (cfg.cert, cfg.key) == ("", "")
 
 
 def test_flags_win_and_tls_alone_does_not_verify(tmp_path: Path) -> None:
-    cfg = cl.tls_config({"DOCKER_CERT_PATH": str(tmp_path)}, tls=True, ca="/c/ca", cert="/c/c", key="/c/k")
-    assert cfg == cl.TlsConfig(False, "/c/ca", "/c/c", "/c/k")
+    cfg = tls_config({"DOCKER_CERT_PATH": str(tmp_path)}, tls=True, ca="/c/ca", cert="/c/c", key="/c/k")
+    assert cfg == TlsConfig(False, "/c/ca", "/c/c", "/c/k")
 
 
 def test_unreadable_files_are_named(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument, match="CA certificate"):
-        cl.TlsConfig(True, str(tmp_path / "nope.pem")).context()
+        TlsConfig(True, str(tmp_path / "nope.pem")).context()
     with pytest.raises(InvalidArgument, match="client certificate"):
-        cl.TlsConfig(False, "", str(tmp_path / "c.pem"), str(tmp_path / "k.pem")).context()
+        TlsConfig(False, "", str(tmp_path / "c.pem"), str(tmp_path / "k.pem")).context()
 
 
 def test_global_tls_flags() -> None:
@@ -82,9 +83,9 @@ def test_half_close_after_the_answer_arrived_loses_nothing(tmp_path: Path) -> No
         got: list[bytes] = []
         server = threading.Thread(target=_serve_once, args=(pki, srv, got), daemon=True)
         server.start()
-        c = cl.Client(f"tcp://127.0.0.1:{srv.getsockname()[1]}",
-                      tls=cl.TlsConfig(verify=True, ca=str(pki.ca), cert=str(pki.client_cert),
-                                       key=str(pki.client_key)))
+        c = Client(f"tcp://127.0.0.1:{srv.getsockname()[1]}",
+                   tls=TlsConfig(verify=True, ca=str(pki.ca), cert=str(pki.client_cert),
+                                 key=str(pki.client_key)))
         conn = c._connect()
         try:
             conn.sendall(b"stdin")

@@ -7,14 +7,13 @@ from __future__ import annotations
 import os
 import signal
 import stat
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from berth.errors import FileTooLarge, InvalidArgument, NotRegularFile, SymlinkLoop
-from berth.host import fstree
+from berth.host import fstree, openat2
 from berth.host.fstree import Root
 
 MODES = [pytest.param(True, id="openat2"), pytest.param(False, id="fallback")]
@@ -22,7 +21,7 @@ MODES = [pytest.param(True, id="openat2"), pytest.param(False, id="fallback")]
 
 @pytest.fixture(params=MODES)
 def use_openat2(request: pytest.FixtureRequest) -> bool:
-    if request.param and not fstree.openat2_available():
+    if request.param and not openat2.openat2_available():
         pytest.skip("this kernel has no openat2")
     return bool(request.param)
 
@@ -265,190 +264,3 @@ def test_open_dir_and_kind(tree: Path, use_openat2: bool) -> None:
         assert fstree.kind(r, "/nothing") == "missing"
         st = fstree.lstat(r, "/up")
         assert st is not None and stat.S_ISLNK(st.st_mode)
-
-
-# --------------------------------------------------------------------------- #
-# walk
-
-
-def test_walk_lists_without_following(tree: Path) -> None:
-    os.symlink(str(tree.parent / "host"), tree / "hostdir")
-    (tree / "etc" / "sub").mkdir()
-    (tree / "etc" / "sub" / "f").write_text("f")
-    fd = os.open(tree, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        names = [e.name for e in fstree.walk(fd)]
-    finally:
-        os.close(fd)
-    assert names == ["etc", "etc/passwd", "etc/sub", "etc/sub/f", "hostdir"]
-
-
-def test_walk_never_descends_a_directory_swapped_for_a_symlink(tree: Path) -> None:
-    """Swap etc/sub for a symlink to the host after it is listed and before it is descended."""
-    (tree / "etc" / "sub").mkdir()
-    (tree / "etc" / "sub" / "f").write_text("f")
-    fd = os.open(tree, os.O_RDONLY | os.O_DIRECTORY)
-    seen = []
-    try:
-        for e in fstree.walk(fd):
-            seen.append(e.name)
-            if e.name == "etc/sub":
-                os.rename(tree / "etc" / "sub", tree / "moved")
-                os.symlink(str(tree.parent / "host"), tree / "etc" / "sub")
-    finally:
-        os.close(fd)
-    assert "etc/sub/canary" not in seen and "etc/sub/f" not in seen
-
-
-def test_walk_entry_open_checks_kind(tree: Path) -> None:
-    fd = os.open(tree, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        for e in fstree.walk(fd):
-            if e.name == "etc/passwd":
-                os.unlink(tree / "etc" / "passwd")
-                os.symlink(str(canary(tree)), tree / "etc" / "passwd")
-                assert e.open() is None          # now a symlink: O_NOFOLLOW refuses it
-                os.unlink(tree / "etc" / "passwd")
-                os.mkfifo(tree / "etc" / "passwd")
-                assert e.open() is None          # now a FIFO: opened without blocking, refused
-                os.unlink(tree / "etc" / "passwd")
-                os.mknod(tree / "etc" / "passwd", stat.S_IFCHR | 0o600, os.makedev(1, 5))
-                assert e.open() is None          # now a device: pinned and fstat'ed, never opened
-                os.unlink(tree / "etc" / "passwd")
-                (tree / "etc" / "passwd").write_text("again")
-                f = e.open()
-                assert f is not None
-                try:
-                    assert os.read(f, 10) == b"again"
-                finally:
-                    os.close(f)
-    finally:
-        os.close(fd)
-
-
-def test_walk_race_in_a_loop(tree: Path) -> None:
-    """A thread swaps a directory and a symlink to the host back and forth while we walk many times."""
-    host = tree.parent / "host"
-    for i in range(50):
-        (host / f"h{i}").write_text("host")
-    (tree / "d").mkdir()
-    (tree / "d" / "inside").write_text("i")
-    stop = threading.Event()
-
-    def swapper() -> None:
-        while not stop.is_set():
-            try:
-                os.rename(tree / "d", tree / "d.real")
-                os.symlink(str(host), tree / "d")
-                os.unlink(tree / "d")
-                os.rename(tree / "d.real", tree / "d")
-            except OSError:
-                pass
-
-    t = threading.Thread(target=swapper)
-    t.start()
-    try:
-        for _ in range(200):
-            fd = os.open(tree, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                for e in fstree.walk(fd):
-                    assert not e.name.startswith(("d/h", "d.real/h")), e.name
-                    if stat.S_ISREG(e.st.st_mode):
-                        f = e.open()
-                        if f is not None:
-                            try:
-                                assert os.read(f, 100) != b"host"
-                            finally:
-                                os.close(f)
-            finally:
-                os.close(fd)
-    finally:
-        stop.set()
-        t.join()
-
-
-# --------------------------------------------------------------------------- #
-# Creating entries at a directory descriptor (the tar extractors)
-
-
-@pytest.fixture
-def outside(tmp_path: Path) -> Path:
-    d = tmp_path / "outside"
-    (d / "sub").mkdir(parents=True)
-    os.chmod(d / "sub", 0o700)
-    (d / "secret").write_text("host")
-    return d
-
-
-def _dir_fd(path: Path) -> int:
-    return os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-
-
-def test_open_beneath_makes_directories_and_refuses_symlinks(tmp_path, outside):
-    top = tmp_path / "top"
-    top.mkdir()
-    os.symlink(outside, top / "link")
-    (top / "file").write_text("x")
-    fd = _dir_fd(top)
-    try:
-        os.close(fstree.open_beneath(fd, ["a", "b"], create=True, mode=0o750))
-        assert (top / "a" / "b").is_dir() and (top / "a" / "b").stat().st_mode & 0o777 == 0o750
-        with pytest.raises(fstree.NotADirectoryBelow) as info:
-            fstree.open_beneath(fd, ["link", "sub"], create=True)
-        assert (info.value.part, info.value.what) == ("link", "a symlink")
-        with pytest.raises(fstree.NotADirectoryBelow, match="not a directory"):
-            fstree.open_beneath(fd, ["file", "x"], create=True)
-        with pytest.raises(FileNotFoundError):
-            fstree.open_beneath(fd, ["missing"])
-        with pytest.raises(InvalidArgument):
-            fstree.open_beneath(fd, [".."])
-    finally:
-        os.close(fd)
-    assert sorted(os.listdir(outside)) == ["secret", "sub"]
-
-
-def test_entries_made_at_a_descriptor_never_follow_the_name(tmp_path, outside):
-    top = tmp_path / "top"
-    top.mkdir()
-    os.symlink(outside / "secret", top / "f")
-    os.symlink(outside / "sub", top / "d")
-    fd = _dir_fd(top)
-    try:
-        with pytest.raises(FileExistsError):
-            fstree.create_file_at(fd, "f")
-        with pytest.raises(FileExistsError):
-            fstree.mkdir_at(fd, "d")
-        assert fstree.mkdir_at(fd, "real") is True and fstree.mkdir_at(fd, "real") is False
-        # Attributes of a symlink are its own: the target keeps its owner, mode and times.
-        before = (outside / "sub").stat()
-        fstree.set_attrs_at(fd, "d", fstree.Attrs(1234, 1234, 0o777, 42.0))
-        after = (outside / "sub").stat()
-        assert (after.st_mode, after.st_uid, after.st_mtime) == (before.st_mode, before.st_uid, before.st_mtime)
-        assert os.lstat(top / "d").st_uid == 1234 and os.lstat(top / "d").st_mtime == 42.0
-        # remove_at removes the link, not what it points at; a directory goes with its content.
-        fstree.remove_at(fd, "d")
-        (top / "real" / "x").write_text("x")
-        fstree.remove_at(fd, "real")
-        assert sorted(os.listdir(top)) == ["f"]
-        assert sorted(os.listdir(outside)) == ["secret", "sub"]
-        fstree.remove_at(fd, "f")
-        out = fstree.create_file_at(fd, "f")
-        try:
-            with open(__file__, "rb") as src:
-                n = fstree.copy_stream(out, src, 100)
-            fstree.set_attrs_fd(out, fstree.Attrs(0, 0, 0o640, 7.0, (("user.k", b"v"),)))
-        finally:
-            os.close(out)
-        assert (top / "f").stat().st_size == n and (top / "f").stat().st_mode & 0o777 == 0o640
-        fstree.symlink_at(fd, "l", "/etc/passwd")
-        fstree.mknod_at(fd, "p", stat.S_IFIFO | 0o600)
-        fstree.link_at(fd, "f", fd, "h")
-        assert os.readlink(top / "l") == "/etc/passwd" and stat.S_ISFIFO(os.lstat(top / "p").st_mode)
-        assert os.path.samefile(top / "f", top / "h")
-    finally:
-        os.close(fd)
-    assert (outside / "secret").read_text() == "host"
-
-
-def test_pax_xattrs():
-    assert fstree.pax_xattrs({"SCHILY.xattr.user.a": "b", "path": "x"}) == (("user.a", b"b"),)

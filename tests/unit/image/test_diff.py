@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from berth.errors import FailedPrecondition
-from berth.host import fstree, mount
+from berth.host import fswalk, mount
 from berth.image.diff import Kind, container_changes
 
 A, C, D = Kind.ADDED, Kind.MODIFIED, Kind.DELETED
@@ -169,8 +169,8 @@ def test_a_tree_thousands_deep_is_listed_and_one_deeper_than_the_walk_takes_is_r
     try:
         listed = listing(upper, image)
         assert len(listed) == 3000 and listed[0] == ("/d", A) and listed[-1] == ("/d" * 3000, A)
-        monkeypatch.setattr(fstree, "MAX_WALK_DEPTH", 100)
-        with pytest.raises(fstree.TreeTooDeep, match="more than 100 directories deep"):
+        monkeypatch.setattr(fswalk, "MAX_WALK_DEPTH", 100)
+        with pytest.raises(fswalk.TreeTooDeep, match="more than 100 directories deep"):
             listing(upper, image)
     finally:
         subprocess.run(["rm", "-rf", str(upper)], check=True)  # shutil.rmtree recurses

@@ -15,13 +15,11 @@ from berth.oci.seccomp import (
     blocked_syscalls,
     builtin_policy,
     default_profile,
-    docker_profile,
-    kernel_version,
     parse_condition,
-    parse_docker_profile,
     parse_policy,
     verdict,
 )
+from berth.oci.seccompprofile import docker_profile, kernel_version, parse_docker_profile
 
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000

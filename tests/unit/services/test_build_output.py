@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from berth.services.build import _stream_text, cache_scope
+from berth.services.buildcache import cache_scope
+from berth.services.buildrun import stream_text
 
 
 def test_stderr_lines_are_wrapped_as_docker_does():
-    assert _stream_text("stderr", b"Ancient Temple\n") == "\x1b[91mAncient Temple\n\x1b[0m"
-    assert _stream_text("stdout", b"plain\n") == "plain\n"
-    assert _stream_text("stderr", b"\xff\n") == "\x1b[91m\ufffd\n\x1b[0m"
+    assert stream_text("stderr", b"Ancient Temple\n") == "\x1b[91mAncient Temple\n\x1b[0m"
+    assert stream_text("stdout", b"plain\n") == "plain\n"
+    assert stream_text("stderr", b"\xff\n") == "\x1b[91m\ufffd\n\x1b[0m"
 
 
 H = [{"created": "t1", "created_by": "FROM"}, {"created": "t2", "created_by": "ENV A=1", "empty_layer": True},

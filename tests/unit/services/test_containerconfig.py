@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from berth.services import containerconfig as cc
+from berth.services.records import ContainerRecord
 from berth.services.runplan import HostOffer, plan
 
 IMAGE = {"Entrypoint": ["/entry"], "Cmd": ["serve"], "Env": ["PATH=/bin", "A=1"], "WorkingDir": "/srv",
@@ -51,10 +52,12 @@ def test_settled_host_config_records_the_plan_and_docker_defaults():
 
 
 def test_new_record_is_a_created_container():
-    doc = cc.new_record("c" * 64, "web", {"Entrypoint": ["/e"], "Cmd": ["a", "b"]}, {}, "sha256:i", "linux",
-                        [], {})
-    assert (doc["Name"], doc["Path"], doc["Args"]) == ("/web", "/e", ["a", "b"])
-    assert doc["State"]["Status"] == "created" and not doc["State"]["Running"]
+    record = cc.new_record("c" * 64, "web", {"Entrypoint": ["/e"], "Cmd": ["a", "b"]}, {}, "sha256:i", "linux",
+                           [], {})
+    assert (record.name, record.path, record.args) == ("web", "/e", ["a", "b"])
+    assert record.state.status == "created" and not record.state.running
+    doc = record.to_doc()
+    assert (doc["Name"], doc["State"]["Status"], doc["EndpointsListed"]) == ("/web", "created", True)
 
 
 @pytest.mark.parametrize(("policy", "stopped", "count", "code", "want"), [
@@ -69,8 +72,9 @@ def test_new_record_is_a_created_container():
     ({"Name": "on-failure", "MaximumRetryCount": 3}, False, 3, 1, False),
 ])
 def test_restart_policy(policy, stopped, count, code, want):
-    doc = {"HostConfig": {"RestartPolicy": policy}, "ManuallyStopped": stopped, "RestartCount": count}
-    assert cc.should_restart(doc, code) is want
+    record = ContainerRecord("c" * 64, "c", "", "/e", [], "sha256:i", {}, {"RestartPolicy": policy},
+                             manually_stopped=stopped, restart_count=count)
+    assert cc.should_restart(record, code) is want
 
 
 def test_restart_delay_doubles_to_a_minute():

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from berth.errors import BerthError
-from berth.services import copy
+from berth.services import containerview, copy
 
 
 def _tar(entries: list[tarfile.TarInfo | tuple[str, bytes]]) -> io.BytesIO:
@@ -57,7 +57,7 @@ def test_files_modes_times_and_links(root):
     hard.type, hard.linkname = tarfile.LNKTYPE, "sub/f"
     fifo = tarfile.TarInfo("sub/fifo")
     fifo.type, fifo.mode = tarfile.FIFOTYPE, 0o600
-    copy.extract(copy.View(str(root)), "/d", _tar([extra, ("sub/f", b"data"), hard, _link("sub/l", "f"), fifo]))
+    copy.extract(containerview.View(str(root)), "/d", _tar([extra, ("sub/f", b"data"), hard, _link("sub/l", "f"), fifo]))
     d = root / "d" / "sub"
     assert (d / "f").read_bytes() == b"data"
     assert (d / "f").stat().st_mode & 0o7777 == 0o640 and (d / "f").stat().st_mtime == 1_000_000
@@ -68,7 +68,7 @@ def test_files_modes_times_and_links(root):
 
 
 def test_symlink_member_then_a_file_below_it_stays_inside(root, host):
-    copy.extract(copy.View(str(root)), "/d", _tar([_link("esc", str(host)), ("esc/planted", b"x"),
+    copy.extract(containerview.View(str(root)), "/d", _tar([_link("esc", str(host)), ("esc/planted", b"x"),
                                                    _link("rel", "../../../../../../" + str(host)),
                                                    ("rel/planted2", b"y")]))
     assert sorted(os.listdir(host)) == ["canary"]
@@ -78,14 +78,14 @@ def test_symlink_member_then_a_file_below_it_stays_inside(root, host):
 
 def test_a_file_over_a_planted_symlink_replaces_the_link(root, host):
     os.symlink(host / "canary", root / "d" / "f")
-    copy.extract(copy.View(str(root)), "/d", _tar([("f", b"new")]))
+    copy.extract(containerview.View(str(root)), "/d", _tar([("f", b"new")]))
     assert (host / "canary").read_text() == "host"
     assert not (root / "d" / "f").is_symlink() and (root / "d" / "f").read_bytes() == b"new"
 
 
 def test_dotdot_leaving_the_destination_is_refused(root):
     with pytest.raises(BerthError, match="leaves the destination"):
-        copy.extract(copy.View(str(root)), "/d", _tar([("../x", b"x")]))
+        copy.extract(containerview.View(str(root)), "/d", _tar([("../x", b"x")]))
 
 
 @pytest.mark.parametrize("kind", ["abs", "root"])
@@ -120,7 +120,7 @@ def test_directory_swapped_for_a_symlink_while_extracting(root, host, kind):
     try:
         for _ in range(30):
             try:
-                copy.extract(copy.View(str(root)), "/d", io.BytesIO(payload))
+                copy.extract(containerview.View(str(root)), "/d", io.BytesIO(payload))
             except (BerthError, OSError):
                 pass  # the container made its own copy fail
     finally:
@@ -148,7 +148,7 @@ def test_archive_while_a_directory_is_swapped_for_a_symlink(root, host):
     t.start()
     try:
         for _ in range(300):
-            _info, chunks = copy.archive(copy.View(str(root)), "/")
+            _info, chunks = copy.archive(containerview.View(str(root)), "/")
             data = b"".join(chunks)
             assert b"host" not in data.replace(str(host).encode(), b"")  # a link's target text is fine
     finally:

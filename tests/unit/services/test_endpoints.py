@@ -6,17 +6,18 @@ import pytest
 
 from berth.errors import InvalidArgument
 from berth.services import endpoints
+from berth.services.records import ContainerRecord
 
 CID = "0123456789ab" + "c" * 52
 
 
 def _doc(mode: str = "web_default", listed: dict | None = None, eps: dict | None = None,
-         **extra: object) -> dict:
+         **extra: object) -> ContainerRecord:
     doc = {"Id": CID, "Name": "/web_1", "Config": {"Hostname": CID[:12]},
            "HostConfig": {"NetworkMode": mode}, "EndpointsConfig": listed or {},
            "EndpointsListed": listed is not None, "Endpoints": eps or {}}
     doc.update(extra)
-    return doc
+    return ContainerRecord.from_doc(doc)
 
 
 # -- parsing -----------------------------------------------------------------------------------
@@ -84,7 +85,7 @@ def test_more_than_one_network_at_create_needs_api_1_44():
 
 def test_old_records_add_the_network_mode_implicitly():
     old = _doc("web_default", None, EndpointsConfig={"default": {"Aliases": ["x"]}})
-    old["EndpointsListed"] = False
+    old.endpoints_listed = False
     assert endpoints.requested(old) == {"bridge": {"Aliases": ["x"]}, "web_default": {}}
     assert endpoints.requested(_doc("none", None)) == {}
 

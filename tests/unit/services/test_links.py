@@ -2,25 +2,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
 
 from berth.errors import Conflict, InvalidArgument, NotFound
 from berth.services import links
+from berth.services.records import Container, ContainerRecord
 
 
-@dataclass
-class Ctr:
-    name: str
-    id: str
-    doc: dict[str, Any] = field(default_factory=dict)
-    running: bool = True
+def _record(doc: dict[str, Any]) -> ContainerRecord:
+    return ContainerRecord.from_doc({"Id": "w" * 64, "Name": "/web"} | doc)
 
 
-def _lookup(*cs: Ctr):
-    def get(ref: str) -> Ctr:
+def _lookup(*cs: Container):
+    def get(ref: str) -> Container:
         for c in cs:
             if ref in (c.name, c.id):
                 return c
@@ -28,10 +24,12 @@ def _lookup(*cs: Ctr):
     return get
 
 
-def _ctr(name: str, mode: str = "default", env=(), ports=(), ip="172.17.0.5") -> Ctr:
-    return Ctr(name, name + "0" * 60, {"HostConfig": {"NetworkMode": mode},
+def _ctr(name: str, mode: str = "default", env=(), ports=(), ip="172.17.0.5") -> Container:
+    record = ContainerRecord.from_doc({"Id": name + "0" * 60, "Name": "/" + name, "HostConfig": {"NetworkMode": mode},
                                        "Config": {"Env": list(env), "ExposedPorts": {p: {} for p in ports}},
                                        "Endpoints": {"n1": {"name": "bridge", "ip": ip}}})
+    record.state.running = True
+    return Container(record, "/nonexistent")
 
 
 @pytest.mark.parametrize("text,target,alias", [("db", "db", "db"), ("db:data", "db", "data"),
@@ -90,34 +88,35 @@ def test_hosts_line_and_own_variables_win():
 
 def test_at_start_needs_running_targets():
     db = _ctr("db", env=["FOO=1"], ports=["80/tcp"])
-    doc = {"Name": "/web", "HostConfig": {"Links": ["/db:/web/data"], "NetworkMode": "default"}}
+    doc = _record({"Name": "/web", "HostConfig": {"Links": ["/db:/web/data"], "NetworkMode": "default"}})
     [link] = links.at_start(doc, _lookup(db))
     assert (link.alias, link.name, link.ip, link.ports, link.env) == ("data", "/web/data", "172.17.0.5",
                                                                       ((80, "tcp"),), ("FOO=1",))
-    db.running = False
+    db.state.running = False
     with pytest.raises(Conflict, match="Cannot link to a non running container: /db AS /web/data"):
         links.at_start(doc, _lookup(db))
     with pytest.raises(Conflict, match="does not exist"):
         links.at_start(doc, _lookup())
-    assert links.at_start({"Name": "/w", "HostConfig": {"Links": ["db"], "NetworkMode": "mynet"}}, _lookup()) == []
+    assert links.at_start(_record({"Name": "/w", "HostConfig": {"Links": ["db"], "NetworkMode": "mynet"}}),
+                          _lookup()) == []
 
 
 def test_remove():
-    doc = {"HostConfig": {"Links": ["/db:/web/data", "/db:/web/db"]}}
-    assert links.remove(doc, "data") and doc["HostConfig"]["Links"] == ["/db:/web/db"]
-    assert not links.remove(doc, "data")
-    assert links.remove(doc, "db") and doc["HostConfig"]["Links"] is None
+    host: dict[str, Any] = {"Links": ["/db:/web/data", "/db:/web/db"]}
+    assert links.remove(host, "data") and host["Links"] == ["/db:/web/db"]
+    assert not links.remove(host, "data")
+    assert links.remove(host, "db") and host["Links"] is None
 
 
 def test_on_a_user_network_a_hosts_line_and_no_variables():
     db = _ctr("db", "mynet", env=["FOO=1"])
-    db.doc["Endpoints"] = {"n9": {"name": "mynet", "network": "n9", "ip": "10.9.0.3"}}
-    doc = {"Name": "/web", "HostConfig": {"Links": ["db:bar", "missing:x"], "NetworkMode": "mynet"},
-           "EndpointsConfig": {"mynet": {"Links": ["db:baz"]}},
-           "Endpoints": {"n9": {"name": "mynet", "network": "n9", "ip": "10.9.0.2"}}}
+    db.record.endpoints = {"n9": {"name": "mynet", "network": "n9", "ip": "10.9.0.3"}}
+    doc = _record({"Name": "/web", "HostConfig": {"Links": ["db:bar", "missing:x"], "NetworkMode": "mynet"},
+                   "EndpointsConfig": {"mynet": {"Links": ["db:baz"]}},
+                   "Endpoints": {"n9": {"name": "mynet", "network": "n9", "ip": "10.9.0.2"}}})
     got = links.at_start(doc, _lookup(db))
     assert [link.hosts_line() for link in got] == [("10.9.0.3", "bar db0000000000 db"),
                                                    ("10.9.0.3", "baz db0000000000 db")]
     assert links.merged_env(got, ["A=1"]) == ["A=1"]
-    db.running = False
+    db.state.running = False
     assert links.at_start(doc, _lookup(db)) == []

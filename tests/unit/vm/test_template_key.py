@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from berth.errors import InvalidArgument, Unavailable
-from berth.vm import boot, template
+from berth.vm import cmdline, template
 from berth.vm.prepare import Artifacts
 
 
@@ -93,11 +93,11 @@ def test_complete_and_pin(tmp_path: Path, art: Artifacts) -> None:
 
 def test_qemu_argv_for_templates_and_clones(art: Artifacts) -> None:
     shares = {"rootfs": Path("/r")}
-    plain = boot.qemu_argv(art, agent_socket=Path("/s"), shares=shares, cmdline="x")
-    tpl = boot.qemu_argv(art, agent_socket=Path("/s"), shares=shares, cmdline="x", mem_mib=512,
-                         memory_file=Path("/dev/shm/t.ram"))
-    clone = boot.qemu_argv(art, agent_socket=Path("/s"), shares=shares, cmdline="x", mem_mib=512,
-                           memory_file=Path("/proc/self/fd/7"), memory_shared=False, incoming=True)
+    plain = cmdline.qemu_argv(art, agent_socket=Path("/s"), shares=shares, cmdline="x")
+    tpl = cmdline.qemu_argv(art, agent_socket=Path("/s"), shares=shares, cmdline="x", mem_mib=512,
+                            memory_file=Path("/dev/shm/t.ram"))
+    clone = cmdline.qemu_argv(art, agent_socket=Path("/s"), shares=shares, cmdline="x", mem_mib=512,
+                              memory_file=Path("/proc/self/fd/7"), memory_shared=False, incoming=True)
     assert "-object" not in plain and "-incoming" not in plain
     assert "memory-backend-file,id=mem,size=512M,mem-path=/dev/shm/t.ram,share=on" in tpl
     assert "memory-backend-file,id=mem,size=512M,mem-path=/proc/self/fd/7,share=off" in clone
@@ -109,4 +109,4 @@ def test_qemu_argv_for_templates_and_clones(art: Artifacts) -> None:
     strip = lambda argv: [a for a in argv if "memory-backend-file" not in a and a not in ("-incoming", "defer")]  # noqa: E731
     assert strip(tpl) == strip(clone)
     with pytest.raises(InvalidArgument):
-        boot.qemu_argv(art, agent_socket=Path("/s"), shares=shares, cmdline="x", memory_file=Path("/a,b"))
+        cmdline.qemu_argv(art, agent_socket=Path("/s"), shares=shares, cmdline="x", memory_file=Path("/a,b"))

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from berth.errors import Unavailable
-from berth.vm import template
+from berth.vm import clones, template, templatebuild, templatefiles, templatestore
 from berth.vm.boot import UtilityVM
 from berth.vm.prepare import Artifacts
 
@@ -30,7 +30,7 @@ MEM = 4
 @pytest.fixture()
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
     state: dict[str, Any] = {"builds": 0, "art_id": "a" * 16}
-    monkeypatch.setattr(template, "SHM_ROOT", tmp_path / "shm")
+    monkeypatch.setattr(templatefiles, "SHM_ROOT", tmp_path / "shm")
 
     def current(artifacts: Artifacts, mem_mib: int, share_tags: Any,
                 vcpus: int = 1, nic: bool = False) -> tuple[str, str, str, tuple[str, ...]]:
@@ -45,7 +45,7 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
         if state.get("fail_build"):
             raise Unavailable("the template VM did not boot")
         root = vm_dir / "templates"
-        shm = template.shm_dir(vm_dir)
+        shm = templatefiles.shm_dir(vm_dir)
         shm.mkdir(parents=True, exist_ok=True)
         nonce = f"n{state['builds']}"
         ram = shm / f"{key}.{nonce}.ram"
@@ -62,33 +62,33 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
             (root / key).rename(old)
         build.rename(root / key)
         if old.exists():
-            template._remove_template_dir(old)
+            templatestore.remove_template_dir(old)
         return tpl
 
-    monkeypatch.setattr(template, "_current", current)
-    monkeypatch.setattr(template, "_build", build)
+    monkeypatch.setattr(templatebuild, "_current", current)
+    monkeypatch.setattr(templatebuild, "_build", build)
     state["vm_dir"] = tmp_path / "vm"
     return state
 
 
 def test_concurrent_callers_build_once(env: dict[str, Any]) -> None:
     async def both() -> list[template.Template]:
-        return list(await asyncio.gather(*(template.ensure_template(ART, env["vm_dir"], mem_mib=MEM)
-                                           for _ in range(3))))
+        return list(await asyncio.gather(*(templatebuild.ensure_template(ART, env["vm_dir"], mem_mib=MEM)
+                                                for _ in range(3))))
 
     tpls = asyncio.run(both())
     assert env["builds"] == 1 and len({t.nonce for t in tpls}) == 1
-    again = asyncio.run(template.ensure_template(ART, env["vm_dir"], mem_mib=MEM, share_tags=["rootfs"]))
+    again = asyncio.run(templatebuild.ensure_template(ART, env["vm_dir"], mem_mib=MEM, share_tags=["rootfs"]))
     assert env["builds"] == 1 and again.nonce == tpls[0].nonce
 
 
 def test_replace_rebuilds_once_and_drops_the_old_ram(env: dict[str, Any]) -> None:
-    first = asyncio.run(template.ensure_template(ART, env["vm_dir"], mem_mib=MEM))
+    first = asyncio.run(templatebuild.ensure_template(ART, env["vm_dir"], mem_mib=MEM))
 
     async def two_replacers() -> list[template.Template]:
         return list(await asyncio.gather(
-            template.ensure_template(ART, env["vm_dir"], mem_mib=MEM, replace=first),
-            template.ensure_template(ART, env["vm_dir"], mem_mib=MEM, replace=first)))
+            templatebuild.ensure_template(ART, env["vm_dir"], mem_mib=MEM, replace=first),
+            templatebuild.ensure_template(ART, env["vm_dir"], mem_mib=MEM, replace=first)))
 
     a, b = asyncio.run(two_replacers())
     assert env["builds"] == 2 and a.nonce == b.nonce != first.nonce
@@ -96,31 +96,31 @@ def test_replace_rebuilds_once_and_drops_the_old_ram(env: dict[str, Any]) -> Non
 
 
 def test_incomplete_template_is_rebuilt(env: dict[str, Any]) -> None:
-    first = asyncio.run(template.ensure_template(ART, env["vm_dir"], mem_mib=MEM))
+    first = asyncio.run(templatebuild.ensure_template(ART, env["vm_dir"], mem_mib=MEM))
     first.memory_file.unlink()
-    second = asyncio.run(template.ensure_template(ART, env["vm_dir"], mem_mib=MEM))
+    second = asyncio.run(templatebuild.ensure_template(ART, env["vm_dir"], mem_mib=MEM))
     assert env["builds"] == 2 and second.complete()
 
 
 def test_new_kernel_removes_old_templates(env: dict[str, Any]) -> None:
     vm_dir = env["vm_dir"]
-    old = asyncio.run(template.ensure_template(ART, vm_dir, mem_mib=MEM))
-    other = asyncio.run(template.ensure_template(ART, vm_dir, mem_mib=MEM, share_tags=["rootfs", "b0"]))
+    old = asyncio.run(templatebuild.ensure_template(ART, vm_dir, mem_mib=MEM))
+    other = asyncio.run(templatebuild.ensure_template(ART, vm_dir, mem_mib=MEM, share_tags=["rootfs", "b0"]))
     assert old.dir.exists() and other.dir.exists()  # both current: kept
     env["art_id"] = "b" * 16
-    new = asyncio.run(template.ensure_template(ART, vm_dir, mem_mib=MEM))
+    new = asyncio.run(templatebuild.ensure_template(ART, vm_dir, mem_mib=MEM))
     assert not old.dir.exists() and not other.dir.exists()
     assert not old.memory_file.exists() and not other.memory_file.exists()
-    assert sorted(p.name for p in template.shm_dir(vm_dir).iterdir()) == [new.memory_file.name]
-    assert template.remove_all(vm_dir)
-    assert not new.dir.exists() and not template.shm_dir(vm_dir).exists()
+    assert sorted(p.name for p in templatefiles.shm_dir(vm_dir).iterdir()) == [new.memory_file.name]
+    assert templatestore.remove_all(vm_dir)
+    assert not new.dir.exists() and not templatefiles.shm_dir(vm_dir).exists()
     assert [p.name for p in (vm_dir / "templates").iterdir()] == [".lock"]
 
 
 def test_cleanup_spares_builds_in_progress(env: dict[str, Any]) -> None:
     vm_dir = env["vm_dir"]
     root = vm_dir / "templates"
-    shm = template.shm_dir(vm_dir)
+    shm = templatefiles.shm_dir(vm_dir)
     shm.mkdir(parents=True)
     busy, dead = "1" * 16, "2" * 16
     for key in (busy, dead):
@@ -130,7 +130,7 @@ def test_cleanup_spares_builds_in_progress(env: dict[str, Any]) -> None:
     fd = os.open(root / f"{busy}.lock", os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        removed = template.remove_stale(vm_dir, "a" * 16)
+        removed = templatestore.remove_stale(vm_dir, "a" * 16)
     finally:
         os.close(fd)
     assert (root / f".build-{busy}").exists() and (shm / f"{busy}.x.ram").exists()
@@ -164,7 +164,7 @@ def _fake_boot(env: dict[str, Any]) -> Any:
 
 
 async def _start(env: dict[str, Any]) -> str:
-    async with template.start_vm(ART, env["vm_dir"], shares={"rootfs": Path("/r")}, mem_mib=MEM) as vm:
+    async with clones.start_vm(ART, env["vm_dir"], shares={"rootfs": Path("/r")}, mem_mib=MEM) as vm:
         return str(vm.how)  # type: ignore[attr-defined]
 
 
@@ -182,10 +182,10 @@ def test_fallback_to_cold_boot(env: dict[str, Any], monkeypatch: pytest.MonkeyPa
     # the configuration is now marked broken: the next start goes straight to a cold boot
     assert asyncio.run(_start(env)) == "cold"
     assert env["builds"] == 2 and env["restores"] == 2 and env["boots"] == 2
-    with pytest.raises(template.TemplateUnavailable, match="template restore failed"):
-        asyncio.run(template.ensure_template(ART, env["vm_dir"], mem_mib=MEM))
+    with pytest.raises(templatefiles.TemplateUnavailable, match="template restore failed"):
+        asyncio.run(templatebuild.ensure_template(ART, env["vm_dir"], mem_mib=MEM))
     # ... for a while only
-    monkeypatch.setattr(template, "BROKEN_SECONDS", 0.0)
+    monkeypatch.setattr(templatestore, "BROKEN_SECONDS", 0.0)
     assert asyncio.run(_start(env)) == "cold"  # a restore is tried again (and fails again here)
     assert env["restores"] == 4 and env["builds"] == 3
 
@@ -194,7 +194,7 @@ def test_failed_build_falls_back(env: dict[str, Any], monkeypatch: pytest.Monkey
     env["fail_build"] = True
     monkeypatch.setattr(UtilityVM, "boot", _fake_boot(env))
     assert asyncio.run(_start(env)) == "cold"
-    assert isinstance(template.TemplateUnavailable("x"), Unavailable)
+    assert isinstance(templatefiles.TemplateUnavailable("x"), Unavailable)
 
 
 def test_errors_inside_a_clone_are_not_swallowed(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -202,20 +202,20 @@ def test_errors_inside_a_clone_are_not_swallowed(env: dict[str, Any], monkeypatc
     monkeypatch.setattr(UtilityVM, "boot", _fake_boot(env))
 
     async def body() -> None:
-        async with template.start_vm(ART, env["vm_dir"], shares={"rootfs": Path("/r")}, mem_mib=MEM):
-            raise template.TemplateUnavailable("raised by the caller")
+        async with clones.start_vm(ART, env["vm_dir"], shares={"rootfs": Path("/r")}, mem_mib=MEM):
+            raise templatefiles.TemplateUnavailable("raised by the caller")
 
-    with pytest.raises(template.TemplateUnavailable, match="raised by the caller"):
+    with pytest.raises(templatefiles.TemplateUnavailable, match="raised by the caller"):
         asyncio.run(body())
     assert "boots" not in env
 
 
 def test_only_the_most_recently_used_are_kept(env: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
     vm_dir = env["vm_dir"]
-    monkeypatch.setattr(template, "MAX_TEMPLATES", 2)
-    a = asyncio.run(template.ensure_template(ART, vm_dir, mem_mib=MEM))
-    b = asyncio.run(template.ensure_template(ART, vm_dir, mem_mib=MEM + 1))
+    monkeypatch.setattr(templatestore, "MAX_TEMPLATES", 2)
+    a = asyncio.run(templatebuild.ensure_template(ART, vm_dir, mem_mib=MEM))
+    b = asyncio.run(templatebuild.ensure_template(ART, vm_dir, mem_mib=MEM + 1))
     os.utime(b.dir, (1, 1))  # b: long unused
-    asyncio.run(template.ensure_template(ART, vm_dir, mem_mib=MEM))  # a: used now
-    c = asyncio.run(template.ensure_template(ART, vm_dir, mem_mib=MEM + 2, share_tags=["rootfs", "b0"]))
+    asyncio.run(templatebuild.ensure_template(ART, vm_dir, mem_mib=MEM))  # a: used now
+    c = asyncio.run(templatebuild.ensure_template(ART, vm_dir, mem_mib=MEM + 2, share_tags=["rootfs", "b0"]))
     assert a.dir.exists() and c.dir.exists() and not b.dir.exists() and not b.memory_file.exists()

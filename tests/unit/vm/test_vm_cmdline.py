@@ -5,27 +5,27 @@ from pathlib import Path
 import pytest
 
 from berth.errors import InvalidArgument
-from berth.vm import boot
+from berth.vm import cmdline
 from berth.vm.prepare import Artifacts
 
 ART = Artifacts(Path("/c/vmlinux"), Path("/c/initramfs.cpio"), "6.1.0-56-amd64")
 
 
 def test_parse_cpu_khz() -> None:
-    assert boot.parse_cpu_khz("processor\t: 0\ncpu MHz\t\t: 2596.124\ncache size\t: 1 KB\n") == 2596124
-    assert boot.parse_cpu_khz("no such line\n") is None
+    assert cmdline.parse_cpu_khz("processor\t: 0\ncpu MHz\t\t: 2596.124\ncache size\t: 1 KB\n") == 2596124
+    assert cmdline.parse_cpu_khz("no such line\n") is None
 
 
 def test_kernel_cmdline_has_tsc_and_lpj() -> None:
-    line = boot.kernel_cmdline(2596124).split()
+    line = cmdline.kernel_cmdline(2596124).split()
     assert "tsc_early_khz=2596124" in line and f"lpj={2596124 * 4}" in line
     assert "console=ttyS0" in line and "acpi=off" not in line
-    assert boot.kernel_cmdline(1000, "debug").endswith(" debug")
+    assert cmdline.kernel_cmdline(1000, "debug").endswith(" debug")
 
 
 def test_qemu_argv() -> None:
-    argv = boot.qemu_argv(ART, agent_socket=Path("/w/agent.sock"), shares={"rootfs": Path("/r")},
-                          cmdline="x", console_log=None)
+    argv = cmdline.qemu_argv(ART, agent_socket=Path("/w/agent.sock"), shares={"rootfs": Path("/r")},
+                             cmdline="x", console_log=None)
     joined = " ".join(argv)
     assert argv[:9] == ["qemu-system-x86_64", "-M", "microvm", "-cpu", "max", "-accel", "tcg", "-m", "256"]
     assert "-kernel /c/vmlinux -initrd /c/initramfs.cpio -append x" in joined
@@ -38,6 +38,6 @@ def test_qemu_argv() -> None:
 
 def test_qemu_argv_refuses_bad_shares() -> None:
     with pytest.raises(InvalidArgument):
-        boot.qemu_argv(ART, agent_socket=Path("/s"), shares={"bad tag": Path("/r")}, cmdline="x")
+        cmdline.qemu_argv(ART, agent_socket=Path("/s"), shares={"bad tag": Path("/r")}, cmdline="x")
     with pytest.raises(InvalidArgument):
-        boot.qemu_argv(ART, agent_socket=Path("/s"), shares={"t": Path("/a,b")}, cmdline="x")
+        cmdline.qemu_argv(ART, agent_socket=Path("/s"), shares={"t": Path("/a,b")}, cmdline="x")

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from berth.api.handlers.images import progress_stream
-from berth.api.server import Reply, Request, Router, Stream, parse_json
+from berth.api.replies import Reply, Stream
+from berth.api.request import Request, parse_json
+from berth.api.routing import Router
 from berth.api.wiring import Daemon
 from berth.errors import InvalidArgument
-from berth.services.build import BuildError, BuildOptions
+from berth.services.buildtypes import BuildError, BuildOptions
 
 
 def _json_param(req: Request, name: str, default: Any) -> Any:

@@ -8,16 +8,19 @@ from pathlib import Path
 from typing import AsyncIterator
 
 from berth import timefmt
-from berth.api.server import Hijack, Reply, Request, Router, Stream
+from berth.api.replies import Hijack, Reply, Stream
+from berth.api.request import Request
+from berth.api.routing import Router
 from berth.api.wiring import Daemon
 from berth.errors import Conflict, InvalidArgument, NotFound
 from berth.oci import reference
 from berth.services import (
     containerfs,
+    containerview,
     copy,
     createtypes,
     endpoints,
-    health,
+    healthrules,
     links,
     stats,
     streams,
@@ -45,7 +48,7 @@ def register(router: Router, d: Daemon) -> None:
     async def create(req: Request) -> Reply:
         body = await req.json()
         endpoints.check_create_version(body, req.api_version)  # one network at create below API 1.44
-        health.for_api_version(body, req.api_version)  # StartInterval from API 1.44
+        healthrules.for_api_version(body, req.api_version)  # StartInterval from API 1.44
         cid, warnings = cs.create(req.q("name"), body, req.q("platform"))
         return Reply(201, {"Id": cid, "Warnings": warnings})
 
@@ -145,7 +148,7 @@ def register(router: Router, d: Daemon) -> None:
                 yield first[0]
             async for chunk in chunks:
                 yield chunk
-        return Stream(all_chunks(), RAW if c.doc["Config"].get("Tty") else MULTIPLEXED)
+        return Stream(all_chunks(), RAW if c.record.tty else MULTIPLEXED)
 
     async def attach(req: Request) -> Hijack:
         c = cs.get(req.params["id"])
@@ -156,7 +159,7 @@ def register(router: Router, d: Daemon) -> None:
 
         async def run(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pending: bytes) -> None:
             await streams.attach(cs, c, opts, reader, writer, pending)
-        return Hijack(run, RAW if c.doc["Config"].get("Tty") else MULTIPLEXED)
+        return Hijack(run, RAW if c.record.tty else MULTIPLEXED)
 
     async def stats_(req: Request) -> Stream:
         c = cs.get(req.params["id"])
@@ -210,7 +213,7 @@ def register(router: Router, d: Daemon) -> None:
         body = body or {}
         async with life.held_still(c.id, req.qbool("pause", True)):  # one exiting meanwhile is committed as is
             image_id = await asyncio.to_thread(
-                d.imageio.commit, c.doc["Image"], Path(cs.upper_dir(c.id)), {**c.doc["Config"], **body},
+                d.imageio.commit, c.record.image, Path(cs.upper_dir(c.id)), {**c.config, **body},
                 repo=req.q("repo"), tag=req.q("tag"), comment=req.q("comment"), author=req.q("author"),
                 changes=req.query.get("changes", []), container_id=c.id)
         repo, tag = req.q("repo"), req.q("tag")
@@ -224,11 +227,11 @@ def register(router: Router, d: Daemon) -> None:
         view_cm = cs.root_view(c.id)
         root = view_cm.__enter__()
         try:
-            view = copy.View.of_container(c.doc, c.dir, root, ref)
+            view = containerview.View.of_container(c.record.binds, bool(c.host.get("ReadonlyRootfs")), c.dir, root, ref)
             if req.method == "HEAD":
-                info = await asyncio.to_thread(copy.stat_path, view, path)
+                info = await asyncio.to_thread(containerview.stat_path, view, path)
                 view_cm.__exit__(None, None, None)
-                return Reply(200, headers=[(copy.STAT_HEADER, info.header())])
+                return Reply(200, headers=[(containerview.STAT_HEADER, info.header())])
             info, chunks = await asyncio.to_thread(copy.archive, view, path)
         except BaseException:
             view_cm.__exit__(None, None, None)
@@ -241,16 +244,16 @@ def register(router: Router, d: Daemon) -> None:
                     yield chunk
             finally:
                 view_cm.__exit__(None, None, None)
-        return Stream(body(), "application/x-tar", headers=[(copy.STAT_HEADER, info.header())])
+        return Stream(body(), "application/x-tar", headers=[(containerview.STAT_HEADER, info.header())])
 
     async def archive_put(req: Request) -> Reply:
         ref, path = req.params["id"], _archive_path(req)
         c = cs.get(ref)
         with cs.root_view(c.id) as root:
-            view = copy.View.of_container(c.doc, c.dir, root, ref)
+            view = containerview.View.of_container(c.record.binds, bool(c.host.get("ReadonlyRootfs")), c.dir, root, ref)
             owner = None
             if req.qbool("copyUIDGID"):
-                owner = await asyncio.to_thread(copy.owner_of, view, c.doc["Config"].get("User") or "")
+                owner = await asyncio.to_thread(copy.owner_of, view, c.config.get("User") or "")
             options = copy.ExtractOptions(req.qbool("noOverwriteDirNonDir"), owner)
             await copy.extract_body(view, path, req.stream(), options)
         cs.event(c, "extract-to-dir")

@@ -9,7 +9,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 from berth.api.errors import RequestTimeout, RequestTooLarge
-from berth.api.server import Reply, Request, Router, Stream
+from berth.api.replies import Reply, Stream
+from berth.api.request import Request
+from berth.api.routing import Router
 from berth.api.wiring import Daemon
 from berth.errors import BerthError, InvalidArgument
 from berth.wire.registryauth import Credentials, decode_x_registry_auth

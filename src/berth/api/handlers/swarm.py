@@ -12,7 +12,9 @@ use for what swarm would do. Plugins are a different matter and stay 501
 
 from __future__ import annotations
 
-from berth.api.server import Reply, Request, Router
+from berth.api.replies import Reply
+from berth.api.request import Request
+from berth.api.routing import Router
 from berth.api.wiring import Daemon
 from berth.errors import Unavailable
 

@@ -9,7 +9,9 @@ import socket
 from typing import Any, AsyncIterator
 
 from berth import API_VERSION, MIN_API_VERSION, __version__, timefmt
-from berth.api.server import Reply, Request, Router, Stream
+from berth.api.replies import Reply, Stream
+from berth.api.request import Request
+from berth.api.routing import Router
 from berth.api.wiring import Daemon
 from berth.errors import BerthError, InvalidArgument
 from berth.services import views
@@ -47,8 +49,8 @@ def register(router: Router, d: Daemon) -> None:
 
     async def info(req: Request) -> Reply:
         cs = d.containers.all()
-        running = sum(1 for c in cs if c.running and not c.state["Paused"])
-        paused = sum(1 for c in cs if c.state["Paused"])
+        running = sum(1 for c in cs if c.running and not c.state.paused)
+        paused = sum(1 for c in cs if c.state.paused)
         mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
         return Reply(200, {
             "ID": engine_id, "Containers": len(cs), "ContainersRunning": running,

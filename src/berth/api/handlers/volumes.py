@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from berth.api.server import Reply, Request, Router
+from berth.api.replies import Reply
+from berth.api.request import Request
+from berth.api.routing import Router
 from berth.api.wiring import Daemon
 from berth.errors import InvalidArgument
 

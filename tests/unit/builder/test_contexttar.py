@@ -9,26 +9,10 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from berth_builder_conftest import _info, _tar
 
-from berth.builder.context import extract_context
+from berth.builder.contexttar import extract_context
 from berth.errors import InvalidArgument
-
-
-def _tar(*members: tuple[tarfile.TarInfo, bytes | None]) -> io.BytesIO:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for info, body in members:
-            if body is not None:
-                info.size = len(body)
-            tar.addfile(info, io.BytesIO(body) if body is not None else None)
-    buf.seek(0)
-    return buf
-
-
-def _info(name: str, kind: bytes = tarfile.REGTYPE, mode: int = 0o644, link: str = "") -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type, info.mode, info.linkname, info.mtime = kind, mode, link, 1_500_000
-    return info
 
 
 @pytest.fixture
@@ -105,7 +89,7 @@ def test_a_tar_cut_inside_a_content_is_refused(tmp_path, cut):
 def test_members_are_not_kept_while_streaming(tmp_path):
     import tarfile as tf
 
-    from berth.builder.context import members
+    from berth.builder.contexttar import members
     buf = _tar(*((_info(f"f{i}"), b"x") for i in range(50)))
     with tf.open(fileobj=buf, mode="r|") as tar:
         seen = 0
@@ -113,31 +97,3 @@ def test_members_are_not_kept_while_streaming(tmp_path):
             seen += 1
             assert len(tar.members) <= 1
     assert seen == 50
-
-
-def _deep_tar(levels: int, *extra: tuple[str, bytes]) -> io.BytesIO:
-    return _tar((_info("/".join(["d"] * levels) + "/f"), b"x"), *((_info(n), b) for n, b in extra))
-
-
-@pytest.mark.parametrize("pattern", ["d", "d/d/d/**", "**/f"])
-def test_prune_walks_a_context_nested_thousands_deep(tmp_path, pattern):
-    # A hostile context: 1500 levels (shutil.rmtree and a recursive walk give up at about a thousand).
-    from berth.builder.context import parse_dockerignore, prune
-    root = tmp_path / "ctx"
-    from berth.host import fs
-    try:
-        extract_context(_deep_tar(1500, ("keep.txt", b"k")), root)
-        assert prune(root, parse_dockerignore(pattern + "\n")) >= 1
-        assert (root / "keep.txt").exists()
-        assert not (root / "/".join(["d"] * 1500) / "f").exists()
-    finally:
-        fs.rmtree(str(root))  # pytest's own clean-up of tmp_path recurses
-
-
-def test_prune_keeps_what_is_re_included_and_drops_emptied_directories(tmp_path):
-    from berth.builder.context import parse_dockerignore, prune
-    root = tmp_path / "ctx"
-    extract_context(_tar((_info("a/keep"), b"1"), (_info("a/drop"), b"2"), (_info("b/sub/x"), b"3"),
-                         (_info("c.txt"), b"4")), root)
-    prune(root, parse_dockerignore("a\n!a/keep\nb\n!nothing\n"))
-    assert sorted(str(p.relative_to(root)) for p in root.rglob("*")) == ["a", "a/keep", "c.txt"]

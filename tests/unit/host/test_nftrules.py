@@ -7,8 +7,8 @@ import json
 import pytest
 
 from berth.errors import InvalidArgument, NotImplemented_
-from berth.host import nftables as nft
-from berth.host.nftables import PortRule
+from berth.host import nftrules as nft
+from berth.host.nftrules import PortRule
 
 NET = "3f2a9c"
 CTR = "c0ffee42"

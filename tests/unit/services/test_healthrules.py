@@ -1,12 +1,12 @@
-"""Tests for berth.services.health: config validation and merge, probes, status transitions, output."""
+"""Tests for berth.services.healthrules: config validation and merge, probes, status transitions, output."""
 
 from __future__ import annotations
 
 import pytest
 
 from berth.errors import InvalidArgument
-from berth.services import health
-from berth.services.health import (
+from berth.services import healthrules
+from berth.services.healthrules import (
     DEFAULT_INTERVAL,
     DEFAULT_RETRIES,
     DEFAULT_START_INTERVAL,
@@ -64,12 +64,12 @@ def test_bad_configs_name_the_field(hc, words):
 
 def test_start_interval_is_dropped_below_api_1_44():
     body = {"Healthcheck": {"Test": ["CMD", "true"], "StartInterval": SECOND}}
-    health.for_api_version(body, "1.43")
+    healthrules.for_api_version(body, "1.43")
     assert body["Healthcheck"] == {"Test": ["CMD", "true"]}
     body = {"Healthcheck": {"Test": ["CMD", "true"], "StartInterval": SECOND}}
-    health.for_api_version(body, "1.44")
+    healthrules.for_api_version(body, "1.44")
     assert body["Healthcheck"]["StartInterval"] == SECOND
-    health.for_api_version("not a body", "1.41")  # no crash on junk: validation answers it later
+    healthrules.for_api_version("not a body", "1.41")  # no crash on junk: validation answers it later
 
 
 # --------------------------------------------------------------------------- merge
@@ -147,7 +147,7 @@ def result(code: int, n: int = 0) -> dict:
 
 
 def test_success_makes_healthy_and_resets_streak():
-    h = health.reset(None)
+    h = healthrules.reset(None)
     assert record(h, result(1), 3, False) is False
     assert h["FailingStreak"] == 1 and h["Status"] == STARTING
     assert record(h, result(0), 3, False) is True
@@ -155,7 +155,7 @@ def test_success_makes_healthy_and_resets_streak():
 
 
 def test_unhealthy_after_retries_failures_in_a_row():
-    h = health.reset(None)
+    h = healthrules.reset(None)
     changes = [record(h, result(1, i), 3, False) for i in range(3)]
     assert changes == [False, False, True]
     assert h["Status"] == UNHEALTHY and h["FailingStreak"] == 3
@@ -165,7 +165,7 @@ def test_unhealthy_after_retries_failures_in_a_row():
 
 
 def test_failures_in_the_start_period_do_not_count_while_starting():
-    h = health.reset(None)
+    h = healthrules.reset(None)
     for i in range(5):
         record(h, result(1, i), 1, True)
     assert h["Status"] == STARTING and h["FailingStreak"] == 0
@@ -177,18 +177,18 @@ def test_failures_in_the_start_period_do_not_count_while_starting():
 
 
 def test_timeout_and_start_errors_are_failures():
-    h = health.reset(None)
+    h = healthrules.reset(None)
     record(h, result(-1), 1, False)
     assert h["Status"] == UNHEALTHY
 
 
 def test_retries_zero_means_at_least_one():
-    h = health.reset(None)
+    h = healthrules.reset(None)
     assert record(h, result(1), 0, False) is True and h["Status"] == UNHEALTHY
 
 
 def test_log_keeps_the_last_five_oldest_first():
-    h = health.reset(None)
+    h = healthrules.reset(None)
     for i in range(8):
         record(h, result(i % 2, i), 3, False)
     assert [e["Start"] for e in h["Log"]] == ["s3", "s4", "s5", "s6", "s7"]
@@ -196,35 +196,36 @@ def test_log_keeps_the_last_five_oldest_first():
 
 def test_reset_keeps_the_log_and_starts_over():
     h = {"Status": UNHEALTHY, "FailingStreak": 7, "Log": [result(1, i) for i in range(9)]}
-    fresh = health.reset(h)
+    fresh = healthrules.reset(h)
     assert fresh["Status"] == STARTING and fresh["FailingStreak"] == 0
     assert len(fresh["Log"]) == 5 and fresh["Log"][-1]["Start"] == "s8"
-    assert health.reset("junk") == {"Status": STARTING, "FailingStreak": 0, "Log": []}
+    assert healthrules.reset("junk") == {"Status": STARTING, "FailingStreak": 0, "Log": []}
 
 
 # --------------------------------------------------------------------------- views
 
 def test_status_words_for_ps_and_filter():
-    assert health.status_of({"Running": True}) == "none"
-    assert health.status_suffix({"Running": True}) == ""
-    assert health.status_suffix({"Health": {"Status": STARTING}}) == " (health: starting)"
-    assert health.status_suffix({"Health": {"Status": HEALTHY}}) == " (healthy)"
-    assert health.status_suffix({"Health": {"Status": UNHEALTHY}}) == " (unhealthy)"
-    health.check_filter(["healthy", "unhealthy", "starting", "none"])
+    assert healthrules.status_of(None) == "none"
+    assert healthrules.status_suffix(None) == ""
+    assert healthrules.status_suffix({"Status": STARTING}) == " (health: starting)"
+    assert healthrules.status_suffix({"Status": HEALTHY}) == " (healthy)"
+    assert healthrules.status_suffix({"Status": UNHEALTHY}) == " (unhealthy)"
+    healthrules.check_filter(["healthy", "unhealthy", "starting", "none"])
     with pytest.raises(InvalidArgument, match="Unrecognised filter value for health: sick"):
-        health.check_filter(["sick"])
+        healthrules.check_filter(["sick"])
 
 
 def test_ps_status_text_shows_health():
     from berth import timefmt
     from berth.services import views
+    from berth.services.records import ContainerState
 
-    state = {"Running": True, "Paused": False, "Status": "running", "StartedAt": timefmt.now(),
-             "Health": {"Status": STARTING, "FailingStreak": 0, "Log": []}}
+    state = ContainerState(status="running", running=True, started_at=timefmt.now(),
+                           health={"Status": STARTING, "FailingStreak": 0, "Log": []})
     assert views.status_text(state).endswith(" (health: starting)")
-    state["Health"]["Status"] = HEALTHY
+    state.health = {"Status": HEALTHY, "FailingStreak": 0, "Log": []}
     assert views.status_text(state).endswith(" (healthy)")
-    state["Paused"] = True
+    state.paused = True
     assert views.status_text(state).endswith("(Paused)")
 
 
@@ -255,15 +256,15 @@ def test_output_bounded_to_4k_with_ellipsis():
 
 
 def test_timeout_message():
-    assert health.timeout_output(SECOND, "") == "Health check exceeded timeout (1s)"
-    assert health.timeout_output(30 * SECOND, "partial") == "Health check exceeded timeout (30s): partial"
+    assert healthrules.timeout_output(SECOND, "") == "Health check exceeded timeout (1s)"
+    assert healthrules.timeout_output(30 * SECOND, "partial") == "Health check exceeded timeout (30s): partial"
 
 
 def test_start_error_from_runc_log_line():
     runc = ('time="2026-01-01T00:00:00Z" level=error msg="exec failed: unable to start container process: '
             'exec: \\"nope\\": executable file not found in $PATH"\n')
-    assert health.start_error(runc) == ('OCI runtime exec failed: exec failed: unable to start container '
+    assert healthrules.start_error(runc) == ('OCI runtime exec failed: exec failed: unable to start container '
                                         'process: exec: "nope": executable file not found in $PATH')
-    assert health.start_error("error finding executable \"nope\" in PATH\n") == \
+    assert healthrules.start_error("error finding executable \"nope\" in PATH\n") == \
         'error finding executable "nope" in PATH'
-    assert health.start_error("") == "the health check's process did not start"
+    assert healthrules.start_error("") == "the health check's process did not start"

@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from berth.errors import InvalidArgument
-from berth.host import nftables as nft
+from berth.host import nftrules as nft
 
 NET = "n" * 12
 
