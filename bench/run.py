@@ -565,10 +565,11 @@ def fmt(x: float | None, unit: str = "") -> str:
     return "—" if x is None else f"{x:.1f}{unit}"
 
 
-# bench/net.py and bench/build.py own the parts of the output between these lines;
-# rewriting the file keeps them, in the order they had
+# bench/net.py, bench/build.py and bench/transfer.py own the parts of the output between
+# these lines; rewriting the file keeps them, in the order they had
 KEPT = (("<!-- network benchmark: begin -->", "<!-- network benchmark: end -->"),
-        ("<!-- build benchmark: begin -->", "<!-- build benchmark: end -->"))
+        ("<!-- build benchmark: begin -->", "<!-- build benchmark: end -->"),
+        ("<!-- transfer benchmark: begin -->", "<!-- transfer benchmark: end -->"))
 
 
 def kept_section(out: Path) -> str:

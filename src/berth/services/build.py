@@ -42,6 +42,7 @@ from berth.errors import BerthError, InvalidArgument, NotFound
 from berth.host import fs, mount, spool
 from berth.image import fsexport
 from berth.metadata.db import Database
+from berth.oci import image as oci_image
 from berth.oci import platform as platforms
 from berth.oci import reference
 from berth.services.buildcache import BuildCache
@@ -131,13 +132,15 @@ class Builder:
         for plat, image in built:
             record = self._images.record(image)
             raw = self._images.manifest_bytes(image)
-            manifests.append({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+            manifests.append({"mediaType": oci_image.OCI_MANIFEST,
                               "digest": record["manifest"], "size": len(raw),
                               "platform": platforms.to_dict(platforms.parse(plat))})
-        index = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        index = json.dumps({"schemaVersion": 2, "mediaType": oci_image.OCI_INDEX,
                             "manifests": manifests}, separators=(",", ":")).encode()
         children = {self._images.record(i)["manifest"]: i for _, i in built}
-        return await asyncio.to_thread(self._images.register_index, index, children)
+        parsed = oci_image.parse_manifest(index, what="the built index")
+        assert isinstance(parsed, oci_image.ImageIndex)
+        return await asyncio.to_thread(self._images.register_index, parsed, children)
 
     async def _run(self, df: dfp.Dockerfile, ctx: Context, opts: BuildOptions, emit: Emit, work: Path) -> str:
         if not df.stages:

@@ -28,10 +28,12 @@ from typing import IO, Any, cast
 from berth.content.local import LocalStore
 from berth.errors import InvalidArgument, NotFound, NotImplemented_, Unavailable
 from berth.host import spool
+from berth.oci import image as oci_image
 from berth.oci import platform as platforms
 from berth.oci import reference
 from berth.registry import (
     Credentials,
+    Manifest,
     RegistryClient,
     RegistryDataError,
     RegistryOptions,
@@ -40,7 +42,8 @@ from berth.registry import (
     registry_and_repo,
 )
 from berth.services.events import Events
-from berth.services.images import Images, is_index
+from berth.oci.image import Descriptor, ImageIndex, ImageManifest, MalformedImage
+from berth.services.images import Images
 from berth.services.layers import Layers, Leases
 from berth.snapshot.overlay import chain_ids
 
@@ -188,13 +191,15 @@ class Distribution:
         registry, repo = registry_and_repo(ref.name)
         top = await self.client().get_manifest(registry, repo, ref.digest or ref.tag or "latest",
                                                self.credentials(registry, creds))
-        doc = _json(top.data, f"the manifest of {ref}")
-        if is_index(doc):
-            found = [platforms.to_dict(platforms.of_dict(m.get("platform") or {})) for m in doc.get("manifests", [])
-                     if (m.get("platform") or {}).get("architecture") not in (None, "unknown")]
+        try:
+            parsed: ImageManifest | ImageIndex | None = _parsed(top, f"the manifest of {ref}")
+        except RegistryDataError:  # an artifact, say: no platforms to show
+            parsed = None
+        if isinstance(parsed, ImageIndex):
+            found = [platforms.to_dict(platforms.of_dict(m.platform or {})) for m in parsed.manifests
+                     if (m.platform or {}).get("architecture") not in (None, "unknown")]
         else:
-            config = doc.get("config") or {}
-            found = [p for p in [doc.get("platform")] if p] if not config else []
+            found = []
         return {"Descriptor": {"mediaType": top.media_type, "digest": top.digest, "size": len(top.data)},
                 "Platforms": found}
 
@@ -212,31 +217,28 @@ class Distribution:
         wanted = platforms.parse(platform) if platform else None
         rc = self.client()
         top = await rc.get_manifest(registry, repo, ref.digest or ref.tag or "latest", creds)
-        top_doc = _json(top.data, f"the manifest of {ref}")
-        manifest = top
-        if is_index(top_doc):
+        top_parsed = _parsed(top, f"the manifest of {ref}", ref=str(ref))
+        index = top_parsed if isinstance(top_parsed, ImageIndex) else None
+        manifest, parsed = top, top_parsed
+        if index is not None:
             want = wanted or platforms.host()
-            chosen = platforms.choose(want, list(top_doc.get("manifests") or []))
+            chosen = platforms.choose(want, index.descriptors())
             if chosen is None:
                 raise InvalidArgument(platforms.mismatch_message(
-                    str(ref), want, platforms.available(list(top_doc.get("manifests") or []))))
+                    str(ref), want, platforms.available(index.descriptors())))
             manifest = await rc.get_manifest(registry, repo, str(chosen["digest"]), creds)
-        doc = _json(manifest.data, f"the manifest of {ref}")
-        if doc.get("schemaVersion") == 1:
-            raise NotImplemented_(f"{ref} has a schema 1 manifest, which Docker deprecated: push it again with a "
-                                  "current client")
-        try:
-            config_desc = doc["config"]
-            layers = list(doc["layers"])
-        except (KeyError, TypeError):
-            raise RegistryDataError(f"the manifest of {ref} from {registry} has no config or layers") from None
-        blobs = [str(config_desc["digest"]), *(str(layer["digest"]) for layer in layers)]
+            parsed = _parsed(manifest, f"the manifest of {ref}", ref=str(ref))
+        if not isinstance(parsed, ImageManifest):
+            raise RegistryDataError(f"the manifest of {ref} from {registry} has no config or layers")
+        config_desc = parsed.config
+        layers = list(parsed.layers)
+        blobs = [config_desc.digest, *(layer.digest for layer in layers)]
         with self._leases.lease([top.digest, manifest.digest, *blobs]):
-            if not self._store.exists(config_desc["digest"]):
+            if not self._store.exists(config_desc.digest):
                 await self._download(registry, repo, config_desc, creds, lambda d: None)
-            config = _json(self._store.read(config_desc["digest"]), f"the config of {ref}")
+            config = _json(self._store.read(config_desc.digest), f"the config of {ref}")
             have = platforms.of_config(config)
-            if wanted is not None and not is_index(top_doc) and not platforms.matches(wanted, have):
+            if wanted is not None and index is None and not platforms.matches(wanted, have):
                 raise InvalidArgument(platforms.mismatch_message(str(ref), wanted, [have]))
             shown = ref.tag or ref.digest or "latest"
             emit({"status": f"Pulling from {display_name(registry, repo)}", "id": shown})
@@ -250,9 +252,9 @@ class Distribution:
                                         f"{len(layers)}")
             chains = dict(zip(diff_ids, chain_ids(diff_ids), strict=True))
 
-            async def layer(desc: dict[str, Any], diff_id: str) -> None:
-                short = str(desc["digest"])[7:19]
-                if self._store.exists(desc["digest"]):
+            async def layer(desc: Descriptor, diff_id: str) -> None:
+                short = desc.digest[7:19]
+                if self._store.exists(desc.digest):
                     emit({"status": "Already exists", "progressDetail": {}, "id": short})
                     return
                 emit({"status": "Pulling fs layer", "progressDetail": {}, "id": short})
@@ -266,11 +268,11 @@ class Distribution:
                 emit({"status": "Pull complete", "progressDetail": {}, "id": short})
 
             await _gather(layer(desc, diff) for desc, diff in zip(layers, diff_ids, strict=False))
-            image_id = await asyncio.to_thread(self._images.register, manifest.data,
+            image_id = await asyncio.to_thread(self._images.register, parsed,
                                                repo_digests=[f"{ref.name}@{top.digest}"])
             target = image_id
-            if is_index(top_doc):
-                target = self._images.register_index(top.data, {manifest.digest: image_id})
+            if index is not None:
+                target = self._images.register_index(index, {manifest.digest: image_id})
             if ref.tag:
                 self._images.set_tag(str(ref), target, f"{ref.name}@{top.digest}")
         emit({"status": f"Digest: {top.digest}"})
@@ -279,14 +281,14 @@ class Distribution:
         self._images.event("pull", str(ref), ref.name, image_id)  # as Docker: the reference, then its name
         return PullResult(image_id, target, top.digest, fresh)
 
-    async def _download(self, registry: str, repo: str, desc: dict[str, Any], creds: Credentials | None,
+    async def _download(self, registry: str, repo: str, desc: Descriptor, creds: Credentials | None,
                         emit: Emit, *, unpack: str | None = None) -> str | None:
         """Fetch one blob into the store, resuming a partial download, verifying its digest.
 
         With *unpack* (the layer's diff ID) the layer is unpacked while it downloads;
         the prepared snapshot directory is returned for the caller to publish.
         """
-        digest, total = str(desc["digest"]), int(desc.get("size") or 0)
+        digest, total = desc.digest, desc.size
         short = digest[7:19]
         ingest = await spool.settled(self._store.resume, digest)  # hashes a partial file: not on the loop
         unpacker = Unpacker(self._layers, unpack) if unpack else None
@@ -411,15 +413,15 @@ class Distribution:
                           tag: str | None = None) -> tuple[str, int]:
         record = self._images.record(image_id)
         raw = self._store.read(record["manifest"])
-        doc = _json(raw, "the manifest")
+        parsed = oci_image.parse_image_manifest(raw, what="the stored manifest")
         rc = self.client()
-        layers = [str(layer["digest"]) for layer in doc["layers"]]
+        layers = [layer.digest for layer in parsed.layers]
         sources = [d.split("@", 1)[0] for d in record.get("repo_digests", [])]
         for digest in layers:
             emit({"status": "Preparing", "progressDetail": {}, "id": digest[7:19]})
-        for digest in [*layers, str(doc["config"]["digest"])]:
+        for digest in [*layers, parsed.config.digest]:
             await self._push_blob(registry, repo, digest, sources, creds, emit, show=digest in layers)
-        media = str(doc.get("mediaType") or "application/vnd.oci.image.manifest.v1+json")
+        media = parsed.media_type
         digest = await rc.put_manifest(registry, repo, tag or record["manifest"], media, raw, creds)
         return digest, len(raw)
 
@@ -470,6 +472,17 @@ async def _gather(coros: Any) -> None:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
+
+
+def _parsed(got: Manifest, what: str, *, ref: str = "") -> ImageManifest | ImageIndex:
+    """A manifest the registry sent, parsed once (oci.image); a schema 1 manifest is refused by name."""
+    try:
+        return oci_image.parse_manifest(got.data, digest=got.digest, media_type=got.media_type, what=what)
+    except MalformedImage as exc:
+        if ref and b'"schemaVersion"' in got.data and _json(got.data, what).get("schemaVersion") == 1:
+            raise NotImplemented_(f"{ref} has a schema 1 manifest, which Docker deprecated: push it again with "
+                                  "a current client") from None
+        raise RegistryDataError(str(exc)) from None
 
 
 def _json(raw: bytes, what: str) -> dict[str, Any]:

@@ -29,10 +29,11 @@ from berth.host import fs, spool
 from berth.image import archiveextract, archiveread, archiverefs, archivesave, layerdiff
 from berth.oci import reference
 from berth.services.events import Events
-from berth.services.images import MEDIA_CONFIG, MEDIA_LAYER, MEDIA_MANIFEST, Images
+from berth.oci import image as oci_image
+from berth.services.images import Images
 from berth.services.layers import Leases
 
-LAYER_GZIP = MEDIA_LAYER + "+gzip"
+LAYER_GZIP = oci_image.OCI_LAYER + "+gzip"
 
 
 class ImageIO:
@@ -109,7 +110,7 @@ class ImageIO:
                 if image.is_attestation:
                     continue
                 manifest = self._store_image_blobs(image, leased)
-                image_id = self._images.register(manifest)
+                image_id = self._images.register(oci_image.parse_image_manifest(manifest))
                 ids["sha256:" + hashlib.sha256(manifest).hexdigest()] = image_id
             if not ids:
                 raise InvalidArgument("docker load: the archive holds no runnable image for "
@@ -119,7 +120,10 @@ class ImageIO:
                 if not self._store.exists(blob.digest):
                     self._store.put(blob.data, blob.digest)
             if ref.indexes:
-                target = self._images.register_index(ref.indexes[0].data, ids)
+                index = oci_image.parse_manifest(ref.indexes[0].data, what="the archive's index")
+                if not isinstance(index, oci_image.ImageIndex):
+                    raise InvalidArgument("docker load: the archive's index is an image manifest, not an index")
+                target = self._images.register_index(index, ids)
         finally:
             for item in leased:
                 self._leases.release(item)
@@ -142,12 +146,12 @@ class ImageIO:
         for layer in image.layers:
             digest = self._ingest_file(layer.path, layer.digest)
             self._hold(digest, leased)
-            media = layer.media_type or (LAYER_GZIP if layer.compression.name == "GZIP" else MEDIA_LAYER)
+            media = layer.media_type or (LAYER_GZIP if layer.compression.name == "GZIP" else oci_image.OCI_LAYER)
             descriptors.append({"mediaType": media, "digest": digest, "size": self._store.size(digest)})
         if image.manifest is not None:
             return image.manifest.data
-        manifest = {"schemaVersion": 2, "mediaType": MEDIA_MANIFEST,
-                    "config": {"mediaType": MEDIA_CONFIG, "digest": image.config_digest, "size": len(image.config)},
+        manifest = {"schemaVersion": 2, "mediaType": oci_image.OCI_MANIFEST,
+                    "config": {"mediaType": oci_image.OCI_CONFIG, "digest": image.config_digest, "size": len(image.config)},
                     "layers": descriptors}
         return json.dumps(manifest, separators=(",", ":")).encode()
 
@@ -197,7 +201,8 @@ class ImageIO:
         diff_ids: list[str] = []
         if base_id:
             base = self._images.record(base_id)
-            base_layers = json.loads(self._store.read(base["manifest"]))["layers"]
+            base_layers = [d.as_dict() for d in oci_image.parse_image_manifest(
+                self._store.read(base["manifest"]), what="the base image's manifest").layers]
             diff_ids = list(base["diff_ids"])
         leased = [layer] if layer else []
         with self._leases.lease(leased):
@@ -212,17 +217,18 @@ class ImageIO:
             layers = list(base_layers)
             if layer:
                 diff_ids.append(layer)
-                layers.append({"mediaType": MEDIA_LAYER, "digest": layer, "size": self._store.size(layer)})
+                layers.append({"mediaType": oci_image.OCI_LAYER, "digest": layer, "size": self._store.size(layer)})
             else:
                 entry["empty_layer"] = True
             config["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
             config["history"] = [*(base_config.get("history") or []), entry]
             raw = json.dumps(config, separators=(",", ":")).encode()
             config_digest = self._store.put(raw)
-            manifest = {"schemaVersion": 2, "mediaType": MEDIA_MANIFEST,
-                        "config": {"mediaType": MEDIA_CONFIG, "digest": config_digest, "size": len(raw)},
+            manifest = {"schemaVersion": 2, "mediaType": oci_image.OCI_MANIFEST,
+                        "config": {"mediaType": oci_image.OCI_CONFIG, "digest": config_digest, "size": len(raw)},
                         "layers": layers}
-            image_id = self._images.register(json.dumps(manifest, separators=(",", ":")).encode())
+            image_id = self._images.register(
+                oci_image.parse_image_manifest(json.dumps(manifest, separators=(",", ":")).encode()))
             self._images.set_parent(image_id, base_id)  # inspect's Parent; hides untagged parents from listings
             return image_id
 

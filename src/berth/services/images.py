@@ -13,7 +13,6 @@ deletes what no image, index or lease refers to) are services.imageremoval's.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Sequence
 from typing import Any, AsyncIterator, Callable
@@ -24,23 +23,13 @@ from berth.content.local import LocalStore
 from berth.errors import InvalidArgument, NotFound
 from berth.host import spool
 from berth.metadata.db import Database
+from berth.oci import image as oci_image
 from berth.oci import platform as platforms
 from berth.oci import reference
+from berth.oci.image import ImageIndex, ImageManifest
 from berth.services.events import Events
 from berth.services.layers import Layers, Leases
 from berth.snapshot.overlay import chain_ids
-
-MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-MEDIA_CONFIG = "application/vnd.oci.image.config.v1+json"
-MEDIA_LAYER = "application/vnd.oci.image.layer.v1.tar"
-MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-INDEX_TYPES = (MEDIA_INDEX, DOCKER_LIST)
-
-
-def is_index(doc: dict[str, Any]) -> bool:
-    """Is this manifest document an image index (a manifest list)?"""
-    return doc.get("mediaType") in INDEX_TYPES or ("manifests" in doc and "layers" not in doc)
 
 now_iso = timefmt.now
 
@@ -106,8 +95,8 @@ class Images:
                 config_raw = json.dumps(config, separators=(",", ":")).encode()
                 config_digest = await _off_loop(self._store.put, config_raw)
                 manifest = {
-                    "schemaVersion": 2, "mediaType": MEDIA_MANIFEST,
-                    "config": {"mediaType": MEDIA_CONFIG, "digest": config_digest, "size": len(config_raw)},
+                    "schemaVersion": 2, "mediaType": oci_image.OCI_MANIFEST,
+                    "config": {"mediaType": oci_image.OCI_CONFIG, "digest": config_digest, "size": len(config_raw)},
                     "layers": [{"mediaType": media, "digest": layer_digest, "size": self._store.size(layer_digest)}],
                 }
                 manifest_digest = await _off_loop(self._store.put,
@@ -122,29 +111,23 @@ class Images:
         return config_digest
 
     # registering images from manifests (pull, load, commit) --------------
-    def register(self, manifest_raw: bytes, *, repo_digests: Sequence[str] = ()) -> str:
-        """Record the image of *manifest_raw* (its config and layers already in the store); return its id.
+    def register(self, manifest: ImageManifest, *, repo_digests: Sequence[str] = ()) -> str:
+        """Record the image of *manifest* (its config and layers already in the store); return its id.
 
         Layers are unpacked (each verified against the config's diff_ids) unless
         a snapshot of the same chain is here already.
 
         Raises:
-            InvalidArgument: the manifest or config is malformed, or a layer is corrupt.
+            InvalidArgument: the config is malformed (oci.image.MalformedImage), or a layer is corrupt.
         """
-        try:
-            manifest = json.loads(manifest_raw)
-            config_digest = manifest["config"]["digest"]
-            layers = [str(layer["digest"]) for layer in manifest["layers"]]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise InvalidArgument(f"the image manifest is malformed: {exc!r}") from None
-        manifest_digest = "sha256:" + hashlib.sha256(manifest_raw).hexdigest()
+        config_digest = manifest.config.digest
+        layers = [d.digest for d in manifest.layers]
+        manifest_digest = oci_image.digest_of(manifest.raw)
         if not self._store.exists(manifest_digest):
-            self._store.put(manifest_raw, manifest_digest)
-        try:
-            config = json.loads(self._store.read(config_digest))
-            diff_ids = [str(d) for d in config["rootfs"]["diff_ids"]]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise InvalidArgument(f"the image config {config_digest} is malformed: {exc!r}") from None
+            self._store.put(manifest.raw, manifest_digest)
+        config = oci_image.parse_config(self._store.read(config_digest), digest=config_digest,
+                                        what=f"the image config {config_digest}")
+        diff_ids = list(config.diff_ids)
         if len(diff_ids) != len(layers):
             raise InvalidArgument(f"the image config lists {len(diff_ids)} layers but its manifest {len(layers)}")
         chains = chain_ids(diff_ids)
@@ -152,21 +135,17 @@ class Images:
             size = sum(self._layers.unpack(layer, diff, chain) for layer, diff, chain in zip(layers, diff_ids, chains, strict=False))
             doc = self._db.get_image(config_digest) or {}
             doc.update({"manifest": manifest_digest, "layers": layers, "diff_ids": diff_ids, "size": size,
-                        "created": config.get("created") or doc.get("created") or now_iso()})
+                        "created": config.created or doc.get("created") or now_iso()})
             doc["repo_digests"] = sorted(set(doc.get("repo_digests", [])) | set(repo_digests))
             self._db.put_image(config_digest, doc)
         return config_digest
 
-    def register_index(self, index_raw: bytes, images: dict[str, str]) -> str:
+    def register_index(self, index: ImageIndex, images: dict[str, str]) -> str:
         """Record a multi-platform index; *images* maps child manifest digests to local image ids."""
-        digest = "sha256:" + hashlib.sha256(index_raw).hexdigest()
-        try:
-            index = json.loads(index_raw)
-            entries = [(str(m["digest"]), dict(m.get("platform") or {})) for m in index["manifests"]]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise InvalidArgument(f"the image index is malformed: {exc!r}") from None
+        digest = oci_image.digest_of(index.raw)
+        entries = [(d.digest, dict(d.platform or {})) for d in index.manifests]
         if not self._store.exists(digest):
-            self._store.put(index_raw, digest)
+            self._store.put(index.raw, digest)
         before = {c["manifest"]: c.get("image") for c in (self._db.get_index(digest) or {}).get("children", [])}
         children = [{"manifest": m, "platform": plat, "image": images.get(m) or before.get(m)} for m, plat in entries]
         self._db.put_index(digest, {"children": children, "created": now_iso()})

@@ -17,7 +17,10 @@ from berth.metadata.db import Database
 from berth.services.events import Events
 from berth.services.imageio import ImageIO
 from berth.services.imageremoval import ImageRemoval
-from berth.services.images import MEDIA_CONFIG, MEDIA_MANIFEST, Images
+from berth.oci.image import OCI_CONFIG as MEDIA_CONFIG
+from berth.oci.image import OCI_MANIFEST as MEDIA_MANIFEST
+from berth.oci.image import parse_image_manifest
+from berth.services.images import Images
 from berth.services.imageviews import ImageViews
 from berth.services.layers import Layers, Leases
 from berth.services.patterns import reference_matches
@@ -48,7 +51,7 @@ class Store:
                                "config": {"mediaType": MEDIA_CONFIG, "digest": digest, "size": len(config)},
                                "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
                                            "digest": layer, "size": len(blob)}]}).encode()
-        return self.images.register(manifest)
+        return self.images.register(parse_image_manifest(manifest))
 
     def step(self, parent: str, label: str) -> str:
         """A metadata-only step on *parent*, as a build's LABEL makes it."""

@@ -14,7 +14,11 @@ from berth.errors import InvalidArgument, NotFound
 from berth.metadata.db import Database
 from berth.services.events import Events
 from berth.services.imageremoval import ImageRemoval
-from berth.services.images import MEDIA_CONFIG, MEDIA_INDEX, MEDIA_MANIFEST, Images
+from berth.oci.image import OCI_CONFIG as MEDIA_CONFIG
+from berth.oci.image import OCI_INDEX as MEDIA_INDEX
+from berth.oci.image import OCI_MANIFEST as MEDIA_MANIFEST
+from berth.oci.image import parse_image_manifest, parse_manifest
+from berth.services.images import Images
 from berth.services.imageviews import ImageViews
 from berth.services.layers import Layers, Leases
 from berth.snapshot.overlay import Snapshots
@@ -60,7 +64,7 @@ def s(tmp_path: Path) -> Store:
 
 def test_register_unpacks_and_verifies(s: Store) -> None:
     manifest, _ = s.image("amd64", {"hello": b"world"})
-    image_id = s.images.register(manifest, repo_digests=["reg/x@sha256:" + "a" * 64])
+    image_id = s.images.register(parse_image_manifest(manifest), repo_digests=["reg/x@sha256:" + "a" * 64])
     chain = s.images.chains(image_id)[0]
     assert Path(s.snaps.path(chain), "hello").read_bytes() == b"world"
     assert s.images.record(image_id)["size"] == 5
@@ -75,7 +79,7 @@ def test_a_layer_that_is_not_what_the_config_says_is_refused(s: Store) -> None:
     other = s.store.put(gzip.compress(_layer({"b": b"2"}), mtime=0))
     doc["layers"][0]["digest"] = other
     with pytest.raises(InvalidArgument, match="unpacks to"):
-        s.images.register(json.dumps(doc).encode())
+        s.images.register(parse_image_manifest(json.dumps(doc).encode()))
     assert s.snaps.chains() == []
 
 
@@ -87,13 +91,13 @@ def _index(s: Store) -> tuple[bytes, dict[str, str]]:
          "platform": {"os": "linux", "architecture": "amd64"}},
         {"mediaType": MEDIA_MANIFEST, "digest": arm_digest, "size": len(arm),
          "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}}]}).encode()
-    ids = {amd_digest: s.images.register(amd), arm_digest: s.images.register(arm)}
+    ids = {amd_digest: s.images.register(parse_image_manifest(amd)), arm_digest: s.images.register(parse_image_manifest(arm))}
     return index, ids
 
 
 def test_an_index_resolves_per_platform(s: Store) -> None:
     index, ids = _index(s)
-    digest = s.images.register_index(index, ids)
+    digest = s.images.register_index(parse_manifest(index), ids)
     s.images.set_tag("multi:latest", digest)
     amd = s.images.resolve("multi")
     arm = s.images.resolve("multi", "linux/arm64")
@@ -109,7 +113,7 @@ def test_an_index_resolves_per_platform(s: Store) -> None:
 def test_a_platform_the_index_lists_but_is_not_here_is_not_found(s: Store) -> None:
     index, ids = _index(s)
     arm_digest = next(d for d, i in ids.items() if s.images.config(i)["architecture"] == "arm64")
-    digest = s.images.register_index(index, {d: i for d, i in ids.items() if d != arm_digest})
+    digest = s.images.register_index(parse_manifest(index), {d: i for d, i in ids.items() if d != arm_digest})
     s.images.set_tag("half:1", digest)
     s.db.delete_image(ids[arm_digest])
     with pytest.raises(NotFound, match="docker pull --platform linux/arm64"):
@@ -118,7 +122,7 @@ def test_a_platform_the_index_lists_but_is_not_here_is_not_found(s: Store) -> No
 
 def test_removing_an_index_tag_collects_everything(s: Store) -> None:
     index, ids = _index(s)
-    s.images.set_tag("multi:latest", s.images.register_index(index, ids))
+    s.images.set_tag("multi:latest", s.images.register_index(parse_manifest(index), ids))
     out = s.removal.remove("multi:latest")
     assert {"Untagged": "multi:latest"} in out and sum("Deleted" in o for o in out) == 2
     assert s.store.digests() == [] and s.snaps.chains() == []
@@ -126,7 +130,7 @@ def test_removing_an_index_tag_collects_everything(s: Store) -> None:
 
 def test_a_single_image_must_match_an_explicit_platform(s: Store) -> None:
     manifest, _ = s.image("arm64", {"x": b"y"})
-    image_id = s.images.register(manifest)
+    image_id = s.images.register(parse_image_manifest(manifest))
     s.images.set_tag("armonly:1", image_id)
     assert s.images.resolve("armonly:1") == image_id  # no platform asked: any runs (emulated)
     with pytest.raises(InvalidArgument, match="available for linux/arm64"):
@@ -137,7 +141,7 @@ def test_prune_and_collect_respect_users_and_leases(s: Store) -> None:
     kept, _ = s.image("amd64", {"kept": b"1"})
     dangling, _ = s.image("amd64", {"dangling": b"2"})
     used, _ = s.image("amd64", {"used": b"3"})
-    kept_id, dangling_id, used_id = (s.images.register(m) for m in (kept, dangling, used))
+    kept_id, dangling_id, used_id = (s.images.register(parse_image_manifest(m)) for m in (kept, dangling, used))
     s.images.set_tag("kept:1", kept_id)
     s.users[used_id] = ["c" * 64]
     stray = s.store.put(b"a blob nobody refers to")
