@@ -16,14 +16,12 @@ against garbage collection until the image is recorded.
 from __future__ import annotations
 
 import asyncio
-import io
 import json
-import queue
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any
 
 from berth.content.local import LocalStore
 from berth.errors import InvalidArgument, NotFound, NotImplemented_, Unavailable
@@ -31,6 +29,7 @@ from berth.host import spool
 from berth.oci import image as oci_image
 from berth.oci import platform as platforms
 from berth.oci import reference
+from berth.oci.image import Descriptor, ImageIndex, ImageManifest, MalformedImage
 from berth.registry import (
     Credentials,
     Manifest,
@@ -42,9 +41,9 @@ from berth.registry import (
     registry_and_repo,
 )
 from berth.services.events import Events
-from berth.oci.image import Descriptor, ImageIndex, ImageManifest, MalformedImage
 from berth.services.images import Images
 from berth.services.layers import Layers, Leases
+from berth.services.unpacker import Unpacker
 from berth.snapshot.overlay import chain_ids
 
 Emit = Callable[[dict[str, Any]], None]
@@ -68,81 +67,6 @@ def progress_bar(current: int, total: int, width: int = 50) -> str:
     filled = min(width, current * width // total)
     arrow = "=" * max(0, filled - 1) + (">" if filled < width else "=") if filled else ">"
     return f"[{arrow.ljust(width)}] {human(current):>8}/{human(total)}"
-
-
-class _Pipe(io.RawIOBase):
-    """Bytes handed over from the event loop to an unpacking thread (bounded, so memory stays small)."""
-
-    def __init__(self) -> None:
-        self._q: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=16)
-        self._buf = b""
-        self._eof = False
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b: Any) -> int:
-        while not self._buf and not self._eof:
-            item = self._q.get()
-            if item is None:
-                self._eof = True
-            elif isinstance(item, BaseException):
-                raise item
-            else:
-                self._buf = item
-        n = min(len(b), len(self._buf))
-        b[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
-        return n
-
-    def full(self) -> bool:
-        return self._q.full()
-
-    def put(self, item: bytes | BaseException | None) -> None:
-        self._q.put_nowait(item)
-
-
-class _Unpacked(Exception):
-    """Tells an unpacking thread to stop: its input is being thrown away."""
-
-
-class Unpacker:
-    """Unpacks one layer in a worker thread from the bytes its download receives: one pass, no re-read."""
-
-    def __init__(self, layers: Layers, diff_id: str) -> None:
-        self._layers = layers
-        self._pipe = _Pipe()
-        self._job = asyncio.ensure_future(asyncio.to_thread(layers.unpack_stream, cast(IO[bytes], self._pipe),
-                                                            diff_id))
-
-    async def feed(self, data: bytes) -> None:
-        while self._pipe.full():
-            if self._job.done():
-                self._job.result()  # the unpacking failed: its error, now
-                raise RegistryDataError("the layer's unpacking stopped early")  # it returned before the end
-            await asyncio.sleep(0.005)
-        self._pipe.put(data)
-
-    async def finish(self) -> str:
-        """Wait for the unpacking; return the prepared directory (see Layers.unpack_stream)."""
-        while self._pipe.full() and not self._job.done():
-            await asyncio.sleep(0.005)
-        if not self._job.done():
-            self._pipe.put(None)
-        tmp, _ = await self._job
-        return tmp
-
-    async def abort(self) -> None:
-        if not self._job.done():
-            while self._pipe.full() and not self._job.done():
-                await asyncio.sleep(0.005)
-            if not self._job.done():
-                self._pipe.put(_Unpacked())
-        try:
-            tmp, _ = await self._job
-        except BaseException:
-            return
-        self._layers.discard(tmp)
 
 
 @dataclass(frozen=True, slots=True)
