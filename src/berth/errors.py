@@ -5,7 +5,7 @@
      ├── AlreadyExists       a name or id is taken                     (HTTP 409)
      ├── Conflict            the thing is in the wrong state / in use  (HTTP 409)
      ├── InvalidArgument     the request itself is wrong               (HTTP 400)
- ├── Unauthenticated     a registry refused the credentials (or none) (HTTP 401)
+     ├── Unauthenticated     a registry refused the credentials (or none) (HTTP 401)
      ├── FailedPrecondition  the host lacks something the request needs (HTTP 500)
      ├── Unavailable         a dependency did not answer               (HTTP 503)
      ├── CommandFailed       a program berth ran exited non-zero       (HTTP 500)

@@ -68,10 +68,11 @@ Lookup = Callable[[str, str], list[str]]
 """(address the query arrived on, lower-cased name without trailing dot) -> addresses; [] = unknown."""
 
 ReverseLookup = Callable[[str, str], list[str]]
-# (server address, client address, name) -> addresses: names only that client sees (a container's legacy
-# links on a user network); asked before Lookup.
-ClientLookup = Callable[[str, str, str], list[str]]
 """(address the query arrived on, IP address asked about) -> names; [] = unknown."""
+
+ClientLookup = Callable[[str, str, str], list[str]]
+"""(server address, client address, name) -> addresses: names only that client sees (a container's legacy
+links on a user network); asked before Lookup."""
 
 
 def _canonical(address: str) -> str:
