@@ -1,7 +1,8 @@
 """The isolation driver interface.
 
 Strategy: every isolation mode consumes the same OCI bundle (a directory with
-config.json and a prepared root) and is driven through this protocol. A
+config.json and a prepared root) and is driven through this protocol; the
+services reach it only through a `runtime.task.Task` per container. A
 driver's container is owned by a monitor process that is NOT berthd's child,
 so containers outlive the daemon; the driver can find them again from the
 files the monitor leaves in the bundle (pid files, exit file, attach socket).
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from berth.errors import CommandFailed, InvalidArgument
+from berth.runtime import execmon
 
 
 class CommandNotFound(InvalidArgument):
@@ -131,6 +133,11 @@ class Runtime(Protocol):
 
     def exec_argv(self, cid: str, process_json: str, pid_file: str) -> list[str]:
         """The command that runs a further process (process.json) in the running container, in the foreground."""
+        ...
+
+    def exec_monitored(self, cid: str, tty: bool) -> execmon.RuntimeCommand | None:
+        """How conmon runs an exec session in the container (runc; runsc and the VM without a terminal),
+        or None when the session must run in the foreground."""
         ...
 
     async def kill_exec(self, cid: str, pid_file: str, command_pid: int) -> None:

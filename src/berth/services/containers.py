@@ -22,6 +22,7 @@ from berth.metadata.db import Database
 from berth.oci import platform as platforms
 from berth.oci import runtime_spec
 from berth.runtime.base import Runtime
+from berth.runtime.task import Task
 from berth.services import bundle as bundles
 from berth.services import containerconfig, healthrules
 from berth.services import links as legacy_links
@@ -62,10 +63,16 @@ class Containers:
     def using_image(self, image_id: str) -> list[str]:
         return self.table.using_image(image_id)
 
-    def runtime_of(self, c: Container) -> Runtime:
+    def _driver_of(self, c: Container) -> Runtime:
         if c.record.vm:
             return self.runtimes["vm"]
         return self.runtimes[c.record.runtime or self.default_runtime]
+
+    def task_of(self, c: Container) -> Task:
+        """*c*'s handle on its driver (made once, from the record: after a restart it knows the monitor)."""
+        if c.task is None:
+            c.task = Task(self._driver_of(c), c.id, c.dir, monitor_pid=c.record.monitor_pid, pid=c.state.pid)
+        return c.task
 
     def save(self, c: Container) -> None:
         """Write *c*'s record to the database."""
@@ -205,7 +212,7 @@ class Containers:
             host["NanoCpus"] = 0
         limits = runtime_spec.limits(bundles.resources_of(host, self.host_facts))
         if c.running:
-            await self.runtime_of(c).update(c.id, limits)
+            await self.task_of(c).update(limits)
         c.record.host = host
         self.save(c)
         self.event(c, "update")
@@ -226,7 +233,7 @@ class Containers:
         c = self.get(ref)
         if not c.running:
             raise Conflict(f"Container {c.id} is not running")
-        titles, rows = await self.runtime_of(c).top(c.id, ps_args.split() if ps_args else [])
+        titles, rows = await self.task_of(c).top(ps_args.split() if ps_args else [])
         return {"Titles": titles, "Processes": rows}
 
     def resize(self, ref: str, height: int, width: int) -> None:
@@ -237,7 +244,7 @@ class Containers:
                 return
             raise Conflict(f"Container {c.id} is not running")
         try:
-            self.runtime_of(c).resize(c.dir, height, width)
+            self.task_of(c).resize(height, width)
         except FileNotFoundError:
             pass
         except OSError as exc:

@@ -40,7 +40,6 @@ from berth.errors import BerthError, Conflict, InvalidArgument, NotFound
 from berth.host import fs, proc
 from berth.oci import passwd
 from berth.runtime import execmon, monitor
-from berth.runtime.base import Runtime
 from berth.services import bundle as bundles
 from berth.services.containers import Containers
 from berth.services import execforeground, execsessions
@@ -175,7 +174,7 @@ class Execs:
         tty = bool(e.config.get("Tty"))
         if framed is None:
             framed = not tty
-        command = _monitored(self._containers.runtime_of(e.container), e.container.id, tty)
+        command = self._containers.task_of(e.container).exec_monitored(tty)
         try:
             if command is not None:
                 await self._start_monitored(e, command, tty, framed, None if detach else reader,
@@ -331,7 +330,7 @@ class Execs:
         """After a daemon (re)start: find the sessions of every container again; watch the running ones,
         record how the others ended (while the daemon was down)."""
         for c in self._containers.all():
-            command = _monitored(self._containers.runtime_of(c), c.id, False)
+            command = self._containers.task_of(c).exec_monitored(False)
             if command is None:
                 continue
             try:
@@ -396,7 +395,7 @@ class Execs:
                 await self._failed_to_start(e, exc, framed, None if detach else writer)
                 return
             fs.atomic_write(spec_path, json.dumps(process).encode())
-            argv = self._containers.runtime_of(c).exec_argv(c.id, spec_path, os.path.join(workdir, "pid"))
+            argv = self._containers.task_of(c).exec_argv(spec_path, os.path.join(workdir, "pid"))
             e.running = True
             self._containers.event(c, "exec_start: " + " ".join(e.config["Cmd"]), execID=e.id)
             if detach or writer is None:
@@ -417,12 +416,6 @@ class Execs:
             if workdir:
                 shutil.rmtree(workdir, ignore_errors=True)
 
-
-
-def _monitored(runtime: Runtime, cid: str, tty: bool) -> execmon.RuntimeCommand | None:
-    """How conmon runs a session in *runtime* (runc; runsc and the VM without a terminal), or None."""
-    how = getattr(runtime, "exec_monitored", None)
-    return how(cid, tty) if how is not None else None
 
 
 def _detach_spec(cfg: dict[str, Any]) -> Any:

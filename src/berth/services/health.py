@@ -31,7 +31,7 @@ from typing import Any, BinaryIO, Callable, Protocol
 from berth import timefmt
 from berth.errors import BerthError
 from berth.host import proc
-from berth.runtime.base import Runtime
+from berth.runtime.task import Task
 from berth.services.healthrules import (
     EXEC_START_TIMEOUT,
     OUTPUT_GRACE,
@@ -56,7 +56,7 @@ ProcessOf = Callable[[Container, list[str]], dict[str, Any]]
 class ProbeHost(Protocol):
     """What the health checker needs of the container service (berth.services.containers.Containers)."""
 
-    def runtime_of(self, c: Container) -> Runtime: ...
+    def task_of(self, c: Container) -> Task: ...
 
     def event(self, c: Container, action: str, **attributes: str) -> None: ...
 
@@ -67,7 +67,7 @@ class Health:
     """Runs the probes of running containers: one task per container that has a check.
 
     Args:
-        containers: the container service (runtime_of, event, save).
+        containers: the container service (task_of, event, save).
         process_of: the OCI process object of a command run in a container as a probe
             (the container's own env, user and working directory); it reads files, so it
             is called in a worker thread.
@@ -142,13 +142,13 @@ class Health:
             return -1, str(exc)
         spec, pid_file = os.path.join(workdir, "process.json"), os.path.join(workdir, "pid")
         await asyncio.to_thread(_write_new, spec, json.dumps(process).encode())  # a private directory of ours
-        runtime = self._containers.runtime_of(c)
+        task = self._containers.task_of(c)
         self._containers.event(c, "exec_start: " + command, execID=exec_id)
         # stdout and stderr share one pipe of ours (not asyncio's): a process the probe leaves behind in
         # the container may hold its write end for ever, and our end is closed all the same.
         rfd, wfd = os.pipe2(os.O_CLOEXEC)
         try:
-            child = await proc.spawn(runtime.exec_argv(c.id, spec, pid_file), stdin=asyncio.subprocess.DEVNULL,
+            child = await proc.spawn(task.exec_argv(spec, pid_file), stdin=asyncio.subprocess.DEVNULL,
                                      stdout=wfd, stderr=wfd, die_with_parent=True)
         except BaseException:
             os.close(rfd)
@@ -190,7 +190,7 @@ class Health:
                     exited: asyncio.Future[int]) -> None:
         """Kill the probe's process in the container, then the runtime's exec command."""
         with contextlib.suppress(BerthError, OSError):
-            await self._containers.runtime_of(c).kill_exec(c.id, pid_file, child.pid)
+            await self._containers.task_of(c).kill_exec(pid_file, child.pid)
         if not exited.done():
             with contextlib.suppress(ProcessLookupError):
                 child.send_signal(signal.SIGKILL)

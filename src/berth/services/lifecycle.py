@@ -75,7 +75,7 @@ class Lifecycle:
 
     async def _start_locked(self, c: Container) -> None:
         await self._released(c)
-        runtime = self.containers.runtime_of(c)
+        task = self.containers.task_of(c)
         attached = None
         image_platform = platforms.of_config(self.containers.images.config(c.record.image))
         if not binfmt.runs_natively(image_platform, platforms.host()):
@@ -92,7 +92,7 @@ class Lifecycle:
             linked = legacy_links.at_start(c.record, self.containers.get)  # --link: their hosts lines and variables
             await asyncio.to_thread(self._write_spec, c, overlay.target, namespaces, attached, linked)  # reads the image
             driver, size = validate.log_config(c.host.get("LogConfig"))
-            started = await runtime.create(c.id, c.dir, CreateOptions(
+            await task.create(CreateOptions(
                 tty=bool(cfg.get("Tty")), stdin=bool(cfg.get("OpenStdin")),
                 stdin_once=bool(cfg.get("StdinOnce")), log=driver != "none", log_size_max=size,
                 nic=attached.nic if attached is not None else None))
@@ -106,22 +106,22 @@ class Lifecycle:
         console: list[int] = c.record.pending_size or c.host.get("ConsoleSize") or [0, 0]
         c.record.pending_size = None
         if cfg.get("Tty") and len(console) == 2 and console[0] and console[1]:
-            runtime.resize(c.dir, int(console[0]), int(console[1]))
+            task.resize(int(console[0]), int(console[1]))
         try:
-            await runtime.start(c.id)
+            await task.start()
         except BaseException as exc:
-            await runtime.delete(c.id)
+            await task.delete()
             await self.detach_networks(c)
             await self._cleanup_failed_start(c, overlay, exc)
             raise
-        crashpoint.reached("start:after-runtime-start")  # recovery adopts it (Runtime.load)
+        crashpoint.reached("start:after-runtime-start")  # recovery adopts it (Task.load)
         c.record.manually_stopped = False
-        c.state.mark_running(started.pid)
-        c.record.monitor_pid = started.monitor_pid
+        c.state.mark_running(task.pid)
+        c.record.monitor_pid = task.monitor_pid
         self.health.started(c)  # State.Health "starting"; nothing at all without a check
         self.containers.save(c)
         self.containers.event(c, "start")
-        c.watcher = asyncio.get_running_loop().create_task(self.watch(c, started.monitor_pid))
+        c.watcher = asyncio.get_running_loop().create_task(self.watch(c))
         await c.notify()
 
     async def _attach_networks(self, c: Container) -> Attached | None:
@@ -183,10 +183,10 @@ class Lifecycle:
         await c.notify()
 
     # exit ---------------------------------------------------------------
-    async def watch(self, c: Container, monitor_pid: int) -> None:
-        runtime = self.containers.runtime_of(c)
+    async def watch(self, c: Container) -> None:
+        """Await *c*'s exit through its task (its monitor: also one an earlier daemon started), then record it."""
         try:
-            result = await runtime.wait(c.id, c.dir, monitor_pid)
+            result = await self.containers.task_of(c).wait()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # keep the daemon alive; record what happened
@@ -232,7 +232,7 @@ class Lifecycle:
 
     async def _release(self, c: Container) -> None:
         try:
-            await self.containers.runtime_of(c).delete(c.id)
+            await self.containers.task_of(c).delete()
         except (BerthError, OSError) as exc:
             log.warning("runtime clean-up of %s: %s", c.id[:12], exc)
 
@@ -270,7 +270,7 @@ class Lifecycle:
             raise Conflict(f"Cannot kill container: {ref}: Container {c.id} is not running")
         c.record.manually_stopped = True
         exits = c.exits
-        await self.containers.runtime_of(c).kill(c.id, sig)
+        await self.containers.task_of(c).kill(sig)
         self.containers.event(c, "kill", signal=str(sig))
         if c.state.paused and sig == _signal.SIGKILL:
             await self._resume_quietly(c)
@@ -296,10 +296,10 @@ class Lifecycle:
             timeout = cfg.get("StopTimeout")
         if timeout is None:
             timeout = 10
-        runtime = self.containers.runtime_of(c)
+        task = self.containers.task_of(c)
         exits = c.exits
         try:
-            await runtime.kill(c.id, sig)
+            await task.kill(sig)
             if c.state.paused:
                 await self._resume_quietly(c)
             self.containers.event(c, "kill", signal=str(sig))
@@ -307,7 +307,7 @@ class Lifecycle:
             pass
         if timeout < 0 or not await self._wait_exit(c, exits, timeout):
             try:
-                await runtime.kill(c.id, _signal.SIGKILL)
+                await task.kill(_signal.SIGKILL)
                 self.containers.event(c, "kill", signal=str(int(_signal.SIGKILL)))
             except Conflict:
                 pass
@@ -316,7 +316,7 @@ class Lifecycle:
 
     async def _resume_quietly(self, c: Container) -> None:
         try:
-            await self.containers.runtime_of(c).resume(c.id)
+            await self.containers.task_of(c).resume()
         except BerthError:
             pass
         c.state.paused = False
@@ -350,7 +350,7 @@ class Lifecycle:
             raise Conflict(f"Container {c.id} is not running")
         if c.state.paused:
             raise Conflict(f"Container {c.id} is already paused")
-        await self.containers.runtime_of(c).pause(c.id)
+        await self.containers.task_of(c).pause()
         c.state.paused = True
         c.state.status = "paused"
         self.containers.save(c)
@@ -370,7 +370,7 @@ class Lifecycle:
                 await self.pause(c.id)
                 paused = True
             except BerthError:
-                if c.running and await self.containers.runtime_of(c).status(c.id) in ("running", "paused"):
+                if c.running and await self.containers.task_of(c).status() in ("running", "paused"):
                     raise  # it still runs: the pause failed for another reason
         try:
             yield c
@@ -386,7 +386,7 @@ class Lifecycle:
         c = self.containers.get(ref)
         if not c.state.paused:
             raise Conflict(f"Container {c.id} is not paused")
-        await self.containers.runtime_of(c).resume(c.id)
+        await self.containers.task_of(c).resume()
         c.state.paused = False
         c.state.status = "running"
         self.containers.save(c)
@@ -423,7 +423,7 @@ class Lifecycle:
                                "attempting removal or force remove")
             exits = c.exits
             try:
-                await self.containers.runtime_of(c).kill(c.id, _signal.SIGKILL)
+                await self.containers.task_of(c).kill(_signal.SIGKILL)
             except Conflict:
                 pass
             if c.state.paused:
@@ -439,7 +439,7 @@ class Lifecycle:
             c.watcher.cancel()
         self.health.stopped(c)
         if c.running:  # the kill did not take within its wait: make the runtime let go
-            await self.containers.runtime_of(c).delete(c.id)
+            await self.containers.task_of(c).delete()
         # Otherwise no runtime delete here: _exited (or a failed start) already did it.
         try:
             bundles.unmount_root(self.containers.overlay(c))

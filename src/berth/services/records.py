@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 from berth import timefmt
 from berth.errors import InvalidArgument, NotFound
 from berth.metadata.db import Database
+from berth.runtime.task import Task
 
 
 @dataclass(slots=True)
@@ -191,6 +192,7 @@ class Container:
         self.pending_attach: list[Callable[[bool], None]] = []  # attachers waiting for start
         self.lock = asyncio.Lock()   # serialises start/stop/remove
         self.restarting = False
+        self.task: Task | None = None  # its driver's handle (Containers.task_of makes it)
 
     @property
     def id(self) -> str:

@@ -15,7 +15,6 @@ import asyncio
 import logging
 import os
 
-from berth import timefmt
 from berth.host import fs, proc
 from berth.services import bundle as bundles
 from berth.services.lifecycle import Lifecycle
@@ -46,11 +45,11 @@ async def recover(lifecycle: Lifecycle) -> None:
         if not c.running:
             await lifecycle.detach_networks(c)  # it stopped while the daemon was down
         if c.running:
-            monitor = c.record.monitor_pid
+            monitor = containers.task_of(c).monitor_pid
             if monitor <= 0 or not proc.pid_alive(monitor):
-                await lifecycle.watch(c, monitor)  # it ended while the daemon was down: record it before serving
+                await lifecycle.watch(c)  # it ended while the daemon was down: record it before serving
             else:
-                c.watcher = asyncio.get_running_loop().create_task(lifecycle.watch(c, monitor))
+                c.watcher = asyncio.get_running_loop().create_task(lifecycle.watch(c))
                 lifecycle.health.started(c)  # probing resumes, from "starting" as Docker's restore does
         elif c.record.auto_remove and c.state.status == "exited":
             await lifecycle.remove(c.id, force=True)
@@ -58,23 +57,17 @@ async def recover(lifecycle: Lifecycle) -> None:
 
 async def _adopt_or_clean(lifecycle: Lifecycle, c: Container) -> None:
     containers = lifecycle.containers
-    runtime = containers.runtime_of(c)
-    loaded = await runtime.load(c.id, c.dir)
-    if loaded is None:
+    task = containers.task_of(c)
+    status = await task.load()  # the driver's own files: conmon's, the VM monitor's
+    if status is None:
         return  # never handed to a monitor, or its exit is already known
-    if loaded.status in ("running", "paused"):
-        c.state.status = "running"
-        c.state.running = True
-        c.state.paused = loaded.status == "paused"
-        c.state.pid = loaded.pid
-        c.state.started_at = timefmt.now()
-        c.state.finished_at = timefmt.ZERO
-        c.state.exit_code = 0
-        c.state.error = ""
-        c.record.monitor_pid = loaded.monitor_pid
+    if status in ("running", "paused"):
+        c.state.mark_running(task.pid)
+        c.state.paused = status == "paused"
+        c.record.monitor_pid = task.monitor_pid
         containers.save(c)
         log.info("adopted %s, started while the daemon was going down", c.id[:12])
         return
-    await runtime.delete(c.id)
-    if loaded.status == "created":
+    await task.delete()
+    if status == "created":
         bundles.unmount_root(containers.overlay(c))

@@ -235,7 +235,7 @@ async def attach(containers: Containers, c: Container, opts: AttachOptions,
             connected.set_result(False)
             return
         try:
-            sock.connect(containers.runtime_of(c).attach_socket(c.id, c.dir))
+            sock.connect(containers.task_of(c).attach_socket())
             connected.set_result(True)
         except OSError as exc:
             connected.set_exception(exc)
