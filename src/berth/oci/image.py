@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from berth.errors import InvalidArgument
+from berth.errors import InvalidArgument, NotImplemented_
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -31,6 +31,10 @@ INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
 
 class MalformedImage(InvalidArgument):
     """A manifest, index or config that is not what the OCI image spec (or Docker's) says it must be."""
+
+
+class SchemaOneManifest(NotImplemented_):
+    """A Docker schema 1 manifest: deprecated by Docker, not read by berth (HTTP 501)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +129,7 @@ def parse_manifest(raw: bytes, *, digest: str = "", media_type: str = "",
     Raises:
         MalformedImage: not a JSON object, or without the config and layers (manifest) or the
             manifests (index) it must have.
+        SchemaOneManifest: a Docker schema 1 manifest.
     """
     doc = _object(raw, what)
     digest = digest or digest_of(raw)
@@ -134,6 +139,9 @@ def parse_manifest(raw: bytes, *, digest: str = "", media_type: str = "",
         if not isinstance(children, list):
             raise MalformedImage(f"{what} is an index without a list of manifests")
         return ImageIndex(raw, digest, media or OCI_INDEX, tuple(_descriptor(c, what) for c in children))
+    if doc.get("schemaVersion") == 1:
+        raise SchemaOneManifest(f"{what} is a schema 1 manifest, which Docker deprecated: push it again with a "
+                                "current client")
     layers = doc.get("layers")
     if "config" not in doc or not isinstance(layers, list):
         raise MalformedImage(f"{what} has no config or layers")

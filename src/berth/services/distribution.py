@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from berth.content.local import LocalStore
-from berth.errors import InvalidArgument, NotFound, NotImplemented_, Unavailable
+from berth.errors import InvalidArgument, NotFound, Unavailable
 from berth.host import spool
 from berth.oci import image as oci_image
 from berth.oci import platform as platforms
@@ -117,7 +117,7 @@ class Distribution:
                                                self.credentials(registry, creds))
         try:
             parsed: ImageManifest | ImageIndex | None = _parsed(top, f"the manifest of {ref}")
-        except RegistryDataError:  # an artifact, say: no platforms to show
+        except (RegistryDataError, oci_image.SchemaOneManifest):  # an artifact, say: no platforms to show
             parsed = None
         if isinstance(parsed, ImageIndex):
             found = [platforms.to_dict(platforms.of_dict(m.platform or {})) for m in parsed.manifests
@@ -141,7 +141,7 @@ class Distribution:
         wanted = platforms.parse(platform) if platform else None
         rc = self.client()
         top = await rc.get_manifest(registry, repo, ref.digest or ref.tag or "latest", creds)
-        top_parsed = _parsed(top, f"the manifest of {ref}", ref=str(ref))
+        top_parsed = _parsed(top, f"the manifest of {ref}")
         index = top_parsed if isinstance(top_parsed, ImageIndex) else None
         manifest, parsed = top, top_parsed
         if index is not None:
@@ -151,7 +151,7 @@ class Distribution:
                 raise InvalidArgument(platforms.mismatch_message(
                     str(ref), want, platforms.available(index.descriptors())))
             manifest = await rc.get_manifest(registry, repo, str(chosen["digest"]), creds)
-            parsed = _parsed(manifest, f"the manifest of {ref}", ref=str(ref))
+            parsed = _parsed(manifest, f"the manifest of {ref}")
         if not isinstance(parsed, ImageManifest):
             raise RegistryDataError(f"the manifest of {ref} from {registry} has no config or layers")
         config_desc = parsed.config
@@ -160,8 +160,12 @@ class Distribution:
         with self._leases.lease([top.digest, manifest.digest, *blobs]):
             if not self._store.exists(config_desc.digest):
                 await self._download(registry, repo, config_desc, creds, lambda d: None)
-            config = _json(self._store.read(config_desc.digest), f"the config of {ref}")
-            have = platforms.of_config(config)
+            try:
+                config = oci_image.parse_config(self._store.read(config_desc.digest), digest=config_desc.digest,
+                                                what=f"the config of {ref}")
+            except MalformedImage as exc:
+                raise RegistryDataError(str(exc)) from None
+            have = platforms.of_config(config.doc)
             if wanted is not None and index is None and not platforms.matches(wanted, have):
                 raise InvalidArgument(platforms.mismatch_message(str(ref), wanted, [have]))
             shown = ref.tag or ref.digest or "latest"
@@ -170,7 +174,7 @@ class Distribution:
             sem = asyncio.Semaphore(CONCURRENT_LAYERS)
             fetched = [False]
 
-            diff_ids = [str(d) for d in (config.get("rootfs") or {}).get("diff_ids") or []]
+            diff_ids = list(config.diff_ids)
             if len(diff_ids) != len(layers):
                 raise RegistryDataError(f"the config of {ref} lists {len(diff_ids)} layers but its manifest "
                                         f"{len(layers)}")
@@ -192,7 +196,7 @@ class Distribution:
                 emit({"status": "Pull complete", "progressDetail": {}, "id": short})
 
             await _gather(layer(desc, diff) for desc, diff in zip(layers, diff_ids, strict=False))
-            image_id = await asyncio.to_thread(self._images.register, parsed,
+            image_id = await asyncio.to_thread(self._images.register, parsed, config=config,
                                                repo_digests=[f"{ref.name}@{top.digest}"])
             target = image_id
             if index is not None:
@@ -321,7 +325,7 @@ class Distribution:
                 for child in children:
                     await self._push_image(registry, repo, str(child["image"]), creds, emit)
                 raw = self._store.read(target)
-                media = str(_json(raw, "the index").get("mediaType") or "application/vnd.oci.image.index.v1+json")
+                media = oci_image.parse_manifest(raw, what="the stored index").media_type
                 digest = await self.client().put_manifest(registry, repo, tag, media, raw, creds)
                 return digest, len(raw)
             target = self._default(index)  # not every platform is here: push the one we have
@@ -398,25 +402,16 @@ async def _gather(coros: Any) -> None:
         raise
 
 
-def _parsed(got: Manifest, what: str, *, ref: str = "") -> ImageManifest | ImageIndex:
-    """A manifest the registry sent, parsed once (oci.image); a schema 1 manifest is refused by name."""
+def _parsed(got: Manifest, what: str) -> ImageManifest | ImageIndex:
+    """A manifest the registry sent, parsed once (oci.image): a malformed one is the registry's fault.
+
+    Raises:
+        RegistryDataError: malformed. SchemaOneManifest (501): a schema 1 manifest.
+    """
     try:
         return oci_image.parse_manifest(got.data, digest=got.digest, media_type=got.media_type, what=what)
     except MalformedImage as exc:
-        if ref and b'"schemaVersion"' in got.data and _json(got.data, what).get("schemaVersion") == 1:
-            raise NotImplemented_(f"{ref} has a schema 1 manifest, which Docker deprecated: push it again with "
-                                  "a current client") from None
         raise RegistryDataError(str(exc)) from None
-
-
-def _json(raw: bytes, what: str) -> dict[str, Any]:
-    try:
-        doc = json.loads(raw)
-    except ValueError as exc:
-        raise RegistryDataError(f"{what} is not JSON: {exc}") from None
-    if not isinstance(doc, dict):
-        raise RegistryDataError(f"{what} is not a JSON object")
-    return doc
 
 
 def _registry_of(server: str) -> str:

@@ -26,7 +26,7 @@ from berth.metadata.db import Database
 from berth.oci import image as oci_image
 from berth.oci import platform as platforms
 from berth.oci import reference
-from berth.oci.image import ImageIndex, ImageManifest
+from berth.oci.image import ImageConfig, ImageIndex, ImageManifest
 from berth.services.events import Events
 from berth.services.layers import Layers, Leases
 from berth.snapshot.overlay import chain_ids
@@ -111,8 +111,11 @@ class Images:
         return config_digest
 
     # registering images from manifests (pull, load, commit) --------------
-    def register(self, manifest: ImageManifest, *, repo_digests: Sequence[str] = ()) -> str:
+    def register(self, manifest: ImageManifest, *, config: ImageConfig | None = None,
+                 repo_digests: Sequence[str] = ()) -> str:
         """Record the image of *manifest* (its config and layers already in the store); return its id.
+
+        *config*: the manifest's config, when the caller parsed it already (a pull does).
 
         Layers are unpacked (each verified against the config's diff_ids) unless
         a snapshot of the same chain is here already.
@@ -125,8 +128,9 @@ class Images:
         manifest_digest = oci_image.digest_of(manifest.raw)
         if not self._store.exists(manifest_digest):
             self._store.put(manifest.raw, manifest_digest)
-        config = oci_image.parse_config(self._store.read(config_digest), digest=config_digest,
-                                        what=f"the image config {config_digest}")
+        if config is None or config.digest != config_digest:
+            config = oci_image.parse_config(self._store.read(config_digest), digest=config_digest,
+                                            what=f"the image config {config_digest}")
         diff_ids = list(config.diff_ids)
         if len(diff_ids) != len(layers):
             raise InvalidArgument(f"the image config lists {len(diff_ids)} layers but its manifest {len(layers)}")

@@ -42,13 +42,18 @@ def test_indexes(doc):
     (b"not json", "is not JSON"),
     (b"[1]", "not a JSON object"),
     (_raw({"schemaVersion": 2, "layers": []}), "no config or layers"),
-    (_raw({"schemaVersion": 1, "fsLayers": []}), "no config or layers"),
     (_raw({"config": CONFIG, "layers": [{"size": 1}]}), "without a digest"),
     (_raw({"mediaType": image.OCI_INDEX, "manifests": "x"}), "without a list of manifests"),
 ])
 def test_malformed_manifests_are_refused(raw, words):
     with pytest.raises(image.MalformedImage, match=words):
         image.parse_manifest(raw)
+
+
+def test_schema_one_is_refused_by_name():
+    with pytest.raises(image.SchemaOneManifest, match="schema 1 manifest, which Docker deprecated"):
+        image.parse_manifest(_raw({"schemaVersion": 1, "fsLayers": []}), what="the manifest of a:1")
+    assert issubclass(image.SchemaOneManifest, image.NotImplemented_)
 
 
 def test_one_platform_manifest_expected():
