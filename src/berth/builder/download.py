@@ -26,6 +26,7 @@ from pathlib import Path
 import httpx
 
 from berth.errors import InvalidArgument, Unavailable
+from berth.host import spool
 
 _CHUNK = 1 << 20
 
@@ -97,9 +98,8 @@ async def download(url: str, dest_dir: Path, *, fallback_name: str | None = None
                                           "destination file (ADD <url> /path/file)")
                 fd, tmp = tempfile.mkstemp(dir=dest_dir, prefix=".download-")
                 try:
-                    with os.fdopen(fd, "wb") as out:
-                        async for chunk in resp.aiter_bytes(_CHUNK):
-                            out.write(chunk)
+                    with os.fdopen(fd, "wb") as out:  # written in a worker thread, never on the event loop
+                        await spool.drain(resp.aiter_bytes(_CHUNK), out.write)
                     os.chmod(tmp, 0o600)
                     when = _http_time(resp.headers.get("last-modified"))
                     if when is not None:

@@ -58,8 +58,7 @@ class Attachments:
         bridge instead of a veth in a namespace: QEMU gives it to the guest, and
         the VM driver hands it to the guest (Attached.nic, passed in CreateOptions).
         """
-        host = c.host
-        mode = host.get("NetworkMode") or "default"
+        mode = c.record.network_mode
         if mode == "host":
             return Attached("host", [], [])
         if mode == "none":

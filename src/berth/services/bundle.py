@@ -137,7 +137,7 @@ def write_etc_files(record: ContainerRecord, bundle: str, network: Any = None,
     cfg, host = record.config, record.host
     network_info = network
     hostname = record.hostname
-    network = host.get("NetworkMode") or "default"
+    network = record.network_mode
     if network == "host":
         hostname = cfg.get("Hostname") or os.uname().nodename
     hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
@@ -206,18 +206,18 @@ def build_spec(record: ContainerRecord, bundle: str, rootfs: str, host_facts: Ho
         env.append(f"HOME={home}")
     elif not any(e.startswith("HOME=") for e in env):
         env.append("HOME=/root")
-    network = host.get("NetworkMode") or "default"
+    network = record.network_mode
     resources = resources_of(host, host_facts)
     security = validate.security_options(host.get("SecurityOpt"))
     return runtime_spec.ContainerSpec(
         args=tuple(args), rootfs=rootfs, env=tuple(env), cwd=cfg.get("WorkingDir") or "/",
         uid=uid, gid=gid, additional_gids=groups,
         hostname=record.hostname if network != "host" else "",
-        tty=bool(cfg.get("Tty")), readonly_rootfs=bool(host.get("ReadonlyRootfs")),
+        tty=record.tty, readonly_rootfs=bool(host.get("ReadonlyRootfs")),
         mounts=tuple(mounts), cap_add=tuple(host.get("CapAdd") or ()), cap_drop=tuple(host.get("CapDrop") or ()),
         privileged=bool(host.get("Privileged")),
         no_new_privileges=security.no_new_privileges, seccomp_profile=security.seccomp,
-        kernel_release=os.uname().release, runtime=host.get("Runtime") or "runc",
+        kernel_release=os.uname().release, runtime=record.runtime or "runc",
         seccomp_abis=host_facts.seccomp_abis,
         resources=resources,
         network_mode="host" if network == "host" else (namespaces or {}).get("network", "none"),

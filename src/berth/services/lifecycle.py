@@ -93,7 +93,7 @@ class Lifecycle:
             await asyncio.to_thread(self._write_spec, c, overlay.target, namespaces, attached, linked)  # reads the image
             driver, size = validate.log_config(c.host.get("LogConfig"))
             await task.create(CreateOptions(
-                tty=bool(cfg.get("Tty")), stdin=bool(cfg.get("OpenStdin")),
+                tty=c.record.tty, stdin=bool(cfg.get("OpenStdin")),
                 stdin_once=bool(cfg.get("StdinOnce")), log=driver != "none", log_size_max=size,
                 nic=attached.nic if attached is not None else None))
         except BaseException as exc:
@@ -105,7 +105,7 @@ class Lifecycle:
         c.pending_attach.clear()
         console: list[int] = c.record.pending_size or c.host.get("ConsoleSize") or [0, 0]
         c.record.pending_size = None
-        if cfg.get("Tty") and len(console) == 2 and console[0] and console[1]:
+        if c.record.tty and len(console) == 2 and console[0] and console[1]:
             task.resize(int(console[0]), int(console[1]))
         try:
             await task.start()
@@ -128,10 +128,10 @@ class Lifecycle:
         """The container's network namespace, addresses and published ports (bridge modes)."""
         if c.record.runtime == "runsc" and not c.record.vm:
             return None  # runsc: loopback only, see create()
-        host = c.host
-        mode = host.get("NetworkMode") or "default"
+        mode = c.record.network_mode
         bridged = mode not in ("none", "host") and not mode.startswith("container:")
-        c.record.ports = self.containers.attachments.plan_ports(host, c.config.get("ExposedPorts") or {}) if bridged else []
+        c.record.ports = self.containers.attachments.plan_ports(c.host, c.config.get("ExposedPorts") or {}) \
+            if bridged else []
 
         def pid_of(ref: str) -> int:
             other = self.containers.get(ref)

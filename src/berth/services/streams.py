@@ -69,7 +69,7 @@ def frame(c: Container, entry: Entry, timestamps: bool, prefix: bytes = b"") -> 
     data = prefix + entry.data if prefix else entry.data
     if timestamps:
         data = timefmt.format_ns(entry.time_ns).encode() + b" " + data
-    if c.config.get("Tty"):
+    if c.record.tty:
         return data
     return stdcopy.encode(STREAM_IDS.get(entry.stream, 1), data)
 
@@ -210,7 +210,7 @@ LOG_REPLAY_PAUSE = 0.05  # s between the upgrade headers and an attach's replay 
 async def attach(containers: Containers, c: Container, opts: AttachOptions,
                  reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pending_input: bytes) -> None:
     """Serve one hijacked attach connection until the container's output ends or the client leaves."""
-    tty = bool(c.config.get("Tty"))
+    tty = c.record.tty
     containers.event(c, "attach")
     if opts.logs:
         # docker-py (and so compose 1.x) reads the 101 headers through a buffered reader and then reads

@@ -5,9 +5,7 @@ around each test)."""
 from __future__ import annotations
 
 import os
-import signal
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,15 +14,7 @@ from berth.errors import InvalidArgument
 from berth.host import fsentries
 
 
-@pytest.fixture(autouse=True)
-def no_hang() -> Iterator[None]:
-    def boom(*_: object) -> None:
-        raise TimeoutError("fsentries blocked")
-    old = signal.signal(signal.SIGALRM, boom)
-    signal.alarm(10)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
+pytestmark = pytest.mark.usefixtures("no_hang")
 
 
 @pytest.fixture

@@ -5,9 +5,7 @@ guard (SIGALRM) around each test that touches one."""
 from __future__ import annotations
 
 import os
-import signal
 import stat
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,6 +13,10 @@ import pytest
 from berth.errors import FileTooLarge, InvalidArgument, NotRegularFile, SymlinkLoop
 from berth.host import fstree, openat2
 from berth.host.fstree import Root
+from berth_host_conftest import canary
+
+
+pytestmark = pytest.mark.usefixtures("no_hang")
 
 MODES = [pytest.param(True, id="openat2"), pytest.param(False, id="fallback")]
 
@@ -24,33 +26,6 @@ def use_openat2(request: pytest.FixtureRequest) -> bool:
     if request.param and not openat2.openat2_available():
         pytest.skip("this kernel has no openat2")
     return bool(request.param)
-
-
-@pytest.fixture
-def tree(tmp_path: Path) -> Path:
-    """A container root beside a host directory holding a canary."""
-    root = tmp_path / "root"
-    (root / "etc").mkdir(parents=True)
-    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
-    host = tmp_path / "host"
-    host.mkdir()
-    (host / "canary").write_text("HOST SECRET\n")
-    return root
-
-
-@pytest.fixture(autouse=True)
-def no_hang() -> Iterator[None]:
-    def boom(*_: object) -> None:
-        raise TimeoutError("fstree blocked")
-    old = signal.signal(signal.SIGALRM, boom)
-    signal.alarm(10)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
-
-
-def canary(tree: Path) -> Path:
-    return tree.parent / "host" / "canary"
 
 
 # --------------------------------------------------------------------------- #

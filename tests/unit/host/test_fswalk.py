@@ -5,42 +5,17 @@ directories swapped for symlinks to the host, files for FIFOs and devices. Nothi
 from __future__ import annotations
 
 import os
-import signal
 import stat
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from berth.host import fswalk
+from berth_host_conftest import canary
 
 
-@pytest.fixture
-def tree(tmp_path: Path) -> Path:
-    """A container root beside a host directory holding a canary."""
-    root = tmp_path / "root"
-    (root / "etc").mkdir(parents=True)
-    (root / "etc" / "passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
-    host = tmp_path / "host"
-    host.mkdir()
-    (host / "canary").write_text("HOST SECRET\n")
-    return root
-
-
-@pytest.fixture(autouse=True)
-def no_hang() -> Iterator[None]:
-    def boom(*_: object) -> None:
-        raise TimeoutError("fswalk blocked")
-    old = signal.signal(signal.SIGALRM, boom)
-    signal.alarm(10)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
-
-
-def canary(tree: Path) -> Path:
-    return tree.parent / "host" / "canary"
+pytestmark = pytest.mark.usefixtures("no_hang")
 
 
 def test_walk_lists_without_following(tree: Path) -> None:
