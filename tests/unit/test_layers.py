@@ -155,7 +155,7 @@ def test_no_cycle_between_modules_of_a_package():
 
 
 @pytest.mark.parametrize(("module", "target", "refused"), [
-    ("berth.host.fs", "berth.services.views", True),          # up
+    ("berth.host.fs", "berth.services.records", True),          # up
     ("berth.vm.boot", "berth.builder.context", True),          # sideways
     ("berth.api.handlers.system", "berth.runtime.oci", True),  # the API reaches past services
     ("berth.api.wiring", "berth.runtime.oci", False),          # the composition root may

@@ -21,10 +21,10 @@ from berth.registry import RegistryOptions
 from berth.runtime.base import Runtime
 from berth.runtime.oci import OciRuntime
 from berth.runtime.vm import VmRuntime
-from berth.services.build import Builder
-from berth.services.bundle import HostFacts
 from berth.services import recovery
 from berth.services.attachments import Attachments
+from berth.services.build import Builder
+from berth.services.bundle import HostFacts
 from berth.services.containers import Containers
 from berth.services.distribution import Distribution
 from berth.services.events import Events

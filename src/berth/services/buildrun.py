@@ -20,7 +20,15 @@ from pathlib import Path
 from berth.builder import dockerfile as dfp
 from berth.errors import BerthError
 from berth.services.buildcache import BuildCache
-from berth.services.buildtypes import BuildError, BuildOptions, Emit, StageState, clean_config, say, short
+from berth.services.buildtypes import (
+    BuildError,
+    BuildOptions,
+    Emit,
+    StageState,
+    clean_config,
+    say,
+    short,
+)
 from berth.services.containers import Containers
 from berth.services.imageio import ImageIO
 from berth.services.lifecycle import Lifecycle

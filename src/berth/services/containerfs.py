@@ -8,12 +8,29 @@ berth.image.diff); the walks run in threads, never on the event loop.
 from __future__ import annotations
 
 import asyncio
+import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, AsyncIterator
 
+from berth.host import fs
 from berth.image import diff, fsexport
 from berth.services.containers import Containers
 from berth.services.images import Images
+from berth.services.records import Container
+
+
+@dataclass(frozen=True, slots=True)
+class DiskSizes:
+    """What a container occupies: `rw` its own writes (its upper layer), `root_fs` those plus its image."""
+
+    rw: int
+    root_fs: int
+
+
+def sizes(images: Images, c: Container) -> DiskSizes:
+    rw = fs.disk_usage(os.path.join(c.dir, "upper"))
+    return DiskSizes(rw, rw + images.record(c.record.image)["size"])
 
 
 def export(cs: Containers, ref: str) -> AsyncIterator[bytes]:

@@ -16,7 +16,13 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from berth.errors import AlreadyExists, Conflict, FailedPrecondition, InvalidArgument, NotImplemented_
+from berth.errors import (
+    AlreadyExists,
+    Conflict,
+    FailedPrecondition,
+    InvalidArgument,
+    NotImplemented_,
+)
 from berth.host import binfmt, fs, mount
 from berth.metadata.db import Database
 from berth.oci import platform as platforms
@@ -24,9 +30,8 @@ from berth.oci import runtime_spec
 from berth.runtime.base import Runtime
 from berth.runtime.task import Task
 from berth.services import bundle as bundles
-from berth.services import containerconfig, healthrules
+from berth.services import containerconfig, healthrules, runplan, validate
 from berth.services import links as legacy_links
-from berth.services import runplan, validate
 from berth.services.attachments import Attachments
 from berth.services.events import Events
 from berth.services.images import Images

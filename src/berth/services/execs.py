@@ -41,8 +41,8 @@ from berth.host import fs, proc
 from berth.oci import passwd
 from berth.runtime import execmon, monitor
 from berth.services import bundle as bundles
-from berth.services.containers import Containers
 from berth.services import execforeground, execsessions
+from berth.services.containers import Containers
 from berth.services.execsessions import Exec
 from berth.services.records import Container
 from berth.wire import detachkeys, stdcopy

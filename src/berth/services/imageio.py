@@ -27,9 +27,9 @@ from berth.content.local import LocalStore
 from berth.errors import InvalidArgument, NotFound
 from berth.host import fs, spool
 from berth.image import archiveextract, archiveread, archiverefs, archivesave, layerdiff
+from berth.oci import image as oci_image
 from berth.oci import reference
 from berth.services.events import Events
-from berth.oci import image as oci_image
 from berth.services.images import Images
 from berth.services.layers import Leases
 

@@ -23,13 +23,12 @@ from berth.host import binfmt, crashpoint, fs
 from berth.oci import platform as platforms
 from berth.runtime.base import CreateOptions, Exit, start_exit_code
 from berth.services import bundle as bundles
-from berth.services import containerconfig
+from berth.services import containerconfig, validate
 from berth.services import links as legacy_links
-from berth.services import validate
+from berth.services.attachments import Attached
 from berth.services.containers import Containers
 from berth.services.events import Events
 from berth.services.health import Health
-from berth.services.attachments import Attached
 from berth.services.records import Container
 from berth.snapshot.overlay import OverlayMount
 

@@ -2,7 +2,7 @@
 
 Strategy: a container's record is typed (`ContainerRecord`, with its `ContainerState`); Docker's
 JSON shape exists only where it leaves the engine: `to_doc` for the database row (the same JSON
-older daemons wrote, read back by `from_doc`) and services.views for the API. What the run plan
+older daemons wrote, read back by `from_doc`) and api.views.containers for the API. What the run plan
 decided at create (isolation, runtime, network mode) is read from the record's properties, never
 worked out again. One `Container` per container (the record plus the in-memory coordination:
 locks, conditions, the watcher), made at start and kept for the daemon's life; the `ContainerTable` is built first by the composition root and handed to every

@@ -217,7 +217,7 @@ def test_status_words_for_ps_and_filter():
 
 def test_ps_status_text_shows_health():
     from berth import timefmt
-    from berth.services import views
+    from berth.api.views import containers as views
     from berth.services.records import ContainerState
 
     state = ContainerState(status="running", running=True, started_at=timefmt.now(),

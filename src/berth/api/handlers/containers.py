@@ -11,6 +11,7 @@ from berth import timefmt
 from berth.api.replies import Hijack, Reply, Stream
 from berth.api.request import Request
 from berth.api.routing import Router
+from berth.api.views import containers as views
 from berth.api.wiring import Daemon
 from berth.errors import Conflict, InvalidArgument, NotFound
 from berth.oci import reference
@@ -24,7 +25,6 @@ from berth.services import (
     links,
     stats,
     streams,
-    views,
 )
 
 RAW = "application/vnd.docker.raw-stream"

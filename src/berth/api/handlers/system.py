@@ -12,9 +12,9 @@ from berth import API_VERSION, MIN_API_VERSION, __version__, timefmt
 from berth.api.replies import Reply, Stream
 from berth.api.request import Request
 from berth.api.routing import Router
+from berth.api.views import containers as views
 from berth.api.wiring import Daemon
 from berth.errors import BerthError, InvalidArgument
-from berth.services import views
 from berth.services.engineinfo import EngineInfo, daemon_id
 from berth.wire.registryauth import decode_x_registry_auth
 

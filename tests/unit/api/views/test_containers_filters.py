@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from berth.services.views import name_matches
+from berth.api.views.containers import name_matches
 
 
 @pytest.mark.parametrize("pattern, names, want", [

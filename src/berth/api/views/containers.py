@@ -13,8 +13,13 @@ from typing import Any
 
 from berth import timefmt
 from berth.errors import InvalidArgument, NotFound
-from berth.host import fs
-from berth.services import containerconfig, endpoints, healthrules, patterns
+from berth.services import (
+    containerconfig,
+    containerfs,
+    endpoints,
+    healthrules,
+    patterns,
+)
 from berth.services.containers import Containers
 from berth.services.images import Images
 from berth.services.records import Container, ContainerRecord, ContainerState
@@ -53,9 +58,8 @@ def _versioned(settings: dict[str, Any], r: ContainerRecord, api_version: str) -
 
 def sizes(images: Images, c: Container) -> dict[str, int]:
     """SizeRw (the container's own writes) and SizeRootFs (with its image)."""
-    rw = fs.disk_usage(os.path.join(c.dir, "upper"))
-    image = images.record(c.record.image)["size"]
-    return {"SizeRw": rw, "SizeRootFs": rw + image}
+    usage = containerfs.sizes(images, c)
+    return {"SizeRw": usage.rw, "SizeRootFs": usage.root_fs}
 
 def summary(c: Container) -> dict[str, Any]:
     r = c.record
