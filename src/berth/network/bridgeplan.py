@@ -1,9 +1,9 @@
 """Bridge networks as records: their address pools, a new network's record, filters, interface names.
 
-Strategy: pure functions of Docker's network document (the record berth
-stores and `docker network inspect` shows): the IPv4 pool is the first
-IPAM.Config entry, the IPv6 pool the first IPv6 entry after it (used only with
-EnableIPv6); services.networks applies them to the host (bridges, nftables,
+Strategy: pure functions of a network's record (network.record.NetworkRecord,
+what berth stores and `docker network inspect` shows): the IPv4 pool is the
+first IPAM.Config entry, the IPv6 pool the first IPv6 entry after it (used only
+with EnableIPv6); services.networks applies them to the host (bridges, nftables,
 the DNS resolver) and keeps the records.
 """
 
@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
-from typing import Any
+from collections.abc import Mapping, Sequence
 
 from berth import timefmt
 from berth.errors import InvalidArgument
 from berth.network import ipam, ipam6
+from berth.network.record import IpamEntry, NetworkRecord
 
 PREDEFINED = ("bridge", "host", "none")
 DEFAULT_BRIDGE = "berth0"
@@ -23,40 +24,38 @@ DEFAULT_SUBNET = "172.17.0.0/16"  # the default bridge's, unless berthd --bip sa
 MTU = 1500
 
 
-def bridge_name(doc: dict[str, Any]) -> str:
+def bridge_name(net: NetworkRecord) -> str:
     """The Linux bridge of a network: its bridge.name option, else br-<short id> (as Docker names them)."""
-    return str(doc["Options"].get("com.docker.network.bridge.name") or f"br-{doc['Id'][:12]}")
+    return str(net.options.get("com.docker.network.bridge.name") or f"br-{net.id[:12]}")
 
 
-def pool_of(doc: dict[str, Any]) -> ipam.Pool:
-    cfg = doc["IPAM"]["Config"][0]
-    return ipam.Pool.parse(cfg["Subnet"], cfg["Gateway"], cfg.get("IPRange") or None)
+def pool_of(net: NetworkRecord) -> ipam.Pool:
+    cfg = net.ipam[0]
+    return ipam.Pool.parse(cfg.subnet, cfg.gateway, cfg.ip_range or None)
 
 
-def pool6_of(doc: dict[str, Any]) -> ipam6.Pool6 | None:
+def pool6_of(net: NetworkRecord) -> ipam6.Pool6 | None:
     """The network's IPv6 pool; None unless it was made with --ipv6 (EnableIPv6)."""
-    if not doc.get("EnableIPv6") or doc["Driver"] != "bridge":
+    if not net.enable_ipv6 or net.driver != "bridge":
         return None
-    cfg = next((c for c in doc["IPAM"]["Config"][1:] if ipam6.is_v6_config(c)), None)
-    return ipam6.Pool6.parse(cfg["Subnet"], cfg["Gateway"], cfg.get("IPRange") or None) if cfg else None
+    cfg = next((c for c in net.ipam[1:] if c.is_v6), None)
+    return ipam6.Pool6.parse(cfg.subnet, cfg.gateway, cfg.ip_range or None) if cfg else None
 
 
-def is_internal(doc: dict[str, Any]) -> bool:
-    """Is *doc* an internal network (no route out, no NAT, DNS for its own names only)?"""
-    return bool(doc.get("Internal")) and doc["Name"] != "bridge"
+def is_internal(net: NetworkRecord) -> bool:
+    """Is *net* an internal network (no route out, no NAT, DNS for its own names only)?"""
+    return net.internal and net.name != "bridge"
 
 
-def ipam_config(subnet: str, gateway: str | None, ip_range: str | None) -> dict[str, str]:
+def ipam_config(subnet: str, gateway: str | None, ip_range: str | None,
+                aux: Mapping[str, str] | None = None) -> IpamEntry:
     """One IPAM.Config entry; the gateway defaults to the subnet's first address."""
     net = ipaddress.ip_network(subnet, strict=False)
     gw = gateway or str(next(net.hosts()))
-    out = {"Subnet": str(net), "Gateway": gw}
-    if ip_range:
-        out["IPRange"] = ip_range
-    return out
+    return IpamEntry(str(net), gw, ip_range or "", dict(aux or {}))
 
 
-def default_bridge_config(bip: str) -> dict[str, str]:
+def default_bridge_config(bip: str) -> IpamEntry:
     """The default bridge's IPAM.Config: berthd --bip (gateway/prefix) or 172.17.0.0/16."""
     if not bip:
         return ipam_config(DEFAULT_SUBNET, None, None)
@@ -64,28 +63,27 @@ def default_bridge_config(bip: str) -> dict[str, str]:
     return ipam_config(str(iface.network), str(iface.ip), None)
 
 
-def new_network_doc(name: str, driver: str, config: list[dict[str, Any]], *, internal: bool = False,
-                    labels: dict[str, str] | None = None, options: dict[str, str] | None = None,
-                    attachable: bool = False, ipv6: bool = False,
-                    ipam_options: dict[str, str] | None = None) -> dict[str, Any]:
+def new_network(name: str, driver: str, config: Sequence[IpamEntry], *, internal: bool = False,
+                labels: Mapping[str, str] | None = None, options: Mapping[str, str] | None = None,
+                attachable: bool = False, ipv6: bool = False,
+                ipam_options: Mapping[str, str] | None = None) -> NetworkRecord:
     """A new network's record, with a fresh id (IPAM.Options as sent, null when none were, as Docker shows them)."""
-    return {"Name": name, "Id": secrets.token_hex(32), "Created": timefmt.now(), "Scope": "local",
-            "Driver": driver, "EnableIPv6": ipv6,
-            "IPAM": {"Driver": "default", "Options": ipam_options or None, "Config": config},
-            "Internal": internal, "Attachable": attachable, "Ingress": False, "ConfigFrom": {"Network": ""},
-            "ConfigOnly": False, "Options": options or {}, "Labels": labels or {}}
+    return NetworkRecord(id=secrets.token_hex(32), name=name, created=timefmt.now(), driver=driver,
+                         ipam=tuple(config), ipam_options=dict(ipam_options) if ipam_options else None,
+                         enable_ipv6=ipv6, internal=internal, attachable=attachable,
+                         options=dict(options or {}), labels=dict(labels or {}))
 
 
-def plan6(cfg6: dict[str, Any] | None, enable6: bool, existing6: list[str]) -> list[dict[str, str]]:
+def plan6(cfg6: IpamEntry | None, enable6: bool, existing6: list[str]) -> list[IpamEntry]:
     """The IPv6 IPAM.Config entry of a new network ([] for none), checked against *existing6* subnets.
 
     --ipv6 without an IPv6 subnet gets a random unique local /64 (Docker 27+'s
     behaviour). An IPv6 subnet without --ipv6 is recorded and left unused, as Docker does.
     """
-    if cfg6 is not None and not cfg6.get("Subnet"):
+    if cfg6 is not None and not cfg6.subnet:
         raise InvalidArgument("an IPv6 --gateway or --ip-range needs its IPv6 --subnet")
     if cfg6 is not None:
-        pool6 = ipam6.Pool6.parse(str(cfg6["Subnet"]), cfg6.get("Gateway"), cfg6.get("IPRange"))
+        pool6 = ipam6.Pool6.parse(cfg6.subnet, cfg6.gateway or None, cfg6.ip_range or None)
         ipam6.check_overlap6(pool6.subnet, existing6)
     elif enable6:
         pool6 = ipam6.Pool6.parse(str(ipam6.ula_subnet(secrets.token_bytes(5), existing6)))
@@ -94,35 +92,36 @@ def plan6(cfg6: dict[str, Any] | None, enable6: bool, existing6: list[str]) -> l
     return [pool6.config()]
 
 
-def free_ifname(endpoints: dict[str, dict[str, Any]]) -> str:
-    """The first ethN no endpoint in the namespace has (records from before ctr_if count in order)."""
-    used = {ep.get("ctr_if") or f"eth{i}" for i, ep in enumerate(endpoints.values())}
+def free_ifname(names: Sequence[str]) -> str:
+    """The first ethN that none of the namespace's endpoints has (*names*: their ctr_if, in order;
+    "" for an endpoint of an older record, which counts as eth<its place>)."""
+    used = {name or f"eth{i}" for i, name in enumerate(names)}
     n = 0
     while f"eth{n}" in used:
         n += 1
     return f"eth{n}"
 
 
-def matches(doc: dict[str, Any], filters: dict[str, list[str]]) -> bool:
+def matches(net: NetworkRecord, filters: Mapping[str, list[str]]) -> bool:
     """Whether a network passes `docker network ls` *filters* (name, id, driver, type, label, dangling)."""
     for key, values in filters.items():
         if key == "name":
-            if not any(v in doc["Name"] for v in values):
+            if not any(v in net.name for v in values):
                 return False
         elif key == "id":
-            if not any(doc["Id"].startswith(v) for v in values):
+            if not any(net.id.startswith(v) for v in values):
                 return False
         elif key == "driver":
-            if doc["Driver"] not in values:
+            if net.driver not in values:
                 return False
         elif key == "type":
-            builtin = doc["Name"] in PREDEFINED
+            builtin = net.name in PREDEFINED
             if not any((v == "builtin") == builtin for v in values):
                 return False
         elif key == "label":
             for v in values:
                 k, eq, val = v.partition("=")
-                if k not in doc["Labels"] or (eq and doc["Labels"][k] != val):
+                if k not in net.labels or (eq and net.labels[k] != val):
                     return False
         elif key == "dangling":
             continue

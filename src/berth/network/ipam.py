@@ -23,7 +23,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from berth.errors import Conflict, FailedPrecondition, InvalidArgument
 
@@ -195,16 +195,14 @@ def pick_subnet(existing: Sequence[Network | str],
         "assign to the network; remove unused networks (docker network prune) or pass --subnet")
 
 
-def auxiliary_addresses(pool: Pool, given: Any) -> dict[str, str]:
+def auxiliary_addresses(pool: Pool, given: Mapping[str, str]) -> dict[str, str]:
     """IPAM's AuxiliaryAddresses (name -> address the network reserves, never given to a container):
     each an address of the subnet, and not the gateway.
 
     Raises:
-        InvalidArgument: not an object of names to addresses, or an address outside the subnet.
+        InvalidArgument: too many, or an address outside the subnet.
     """
-    if not given:
-        return {}
-    if not isinstance(given, dict) or len(given) > 1024:
+    if len(given) > 1024:
         raise InvalidArgument("IPAM.Config.AuxiliaryAddresses must be an object of names to addresses")
     out = {}
     for name, value in given.items():

@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator
+from typing import Iterable, Iterator
 
 from berth.errors import Conflict, InvalidArgument
+from berth.network.record import IpamEntry
 
 Network6 = ipaddress.IPv6Network
 Address6 = ipaddress.IPv6Address
@@ -144,35 +145,21 @@ class Pool6:
             if addr != self.gateway:
                 yield addr
 
-    def config(self) -> dict[str, str]:
-        """The IPAM.Config entry network inspect shows."""
-        out = {"Subnet": str(self.subnet), "Gateway": str(self.gateway)}
-        if self.ip_range is not None:
-            out["IPRange"] = str(self.ip_range)
-        return out
+    def config(self) -> IpamEntry:
+        """The network's IPAM.Config entry for this pool."""
+        return IpamEntry(str(self.subnet), str(self.gateway), str(self.ip_range) if self.ip_range is not None else "")
 
 
-def is_v6_config(cfg: dict[str, Any]) -> bool:
-    """Does an IPAM.Config entry describe IPv6 (by its subnet, else its gateway or range)?"""
-    for key in ("Subnet", "Gateway", "IPRange"):
-        value = cfg.get(key)
-        if value:
-            return ":" in str(value)
-    return False
-
-
-def split_configs(configs: Iterable[Any]) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """IPAM.Config entries as (IPv4 entry, IPv6 entry or None); the IPv4 one may be {} (choose one).
+def split_configs(configs: Iterable[IpamEntry]) -> tuple[IpamEntry, IpamEntry | None]:
+    """IPAM.Config entries as (IPv4 entry, IPv6 entry or None); the IPv4 one may be empty (choose one).
 
     Raises:
-        InvalidArgument: an entry is not an object, or there are two of one family.
+        InvalidArgument: there are two entries of one family.
     """
-    v4: dict[str, Any] | None = None
-    v6: dict[str, Any] | None = None
-    for cfg in configs or []:
-        if not isinstance(cfg, dict):
-            raise InvalidArgument("IPAM.Config entries must be objects with Subnet, Gateway and IPRange")
-        if is_v6_config(cfg):
+    v4: IpamEntry | None = None
+    v6: IpamEntry | None = None
+    for cfg in configs:
+        if cfg.is_v6:
             if v6 is not None:
                 raise InvalidArgument("berth networks have one IPv6 subnet: pass one IPv6 --subnet")
             v6 = cfg
@@ -180,7 +167,7 @@ def split_configs(configs: Iterable[Any]) -> tuple[dict[str, Any], dict[str, Any
             if v4 is not None:
                 raise InvalidArgument("berth networks have one IPv4 subnet: pass one IPv4 --subnet")
             v4 = cfg
-    return v4 or {}, v6
+    return v4 or IpamEntry(), v6
 
 
 def check_overlap6(subnet: Network6, existing: Iterable[Network6 | str]) -> None:

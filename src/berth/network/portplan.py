@@ -1,4 +1,4 @@
-"""Published ports: a container's PortBindings (and -P) turned into concrete host bindings.
+"""Published ports: a container's PortBindings (and -P) turned into concrete host bindings (`PortBinding`).
 
 Strategy: pure but for two questions about the host (is this port free, give a
 free one), passed in: the rules (a host range takes its first free port, 0 or
@@ -8,7 +8,8 @@ clashes with 0.0.0.0) are tested without sockets.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from berth.errors import Conflict, InvalidArgument
@@ -17,9 +18,28 @@ PortFree = Callable[[str, int, str], bool]  # (host ip, port, proto) -> no socke
 RandomPort = Callable[..., int]  # (proto, host ip, exclude=[ports]) -> a free port
 
 
-def plan_ports(host: dict[str, Any], exposed: dict[str, Any], taken: set[tuple[str, int, str]],
-               port_free: PortFree, random_port: RandomPort) -> list[dict[str, Any]]:
-    """HostConfig.PortBindings (+ -P with the image's EXPOSE) as concrete bindings; random ports chosen.
+@dataclass(frozen=True, slots=True)
+class PortBinding:
+    """One published port: the container's port and protocol, and the host address and port that reach it."""
+
+    port: int
+    proto: str  # tcp or udp
+    host_ip: str  # "" = every address (shown as 0.0.0.0)
+    host_port: int
+
+    def to_doc(self) -> dict[str, Any]:
+        """The stored form (in the container's record): HostPort a string, as Docker writes ports."""
+        return {"Port": self.port, "Proto": self.proto, "HostIp": self.host_ip, "HostPort": str(self.host_port)}
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> PortBinding:
+        return cls(int(doc["Port"]), str(doc["Proto"]), str(doc.get("HostIp") or ""), int(doc["HostPort"]))
+
+
+def plan_ports(host: Mapping[str, Any], exposed: Iterable[str], taken: set[tuple[str, int, str]],
+               port_free: PortFree, random_port: RandomPort) -> list[PortBinding]:
+    """HostConfig.PortBindings (+ -P with the image's EXPOSE, *exposed*'s "port/proto" keys) as concrete
+    bindings; random ports chosen.
 
     *taken*: (proto, host port, host ip) of what other running containers publish: taken
     even though no socket holds them (DNAT rules do not bind). *port_free* and
@@ -35,7 +55,7 @@ def plan_ports(host: dict[str, Any], exposed: dict[str, Any], taken: set[tuple[s
         for b in bindings or [{}]:
             wanted.append((port, proto or "tcp", (b or {}).get("HostIp") or "", (b or {}).get("HostPort") or ""))
     if host.get("PublishAllPorts"):
-        for key in exposed or {}:
+        for key in exposed:
             port, _, proto = str(key).partition("/")
             if not any(w[0] == port and w[1] == (proto or "tcp") for w in wanted):
                 wanted.append((port, proto or "tcp", "", ""))
@@ -63,5 +83,5 @@ def plan_ports(host: dict[str, Any], exposed: dict[str, Any], taken: set[tuple[s
         if host_port and (clash(proto, chosen, host_ip) or not port_free(host_ip, chosen, proto)):
             raise Conflict(f"Bind for {host_ip or '0.0.0.0'}:{chosen} failed: port is already allocated")
         taken.add((proto, chosen, host_ip or "0.0.0.0"))
-        out.append({"Port": number, "Proto": proto, "HostIp": host_ip, "HostPort": str(chosen)})
+        out.append(PortBinding(number, proto, host_ip, chosen))
     return out

@@ -4,7 +4,8 @@ Strategy: pure values made from the exact bytes that were received (a digest
 covers the bytes, so each value keeps them): `parse_manifest` tells an index
 (a manifest list, OCI's or Docker's) from an image manifest and checks the
 fields berth relies on; `parse_config` reads the image config's platform,
-layers (diff ids) and history. Whoever receives an image (a pull, a load, a
+layers (diff ids) and history (its runtime defaults and history entries are
+typed by oci.imageconfig). Whoever receives an image (a pull, a load, a
 commit) parses it here once and hands the typed values on; nobody below
 reads the JSON again for these fields. Fields berth does not use stay in the
 bytes, untouched. Malformed input raises `MalformedImage` (an
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from berth.errors import InvalidArgument, NotImplemented_
+from berth.oci.imageconfig import HistoryEntry, RuntimeConfig
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -90,6 +92,32 @@ class ImageConfig:
     doc: dict[str, Any]  # the whole config, as parsed (its `config` is the runtime defaults)
     diff_ids: tuple[str, ...]
     created: str
+
+    @property
+    def runtime(self) -> RuntimeConfig:
+        """The defaults a container of the image runs with (the config's `config` object)."""
+        return RuntimeConfig.from_doc(self.doc.get("config"))
+
+    @property
+    def history(self) -> tuple[HistoryEntry, ...]:
+        entries = self.doc.get("history")
+        return tuple(HistoryEntry.from_doc(h) for h in entries) if isinstance(entries, list) else ()
+
+    @property
+    def os(self) -> str:
+        return str(self.doc.get("os") or "")
+
+    @property
+    def architecture(self) -> str:
+        return str(self.doc.get("architecture") or "")
+
+    @property
+    def variant(self) -> str:
+        return str(self.doc.get("variant") or "")
+
+    @property
+    def author(self) -> str:
+        return str(self.doc.get("author") or "")
 
 
 def digest_of(raw: bytes) -> str:

@@ -45,6 +45,8 @@ from berth.metadata.db import Database
 from berth.oci import image as oci_image
 from berth.oci import platform as platforms
 from berth.oci import reference
+from berth.oci.imageconfig import HistoryEntry, RuntimeConfig
+from berth.oci.platform import Platform
 from berth.services.buildcache import BuildCache
 from berth.services.buildrun import RunSteps
 from berth.services.buildtypes import (
@@ -52,7 +54,6 @@ from berth.services.buildtypes import (
     Emit,
     Puller,
     StageState,
-    clean_config,
     say,
     short,
 )
@@ -66,8 +67,13 @@ log = logging.getLogger(__name__)
 
 PREDEFINED_ARGS = ("HTTP_PROXY", "http_proxy", "HTTPS_PROXY", "https_proxy", "FTP_PROXY", "ftp_proxy",
                    "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy")
+SCRATCH_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"  # FROM scratch's Env
 PLATFORM_ARGS = ("TARGETPLATFORM", "TARGETOS", "TARGETARCH", "TARGETVARIANT", "BUILDPLATFORM", "BUILDOS",
                  "BUILDARCH", "BUILDVARIANT")
+
+
+# a config instruction's edit: the stage's runtime defaults in, the edited ones and the author (MAINTAINER) out
+ConfigEdit = Callable[[RuntimeConfig], tuple[RuntimeConfig, str]]
 
 
 class Builder:
@@ -133,11 +139,11 @@ class Builder:
             record = self._images.record(image)
             raw = self._images.manifest_bytes(image)
             manifests.append({"mediaType": oci_image.OCI_MANIFEST,
-                              "digest": record["manifest"], "size": len(raw),
+                              "digest": record.manifest, "size": len(raw),
                               "platform": platforms.to_dict(platforms.parse(plat))})
         index = json.dumps({"schemaVersion": 2, "mediaType": oci_image.OCI_INDEX,
                             "manifests": manifests}, separators=(",", ":")).encode()
-        children = {self._images.record(i)["manifest"]: i for _, i in built}
+        children = {self._images.record(i).manifest: i for _, i in built}
         parsed = oci_image.parse_manifest(index, what="the built index")
         assert isinstance(parsed, oci_image.ImageIndex)
         return await asyncio.to_thread(self._images.register_index, parsed, children)
@@ -181,9 +187,9 @@ class Builder:
         state = await self._from(df, base_name, plat, results, opts, emit)
         say(opts, emit, f" ---> {short(state.image) if state.image else 'scratch'}")
         instructions = list(stage.instructions)
-        triggers = list(state.config.get("OnBuild") or []) if state.image else []
+        triggers = list(state.config.on_build or ()) if state.image else []
         if triggers:
-            state.config["OnBuild"] = None
+            state.config = dataclasses.replace(state.config, on_build=None)
             onbuild = dfp.parse("FROM scratch\n" + "\n".join(triggers)).stages[0].instructions
             instructions = onbuild + instructions
             say(opts, emit, f"# Executing {len(onbuild)} build trigger{'s' if len(onbuild) != 1 else ''}")
@@ -194,25 +200,20 @@ class Builder:
                 say(opts, emit, f"Step {step[0]}/{total} : {ins.original}")
             await self._step(df, ins, state, ctx, opts, emit, work, meta, results, used_args)
         if state.image is None:  # FROM scratch and nothing else: an empty image
-            state.image = await asyncio.to_thread(self._imageio.derive, None, clean_config(state.config), layer=None,
-                                                  history={"created_by": "FROM scratch"}, platform=state.platform)
+            state.image = await asyncio.to_thread(self._imageio.derive, None, state.config, layer=None,
+                                                  step=HistoryEntry(created_by="FROM scratch"), platform=state.platform)
         if opts.labels and last:
-            cfg = dict(state.config)
-            cfg["Labels"] = {**(cfg.get("Labels") or {}), **opts.labels}
-            state.config = cfg
-            state.image = await asyncio.to_thread(self._imageio.derive, state.image, clean_config(cfg), layer=None,
-                                                  history={"created_by": "LABEL " + " ".join(
-                                                      f"{k}={v}" for k, v in opts.labels.items())},
-                                                  platform=state.platform)
+            state.config = dataclasses.replace(state.config, labels={**(state.config.labels or {}), **opts.labels})
+            labelled = HistoryEntry(created_by="LABEL " + " ".join(f"{k}={v}" for k, v in opts.labels.items()))
+            state.image = await asyncio.to_thread(self._imageio.derive, state.image, state.config, layer=None,
+                                                  step=labelled, platform=state.platform)
         return state.image
 
     async def _from(self, df: dfp.Dockerfile, base: str, plat: str, results: dict[int, str], opts: BuildOptions,
                     emit: Emit) -> StageState:
         wanted = platforms.parse(plat) if plat else None
-        pdict = platforms.to_dict(wanted or platforms.host())
         if base == "scratch":
-            return StageState(None, {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
-                              pdict)
+            return StageState(None, RuntimeConfig(env=(SCRATCH_PATH,)), wanted or platforms.host())
         found = df.stage(base)
         if found is not None and found.index in results:
             image = results[found.index]
@@ -229,12 +230,10 @@ class Builder:
                     raise
                 image = await self._pull(base, plat, emit)
         config = self._images.config(image)
-        state = StageState(image, dict(config.get("config") or {}),
-                           {k: v for k, v in (("os", config.get("os", "linux")),
-                                              ("architecture", config.get("architecture", "amd64")),
-                                              ("variant", config.get("variant") or "")) if v})
-        if state.config.get("Shell"):
-            state.shell = list(state.config["Shell"])
+        state = StageState(image, config.runtime,
+                           Platform(config.os or "linux", config.architecture or "amd64", config.variant))
+        if state.config.shell:
+            state.shell = list(state.config.shell)
         return state
 
     async def _pull(self, base: str, plat: str, emit: Emit) -> str:
@@ -259,7 +258,7 @@ class Builder:
                     state.args[key] = meta[key]
                 elif key in PLATFORM_ARGS:
                     state.args[key] = _platform_arg(key, state.platform)
-            return await self._config_step(ins, state, opts, emit, lambda cfg: None, cache_extra=state.args)
+            return await self._config_step(ins, state, opts, emit, lambda cfg: (cfg, ""), cache_extra=state.args)
         if cmd in ("RUN",):
             return await self._runs.run(ins, state, opts, emit, env)
         if cmd in ("COPY", "ADD"):
@@ -270,34 +269,32 @@ class Builder:
     def _env(self, state: StageState, opts: BuildOptions) -> dict[str, str]:
         """Variables a step sees: the image's ENV, then the stage's ARGs (ENV wins on the same name)."""
         env = dict(state.args)
-        for entry in state.config.get("Env") or []:
+        for entry in state.config.env or ():
             k, _, v = entry.partition("=")
             env[k] = v
         return env
 
     def _config_edit(self, df: dfp.Dockerfile, ins: dfp.Instruction, state: StageState,
-                     env: dict[str, str]) -> Callable[[dict[str, Any]], None]:
-        def edit(cfg: dict[str, Any]) -> None:  # the same code as commit --change (berth.builder.configedit)
-            author = configedit.apply(cfg, ins, env=env, escape=df.escape, shell=state.shell)
-            if author:
-                cfg["__author"] = author
+                     env: dict[str, str]) -> ConfigEdit:
+        def edit(cfg: RuntimeConfig) -> tuple[RuntimeConfig, str]:  # the same code as commit --change
+            doc = cfg.to_doc()  # berth.builder.configedit edits the config's JSON form
+            author = configedit.apply(doc, ins, env=env, escape=df.escape, shell=state.shell)
             if ins.cmd == "SHELL":
                 state.shell = list(ins.args)
+            return RuntimeConfig.from_doc(doc), author
         return edit
 
     async def _config_step(self, ins: dfp.Instruction, state: StageState, opts: BuildOptions, emit: Emit,
-                           edit: Callable[[dict[str, Any]], None], cache_extra: Any = None) -> None:
-        cfg = json.loads(json.dumps(state.config))
-        edit(cfg)
-        author = str(cfg.pop("__author", "") or "")
-        history = {"created_by": f"/bin/sh -c #(nop) {ins.original}"}
+                           edit: ConfigEdit, cache_extra: Any = None) -> None:
+        cfg, author = edit(state.config)
+        step = HistoryEntry(created_by=f"/bin/sh -c #(nop) {ins.original}")
         key = self._cache.key(state, ins.original, cache_extra if cache_extra is not None else {})
         image = self._cache.cached(key, opts)
         if image is not None:
             say(opts, emit, " ---> Using cache")
         else:
-            image = await asyncio.to_thread(self._imageio.derive, state.image, clean_config(cfg), layer=None,
-                                            history=history, author=author, platform=state.platform)
+            image = await asyncio.to_thread(self._imageio.derive, state.image, cfg, layer=None,
+                                            step=step, author=author, platform=state.platform)
             self._cache.remember(key, image)
         state.image = image
         state.config = cfg
@@ -352,7 +349,7 @@ class Builder:
             tree = ImageTree(self._images.layer_dirs(state.image)) if state.image else None
             owner = await asyncio.to_thread(self._owner, ins.flags.get("chown"), tree, env, df)  # reads /etc files
             chmod = int(ins.flags["chmod"], 8) if ins.flags.get("chmod") else None
-            workdir = state.config.get("WorkingDir") or "/"
+            workdir = state.config.working_dir or "/"
 
             def dest_is_dir(path: str) -> bool:  # the image's own view: its symlinks never reach the host
                 return tree is not None and tree.is_dir(path)
@@ -361,9 +358,9 @@ class Builder:
                                     owner=owner, chmod=chmod, image=tree, files=files)
         layer, _ = await asyncio.to_thread(self._imageio.layer_from_chunks, fsexport.iter_tree_tar(scratch))
         await spool.settled(fs.rmtree, str(scratch))
-        history = {"created_by": f"/bin/sh -c #(nop) {ins.original}"}
-        image = await asyncio.to_thread(self._imageio.derive, state.image, clean_config(state.config), layer=layer,
-                                        history=history, platform=state.platform)
+        step = HistoryEntry(created_by=f"/bin/sh -c #(nop) {ins.original}")
+        image = await asyncio.to_thread(self._imageio.derive, state.image, state.config, layer=layer,
+                                        step=step, platform=state.platform)
         self._cache.remember(key, image)
         state.image = image
         say(opts, emit, f" ---> {short(image)}")
@@ -442,9 +439,9 @@ def _write_text(path: Path, text: str) -> None:
     path.write_text(text)
 
 
-def _platform_arg(key: str, platform: dict[str, str]) -> str:
+def _platform_arg(key: str, platform: Platform) -> str:
     """TARGETPLATFORM and friends, for the platform being built (build and target are the same here)."""
-    os_, arch, variant = platform.get("os", "linux"), platform.get("architecture", "amd64"), platform.get("variant", "")
+    os_, arch, variant = platform.os or "linux", platform.architecture or "amd64", platform.variant
     return {"PLATFORM": "/".join(p for p in (os_, arch, variant) if p), "OS": os_, "ARCH": arch,
             "VARIANT": variant}[key.removeprefix("TARGET").removeprefix("BUILD")]
 

@@ -12,11 +12,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from berth.errors import InvalidArgument, NotFound
 from berth.metadata.db import Database
-from berth.services.buildtypes import BuildOptions, Emit, StageState, say, short
+from berth.oci import platform as platforms
+from berth.oci.imageconfig import HistoryEntry
+from berth.services.buildtypes import (
+    BuildOptions,
+    CacheSource,
+    Emit,
+    StageState,
+    say,
+    short,
+)
 from berth.services.images import Images
 
 
@@ -25,7 +35,8 @@ class BuildCache:
         self._db, self._images = db, images
 
     def key(self, state: StageState, what: str, extra: Any) -> str:
-        doc = [state.image or "scratch", state.platform, what, extra, json.dumps(state.config, sort_keys=True)]
+        doc = [state.image or "scratch", platforms.to_dict(state.platform), what, extra,
+               json.dumps(state.config.to_doc(), sort_keys=True)]
         return "sha256:" + hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()
 
     def take(self, key: str, state: StageState, opts: BuildOptions, emit: Emit) -> bool:
@@ -42,31 +53,30 @@ class BuildCache:
         if opts.nocache:
             return None
         image = self._db.build_cache_get(key)
-        if not image or self._db.get_image(image) is None:
+        if not image or not self._images.has(image):
             return None
         if opts.cache_sources is not None:
             config = self._images.config(image)
-            if not cache_scope(opts.cache_sources, list(config.get("history") or []),
-                               list((config.get("rootfs") or {}).get("diff_ids") or [])):
+            if not cache_scope(opts.cache_sources, config.history, config.diff_ids):
                 return None
         return image
 
-    def sources(self, names: list[str], platform: str) -> list[tuple[list[Any], list[str]]]:
+    def sources(self, names: list[str], platform: str) -> list[CacheSource]:
         """(history, diff_ids) of each cache_from image that exists (a missing one is skipped, as Docker does)."""
-        out: list[tuple[list[Any], list[str]]] = []
+        out: list[CacheSource] = []
         for name in names:
             try:
                 config = self._images.config(self._images.resolve(name, platform))
             except (NotFound, InvalidArgument):
                 continue
-            out.append((list(config.get("history") or []), list((config.get("rootfs") or {}).get("diff_ids") or [])))
+            out.append((config.history, config.diff_ids))
         return out
 
     def remember(self, key: str, image: str) -> None:
         self._db.build_cache_put(key, image)
 
 
-def cache_scope(sources: list[tuple[list[Any], list[str]]], history: list[Any], diff_ids: list[str]) -> bool:
+def cache_scope(sources: Sequence[CacheSource], history: Sequence[HistoryEntry], diff_ids: Sequence[str]) -> bool:
     """Whether an image with *history* and *diff_ids* may serve as cache when the build names cache_from images.
 
     The classic builder's rule: a cached step counts only when its image is one of the
@@ -76,4 +86,4 @@ def cache_scope(sources: list[tuple[list[Any], list[str]]], history: list[Any], 
     "*history* and *diff_ids* are a prefix of the source's" is "the source was made from it".
     *sources* holds (history, diff_ids) of each named image that exists.
     """
-    return any(history == h[:len(history)] and diff_ids == d[:len(diff_ids)] for h, d in sources)
+    return any(tuple(history) == h[:len(history)] and tuple(diff_ids) == d[:len(diff_ids)] for h, d in sources)

@@ -19,13 +19,13 @@ from pathlib import Path
 
 from berth.builder import dockerfile as dfp
 from berth.errors import BerthError
+from berth.oci.imageconfig import HistoryEntry
 from berth.services.buildcache import BuildCache
 from berth.services.buildtypes import (
     BuildError,
     BuildOptions,
     Emit,
     StageState,
-    clean_config,
     say,
     short,
 )
@@ -53,9 +53,8 @@ class RunSteps:
         if state.image is None:
             raise BuildError(f"The command '{' '.join(argv)}' cannot run: the stage is FROM scratch and has no "
                              "files yet (there is no shell to run it)", 127)
-        body = {"Image": state.image, "Cmd": argv, "Entrypoint": [""], "Env": [*(state.config.get("Env") or []),
-                                                                              *run_env],
-                "User": state.config.get("User") or "", "WorkingDir": state.config.get("WorkingDir") or "",
+        body = {"Image": state.image, "Cmd": argv, "Entrypoint": [""], "Env": [*(state.config.env or ()), *run_env],
+                "User": state.config.user, "WorkingDir": state.config.working_dir,
                 "Labels": {}, "Tty": False, "OpenStdin": False,
                 "HostConfig": {"NetworkMode": opts.networkmode or "default", "ExtraHosts": opts.extrahosts or None,
                                "Isolation": opts.isolation or ""}}
@@ -68,9 +67,8 @@ class RunSteps:
                 raise BuildError(f"The command '{' '.join(argv)}' returned a non-zero code: {code}", code)
             layer, _ = await asyncio.to_thread(self._imageio.layer_from_chunks,
                                                _upper_layer(Path(self._containers.upper_dir(cid))))
-            history = {"created_by": " ".join(argv)}
-            image = await asyncio.to_thread(self._imageio.derive, state.image, clean_config(state.config), layer=layer,
-                                            history=history, platform=state.platform)
+            image = await asyncio.to_thread(self._imageio.derive, state.image, state.config, layer=layer,
+                                            step=HistoryEntry(created_by=" ".join(argv)), platform=state.platform)
             failed = False
         finally:
             if opts.rm and (not failed or opts.forcerm):
@@ -104,9 +102,9 @@ class RunSteps:
             await asyncio.sleep(0.05)
         await pump()
         result = waiter.result()
-        if result.get("Error") and result["Error"].get("Message"):
-            raise BuildError(str(result["Error"]["Message"]), int(result.get("StatusCode") or 1))
-        return int(result.get("StatusCode") or 0)
+        if result.error:
+            raise BuildError(result.error, result.status_code or 1)
+        return result.status_code
 
 
 LOG_READ = 1 << 20  # bytes of a RUN step's log read at once (in a thread)

@@ -11,9 +11,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from berth.errors import BerthError
+from berth.oci.imageconfig import HistoryEntry, RuntimeConfig
+from berth.oci.platform import Platform
 
 Emit = Callable[[dict[str, Any]], None]
 DEFAULT_SHELL = ["/bin/sh", "-c"]
+CacheSource = tuple[tuple[HistoryEntry, ...], tuple[str, ...]]  # a cache_from image's history and diff ids
 
 
 @dataclass
@@ -34,7 +37,7 @@ class BuildOptions:
     isolation: str = ""
     cache_from: list[str] = field(default_factory=list)  # images whose chains alone may serve as cache
     # (history, diff_ids) of each cache_from image found; None = the whole local cache (set by Builder.build)
-    cache_sources: list[tuple[list[Any], list[str]]] | None = None
+    cache_sources: list[CacheSource] | None = None
 
 
 class BuildError(BerthError):
@@ -50,8 +53,8 @@ class StageState:
     """What the build of one stage has made so far."""
 
     image: str | None  # None = scratch with no step yet
-    config: dict[str, Any]
-    platform: dict[str, str]
+    config: RuntimeConfig  # the image's runtime defaults so far
+    platform: Platform
     args: dict[str, str] = field(default_factory=dict)  # ARGs declared in this stage, with values
     shell: list[str] = field(default_factory=lambda: list(DEFAULT_SHELL))
 
@@ -71,8 +74,3 @@ def say(opts: BuildOptions, emit: Emit, text: str) -> None:
 def short(image: str | None) -> str:
     """An image id as the build's output shows it (12 hex digits)."""
     return (image or "")[7:19]
-
-
-def clean_config(cfg: dict[str, Any]) -> dict[str, Any]:
-    """The stage's config without the builder's own bookkeeping keys (`__…`), as the image records it."""
-    return {k: v for k, v in cfg.items() if not k.startswith("__")}

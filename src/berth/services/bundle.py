@@ -183,17 +183,16 @@ def build_spec(record: ContainerRecord, bundle: str, rootfs: str, host_facts: Ho
     groups = with_group_add(groups, host, group_text)
     mounts = write_etc_files(record, bundle, network, links)
     tmpfs = [(k, v or "") for k, v in (host.get("Tmpfs") or {}).items()]
-    for bind in record.binds:  # binds, volumes (their _data) and --mount tmpfs
-        if bind.get("Type") == "tmpfs":
-            tmpfs.append((bind["Destination"], bind.get("TmpfsOptions") or ""))
+    for m in record.binds:  # binds, volumes (their _data) and --mount tmpfs
+        if m.type == "tmpfs":
+            tmpfs.append((m.destination, m.tmpfs_options))
             continue
-        if not os.path.lexists(bind["Source"]):
-            if not bind.get("CreateSource", True):
+        if not os.path.lexists(m.source):
+            if not m.create_source:
                 raise InvalidArgument(f'invalid mount config for type "bind": bind source path does not exist: '
-                                      f'{bind["Source"]}')
-            os.makedirs(bind["Source"], exist_ok=True)  # as docker -v does for a missing host path
-        mounts.append(runtime_spec.BindMount(bind["Source"], bind["Destination"], not bind["RW"],
-                                             tuple(bind.get("Options") or ())))
+                                      f'{m.source}')
+            os.makedirs(m.source, exist_ok=True)  # as docker -v does for a missing host path
+        mounts.append(runtime_spec.BindMount(m.source, m.destination, not m.rw, m.options))
     args = process_args(cfg)
     if host.get("Init"):
         mounts.append(runtime_spec.BindMount(INIT_BINARY, INIT_PATH, True))
@@ -261,7 +260,7 @@ def _home(passwd_text: str | None, uid: int) -> str:
     return "/"
 
 
-def write_config(spec: runtime_spec.ContainerSpec, bundle: str) -> dict[str, Any]:
+def write_config(spec: runtime_spec.ContainerSpec, bundle: str) -> None:
+    """The bundle's config.json: *spec* as the OCI runtime reads it, for the host's architecture."""
     config = runtime_spec.build(spec, os.uname().machine)  # the host's: its seccomp architectures
     fs.atomic_write(os.path.join(bundle, "config.json"), json.dumps(config).encode(), durable=False)  # likewise
-    return config

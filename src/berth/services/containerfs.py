@@ -11,10 +11,11 @@ import asyncio
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import AsyncIterator
 
 from berth.host import fs
 from berth.image import diff, fsexport
+from berth.image.diff import Change  # a path and its kind: what `changes` returns (api.views renders it)
 from berth.services.containers import Containers
 from berth.services.images import Images
 from berth.services.records import Container
@@ -30,7 +31,7 @@ class DiskSizes:
 
 def sizes(images: Images, c: Container) -> DiskSizes:
     rw = fs.disk_usage(os.path.join(c.dir, "upper"))
-    return DiskSizes(rw, rw + images.record(c.record.image)["size"])
+    return DiskSizes(rw, rw + images.record(c.record.image).size)
 
 
 def export(cs: Containers, ref: str) -> AsyncIterator[bytes]:
@@ -52,8 +53,11 @@ def export(cs: Containers, ref: str) -> AsyncIterator[bytes]:
     return body()
 
 
-async def changes(cs: Containers, images: Images, ref: str) -> list[dict[str, Any]]:
-    """`docker diff`: each path added (1), changed (0) or deleted (2), as the API lists them."""
+async def changes(cs: Containers, images: Images, ref: str) -> list[Change]:
+    """`docker diff`: each path added, modified or deleted in the container, against its image.
+
+    Raises:
+        NotFound: no such container.
+    """
     c = cs.get(ref)
-    found = await asyncio.to_thread(diff.container_changes, cs.upper_dir(c.id), images.layer_dirs(c.record.image))
-    return [change.to_api() for change in found]
+    return await asyncio.to_thread(diff.container_changes, cs.upper_dir(c.id), images.layer_dirs(c.record.image))

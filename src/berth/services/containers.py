@@ -33,12 +33,14 @@ from berth.services import bundle as bundles
 from berth.services import containerconfig, healthrules, runplan, validate
 from berth.services import links as legacy_links
 from berth.services.attachments import Attachments
+from berth.services.endpoints import EndpointSettings
 from berth.services.events import Events
 from berth.services.images import Images
 from berth.services.networks import Networks
 from berth.services.records import Container, ContainerTable
 from berth.services.volumes import Volumes
 from berth.snapshot.overlay import OverlayMount, Snapshots
+from berth.wire import mountspec
 
 
 class Containers:
@@ -115,7 +117,7 @@ class Containers:
         image_ref = body.get("Image") or ""
         image_id = self.images.resolve(image_ref, platform)
         image_cfg = self.images.config(image_id)
-        image_platform = platforms.of_config(image_cfg)
+        image_platform = platforms.of_config(image_cfg.doc)
         native = binfmt.runs_natively(image_platform, platforms.host())
         offer = runplan.HostOffer(frozenset(self.runtimes), self.default_runtime,
                                   (os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")) >> 20)
@@ -131,22 +133,23 @@ class Containers:
                 self.get(mode.split(":", 1)[1])  # NotFound when it names no container
         if host.get("Links"):  # legacy links: checked and kept as Docker shows them (services.links)
             host["Links"] = legacy_links.at_create(host, name, self.get)
-        image_config = image_cfg.get("config") or {}
+        image_config = image_cfg.runtime.to_doc()
         cfg = containerconfig.merge_image_config(body, image_config)
-        healthcheck = healthrules.merge(cfg.get("Healthcheck"), image_config.get("Healthcheck"))
+        healthcheck = healthrules.merge(healthrules.Healthcheck.from_doc(cfg.get("Healthcheck")),
+                                        healthrules.Healthcheck.from_doc(image_config.get("Healthcheck")))
         if healthcheck is not None:
-            cfg["Healthcheck"] = healthcheck
+            cfg["Healthcheck"] = healthcheck.to_doc()
         if not bundles.process_args(cfg):
             raise InvalidArgument("no command specified")
         cid = containerconfig.new_id(self._all)
         if image_config.get("Volumes"):  # as Docker merges them: the image's VOLUMEs join the request's
             cfg["Volumes"] = {**image_config["Volumes"], **(cfg.get("Volumes") or {})}
-        binds = self.volumes.container_mounts(cid, host, (cfg.get("Volumes") or {}).keys(),
+        binds = self.volumes.container_mounts(cid, mountspec.mount_request(host, (cfg.get("Volumes") or {}).keys()),
                                               lambda ref: list(self.get(ref).record.binds))
         if not cfg.get("Hostname") and run.network != "host":
             cfg["Hostname"] = cid[:12]  # as Docker records it
         record = containerconfig.new_record(cid, name, cfg, containerconfig.settled_host_config(host, run), image_id,
-                                         image_cfg.get("os", "linux"), binds, planned)
+                                         image_cfg.os or "linux", binds, planned)
         directory = os.path.join(self.root, cid)
         os.makedirs(directory, mode=0o700)  # root only: its upper dir holds what the container made
         try:
@@ -184,7 +187,7 @@ class Containers:
         return self._snaps.container_mount(self.images.chains(c.record.image), c.dir)
 
     # networks -----------------------------------------------------------
-    async def connect(self, net_ref: str, ref: str, cfg: dict[str, Any]) -> None:
+    async def connect(self, net_ref: str, ref: str, cfg: EndpointSettings) -> None:
         """`docker network connect`: join a network (at once when running, else at the next start)."""
         c = self.get(ref)
         async with c.lock:
@@ -234,12 +237,12 @@ class Containers:
         self.save(c)
         self.event(c, "rename", oldName="/" + old)
 
-    async def top(self, ref: str, ps_args: str) -> dict[str, Any]:
+    async def top(self, ref: str, ps_args: str) -> tuple[list[str], list[list[str]]]:
+        """`docker top`: the column titles and one row per process (ps's output, split)."""
         c = self.get(ref)
         if not c.running:
             raise Conflict(f"Container {c.id} is not running")
-        titles, rows = await self.task_of(c).top(ps_args.split() if ps_args else [])
-        return {"Titles": titles, "Processes": rows}
+        return await self.task_of(c).top(ps_args.split() if ps_args else [])
 
     def resize(self, ref: str, height: int, width: int) -> None:
         c = self.get(ref)

@@ -14,27 +14,24 @@ container's root. A component that is a mount's destination is replaced by
 the mount's host source (trusted configuration). `stat_path` is what
 HEAD/GET ?path= reports: the last component is not followed (as `lstat`)
 unless the path ends in "/" or "/."; PathStat is what Docker puts, base64
-JSON, in X-Docker-Container-Path-Stat (mode in Go's FileMode bits,
-linkTarget the fully resolved container path of a symlink). services.copy
-archives and extracts through these views.
+JSON, in X-Docker-Container-Path-Stat (api.views.pathstat renders it: mode in
+Go's FileMode bits, linkTarget the fully resolved container path of a
+symlink). services.copy archives and extracts through these views.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 import os
 import posixpath
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
-from berth import timefmt
 from berth.errors import InvalidArgument, NotFound
 from berth.host import fsentries
+from berth.wire.mountspec import Mount
 
 MAX_SYMLINKS = 40
-STAT_HEADER = "X-Docker-Container-Path-Stat"
 ETC_FILES = ("hostname", "hosts", "resolv.conf")  # bind-mounted from the bundle as /etc/<name>
 
 # Go's os.FileMode type bits (what Docker's ContainerPathStat.mode carries).
@@ -50,7 +47,7 @@ GO_STICKY = 1 << 20
 
 
 # --------------------------------------------------------------------------- #
-# Pure parts: paths and the stat header
+# Pure parts: paths and the stat
 
 
 def go_file_mode(st_mode: int) -> int:
@@ -111,14 +108,6 @@ class PathStat:
     mtime_ns: int
     link_target: str = ""
 
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "size": self.size, "mode": self.mode,
-                "mtime": timefmt.format_ns(self.mtime_ns), "linkTarget": self.link_target}
-
-    def header(self) -> str:
-        """The X-Docker-Container-Path-Stat value: base64 of the JSON."""
-        return base64.b64encode(json.dumps(self.to_json()).encode()).decode()
-
     @property
     def is_dir(self) -> bool:
         return bool(self.mode & GO_DIR)
@@ -145,17 +134,17 @@ class View:
     name: str = ""     # the container, for messages
 
     @classmethod
-    def of_container(cls, binds: list[dict[str, Any]], readonly_root: bool, bundle: str, rootfs: str,
+    def of_container(cls, binds: Iterable[Mount], readonly_root: bool, bundle: str, rootfs: str,
                      name: str) -> View:
-        """The view of a container over *rootfs*: its /etc files and its mounts (*binds*: binds and volumes)."""
+        """The view of a container over *rootfs*: its /etc files and its mounts (*binds*: its binds and volumes
+        count, tmpfs mounts do not)."""
         mounts = [MountPoint(f"/etc/{n}", os.path.join(bundle, n), False)
                   for n in ETC_FILES if os.path.isfile(os.path.join(bundle, n))]
-        for entry in binds:
-            if entry.get("Type", "bind") not in ("bind", "volume") or not entry.get("Source"):
+        for m in binds:
+            if m.type not in ("bind", "volume") or not m.source:
                 continue
-            if os.path.lexists(entry["Source"]):
-                mounts.append(MountPoint(posixpath.normpath(entry["Destination"]), entry["Source"],
-                                         not entry.get("RW", True)))
+            if os.path.lexists(m.source):
+                mounts.append(MountPoint(posixpath.normpath(m.destination), m.source, not m.rw))
         return cls(rootfs, tuple(mounts), readonly_root, name)
 
     def mount_at(self, path: str) -> MountPoint | None:

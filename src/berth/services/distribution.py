@@ -41,6 +41,7 @@ from berth.registry import (
     registry_and_repo,
 )
 from berth.services.events import Events
+from berth.services.imagerecords import IndexRecord
 from berth.services.images import Images
 from berth.services.layers import Layers, Leases
 from berth.services.unpacker import Unpacker
@@ -77,6 +78,17 @@ class PullResult:
     downloaded: bool
 
 
+@dataclass(frozen=True, slots=True)
+class RegistryImage:
+    """What a registry has for a name (`GET /distribution/{name}/json`): the manifest or index it serves
+    for the reference, and the platforms an index lists (none for a single manifest)."""
+
+    media_type: str
+    digest: str
+    size: int
+    platforms: tuple[platforms.Platform, ...]
+
+
 class Distribution:
     def __init__(self, images: Images, layers: Layers, leases: Leases, store: LocalStore, events: Events,
                  options: RegistryOptions, docker_config: Path | None = None) -> None:
@@ -109,7 +121,7 @@ class Distribution:
         registry = _registry_of(server)
         await self.client().check_login(registry, creds)
 
-    async def describe(self, name: str, creds: Credentials | None) -> dict[str, Any]:
+    async def describe(self, name: str, creds: Credentials | None) -> RegistryImage:
         """What the registry has for *name* (`GET /distribution/{name}/json`): descriptor and platforms."""
         ref = reference.parse(name)
         registry, repo = registry_and_repo(ref.name)
@@ -119,13 +131,11 @@ class Distribution:
             parsed: ImageManifest | ImageIndex | None = _parsed(top, f"the manifest of {ref}")
         except (RegistryDataError, oci_image.SchemaOneManifest):  # an artifact, say: no platforms to show
             parsed = None
+        found: tuple[platforms.Platform, ...] = ()
         if isinstance(parsed, ImageIndex):
-            found = [platforms.to_dict(platforms.of_dict(m.platform or {})) for m in parsed.manifests
-                     if (m.platform or {}).get("architecture") not in (None, "unknown")]
-        else:
-            found = []
-        return {"Descriptor": {"mediaType": top.media_type, "digest": top.digest, "size": len(top.data)},
-                "Platforms": found}
+            found = tuple(platforms.of_dict(m.platform or {}) for m in parsed.manifests
+                          if (m.platform or {}).get("architecture") not in (None, "unknown"))
+        return RegistryImage(top.media_type, top.digest, len(top.data), found)
 
     # pull ----------------------------------------------------------------------------
     async def pull(self, ref_text: str, platform: str, creds: Credentials | None, emit: Emit) -> PullResult:
@@ -320,10 +330,10 @@ class Distribution:
                            emit: Emit) -> tuple[str, int]:
         index = self._images.index(target)
         if index is not None:
-            children = index["children"]
-            if all(c.get("image") for c in children):
+            children = index.children
+            if all(c.image for c in children):
                 for child in children:
-                    await self._push_image(registry, repo, str(child["image"]), creds, emit)
+                    await self._push_image(registry, repo, child.image, creds, emit)
                 raw = self._store.read(target)
                 media = oci_image.parse_manifest(raw, what="the stored index").media_type
                 digest = await self.client().put_manifest(registry, repo, tag, media, raw, creds)
@@ -331,26 +341,26 @@ class Distribution:
             target = self._default(index)  # not every platform is here: push the one we have
         return await self._push_image(registry, repo, target, creds, emit, tag=tag)
 
-    def _default(self, index: dict[str, Any]) -> str:
-        present = [c["image"] for c in index["children"] if c.get("image")]
+    def _default(self, index: IndexRecord) -> str:
+        present = index.images()
         if not present:
             raise NotFound("none of the index's platforms is here to push")
-        return str(present[0])
+        return present[0]
 
     async def _push_image(self, registry: str, repo: str, image_id: str, creds: Credentials | None, emit: Emit,
                           tag: str | None = None) -> tuple[str, int]:
         record = self._images.record(image_id)
-        raw = self._store.read(record["manifest"])
+        raw = self._store.read(record.manifest)
         parsed = oci_image.parse_image_manifest(raw, what="the stored manifest")
         rc = self.client()
         layers = [layer.digest for layer in parsed.layers]
-        sources = [d.split("@", 1)[0] for d in record.get("repo_digests", [])]
+        sources = [d.split("@", 1)[0] for d in record.repo_digests]
         for digest in layers:
             emit({"status": "Preparing", "progressDetail": {}, "id": digest[7:19]})
         for digest in [*layers, parsed.config.digest]:
             await self._push_blob(registry, repo, digest, sources, creds, emit, show=digest in layers)
         media = parsed.media_type
-        digest = await rc.put_manifest(registry, repo, tag or record["manifest"], media, raw, creds)
+        digest = await rc.put_manifest(registry, repo, tag or record.manifest, media, raw, creds)
         return digest, len(raw)
 
     async def _push_blob(self, registry: str, repo: str, digest: str, sources: list[str],
@@ -429,4 +439,4 @@ def _full_name(registry: str, repo: str) -> str:
     return f"{registry}/{repo}"
 
 
-__all__ = ["Distribution", "PullResult", "progress_bar"]
+__all__ = ["Distribution", "PullResult", "RegistryImage", "progress_bar"]

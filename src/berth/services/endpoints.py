@@ -1,45 +1,41 @@
-"""Endpoint settings: a container's configuration on each network, and how inspect shows it.
+"""Endpoint settings: a container's configuration on each network, checked, and which networks it is on.
 
 Strategy: pure functions over the container record. What a container asked for
 (`NetworkingConfig.EndpointsConfig` at create, `EndpointConfig` at connect) is
-checked here for shape and kept, normalised, in the record's
-``EndpointsConfig`` (network name -> settings); what the kernel has (addresses,
-veths) is the record's ``Endpoints``, written by services.networks at start.
-``NetworkSettings.Networks`` is made from both: the configuration of every
-network the container is on, plus the operational fields of those it is
-attached to now.
+checked here for shape and kept, typed (`EndpointSettings`), in the record's
+``endpoints_config`` (network name -> settings); what the kernel has (addresses,
+veths) is the record's ``endpoints`` (`Endpoint`, by network id), written by
+services.attachments at start. `network_entries` pairs them: the settings of
+every network the container is on, with the attachment of those it is attached
+to now; api.views.networks shows them as ``NetworkSettings.Networks``.
 
 Records made since ``EndpointsListed`` exists list every network, the
 NetworkMode's one included, so a container disconnected from its only network
 keeps its NetworkMode (as Docker's does) and can be connected again; older
 records (no flag) still add the NetworkMode's network implicitly.
 
-Docker's versioned differences kept here:
-
-- API < 1.44 refuses more than one network at create;
-- API < 1.45 shows the short id and the hostname among a container's Aliases on
-  user-defined networks (Docker 26 adds them in the inspect handler for old
-  clients; docker-compose 1.29 reads them to skip a disconnect/connect);
-- ``DNSNames`` (name, aliases, short id, hostname) on user-defined networks.
+Docker's versioned differences: API < 1.44 refuses more than one network at
+create (here); below 1.45 inspect shows the short id and the hostname among
+Aliases, and ``DNSNames`` lists a container's names on user-defined networks
+(both api.views.networks').
 
 Settings berth keeps and shows but does not act on yet: ``Links`` (legacy
 link aliases are not resolved on user networks), ``DriverOpts`` (the bridge
 driver has none that berth applies), ``IPAMConfig.LinkLocalIPs``.
 ``MacAddress`` and ``IPAMConfig.IPv6Address`` are checked for type only here;
-applying them is services.networks' business.
+applying them is services.attachments' business.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from berth.errors import InvalidArgument
+from berth.network.endpoint import Endpoint, EndpointIpam, EndpointSettings
 from berth.services.records import ContainerRecord
 
-# The keys of an EndpointSettings that a client configures (the rest is operational and ignored).
-CONFIG_KEYS = ("IPAMConfig", "Links", "Aliases", "MacAddress", "DriverOpts")
 PREDEFINED_MODES = ("default", "bridge", "host", "none")
 
 # Docker's wording (runconfig/errors.go), which clients may compare.
@@ -78,54 +74,51 @@ def _kind(value: Any) -> str:
             float: "a number", type(None): "null"}.get(type(value), type(value).__name__)
 
 
-def _strings(value: Any, where: str) -> list[str] | None:
+def _strings(value: Any, where: str) -> tuple[str, ...] | None:
     if value is None:
         return None
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise InvalidArgument(f"{where}: expected an array of strings, got {_kind(value)}")
     if len(value) > _MAX_ITEMS or any(len(v) > _MAX_TEXT for v in value):
         raise InvalidArgument(f"{where}: at most {_MAX_ITEMS} entries of at most {_MAX_TEXT} characters")
-    return list(value)
+    return tuple(value)
 
 
-def _ipam(value: Any, where: str) -> dict[str, Any] | None:
+def _ipam(value: Any, where: str) -> EndpointIpam | None:
     if value is None:
         return None
     if not isinstance(value, dict):
         raise InvalidArgument(f"{where}.IPAMConfig: expected an object, got {_kind(value)}")
-    out: dict[str, Any] = {}
+    given: dict[str, str] = {}
     for key in ("IPv4Address", "IPv6Address"):
         text = value.get(key)
         if text is None or text == "":
             continue
         if not isinstance(text, str):
             raise InvalidArgument(f"{where}.IPAMConfig.{key}: expected a string, got {_kind(text)}")
-        out[key] = text
-    if "IPv4Address" in out:
+        given[key] = text
+    ipv4 = given.get("IPv4Address", "")
+    if ipv4:
         try:
-            out["IPv4Address"] = str(ipaddress.IPv4Address(out["IPv4Address"]))
+            ipv4 = str(ipaddress.IPv4Address(ipv4))
         except ValueError:
-            raise InvalidArgument(f"{where}.IPAMConfig.IPv4Address: invalid IPv4 address: "
-                                  f"{out['IPv4Address'][:64]!r}") from None
-    # IPv6Address: kept as given; checking and applying it belongs with IPv6 networks (services.networks).
+            raise InvalidArgument(f"{where}.IPAMConfig.IPv4Address: invalid IPv4 address: {ipv4[:64]!r}") from None
+    # IPv6Address: kept as given; checking and applying it belongs with IPv6 networks (services.attachments).
     local = _strings(value.get("LinkLocalIPs"), f"{where}.IPAMConfig.LinkLocalIPs")
-    if local:
-        for text in local:
-            try:
-                ipaddress.ip_address(text)
-            except ValueError:
-                raise InvalidArgument(f"{where}.IPAMConfig.LinkLocalIPs: invalid link-local IP address: "
-                                      f"{text[:64]!r}") from None
-        out["LinkLocalIPs"] = local
-    return out
+    for text in local or ():
+        try:
+            ipaddress.ip_address(text)
+        except ValueError:
+            raise InvalidArgument(f"{where}.IPAMConfig.LinkLocalIPs: invalid link-local IP address: "
+                                  f"{text[:64]!r}") from None
+    return EndpointIpam(ipv4, given.get("IPv6Address", ""), local or ())
 
 
-def parse_endpoint(value: Any, where: str = "EndpointConfig") -> dict[str, Any]:
+def parse_endpoint(value: Any, where: str = "EndpointConfig") -> EndpointSettings:
     """One EndpointSettings from a client, checked and reduced to what is configured.
 
     Returns:
-        {"IPAMConfig": dict | None, "Links": list | None, "Aliases": list | None,
-        "MacAddress": str, "DriverOpts": dict | None}; null or absent means all unset.
+        The settings (``given``: stored with all five configured keys); null or absent fields are unset.
 
     Raises:
         InvalidArgument: naming the field (*where* is its path) that has the wrong type or value.
@@ -145,14 +138,14 @@ def parse_endpoint(value: Any, where: str = "EndpointConfig") -> dict[str, Any]:
     mac = value.get("MacAddress")
     if mac is not None and not isinstance(mac, str):
         raise InvalidArgument(f"{where}.MacAddress: expected a string, got {_kind(mac)}")
-    # MacAddress: kept as given; its format and use are services.networks' (the --mac-address work).
-    return {"IPAMConfig": _ipam(value.get("IPAMConfig"), where),
-            "Links": _strings(value.get("Links"), f"{where}.Links"),
-            "Aliases": _strings(value.get("Aliases"), f"{where}.Aliases"),
-            "MacAddress": mac or "", "DriverOpts": opts}
+    # MacAddress: kept as given; its format and use are services.attachments' (the --mac-address work).
+    return EndpointSettings(ipam=_ipam(value.get("IPAMConfig"), where),
+                            links=_strings(value.get("Links"), f"{where}.Links"),
+                            aliases=_strings(value.get("Aliases"), f"{where}.Aliases"),
+                            mac=mac or "", driver_opts=opts, given=True)
 
 
-def parse_networking_config(value: Any) -> dict[str, dict[str, Any]]:
+def parse_networking_config(value: Any) -> dict[str, EndpointSettings]:
     """NetworkingConfig of a create request: network name or id -> parse_endpoint's settings.
 
     Raises:
@@ -190,104 +183,47 @@ def check_create_version(body: Any, api_version: str) -> None:
                               "with `docker network connect`)")
 
 
-def requested(record: ContainerRecord) -> dict[str, dict[str, Any]]:
-    """The networks a container record is on: name -> its settings (services.networks attaches these)."""
+def requested(record: ContainerRecord) -> dict[str, EndpointSettings]:
+    """The networks a container record is on: name -> its settings (services.attachments attaches these)."""
     if record.endpoints_listed:
         return dict(record.endpoints_config)
     mode = record.network_mode
-    wanted = {("bridge" if k == "default" else k): (v or {}) for k, v in record.endpoints_config.items()}
+    wanted = {("bridge" if k == "default" else k): v for k, v in record.endpoints_config.items()}
     if mode in ("default", "bridge"):
-        wanted.setdefault("bridge", {})
+        wanted.setdefault("bridge", EndpointSettings())
     elif bridged(mode):
-        wanted.setdefault(mode, {})
+        wanted.setdefault(mode, EndpointSettings())
     return wanted
 
 
-def dns_names(record: ContainerRecord | None, aliases: list[str] | None) -> list[str]:
-    """Docker's DNSNames: the name, the aliases, the short id, the hostname; each once, in that order."""
-    if record is None:
-        return list(dict.fromkeys(a for a in aliases or [] if a))
-    names = [record.name, *(aliases or []), record.id[:12], str(record.config.get("Hostname") or "")]
-    return list(dict.fromkeys(n for n in names if n))
+@dataclass(frozen=True, slots=True)
+class NetworkEntry:
+    """One network a container is on: what it asked for there, and its attachment now (if started)."""
+
+    name: str
+    settings: EndpointSettings
+    endpoint: Endpoint | None = None
 
 
-def entry(record: ContainerRecord | None, name: str, cfg: dict[str, Any], ep: dict[str, Any] | None) -> dict[str, Any]:
-    """One NetworkSettings.Networks value: *cfg* (what was asked) plus *ep* (the attachment now, if any)."""
-    ep = ep or {}
-    return {
-        "IPAMConfig": cfg.get("IPAMConfig"), "Links": cfg.get("Links"), "Aliases": cfg.get("Aliases"),
-        # The MAC the container has, else the one asked for (the --mac-address hook), as Docker shows it.
-        "MacAddress": ep.get("mac") or cfg.get("MacAddress") or "",
-        "DriverOpts": cfg.get("DriverOpts"),
-        "NetworkID": ep.get("network") or cfg.get("NetworkID") or "", "EndpointID": ep.get("host_if", ""),
-        "Gateway": ep.get("gateway", ""), "IPAddress": ep.get("ip", ""), "IPPrefixLen": ep.get("prefix", 0),
-        "IPv6Gateway": ep.get("gateway6", ""), "GlobalIPv6Address": ep.get("ip6", ""),
-        "GlobalIPv6PrefixLen": ep.get("prefix6", 0),
-        "DNSNames": dns_names(record, cfg.get("Aliases")) if user_defined(name) else None,
-    }
-
-
-def networks(record: ContainerRecord) -> dict[str, dict[str, Any]]:
-    """NetworkSettings.Networks of a container record (current API version)."""
-    attached = {ep.get("name") or ep["network"][:12]: ep for ep in record.endpoints.values()}
-    by_id = {ep["network"]: name for name, ep in attached.items()}
-    out = {}
+def network_entries(record: ContainerRecord) -> list[NetworkEntry]:
+    """The networks of NetworkSettings.Networks, in order: each requested network, then attachments
+    without settings (old records); with none, the NetworkMode's pseudo-network (host, none,
+    container:<id>), but a bridged container with none left shows none."""
+    attached = {ep.name or ep.network[:12]: ep for ep in record.endpoints.values()}
+    by_id = {ep.network: name for name, ep in attached.items()}
+    out: dict[str, NetworkEntry] = {}
     for name, cfg in requested(record).items():
         key = by_id.get(name, name)  # an old record may key its settings by network id
-        out[key] = entry(record, key, cfg or {}, attached.pop(key, None))
+        out[key] = NetworkEntry(key, cfg, attached.pop(key, None))
     for name, ep in attached.items():  # attached without settings: an old record
-        out[name] = entry(record, name, {}, ep)
+        out[name] = NetworkEntry(name, EndpointSettings(), ep)
     mode = record.network_mode
     if not out and not (record.endpoints_listed and bridged(mode)):
-        # host, none, container:<id>: the pseudo-network (a bridged container with none left shows none)
         name = "bridge" if mode == "default" else mode
-        out[name] = entry(record, name, {}, None) | {"DNSNames": None}
-    return out
+        out[name] = NetworkEntry(name, EndpointSettings())
+    return list(out.values())
 
 
-def for_version(networks_: dict[str, dict[str, Any]], record: ContainerRecord,
-                api_version: str) -> dict[str, dict[str, Any]]:
-    """Inspect's Networks as a client of *api_version* expects them (short id among the aliases below 1.45)."""
-    if version(api_version) >= (1, 45):
-        return networks_
-    extra = [record.id[:12], str(record.config.get("Hostname") or "")]
-    out = {}
-    for name, value in networks_.items():
-        if user_defined(name):
-            value = value | {"Aliases": list(dict.fromkeys(a for a in [*(value.get("Aliases") or []), *extra] if a))}
-        out[name] = value
-    return out
-
-
-@dataclass
-class Endpoint:
-    """A container's attachment to one network, as NetworkSettings.Networks shows it."""
-
-    network: str  # network id
-    ip: str
-    prefix: int
-    gateway: str
-    mac: str
-    host_if: str
-    aliases: list[str] = field(default_factory=list)
-    name: str = ""  # the network's name, for NetworkSettings.Networks
-    ip6: str = ""  # on a network with IPv6 (--ipv6): the container's address, prefix and gateway
-    prefix6: int = 0
-    gateway6: str = ""
-    ctr_if: str = ""  # its name in the container's namespace (eth0, eth1, ...)
-
-    def settings(self, name: str) -> dict[str, Any]:
-        return {"IPAMConfig": None, "Links": None, "Aliases": self.aliases or None, "MacAddress": self.mac,
-                "NetworkID": self.network, "EndpointID": self.host_if, "Gateway": self.gateway,
-                "IPAddress": self.ip, "IPPrefixLen": self.prefix, "IPv6Gateway": self.gateway6,
-                "GlobalIPv6Address": self.ip6, "GlobalIPv6PrefixLen": self.prefix6, "DriverOpts": None,
-                "DNSNames": [name, *self.aliases]}
-
-
-def attached(record: ContainerRecord) -> dict[str, Endpoint]:
-    """The container's current attachments, by network id (from its record)."""
-    return {net_id: Endpoint(**fields) for net_id, fields in record.endpoints.items()}
-
-
-__all__ = ["Endpoint", "attached", "parse_endpoint", "parse_networking_config", "check_create_version", "requested", "networks",
-           "for_version", "entry", "dns_names", "bridged", "user_defined", "version"]
+__all__ = ["Endpoint", "EndpointIpam", "EndpointSettings", "NetworkEntry", "bridged",
+           "check_create_version", "network_entries", "parse_endpoint", "parse_networking_config", "requested",
+           "user_defined", "version"]

@@ -1,8 +1,10 @@
 """Lifecycle events, kept in a ring and streamed to subscribers.
 
-Strategy: publish() appends to a bounded in-memory ring (as Docker keeps the
-last events) and wakes subscribers; a subscriber first replays the ring from
-`since`, then follows live events until `until` or until it goes away.
+Strategy: publish() makes a typed `Event` and appends it to a bounded in-memory
+ring (as Docker keeps the last events) and wakes subscribers; a subscriber first
+replays the ring from `since`, then follows live events until `until` or until
+it goes away. Docker's JSON for an event (with the pre-1.22 status/id/from
+fields) is api.views.events'.
 
 publish() may be called from a worker thread (a load or a commit runs in one):
 the event is then handed to the subscribers' loop, whose queues are not
@@ -24,7 +26,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from typing import Any, AsyncIterator
+from dataclasses import dataclass
+from typing import AsyncIterator
 
 from berth.errors import InvalidArgument
 from berth.oci import reference
@@ -39,35 +42,49 @@ FILTERS = ("type", "event", "scope", "image", "label", *OBJECT_FILTERS)
 _PREFIX_ACTIONS = ("health_status", "exec_create", "exec_start")
 
 
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One thing that happened to an object of the engine (Docker's events message).
+
+    *kind* is the object's type (container, image, volume, network, daemon...), *action*
+    what happened (`start`, `exec_start: sh -c true`...), *actor* the object's id (an image's
+    reference for a pull or push) and *attributes* its name, labels and the like.
+    """
+
+    kind: str
+    action: str
+    actor: str
+    attributes: dict[str, str]
+    time_nano: int
+    scope: str = "local"
+
+    @property
+    def time(self) -> int:
+        """Seconds since the epoch."""
+        return self.time_nano // 1_000_000_000
+
+
 class _Subscriber:
     def __init__(self) -> None:
-        self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(QUEUE)
+        self.queue: asyncio.Queue[Event] = asyncio.Queue(QUEUE)
         self.overflowed = asyncio.Event()
 
 
 class Events:
     def __init__(self) -> None:
-        self._ring: collections.deque[dict[str, Any]] = collections.deque(maxlen=RING)
+        self._ring: collections.deque[Event] = collections.deque(maxlen=RING)
         self._subscribers: set[_Subscriber] = set()
         self._loop: asyncio.AbstractEventLoop | None = None  # the subscribers' loop, once there is one
 
     def publish(self, kind: str, action: str, actor: str, attributes: dict[str, str]) -> None:
-        ns = time.time_ns()
-        event = {
-            "Type": kind, "Action": action, "Actor": {"ID": actor, "Attributes": attributes},
-            "scope": "local", "time": ns // 1_000_000_000, "timeNano": ns,
-        }
-        if kind in ("container", "image"):  # the pre-1.22 fields, still sent for these two types (as Docker)
-            event.update({"status": action, "id": actor})
-            if kind == "container" and attributes.get("image"):
-                event["from"] = attributes["image"]
+        event = Event(kind, action, actor, dict(attributes), time.time_ns())
         loop = self._loop
         if loop is not None and not loop.is_closed() and not _on(loop):
             loop.call_soon_threadsafe(self._deliver, event)  # from a worker thread (a load, a commit)
         else:
             self._deliver(event)
 
-    def _deliver(self, event: dict[str, Any]) -> None:
+    def _deliver(self, event: Event) -> None:
         self._ring.append(event)
         for sub in list(self._subscribers):
             try:
@@ -81,7 +98,12 @@ class Events:
         """How many clients follow events now (`docker info`'s NEventsListener)."""
         return len(self._subscribers)
 
-    async def subscribe(self, since_ns: int, until_ns: int, filters: dict[str, list[str]]) -> AsyncIterator[dict[str, Any]]:
+    async def subscribe(self, since_ns: int, until_ns: int, filters: dict[str, list[str]]) -> AsyncIterator[Event]:
+        """The ring's events from *since_ns* (none when 0), then live ones until *until_ns* (0: for ever).
+
+        Raises:
+            InvalidArgument: a filter key Docker's events do not have (on the first iteration).
+        """
         check_filters(filters)
         self._loop = asyncio.get_running_loop()
         sub = _Subscriber()
@@ -89,7 +111,7 @@ class Events:
         try:
             if since_ns:
                 for event in list(self._ring):
-                    if event["timeNano"] >= since_ns and (not until_ns or event["timeNano"] <= until_ns):
+                    if event.time_nano >= since_ns and (not until_ns or event.time_nano <= until_ns):
                         if matches(event, filters):
                             yield event
             while True:
@@ -101,9 +123,9 @@ class Events:
                 live = await _next(sub, timeout)
                 if live is None:
                     return
-                if since_ns and live["timeNano"] < since_ns:
+                if since_ns and live.time_nano < since_ns:
                     continue
-                if until_ns and live["timeNano"] > until_ns:
+                if until_ns and live.time_nano > until_ns:
                     return
                 if matches(live, filters):
                     yield live
@@ -119,7 +141,7 @@ def _on(loop: asyncio.AbstractEventLoop) -> bool:
         return False
 
 
-async def _next(sub: _Subscriber, timeout: float | None) -> dict[str, Any] | None:
+async def _next(sub: _Subscriber, timeout: float | None) -> Event | None:
     """The subscriber's next event; None at the timeout, or once it was dropped for falling behind."""
     if not sub.queue.empty():
         return sub.queue.get_nowait()
@@ -145,26 +167,25 @@ def check_filters(filters: dict[str, list[str]]) -> None:
             raise InvalidArgument(f"invalid filter '{key}'")
 
 
-def matches(event: dict[str, Any], filters: dict[str, list[str]]) -> bool:
+def matches(event: Event, filters: dict[str, list[str]]) -> bool:
     """Does *event* pass every one of *filters* (Docker's rules, see the module's docstring)?"""
-    actor = event["Actor"]
-    attrs: dict[str, str] = actor.get("Attributes") or {}
+    attrs = event.attributes
     for key, values in filters.items():
         if not values:
             continue
         if key == "type":
-            ok = event["Type"] in values
+            ok = event.kind in values
         elif key == "event":
-            action = event["Action"]
+            action = event.action
             ok = action in values or (any(v in _PREFIX_ACTIONS for v in values)
                                       and any(action.startswith(v) for v in values))
         elif key == "scope":
-            ok = event.get("scope", "local") in values
+            ok = event.scope in values
         elif key in OBJECT_FILTERS:  # as moby: against any event's actor, whatever its type
-            ok = _fuzzy(values, actor["ID"]) or _fuzzy(values, attrs.get("name", ""))
+            ok = _fuzzy(values, event.actor) or _fuzzy(values, attrs.get("name", ""))
         elif key == "image":
-            name = attrs.get("name" if event["Type"] == "image" else "image", "")
-            candidates = {actor["ID"], name, _strip_tag(actor["ID"]), _strip_tag(name)} - {""}
+            name = attrs.get("name" if event.kind == "image" else "image", "")
+            candidates = {event.actor, name, _strip_tag(event.actor), _strip_tag(name)} - {""}
             ok = any(v in candidates for v in values)
         elif key == "label":
             ok = all(_label(attrs, v) for v in values)

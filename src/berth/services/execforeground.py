@@ -36,7 +36,7 @@ async def finish(e: Exec, child: asyncio.subprocess.Process, workdir: str, died:
 async def run_pipes(e: Exec, argv: list[str], framed: bool, reader: asyncio.StreamReader,
                writer: asyncio.StreamWriter, pending: bytes) -> None:
     """The session on pipes: stdout and stderr to the client (framed or raw), the client's input to stdin."""
-    want_in = bool(e.config.get("AttachStdin"))
+    want_in = e.config.attach_stdin
     child = await proc.spawn(argv, stdin=asyncio.subprocess.PIPE if want_in else asyncio.subprocess.DEVNULL,
                              stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
 
@@ -65,8 +65,8 @@ async def run_pipes(e: Exec, argv: list[str], framed: bool, reader: asyncio.Stre
 
     feeder = asyncio.ensure_future(feed()) if want_in else None
     try:
-        await asyncio.gather(pump(child.stdout, 1, e.config.get("AttachStdout", True)),
-                             pump(child.stderr, 2, e.config.get("AttachStderr", True)))
+        await asyncio.gather(pump(child.stdout, 1, e.config.streams_stdout),
+                             pump(child.stderr, 2, e.config.streams_stderr))
     except (ConnectionError, BrokenPipeError):
         pass
     finally:
@@ -86,9 +86,9 @@ async def run_tty(e: Exec, argv: list[str], framed: bool, reader: asyncio.Stream
     loop = asyncio.get_running_loop()
     master, slave = os.openpty()
     e.master = master
-    size = e.config.get("ConsoleSize")
-    if size and len(size) == 2:
-        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", int(size[0]), int(size[1]), 0, 0))
+    size = e.config.console_size
+    if size is not None:
+        fcntl.ioctl(master, termios.TIOCSWINSZ, struct.pack("HHHH", size[0], size[1], 0, 0))
     try:
         child = await proc.spawn(argv, stdin=slave, stdout=slave, stderr=slave)
     finally:

@@ -1,9 +1,10 @@
 """Exec: a further process in a running container.
 
-Strategy: the process spec is the container's own (from its config.json:
+Strategy: an exec is created from a typed `ExecConfig` (the API parses the
+request); its process spec is the container's own (from its config.json:
 capabilities, seccomp, rlimits, apparmor) with args, env, cwd, user (and
-`--group-add`'s groups) and terminal replaced. Under runc (and, without a
-terminal, runsc and the VM, whose exec client conmon runs through
+`--group-add`'s groups) and terminal replaced (services.execprocess). Under
+runc (and, without a terminal, runsc and the VM, whose exec client conmon runs through
 berth.vm.execruntime) a session runs under its own conmon (runtime.execmon),
 as the container does: berthd is not its parent, so it outlives a restart of
 the daemon, and its record (`session.json` in the session's directory, beside
@@ -23,8 +24,8 @@ and files are services.execsessions'.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fcntl
-import json
 import logging
 import os
 import secrets
@@ -34,16 +35,14 @@ import socket
 import struct
 import tempfile
 import termios
-from typing import Any
 
-from berth.errors import BerthError, Conflict, InvalidArgument, NotFound
+from berth.errors import BerthError, Conflict, NotFound
 from berth.host import fs, proc
-from berth.oci import passwd
 from berth.runtime import execmon, monitor
-from berth.services import bundle as bundles
-from berth.services import execforeground, execsessions
+from berth.services import execforeground, execprocess, execsessions
 from berth.services.containers import Containers
-from berth.services.execsessions import Exec
+from berth.services.execprocess import ExecConfig, ProcessSpec
+from berth.services.execsessions import Exec, SavedSession
 from berth.services.records import Container
 from berth.wire import detachkeys, stdcopy
 
@@ -66,29 +65,27 @@ class Execs:
             raise NotFound(f"No such exec instance: {exec_id}")
         return e
 
-    def create(self, ref: str, body: Any) -> str:
+    def create(self, ref: str, config: ExecConfig) -> str:
+        """A new exec of *config* in the running container *ref*; its id.
+
+        Raises:
+            NotFound: no such container.  Conflict: it is not running, or it is paused.
+        """
         c = self._containers.get(ref)
-        if not isinstance(body, dict):
-            raise InvalidArgument("the request body must be a JSON object (ExecConfig)")
-        cmd = body.get("Cmd")
-        if not isinstance(cmd, list) or not cmd or not all(isinstance(a, str) for a in cmd):
-            raise InvalidArgument("No exec command specified: Cmd must be a non-empty array of strings")
         if not c.running:
             raise Conflict(f"Container {c.id} is not running")
         if c.state.paused:
             raise Conflict(f"Container {c.id} is paused, unpause the container before exec")
-        for key in ("Env",):
-            if body.get(key) is not None and not isinstance(body[key], list):
-                raise InvalidArgument(f"ExecConfig.{key}: expected an array of strings")
-        keys = _detach_spec(body)
-        if keys is not None and not isinstance(keys, str):
-            raise InvalidArgument("ExecConfig.DetachKeys: expected a string such as \"ctrl-p,ctrl-q\"")
-        detachkeys.parse(keys)
         self._tidy()
         exec_id = secrets.token_hex(32)
-        self._all[exec_id] = Exec(exec_id, c, body)
-        self._containers.event(c, "exec_create: " + " ".join(cmd), execID=exec_id)
+        self._all[exec_id] = Exec(exec_id, c, config)
+        self._containers.event(c, "exec_create: " + " ".join(config.cmd), execID=exec_id)
         return exec_id
+
+    def set_console_size(self, exec_id: str, size: tuple[int, int]) -> None:
+        """The terminal's (height, width) for an exec not started yet (Docker's start request may give it)."""
+        e = self.get(exec_id)
+        e.config = dataclasses.replace(e.config, console_size=size)
 
     def check_startable(self, exec_id: str) -> Exec:
         """The exec, if it can start now (checked before a connection is hijacked, to answer with a status).
@@ -103,20 +100,6 @@ class Execs:
             raise Conflict(f"Container {e.container.id} is not running")
         return e
 
-    def inspect(self, exec_id: str) -> dict[str, Any]:
-        e = self.get(exec_id)
-        cfg = e.config
-        return {
-            "ID": e.id, "Running": e.running, "ExitCode": e.exit_code, "ContainerID": e.container.id,
-            "OpenStdin": bool(cfg.get("AttachStdin")), "OpenStdout": bool(cfg.get("AttachStdout")),
-            "OpenStderr": bool(cfg.get("AttachStderr")), "CanRemove": False,
-            "DetachKeys": _detach_spec(cfg) or "",
-            "Pid": e.pid,
-            "ProcessConfig": {"tty": bool(cfg.get("Tty")), "entrypoint": cfg["Cmd"][0],
-                              "arguments": cfg["Cmd"][1:], "privileged": bool(cfg.get("Privileged")),
-                              "user": cfg.get("User", "")},
-        }
-
     def resize(self, exec_id: str, height: int, width: int) -> None:
         e = self.get(exec_id)
         if e.session is not None and e.running:
@@ -129,38 +112,10 @@ class Execs:
             if e.child is not None and e.child.returncode is None:
                 e.child.send_signal(signal.SIGWINCH)
 
-    def probe_process(self, c: Container, argv: list[str]) -> dict[str, Any]:
-        """The OCI process object of a health probe: *argv* with the container's own env, user and
+    def probe_process(self, c: Container, argv: list[str]) -> ProcessSpec:
+        """The OCI process of a health probe: *argv* with the container's own env, user and
         working directory (services.health runs it; it reads the container's files: call it in a thread)."""
-        return self._process_json(Exec("", c, {"Cmd": list(argv)}), False)
-
-    def _process_json(self, e: Exec, tty: bool) -> dict[str, Any]:
-        c = e.container
-        with open(os.path.join(c.dir, "config.json")) as f:
-            process = json.load(f)["process"]
-        cfg = e.config
-        rootfs = os.path.join(c.dir, "rootfs")
-        user = cfg.get("User") or c.config.get("User") or ""
-        passwd_text, group_text = bundles.user_files(rootfs, user)
-        uid, gid, groups = passwd.resolve_user(user, passwd_text, group_text)
-        groups = bundles.with_group_add(groups, c.host, group_text)
-        env = list(process.get("env") or [])
-        for item in cfg.get("Env") or []:
-            key = item.split("=", 1)[0]
-            env = [x for x in env if x.split("=", 1)[0] != key] + [item]
-        if tty and not any(x.startswith("TERM=") for x in env):
-            env.append("TERM=xterm")
-        process.update(args=list(cfg["Cmd"]), env=env, terminal=tty,
-                       cwd=cfg.get("WorkingDir") or process.get("cwd") or "/",
-                       user={"uid": uid, "gid": gid, "additionalGids": list(groups)})
-        process.pop("consoleSize", None)
-        size = cfg.get("ConsoleSize")
-        if tty and isinstance(size, list) and len(size) == 2 and all(isinstance(n, int) and n > 0 for n in size):
-            process["consoleSize"] = {"height": size[0], "width": size[1]}
-        if cfg.get("Privileged"):
-            caps = process.get("capabilities") or {}
-            process["capabilities"] = caps
-        return process
+        return execprocess.process_for(c, ExecConfig(cmd=tuple(argv)), False)
 
     async def start(self, exec_id: str, detach: bool, reader: asyncio.StreamReader | None,
                     writer: asyncio.StreamWriter | None, pending: bytes = b"", framed: bool | None = None) -> None:
@@ -171,7 +126,7 @@ class Execs:
         """
         e = self.check_startable(exec_id)
         e.started = True
-        tty = bool(e.config.get("Tty"))
+        tty = e.config.tty
         if framed is None:
             framed = not tty
         command = self._containers.task_of(e.container).exec_monitored(tty)
@@ -206,9 +161,9 @@ class Execs:
         loop = asyncio.get_running_loop()
         session = execmon.Session(os.path.join(c.dir, "execs", e.id), e.id)
         attached = reader is not None and writer is not None
-        want_in = attached and bool(e.config.get("AttachStdin"))
+        want_in = attached and e.config.attach_stdin
         try:
-            process = await asyncio.to_thread(self._process_json, e, tty)  # reads the image's files
+            process = await asyncio.to_thread(execprocess.process_for, c, e.config, tty)  # reads the image's files
         except BerthError as exc:
             await self._failed_to_start(e, exc, framed, writer)
             return
@@ -230,7 +185,7 @@ class Execs:
                 return
             e.pid, e.monitor_pid, e.running = launched.pid, launched.monitor_pid, True
             await asyncio.to_thread(execsessions.save, e)
-            self._containers.event(c, "exec_start: " + " ".join(e.config["Cmd"]), execID=e.id)
+            self._containers.event(c, "exec_start: " + " ".join(e.config.cmd), execID=e.id)
             e.watcher = loop.create_task(self._watch(e, command.socket_dir))
             if not attached:
                 return
@@ -245,7 +200,7 @@ class Execs:
         leaves or it detaches; the process goes on in the last two cases."""
         loop = asyncio.get_running_loop()
         cfg = e.config
-        keys = detachkeys.Detector(detachkeys.parse(_detach_spec(cfg)) if tty else b"")
+        keys = detachkeys.Detector(detachkeys.parse(cfg.detach_keys) if tty else b"")
 
         async def output() -> str:
             while True:
@@ -256,7 +211,7 @@ class Execs:
                 if not packet:
                     return "ended"
                 number = 2 if packet[0] == 3 else 1
-                if not cfg.get("AttachStderr" if number == 2 else "AttachStdout", True):
+                if not (cfg.streams_stderr if number == 2 else cfg.streams_stdout):
                     continue
                 writer.write(stdcopy.encode(number, packet[1:]) if framed else packet[1:])
                 await writer.drain()
@@ -334,20 +289,18 @@ class Execs:
             if command is None:
                 continue
             try:
-                for session, doc in await asyncio.to_thread(execsessions.sessions, c.dir):
-                    await self._adopt(c, session, doc, command.socket_dir)
+                for saved in await asyncio.to_thread(execsessions.sessions, c.dir):
+                    await self._adopt(c, saved, command.socket_dir)
             except Exception:  # one container's sessions must not keep the daemon from starting
                 log.exception("exec sessions of %s", c.id[:12])
 
-    async def _adopt(self, c: Container, session: execmon.Session, doc: dict[str, Any], socket_dir: str) -> None:
-        cfg = doc.get("Config")
-        if not isinstance(cfg, dict) or not isinstance(cfg.get("Cmd"), list) or not cfg["Cmd"]:
-            return
-        e = Exec(session.exec_id, c, cfg, started=True, session=session,
-                 pid=_int(doc.get("Pid")), monitor_pid=_int(doc.get("MonitorPid")))
+    async def _adopt(self, c: Container, saved: SavedSession, socket_dir: str) -> None:
+        session = saved.session
+        e = Exec(session.exec_id, c, saved.config, started=True, session=session,
+                 pid=saved.pid, monitor_pid=saved.monitor_pid)
         self._all[e.id] = e
-        if isinstance(doc.get("ExitCode"), int):
-            e.exit_code = doc["ExitCode"]
+        if saved.exit_code is not None:
+            e.exit_code = saved.exit_code
             e.done.set()
         elif e.monitor_pid > 0 and proc.pid_alive(e.monitor_pid) and execmon.is_monitor(e.monitor_pid, session):
             e.running = True
@@ -390,14 +343,14 @@ class Execs:
         try:
             spec_path = os.path.join(workdir, "process.json")
             try:
-                process = await asyncio.to_thread(self._process_json, e, tty)  # reads the image's files
+                process = await asyncio.to_thread(execprocess.process_for, c, e.config, tty)  # the image's files
             except BerthError as exc:
                 await self._failed_to_start(e, exc, framed, None if detach else writer)
                 return
-            fs.atomic_write(spec_path, json.dumps(process).encode())
+            fs.atomic_write(spec_path, process.to_json())
             argv = self._containers.task_of(c).exec_argv(spec_path, os.path.join(workdir, "pid"))
             e.running = True
-            self._containers.event(c, "exec_start: " + " ".join(e.config["Cmd"]), execID=e.id)
+            self._containers.event(c, "exec_start: " + " ".join(e.config.cmd), execID=e.id)
             if detach or writer is None:
                 child = await proc.spawn(argv, stdin=asyncio.subprocess.DEVNULL,
                                          stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
@@ -415,15 +368,3 @@ class Execs:
         finally:
             if workdir:
                 shutil.rmtree(workdir, ignore_errors=True)
-
-
-
-def _detach_spec(cfg: dict[str, Any]) -> Any:
-    """ExecConfig's DetachKeys (docker-py spells it detachKeys; Docker's JSON matching ignores case)."""
-    return cfg.get("DetachKeys", cfg.get("detachKeys"))
-
-
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-

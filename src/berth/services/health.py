@@ -1,7 +1,9 @@
 """Health checks: Docker's HEALTHCHECK probes, run as execs in running containers.
 
 Strategy: the rules (configuration, State.Health transitions, delays, output
-limits) are pure and live in services.healthrules. `Health` drives them:
+limits) are pure and live in services.healthrules. `Health` drives them (it
+reads the check from the container's Config as a typed `Healthcheck`, and keeps
+the typed `HealthState` in the record):
 `started(c)` (a start, a restart, a daemon that found the container running)
 resets the status to `starting` and starts one asyncio task for the
 container; `stopped(c)` cancels it. A container without a check costs
@@ -18,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import secrets
@@ -26,17 +27,21 @@ import shutil
 import signal
 import tempfile
 import time
-from typing import Any, BinaryIO, Callable, Protocol
+from typing import BinaryIO, Callable, Protocol
 
 from berth import timefmt
 from berth.errors import BerthError
 from berth.host import proc
 from berth.runtime.task import Task
+from berth.services.execprocess import ProcessSpec
 from berth.services.healthrules import (
+    DEFAULT_SHELL,
     EXEC_START_TIMEOUT,
     OUTPUT_GRACE,
     SECOND,
     STARTING,
+    Healthcheck,
+    HealthLogEntry,
     Output,
     Probe,
     delay,
@@ -50,7 +55,7 @@ from berth.services.records import Container
 
 log = logging.getLogger(__name__)
 
-ProcessOf = Callable[[Container, list[str]], dict[str, Any]]
+ProcessOf = Callable[[Container, list[str]], ProcessSpec]
 
 
 class ProbeHost(Protocol):
@@ -68,7 +73,7 @@ class Health:
 
     Args:
         containers: the container service (task_of, event, save).
-        process_of: the OCI process object of a command run in a container as a probe
+        process_of: the OCI process spec of a command run in a container as a probe
             (the container's own env, user and working directory); it reads files, so it
             is called in a worker thread.
     """
@@ -81,7 +86,7 @@ class Health:
     def started(self, c: Container) -> None:
         """*c* started (or restarted, or was found running by a new daemon): probe it from `starting`."""
         self.stopped(c)
-        probe = probe_of(c.config)
+        probe = _probe(c)
         if probe is None:
             return
         c.state.health = reset(c.state.health)
@@ -101,8 +106,8 @@ class Health:
         except (KeyError, ValueError):
             started_ns = time.time_ns()
         while True:
-            health = c.state.health or {}
-            await asyncio.sleep(delay(probe, time.time_ns() - started_ns, health.get("Status", STARTING)))
+            status = c.state.health.status if c.state.health is not None else STARTING
+            await asyncio.sleep(delay(probe, time.time_ns() - started_ns, status))
             if not c.running or c.removed or c.removing:
                 return
             if c.state.paused:
@@ -112,18 +117,17 @@ class Health:
                 result = await self._run(c, probe)
             except Exception as exc:  # noqa: BLE001 - a probe's trouble is its result, never the daemon's
                 log.warning("health check of %s: %s", c.id[:12], exc, exc_info=not isinstance(exc, BerthError))
-                result = {"Start": timefmt.format_ns(began), "End": timefmt.now(), "ExitCode": -1, "Output": str(exc)}
+                result = HealthLogEntry(timefmt.format_ns(began), timefmt.now(), -1, str(exc))
             if not c.running or c.removed or c.removing:
                 return  # it stopped meanwhile: the result says nothing about it any more
-            if c.state.health is None:
-                c.state.health = reset(None)
-            health = c.state.health
-            changed = record(health, result, probe.retries, began - started_ns < probe.start_period)
+            before = c.state.health if c.state.health is not None else reset(None)
+            after = record(before, result, probe.retries, began - started_ns < probe.start_period)
+            c.state.health = after
             self._containers.save(c)
-            if changed:
-                self._containers.event(c, "health_status: " + health["Status"])
+            if after.status != before.status:
+                self._containers.event(c, "health_status: " + after.status)
 
-    async def _run(self, c: Container, probe: Probe) -> dict[str, Any]:
+    async def _run(self, c: Container, probe: Probe) -> HealthLogEntry:
         start = timefmt.now()
         exec_id = secrets.token_hex(32)
         command = " ".join(probe.argv)
@@ -133,7 +137,7 @@ class Health:
             code, output = await self._exec(c, probe, exec_id, command, workdir)
         finally:
             await asyncio.to_thread(shutil.rmtree, workdir, True)
-        return {"Start": start, "End": timefmt.now(), "ExitCode": code, "Output": output}
+        return HealthLogEntry(start, timefmt.now(), code, output)
 
     async def _exec(self, c: Container, probe: Probe, exec_id: str, command: str, workdir: str) -> tuple[int, str]:
         try:
@@ -141,7 +145,7 @@ class Health:
         except (BerthError, OSError, ValueError) as exc:  # its user is unknown, its config.json is gone...
             return -1, str(exc)
         spec, pid_file = os.path.join(workdir, "process.json"), os.path.join(workdir, "pid")
-        await asyncio.to_thread(_write_new, spec, json.dumps(process).encode())  # a private directory of ours
+        await asyncio.to_thread(_write_new, spec, process.to_json())  # a private directory of ours
         task = self._containers.task_of(c)
         self._containers.event(c, "exec_start: " + command, execID=exec_id)
         # stdout and stderr share one pipe of ours (not asyncio's): a process the probe leaves behind in
@@ -195,6 +199,13 @@ class Health:
             with contextlib.suppress(ProcessLookupError):
                 child.send_signal(signal.SIGKILL)
         await asyncio.wait({exited}, timeout=30)
+
+
+def _probe(c: Container) -> Probe | None:
+    """The container's probe, from its Config's Healthcheck (and Shell, for CMD-SHELL)."""
+    shell = c.config.get("Shell")
+    return probe_of(Healthcheck.from_doc(c.config.get("Healthcheck")),
+                    tuple(shell) if isinstance(shell, list) and shell else DEFAULT_SHELL)
 
 
 def _write_new(path: str, data: bytes) -> None:

@@ -1,12 +1,15 @@
 """Health-check rules, as pure functions: Docker's HEALTHCHECK configuration and the State.Health it drives.
 
 Strategy: the configuration is pure data. `check_config` validates a create
-request's `Config.Healthcheck` with Docker's wording, `merge` lays it over the
-image's field by field (as Docker's create does), and `probe_of` turns a
-container's merged Config into a `Probe` (None: no check, or `["NONE"]`). The
-state (`State.Health` in the container record: Status, FailingStreak, the last
-five Log entries) changes only through `record`, a pure function of one
-result, so the rules are testable without a container:
+request's `Config.Healthcheck` with Docker's wording; `Healthcheck` is that
+object typed (read from a request, an image's config or a container's Config
+with `Healthcheck.from_doc`, written back with `to_doc`), `merge` lays the
+container's over the image's field by field (as Docker's create does), and
+`probe_of` turns the merged one into a `Probe` (None: no check, or `["NONE"]`).
+The state (`HealthState`, State.Health in the container record: Status,
+FailingStreak, the last five Log entries) is a value that changes only through
+`reset` and `record`, pure functions (one result in, the next state out), so
+the rules are testable without a container:
 
 - a success makes the container healthy and resets the streak;
 - a failure adds to the streak, unless the container is still `starting` and
@@ -22,7 +25,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 from berth.errors import InvalidArgument
 
@@ -107,25 +110,85 @@ def _json_type(value: Any) -> str:
             dict: "object"}.get(type(value), type(value).__name__)
 
 
-def merge(container: dict[str, Any] | None, image: dict[str, Any] | None) -> dict[str, Any] | None:
+class HealthcheckDoc(TypedDict, total=False):
+    """Config.Healthcheck as JSON (Docker's HealthConfig; durations in nanoseconds)."""
+
+    Test: list[str]
+    Interval: int
+    Timeout: int
+    StartPeriod: int
+    StartInterval: int
+    Retries: int
+
+
+@dataclass(frozen=True, slots=True)
+class Healthcheck:
+    """Config.Healthcheck as given (by a request, an image, a container's Config): None where a field is
+    left out, which `merge` tells apart from 0. Durations are nanoseconds."""
+
+    test: tuple[str, ...] | None = None
+    interval: int | None = None
+    timeout: int | None = None
+    start_period: int | None = None
+    start_interval: int | None = None
+    retries: int | None = None
+
+    @classmethod
+    def from_doc(cls, doc: object) -> Healthcheck | None:
+        """The check in a JSON value: None if it is not an object; a field of the wrong type is left out
+        (a request's were checked by `check_config`; an image's or a record's are taken as they are)."""
+        if not isinstance(doc, dict):
+            return None
+        test = doc.get("Test")
+        if isinstance(test, str):  # a Go strslice: one string is a list of one
+            test = [test]
+        return cls(test=tuple(test) if isinstance(test, list) and all(isinstance(a, str) for a in test) else None,
+                   interval=_int_or_none(doc.get("Interval")), timeout=_int_or_none(doc.get("Timeout")),
+                   start_period=_int_or_none(doc.get("StartPeriod")),
+                   start_interval=_int_or_none(doc.get("StartInterval")),
+                   retries=_int_or_none(doc.get("Retries")))
+
+    def to_doc(self) -> HealthcheckDoc:
+        """The JSON object, without the fields left out."""
+        doc: HealthcheckDoc = {}
+        if self.test is not None:
+            doc["Test"] = list(self.test)
+        if self.interval is not None:
+            doc["Interval"] = self.interval
+        if self.timeout is not None:
+            doc["Timeout"] = self.timeout
+        if self.start_period is not None:
+            doc["StartPeriod"] = self.start_period
+        if self.start_interval is not None:
+            doc["StartInterval"] = self.start_interval
+        if self.retries is not None:
+            doc["Retries"] = self.retries
+        return doc
+
+
+def _int_or_none(value: object) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def merge(container: Healthcheck | None, image: Healthcheck | None) -> Healthcheck | None:
     """The container's Healthcheck: its own fields, each one that is empty or 0 taken from the image's.
 
-    No check in the request means the image's, whole; `{"Test": ["NONE"]}` (`--no-healthcheck`)
-    keeps its NONE, which turns the image's check off.
+    No check in the request means the image's, whole (none if the image's is empty); `Test: ["NONE"]`
+    (`--no-healthcheck`) keeps its NONE, which turns the image's check off.
     """
-    if container is None:
-        return dict(image) if image else None
-    out = dict(container)
-    if isinstance(out.get("Test"), str):  # a Go strslice: one string is a list of one
-        out["Test"] = [out["Test"]]
-    if not image:
-        return out
-    if not out.get("Test"):
-        out["Test"] = image.get("Test")
-    for key in (*DURATIONS, "Retries"):
-        if not out.get(key) and image.get(key):
-            out[key] = image[key]
-    return {k: v for k, v in out.items() if v is not None}
+    if image == Healthcheck():
+        image = None  # an empty check in the image is none
+    if container is None or image is None:
+        return container or image
+
+    def pick(mine: int | None, theirs: int | None) -> int | None:
+        return theirs if not mine and theirs else mine
+    return Healthcheck(test=container.test if container.test else image.test,
+                       interval=pick(container.interval, image.interval),
+                       timeout=pick(container.timeout, image.timeout),
+                       start_period=pick(container.start_period, image.start_period),
+                       start_interval=pick(container.start_interval, image.start_interval),
+                       retries=pick(container.retries, image.retries))
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,37 +203,95 @@ class Probe:
     retries: int = DEFAULT_RETRIES
 
 
-def probe_of(config: dict[str, Any]) -> Probe | None:
-    """The probe of a container's merged Config, or None (no check, `NONE`, or an unknown type)."""
-    hc = config.get("Healthcheck")
-    if not isinstance(hc, dict):
-        return None
-    test = hc.get("Test") or []
-    if len(test) < 2 or test[0] not in ("CMD", "CMD-SHELL"):
-        return None
-    if test[0] == "CMD":
-        argv = tuple(test[1:])
-    else:
-        shell = config.get("Shell") or DEFAULT_SHELL
-        argv = (*shell, *test[1:])
+def probe_of(check: Healthcheck | None, shell: tuple[str, ...] = DEFAULT_SHELL) -> Probe | None:
+    """The probe of a container's merged check, or None (no check, `NONE`, or an unknown type).
 
-    def positive(key: str, default: int) -> int:
-        value = hc.get(key)
-        return value if isinstance(value, int) and value > 0 else default
-    return Probe(argv, positive("Interval", DEFAULT_INTERVAL), positive("Timeout", DEFAULT_TIMEOUT),
-                 positive("StartPeriod", DEFAULT_START_PERIOD), positive("StartInterval", DEFAULT_START_INTERVAL),
-                 positive("Retries", DEFAULT_RETRIES))
+    *shell*: the container's Config.Shell, which runs a CMD-SHELL test.
+    """
+    test = (check.test if check is not None else None) or ()
+    if check is None or len(test) < 2 or test[0] not in ("CMD", "CMD-SHELL"):
+        return None
+    argv = tuple(test[1:]) if test[0] == "CMD" else (*(shell or DEFAULT_SHELL), *test[1:])
+
+    def positive(value: int | None, default: int) -> int:
+        return value if value is not None and value > 0 else default
+    return Probe(argv, positive(check.interval, DEFAULT_INTERVAL), positive(check.timeout, DEFAULT_TIMEOUT),
+                 positive(check.start_period, DEFAULT_START_PERIOD),
+                 positive(check.start_interval, DEFAULT_START_INTERVAL), positive(check.retries, DEFAULT_RETRIES))
 
 
 # ------------------------------------------------------------------------------------------
 # State (pure)
 
-def reset(health: Any) -> dict[str, Any]:
+class HealthLogDoc(TypedDict):
+    """One entry of State.Health.Log as JSON."""
+
+    Start: str
+    End: str
+    ExitCode: int
+    Output: str
+
+
+class HealthDoc(TypedDict):
+    """State.Health as JSON (the record's stored form)."""
+
+    Status: str
+    FailingStreak: int
+    Log: list[HealthLogDoc]
+
+
+@dataclass(frozen=True, slots=True)
+class HealthLogEntry:
+    """One probe's result: when it ran (RFC 3339 times), its exit code (-1: it could not run or timed
+    out) and the start of its output."""
+
+    start: str
+    end: str
+    exit_code: int
+    output: str
+
+    def to_doc(self) -> HealthLogDoc:
+        return {"Start": self.start, "End": self.end, "ExitCode": self.exit_code, "Output": self.output}
+
+    @classmethod
+    def from_doc(cls, doc: object) -> HealthLogEntry | None:
+        if not isinstance(doc, dict):
+            return None
+        code = doc.get("ExitCode")
+        return cls(str(doc.get("Start") or ""), str(doc.get("End") or ""),
+                   code if isinstance(code, int) and not isinstance(code, bool) else 0, str(doc.get("Output") or ""))
+
+
+@dataclass(frozen=True, slots=True)
+class HealthState:
+    """State.Health: the status (starting, healthy, unhealthy; "" in a record that never said), the
+    failures in a row, and the last MAX_LOG_ENTRIES results, oldest first."""
+
+    status: str = STARTING
+    failing_streak: int = 0
+    log: tuple[HealthLogEntry, ...] = ()
+
+    def to_doc(self) -> HealthDoc:
+        """The stored form (Docker's State.Health)."""
+        return {"Status": self.status, "FailingStreak": self.failing_streak,
+                "Log": [entry.to_doc() for entry in self.log]}
+
+    @classmethod
+    def from_doc(cls, doc: object) -> HealthState | None:
+        """The stored form read back; None if it is not an object (a record without a check)."""
+        if not isinstance(doc, dict):
+            return None
+        log = doc.get("Log")
+        entries = [HealthLogEntry.from_doc(e) for e in log] if isinstance(log, list) else []
+        streak = doc.get("FailingStreak")
+        return cls(str(doc.get("Status") or ""),
+                   streak if isinstance(streak, int) and not isinstance(streak, bool) else 0,
+                   tuple(e for e in entries if e is not None))
+
+
+def reset(health: HealthState | None) -> HealthState:
     """State.Health for a (re)started container: `starting`, no streak; the Log is kept, as Docker keeps it."""
-    entries: list[Any] = []
-    if isinstance(health, dict) and isinstance(health.get("Log"), list):
-        entries = health["Log"][-MAX_LOG_ENTRIES:]
-    return {"Status": STARTING, "FailingStreak": 0, "Log": list(entries)}
+    return HealthState(STARTING, 0, health.log[-MAX_LOG_ENTRIES:] if health is not None else ())
 
 
 def delay(probe: Probe, since_start_ns: int, status: str) -> float:
@@ -180,34 +301,27 @@ def delay(probe: Probe, since_start_ns: int, status: str) -> float:
     return probe.interval / SECOND
 
 
-def record(health: dict[str, Any], result: dict[str, Any], retries: int, in_start_period: bool) -> bool:
-    """Apply one probe's result (Start, End, ExitCode, Output) to State.Health; True if Status changed.
+def record(health: HealthState, result: HealthLogEntry, retries: int, in_start_period: bool) -> HealthState:
+    """State.Health after one probe's *result*.
 
     *in_start_period*: the probe began inside the container's start period.
     """
-    before = health.get("Status") or STARTING
-    entries = [*(health.get("Log") or []), result][-MAX_LOG_ENTRIES:]
-    health["Log"] = entries
-    if result["ExitCode"] == 0:
-        health["FailingStreak"] = 0
-        health["Status"] = HEALTHY
-    elif not (before == STARTING and in_start_period):
-        health["FailingStreak"] = int(health.get("FailingStreak") or 0) + 1
-        if health["FailingStreak"] >= max(retries, 1):
-            health["Status"] = UNHEALTHY
-    health.setdefault("Status", before)
-    health.setdefault("FailingStreak", 0)
-    return bool(health["Status"] != before)
+    before = health.status or STARTING
+    log = (*health.log, result)[-MAX_LOG_ENTRIES:]
+    if result.exit_code == 0:
+        return HealthState(HEALTHY, 0, log)
+    if before == STARTING and in_start_period:
+        return HealthState(before, health.failing_streak, log)
+    streak = health.failing_streak + 1
+    return HealthState(UNHEALTHY if streak >= max(retries, 1) else before, streak, log)
 
 
-def status_of(health: Any) -> str:
+def status_of(health: HealthState | None) -> str:
     """The container's health (State.Health) as `docker ps --filter health=` sees it: none without a check."""
-    if isinstance(health, dict) and health.get("Status"):
-        return str(health["Status"])
-    return NONE
+    return health.status if health is not None and health.status else NONE
 
 
-def status_suffix(health: Any) -> str:
+def status_suffix(health: HealthState | None) -> str:
     """What `docker ps` adds to "Up 3 seconds" for a running container with a check (State.Health)."""
     status = status_of(health)
     if status == NONE:

@@ -18,6 +18,7 @@ import json
 import os
 import tempfile
 from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,8 @@ from berth.host import fs, spool
 from berth.image import archiveextract, archiveread, archiverefs, archivesave, layerdiff
 from berth.oci import image as oci_image
 from berth.oci import reference
+from berth.oci.imageconfig import HistoryEntry, RuntimeConfig
+from berth.oci.platform import Platform
 from berth.services.events import Events
 from berth.services.images import Images
 from berth.services.layers import Leases
@@ -62,18 +65,18 @@ class ImageIO:
         label = [str(reference.parse(name))] if is_ref else []
         index = self._images.index(target)
         if index is None:
-            manifest = self._store.read(self._images.record(target)["manifest"])
+            manifest = self._store.read(self._images.record(target).manifest)
             return archivesave.SaveImage.from_manifest(label, manifest)
         image_id = self._images.resolve(name)
-        manifest = self._store.read(self._images.record(image_id)["manifest"])
+        manifest = self._store.read(self._images.record(image_id).manifest)
         extra: list[str] = []
-        for child in index["children"]:
-            if child.get("image") and child["image"] != image_id:
+        for child in index.images():
+            if child != image_id:
                 try:
-                    record = self._images.record(child["image"])
+                    record = self._images.record(child)
                 except NotFound:
                     continue
-                extra += [record["manifest"], child["image"], *record["layers"]]
+                extra += [record.manifest, child, *record.layers]
         return archivesave.SaveImage.from_manifest(label, manifest, index=self._store.read(target),
                                                    extra_blobs=extra)
 
@@ -187,41 +190,45 @@ class ImageIO:
             raise
         return digest, digest
 
-    def derive(self, base_id: str | None, body: dict[str, Any], *, layer: str | None, history: dict[str, Any],
-               author: str = "", extra: dict[str, Any] | None = None, platform: dict[str, str] | None = None) -> str:
-        """A new image: *base_id* (None: scratch) with config *body*, plus *layer* (an uncompressed layer
-        blob already in the store) if given, and one more history entry; return its id.
+    def derive(self, base_id: str | None, runtime: RuntimeConfig, *, layer: str | None, step: HistoryEntry,
+               author: str = "", container: str = "", platform: Platform | None = None) -> str:
+        """A new image: *base_id* (None: scratch, of *platform*) with the runtime defaults *runtime*, plus
+        *layer* (an uncompressed layer blob already in the store) if given, and *step* as one more history
+        entry (made now); return its id. *container*: the container it was committed from.
 
         Metadata-only steps (no layer) add an `empty_layer` history entry, as Docker does.
         """
-        base_config = self._images.config(base_id) if base_id else {
-            "architecture": (platform or {}).get("architecture", "amd64"), "os": (platform or {}).get("os", "linux"),
-            "rootfs": {"type": "layers", "diff_ids": []}, "history": []}
+        if base_id:
+            base_config = self._images.config(base_id).doc
+        else:
+            plat = platform or Platform("linux", "amd64")
+            base_config = {"architecture": plat.architecture or "amd64", "os": plat.os or "linux",
+                           "rootfs": {"type": "layers", "diff_ids": []}, "history": []}
         base_layers: list[dict[str, Any]] = []
         diff_ids: list[str] = []
         if base_id:
             base = self._images.record(base_id)
             base_layers = [d.as_dict() for d in oci_image.parse_image_manifest(
-                self._store.read(base["manifest"]), what="the base image's manifest").layers]
-            diff_ids = list(base["diff_ids"])
+                self._store.read(base.manifest), what="the base image's manifest").layers]
+            diff_ids = list(base.diff_ids)
         leased = [layer] if layer else []
         with self._leases.lease(leased):
             created = timefmt.now()
             config = {k: v for k, v in base_config.items() if k not in ("container", "container_config")}
-            config.update({"created": created, "config": body, **(extra or {})})
-            if platform and platform.get("variant"):
-                config["variant"] = platform["variant"]
+            config.update({"created": created, "config": runtime.to_doc()})
+            if container:
+                config["container"] = container
+            if platform and platform.variant:
+                config["variant"] = platform.variant
             if author:
                 config["author"] = author
-            entry = {"created": created, **history}
             layers = list(base_layers)
             if layer:
                 diff_ids.append(layer)
                 layers.append({"mediaType": oci_image.OCI_LAYER, "digest": layer, "size": self._store.size(layer)})
-            else:
-                entry["empty_layer"] = True
+            entry = replace(step, created=created, empty_layer=not layer)
             config["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
-            config["history"] = [*(base_config.get("history") or []), entry]
+            config["history"] = [*(base_config.get("history") or []), entry.to_doc()]
             raw = json.dumps(config, separators=(",", ":")).encode()
             config_digest = self._store.put(raw)
             manifest = {"schemaVersion": 2, "mediaType": oci_image.OCI_MANIFEST,
@@ -232,22 +239,32 @@ class ImageIO:
             self._images.set_parent(image_id, base_id)  # inspect's Parent; hides untagged parents from listings
             return image_id
 
-    def commit(self, image_id: str, upper: Path, container_config: dict[str, Any], *, repo: str, tag: str,
+    def commit(self, image_id: str, upper: Path, container_config: RuntimeConfig, *, repo: str, tag: str,
                comment: str, author: str, changes: Sequence[str], container_id: str) -> str:
-        """A new image: *image_id* plus the container's changes in *upper*, with its config; return its id."""
+        """A new image: *image_id* plus the container's changes in *upper*; return its id.
+
+        *container_config*: the container's config (with the request's overrides), whose
+        command, environment, user, labels, ports, volumes and the like replace the image's;
+        then the `--change` instructions *changes* apply.
+        """
         ref = reference.parse(f"{repo}:{tag}" if tag else repo) if repo else None
-        base_config = self._images.config(image_id)
+        base = self._images.config(image_id).runtime
         layer, _ = self.layer_from_chunks(layerdiff.iter_layer_from_upper(upper))
-        body = dict(base_config.get("config") or {})
-        for key in ("Cmd", "Entrypoint", "Env", "WorkingDir", "User", "Labels", "ExposedPorts", "StopSignal",
-                    "Volumes"):
-            if container_config.get(key) not in (None, "", [], {}):
-                body[key] = container_config[key]
-        apply_changes(list(changes), body)
-        history = {"created_by": " ".join(container_config.get("Cmd") or []), "comment": comment,
-                   **({"author": author} if author else {})}
-        new_id = self.derive(image_id, body, layer=layer, history=history, author=author,
-                             extra={"container": container_id})
+        given = {name: getattr(container_config, name) for name in COMMITTED if getattr(container_config, name)}
+        runtime = _with_changes(replace(base, **given), changes)
+        step = HistoryEntry(created_by=" ".join(container_config.cmd or ()), comment=comment, author=author)
+        new_id = self.derive(image_id, runtime, layer=layer, step=step, author=author, container=container_id)
         if ref is not None:
             self._images.set_tag(str(ref), new_id)
         return new_id  # the `commit` event is the container's (Containers.committed)
+
+
+# what a commit takes from the container's config when it is set there (not empty)
+COMMITTED = ("cmd", "entrypoint", "env", "working_dir", "user", "labels", "exposed_ports", "stop_signal", "volumes")
+
+
+def _with_changes(runtime: RuntimeConfig, changes: Sequence[str]) -> RuntimeConfig:
+    """*runtime* with `--change` instructions applied (berth.builder.configedit edits the JSON form)."""
+    doc = runtime.to_doc()
+    apply_changes(list(changes), doc)
+    return RuntimeConfig.from_doc(doc)

@@ -7,14 +7,16 @@ the config digest (as Docker's image IDs are). A multi-platform image is an
 index kept whole: the tag names the index, whose record lists each
 platform's manifest and, once its content is here, its image; a name
 resolves to the image of the platform asked for (the host's by default).
-What the API shows is services.imageviews'; removal and the GC (which
-deletes what no image, index or lease refers to) are services.imageremoval's.
+The records are typed (services.imagerecords); the listings and their
+filters are services.imageviews'; removal and the GC (which deletes what no
+image, index or lease refers to) are services.imageremoval's.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any, AsyncIterator, Callable
 
 from berth import timefmt
@@ -28,6 +30,12 @@ from berth.oci import platform as platforms
 from berth.oci import reference
 from berth.oci.image import ImageConfig, ImageIndex, ImageManifest
 from berth.services.events import Events
+from berth.services.imagerecords import (
+    ImageRecord,
+    ImageRecords,
+    IndexChild,
+    IndexRecord,
+)
 from berth.services.layers import Layers, Leases
 from berth.snapshot.overlay import chain_ids
 
@@ -44,6 +52,7 @@ class Images:
     def __init__(self, db: Database, store: LocalStore, layers: Layers, leases: Leases, events: Events,
                  in_use: Callable[[str], list[str]]) -> None:
         self._db, self._store, self._layers, self._leases, self._events = db, store, layers, leases, events
+        self._records = ImageRecords(db)
         self.in_use = in_use  # image id -> ids of containers using it
 
     # import -------------------------------------------------------------
@@ -82,7 +91,7 @@ class Images:
             try:
                 size, diff_id, media = await _off_loop(self._layers.unpack_single, layer_digest)
             except BaseException:
-                if added and not any(layer_digest in doc["layers"] for _, doc in self._db.images()):
+                if added and not any(layer_digest in r.layers for _, r in self._records.items()):
                     await _off_loop(self._store.delete, layer_digest)
                 raise
             with self._leases.lease([diff_id]):
@@ -101,10 +110,8 @@ class Images:
                 }
                 manifest_digest = await _off_loop(self._store.put,
                                                   json.dumps(manifest, separators=(",", ":")).encode())
-                self._db.put_image(config_digest, {
-                    "manifest": manifest_digest, "layers": [layer_digest], "diff_ids": [diff_id],
-                    "size": size, "created": created,
-                })
+                self._records.put(config_digest, ImageRecord(manifest_digest, (layer_digest,), (diff_id,), size,
+                                                             created))
         if ref is not None:
             self._db.set_tag(str(ref), config_digest)
         self.event("import", config_digest, config_digest)
@@ -137,11 +144,12 @@ class Images:
         chains = chain_ids(diff_ids)
         with self._leases.lease([manifest_digest, config_digest, *layers, *chains]):
             size = sum(self._layers.unpack(layer, diff, chain) for layer, diff, chain in zip(layers, diff_ids, chains, strict=False))
-            doc = self._db.get_image(config_digest) or {}
-            doc.update({"manifest": manifest_digest, "layers": layers, "diff_ids": diff_ids, "size": size,
-                        "created": config.created or doc.get("created") or now_iso()})
-            doc["repo_digests"] = sorted(set(doc.get("repo_digests", [])) | set(repo_digests))
-            self._db.put_image(config_digest, doc)
+            old = self._records.get(config_digest)  # registered again (a pull of a new tag): keep what it had
+            fresh = ImageRecord(manifest_digest, tuple(layers), tuple(diff_ids), size,
+                                config.created or (old.created if old else "") or now_iso(),
+                                tuple(sorted({*(old.repo_digests if old else ()), *repo_digests})))
+            self._records.put(config_digest, fresh if old is None else replace(
+                fresh, tagged=old.tagged, parent=old.parent, extra=old.extra))
         return config_digest
 
     def register_index(self, index: ImageIndex, images: dict[str, str]) -> str:
@@ -150,21 +158,19 @@ class Images:
         entries = [(d.digest, dict(d.platform or {})) for d in index.manifests]
         if not self._store.exists(digest):
             self._store.put(index.raw, digest)
-        before = {c["manifest"]: c.get("image") for c in (self._db.get_index(digest) or {}).get("children", [])}
-        children = [{"manifest": m, "platform": plat, "image": images.get(m) or before.get(m)} for m, plat in entries]
-        self._db.put_index(digest, {"children": children, "created": now_iso()})
+        old = self._records.index(digest)
+        before = {c.manifest: c.image for c in old.children} if old is not None else {}
+        children = tuple(IndexChild(m, plat, images.get(m) or before.get(m) or "") for m, plat in entries)
+        self._records.put_index(digest, IndexRecord(children, now_iso()))
         return digest
 
     def set_tag(self, ref: str, target: str, repo_digest: str = "") -> None:
         """Point *ref* at an image id or index digest (a pull or load naming it)."""
         self._db.set_tag(ref, target)
-        if repo_digest and self._db.get_image(target):
-            doc = self.record(target)
-            doc["repo_digests"] = sorted(set(doc.get("repo_digests", [])) | {repo_digest})
-            self._db.put_image(target, doc)
-        if repo_digest and (idx := self._db.get_index(target)) is not None:
-            idx["repo_digests"] = sorted(set(idx.get("repo_digests", [])) | {repo_digest})
-            self._db.put_index(target, idx)
+        if repo_digest and (record := self._records.get(target)) is not None:
+            self._records.put(target, replace(record, repo_digests=tuple(sorted({*record.repo_digests, repo_digest}))))
+        if repo_digest and (idx := self._records.index(target)) is not None:
+            self._records.put_index(target, replace(idx, repo_digests=tuple(sorted({*idx.repo_digests, repo_digest}))))
 
     # lookup -------------------------------------------------------------
     def resolve(self, name: str, platform: str = "") -> str:
@@ -181,16 +187,16 @@ class Images:
         if target is None:
             hexpart = name[7:] if name.startswith("sha256:") else name
             if hexpart and all(c in "0123456789abcdef" for c in hexpart):
-                matches = [i for i, _ in self._db.images() if i[7:].startswith(hexpart)]
+                matches = [i for i, _ in self._records.items() if i[7:].startswith(hexpart)]
                 if len(matches) == 1:
                     target = matches[0]
         if target is None:
             raise NotFound(f"No such image: {name}")
-        index = self._db.get_index(target)
+        index = self._records.index(target)
         if index is not None:
             return self._pick(name, index, wanted)
         if wanted is not None:
-            have = platforms.of_config(self.config(target))
+            have = platforms.of_config(self.config(target).doc)
             if not platforms.matches(wanted, have):
                 raise InvalidArgument(platforms.mismatch_message(name, wanted, [have]))
         return target
@@ -202,70 +208,82 @@ class Images:
         except InvalidArgument:
             return None
 
-    def _pick(self, name: str, index: dict[str, Any], wanted: platforms.Platform | None) -> str:
+    def _pick(self, name: str, index: IndexRecord, wanted: platforms.Platform | None) -> str:
         want = wanted or platforms.host()
-        descriptors = [{"digest": c["manifest"], "platform": c["platform"]} for c in index["children"]]
+        descriptors = _descriptors(index.children)
         chosen = platforms.choose(want, descriptors)
         if chosen is None:
             raise InvalidArgument(platforms.mismatch_message(name, want, platforms.available(descriptors)))
-        image = next(c.get("image") for c in index["children"] if c["manifest"] == chosen["digest"])
-        if not image or self._db.get_image(image) is None:
+        image = next(c.image for c in index.children if c.manifest == chosen["digest"])
+        if not image or not self.has(image):
             raise NotFound(f"No such image: {name} for {want} (its index lists it, but that platform's content "
                            f"is not here: docker pull --platform {want} {name})")
-        return str(image)
+        return image
 
-    def _default_child(self, index: dict[str, Any]) -> str | None:
+    def _default_child(self, index: IndexRecord) -> str | None:
         """The image a multi-platform tag shows in listings: the host's, else the first one here."""
-        present = [c for c in index["children"] if c.get("image") and self._db.get_image(c["image"])]
+        present = [c for c in index.children if c.image and self.has(c.image)]
         if not present:
             return None
-        chosen = platforms.choose(platforms.host(), [{"digest": c["manifest"], "platform": c["platform"]}
-                                                     for c in present])
-        pick = next((c for c in present if chosen and c["manifest"] == chosen["digest"]), present[0])
-        return str(pick["image"])
+        chosen = platforms.choose(platforms.host(), _descriptors(present))
+        pick = next((c for c in present if chosen and c.manifest == chosen["digest"]), present[0])
+        return pick.image
 
     def tag_map(self) -> dict[str, list[str]]:
         """image id -> the tags that show it (index tags show their default child)."""
         out: dict[str, list[str]] = {}
         for target, refs in self._db.tags().items():
-            index = self._db.get_index(target)
+            index = self._records.index(target)
             image = self._default_child(index) if index is not None else target
             if image:
                 out.setdefault(image, []).extend(refs)
         return {k: sorted(v) for k, v in out.items()}
 
     def manifest_bytes(self, image_id: str) -> bytes:
-        return self._store.read(self.record(image_id)["manifest"])
+        return self._store.read(self.record(image_id).manifest)
 
     def layer_dirs(self, image_id: str) -> list[str]:
         """The image's unpacked layers, top first (overlayfs lowerdir order)."""
         return [self._layers.path(c) for c in reversed(self.chains(image_id))]
 
-    def index(self, digest: str) -> dict[str, Any] | None:
+    def index(self, digest: str) -> IndexRecord | None:
         """The record of a multi-platform index, if *digest* names one."""
-        return self._db.get_index(digest)
+        return self._records.index(digest)
 
-    def record(self, image_id: str) -> dict[str, Any]:
-        doc = self._db.get_image(image_id)
-        if doc is None:
+    def record(self, image_id: str) -> ImageRecord:
+        """The image's record.
+
+        Raises:
+            NotFound: no image has this id.
+        """
+        record = self._records.get(image_id)
+        if record is None:
             raise NotFound(f"No such image: {image_id}")
-        return doc
+        return record
 
-    def config(self, image_id: str) -> dict[str, Any]:
-        return json.loads(self._store.read(image_id))
+    def has(self, image_id: str) -> bool:
+        return self._records.get(image_id) is not None
+
+    def config(self, image_id: str) -> ImageConfig:
+        """The image's config (its id is the config's digest).
+
+        Raises:
+            NotFound: the config is not in the store. MalformedImage: it is not an image config.
+        """
+        return oci_image.parse_config(self._store.read(image_id), digest=image_id,
+                                      what=f"the image config {image_id}")
 
     def chains(self, image_id: str) -> list[str]:
-        return chain_ids(self.record(image_id)["diff_ids"])
+        return chain_ids(list(self.record(image_id).diff_ids))
 
     def repo_tags(self, image_id: str) -> list[str]:
         return self.tag_map().get(image_id, [])
 
     def repo_digests(self, image_id: str) -> list[str]:
-        doc = self.record(image_id)
-        out = set(doc.get("repo_digests", []))
-        for _, idx in self._db.indexes():
-            if any(c.get("image") == image_id for c in idx["children"]):
-                out |= set(idx.get("repo_digests", []))
+        out = set(self.record(image_id).repo_digests)
+        for _, idx in self._records.indexes():
+            if image_id in idx.images():
+                out |= set(idx.repo_digests)
         return sorted(out)
 
     # tag / remove / prune / collect ------------------------------------
@@ -275,14 +293,12 @@ class Images:
             raise InvalidArgument("tag: repository name is required")
         ref = reference.parse(f"{repo}:{tag}" if tag else repo)
         target = self.target(name)
-        if target is not None and self._db.get_index(target) is not None:  # a multi-platform image stays one
+        if target is not None and self._records.index(target) is not None:  # a multi-platform image stays one
             self._db.set_tag(str(ref), target)
             self.event("tag", image_id, str(ref))
             return
         self._db.set_tag(str(ref), image_id)
-        doc = self.record(image_id)
-        doc["tagged"] = now_iso()
-        self._db.put_image(image_id, doc)
+        self._records.put(image_id, replace(self.record(image_id), tagged=now_iso()))
         self.event("tag", image_id, str(ref))
 
     def all_tags(self) -> list[tuple[str, str]]:
@@ -292,8 +308,8 @@ class Images:
         """Images a tag names directly or through an index."""
         out = set()
         for _, target in self.all_tags():
-            index = self._db.get_index(target)
-            out |= {c["image"] for c in index["children"] if c.get("image")} if index is not None else {target}
+            index = self._records.index(target)
+            out |= set(index.images()) if index is not None else {target}
         return out
 
     def event(self, action: str, actor: str, name: str, image_id: str = "") -> None:
@@ -306,9 +322,8 @@ class Images:
         source = image_id or actor
         if source.startswith("sha256:"):
             try:
-                labels = (self.config(source).get("config") or {}).get("Labels") or {}
-                attrs.update({str(k): str(v) for k, v in labels.items()})
-            except (NotFound, OSError, ValueError, AttributeError):
+                attrs.update(self.config(source).runtime.labels or {})
+            except (NotFound, InvalidArgument, OSError, ValueError):
                 pass
         attrs["name"] = name
         self._events.publish("image", action, actor, attrs)
@@ -316,21 +331,20 @@ class Images:
     # parents: the image a build step or a commit started from ------------
     def set_parent(self, image_id: str, parent: str | None) -> None:
         """Record that *image_id* was made from *parent* (a build step's base, a commit's image)."""
-        doc = self._db.get_image(image_id)
-        if doc is None or not parent or parent == image_id or doc.get("parent") == parent:
+        record = self._records.get(image_id)
+        if record is None or not parent or parent == image_id or record.parent == parent:
             return
-        doc["parent"] = parent
-        self._db.put_image(image_id, doc)
+        self._records.put(image_id, replace(record, parent=parent))
 
-    def parent(self, image_id: str, doc: dict[str, Any] | None = None) -> str:
+    def parent(self, image_id: str, record: ImageRecord | None = None) -> str:
         """The image's parent if it is still here, else "" (inspect's Parent, the listing's ParentId)."""
-        doc = doc if doc is not None else self._db.get_image(image_id) or {}
-        parent = str(doc.get("parent") or "")
-        return parent if parent and self._db.get_image(parent) is not None else ""
+        record = record if record is not None else self._records.get(image_id)
+        parent = record.parent if record is not None else ""
+        return parent if parent and self.has(parent) else ""
 
-    def records(self) -> list[tuple[str, dict[str, Any]]]:
+    def records(self) -> list[tuple[str, ImageRecord]]:
         """(id, record) of every image here."""
-        return list(self._db.images())
+        return self._records.items()
 
     def build_cache_images(self) -> set[str]:
         """Images a build step made (Docker's intermediates): listed only with --all."""
@@ -339,7 +353,12 @@ class Images:
     def children(self) -> dict[str, set[str]]:
         """parent id -> the ids of the images here made from it."""
         out: dict[str, set[str]] = {}
-        for image_id, doc in self._db.images():
-            if doc.get("parent"):
-                out.setdefault(str(doc["parent"]), set()).add(image_id)
+        for image_id, record in self._records.items():
+            if record.parent:
+                out.setdefault(record.parent, set()).add(image_id)
         return out
+
+
+def _descriptors(children: Sequence[IndexChild]) -> list[dict[str, Any]]:
+    """An index's children as berth.oci.platform's choose() reads descriptors."""
+    return [{"digest": c.manifest, "platform": c.platform} for c in children]

@@ -1,35 +1,78 @@
-"""Images as the API shows them: `docker images` rows, `image inspect`, `history`, and the list filters.
+"""What the image listings show: `docker images` (with -a and its filters), `image inspect` and `history`.
 
-Strategy: read-only views made from the image records, the configs in the
+Strategy: read-only values made from the image records, the configs in the
 content store and the tags (services.images); nothing here changes a record.
+Which images a listing holds (the hidden intermediates, the filters, the
+names a reference filter matched) is decided here; Docker's JSON for them is
+api.views.images'. `summary` and `image_matches` also serve `image prune`'s
+filters (services.imageremoval).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 from berth import timefmt
 from berth.errors import InvalidArgument
+from berth.oci.image import ImageConfig
+from berth.oci.imageconfig import HistoryEntry
+from berth.services.imagerecords import ImageRecord
 from berth.services.images import Images
 from berth.services.patterns import reference_matches
+
+
+@dataclass(frozen=True, slots=True)
+class ImageSummary:
+    """One image as `docker images` lists it."""
+
+    id: str
+    parent: str  # "" when it has none here
+    repo_tags: tuple[str, ...]
+    repo_digests: tuple[str, ...]
+    created: int  # Unix seconds
+    size: int
+    labels: dict[str, str]
+    containers: int  # how many containers use it
+
+
+@dataclass(frozen=True, slots=True)
+class ImageDetails:
+    """One image as `image inspect` shows it: its record, its config, its names and where its layers are."""
+
+    id: str
+    record: ImageRecord
+    config: ImageConfig
+    repo_tags: tuple[str, ...]
+    repo_digests: tuple[str, ...]
+    parent: str
+    layer_dirs: tuple[str, ...]  # unpacked layers, top first
+
+
+@dataclass(frozen=True, slots=True)
+class ImageHistory:
+    """An image's history entries (oldest first), with what `docker history` shows beside them."""
+
+    id: str
+    tags: tuple[str, ...]
+    size: int
+    entries: tuple[HistoryEntry, ...]
 
 
 class ImageViews:
     def __init__(self, images: Images) -> None:
         self._images = images
 
-    def summary(self, image_id: str, doc: dict[str, Any], tags: list[str],
-                digests: list[str] | None = None) -> dict[str, Any]:
-        cfg = self._images.config(image_id)
-        return {
-            "Id": image_id, "ParentId": self._images.parent(image_id, doc), "RepoTags": tags,
-            "RepoDigests": self._images.repo_digests(image_id) if digests is None else digests,
-            "Created": _epoch(doc["created"]), "Size": doc["size"], "SharedSize": -1,
-            "VirtualSize": doc["size"], "Labels": (cfg.get("config") or {}).get("Labels") or {},
-            "Containers": len(self._images.in_use(image_id)),
-        }
+    def summary(self, image_id: str, record: ImageRecord, tags: Sequence[str],
+                digests: Sequence[str] | None = None) -> ImageSummary:
+        labels = self._images.config(image_id).runtime.labels or {}
+        return ImageSummary(
+            image_id, self._images.parent(image_id, record), tuple(tags),
+            tuple(self._images.repo_digests(image_id) if digests is None else digests),
+            _epoch(record.created), record.size, labels, len(self._images.in_use(image_id)))
 
-    def listing(self, all_: bool = False, filters: dict[str, list[str]] | None = None) -> list[dict[str, Any]]:
+    def listing(self, all_: bool = False, filters: dict[str, list[str]] | None = None) -> list[ImageSummary]:
+        """The images `docker images` shows, newest first (raises InvalidArgument on an unknown filter)."""
         tags = self._images.tag_map()
         # Another platform of a tagged multi-platform image, or a build step's image (Docker's
         # "intermediate" images): not dangling, and shown only with --all.
@@ -39,58 +82,30 @@ class ImageViews:
             if not all_ else set()
         patterns = (filters or {}).get("reference") or []
         out = []
-        for image_id, doc in self._images.records():
+        for image_id, record in self._images.records():
             if image_id in hidden:
                 continue
-            item = self.summary(image_id, doc, tags.get(image_id, []))
+            item = self.summary(image_id, record, tags.get(image_id, []))
             if filters and not image_matches(item, filters, self._images):
                 continue
             if patterns:  # as Docker: only the names the reference filter matched (`images -q REF` once)
-                item["RepoTags"] = [t for t in item["RepoTags"] if reference_matches(patterns, t)]
-                item["RepoDigests"] = [t for t in item["RepoDigests"] if reference_matches(patterns, t)]
+                item = replace(item, repo_tags=tuple(t for t in item.repo_tags if reference_matches(patterns, t)),
+                               repo_digests=tuple(t for t in item.repo_digests if reference_matches(patterns, t)))
             out.append(item)
-        out.sort(key=lambda i: i["Created"], reverse=True)
+        out.sort(key=lambda i: i.created, reverse=True)
         return out
 
-    def inspect(self, name: str) -> dict[str, Any]:
+    def inspect(self, name: str) -> ImageDetails:
         image_id = self._images.resolve(name)
-        doc = self._images.record(image_id)
-        cfg = self._images.config(image_id)
-        body = cfg.get("config") or {}
-        return {
-            "Id": image_id, "RepoTags": self._images.repo_tags(image_id), "RepoDigests": self._images.repo_digests(image_id),
-            "Parent": self._images.parent(image_id, doc), "Comment": (cfg.get("history") or [{}])[-1].get("comment", ""),
-            "Created": cfg.get("created", doc["created"]), "DockerVersion": "",
-            "Author": cfg.get("author", ""),
-            "Config": {"Hostname": "", "Domainname": "", "User": body.get("User", ""),
-                       "AttachStdin": False, "AttachStdout": False, "AttachStderr": False,
-                       "Tty": False, "OpenStdin": False, "StdinOnce": False,
-                       "Env": body.get("Env"), "Cmd": body.get("Cmd"), "Image": "",
-                       "Volumes": body.get("Volumes"), "WorkingDir": body.get("WorkingDir", ""),
-                       "Entrypoint": body.get("Entrypoint"), "OnBuild": body.get("OnBuild"),
-                       "Labels": body.get("Labels"), "ExposedPorts": body.get("ExposedPorts"),
-                       "StopSignal": body.get("StopSignal"),
-                       **{k: body[k] for k in ("Healthcheck", "Shell") if body.get(k)}},
-            "Architecture": cfg.get("architecture", "amd64"), "Os": cfg.get("os", "linux"),
-            "Variant": cfg.get("variant"),
-            "Size": doc["size"], "VirtualSize": doc["size"],
-            "GraphDriver": {"Name": "overlay2", "Data": {
-                "LowerDir": ":".join(self._images.layer_dirs(image_id))}},
-            "RootFS": {"Type": "layers", "Layers": doc["diff_ids"]},
-            "Metadata": {"LastTagTime": doc.get("tagged", "0001-01-01T00:00:00Z")},
-        }
+        record = self._images.record(image_id)
+        return ImageDetails(image_id, record, self._images.config(image_id),
+                            tuple(self._images.repo_tags(image_id)), tuple(self._images.repo_digests(image_id)),
+                            self._images.parent(image_id, record), tuple(self._images.layer_dirs(image_id)))
 
-    def history(self, name: str) -> list[dict[str, Any]]:
+    def history(self, name: str) -> ImageHistory:
         image_id = self._images.resolve(name)
-        cfg = self._images.config(image_id)
-        out = []
-        entries = cfg.get("history") or []
-        for i, h in enumerate(reversed(entries)):
-            out.append({"Id": image_id if i == 0 else "<missing>", "Created": _epoch(h.get("created", "")),
-                        "CreatedBy": h.get("created_by", ""), "Tags": self._images.repo_tags(image_id) if i == 0 else None,
-                        "Size": self._images.record(image_id)["size"] if i == len(entries) - 1 else 0,
-                        "Comment": h.get("comment", "")})
-        return out
+        return ImageHistory(image_id, tuple(self._images.repo_tags(image_id)), self._images.record(image_id).size,
+                            self._images.config(image_id).history)
 
 
 def _epoch(iso: str) -> int:
@@ -100,23 +115,27 @@ def _epoch(iso: str) -> int:
         return 0
 
 
-def image_matches(item: dict[str, Any], filters: dict[str, list[str]], images: Images) -> bool:
+def image_matches(item: ImageSummary, filters: dict[str, list[str]], images: Images) -> bool:
+    """Whether the listed *item* passes `docker images`' filters (each key's values must all hold).
+
+    Raises:
+        InvalidArgument: an unknown filter, or an `until` that is not a time.
+    """
     for key, values in filters.items():
         if key == "dangling":
-            dangling = not item["RepoTags"]
+            dangling = not item.repo_tags
             if any((v in ("true", "1")) != dangling for v in values):
                 return False
         elif key == "reference":
-            if not any(reference_matches(values, t) for t in item["RepoTags"] + item["RepoDigests"]):
+            if not any(reference_matches(values, t) for t in item.repo_tags + item.repo_digests):
                 return False
         elif key == "label":
-            labels = item["Labels"]
             for v in values:
                 k, eq, val = v.partition("=")
-                if k not in labels or (eq and labels[k] != val):
+                if k not in item.labels or (eq and item.labels[k] != val):
                     return False
         elif key in ("before", "since", "until"):  # as Docker: relative to another image, or to a time
-            created = _created_ns(images.record(item["Id"]))
+            created = _created_ns(images.record(item.id))
             for v in values:
                 if key == "until":
                     try:
@@ -135,8 +154,8 @@ def image_matches(item: dict[str, Any], filters: dict[str, list[str]], images: I
     return True
 
 
-def _created_ns(doc: dict[str, Any]) -> int:
+def _created_ns(record: ImageRecord) -> int:
     try:
-        return timefmt.parse_ns(doc["created"])
-    except (KeyError, ValueError):
+        return timefmt.parse_ns(record.created)
+    except ValueError:
         return 0

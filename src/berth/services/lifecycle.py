@@ -15,7 +15,7 @@ import logging
 import os
 import signal as _signal
 from collections.abc import AsyncIterator
-from typing import Any
+from dataclasses import dataclass
 
 from berth import timefmt
 from berth.errors import BerthError, Conflict, InvalidArgument, NotFound, NotModified
@@ -35,6 +35,22 @@ from berth.snapshot.overlay import OverlayMount
 log = logging.getLogger(__name__)
 
 KILL_WAIT = 30.0  # seconds `kill` (SIGKILL) waits for the exit to be recorded before answering anyway
+
+
+@dataclass(frozen=True, slots=True)
+class WaitResult:
+    """What `docker wait` answers: the exit code, and the runtime's error when the last start failed."""
+
+    status_code: int
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class PruneReport:
+    """`docker container prune`: the containers removed and the bytes their own layers held."""
+
+    deleted: list[str]
+    reclaimed: int
 
 
 class Lifecycle:
@@ -76,7 +92,7 @@ class Lifecycle:
         await self._released(c)
         task = self.containers.task_of(c)
         attached = None
-        image_platform = platforms.of_config(self.containers.images.config(c.record.image))
+        image_platform = platforms.of_config(self.containers.images.config(c.record.image).doc)
         if not binfmt.runs_natively(image_platform, platforms.host()):
             await asyncio.to_thread(binfmt.ensure_emulator, image_platform)  # after a reboot, say
         overlay = self.containers.overlay(c)
@@ -129,8 +145,7 @@ class Lifecycle:
             return None  # runsc: loopback only, see create()
         mode = c.record.network_mode
         bridged = mode not in ("none", "host") and not mode.startswith("container:")
-        c.record.ports = self.containers.attachments.plan_ports(c.host, c.config.get("ExposedPorts") or {}) \
-            if bridged else []
+        c.record.ports = self.containers.attachments.plan_ports(c) if bridged else []
 
         def pid_of(ref: str) -> int:
             other = self.containers.get(ref)
@@ -392,7 +407,7 @@ class Lifecycle:
         self.containers.event(c, "unpause")
 
     # wait / remove ------------------------------------------------------
-    async def wait(self, ref: str, condition: str) -> dict[str, Any]:
+    async def wait(self, ref: str, condition: str) -> WaitResult:
         c = self.containers.get(ref)
         condition = condition or "not-running"
         if condition not in ("not-running", "next-exit", "removed"):
@@ -406,7 +421,7 @@ class Lifecycle:
             else:
                 await c.changed.wait_for(lambda: c.removed)
         error = (c.state.error or None) if c.state.status == "exited" else None
-        return {"StatusCode": c.state.exit_code, "Error": {"Message": error} if error else None}
+        return WaitResult(c.state.exit_code, error)
 
     async def remove(self, ref: str, force: bool = False, volumes: bool = False) -> None:
         c = self.containers.get(ref)
@@ -454,7 +469,7 @@ class Lifecycle:
         self.containers.event(c, "destroy")
         await c.notify()
 
-    async def prune(self, filters: dict[str, list[str]]) -> dict[str, Any]:
+    async def prune(self, filters: dict[str, list[str]]) -> PruneReport:
         """Remove every stopped container matching *filters* (label, label!, until)."""
         for key in filters:
             if key not in ("label", "label!", "until"):
@@ -475,4 +490,4 @@ class Lifecycle:
             await self.remove(c.id)
             deleted.append(c.id)
         self._events.publish("container", "prune", "", {"reclaimed": str(reclaimed)})
-        return {"ContainersDeleted": deleted or None, "SpaceReclaimed": reclaimed}
+        return PruneReport(deleted, reclaimed)

@@ -20,7 +20,7 @@ _START/_END variables over runs of three or more consecutive ports), and
 ALIAS_ENV_<VAR> for each variable of the linked container but HOME and PATH.
 The container's own variables win over these.
 
-`remove` is `DELETE /containers/{name}/{alias}?link=true`: the link leaves the
+`unlink` is `DELETE /containers/{name}/{alias}?link=true`: the link leaves the
 record; a running container keeps the hosts line and variables it started with
 (Docker's are not taken back either).
 
@@ -223,8 +223,8 @@ def at_start(record: ContainerRecord, lookup: Callable[[str], Container]) -> lis
 def _on_user_networks(record: ContainerRecord, lookup: Callable[[str], Container]) -> list[Link]:
     texts = list(record.host.get("Links") or [])
     for cfg in record.endpoints_config.values():
-        texts += list((cfg or {}).get("Links") or []) if isinstance(cfg, Mapping) else []
-    mine = {str(ep.get("network")) for ep in record.endpoints.values()}
+        texts += list(cfg.links or ())
+    mine = {ep.network for ep in record.endpoints.values()}
     me = record.name
     out = []
     for text in texts:
@@ -233,11 +233,10 @@ def _on_user_networks(record: ContainerRecord, lookup: Callable[[str], Container
             child = lookup(spec.target)
         except (InvalidArgument, NotFound):
             continue
-        shared = [ep for ep in child.record.endpoints.values()
-                  if str(ep.get("network")) in mine and ep.get("ip")]
+        shared = [ep for ep in child.record.endpoints.values() if ep.network in mine and ep.ip]
         if child.running and shared:
             out.append(Link(spec.alias, posixpath.join("/", me, spec.alias), "/" + child.name,
-                            child.record.hostname, str(shared[0]["ip"]),
+                            child.record.hostname, shared[0].ip,
                             (), (), variables=False))
     return out
 
@@ -246,11 +245,11 @@ def _address(child: ContainerRecord) -> str:
     """The linked container's address on the default bridge (any network it has, failing that)."""
     endpoints = list(child.endpoints.values())
     for ep in endpoints:
-        if ep.get("name") == "bridge" and ep.get("ip"):
-            return str(ep["ip"])
+        if ep.name == "bridge" and ep.ip:
+            return ep.ip
     for ep in endpoints:
-        if ep.get("ip"):
-            return str(ep["ip"])
+        if ep.ip:
+            return ep.ip
     return ""
 
 
@@ -261,14 +260,9 @@ def merged_env(links: Sequence[Link], env: Sequence[str]) -> list[str]:
     return out + list(env)
 
 
-def remove(host: dict[str, Any], alias: str) -> bool:
-    """Drop the link *alias* from the HostConfig *host*; False when it has no such link."""
-    links = list(host.get("Links") or [])
-    kept = [text for text in links if parse(text).alias != alias]
-    if len(kept) == len(links):
-        return False
-    host["Links"] = kept or None
-    return True
+def without(links: Sequence[str], alias: str) -> list[str]:
+    """HostConfig.Links *links* but the link named *alias*."""
+    return [text for text in links if parse(text).alias != alias]
 
 
 def unlink(containers: Any, ref: str, alias: str) -> None:
@@ -281,9 +275,13 @@ def unlink(containers: Any, ref: str, alias: str) -> None:
         c = containers.get(ref)
     except NotFound:
         raise NotFound(f"No such container: {ref}/{alias}") from None
-    if not remove(c.host, alias):
+    links = list(c.host.get("Links") or [])
+    kept = without(links, alias)
+    if len(kept) == len(links):
         raise NotFound(f"No such container: {ref}/{alias}")
+    c.host["Links"] = kept or None
     containers.save(c)
 
 
-__all__ = ["Link", "LinkSpec", "at_create", "at_start", "exposed", "merged_env", "parse", "remove", "unlink", "user_defined"]
+__all__ = ["Link", "LinkSpec", "at_create", "at_start", "exposed", "merged_env", "parse", "unlink", "user_defined",
+           "without"]

@@ -22,7 +22,11 @@ from typing import Any, ClassVar
 from berth import timefmt
 from berth.errors import InvalidArgument, NotFound
 from berth.metadata.db import Database
+from berth.network.endpoint import Endpoint, EndpointSettings
+from berth.network.portplan import PortBinding
 from berth.runtime.task import Task
+from berth.services.healthrules import HealthState
+from berth.wire.mountspec import Mount
 
 
 @dataclass(slots=True)
@@ -40,7 +44,7 @@ class ContainerState:
     error: str = ""
     started_at: str = timefmt.ZERO
     finished_at: str = timefmt.ZERO
-    health: dict[str, Any] | None = None
+    health: HealthState | None = None
 
     _FIELDS: ClassVar[tuple[tuple[str, str], ...]] = (
         ("status", "Status"), ("running", "Running"), ("paused", "Paused"), ("restarting", "Restarting"),
@@ -70,12 +74,12 @@ class ContainerState:
         """Docker's State object (the record's stored form, and inspect's)."""
         out: dict[str, Any] = {key: getattr(self, attr) for attr, key in self._FIELDS}
         if self.health is not None:
-            out["Health"] = self.health
+            out["Health"] = self.health.to_doc()
         return out
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> ContainerState:
-        state = cls(health=doc.get("Health"))
+        state = cls(health=HealthState.from_doc(doc.get("Health")))
         for attr, key in cls._FIELDS:
             if key in doc and doc[key] is not None:
                 setattr(state, attr, type(getattr(state, attr))(doc[key]))
@@ -104,11 +108,11 @@ class ContainerRecord:
     host: dict[str, Any]
     state: ContainerState = field(default_factory=ContainerState)
     platform: str = "linux"
-    binds: list[dict[str, Any]] = field(default_factory=list)
-    endpoints_config: dict[str, Any] = field(default_factory=dict)
+    binds: list[Mount] = field(default_factory=list)
+    endpoints_config: dict[str, EndpointSettings] = field(default_factory=dict)
     endpoints_listed: bool = True  # False: a record from before networks were listed at create
-    endpoints: dict[str, Any] = field(default_factory=dict)
-    ports: list[dict[str, Any]] = field(default_factory=list)
+    endpoints: dict[str, Endpoint] = field(default_factory=dict)
+    ports: list[PortBinding] = field(default_factory=list)
     monitor_pid: int = 0
     restart_count: int = 0
     manually_stopped: bool = False  # stopped by a user: no restart policy brings it back
@@ -153,10 +157,11 @@ class ContainerRecord:
         out: dict[str, Any] = {
             **self.extra, "Id": self.id, "Name": "/" + self.name, "Created": self.created, "Path": self.path,
             "Args": self.args, "Config": self.config, "HostConfig": self.host, "Image": self.image,
-            "Binds": self.binds, "EndpointsConfig": self.endpoints_config, "EndpointsListed": self.endpoints_listed,
+            "Binds": [m.to_doc() for m in self.binds], "EndpointsConfig": {k: v.to_doc() for k, v in self.endpoints_config.items()},
+            "EndpointsListed": self.endpoints_listed,
             "State": self.state.to_doc(), "MonitorPid": self.monitor_pid, "RestartCount": self.restart_count,
             "Platform": self.platform, "ManuallyStopped": self.manually_stopped,
-            "Endpoints": self.endpoints, "Ports": self.ports,
+            "Endpoints": {k: v.to_doc() for k, v in self.endpoints.items()}, "Ports": [b.to_doc() for b in self.ports],
         }
         if self.pending_size is not None:
             out["PendingSize"] = self.pending_size
@@ -169,9 +174,11 @@ class ContainerRecord:
             path=str(doc.get("Path") or ""), args=list(doc.get("Args") or []), image=str(doc.get("Image") or ""),
             config=dict(doc.get("Config") or {}), host=dict(doc.get("HostConfig") or {}),
             state=ContainerState.from_doc(doc.get("State") or {}), platform=str(doc.get("Platform") or "linux"),
-            binds=list(doc.get("Binds") or []), endpoints_config=dict(doc.get("EndpointsConfig") or {}),
-            endpoints_listed=bool(doc.get("EndpointsListed")), endpoints=dict(doc.get("Endpoints") or {}),
-            ports=list(doc.get("Ports") or []), monitor_pid=int(doc.get("MonitorPid") or 0),
+            binds=[Mount.from_doc(m) for m in doc.get("Binds") or []], endpoints_config={
+                k: EndpointSettings.from_doc(v) for k, v in (doc.get("EndpointsConfig") or {}).items()},
+            endpoints_listed=bool(doc.get("EndpointsListed")), endpoints={
+                k: Endpoint.from_doc(v) for k, v in (doc.get("Endpoints") or {}).items()},
+            ports=[PortBinding.from_doc(b) for b in doc.get("Ports") or []], monitor_pid=int(doc.get("MonitorPid") or 0),
             restart_count=int(doc.get("RestartCount") or 0), manually_stopped=bool(doc.get("ManuallyStopped")),
             pending_size=doc.get("PendingSize"),
             extra={k: v for k, v in doc.items() if k not in cls._KNOWN})
@@ -260,6 +267,6 @@ class ContainerTable:
     def using_image(self, image_id: str) -> list[str]:
         return [c.id for c in self.by_id.values() if c.record.image == image_id]
 
-    def mounts(self) -> list[tuple[str, list[dict[str, Any]], bool]]:
+    def mounts(self) -> list[tuple[str, list[Mount], bool]]:
         """(id, mounts, running) of each container, for the volume service's in-use checks."""
         return [(c.id, c.record.binds, c.running) for c in self.by_id.values()]

@@ -11,6 +11,7 @@ import functools
 import os
 import re
 import signal as _signal
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +19,7 @@ from berth.errors import InvalidArgument
 from berth.network import ipam, ipam6
 from berth.oci import seccompprofile
 from berth.services import createtypes, endpoints, healthrules
+from berth.services.endpoints import EndpointSettings
 from berth.wire import mountspec
 
 _NAME = re.compile(r"/?[a-zA-Z0-9][a-zA-Z0-9_.-]+")
@@ -62,7 +64,7 @@ def check_config(body: Any) -> None:
         raise InvalidArgument("the request body must be a JSON object (ContainerConfig)")
     createtypes.check_config(body)  # every field's JSON type, as Docker's structs declare it
     _check_types(body, _TYPES, "Config.")
-    endpoints.parse_networking_config(body.get("NetworkingConfig"))  # its shape, naming the field
+    networks = endpoints.parse_networking_config(body.get("NetworkingConfig"))  # its shape, naming the field
     healthrules.check_config(body.get("Healthcheck"))
     for key in ("Env", "Cmd", "Entrypoint"):
         value = body.get(key)
@@ -91,25 +93,20 @@ def check_config(body: Any) -> None:
     log_config(host.get("LogConfig"))
     restart_policy(host.get("RestartPolicy"), bool(host.get("AutoRemove")))
     check_security_options(security_options(host.get("SecurityOpt")), *host_lsms())
-    check_addresses(body)
+    check_addresses(str(body.get("MacAddress") or ""), networks)
 
 
-def check_addresses(body: dict[str, Any]) -> None:
-    """--mac-address and --ip6 values: a 400 at create rather than a failed start (their shapes are
-    services.endpoints' to check, their use services.networks')."""
-    if body.get("MacAddress"):
-        ipam.parse_mac(body["MacAddress"], "MAC address (Config.MacAddress, --mac-address)")
-    networking = body.get("NetworkingConfig")
-    entries = networking.get("EndpointsConfig") if isinstance(networking, dict) else None
-    for name, ep in (entries or {}).items() if isinstance(entries, dict) else ():
-        if not isinstance(ep, dict):
-            continue
-        if isinstance(ep.get("MacAddress"), str) and ep["MacAddress"]:
-            ipam.parse_mac(ep["MacAddress"], f"MAC address on network {str(name)[:64]}")
-        ipam_cfg = ep.get("IPAMConfig")
-        ipv6 = ipam_cfg.get("IPv6Address") if isinstance(ipam_cfg, dict) else None
-        if isinstance(ipv6, str) and ipv6:
-            ipam6.parse_address6(ipv6, f"IPv6 address (--ip6) on network {str(name)[:64]}")
+def check_addresses(mac: str, networks: Mapping[str, EndpointSettings]) -> None:
+    """--mac-address (Config.MacAddress, *mac*) and each network's MacAddress and --ip6 values: a 400
+    at create rather than a failed start (their shapes are services.endpoints' to check, their use
+    services.attachments')."""
+    if mac:
+        ipam.parse_mac(mac, "MAC address (Config.MacAddress, --mac-address)")
+    for name, settings in networks.items():
+        if settings.mac:
+            ipam.parse_mac(settings.mac, f"MAC address on network {name[:64]}")
+        if settings.ipv6:
+            ipam6.parse_address6(settings.ipv6, f"IPv6 address (--ip6) on network {name[:64]}")
 
 
 # --- HostConfig.SecurityOpt --------------------------------------------------------------------

@@ -1,15 +1,16 @@
 """Volumes: named and anonymous volumes of the local driver, and the mounts containers ask for.
 
 Strategy: a volume is a directory <root>/volumes/<name>/_data (Docker's
-layout) plus a record in the metadata database (name, labels, driver options,
-creation time). The local driver's options (type, device, o) name a file
+layout) plus a record in the metadata database (`VolumeRecord`: name, labels,
+driver options, creation time; stored as the JSON document older daemons
+wrote). The local driver's options (type, device, o) name a file
 system that is mounted on _data, with mount(8), while a running container
 uses the volume, and unmounted when the last one stops.
 
 A container's mounts are decided once, at create, from four sources in
 Docker's order -- VolumesFrom, then Binds (-v), then Mounts (--mount), then
 Config.Volumes (the image's VOLUMEs and `-v /path`) for destinations still
-free -- and recorded in its document as entries of one shape (the API's
+free -- and recorded in its record as `Mount`s (wire.mountspec: the API's
 MountPoint plus what berth needs to mount it). Named volumes are created on
 first use, anonymous ones get a random 64-hex name and the
 com.docker.volume.anonymous label. At start, each volume is mounted if its
@@ -19,7 +20,8 @@ links kept). Whether a volume is in use is read from the container records,
 never kept apart, so it cannot drift.
 
 The parsing of -v, --mount and --volumes-from specs is pure and lives in
-berth.wire.mountspec, with Docker's wording for every refusal.
+berth.wire.mountspec, with Docker's wording for every refusal. This service
+returns typed values; api.views.volumes renders Docker's JSON from them.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from berth import timefmt
@@ -50,6 +53,8 @@ from berth.wire.mountspec import (
     ANONYMOUS_LABEL,
     DEFAULT_PROPAGATION,
     DRIVER,
+    Mount,
+    MountRequest,
     MountSpec,
     check_driver_options,
     check_volume_name,
@@ -57,7 +62,6 @@ from berth.wire.mountspec import (
     matches,
     mount_argv,
     mount_error,
-    parse_volumes_from,
     plan,
     propagation_refusal,
     prunable,
@@ -65,7 +69,68 @@ from berth.wire.mountspec import (
 
 log = logging.getLogger(__name__)
 
-ContainerList = Callable[[], Iterable[tuple[str, list[dict[str, Any]], bool]]]  # (id, mounts, running)
+ContainerList = Callable[[], Iterable[tuple[str, Sequence[Mount], bool]]]  # (id, mounts, running)
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeRecord:
+    """A volume as the database keeps it: Docker's Volume, less its usage (api.views.volumes shows it)."""
+
+    name: str
+    mountpoint: str                  # its _data directory
+    created_at: str                  # RFC 3339, seconds
+    labels: dict[str, str] = field(default_factory=dict)
+    options: dict[str, str] = field(default_factory=dict)  # the local driver's type, device, o
+    driver: str = DRIVER
+    scope: str = "local"
+
+    @property
+    def anonymous(self) -> bool:
+        return ANONYMOUS_LABEL in self.labels
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeCreateRequest:
+    """`docker volume create` (VolumeCreateOptions): no name makes an anonymous volume."""
+
+    name: str = ""
+    driver: str = ""
+    options: dict[str, str] = field(default_factory=dict)  # DriverOpts
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeUsage:
+    """A volume with what `docker system df -v` adds: its size in bytes and how many containers use it."""
+
+    volume: VolumeRecord
+    size: int
+    ref_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class VolumePruneReport:
+    deleted: tuple[str, ...]
+    reclaimed: int  # bytes
+
+
+def _stored(v: VolumeRecord) -> dict[str, Any]:
+    """The database's JSON document of a volume (the form older daemons wrote and read)."""
+    return {"CreatedAt": v.created_at, "Driver": v.driver, "Labels": v.labels, "Mountpoint": v.mountpoint,
+            "Name": v.name, "Options": v.options, "Scope": v.scope}
+
+
+def _loaded(name: str, doc: dict[str, Any]) -> VolumeRecord:
+    return VolumeRecord(
+        name=str(doc.get("Name") or name), mountpoint=str(doc.get("Mountpoint") or ""),
+        created_at=str(doc.get("CreatedAt") or ""), labels=_strings(doc.get("Labels")),
+        options=_strings(doc.get("Options")), driver=str(doc.get("Driver") or DRIVER),
+        scope=str(doc.get("Scope") or "local"))
+
+
+def _strings(value: object) -> dict[str, str]:
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
 
 class Volumes:
     def __init__(self, root: str, db: Database, events: Events, containers: ContainerList) -> None:
@@ -84,31 +149,34 @@ class Volumes:
     def mountpoint(self, name: str) -> str:
         return os.path.join(self.root, name, "_data")
 
-    def get(self, name: str) -> dict[str, Any]:
-        """The volume's API document (Volume).
+    def _find(self, name: str) -> VolumeRecord | None:
+        doc = self._db.get_volume(name) if name else None
+        return None if doc is None else _loaded(name, doc)
+
+    def _records(self) -> list[VolumeRecord]:
+        return [_loaded(name, doc) for name, doc in self._db.volumes()]
+
+    def get(self, name: str) -> VolumeRecord:
+        """The volume's record.
 
         Raises:
             NotFound: "get <name>: no such volume".
         """
-        doc = self._db.get_volume(name) if isinstance(name, str) and name else None
-        if doc is None:
+        volume = self._find(name)
+        if volume is None:
             raise NotFound(f"get {name}: no such volume")
-        return doc
+        return volume
 
-    def create(self, name: str = "", driver: str = "", options: dict[str, str] | None = None,
-               labels: dict[str, str] | None = None) -> dict[str, Any]:
-        """Create a volume (or return the one of that name, as Docker does); returns its document."""
-        if (driver or DRIVER) != DRIVER:
-            raise NotFound(f'error looking up volume plugin {driver}: plugin "{driver}" not found '
+    def create(self, request: VolumeCreateRequest) -> VolumeRecord:
+        """Create a volume (or return the one of that name, as Docker does)."""
+        if (request.driver or DRIVER) != DRIVER:
+            raise NotFound(f'error looking up volume plugin {request.driver}: plugin "{request.driver}" not found '
                            "(berth has the local driver only)")
-        options = dict(options or {})
-        labels = dict(labels or {})
-        if not all(isinstance(v, str) for v in [*options.values(), *labels.values()]):
-            raise InvalidArgument("volume DriverOpts and Labels: values must be strings")
+        name, options, labels = request.name, dict(request.options), dict(request.labels)
         check_driver_options(options)
         if name:
             check_volume_name(name)
-            existing = self._db.get_volume(name)
+            existing = self._find(name)
             if existing is not None:
                 return existing
         else:  # no name: anonymous, as Docker labels it (so `volume prune` removes it once unused)
@@ -116,38 +184,35 @@ class Volumes:
             labels.setdefault(ANONYMOUS_LABEL, "")
         os.makedirs(self._dir(name), mode=0o701, exist_ok=True)
         os.makedirs(self.mountpoint(name), mode=0o755, exist_ok=True)
-        doc = {"CreatedAt": timefmt.now().split(".")[0] + "Z", "Driver": DRIVER, "Labels": labels,
-               "Mountpoint": self.mountpoint(name), "Name": name, "Options": options, "Scope": "local"}
-        self._db.put_volume(name, doc)
+        volume = VolumeRecord(name, self.mountpoint(name), timefmt.now().split(".")[0] + "Z", labels, options)
+        self._db.put_volume(name, _stored(volume))
         self._events.publish("volume", "create", name, {"driver": DRIVER})
-        return doc
+        return volume
 
     def users(self, name: str) -> list[str]:
         """The ids of the containers (in any state) that mount volume *name*."""
-        return [cid for cid, binds, _ in self._containers()
-                if any(e.get("Type") == "volume" and e.get("Name") == name for e in binds)]
+        return [cid for cid, binds, _ in self._containers() if _mounts_volume(binds, name)]
 
     def _running_users(self, name: str, but: str = "") -> list[str]:
-        return [cid for cid, binds, running in self._containers() if running and cid != but
-                and any(e.get("Type") == "volume" and e.get("Name") == name for e in binds)]
+        return [cid for cid, binds, running in self._containers()
+                if running and cid != but and _mounts_volume(binds, name)]
 
-    def listing(self, filters: dict[str, list[str]]) -> dict[str, Any]:
+    def listing(self, filters: dict[str, list[str]]) -> list[VolumeRecord]:
+        """The volumes that pass `docker volume ls` *filters*, by name."""
         used = self._used_names()
-        out = [doc for name, doc in self._db.volumes() if matches(doc, name in used, filters)]
-        return {"Volumes": sorted(out, key=lambda d: d["Name"]), "Warnings": []}
+        out = [v for v in self._records() if matches(v.name, v.driver, v.labels, v.name in used, filters)]
+        return sorted(out, key=lambda v: v.name)
 
     def _used_names(self) -> set[str]:
-        return {str(e["Name"]) for _, binds, _ in self._containers() for e in binds
-                if e.get("Type") == "volume"}
+        return {m.name for _, binds, _ in self._containers() for m in binds if m.type == "volume"}
 
-    def usage(self) -> list[dict[str, Any]]:
-        """Every volume with UsageData (Size in bytes, RefCount), as `docker system df -v` shows them."""
+    def usage(self) -> list[VolumeUsage]:
+        """Every volume with its size and the number of containers using it, as `docker system df -v` shows."""
         counts: dict[str, int] = {}
         for _, binds, _ in self._containers():
-            for name in {e.get("Name") for e in binds if e.get("Type") == "volume"}:
-                counts[str(name)] = counts.get(str(name), 0) + 1
-        return [doc | {"UsageData": {"Size": fs.disk_usage(doc["Mountpoint"]), "RefCount": counts.get(name, 0)}}
-                for name, doc in self._db.volumes()]
+            for name in {m.name for m in binds if m.type == "volume"}:
+                counts[name] = counts.get(name, 0) + 1
+        return [VolumeUsage(v, fs.disk_usage(v.mountpoint), counts.get(v.name, 0)) for v in self._records()]
 
     def remove(self, name: str, force: bool = False) -> None:
         """Remove a volume no container uses (force: a missing one is not an error).
@@ -175,145 +240,125 @@ class Volumes:
         fs.rmtree(self._dir(name))
         self._events.publish("volume", "destroy", name, {"driver": DRIVER})
 
-    def prune(self, filters: dict[str, list[str]]) -> dict[str, Any]:
+    def prune(self, filters: dict[str, list[str]]) -> VolumePruneReport:
+        """Remove the unused volumes *filters* select (`docker volume prune`)."""
         used = self._used_names()
         deleted, reclaimed = [], 0
-        for name, doc in list(self._db.volumes()):
-            if name in used or not prunable(doc, filters):
+        for volume in self._records():
+            if volume.name in used or not prunable(volume.labels, filters):
                 continue
-            size = fs.disk_usage(doc["Mountpoint"])
+            size = fs.disk_usage(volume.mountpoint)
             try:
-                self._delete(name)
+                self._delete(volume.name)
             except BerthError as exc:
-                log.warning("prune: volume %s stays: %s", name, exc)
+                log.warning("prune: volume %s stays: %s", volume.name, exc)
                 continue
-            deleted.append(name)
+            deleted.append(volume.name)
             reclaimed += size
         self._events.publish("volume", "prune", "", {"reclaimed": str(reclaimed)})
-        return {"VolumesDeleted": deleted, "SpaceReclaimed": reclaimed}  # a list, even when empty
+        return VolumePruneReport(tuple(deleted), reclaimed)
 
     # containers ---------------------------------------------------------
-    def container_mounts(self, cid: str, host: dict[str, Any], config_volumes: Iterable[str],
-                         mounts_of: Callable[[str], list[dict[str, Any]]]) -> list[dict[str, Any]]:
-        """The mount entries of a container being created; creates the volumes they name.
+    def container_mounts(self, cid: str, request: MountRequest,
+                         mounts_of: Callable[[str], Sequence[Mount]]) -> list[Mount]:
+        """The mounts of a container being created; creates the volumes they name.
 
         Args:
             cid: the new container's id (volumes created for it say so in the log).
-            host: its HostConfig (Binds, Mounts, VolumesFrom, Tmpfs).
-            config_volumes: its Config.Volumes' keys, the image's included.
-            mounts_of: another container's mount entries, by name or id (raises NotFound).
+            request: what its HostConfig and Config.Volumes ask for (mountspec.mount_request).
+            mounts_of: another container's mounts, by name or id (raises NotFound).
         Raises:
             InvalidArgument: a malformed spec, a duplicate destination, a --mount bind
                 source that does not exist.
         """
         inherited: list[MountSpec] = []
-        for spec in host.get("VolumesFrom") or []:
-            ref, mode = parse_volumes_from(spec)
+        for ref, mode in request.volumes_from:
             inherited += inherit(mounts_of(ref), mode)
-        for key, kind in (("Binds", list), ("Mounts", list), ("VolumesFrom", list), ("Tmpfs", dict)):
-            if host.get(key) is not None and not isinstance(host[key], kind):
-                raise InvalidArgument(f"HostConfig.{key}: expected {'an array' if kind is list else 'an object'}")
-        specs = plan(host.get("Binds") or [], host.get("Mounts") or [], config_volumes,
-                     (host.get("Tmpfs") or {}).keys(), inherited)
+        specs = plan(request.binds, request.mounts, request.config_volumes, request.tmpfs, inherited)
         for spec in specs:
             if spec.type == "bind" and spec.must_exist and not os.path.lexists(spec.source):
                 raise mount_error("bind", f"bind source path does not exist: {spec.source}")
-        entries = []
+        mounts = []
         for spec in specs:
-            entries.append(self._entry(spec))
+            mounts.append(self._mount_of(spec))
             if spec.type == "volume" and not spec.source:
-                log.info("anonymous volume %s for container %s", entries[-1]["Name"][:12], cid[:12])
-        return entries
+                log.info("anonymous volume %s for container %s", mounts[-1].name[:12], cid[:12])
+        return mounts
 
-    def _entry(self, spec: MountSpec) -> dict[str, Any]:
+    def _mount_of(self, spec: MountSpec) -> Mount:
         if spec.type == "bind":
             propagation = spec.propagation or DEFAULT_PROPAGATION
-            return {"Type": "bind", "Source": spec.source, "Destination": spec.destination, "Mode": spec.mode,
-                    "RW": not spec.readonly, "Propagation": propagation, "Options": [propagation],
-                    "CreateSource": not spec.must_exist}
+            return Mount("bind", spec.destination, spec.source, mode=spec.mode, rw=not spec.readonly,
+                         propagation=propagation, options=(propagation,), create_source=not spec.must_exist)
         if spec.type == "tmpfs":
-            return {"Type": "tmpfs", "Source": "", "Destination": spec.destination, "Mode": "",
-                    "RW": not spec.readonly, "Propagation": "", "TmpfsOptions": spec.tmpfs_options}
-        if spec.source:
-            doc = self.create(spec.source, DRIVER, dict(spec.driver_options), dict(spec.labels))
-        else:
-            doc = self.create("", DRIVER, dict(spec.driver_options), {ANONYMOUS_LABEL: "", **dict(spec.labels)})
-        return {"Type": "volume", "Name": doc["Name"], "Source": doc["Mountpoint"], "Destination": spec.destination,
-                "Driver": DRIVER, "Mode": spec.mode, "RW": not spec.readonly, "Propagation": "",
-                "CopyData": spec.copy_data}
+            return Mount("tmpfs", spec.destination, rw=not spec.readonly, tmpfs_options=spec.tmpfs_options)
+        labels = dict(spec.labels) if spec.source else {ANONYMOUS_LABEL: "", **dict(spec.labels)}
+        volume = self.create(VolumeCreateRequest(spec.source, DRIVER, dict(spec.driver_options), labels))
+        return Mount("volume", spec.destination, volume.mountpoint, name=volume.name, driver=DRIVER,
+                     mode=spec.mode, rw=not spec.readonly, copy_data=spec.copy_data)
 
-    async def prepare(self, cid: str, binds: list[dict[str, Any]], rootfs: str) -> None:
+    async def prepare(self, cid: str, binds: list[Mount], rootfs: str) -> None:
         """Before a container starts: mount its volumes' file systems, fill empty volumes from the image.
 
-        A volume is filled at most once per container (its entry's CopyData is then
-        cleared in *binds*), from what the image (and the container's own changes) hold
-        at the destination, when the volume is empty.
+        A volume is filled at most once per container (its mount's copy_data is then
+        cleared in *binds*, the record's list), from what the image (and the container's
+        own changes) hold at the destination, when the volume is empty.
         """
-        mountinfo = ""
-        for entry in binds:
-            if entry.get("Type") == "bind" and entry.get("Propagation", "").lstrip("r") in ("shared", "slave"):
-                if not mountinfo:
-                    with open("/proc/self/mountinfo") as f:
-                        mountinfo = f.read()
-                why = propagation_refusal(mountinfo, os.path.realpath(entry["Source"]), entry["Propagation"])
-                if why:
-                    raise FailedPrecondition(f"{why}: make it one (mount --make-rshared), or use another propagation")
-            if entry.get("Type") != "volume":
+        mountinfo: list[str] = []  # /proc/self/mountinfo's text, read when a bind first needs it
+        for i, m in enumerate(binds):
+            if m.type == "bind":
+                _check_propagation(m, mountinfo)
+            if m.type != "volume":
                 continue
-            name = entry["Name"]
-            volume = self.get(name)
-            data = self.mountpoint(name)
+            volume = self.get(m.name)
+            data = self.mountpoint(m.name)
             if not os.path.isdir(data):  # removed behind our back: make it again, empty
                 os.makedirs(data, mode=0o755, exist_ok=True)
-            self._holders.setdefault(name, set()).add(cid)
+            self._holders.setdefault(m.name, set()).add(cid)
             async with self._mounting:
                 await self._mount(volume)
-            if entry.get("CopyData"):
+            if m.copy_data:
                 # Filled only while no other container runs on it: one that did could race the
                 # copy (swap a directory for a symlink), and its volume is in use, not new.
-                if not self._running_users(name, but=cid):
-                    await self._fill(data, rootfs, entry["Destination"])
-                entry["CopyData"] = False
-            self._events.publish("volume", "mount", name, {
-                "container": cid, "destination": entry["Destination"], "driver": DRIVER,
-                "propagation": entry.get("Propagation") or "", "read/write": str(bool(entry.get("RW"))).lower()})
+                if not self._running_users(m.name, but=cid):
+                    await self._fill(data, rootfs, m.destination)
+                binds[i] = replace(m, copy_data=False)
+            self._events.publish("volume", "mount", m.name, {
+                "container": cid, "destination": m.destination, "driver": DRIVER,
+                "propagation": m.propagation, "read/write": str(m.rw).lower()})
 
-    def release(self, cid: str, binds: list[dict[str, Any]]) -> None:
+    def release(self, cid: str, binds: Iterable[Mount]) -> None:
         """After a container stopped: unmount the file systems of its volumes no other running container uses."""
-        for entry in binds:
-            if entry.get("Type") != "volume":
+        for m in binds:
+            if m.type != "volume":
                 continue
-            name = entry["Name"]
-            self._events.publish("volume", "unmount", name, {"container": cid, "driver": DRIVER})
-            holders = self._holders.get(name, set())
+            self._events.publish("volume", "unmount", m.name, {"container": cid, "driver": DRIVER})
+            holders = self._holders.get(m.name, set())
             holders.discard(cid)
-            if not holders and not self._running_users(name, but=cid):
+            if not holders and not self._running_users(m.name, but=cid):
                 try:
-                    self._unmount(name)
+                    self._unmount(m.name)
                 except BerthError as exc:
-                    log.warning("volume %s stays mounted: %s", name, exc)
+                    log.warning("volume %s stays mounted: %s", m.name, exc)
 
-    def remove_anonymous(self, binds: list[dict[str, Any]]) -> None:
+    def remove_anonymous(self, binds: Iterable[Mount]) -> None:
         """`docker rm -v`: remove the container's anonymous volumes that no other container uses."""
-        for entry in binds:
-            if entry.get("Type") != "volume":
+        for m in binds:
+            if m.type != "volume":
                 continue
-            volume = self._db.get_volume(entry["Name"])
-            if volume is None or ANONYMOUS_LABEL not in (volume.get("Labels") or {}):
-                continue
-            if self.users(entry["Name"]):
+            volume = self._find(m.name)
+            if volume is None or not volume.anonymous or self.users(m.name):
                 continue
             try:
-                self._delete(entry["Name"])
+                self._delete(m.name)
             except BerthError as exc:
-                log.warning("rm -v: volume %s stays: %s", entry["Name"], exc)
+                log.warning("rm -v: volume %s stays: %s", m.name, exc)
 
-    async def _mount(self, volume: dict[str, Any]) -> None:
-        options = volume.get("Options") or {}
-        data = self.mountpoint(volume["Name"])
-        if not options.get("device") or data in mounts_under(data):
+    async def _mount(self, volume: VolumeRecord) -> None:
+        data = self.mountpoint(volume.name)
+        if not volume.options.get("device") or data in mounts_under(data):
             return
-        await proc.run(mount_argv(options, data), timeout=60)
+        await proc.run(mount_argv(volume.options, data), timeout=60)
 
     def _unmount(self, name: str) -> None:
         """Unmount the volume's file system (every layer of it: a mount may have been stacked)."""
@@ -337,6 +382,25 @@ class Volumes:
                 await proc.run(["cp", "-a", "--", source + "/.", data + "/"], pass_fds=[found.fd], timeout=3600)
             os.chown(data, found.st.st_uid, found.st.st_gid)
             os.chmod(data, stat.S_IMODE(found.st.st_mode))
+
+
+def _mounts_volume(binds: Iterable[Mount], name: str) -> bool:
+    return any(m.type == "volume" and m.name == name for m in binds)
+
+
+def _check_propagation(m: Mount, mountinfo: list[str]) -> None:
+    """Refuse a shared or slave bind whose source is not on a mount that allows it (as Docker does at start).
+
+    *mountinfo* holds /proc/self/mountinfo's text once read (read here the first time it is needed).
+    """
+    if m.propagation.lstrip("r") not in ("shared", "slave"):
+        return
+    if not mountinfo:
+        with open("/proc/self/mountinfo") as f:
+            mountinfo.append(f.read())
+    why = propagation_refusal(mountinfo[0], os.path.realpath(m.source), m.propagation)
+    if why:
+        raise FailedPrecondition(f"{why}: make it one (mount --make-rshared), or use another propagation")
 
 
 def mounts_under(path: str, mountinfo: str = "/proc/self/mountinfo") -> list[str]:

@@ -5,7 +5,8 @@ Strategy: pure text and values (no file system, no mounts: berth.services.volume
 these functions decide), with Docker's wording for every refusal. A container's mounts are
 decided once, at create, from four sources in Docker's order -- VolumesFrom, then Binds (-v),
 then Mounts (--mount), then Config.Volumes (the image's VOLUMEs and `-v /path`) for destinations
-still free (`plan`).
+still free (`plan`). What is decided is a list of `Mount`s, kept in the container's record (and
+stored in its JSON document as the entries older daemons wrote); the API renders them as MountPoints.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from __future__ import annotations
 import posixpath
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
 
 from berth.errors import InvalidArgument, NotFound, NotImplemented_
 
@@ -29,11 +30,90 @@ LIST_FILTERS = ("dangling", "name", "label", "driver")
 PRUNE_FILTERS = ("label", "label!", "all")
 TMPFS_DEFAULTS = ("noexec", "nosuid", "nodev")
 
-# A container's mount entry (in its document's "Binds" list) -- the API's MountPoint keys:
-#   Type "bind" | "volume" | "tmpfs", Name, Source, Destination, Driver, Mode, RW, Propagation
-# plus berth's own: Options (bind propagation for the runtime), CopyData (fill the volume from
-# the image at the next start), TmpfsOptions (the tmpfs mount's options).
-MOUNT_POINT_KEYS = ("Type", "Name", "Source", "Destination", "Driver", "Mode", "RW", "Propagation")
+
+# --------------------------------------------------------------------------- #
+# A container's mounts, as decided at create
+
+
+@dataclass(frozen=True, slots=True)
+class Mount:
+    """One mount a container was given at create: an entry of its record's "Binds" list.
+
+    The API's MountPoint fields (type to propagation) plus what berth needs to mount it:
+    a bind's runtime options and whether a missing source is made (-v) or refused
+    (--mount), whether a volume is filled from the image at the next start, a tmpfs'
+    mount options. `to_doc`/`from_doc` are the stored JSON entry (Docker's field names,
+    only those of its type), the same older daemons wrote; `extra` keeps stored keys this
+    version does not know.
+    """
+
+    type: str                         # "bind", "volume" or "tmpfs"
+    destination: str                  # clean absolute container path
+    source: str = ""                  # bind: host path; volume: its _data directory; tmpfs: ""
+    name: str = ""                    # volume only
+    driver: str = ""                  # volume only
+    mode: str = ""                    # the -v mode text as given
+    rw: bool = True
+    propagation: str = ""             # binds only
+    options: tuple[str, ...] = ()     # bind: the runtime's mount options (its propagation)
+    create_source: bool = True        # bind: make a missing source (-v), else refuse it (--mount)
+    copy_data: bool = False           # volume: fill it from the image at the next start
+    tmpfs_options: str = ""           # tmpfs: mount options ("rw,noexec,...,size=..")
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    _STORED: ClassVar[dict[str, tuple[str, ...]]] = {
+        "bind": ("Type", "Source", "Destination", "Mode", "RW", "Propagation", "Options", "CreateSource"),
+        "tmpfs": ("Type", "Source", "Destination", "Mode", "RW", "Propagation", "TmpfsOptions"),
+        "volume": ("Type", "Name", "Source", "Destination", "Driver", "Mode", "RW", "Propagation", "CopyData"),
+    }
+    _KEYS: ClassVar[tuple[str, ...]] = ("Type", "Name", "Source", "Destination", "Driver", "Mode", "RW",
+                                        "Propagation", "Options", "CreateSource", "CopyData", "TmpfsOptions")
+
+    def to_doc(self) -> dict[str, Any]:
+        """The stored entry: the keys of its type, in the order berth has always written them."""
+        values: dict[str, Any] = {
+            "Type": self.type, "Name": self.name, "Source": self.source, "Destination": self.destination,
+            "Driver": self.driver, "Mode": self.mode, "RW": self.rw, "Propagation": self.propagation,
+            "Options": list(self.options), "CreateSource": self.create_source, "CopyData": self.copy_data,
+            "TmpfsOptions": self.tmpfs_options}
+        return {**{k: values[k] for k in self._STORED.get(self.type, self._KEYS)}, **self.extra}
+
+    @classmethod
+    def from_doc(cls, doc: dict[str, Any]) -> Mount:
+        """A stored entry; a key it lacks takes the default older code read it with."""
+        return cls(
+            type=str(doc.get("Type") or "bind"), destination=str(doc.get("Destination") or ""),
+            source=str(doc.get("Source") or ""), name=str(doc.get("Name") or ""),
+            driver=str(doc.get("Driver") or ""), mode=str(doc.get("Mode") or ""), rw=bool(doc.get("RW", True)),
+            propagation=str(doc.get("Propagation") or ""), options=tuple(str(o) for o in doc.get("Options") or ()),
+            create_source=bool(doc.get("CreateSource", True)), copy_data=bool(doc.get("CopyData")),
+            tmpfs_options=str(doc.get("TmpfsOptions") or ""),
+            extra={k: v for k, v in doc.items() if k not in cls._KEYS})
+
+
+@dataclass(frozen=True, slots=True)
+class MountRequest:
+    """What a container being created asks to mount (see `mount_request`)."""
+
+    binds: tuple[object, ...] = ()                  # HostConfig.Binds as sent: `plan` parses them
+    mounts: tuple[object, ...] = ()                 # HostConfig.Mounts as sent, likewise
+    volumes_from: tuple[tuple[str, str], ...] = ()  # HostConfig.VolumesFrom: (container, mode)
+    tmpfs: tuple[str, ...] = ()                     # HostConfig.Tmpfs' destinations
+    config_volumes: tuple[str, ...] = ()            # Config.Volumes' keys, the image's included
+
+
+def mount_request(host: dict[str, Any], config_volumes: Iterable[str]) -> MountRequest:
+    """The mounts a HostConfig asks for, its fields' shapes checked and --volumes-from parsed.
+
+    Raises:
+        InvalidArgument: "HostConfig.Binds: expected an array", a malformed --volumes-from.
+    """
+    for key, kind in (("Binds", list), ("Mounts", list), ("VolumesFrom", list), ("Tmpfs", dict)):
+        if host.get(key) is not None and not isinstance(host[key], kind):
+            raise InvalidArgument(f"HostConfig.{key}: expected {'an array' if kind is list else 'an object'}")
+    return MountRequest(tuple(host.get("Binds") or ()), tuple(host.get("Mounts") or ()),
+                        tuple(parse_volumes_from(spec) for spec in host.get("VolumesFrom") or ()),
+                        tuple(host.get("Tmpfs") or {}), tuple(config_volumes))
 
 
 # --------------------------------------------------------------------------- #
@@ -264,19 +344,17 @@ def parse_volumes_from(spec: Any) -> tuple[str, str]:
     return name, mode
 
 
-def inherit(entries: Iterable[dict[str, Any]], mode: str) -> list[MountSpec]:
-    """Another container's mount entries as this container's (--volumes-from): never filled again."""
+def inherit(entries: Iterable[Mount], mode: str) -> list[MountSpec]:
+    """Another container's mounts as this container's (--volumes-from): never filled again."""
     out = []
-    for e in entries:
-        if e.get("Type") == "tmpfs":
+    for m in entries:
+        if m.type == "tmpfs":
             continue
-        readonly = not e.get("RW", True) or mode.startswith("ro")
-        if e.get("Type") == "volume":
-            out.append(MountSpec("volume", e["Name"], e["Destination"], readonly, e.get("Mode") or "",
-                                 copy_data=False))
+        readonly = not m.rw or mode.startswith("ro")
+        if m.type == "volume":
+            out.append(MountSpec("volume", m.name, m.destination, readonly, m.mode, copy_data=False))
         else:
-            out.append(MountSpec("bind", e["Source"], e["Destination"], readonly, e.get("Mode") or "",
-                                 e.get("Propagation") or ""))
+            out.append(MountSpec("bind", m.source, m.destination, readonly, m.mode, m.propagation))
     return out
 
 
@@ -365,15 +443,6 @@ def propagation_refusal(mountinfo: str, source: str, propagation: str) -> str:
     return ""
 
 
-def mount_point(entry: dict[str, Any]) -> dict[str, Any]:
-    """A container's mount entry as inspect/ps show it (the API's MountPoint)."""
-    out = {k: entry.get(k, "") for k in MOUNT_POINT_KEYS}
-    out["RW"] = bool(entry.get("RW", True))
-    if entry.get("Type") != "volume":
-        del out["Name"], out["Driver"]
-    return out
-
-
 def label_matches(labels: dict[str, str], spec: str) -> bool:
     """`key` or `key=value` (Docker also accepts `key:value` for volumes)."""
     key, eq, value = spec.partition("=")
@@ -388,28 +457,28 @@ def _truth(values: list[str], key: str) -> bool:
     return values[0].lower() in ("true", "1")
 
 
-def matches(doc: dict[str, Any], in_use: bool, filters: dict[str, list[str]]) -> bool:
-    """Whether a volume's API document passes `docker volume ls` *filters*."""
+def matches(name: str, driver: str, labels: dict[str, str], in_use: bool, filters: dict[str, list[str]]) -> bool:
+    """Whether a volume (its name, driver and labels; used by a container or not) passes `docker volume ls`
+    *filters*."""
     for key, values in filters.items():
         if key not in LIST_FILTERS:
             raise InvalidArgument(f"Invalid filter '{key}'")  # Docker's capital, for volumes
         if key == "dangling" and _truth(values, key) == in_use:
             return False
-        if key == "name" and not any(v in doc["Name"] for v in values):
+        if key == "name" and not any(v in name for v in values):
             return False
-        if key == "driver" and doc["Driver"] not in values:
+        if key == "driver" and driver not in values:
             return False
-        if key == "label" and not all(label_matches(doc["Labels"], v) for v in values):
+        if key == "label" and not all(label_matches(labels, v) for v in values):
             return False
     return True
 
 
-def prunable(doc: dict[str, Any], filters: dict[str, list[str]]) -> bool:
-    """Whether an unused volume goes in `docker volume prune` (anonymous ones only unless all=true)."""
+def prunable(labels: dict[str, str], filters: dict[str, list[str]]) -> bool:
+    """Whether an unused volume (its labels) goes in `docker volume prune` (anonymous ones only unless all=true)."""
     for key in filters:
         if key not in PRUNE_FILTERS:
             raise InvalidArgument(f"invalid filter '{key}'")
-    labels = doc["Labels"]
     everything = _truth(filters["all"], "all") if "all" in filters else False
     if not everything and ANONYMOUS_LABEL not in labels:
         return False
@@ -417,8 +486,3 @@ def prunable(doc: dict[str, Any], filters: dict[str, list[str]]) -> bool:
         return False
     return not any(label_matches(labels, v) for v in filters.get("label!", []))
 
-
-# --------------------------------------------------------------------------- #
-# The service
-
-# (container id, its document, whether it runs), for every container

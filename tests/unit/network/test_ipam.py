@@ -194,8 +194,8 @@ def test_parse_mac_rejects(text: object, words: str) -> None:
 def test_auxiliary_addresses_are_kept_and_checked():
     from berth.network.ipam import Pool, auxiliary_addresses
     pool = Pool.parse("172.28.0.0/16", "172.28.5.254", "172.28.5.0/24")
-    assert auxiliary_addresses(pool, None) == {}
+    assert auxiliary_addresses(pool, {}) == {}
     assert auxiliary_addresses(pool, {"a": "172.28.1.5"}) == {"a": "172.28.1.5"}
-    for bad in ({"a": "10.0.0.1"}, {"a": "nope"}, ["172.28.1.5"], {"a": "fd00::1"}):
+    for bad in ({"a": "10.0.0.1"}, {"a": "nope"}, {"a": "fd00::1"}, {str(n): "172.28.1.5" for n in range(1025)}):
         with pytest.raises(InvalidArgument):
             auxiliary_addresses(pool, bad)

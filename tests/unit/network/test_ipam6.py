@@ -9,6 +9,7 @@ import pytest
 from berth.errors import Conflict, InvalidArgument
 from berth.network import ipam6
 from berth.network.ipam6 import Pool6
+from berth.network.record import IpamEntry
 
 
 def net6(text: str) -> ipaddress.IPv6Network:
@@ -23,13 +24,14 @@ def test_pool_defaults_gateway_to_first_address() -> None:
     assert pool == Pool6(net6("fd00:1::/64"), ipaddress.IPv6Address("fd00:1::1"), None)
     assert pool.gateway_cidr == "fd00:1::1/64"
     assert pool.address_cidr("fd00:1::9") == "fd00:1::9/64"
-    assert pool.config() == {"Subnet": "fd00:1::/64", "Gateway": "fd00:1::1"}
+    assert pool.config() == IpamEntry("fd00:1::/64", "fd00:1::1")
 
 
 def test_pool_with_gateway_and_range_as_the_sdk_sends_them() -> None:
     # docker-py's own test: subnet 2001:389::/64, iprange 2001:389::0/96, gateway 2001:389::ffff
     pool = Pool6.parse("2001:389::/64", gateway="2001:389::ffff", ip_range="2001:389::0/96")
-    assert pool.config() == {"Subnet": "2001:389::/64", "Gateway": "2001:389::ffff", "IPRange": "2001:389::/96"}
+    assert pool.config().to_doc() == {"Subnet": "2001:389::/64", "Gateway": "2001:389::ffff",
+                                      "IPRange": "2001:389::/96"}
     assert ipam6.allocate6(pool, set(), "2001:389::f00d") == "2001:389::f00d"
 
 
@@ -62,18 +64,17 @@ def test_pool_rejects(subnet: str, gateway: str | None, ip_range: str | None, wo
 
 
 def test_split_configs_by_family_in_any_order() -> None:
-    v4 = {"Subnet": "172.30.0.0/16"}
-    v6 = {"Subnet": "fd00:1::/64", "Gateway": "fd00:1::1"}
+    v4 = IpamEntry("172.30.0.0/16")
+    v6 = IpamEntry("fd00:1::/64", "fd00:1::1")
     assert ipam6.split_configs([v6, v4]) == (v4, v6)
-    assert ipam6.split_configs([v6]) == ({}, v6)
-    assert ipam6.split_configs([]) == ({}, None)
-    assert ipam6.split_configs([{"Gateway": "fd00:1::1"}]) == ({}, {"Gateway": "fd00:1::1"})
+    assert ipam6.split_configs([v6]) == (IpamEntry(), v6)
+    assert ipam6.split_configs([]) == (IpamEntry(), None)
+    assert ipam6.split_configs([IpamEntry(gateway="fd00:1::1")]) == (IpamEntry(), IpamEntry(gateway="fd00:1::1"))
 
 
 @pytest.mark.parametrize("configs, words", [
-    ([{"Subnet": "fd00:1::/64"}, {"Subnet": "fd00:2::/64"}], "one IPv6 subnet"),
-    ([{"Subnet": "172.30.0.0/16"}, {"Subnet": "172.31.0.0/16"}], "one IPv4 subnet"),
-    (["fd00:1::/64"], "must be objects"),
+    ([IpamEntry("fd00:1::/64"), IpamEntry("fd00:2::/64")], "one IPv6 subnet"),
+    ([IpamEntry("172.30.0.0/16"), IpamEntry("172.31.0.0/16")], "one IPv4 subnet"),
 ])
 def test_split_configs_rejects(configs: list, words: str) -> None:
     with pytest.raises(InvalidArgument, match=words):

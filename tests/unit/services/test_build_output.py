@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from berth.oci.imageconfig import HistoryEntry
 from berth.services.buildcache import cache_scope
 from berth.services.buildrun import stream_text
 
@@ -12,9 +13,9 @@ def test_stderr_lines_are_wrapped_as_docker_does():
     assert stream_text("stderr", b"\xff\n") == "\x1b[91m\ufffd\n\x1b[0m"
 
 
-H = [{"created": "t1", "created_by": "FROM"}, {"created": "t2", "created_by": "ENV A=1", "empty_layer": True},
-     {"created": "t3", "created_by": "/bin/sh -c touch x"}]
-D = ["sha256:base", "sha256:run"]
+H = (HistoryEntry("t1", "FROM"), HistoryEntry("t2", "ENV A=1", empty_layer=True),
+     HistoryEntry("t3", "/bin/sh -c touch x"))
+D = ("sha256:base", "sha256:run")
 
 
 def test_an_ancestor_or_the_image_itself_is_in_scope():
@@ -26,8 +27,8 @@ def test_an_ancestor_or_the_image_itself_is_in_scope():
 
 def test_another_chain_is_out_of_scope():
     sources = [(H, D)]
-    other = [H[0], {"created": "t9", "created_by": "ENV A=1", "empty_layer": True}]  # same step, another build
+    other = [H[0], HistoryEntry("t9", "ENV A=1", empty_layer=True)]  # same step, another build
     assert not cache_scope(sources, other, D[:1])
     assert not cache_scope(sources, H[:2], ["sha256:other"])
-    assert not cache_scope(sources, [*H, {"created": "t4", "created_by": "more"}], D)  # a descendant is not
+    assert not cache_scope(sources, [*H, HistoryEntry("t4", "more")], D)  # a descendant is not
     assert not cache_scope([], H, D)                     # cache_from named nothing that exists: no cache at all

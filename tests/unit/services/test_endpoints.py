@@ -1,4 +1,4 @@
-"""Tests for berth.services.endpoints: NetworkingConfig checks and NetworkSettings.Networks shapes."""
+"""Tests for berth.services.endpoints: NetworkingConfig checks, the stored settings, the networks a record is on."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import pytest
 
 from berth.errors import InvalidArgument
 from berth.services import endpoints
+from berth.services.endpoints import Endpoint, EndpointIpam, EndpointSettings
 from berth.services.records import ContainerRecord
 
 CID = "0123456789ab" + "c" * 52
@@ -27,16 +28,20 @@ def test_endpoint_settings_are_kept_as_given():
         "Aliases": ["db", "database"], "Links": ["other:alias"], "DriverOpts": {"k": "v"},
         "IPAMConfig": {"IPv4Address": "10.5.0.7", "LinkLocalIPs": ["169.254.8.8"]}, "MacAddress": "",
         "NetworkID": "ignored", "IPAddress": "ignored too"})
-    assert cfg == {"IPAMConfig": {"IPv4Address": "10.5.0.7", "LinkLocalIPs": ["169.254.8.8"]},
-                   "Links": ["other:alias"], "Aliases": ["db", "database"], "MacAddress": "",
-                   "DriverOpts": {"k": "v"}}
+    assert cfg == EndpointSettings(ipam=EndpointIpam("10.5.0.7", "", ("169.254.8.8",)), links=("other:alias",),
+                                   aliases=("db", "database"), mac="", driver_opts={"k": "v"}, given=True)
+    assert cfg.to_doc() == {"IPAMConfig": {"IPv4Address": "10.5.0.7", "LinkLocalIPs": ["169.254.8.8"]},
+                            "Links": ["other:alias"], "Aliases": ["db", "database"], "MacAddress": "",
+                            "DriverOpts": {"k": "v"}}
+    assert cfg.ipv4 == "10.5.0.7" and cfg.configured
 
 
 def test_unset_endpoint_settings_are_null():
-    assert endpoints.parse_endpoint(None) == {"IPAMConfig": None, "Links": None, "Aliases": None,
-                                              "MacAddress": "", "DriverOpts": None}
-    # compose sends an empty IPAMConfig: shown as {} (Docker keeps the empty object)
-    assert endpoints.parse_endpoint({"IPAMConfig": {}})["IPAMConfig"] == {}
+    cfg = endpoints.parse_endpoint(None)
+    assert cfg.to_doc() == {"IPAMConfig": None, "Links": None, "Aliases": None, "MacAddress": "", "DriverOpts": None}
+    assert not cfg.configured
+    # compose sends an empty IPAMConfig: kept as {} (Docker keeps the empty object)
+    assert endpoints.parse_endpoint({"IPAMConfig": {}}).to_doc()["IPAMConfig"] == {}
 
 
 @pytest.mark.parametrize("value, field", [
@@ -81,12 +86,55 @@ def test_more_than_one_network_at_create_needs_api_1_44():
     endpoints.check_create_version({"NetworkingConfig": "x"}, "1.25")  # the shape is validate's business
 
 
+# -- the stored form ---------------------------------------------------------------------------
+
+_GIVEN = {"IPAMConfig": {"IPv4Address": "10.5.0.7"}, "Links": None, "Aliases": ["db"], "MacAddress": "",
+          "DriverOpts": None, "NetworkID": "n" * 64}
+_UNSET = {"IPAMConfig": None, "Links": None, "Aliases": None, "MacAddress": "", "DriverOpts": None}
+
+
+@pytest.mark.parametrize("doc, stored", [
+    ({"NetworkID": "n" * 64}, {"NetworkID": "n" * 64}),  # the NetworkMode's own network, nothing asked for
+    (_GIVEN, _GIVEN),
+    ({"IPAMConfig": {}, "Links": [], "Aliases": None, "MacAddress": "02:42:ac:11:00:02", "DriverOpts": {"a": "b"},
+      "NetworkID": "n"}, None),
+    ({}, {}),
+    (None, {}),  # an older daemon's null
+    ({"Aliases": ["x"], "IPAddress": "10.0.0.9"}, {"IPAddress": "10.0.0.9"} | _UNSET | {"Aliases": ["x"]}),
+])
+def test_settings_are_stored_as_they_were(doc, stored):
+    """What create and connect wrote comes back key for key; older forms keep their unknown keys."""
+    assert EndpointSettings.from_doc(doc).to_doc() == (doc if stored is None else stored)
+
+
+def test_attachments_are_stored_as_they_were():
+    doc = {"network": "n" * 64, "ip": "10.5.0.7", "prefix": 24, "gateway": "10.5.0.1", "mac": "02:42:0a:05:00:07",
+           "host_if": "veth1", "aliases": ["db"], "name": "web_default", "ip6": "", "prefix6": 0, "gateway6": "",
+           "ctr_if": "eth0"}
+    assert Endpoint.from_doc(doc).to_doc() == doc
+    assert list(Endpoint.from_doc(doc).to_doc()) == list(doc)
+    old = Endpoint.from_doc({"network": "n", "ip": "10.0.0.2", "prefix": 16, "gateway": "10.0.0.1", "mac": "m",
+                             "host_if": "veth2", "aliases": []})  # before IPv6 and ctr_if
+    assert (old.ip6, old.ctr_if, old.name) == ("", "", "")
+
+
+def test_records_keep_their_network_json():
+    eps = {"n" * 64: {"network": "n" * 64, "ip": "10.5.0.7", "prefix": 24, "gateway": "10.5.0.1", "mac": "m",
+                      "host_if": "veth1", "aliases": [], "name": "web_default", "ip6": "", "prefix6": 0,
+                      "gateway6": "", "ctr_if": "eth0"}}
+    listed = {"web_default": {"NetworkID": "n" * 64}}
+    ports = [{"Port": 80, "Proto": "tcp", "HostIp": "", "HostPort": "8080"}]
+    doc = _doc("web_default", listed, eps, Ports=ports).to_doc()
+    assert (doc["EndpointsConfig"], doc["Endpoints"], doc["Ports"]) == (listed, eps, ports)
+
+
 # -- what a record is on -------------------------------------------------------------------------
 
 def test_old_records_add_the_network_mode_implicitly():
     old = _doc("web_default", None, EndpointsConfig={"default": {"Aliases": ["x"]}})
     old.endpoints_listed = False
-    assert endpoints.requested(old) == {"bridge": {"Aliases": ["x"]}, "web_default": {}}
+    assert endpoints.requested(old) == {"bridge": EndpointSettings(aliases=("x",), given=True),
+                                        "web_default": EndpointSettings()}
     assert endpoints.requested(_doc("none", None)) == {}
 
 
@@ -97,61 +145,31 @@ def test_listed_records_are_exactly_their_list():
                                                                                                  "other"]
 
 
-# -- how inspect shows it ------------------------------------------------------------------------
+# -- which networks inspect shows ------------------------------------------------------------------
 
-def test_created_container_shows_its_settings_without_addresses():
-    cfg = endpoints.parse_endpoint({"Aliases": ["hello"], "DriverOpts": {"key1": "a"}}) | {"NetworkID": "n" * 64}
-    nets = endpoints.networks(_doc("web_default", {"web_default": cfg}))
-    assert list(nets) == ["web_default"]
-    net = nets["web_default"]
-    assert net["Aliases"] == ["hello"] and net["DriverOpts"] == {"key1": "a"}
-    assert net["NetworkID"] == "n" * 64 and net["IPAddress"] == "" and net["EndpointID"] == ""
-    assert net["DNSNames"] == ["web_1", "hello", CID[:12]]
-
-
-def test_running_container_shows_its_attachment_and_settings():
-    cfg = endpoints.parse_endpoint({"IPAMConfig": {"IPv4Address": "10.5.0.7"}, "Links": ["up:bar"]})
-    ep = {"network": "n" * 64, "ip": "10.5.0.7", "prefix": 24, "gateway": "10.5.0.1", "mac": "02:42:0a:05:00:07",
-          "host_if": "veth1", "aliases": [], "name": "web_default"}
-    net = endpoints.networks(_doc("web_default", {"web_default": cfg}, {"n" * 64: ep}))["web_default"]
-    assert net["IPAMConfig"] == {"IPv4Address": "10.5.0.7"} and net["Links"] == ["up:bar"]
-    assert (net["IPAddress"], net["IPPrefixLen"], net["Gateway"]) == ("10.5.0.7", 24, "10.5.0.1")
-    assert net["MacAddress"] == "02:42:0a:05:00:07" and net["Aliases"] is None
+def test_entries_pair_settings_with_attachments():
+    cfg = endpoints.parse_endpoint({"Aliases": ["db"]})
+    ep = {"network": "n" * 64, "ip": "10.5.0.7", "prefix": 24, "name": "web_default"}
+    entries = endpoints.network_entries(_doc("web_default", {"web_default": cfg.to_doc(), "other": {}},
+                                             {"n" * 64: ep}))
+    assert [(e.name, e.settings.aliases, e.endpoint.ip if e.endpoint else None) for e in entries] == [
+        ("web_default", ("db",), "10.5.0.7"), ("other", None, None)]
 
 
-def test_default_bridge_has_no_dns_names():
-    net = endpoints.networks(_doc("default", {"bridge": {}}))["bridge"]
-    assert net["DNSNames"] is None
+def test_old_records_keyed_by_network_id_and_attachments_without_settings():
+    eps = {"n" * 64: {"network": "n" * 64, "ip": "10.5.0.7", "name": "web_default"},
+           "m" * 64: {"network": "m" * 64, "ip": "10.6.0.7", "name": ""}}
+    entries = endpoints.network_entries(_doc("web_default", {"n" * 64: {"Aliases": ["a"]}}, eps))
+    assert [(e.name, e.settings.aliases) for e in entries] == [("web_default", ("a",)), ("m" * 12, None)]
 
 
-def test_mac_address_asked_for_shows_before_start():
-    cfg = endpoints.parse_endpoint({"MacAddress": "02:42:ac:11:00:02"})
-    assert endpoints.networks(_doc("n", {"n": cfg}))["n"]["MacAddress"] == "02:42:ac:11:00:02"
+def test_disconnected_bridged_container_is_on_nothing():
+    assert endpoints.network_entries(_doc("web_default", {})) == []
 
 
-def test_disconnected_bridged_container_shows_no_network():
-    assert endpoints.networks(_doc("web_default", {})) == {}
-
-
-@pytest.mark.parametrize("mode", ["none", "host"])
-def test_pseudo_networks_show_for_host_and_none(mode):
-    assert list(endpoints.networks(_doc(mode, {}))) == [mode]
-
-
-def test_old_clients_see_the_short_id_among_aliases():
-    cfg = endpoints.parse_endpoint({"Aliases": ["web"]})
-    nets = endpoints.networks(_doc("web_default", {"web_default": cfg, "bridge": {}}))
-    old = endpoints.for_version(nets, _doc(), "1.41")
-    assert old["web_default"]["Aliases"] == ["web", CID[:12]]  # hostname = short id: once
-    assert old["bridge"]["Aliases"] is None  # not on the default bridge
-    assert endpoints.for_version(nets, _doc(), "1.45")["web_default"]["Aliases"] == ["web"]
-    assert nets["web_default"]["Aliases"] == ["web"]  # the input is not changed
-
-
-def test_hostname_joins_aliases_for_old_clients():
-    doc = _doc(Config={"Hostname": "db-host"})
-    nets = {"n": endpoints.entry(doc, "n", {"Aliases": None}, None)}
-    assert endpoints.for_version(nets, doc, "1.44")["n"]["Aliases"] == [CID[:12], "db-host"]
+@pytest.mark.parametrize("mode", ["none", "host", "container:abc"])
+def test_pseudo_networks_for_other_modes(mode):
+    assert [e.name for e in endpoints.network_entries(_doc(mode, {}))] == [mode]
 
 
 def test_versions_compare_as_numbers():

@@ -9,11 +9,11 @@ import pytest
 
 from berth.errors import InvalidArgument
 from berth.services import events as ev
-from berth.services.events import Events, matches
+from berth.services.events import Event, Events, matches
 
 
-def event(kind: str, action: str, actor: str, **attrs: str) -> dict:
-    return {"Type": kind, "Action": action, "Actor": {"ID": actor, "Attributes": attrs}, "scope": "local"}
+def event(kind: str, action: str, actor: str, **attrs: str) -> Event:
+    return Event(kind, action, actor, attrs, time.time_ns())
 
 
 CTR = event("container", "start", "c0ffee" + "0" * 58, name="web", image="busybox:latest", tier="front")
@@ -69,16 +69,16 @@ def test_an_unknown_filter_is_refused() -> None:
         ev.check_filters({"colour": ["red"]})
 
 
-def test_deprecated_fields_for_containers_and_images_only() -> None:
+def test_publish_records_a_typed_event() -> None:
     e = Events()
-    e.publish("container", "start", "c1", {"image": "busybox", "name": "a"})
-    e.publish("image", "tag", "sha256:1", {"name": "x:1"})
-    e.publish("network", "create", "n1", {"name": "n", "type": "bridge"})
-    c, i, n = list(e._ring)
-    assert (c["status"], c["id"], c["from"]) == ("start", "c1", "busybox")
-    assert (i["status"], i["id"]) == ("tag", "sha256:1") and "from" not in i
-    assert not {"status", "id", "from"} & set(n)
-    assert all(x["scope"] == "local" and x["timeNano"] // 1_000_000_000 == x["time"] for x in (c, i, n))
+    attrs = {"image": "busybox", "name": "a"}
+    before = time.time_ns()
+    e.publish("container", "start", "c1", attrs)
+    attrs["name"] = "changed later"
+    (got,) = list(e._ring)
+    assert (got.kind, got.action, got.actor, got.attributes, got.scope) == (
+        "container", "start", "c1", {"image": "busybox", "name": "a"}, "local")
+    assert got.time_nano >= before and got.time == got.time_nano // 1_000_000_000
 
 
 def test_replay_since_then_live_until() -> None:
@@ -91,7 +91,7 @@ def test_replay_since_then_live_until() -> None:
 
         async def follow() -> None:
             async for item in e.subscribe(start, time.time_ns() + 300_000_000, {"type": ["volume"]}):
-                got.append(item["Actor"]["ID"])
+                got.append(item.actor)
         task = asyncio.ensure_future(follow())
         await asyncio.sleep(0.05)
         assert e.listeners == 1
@@ -127,7 +127,7 @@ def test_publish_from_a_worker_thread_reaches_the_loop() -> None:
 
         async def follow() -> None:
             async for item in e.subscribe(0, 0, {}):
-                got.append(item["Actor"]["ID"])
+                got.append(item.actor)
                 return
         task = asyncio.ensure_future(follow())
         await asyncio.sleep(0.01)

@@ -15,12 +15,14 @@ from berth.services.healthrules import (
     SECOND,
     STARTING,
     UNHEALTHY,
+    Healthcheck,
+    HealthLogEntry,
+    HealthState,
     Output,
     Probe,
     check_config,
     delay,
     go_duration,
-    merge,
     probe_of,
     record,
 )
@@ -77,6 +79,18 @@ def test_start_interval_is_dropped_below_api_1_44():
 IMAGE = {"Test": ["CMD-SHELL", "curl -f localhost"], "Interval": 10 * SECOND, "Retries": 5}
 
 
+def merge(container: object, image: object) -> dict | None:
+    """healthrules.merge of two Config.Healthcheck objects, as JSON."""
+    merged = healthrules.merge(Healthcheck.from_doc(container), Healthcheck.from_doc(image))
+    return None if merged is None else dict(merged.to_doc())
+
+
+def probe(cfg: dict) -> Probe | None:
+    """The probe of a container's Config (its Healthcheck and Shell), as services.health reads it."""
+    shell = cfg.get("Shell")
+    return probe_of(Healthcheck.from_doc(cfg.get("Healthcheck")), tuple(shell) if shell else healthrules.DEFAULT_SHELL)
+
+
 def test_merge_without_container_check_takes_the_image_one():
     assert merge(None, IMAGE) == IMAGE
     assert merge(None, None) is None
@@ -91,30 +105,41 @@ def test_merge_field_by_field():
         "Test": ["CMD", "true"], "Interval": 10 * SECOND, "Retries": 5}
 
 
+def test_merge_keeps_zeros_the_image_does_not_fill_and_the_request_alone():
+    assert merge({"Test": ["CMD", "true"], "Timeout": 0}, IMAGE) == {
+        "Test": ["CMD", "true"], "Interval": 10 * SECOND, "Timeout": 0, "Retries": 5}
+    assert merge({"Test": "CMD-SHELL true"}, None) == {"Test": ["CMD-SHELL true"]}  # a strslice's one string
+    assert merge({}, None) == {}
+    assert merge({"Test": []}, {"Interval": SECOND}) == {"Interval": SECOND}  # no test on either side
+
+
 def test_no_healthcheck_overrides_the_image():
     merged = merge({"Test": ["NONE"]}, IMAGE)
     assert merged is not None and merged["Test"] == ["NONE"]
-    assert probe_of({"Healthcheck": merged}) is None
+    assert probe({"Healthcheck": merged}) is None
 
 
-def test_merge_does_not_change_its_arguments():
-    container = {"Interval": SECOND}
-    image = dict(IMAGE)
-    merge(container, image)
-    assert container == {"Interval": SECOND} and image == IMAGE
+@pytest.mark.parametrize("doc, want", [
+    (None, None), ("CMD true", None), ([], None), ({}, Healthcheck()),
+    ({"Test": ["CMD", "true"], "Interval": 1, "Timeout": 2, "StartPeriod": 3, "StartInterval": 4, "Retries": 5},
+     Healthcheck(("CMD", "true"), 1, 2, 3, 4, 5)),
+    ({"Test": [1], "Interval": "30s", "Retries": True}, Healthcheck()),  # wrong types: left out
+])
+def test_healthcheck_from_json(doc, want):
+    assert Healthcheck.from_doc(doc) == want
 
 
 # --------------------------------------------------------------------------- probes
 
 def test_probe_defaults():
-    assert probe_of({"Healthcheck": {"Test": ["CMD", "true"]}}) == Probe(
+    assert probe({"Healthcheck": {"Test": ["CMD", "true"]}}) == Probe(
         ("true",), DEFAULT_INTERVAL, DEFAULT_TIMEOUT, 0, DEFAULT_START_INTERVAL, DEFAULT_RETRIES)
 
 
 def test_probe_shell_form_uses_the_container_shell():
-    assert probe_of({"Healthcheck": {"Test": ["CMD-SHELL", "exit 1"]}}).argv == ("/bin/sh", "-c", "exit 1")
+    assert probe({"Healthcheck": {"Test": ["CMD-SHELL", "exit 1"]}}).argv == ("/bin/sh", "-c", "exit 1")
     cfg = {"Healthcheck": {"Test": ["CMD-SHELL", "exit 1"]}, "Shell": ["/bin/bash", "-ec"]}
-    assert probe_of(cfg).argv == ("/bin/bash", "-ec", "exit 1")
+    assert probe(cfg).argv == ("/bin/bash", "-ec", "exit 1")
 
 
 @pytest.mark.parametrize("cfg", [
@@ -122,13 +147,14 @@ def test_probe_shell_form_uses_the_container_shell():
     {"Healthcheck": {"Test": []}}, {"Healthcheck": {"Test": ["CMD"]}}, {"Healthcheck": {"Test": ["BOGUS", "x"]}},
 ])
 def test_no_probe(cfg):
-    assert probe_of(cfg) is None
+    assert probe(cfg) is None
 
 
 def test_probe_values_taken_when_positive():
-    p = probe_of({"Healthcheck": {"Test": ["CMD", "a", "b"], "Interval": SECOND, "Timeout": 2 * SECOND,
-                                  "StartPeriod": 3 * SECOND, "StartInterval": 4 * SECOND, "Retries": 1}})
+    p = probe({"Healthcheck": {"Test": ["CMD", "a", "b"], "Interval": SECOND, "Timeout": 2 * SECOND,
+                               "StartPeriod": 3 * SECOND, "StartInterval": 4 * SECOND, "Retries": 1}})
     assert p == Probe(("a", "b"), SECOND, 2 * SECOND, 3 * SECOND, 4 * SECOND, 1)
+    assert probe({"Healthcheck": {"Test": ["CMD", "a"], "Interval": 0, "Retries": -1}}) == Probe(("a",))
 
 
 def test_delay_uses_start_interval_only_while_starting_in_the_start_period():
@@ -142,74 +168,117 @@ def test_delay_uses_start_interval_only_while_starting_in_the_start_period():
 
 # --------------------------------------------------------------------------- transitions
 
-def result(code: int, n: int = 0) -> dict:
-    return {"Start": f"s{n}", "End": f"e{n}", "ExitCode": code, "Output": f"out{n}"}
+def result(code: int, n: int = 0) -> HealthLogEntry:
+    return HealthLogEntry(f"s{n}", f"e{n}", code, f"out{n}")
 
 
 def test_success_makes_healthy_and_resets_streak():
-    h = healthrules.reset(None)
-    assert record(h, result(1), 3, False) is False
-    assert h["FailingStreak"] == 1 and h["Status"] == STARTING
-    assert record(h, result(0), 3, False) is True
-    assert h["Status"] == HEALTHY and h["FailingStreak"] == 0
+    h = record(healthrules.reset(None), result(1), 3, False)
+    assert (h.status, h.failing_streak) == (STARTING, 1)
+    h = record(h, result(0), 3, False)
+    assert (h.status, h.failing_streak) == (HEALTHY, 0)
 
 
 def test_unhealthy_after_retries_failures_in_a_row():
     h = healthrules.reset(None)
-    changes = [record(h, result(1, i), 3, False) for i in range(3)]
-    assert changes == [False, False, True]
-    assert h["Status"] == UNHEALTHY and h["FailingStreak"] == 3
-    assert record(h, result(1, 4), 3, False) is False  # stays unhealthy, the streak grows
-    assert h["FailingStreak"] == 4
-    assert record(h, result(0, 5), 3, False) is True and h["Status"] == HEALTHY
+    statuses = []
+    for i in range(3):
+        h = record(h, result(1, i), 3, False)
+        statuses.append(h.status)
+    assert statuses == [STARTING, STARTING, UNHEALTHY] and h.failing_streak == 3
+    h = record(h, result(1, 4), 3, False)  # stays unhealthy, the streak grows
+    assert (h.status, h.failing_streak) == (UNHEALTHY, 4)
+    assert record(h, result(0, 5), 3, False).status == HEALTHY
 
 
 def test_failures_in_the_start_period_do_not_count_while_starting():
     h = healthrules.reset(None)
     for i in range(5):
-        record(h, result(1, i), 1, True)
-    assert h["Status"] == STARTING and h["FailingStreak"] == 0
-    record(h, result(0), 1, True)
-    assert h["Status"] == HEALTHY
+        h = record(h, result(1, i), 1, True)
+    assert (h.status, h.failing_streak) == (STARTING, 0)
+    h = record(h, result(0), 1, True)
+    assert h.status == HEALTHY
     # once healthy, a failure counts even inside the start period
-    assert record(h, result(1), 1, True) is True
-    assert h["Status"] == UNHEALTHY and h["FailingStreak"] == 1
+    h = record(h, result(1), 1, True)
+    assert (h.status, h.failing_streak) == (UNHEALTHY, 1)
+
+
+def test_a_failure_below_retries_keeps_healthy():
+    h = record(HealthState(HEALTHY, 0, ()), result(1), 3, False)
+    assert (h.status, h.failing_streak) == (HEALTHY, 1)
 
 
 def test_timeout_and_start_errors_are_failures():
-    h = healthrules.reset(None)
-    record(h, result(-1), 1, False)
-    assert h["Status"] == UNHEALTHY
+    assert record(healthrules.reset(None), result(-1), 1, False).status == UNHEALTHY
 
 
 def test_retries_zero_means_at_least_one():
-    h = healthrules.reset(None)
-    assert record(h, result(1), 0, False) is True and h["Status"] == UNHEALTHY
+    assert record(healthrules.reset(None), result(1), 0, False).status == UNHEALTHY
 
 
 def test_log_keeps_the_last_five_oldest_first():
     h = healthrules.reset(None)
     for i in range(8):
-        record(h, result(i % 2, i), 3, False)
-    assert [e["Start"] for e in h["Log"]] == ["s3", "s4", "s5", "s6", "s7"]
+        h = record(h, result(i % 2, i), 3, False)
+    assert [e.start for e in h.log] == ["s3", "s4", "s5", "s6", "s7"]
+
+
+def test_record_does_not_change_its_argument():
+    h = healthrules.reset(None)
+    record(h, result(0), 3, False)
+    assert h == HealthState(STARTING, 0, ())
 
 
 def test_reset_keeps_the_log_and_starts_over():
-    h = {"Status": UNHEALTHY, "FailingStreak": 7, "Log": [result(1, i) for i in range(9)]}
+    h = HealthState(UNHEALTHY, 7, tuple(result(1, i) for i in range(9)))
     fresh = healthrules.reset(h)
-    assert fresh["Status"] == STARTING and fresh["FailingStreak"] == 0
-    assert len(fresh["Log"]) == 5 and fresh["Log"][-1]["Start"] == "s8"
-    assert healthrules.reset("junk") == {"Status": STARTING, "FailingStreak": 0, "Log": []}
+    assert (fresh.status, fresh.failing_streak) == (STARTING, 0)
+    assert len(fresh.log) == 5 and fresh.log[-1].start == "s8"
+    assert healthrules.reset(None) == HealthState(STARTING, 0, ())
+
+
+# --------------------------------------------------------------------------- stored form
+
+STORED = {"Status": "healthy", "FailingStreak": 0,
+          "Log": [{"Start": "2024-01-01T00:00:00.1Z", "End": "2024-01-01T00:00:00.2Z", "ExitCode": 0,
+                   "Output": "ok\n"}]}
+
+
+def test_health_state_round_trips_its_stored_json():
+    import json
+    state = HealthState.from_doc(json.loads(json.dumps(STORED)))
+    assert state == HealthState(HEALTHY, 0, (HealthLogEntry("2024-01-01T00:00:00.1Z", "2024-01-01T00:00:00.2Z",
+                                                            0, "ok\n"),))
+    assert state is not None and json.dumps(state.to_doc()) == json.dumps(STORED)  # the same bytes
+
+
+@pytest.mark.parametrize("doc, want", [
+    (None, None), ("junk", None), ([], None),
+    ({}, HealthState("", 0, ())),                          # never said: status_of reads it as none
+    ({"Status": "starting", "FailingStreak": "x", "Log": ["junk", {"ExitCode": 1}]},
+     HealthState(STARTING, 0, (HealthLogEntry("", "", 1, ""),))),
+])
+def test_health_state_from_odd_records(doc, want):
+    assert HealthState.from_doc(doc) == want
+
+
+def test_a_container_record_keeps_its_health():
+    from berth.services.records import ContainerState
+    state = ContainerState.from_doc({"Status": "running", "Running": True, "Health": STORED})
+    assert state.health is not None and state.health.status == HEALTHY
+    assert state.to_doc()["Health"] == STORED
+    assert "Health" not in ContainerState.from_doc({"Status": "exited"}).to_doc()
 
 
 # --------------------------------------------------------------------------- views
 
 def test_status_words_for_ps_and_filter():
     assert healthrules.status_of(None) == "none"
+    assert healthrules.status_of(HealthState("", 0, ())) == "none"
     assert healthrules.status_suffix(None) == ""
-    assert healthrules.status_suffix({"Status": STARTING}) == " (health: starting)"
-    assert healthrules.status_suffix({"Status": HEALTHY}) == " (healthy)"
-    assert healthrules.status_suffix({"Status": UNHEALTHY}) == " (unhealthy)"
+    assert healthrules.status_suffix(HealthState(STARTING)) == " (health: starting)"
+    assert healthrules.status_suffix(HealthState(HEALTHY)) == " (healthy)"
+    assert healthrules.status_suffix(HealthState(UNHEALTHY)) == " (unhealthy)"
     healthrules.check_filter(["healthy", "unhealthy", "starting", "none"])
     with pytest.raises(InvalidArgument, match="Unrecognised filter value for health: sick"):
         healthrules.check_filter(["sick"])
@@ -221,9 +290,9 @@ def test_ps_status_text_shows_health():
     from berth.services.records import ContainerState
 
     state = ContainerState(status="running", running=True, started_at=timefmt.now(),
-                           health={"Status": STARTING, "FailingStreak": 0, "Log": []})
+                           health=HealthState(STARTING))
     assert views.status_text(state).endswith(" (health: starting)")
-    state.health = {"Status": HEALTHY, "FailingStreak": 0, "Log": []}
+    state.health = HealthState(HEALTHY)
     assert views.status_text(state).endswith(" (healthy)")
     state.paused = True
     assert views.status_text(state).endswith("(Paused)")

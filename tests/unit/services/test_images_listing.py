@@ -16,10 +16,11 @@ from berth.errors import InvalidArgument
 from berth.metadata.db import Database
 from berth.services.events import Events
 from berth.services.imageio import ImageIO
-from berth.services.imageremoval import ImageRemoval
 from berth.oci.image import OCI_CONFIG as MEDIA_CONFIG
 from berth.oci.image import OCI_MANIFEST as MEDIA_MANIFEST
 from berth.oci.image import parse_image_manifest
+from berth.oci.imageconfig import HistoryEntry, RuntimeConfig
+from berth.services.imageremoval import ImageRemoval, Removal
 from berth.services.images import Images
 from berth.services.imageviews import ImageViews
 from berth.services.layers import Layers, Leases
@@ -55,13 +56,14 @@ class Store:
 
     def step(self, parent: str, label: str) -> str:
         """A metadata-only step on *parent*, as a build's LABEL makes it."""
-        return self.io.derive(parent, {"Labels": {"step": label}}, layer=None, history={"created_by": label})
+        return self.io.derive(parent, RuntimeConfig(labels={"step": label}), layer=None,
+                              step=HistoryEntry(created_by=label))
 
     def ids(self, **kw: object) -> set[str]:
-        return {i["Id"] for i in self.views.listing(**kw)}  # type: ignore[arg-type]
+        return {i.id for i in self.views.listing(**kw)}  # type: ignore[arg-type]
 
     def published(self) -> list[tuple[str, str, str, dict[str, str]]]:
-        return [(e["Type"], e["Action"], e["Actor"]["ID"], e["Actor"]["Attributes"]) for e in self.events._ring]
+        return [(e.kind, e.action, e.actor, e.attributes) for e in self.events._ring]
 
 
 @pytest.fixture()
@@ -75,13 +77,13 @@ def test_an_untagged_parent_is_hidden_unless_all(s: Store) -> None:
     one = s.step(base, "one")
     two = s.step(one, "two")
     s.images.set_tag("app:1", two)
-    assert s.views.inspect("app:1")["Parent"] == one and s.views.inspect(one)["Parent"] == base
+    assert s.views.inspect("app:1").parent == one and s.views.inspect(one).parent == base
     assert s.ids() == {base, two}                      # `one` is an intermediate: hidden
     assert s.ids(all_=True) == {base, one, two}        # docker images -a
-    listed = {i["Id"]: i for i in s.views.listing(all_=True)}
-    assert listed[two]["ParentId"] == one and listed[base]["ParentId"] == ""
+    listed = {i.id: i for i in s.views.listing(all_=True)}
+    assert listed[two].parent == one and listed[base].parent == ""
     assert s.ids(filters={"dangling": ["true"]}) == set()  # an intermediate is not dangling
-    assert {"Deleted": one} not in (s.removal.prune()["ImagesDeleted"] or [])
+    assert Removal(deleted=one) not in s.removal.prune().removed
     assert s.images.record(one)
 
 
@@ -92,7 +94,7 @@ def test_rmi_takes_untagged_parents_along(s: Store) -> None:
     two = s.step(one, "two")
     s.images.set_tag("app:1", two)
     out = s.removal.remove("app:1")
-    assert out == [{"Untagged": "app:1"}, {"Deleted": two}, {"Deleted": one}]  # base is tagged: it stays
+    assert out == [Removal(untagged="app:1"), Removal(deleted=two), Removal(deleted=one)]  # base is tagged: it stays
     assert s.images.record(base)
 
 
@@ -104,7 +106,7 @@ def test_a_parent_with_another_child_stays(s: Store) -> None:
     s.images.set_tag("b:1", b)
     s.removal.remove("a:1")
     assert s.images.record(one) and s.images.record(base)
-    assert s.removal.remove("b:1")[-2:] == [{"Deleted": one}, {"Deleted": base}]
+    assert s.removal.remove("b:1")[-2:] == [Removal(deleted=one), Removal(deleted=base)]
 
 
 def test_reference_filter_lists_only_the_matched_names(s: Store) -> None:
@@ -112,12 +114,12 @@ def test_reference_filter_lists_only_the_matched_names(s: Store) -> None:
     for tag in ("busybox:latest", "busybox:1", "other/name:1"):
         s.images.set_tag(tag, base)
     (item,) = s.views.listing(filters={"reference": ["busybox:latest"]})
-    assert item["RepoTags"] == ["busybox:latest"]  # `docker images -q busybox:latest` prints the id once
+    assert item.repo_tags == ("busybox:latest",)  # `docker images -q busybox:latest` prints the id once
     (item,) = s.views.listing(filters={"reference": ["busybox"]})
-    assert item["RepoTags"] == ["busybox:1", "busybox:latest"]
+    assert item.repo_tags == ("busybox:1", "busybox:latest")
     assert s.views.listing(filters={"reference": ["nothing"]}) == []
     (item,) = s.views.listing()
-    assert len(item["RepoTags"]) == 3
+    assert len(item.repo_tags) == 3
 
 
 @pytest.mark.parametrize("pattern, name, want", [
@@ -154,7 +156,7 @@ def test_image_events_as_docker(s: Store) -> None:
 def test_image_prune_event(s: Store) -> None:
     s.base()
     result = s.removal.prune()
-    assert s.published()[-1] == ("image", "prune", "", {"reclaimed": str(result["SpaceReclaimed"])})
+    assert s.published()[-1] == ("image", "prune", "", {"reclaimed": str(result.reclaimed)})
 
 
 def test_before_since_and_until_filters(s: Store) -> None:

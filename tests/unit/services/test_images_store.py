@@ -13,11 +13,11 @@ from berth.content.local import LocalStore
 from berth.errors import InvalidArgument, NotFound
 from berth.metadata.db import Database
 from berth.services.events import Events
-from berth.services.imageremoval import ImageRemoval
 from berth.oci.image import OCI_CONFIG as MEDIA_CONFIG
 from berth.oci.image import OCI_INDEX as MEDIA_INDEX
 from berth.oci.image import OCI_MANIFEST as MEDIA_MANIFEST
 from berth.oci.image import parse_image_manifest, parse_manifest
+from berth.services.imageremoval import ImageRemoval, Removal
 from berth.services.images import Images
 from berth.services.imageviews import ImageViews
 from berth.services.layers import Layers, Leases
@@ -67,10 +67,10 @@ def test_register_unpacks_and_verifies(s: Store) -> None:
     image_id = s.images.register(parse_image_manifest(manifest), repo_digests=["reg/x@sha256:" + "a" * 64])
     chain = s.images.chains(image_id)[0]
     assert Path(s.snaps.path(chain), "hello").read_bytes() == b"world"
-    assert s.images.record(image_id)["size"] == 5
+    assert s.images.record(image_id).size == 5
     s.images.set_tag("reg/x:1", image_id)
     assert s.images.resolve("reg/x:1") == image_id
-    assert s.views.inspect("reg/x:1")["RepoDigests"] == ["reg/x@sha256:" + "a" * 64]
+    assert s.views.inspect("reg/x:1").repo_digests == ("reg/x@sha256:" + "a" * 64,)
 
 
 def test_a_layer_that_is_not_what_the_config_says_is_refused(s: Store) -> None:
@@ -102,17 +102,17 @@ def test_an_index_resolves_per_platform(s: Store) -> None:
     amd = s.images.resolve("multi")
     arm = s.images.resolve("multi", "linux/arm64")
     assert {amd, arm} == set(ids.values()) and amd != arm
-    assert s.images.config(arm)["architecture"] == "arm64"
+    assert s.images.config(arm).architecture == "arm64"
     with pytest.raises(InvalidArgument, match="has no variant for linux/s390x.*linux/amd64, linux/arm64"):
         s.images.resolve("multi", "linux/s390x")
     listed = s.views.listing()
-    assert [i["RepoTags"] for i in listed] == [["multi:latest"]]  # the arm64 half is not dangling
+    assert [i.repo_tags for i in listed] == [("multi:latest",)]  # the arm64 half is not dangling
     assert len(s.views.listing(all_=True)) == 2
 
 
 def test_a_platform_the_index_lists_but_is_not_here_is_not_found(s: Store) -> None:
     index, ids = _index(s)
-    arm_digest = next(d for d, i in ids.items() if s.images.config(i)["architecture"] == "arm64")
+    arm_digest = next(d for d, i in ids.items() if s.images.config(i).architecture == "arm64")
     digest = s.images.register_index(parse_manifest(index), {d: i for d, i in ids.items() if d != arm_digest})
     s.images.set_tag("half:1", digest)
     s.db.delete_image(ids[arm_digest])
@@ -124,7 +124,7 @@ def test_removing_an_index_tag_collects_everything(s: Store) -> None:
     index, ids = _index(s)
     s.images.set_tag("multi:latest", s.images.register_index(parse_manifest(index), ids))
     out = s.removal.remove("multi:latest")
-    assert {"Untagged": "multi:latest"} in out and sum("Deleted" in o for o in out) == 2
+    assert Removal(untagged="multi:latest") in out and sum(bool(o.deleted) for o in out) == 2
     assert s.store.digests() == [] and s.snaps.chains() == []
 
 
@@ -149,11 +149,11 @@ def test_prune_and_collect_respect_users_and_leases(s: Store) -> None:
     with s.leases.lease([leased]):
         result = s.removal.prune()
         assert s.store.exists(leased)
-    assert {"Deleted": dangling_id} in result["ImagesDeleted"] and result["SpaceReclaimed"] > 0
+    assert Removal(deleted=dangling_id) in result.removed and result.reclaimed > 0
     assert not s.store.exists(stray)
     assert s.images.record(kept_id) and s.images.record(used_id)
     result = s.removal.prune(all_=True)
-    assert {"Deleted": kept_id} in result["ImagesDeleted"]
+    assert Removal(deleted=kept_id) in result.removed
     assert s.images.record(used_id)  # in use: never
     assert not s.store.exists(leased)  # the lease is over
 

@@ -8,6 +8,7 @@ import pytest
 
 from berth.errors import Conflict, InvalidArgument, NotFound
 from berth.services import links
+from berth.services.endpoints import Endpoint
 from berth.services.records import Container, ContainerRecord
 
 
@@ -101,16 +102,36 @@ def test_at_start_needs_running_targets():
                           _lookup()) == []
 
 
-def test_remove():
-    host: dict[str, Any] = {"Links": ["/db:/web/data", "/db:/web/db"]}
-    assert links.remove(host, "data") and host["Links"] == ["/db:/web/db"]
-    assert not links.remove(host, "data")
-    assert links.remove(host, "db") and host["Links"] is None
+def test_without():
+    assert links.without(["/db:/web/data", "/db:/web/db"], "data") == ["/db:/web/db"]
+    assert links.without(["/db:/web/db"], "data") == ["/db:/web/db"]
+    assert links.without([], "db") == []
+
+
+def test_unlink_removes_the_link_and_saves():
+    web = _ctr("web")
+    web.record.host["Links"] = ["/db:/web/data", "/db:/web/db"]
+    saved: list[Container] = []
+
+    class Table:
+        def get(self, ref: str) -> Container:
+            return _lookup(web)(ref)
+
+        def save(self, c: Container) -> None:
+            saved.append(c)
+    links.unlink(Table(), "web", "data")
+    assert web.record.host["Links"] == ["/db:/web/db"] and saved == [web]
+    links.unlink(Table(), "web", "db")
+    assert web.record.host["Links"] is None
+    with pytest.raises(NotFound, match="^No such container: web/db$"):
+        links.unlink(Table(), "web", "db")
+    with pytest.raises(NotFound, match="^No such container: nope/db$"):
+        links.unlink(Table(), "nope", "db")
 
 
 def test_on_a_user_network_a_hosts_line_and_no_variables():
     db = _ctr("db", "mynet", env=["FOO=1"])
-    db.record.endpoints = {"n9": {"name": "mynet", "network": "n9", "ip": "10.9.0.3"}}
+    db.record.endpoints = {"n9": Endpoint(name="mynet", network="n9", ip="10.9.0.3")}
     doc = _record({"Name": "/web", "HostConfig": {"Links": ["db:bar", "missing:x"], "NetworkMode": "mynet"},
                    "EndpointsConfig": {"mynet": {"Links": ["db:baz"]}},
                    "Endpoints": {"n9": {"name": "mynet", "network": "n9", "ip": "10.9.0.2"}}})

@@ -328,3 +328,19 @@ def test_check_config_checks_security_options() -> None:
     body["HostConfig"]["SecurityOpt"] = ["seccomp={}x"]
     with pytest.raises(InvalidArgument, match="seccomp"):
         check_config(body)
+
+
+@pytest.mark.parametrize("changes, words", [
+    ({"MacAddress": "nope"}, "Config.MacAddress"),
+    ({"NetworkingConfig": {"EndpointsConfig": {"net": {"MacAddress": "02:42:zz:00:00:01"}}}}, "on network net"),
+    ({"NetworkingConfig": {"EndpointsConfig": {"net": {"IPAMConfig": {"IPv6Address": "10.0.0.1"}}}}},
+     "--ip6.*on network net"),
+])
+def test_addresses_are_checked_at_create(changes, words):
+    with pytest.raises(InvalidArgument, match=words):
+        check_config(body(**changes))
+
+
+def test_good_addresses_pass():
+    check_config(body(MacAddress="02:42:ac:11:00:02", NetworkingConfig={"EndpointsConfig": {"net": {
+        "MacAddress": "02:42:ac:11:00:03", "IPAMConfig": {"IPv6Address": "fd00::5"}}}}))

@@ -1,5 +1,6 @@
 """Tests for the pure parts of berth.services.volumes: -v, --mount and --volumes-from specs,
-Docker's precedence between them, the local driver's options, and the list/prune filters."""
+Docker's precedence between them, a container's stored mounts, the local driver's options,
+and the list/prune filters."""
 
 from __future__ import annotations
 
@@ -12,13 +13,15 @@ from berth.errors import InvalidArgument, NotFound, NotImplemented_
 from berth.services.volumes import mounts_under
 from berth.wire.mountspec import (
     ANONYMOUS_LABEL,
+    Mount,
+    MountRequest,
     MountSpec,
     check_driver_options,
     check_volume_name,
     inherit,
     matches,
     mount_argv,
-    mount_point,
+    mount_request,
     parse_api_mount,
     parse_volume_flag,
     parse_volumes_from,
@@ -163,11 +166,11 @@ def test_volumes_from_refused(spec: str) -> None:
         parse_volumes_from(spec)
 
 
-OTHER = [
+OTHER = [Mount.from_doc(doc) for doc in (
     {"Type": "volume", "Name": "v1", "Source": "/r/volumes/v1/_data", "Destination": "/data", "Mode": "z", "RW": True},
     {"Type": "bind", "Source": "/h", "Destination": "/h", "Mode": "ro", "RW": False, "Propagation": "rslave"},
     {"Type": "tmpfs", "Source": "", "Destination": "/t", "RW": True},
-]
+)]
 
 
 def test_inherit_keeps_volumes_and_binds_and_never_copies() -> None:
@@ -210,6 +213,58 @@ def test_plan_relative_config_volume() -> None:
 
 
 # --------------------------------------------------------------------------- #
+# A container's stored mounts (its record's "Binds" entries) and what it asks for
+
+# The entries as older daemons stored them: each type with its own keys, in this order.
+STORED = [
+    {"Type": "bind", "Source": "/h", "Destination": "/d", "Mode": "ro", "RW": False, "Propagation": "rprivate",
+     "Options": ["rprivate"], "CreateSource": True},
+    {"Type": "tmpfs", "Source": "", "Destination": "/t", "Mode": "", "RW": True, "Propagation": "",
+     "TmpfsOptions": "rw,noexec,nosuid,nodev,size=1024"},
+    {"Type": "volume", "Name": "v1", "Source": "/r/volumes/v1/_data", "Destination": "/data", "Driver": "local",
+     "Mode": "z", "RW": True, "Propagation": "", "CopyData": True},
+]
+
+
+@pytest.mark.parametrize("doc", STORED, ids=lambda d: d["Type"])
+def test_stored_mount_round_trips_in_order(doc: dict) -> None:
+    assert list(Mount.from_doc(doc).to_doc().items()) == list(doc.items())
+
+
+def test_stored_mount_fields() -> None:
+    bind, tmpfs, volume = (Mount.from_doc(d) for d in STORED)
+    assert bind == Mount("bind", "/d", "/h", mode="ro", rw=False, propagation="rprivate", options=("rprivate",))
+    assert tmpfs == Mount("tmpfs", "/t", tmpfs_options="rw,noexec,nosuid,nodev,size=1024")
+    assert volume == Mount("volume", "/data", "/r/volumes/v1/_data", name="v1", driver="local", mode="z",
+                           copy_data=True)
+
+
+def test_stored_mount_defaults_and_unknown_keys() -> None:
+    old = {"Type": "bind", "Source": "/h", "Destination": "/d", "Future": [1]}  # no RW, CreateSource, Options
+    m = Mount.from_doc(old)
+    assert (m.rw, m.create_source, m.options) == (True, True, ())
+    assert m.to_doc()["Future"] == [1]
+
+
+def test_mount_request() -> None:
+    host = {"Binds": ["/a:/b"], "Mounts": [{"Type": "tmpfs", "Target": "/t"}], "VolumesFrom": ["web:ro", "db"],
+            "Tmpfs": {"/run": "size=1m"}}
+    assert mount_request(host, ["/v"]) == MountRequest(
+        ("/a:/b",), ({"Type": "tmpfs", "Target": "/t"},), (("web", "ro"), ("db", "")), ("/run",), ("/v",))
+    assert mount_request({}, []) == MountRequest()
+
+
+@pytest.mark.parametrize("host,words", [
+    ({"Binds": "/a:/b"}, "HostConfig.Binds: expected an array"),
+    ({"Tmpfs": ["/run"]}, "HostConfig.Tmpfs: expected an object"),
+    ({"VolumesFrom": ["web:xx"]}, "invalid mode: xx"),
+])
+def test_mount_request_refused(host: dict, words: str) -> None:
+    with pytest.raises(InvalidArgument, match=words):
+        mount_request(host, [])
+
+
+# --------------------------------------------------------------------------- #
 # The local driver's options
 
 
@@ -245,22 +300,11 @@ def test_mount_argv() -> None:
 
 
 # --------------------------------------------------------------------------- #
-# What the API shows, and the filters
+# The filters
 
 
-def test_mount_point_shapes() -> None:
-    volume = {"Type": "volume", "Name": "v1", "Source": "/r/v1/_data", "Destination": "/d", "Driver": "local",
-              "Mode": "z", "RW": True, "Propagation": "", "CopyData": False}
-    assert mount_point(volume) == {"Type": "volume", "Name": "v1", "Source": "/r/v1/_data", "Destination": "/d",
-                                   "Driver": "local", "Mode": "z", "RW": True, "Propagation": ""}
-    bind = {"Type": "bind", "Source": "/h", "Destination": "/d", "Mode": "", "RW": False,
-            "Propagation": "rprivate", "Options": ["rprivate"]}
-    assert mount_point(bind) == {"Type": "bind", "Source": "/h", "Destination": "/d", "Mode": "", "RW": False,
-                                 "Propagation": "rprivate"}
-
-
-DOC = {"Name": "data-1", "Driver": "local", "Labels": {"team": "a", "tier": "db"}}
-ANON = {"Name": "f" * 64, "Driver": "local", "Labels": {ANONYMOUS_LABEL: ""}}
+DOC = ("data-1", "local", {"team": "a", "tier": "db"})   # name, driver, labels
+ANON = ("f" * 64, "local", {ANONYMOUS_LABEL: ""})
 
 
 @pytest.mark.parametrize("filters,in_use,want", [
@@ -279,13 +323,13 @@ ANON = {"Name": "f" * 64, "Driver": "local", "Labels": {ANONYMOUS_LABEL: ""}}
     ({"label": ["team=b"]}, False, False),
 ])
 def test_list_filters(filters: dict, in_use: bool, want: bool) -> None:
-    assert matches(DOC, in_use, filters) is want
+    assert matches(*DOC, in_use, filters) is want
 
 
 @pytest.mark.parametrize("filters", [{"colour": ["red"]}, {"dangling": ["maybe"]}, {"dangling": ["true", "false"]}])
 def test_list_filters_refused(filters: dict) -> None:
     with pytest.raises(InvalidArgument):
-        matches(DOC, False, filters)
+        matches(*DOC, False, filters)
 
 
 @pytest.mark.parametrize("doc,filters,want", [
@@ -296,13 +340,13 @@ def test_list_filters_refused(filters: dict) -> None:
     (DOC, {"all": ["1"], "label!": ["tier"]}, False),
     (ANON, {"label": ["team"]}, False),
 ])
-def test_prune_filters(doc: dict, filters: dict, want: bool) -> None:
-    assert prunable(doc, filters) is want
+def test_prune_filters(doc: tuple, filters: dict, want: bool) -> None:
+    assert prunable(doc[2], filters) is want
 
 
 def test_prune_filters_refused() -> None:
     with pytest.raises(InvalidArgument, match="invalid filter 'dangling'"):
-        prunable(ANON, {"dangling": ["true"]})
+        prunable(ANON[2], {"dangling": ["true"]})
 
 
 def test_mounts_under_reads_escaped_mountinfo(tmp_path: Path) -> None:

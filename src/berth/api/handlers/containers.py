@@ -11,10 +11,17 @@ from berth import timefmt
 from berth.api.replies import Hijack, Reply, Stream
 from berth.api.request import Request
 from berth.api.routing import Router
+from berth.api.views import containerfs as fs_views
 from berth.api.views import containers as views
+from berth.api.views import pathstat
+from berth.api.execrequests import create_request as exec_create_request
+from berth.api.execrequests import start_request as exec_start_request
+from berth.api.views import execs as exec_views
+from berth.api.views import stats as stats_views
 from berth.api.wiring import Daemon
 from berth.errors import Conflict, InvalidArgument, NotFound
 from berth.oci import reference
+from berth.oci.imageconfig import RuntimeConfig
 from berth.services import (
     containerfs,
     containerview,
@@ -99,7 +106,7 @@ def register(router: Router, d: Daemon) -> None:
         async def body() -> AsyncIterator[bytes]:
             try:
                 yield b""
-                yield json.dumps(await first).encode() + b"\n"
+                yield json.dumps(views.wait_result(await first)).encode() + b"\n"
             finally:
                 first.cancel()
         return Stream(body())
@@ -121,7 +128,8 @@ def register(router: Router, d: Daemon) -> None:
         return Reply(204)
 
     async def top(req: Request) -> Reply:
-        return Reply(200, await cs.top(req.params["id"], req.q("ps_args")))
+        titles, rows = await cs.top(req.params["id"], req.q("ps_args"))
+        return Reply(200, {"Titles": titles, "Processes": rows})
 
     async def resize(req: Request) -> Reply:
         cs.resize(req.params["id"], req.qint("h", 0) or 0, req.qint("w", 0) or 0)
@@ -163,27 +171,31 @@ def register(router: Router, d: Daemon) -> None:
 
     async def stats_(req: Request) -> Stream:
         c = cs.get(req.params["id"])
-        return Stream(stats.stream(c, req.qbool("stream", True), req.qbool("one-shot")))
+        samples = stats.stream(c, req.qbool("stream", True), req.qbool("one-shot"))
+
+        async def lines() -> AsyncIterator[bytes]:
+            async for sample in samples:
+                yield json.dumps(stats_views.sample(sample)).encode() + b"\n"
+        return Stream(lines())
 
     async def update(req: Request) -> Reply:
         return Reply(200, await cs.update(req.params["id"], await req.json()))
 
     async def prune(req: Request) -> Reply:
-        return Reply(200, await life.prune(req.filters()))
+        report = await life.prune(req.filters())
+        return Reply(200, {"ContainersDeleted": report.deleted or None, "SpaceReclaimed": report.reclaimed})
 
     async def exec_create(req: Request) -> Reply:
-        body = await req.json()
-        return Reply(201, {"Id": d.execs.create(req.params["id"], body)})
+        config = exec_create_request(await req.json())
+        return Reply(201, {"Id": d.execs.create(req.params["id"], config)})
 
     async def exec_start(req: Request) -> Hijack | Reply:
-        body = await req.json(required=False)
-        if not isinstance(body, dict):
-            raise InvalidArgument("the request body must be a JSON object")
+        start = exec_start_request(await req.json(required=False))
         e = d.execs.get(req.params["id"])
-        raw = bool(body.get("Tty"))  # as Docker: the terminal is the create request's; the framing, this one's
-        if body.get("ConsoleSize"):
-            e.config["ConsoleSize"] = body["ConsoleSize"]
-        if body.get("Detach"):
+        raw = start.raw  # as Docker: the terminal is the create request's; the framing, this one's
+        if start.console_size is not None:
+            d.execs.set_console_size(e.id, start.console_size)
+        if start.detach:
             await d.execs.start(e.id, True, None, None)
             return Reply(200)
         d.execs.check_startable(e.id)
@@ -193,7 +205,7 @@ def register(router: Router, d: Daemon) -> None:
         return Hijack(run, RAW if raw else MULTIPLEXED)
 
     async def exec_inspect(req: Request) -> Reply:
-        return Reply(200, d.execs.inspect(req.params["id"]))
+        return Reply(200, exec_views.inspect(d.execs.get(req.params["id"])))
 
     async def exec_resize(req: Request) -> Reply:
         d.execs.resize(req.params["id"], req.qint("h", 0) or 0, req.qint("w", 0) or 0)
@@ -204,7 +216,7 @@ def register(router: Router, d: Daemon) -> None:
 
     async def changes(req: Request) -> Reply:  # docker diff: Docker answers null when nothing changed
         found = await containerfs.changes(cs, d.images, req.params["id"])
-        return Reply(200, found if found else b"null\n")
+        return Reply(200, fs_views.changes(found) if found else b"null\n")
 
     async def commit(req: Request) -> Reply:
         c = cs.get(req.q("container"))
@@ -213,7 +225,7 @@ def register(router: Router, d: Daemon) -> None:
         body = body or {}
         async with life.held_still(c.id, req.qbool("pause", True)):  # one exiting meanwhile is committed as is
             image_id = await asyncio.to_thread(
-                d.imageio.commit, c.record.image, Path(cs.upper_dir(c.id)), {**c.config, **body},
+                d.imageio.commit, c.record.image, Path(cs.upper_dir(c.id)), RuntimeConfig.from_doc({**c.config, **body}),
                 repo=req.q("repo"), tag=req.q("tag"), comment=req.q("comment"), author=req.q("author"),
                 changes=req.query.get("changes", []), container_id=c.id)
         repo, tag = req.q("repo"), req.q("tag")
@@ -231,7 +243,7 @@ def register(router: Router, d: Daemon) -> None:
             if req.method == "HEAD":
                 info = await asyncio.to_thread(containerview.stat_path, view, path)
                 view_cm.__exit__(None, None, None)
-                return Reply(200, headers=[(containerview.STAT_HEADER, info.header())])
+                return Reply(200, headers=[pathstat.header(info)])
             info, chunks = await asyncio.to_thread(copy.archive, view, path)
         except BaseException:
             view_cm.__exit__(None, None, None)
@@ -244,7 +256,7 @@ def register(router: Router, d: Daemon) -> None:
                     yield chunk
             finally:
                 view_cm.__exit__(None, None, None)
-        return Stream(body(), "application/x-tar", headers=[(containerview.STAT_HEADER, info.header())])
+        return Stream(body(), "application/x-tar", headers=[pathstat.header(info)])
 
     async def archive_put(req: Request) -> Reply:
         ref, path = req.params["id"], _archive_path(req)

@@ -12,6 +12,7 @@ from berth.api.errors import RequestTimeout, RequestTooLarge
 from berth.api.replies import Reply, Stream
 from berth.api.request import Request
 from berth.api.routing import Router
+from berth.api.views import images as views
 from berth.api.wiring import Daemon
 from berth.errors import BerthError, InvalidArgument
 from berth.wire.registryauth import Credentials, decode_x_registry_auth
@@ -142,31 +143,25 @@ def register(router: Router, d: Daemon) -> None:
         return Reply(200, {"Status": "Login Succeeded", "IdentityToken": ""})
 
     async def list_(req: Request) -> Reply:
-        return Reply(200, d.imageviews.listing(req.qbool("all"), req.filters()))
+        return Reply(200, views.listing(d.imageviews.listing(req.qbool("all"), req.filters())))
 
     async def inspect(req: Request) -> Reply:
-        doc = d.imageviews.inspect(req.params["image"])
-        # Docker 26+ drops these at API 1.45, but docker-compose 1.29 (which speaks the daemon's newest
-        # version) reads ContainerConfig.Volumes to recreate a container: kept, empty, at every version.
-        doc.setdefault("Container", "")
-        doc.setdefault("ContainerConfig", {k: "" if isinstance(v, str) else False if isinstance(v, bool) else None
-                                           for k, v in doc["Config"].items()})
-        return Reply(200, doc)
+        return Reply(200, views.inspect(d.imageviews.inspect(req.params["image"])))
 
     async def history(req: Request) -> Reply:
-        return Reply(200, d.imageviews.history(req.params["image"]))
+        return Reply(200, views.history(d.imageviews.history(req.params["image"])))
 
     async def tag(req: Request) -> Reply:
         d.images.tag(req.params["image"], req.q("repo"), req.q("tag"))
         return Reply(201)
 
     async def remove(req: Request) -> Reply:
-        return Reply(200, d.imageremoval.remove(req.params["image"], req.qbool("force")))
+        return Reply(200, views.removed(d.imageremoval.remove(req.params["image"], req.qbool("force"))))
 
     async def prune(req: Request) -> Reply:
         filters = req.filters()
         all_ = any(v in ("false", "0") for v in filters.get("dangling", []))
-        return Reply(200, d.imageremoval.prune(all_, filters))
+        return Reply(200, views.prune(d.imageremoval.prune(all_, filters)))
 
     async def save_many(req: Request) -> Stream:
         return Stream(threaded(d.imageio.save(req.query.get("names", []))), TAR)

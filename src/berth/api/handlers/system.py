@@ -13,6 +13,9 @@ from berth.api.replies import Reply, Stream
 from berth.api.request import Request
 from berth.api.routing import Router
 from berth.api.views import containers as views
+from berth.api.views import events as event_views
+from berth.api.views import images as image_views
+from berth.api.views import volumes as volume_views
 from berth.api.wiring import Daemon
 from berth.errors import BerthError, InvalidArgument
 from berth.services.engineinfo import EngineInfo, daemon_id
@@ -97,19 +100,19 @@ def register(router: Router, d: Daemon) -> None:
         async def lines() -> AsyncIterator[bytes]:
             yield b""
             async for event in source:
-                yield json.dumps(event).encode() + b"\n"
+                yield json.dumps(event_views.message(event)).encode() + b"\n"
         return Stream(lines())
 
     async def df(req: Request) -> Reply:
-        images = d.imageviews.listing(True)
+        images = image_views.listing(d.imageviews.listing(True))
         layers = d.layers.total_size()
-        return Reply(200, {"LayersSize": layers, "Images": images, "Volumes": d.containers.volumes.usage(),
+        return Reply(200, {"LayersSize": layers, "Images": images, "Volumes": [volume_views.usage(u) for u in d.containers.volumes.usage()],
                            "BuildCache": [],
                            "Containers": views.listing(d.containers, d.images, True, -1, {}, True)})
 
     async def distribution(req: Request) -> Reply:
         creds = decode_x_registry_auth(req.headers.get("x-registry-auth", ""))
-        return Reply(200, await d.distribution.describe(req.params["image"], creds))
+        return Reply(200, image_views.registry_image(await d.distribution.describe(req.params["image"], creds)))
 
     router.add("GET", "/system/df", df)
     router.add("GET", "/distribution/{image}/json", distribution)

@@ -12,6 +12,8 @@ import time
 from typing import Any
 
 from berth import timefmt
+from berth.api.views import networks as network_views
+from berth.api.views import volumes as volume_views
 from berth.errors import InvalidArgument, NotFound
 from berth.services import (
     containerconfig,
@@ -22,11 +24,16 @@ from berth.services import (
 )
 from berth.services.containers import Containers
 from berth.services.images import Images
+from berth.services.lifecycle import WaitResult
 from berth.services.records import Container, ContainerRecord, ContainerState
-from berth.wire import mountspec
 
 CONTAINER_FILTERS = ("status", "name", "id", "label", "ancestor", "exited", "isolation", "before", "since",
                      "network", "volume", "health", "publish", "expose", "is-task")
+
+def wait_result(result: WaitResult) -> dict[str, Any]:
+    """The body of POST /containers/{id}/wait."""
+    return {"StatusCode": result.status_code, "Error": {"Message": result.error} if result.error else None}
+
 
 def inspect(c: Container, api_version: str = "") -> dict[str, Any]:
     r = c.record
@@ -45,7 +52,7 @@ def inspect(c: Container, api_version: str = "") -> dict[str, Any]:
         "GraphDriver": {"Name": "overlay2", "Data": {"UpperDir": os.path.join(c.dir, "upper"),
                                                      "WorkDir": os.path.join(c.dir, "work"),
                                                      "MergedDir": os.path.join(c.dir, "rootfs")}},
-        "Mounts": [mountspec.mount_point(b) for b in r.binds],
+        "Mounts": [volume_views.mount_point(m) for m in r.binds],
         "Config": r.config,
         "NetworkSettings": _versioned(_network_settings(r), r, api_version),
     }
@@ -53,7 +60,7 @@ def inspect(c: Container, api_version: str = "") -> dict[str, Any]:
 
 def _versioned(settings: dict[str, Any], r: ContainerRecord, api_version: str) -> dict[str, Any]:
     if api_version:  # what older clients expect (the short id among Aliases below 1.45)
-        settings["Networks"] = endpoints.for_version(settings["Networks"], r, api_version)
+        settings["Networks"] = network_views.for_version(settings["Networks"], r, api_version)
     return settings
 
 def sizes(images: Images, c: Container) -> dict[str, int]:
@@ -71,7 +78,7 @@ def summary(c: Container) -> dict[str, Any]:
         "Ports": port_list(r), "Labels": r.config.get("Labels") or {}, "State": r.state.word,
         "Status": status_text(r.state), "HostConfig": {"NetworkMode": r.host.get("NetworkMode")},
         "NetworkSettings": {"Networks": _network_settings(r)["Networks"]},
-        "Mounts": [mountspec.mount_point(b) for b in r.binds],
+        "Mounts": [volume_views.mount_point(m) for m in r.binds],
     }
 
 def listing(cs: Containers, images: Images, all_: bool, limit: int, filters: dict[str, list[str]],
@@ -131,20 +138,20 @@ def _matches(images: Images, c: Container, filters: dict[str, list[str]]) -> boo
             if isolation not in values and (isolation != "default" or "process" not in values):
                 return False
         elif key == "volume":
-            mounts = r.binds
-            if not any(v in (m.get("Name"), m.get("Source"), m.get("Destination")) for v in values for m in mounts):
+            if not any(v in (m.name, m.source, m.destination) for v in values for m in r.binds):
                 return False
         elif key == "network":
-            on = endpoints.networks(r)  # what the container is on (a disconnect takes it off)
-            nets = set(on) | {n["NetworkID"] for n in on.values() if n.get("NetworkID")}
+            on = endpoints.network_entries(r)  # what the container is on (a disconnect takes it off)
+            ids = {(e.endpoint.network if e.endpoint else "") or e.settings.network_id for e in on}
+            nets = {e.name for e in on} | (ids - {""})
             if not any(v in nets or any(str(n or "").startswith(v) for n in nets) for v in values):
                 return False
         elif key == "health":
             if healthrules.status_of(r.state.health) not in values:
                 return False
         elif key == "publish":
-            ports = {f"{b['HostPort']}/{b['Proto']}" for b in r.ports} | \
-                {str(b["HostPort"]) for b in r.ports if b["Proto"] == "tcp"}
+            ports = {f"{b.host_port}/{b.proto}" for b in r.ports} | \
+                {str(b.host_port) for b in r.ports if b.proto == "tcp"}
             if not any(v in ports for v in values):
                 return False
     return True
@@ -177,13 +184,11 @@ def _network_settings(r: ContainerRecord) -> dict[str, Any]:
     for key in r.config.get("ExposedPorts") or {}:
         ports[key] = None
     for b in r.ports:
-        ports.setdefault(f"{b['Port']}/{b['Proto']}", None)
-        ports[f"{b['Port']}/{b['Proto']}"] = (ports[f"{b['Port']}/{b['Proto']}"] or []) + [
-            {"HostIp": b["HostIp"] or "0.0.0.0", "HostPort": b["HostPort"]}]
-    # Each network's settings and attachment (services.endpoints); a bridged container with none left has {}.
-    unset = endpoints.entry(None, "none", {}, None)
-    networks: dict[str, Any] = endpoints.networks(r)
-    first = next(iter(networks.values()), unset)
+        key = f"{b.port}/{b.proto}"
+        ports[key] = (ports.get(key) or []) + [{"HostIp": b.host_ip or "0.0.0.0", "HostPort": str(b.host_port)}]
+    # Each network's settings and attachment (api.views.networks); a bridged container with none left has {}.
+    networks = network_views.container_networks(r)
+    first = next(iter(networks.values()), None) or network_views.unset_endpoint()
     return {"Bridge": "", "SandboxID": "", "HairpinMode": False, "Ports": ports,
             "SandboxKey": f"/run/berth/netns/{r.id}" if r.endpoints else "",
             "Gateway": first["Gateway"], "IPAddress": first["IPAddress"], "IPPrefixLen": first["IPPrefixLen"],
@@ -192,8 +197,8 @@ def _network_settings(r: ContainerRecord) -> dict[str, Any]:
 
 def port_list(r: ContainerRecord) -> list[dict[str, Any]]:
     """The Ports of /containers/json: published bindings, and exposed ports without one."""
-    out = [{"IP": b["HostIp"] or "0.0.0.0", "PrivatePort": int(b["Port"]), "PublicPort": int(b["HostPort"]),
-            "Type": b["Proto"]} for b in r.ports]
+    out: list[dict[str, Any]] = [{"IP": b.host_ip or "0.0.0.0", "PrivatePort": b.port, "PublicPort": b.host_port,
+                                  "Type": b.proto} for b in r.ports]
     published = {(o["PrivatePort"], o["Type"]) for o in out}
     for key in r.config.get("ExposedPorts") or {}:
         port, _, proto = key.partition("/")
