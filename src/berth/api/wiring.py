@@ -25,6 +25,7 @@ from berth.services import recovery
 from berth.services.attachments import Attachments
 from berth.services.build import Builder
 from berth.services.bundle import HostFacts
+from berth.services.containerrows import ContainerRows
 from berth.services.containers import Containers
 from berth.services.distribution import Distribution
 from berth.services.events import Events
@@ -114,7 +115,8 @@ def build(config: DaemonConfig) -> Daemon:
     if shutil.which("qemu-system-x86_64"):
         runtimes["vm"] = VmRuntime(config.vm_dir or os.path.join(root, "vm"), sockets,
                                    os.path.join(root, "containers"), cold_boot=config.vm_boot == "cold")
-    table = ContainerTable.load(db, os.path.join(root, "containers"))  # read by images, networks, volumes
+    rows = ContainerRows(db)
+    table = ContainerTable.load(rows.load(), os.path.join(root, "containers"))  # read by images, networks, volumes
     leases, layers = Leases(), Layers(store, snaps)
     images = Images(db, store, layers, leases, events, table.using_image)
     imageviews = ImageViews(images)
@@ -122,7 +124,7 @@ def build(config: DaemonConfig) -> Daemon:
     volumes = Volumes(root, db, events, table.mounts)
     networks = Networks(db, root, events, table.all, bridge=config.bridge, bip=config.bip,
                         table=nft_table(root), upstream_resolv=_read("/etc/resolv.conf"))
-    containers = Containers(root, db, images, snaps, events, runtimes, config.default_runtime, HostFacts.probe(),
+    containers = Containers(root, rows, images, snaps, events, runtimes, config.default_runtime, HostFacts.probe(),
                             table=table, volumes=volumes, networks=networks,
                             attachments=Attachments(networks, events, table.all, netns_dir=networks.netns_dir,
                                                     table=networks.table))

@@ -28,7 +28,14 @@ from typing import IO, Any, cast
 from berth import API_VERSION, __version__
 from berth.client.errors import DaemonUnreachable, api_error
 from berth.client.hosts import parse_host, resolve_host
-from berth.client.responses import CHUNK, Hijacked, Reader, Response, StreamResponse, parse_head
+from berth.client.responses import (
+    CHUNK,
+    Hijacked,
+    Reader,
+    Response,
+    StreamResponse,
+    parse_head,
+)
 from berth.client.tls import TlsConfig, TlsStream, tls_config
 from berth.errors import Unavailable
 

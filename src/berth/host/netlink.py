@@ -27,7 +27,6 @@ from berth.host.netns import in_netns
 from berth.host.rtnetlink import IFA_F_NODAD, link_index, rtnl
 from berth.host.sysctl import SYSCTL_ROOT, set_sysctl
 
-
 # --------------------------------------------------------------------------- #
 # Lookups
 

@@ -36,10 +36,10 @@ class PortBinding:
         return cls(int(doc["Port"]), str(doc["Proto"]), str(doc.get("HostIp") or ""), int(doc["HostPort"]))
 
 
-def plan_ports(host: Mapping[str, Any], exposed: Iterable[str], taken: set[tuple[str, int, str]],
-               port_free: PortFree, random_port: RandomPort) -> list[PortBinding]:
-    """HostConfig.PortBindings (+ -P with the image's EXPOSE, *exposed*'s "port/proto" keys) as concrete
-    bindings; random ports chosen.
+def plan_ports(port_bindings: Mapping[str, Any] | None, publish_all: bool, exposed: Iterable[str],
+               taken: set[tuple[str, int, str]], port_free: PortFree, random_port: RandomPort) -> list[PortBinding]:
+    """HostConfig.PortBindings (+ -P, *publish_all*, with the image's EXPOSE, *exposed*'s "port/proto" keys)
+    as concrete bindings; random ports chosen.
 
     *taken*: (proto, host port, host ip) of what other running containers publish: taken
     even though no socket holds them (DNAT rules do not bind). *port_free* and
@@ -50,11 +50,11 @@ def plan_ports(host: Mapping[str, Any], exposed: Iterable[str], taken: set[tuple
         ip = ip or "0.0.0.0"
         return any(p == proto and n == port and (i == ip or "0.0.0.0" in (i, ip)) for p, n, i in taken)
     wanted: list[tuple[str, str, str, str]] = []  # (port, proto, host ip, host port)
-    for key, bindings in (host.get("PortBindings") or {}).items():
+    for key, bindings in (port_bindings or {}).items():
         port, _, proto = str(key).partition("/")
         for b in bindings or [{}]:
             wanted.append((port, proto or "tcp", (b or {}).get("HostIp") or "", (b or {}).get("HostPort") or ""))
-    if host.get("PublishAllPorts"):
+    if publish_all:
         for key in exposed:
             port, _, proto = str(key).partition("/")
             if not any(w[0] == port and w[1] == (proto or "tcp") for w in wanted):

@@ -20,7 +20,6 @@ from berth.errors import InvalidArgument
 from berth.oci.capabilities import normalize
 from berth.oci.seccomp import NATIVE_TO_SCMP, SYSCALL_NAME, arch_key, held_capabilities
 
-
 ACTIONS = ("SCMP_ACT_KILL", "SCMP_ACT_KILL_PROCESS", "SCMP_ACT_KILL_THREAD", "SCMP_ACT_TRAP",
            "SCMP_ACT_ERRNO", "SCMP_ACT_TRACE", "SCMP_ACT_ALLOW", "SCMP_ACT_LOG")
 ARG_OPS = ("SCMP_CMP_NE", "SCMP_CMP_LT", "SCMP_CMP_LE", "SCMP_CMP_EQ", "SCMP_CMP_GE", "SCMP_CMP_GT",

@@ -172,7 +172,7 @@ class Attachments:
         if not chosen:
             mode = c.record.network_mode
             primary = net.name == "bridge" if mode in ("default", "bridge") else mode in (net.name, net.id)
-            chosen = str(c.config.get("MacAddress") or "") if primary else ""
+            chosen = (c.config.mac_address or "") if primary else ""
         return ipam.parse_mac(chosen) if chosen else ipam.mac_for(ip)
 
     async def _publish(self, c: Container) -> None:
@@ -277,5 +277,5 @@ class Attachments:
         """HostConfig.PortBindings (+ -P with the image's EXPOSE) of *c* as concrete bindings (network.portplan)."""
         taken = {(b.proto, b.host_port, b.host_ip or "0.0.0.0")
                  for other in self._containers() if other.running for b in other.record.ports}
-        return portplan.plan_ports(c.host, list(c.config.get("ExposedPorts") or {}), taken, hostports.port_free,
-                                   hostports.random_port)
+        return portplan.plan_ports(c.host.port_bindings, c.host.publish_all_ports, list(c.config.exposed_ports or {}),
+                                   taken, hostports.port_free, hostports.random_port)

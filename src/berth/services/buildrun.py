@@ -29,9 +29,11 @@ from berth.services.buildtypes import (
     say,
     short,
 )
+from berth.services.containerconfig import CreateRequest
 from berth.services.containers import Containers
 from berth.services.imageio import ImageIO
 from berth.services.lifecycle import Lifecycle
+from berth.wire.containerspec import ContainerConfig, HostConfig
 from berth.wire.k8slog import Parser
 
 
@@ -53,12 +55,12 @@ class RunSteps:
         if state.image is None:
             raise BuildError(f"The command '{' '.join(argv)}' cannot run: the stage is FROM scratch and has no "
                              "files yet (there is no shell to run it)", 127)
-        body = {"Image": state.image, "Cmd": argv, "Entrypoint": [""], "Env": [*(state.config.env or ()), *run_env],
-                "User": state.config.user, "WorkingDir": state.config.working_dir,
-                "Labels": {}, "Tty": False, "OpenStdin": False,
-                "HostConfig": {"NetworkMode": opts.networkmode or "default", "ExtraHosts": opts.extrahosts or None,
-                               "Isolation": opts.isolation or ""}}
-        cid, _ = self._containers.create("", body, opts.platform)
+        request = CreateRequest(
+            ContainerConfig(image=state.image, cmd=argv, entrypoint=[""], env=[*(state.config.env or ()), *run_env],
+                            user=state.config.user, working_dir=state.config.working_dir),
+            HostConfig(network_mode=opts.networkmode or "default", extra_hosts=list(opts.extrahosts or ()) or None,
+                       isolation=opts.isolation or ""))
+        cid, _ = self._containers.create("", request, opts.platform)
         say(opts, emit, f" ---> Running in {cid[:12]}")
         failed = True
         try:

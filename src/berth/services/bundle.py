@@ -25,6 +25,7 @@ from berth.services import validate
 from berth.services.links import Link, merged_env
 from berth.services.records import ContainerRecord
 from berth.snapshot.overlay import OverlayMount
+from berth.wire.containerspec import ContainerConfig, HostConfig
 
 USER_FILE_LIMIT = 4 << 20  # /etc/passwd, /etc/group: more is an attack, not an image
 INIT_BINARY = "/usr/bin/tini-static"
@@ -125,9 +126,9 @@ def unmount_root(m: OverlayMount) -> None:
     mount.unmount(m.target)
 
 
-def process_args(cfg: dict[str, Any]) -> list[str]:
+def process_args(cfg: ContainerConfig) -> list[str]:
     """Entrypoint + Cmd of a container's Config, as Docker joins them (Path and Args in inspect)."""
-    return list(cfg.get("Entrypoint") or []) + list(cfg.get("Cmd") or [])
+    return list(cfg.entrypoint or []) + list(cfg.cmd or [])
 
 
 def write_etc_files(record: ContainerRecord, bundle: str, network: Any = None,
@@ -139,14 +140,14 @@ def write_etc_files(record: ContainerRecord, bundle: str, network: Any = None,
     hostname = record.hostname
     network = record.network_mode
     if network == "host":
-        hostname = cfg.get("Hostname") or os.uname().nodename
+        hostname = cfg.hostname or os.uname().nodename
     hosts = "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
     addresses = list(getattr(network_info, "hosts", []) or [])
     if network != "host" and not addresses:
         hosts += f"127.0.1.1\t{hostname}\n"
     for address, name in [*(link.hosts_line() for link in links if link.ip), *addresses]:
         hosts += f"{address}\t{name}\n"
-    for extra in host.get("ExtraHosts") or []:
+    for extra in host.extra_hosts or []:
         name, _, addr = extra.partition(":")
         hosts += f"{addr}\t{name}\n"
     resolv = read_text("/etc/resolv.conf") or ""
@@ -157,7 +158,7 @@ def write_etc_files(record: ContainerRecord, bundle: str, network: Any = None,
     if embedded:  # a user-defined network: its resolver answers names, and forwards the rest
         resolv = "".join(f"nameserver {ns}\n" for ns in embedded) + "".join(
             line + "\n" for line in resolv.splitlines() if not line.strip().startswith("nameserver"))
-    for dns in host.get("Dns") or []:
+    for dns in host.dns or []:
         resolv = f"nameserver {dns}\n" + resolv
     files = {"hostname": hostname + "\n", "hosts": hosts, "resolv.conf": resolv}
     mounts = []
@@ -177,12 +178,12 @@ def build_spec(record: ContainerRecord, bundle: str, rootfs: str, host_facts: Ho
         InvalidArgument: the user does not exist in the image, or a bind source is unusable.
     """
     cfg, host = record.config, record.host
-    passwd_text, group_text = user_files(rootfs, cfg.get("User") or "")
+    passwd_text, group_text = user_files(rootfs, cfg.user)
     check_etc_targets(rootfs)
-    uid, gid, groups = passwd.resolve_user(cfg.get("User") or "", passwd_text, group_text)
-    groups = with_group_add(groups, host, group_text)
+    uid, gid, groups = passwd.resolve_user(cfg.user, passwd_text, group_text)
+    groups = with_group_add(groups, host.group_add, group_text)
     mounts = write_etc_files(record, bundle, network, links)
-    tmpfs = [(k, v or "") for k, v in (host.get("Tmpfs") or {}).items()]
+    tmpfs = [(k, v or "") for k, v in (host.tmpfs or {}).items()]
     for m in record.binds:  # binds, volumes (their _data) and --mount tmpfs
         if m.type == "tmpfs":
             tmpfs.append((m.destination, m.tmpfs_options))
@@ -194,10 +195,10 @@ def build_spec(record: ContainerRecord, bundle: str, rootfs: str, host_facts: Ho
             os.makedirs(m.source, exist_ok=True)  # as docker -v does for a missing host path
         mounts.append(runtime_spec.BindMount(m.source, m.destination, not m.rw, m.options))
     args = process_args(cfg)
-    if host.get("Init"):
+    if host.init:
         mounts.append(runtime_spec.BindMount(INIT_BINARY, INIT_PATH, True))
         args = [INIT_PATH, "--"] + args
-    env = merged_env(links, list(cfg.get("Env") or []))  # --link variables first: the container's own win
+    env = merged_env(links, list(cfg.env or []))  # --link variables first: the container's own win
     if not any(e.startswith("HOSTNAME=") for e in env):
         env.insert(0, f"HOSTNAME={record.hostname}")
     if uid != 0 and not any(e.startswith("HOME=") for e in env):
@@ -207,48 +208,46 @@ def build_spec(record: ContainerRecord, bundle: str, rootfs: str, host_facts: Ho
         env.append("HOME=/root")
     network = record.network_mode
     resources = resources_of(host, host_facts)
-    security = validate.security_options(host.get("SecurityOpt"))
+    security = validate.security_options(host.security_opt)
     return runtime_spec.ContainerSpec(
-        args=tuple(args), rootfs=rootfs, env=tuple(env), cwd=cfg.get("WorkingDir") or "/",
+        args=tuple(args), rootfs=rootfs, env=tuple(env), cwd=cfg.working_dir or "/",
         uid=uid, gid=gid, additional_gids=groups,
         hostname=record.hostname if network != "host" else "",
-        tty=record.tty, readonly_rootfs=bool(host.get("ReadonlyRootfs")),
-        mounts=tuple(mounts), cap_add=tuple(host.get("CapAdd") or ()), cap_drop=tuple(host.get("CapDrop") or ()),
-        privileged=bool(host.get("Privileged")),
+        tty=record.tty, readonly_rootfs=host.readonly_rootfs,
+        mounts=tuple(mounts), cap_add=tuple(host.cap_add or ()), cap_drop=tuple(host.cap_drop or ()),
+        privileged=host.privileged,
         no_new_privileges=security.no_new_privileges, seccomp_profile=security.seccomp,
         kernel_release=os.uname().release, runtime=record.runtime or "runc",
         seccomp_abis=host_facts.seccomp_abis,
         resources=resources,
         network_mode="host" if network == "host" else (namespaces or {}).get("network", "none"),
         cgroups_path=f"/berth/{record.id}", host_capabilities=host_facts.capabilities,
-        devices=devices.host_devices() if host.get("Privileged") else (),
+        devices=devices.host_devices() if host.privileged else (),
         tmpfs=tuple(tmpfs),
         pid_mode=(namespaces or {}).get("pid", ""), ipc_mode=(namespaces or {}).get("ipc", ""),
         uts_mode=(namespaces or {}).get("uts", ""),
     )
 
 
-def with_group_add(groups: tuple[int, ...], host: dict[str, Any], group_text: str | None) -> tuple[int, ...]:
+def with_group_add(groups: tuple[int, ...], group_add: list[str] | None, group_text: str | None) -> tuple[int, ...]:
     """The user's supplementary gids, then `HostConfig.GroupAdd`'s (the container's process and its execs).
 
     Raises:
         InvalidArgument: "Unable to find group X: no matching entries in group file".
     """
-    extra = host.get("GroupAdd") or []
+    extra = group_add or []
     if not isinstance(extra, list) or not all(isinstance(g, str) for g in extra):
         raise InvalidArgument("HostConfig.GroupAdd: expected an array of group names or ids")
     return groups + tuple(g for g in passwd.resolve_groups(extra, group_text) if g not in groups)
 
 
-def resources_of(host: dict[str, Any], host_facts: HostFacts) -> runtime_spec.Resources:
+def resources_of(host: HostConfig, host_facts: HostFacts) -> runtime_spec.Resources:
     """HostConfig's limits as runtime_spec.Resources."""
     return runtime_spec.Resources(
-        memory=host.get("Memory") or 0, memory_swap=host.get("MemorySwap") or 0,
-        nano_cpus=host.get("NanoCpus") or 0, cpu_shares=host.get("CpuShares") or 0,
-        cpu_quota=host.get("CpuQuota") or 0, cpu_period=host.get("CpuPeriod") or 0,
-        pids_limit=host.get("PidsLimit") or 0,
+        memory=host.memory, memory_swap=host.memory_swap, nano_cpus=host.nano_cpus, cpu_shares=host.cpu_shares,
+        cpu_quota=host.cpu_quota, cpu_period=host.cpu_period, pids_limit=host.pids_limit or 0,
         swap_accounting=host_facts.swap_accounting, nofile=host_facts.nofile,
-        disable_oom_killer=bool(host.get("OomKillDisable")),
+        disable_oom_killer=bool(host.oom_kill_disable),
     )
 
 

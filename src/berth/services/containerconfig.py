@@ -10,12 +10,22 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Collection
-from typing import Any
+from dataclasses import dataclass, field
 
 from berth import timefmt
+from berth.network.endpoint import EndpointSettings
+from berth.oci.imageconfig import RuntimeConfig
 from berth.services import bundle as bundles
 from berth.services.records import ContainerRecord, ContainerState
 from berth.services.runplan import RunPlan
+from berth.wire.containerspec import (
+    ContainerConfig,
+    HostConfig,
+    LogConfig,
+    RestartPolicy,
+    replace,
+)
+from berth.wire.mountspec import Mount
 
 _ADJECTIVES = ("brave", "calm", "eager", "fancy", "gentle", "happy", "jolly", "keen", "lucid", "merry",
                "nifty", "proud", "quiet", "sharp", "tender", "vivid", "witty", "zealous")
@@ -41,56 +51,79 @@ def new_id(taken: Collection[str]) -> str:
     return cid
 
 
-def merge_image_config(body: dict[str, Any], image: dict[str, Any]) -> dict[str, Any]:
+@dataclass(frozen=True, slots=True)
+class CreateRequest:
+    """A create request, parsed (api/): its Config and HostConfig as sent, and the networks it names."""
+
+    config: ContainerConfig
+    host: HostConfig
+    networks: dict[str, EndpointSettings] = field(default_factory=dict)  # NetworkingConfig.EndpointsConfig
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceUpdate:
+    """`docker update`: the limits given (None, or 0, leaves one as it is, as Docker does), and a restart policy."""
+
+    memory: int | None = None
+    memory_swap: int | None = None
+    nano_cpus: int | None = None
+    cpu_shares: int | None = None
+    cpu_quota: int | None = None
+    cpu_period: int | None = None
+    pids_limit: int | None = None
+    oom_kill_disable: bool | None = None
+    restart_policy: RestartPolicy | None = None  # applied when it names a policy
+
+
+def updated_host(host: HostConfig, update: ResourceUpdate) -> HostConfig:
+    """*host* with *update* applied; CPUs given one way (NanoCpus, or quota and period) clear the other way."""
+    changes: dict[str, object] = {name: getattr(update, name) for name in (
+        "memory", "memory_swap", "nano_cpus", "cpu_shares", "cpu_quota", "cpu_period", "pids_limit",
+        "oom_kill_disable") if getattr(update, name) not in (None, 0, False)}
+    if update.restart_policy is not None and update.restart_policy.name:
+        changes["restart_policy"] = update.restart_policy
+    if changes.get("nano_cpus"):
+        changes["cpu_quota"] = changes["cpu_period"] = 0
+    elif changes.get("cpu_quota") or changes.get("cpu_period"):
+        changes["nano_cpus"] = 0
+    return replace(host, **changes)
+
+
+def merge_image_config(request: ContainerConfig, image: RuntimeConfig) -> ContainerConfig:
     """The container's Config: the request's fields over the image's defaults (as Docker merges them)."""
-    cfg = {k: v for k, v in body.items() if k not in ("HostConfig", "NetworkingConfig")}
-    for key in ("Cmd", "Entrypoint"):
-        if isinstance(cfg.get(key), str):
-            cfg[key] = [cfg[key]] if key == "Entrypoint" else ["/bin/sh", "-c", cfg[key]]
-    if cfg.get("Entrypoint") is None:  # null or absent: the image's (only [""] clears it, as in Docker)
-        cfg["Entrypoint"] = image.get("Entrypoint")
-    if cfg.get("Entrypoint") == [""]:
-        cfg["Entrypoint"] = None
-    if not cfg.get("Cmd") and not body.get("Entrypoint"):
-        cfg["Cmd"] = image.get("Cmd")
-    env = list(image.get("Env") or [])
-    for e in cfg.get("Env") or []:
+    entrypoint = request.entrypoint
+    if entrypoint is None:  # null or absent: the image's (only [""] clears it, as in Docker)
+        entrypoint = list(image.entrypoint) if image.entrypoint is not None else None
+    elif entrypoint == [""]:
+        entrypoint = None
+    cmd = request.cmd
+    if not cmd and not request.entrypoint:
+        cmd = list(image.cmd) if image.cmd is not None else None
+    env = list(image.env or ())
+    for e in request.env or []:
         key = e.split("=", 1)[0]
         env = [x for x in env if x.split("=", 1)[0] != key] + [e]
-    cfg["Env"] = env
-    for key in ("WorkingDir", "User", "StopSignal", "Shell"):
-        if not cfg.get(key) and image.get(key):
-            cfg[key] = image[key]
-    labels = dict(image.get("Labels") or {})
-    labels.update(cfg.get("Labels") or {})
-    cfg["Labels"] = labels
-    cfg.setdefault("Hostname", "")
-    for key in ("AttachStdin", "AttachStdout", "AttachStderr", "Tty", "OpenStdin", "StdinOnce"):
-        cfg[key] = bool(cfg.get(key))
-    for key in ("Domainname", "User", "WorkingDir"):
-        cfg.setdefault(key, "")
-    cfg.setdefault("Volumes", None)
-    cfg.setdefault("OnBuild", None)
-    return cfg
+    return replace(
+        request, entrypoint=entrypoint, cmd=cmd, env=env,
+        working_dir=request.working_dir or image.working_dir, user=request.user or image.user,
+        stop_signal=request.stop_signal or image.stop_signal or None,
+        shell=request.shell or (list(image.shell) if image.shell else None),
+        labels={**(image.labels or {}), **request.labels},
+        volumes={**{path: {} for path in image.volumes or ()}, **(request.volumes or {})} or request.volumes)
 
 
-def settled_host_config(host: dict[str, Any], run: RunPlan) -> dict[str, Any]:
-    """The HostConfig as recorded: the plan's runtime and isolation, and Docker's defaults filled in."""
-    host = dict(host)
-    host.setdefault("NetworkMode", run.network)
-    host["Runtime"] = run.runtime
-    host["Isolation"] = run.isolation_field
-    if host.get("MemorySwappiness") == -1:  # the CLI's "unset", stored as Docker stores it
-        host["MemorySwappiness"] = None
-    log_config = host.get("LogConfig") or {}
-    host["LogConfig"] = {"Type": log_config.get("Type") or "json-file", "Config": log_config.get("Config") or {}}
-    if not (host.get("RestartPolicy") or {}).get("Name"):
-        host["RestartPolicy"] = {"Name": "no", "MaximumRetryCount": 0}
-    return host
+def settled_host_config(host: HostConfig, run: RunPlan) -> HostConfig:
+    """The HostConfig as recorded: the plan's runtime, isolation and network mode, Docker's defaults filled in."""
+    return replace(
+        host, network_mode=run.network, runtime=run.runtime, isolation=run.isolation_field,
+        # -1 is the CLI's "unset", stored as Docker stores it
+        memory_swappiness=None if host.memory_swappiness == -1 else host.memory_swappiness,
+        log_config=LogConfig(host.log_config.type or "json-file", host.log_config.config or {}),
+        restart_policy=host.restart_policy if host.restart_policy.name else RestartPolicy())
 
 
-def new_record(cid: str, name: str, cfg: dict[str, Any], host: dict[str, Any], image_id: str, image_os: str,
-               binds: list[Any], endpoints: dict[str, Any]) -> ContainerRecord:
+def new_record(cid: str, name: str, cfg: ContainerConfig, host: HostConfig, image_id: str, image_os: str,
+               binds: list[Mount], endpoints: dict[str, EndpointSettings]) -> ContainerRecord:
     """A created container's first record (State "created")."""
     args = bundles.process_args(cfg)
     return ContainerRecord(id=cid, name=name, created=timefmt.now(), path=args[0], args=args[1:], image=image_id,
@@ -100,12 +133,12 @@ def new_record(cid: str, name: str, cfg: dict[str, Any], host: dict[str, Any], i
 
 def should_restart(record: ContainerRecord, code: int) -> bool:
     """Does the restart policy start the container again after it exited with *code*?"""
-    policy = record.host.get("RestartPolicy") or {}
-    name = policy.get("Name") or "no"
+    policy = record.host.restart_policy
+    name = policy.name or "no"
     if record.manually_stopped or name == "no":
         return False
     if name == "on-failure":
-        limit = int(policy.get("MaximumRetryCount") or 0)
+        limit = policy.maximum_retry_count
         return code != 0 and (limit == 0 or record.restart_count < limit)
     return name in ("always", "unless-stopped")
 

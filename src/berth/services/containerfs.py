@@ -15,7 +15,9 @@ from typing import AsyncIterator
 
 from berth.host import fs
 from berth.image import diff, fsexport
-from berth.image.diff import Change  # a path and its kind: what `changes` returns (api.views renders it)
+from berth.image.diff import (
+    Change,  # a path and its kind: what `changes` returns (api.views renders it)
+)
 from berth.services.containers import Containers
 from berth.services.images import Images
 from berth.services.records import Container

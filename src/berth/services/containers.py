@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
-from typing import Any
 
 from berth.errors import (
     AlreadyExists,
@@ -24,7 +23,6 @@ from berth.errors import (
     NotImplemented_,
 )
 from berth.host import binfmt, fs, mount
-from berth.metadata.db import Database
 from berth.oci import platform as platforms
 from berth.oci import runtime_spec
 from berth.runtime.base import Runtime
@@ -33,6 +31,8 @@ from berth.services import bundle as bundles
 from berth.services import containerconfig, healthrules, runplan, validate
 from berth.services import links as legacy_links
 from berth.services.attachments import Attachments
+from berth.services.containerconfig import CreateRequest, ResourceUpdate
+from berth.services.containerrows import ContainerRows
 from berth.services.endpoints import EndpointSettings
 from berth.services.events import Events
 from berth.services.images import Images
@@ -41,16 +41,17 @@ from berth.services.records import Container, ContainerTable
 from berth.services.volumes import Volumes
 from berth.snapshot.overlay import OverlayMount, Snapshots
 from berth.wire import mountspec
+from berth.wire.containerspec import replace
 
 
 class Containers:
-    def __init__(self, root: str, db: Database, images: Images, snaps: Snapshots, events: Events,
+    def __init__(self, root: str, rows: ContainerRows, images: Images, snaps: Snapshots, events: Events,
                  runtimes: dict[str, Runtime], default_runtime: str, host_facts: bundles.HostFacts, *,
                  table: ContainerTable, volumes: Volumes, networks: Networks,
                  attachments: Attachments) -> None:
         self.root = os.path.join(root, "containers")
         os.makedirs(self.root, exist_ok=True)
-        self._db, self.images, self._snaps, self._events = db, images, snaps, events
+        self._rows, self.images, self._snaps, self._events = rows, images, snaps, events
         self.runtimes, self.default_runtime = runtimes, default_runtime
         self.host_facts = host_facts
         self.table = table
@@ -83,12 +84,12 @@ class Containers:
 
     def save(self, c: Container) -> None:
         """Write *c*'s record to the database."""
-        self._db.update_container(c.id, c.name, c.record.to_doc())
+        self._rows.update(c.record)
 
     def event(self, c: Container, action: str, **extra: str) -> None:
         """Publish a container event: the image, the name and the container's labels as attributes."""
-        attrs = {"image": c.config.get("Image", ""), "name": c.name}
-        attrs.update({k: v for k, v in (c.config.get("Labels") or {}).items()})
+        attrs = {"image": c.config.image, "name": c.name}
+        attrs.update(c.config.labels)
         attrs.update(extra)
         self._events.publish("container", action, c.id, attrs)
 
@@ -98,13 +99,13 @@ class Containers:
 
     def forget(self, c: Container) -> None:
         """Drop *c*'s record (its removal; the directory is the caller's)."""
-        self._db.delete_container(c.id)
+        self._rows.delete(c.id)
         self._all.pop(c.id, None)
 
     # create -------------------------------------------------------------
-    def create(self, name: str, body: Any, platform: str = "") -> tuple[str, list[str]]:
-        validate.check_config(body)
-        host = dict(body.get("HostConfig") or {})
+    def create(self, name: str, request: CreateRequest, platform: str = "") -> tuple[str, list[str]]:
+        """A new container from a parsed create request (checked by validate.check_config first, in api/)."""
+        host = request.host
         if name:
             name = validate.check_name(name)
             for c in self._all.values():
@@ -114,7 +115,7 @@ class Containers:
                         "You have to remove (or rename) that container to be able to reuse that name.")
         else:
             name = containerconfig.generate_name({c.name for c in self._all.values()})
-        image_ref = body.get("Image") or ""
+        image_ref = request.config.image
         image_id = self.images.resolve(image_ref, platform)
         image_cfg = self.images.config(image_id)
         image_platform = platforms.of_config(image_cfg.doc)
@@ -126,34 +127,32 @@ class Containers:
             binfmt.ensure_emulator(image_platform)  # milliseconds; also done again at each start
         # RestartPolicy (with AutoRemove) is checked by validate.check_config, in Docker's words
         self.networks.check_mode(run.network)
-        planned = self.networks.plan_endpoints(run.network, body.get("NetworkingConfig"))  # checked, by name
+        planned = self.networks.plan_endpoints(run.network, request.networks)  # checked, by name
         for key, _ in runplan.NAMESPACE_MODES:
-            mode = host.get(key) or ""
+            mode = runplan.namespace_mode(host, key)
             if mode.startswith("container:"):
                 self.get(mode.split(":", 1)[1])  # NotFound when it names no container
-        if host.get("Links"):  # legacy links: checked and kept as Docker shows them (services.links)
-            host["Links"] = legacy_links.at_create(host, name, self.get)
-        image_config = image_cfg.runtime.to_doc()
-        cfg = containerconfig.merge_image_config(body, image_config)
-        healthcheck = healthrules.merge(healthrules.Healthcheck.from_doc(cfg.get("Healthcheck")),
-                                        healthrules.Healthcheck.from_doc(image_config.get("Healthcheck")))
+        if host.links:  # legacy links: checked and kept as Docker shows them (services.links)
+            host = replace(host, links=legacy_links.at_create(host, name, self.get))
+        image_config = image_cfg.runtime
+        cfg = containerconfig.merge_image_config(request.config, image_config)
+        healthcheck = healthrules.merge(healthrules.Healthcheck.from_doc(cfg.healthcheck),
+                                        healthrules.Healthcheck.from_doc(image_config.healthcheck))
         if healthcheck is not None:
-            cfg["Healthcheck"] = healthcheck.to_doc()
+            cfg = replace(cfg, healthcheck=dict(healthcheck.to_doc()))
         if not bundles.process_args(cfg):
             raise InvalidArgument("no command specified")
         cid = containerconfig.new_id(self._all)
-        if image_config.get("Volumes"):  # as Docker merges them: the image's VOLUMEs join the request's
-            cfg["Volumes"] = {**image_config["Volumes"], **(cfg.get("Volumes") or {})}
-        binds = self.volumes.container_mounts(cid, mountspec.mount_request(host, (cfg.get("Volumes") or {}).keys()),
+        binds = self.volumes.container_mounts(cid, mountspec.mount_request(host, (cfg.volumes or {}).keys()),
                                               lambda ref: list(self.get(ref).record.binds))
-        if not cfg.get("Hostname") and run.network != "host":
-            cfg["Hostname"] = cid[:12]  # as Docker records it
+        if not cfg.hostname and run.network != "host":
+            cfg = replace(cfg, hostname=cid[:12])  # as Docker records it
         record = containerconfig.new_record(cid, name, cfg, containerconfig.settled_host_config(host, run), image_id,
-                                         image_cfg.os or "linux", binds, planned)
+                                            image_cfg.os or "linux", binds, planned)
         directory = os.path.join(self.root, cid)
         os.makedirs(directory, mode=0o700)  # root only: its upper dir holds what the container made
         try:
-            self._db.insert_container(cid, name, record.to_doc())
+            self._rows.insert(record)
         except AlreadyExists as exc:
             fs.rmtree(directory)
             raise AlreadyExists(f'Conflict. The container name "/{name}" is already in use. '
@@ -204,27 +203,16 @@ class Containers:
             self.save(c)
 
     # other --------------------------------------------------------------
-    async def update(self, ref: str, body: Any) -> dict[str, Any]:
+    async def update(self, ref: str, update: ResourceUpdate) -> None:
         """Change a container's limits (and restart policy), live when it runs."""
         c = self.get(ref)
-        if not isinstance(body, dict):
-            raise InvalidArgument("the request body must be a JSON object (UpdateConfig)")
-        allowed = {"Memory", "MemorySwap", "NanoCpus", "CpuShares", "CpuQuota", "CpuPeriod", "PidsLimit",
-                   "RestartPolicy", "OomKillDisable"}
-        changes = {k: v for k, v in body.items() if k in allowed and v not in (None, 0) or k == "RestartPolicy"}
-        validate.check_config({"HostConfig": changes})
-        host = dict(c.host) | changes
-        if changes.get("NanoCpus"):
-            host["CpuQuota"] = host["CpuPeriod"] = 0
-        elif changes.get("CpuQuota") or changes.get("CpuPeriod"):
-            host["NanoCpus"] = 0
+        host = containerconfig.updated_host(c.host, update)
         limits = runtime_spec.limits(bundles.resources_of(host, self.host_facts))
         if c.running:
             await self.task_of(c).update(limits)
         c.record.host = host
         self.save(c)
         self.event(c, "update")
-        return {"Warnings": []}
 
     def rename(self, ref: str, new_name: str) -> None:
         c = self.get(ref)

@@ -108,10 +108,10 @@ def process_for(c: Container, config: ExecConfig, tty: bool) -> ProcessSpec:
     """
     with open(os.path.join(c.dir, "config.json")) as f:
         process = json.load(f)["process"]
-    user = config.user or c.config.get("User") or ""
+    user = config.user or c.config.user
     passwd_text, group_text = bundles.user_files(os.path.join(c.dir, "rootfs"), user)
     uid, gid, groups = passwd.resolve_user(user, passwd_text, group_text)
-    groups = bundles.with_group_add(groups, c.host, group_text)
+    groups = bundles.with_group_add(groups, c.host.group_add, group_text)
     env = list(process.get("env") or [])
     for item in config.env:
         key = item.split("=", 1)[0]

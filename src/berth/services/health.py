@@ -203,9 +203,8 @@ class Health:
 
 def _probe(c: Container) -> Probe | None:
     """The container's probe, from its Config's Healthcheck (and Shell, for CMD-SHELL)."""
-    shell = c.config.get("Shell")
-    return probe_of(Healthcheck.from_doc(c.config.get("Healthcheck")),
-                    tuple(shell) if isinstance(shell, list) and shell else DEFAULT_SHELL)
+    shell = c.config.shell
+    return probe_of(Healthcheck.from_doc(c.config.healthcheck), tuple(shell) if shell else DEFAULT_SHELL)
 
 
 def _write_new(path: str, data: bytes) -> None:

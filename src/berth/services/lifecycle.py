@@ -106,10 +106,10 @@ class Lifecycle:
                 namespaces["network"] = attached.netns
             linked = legacy_links.at_start(c.record, self.containers.get)  # --link: their hosts lines and variables
             await asyncio.to_thread(self._write_spec, c, overlay.target, namespaces, attached, linked)  # reads the image
-            driver, size = validate.log_config(c.host.get("LogConfig"))
+            driver, size = validate.log_settings(c.host.log_config.type, c.host.log_config.config)
             await task.create(CreateOptions(
-                tty=c.record.tty, stdin=bool(cfg.get("OpenStdin")),
-                stdin_once=bool(cfg.get("StdinOnce")), log=driver != "none", log_size_max=size,
+                tty=c.record.tty, stdin=cfg.open_stdin,
+                stdin_once=cfg.stdin_once, log=driver != "none", log_size_max=size,
                 nic=attached.nic if attached is not None else None))
         except BaseException as exc:
             await self.detach_networks(c)
@@ -118,7 +118,7 @@ class Lifecycle:
         for connect in c.pending_attach:
             connect(True)
         c.pending_attach.clear()
-        console: list[int] = c.record.pending_size or c.host.get("ConsoleSize") or [0, 0]
+        console: list[int] = c.record.pending_size or c.host.console_size or [0, 0]
         c.record.pending_size = None
         if c.record.tty and len(console) == 2 and console[0] and console[1]:
             task.resize(int(console[0]), int(console[1]))
@@ -165,9 +165,7 @@ class Lifecycle:
     def _namespaces(self, c: Container) -> dict[str, str]:
         """HostConfig's PidMode/IpcMode/UTSMode as runtime_spec namespace modes."""
         out = {}
-        host = c.host
-        for kind, key in (("pid", "PidMode"), ("ipc", "IpcMode"), ("uts", "UTSMode")):
-            mode = host.get(key) or ""
+        for kind, mode in (("pid", c.host.pid_mode), ("ipc", c.host.ipc_mode), ("uts", c.host.uts_mode)):
             if mode == "host":
                 out[kind] = "host"
             elif mode.startswith("container:"):
@@ -305,9 +303,9 @@ class Lifecycle:
     async def _stop_locked(self, c: Container, timeout: int | None, signal: str | None) -> None:
         c.record.manually_stopped = not c.restarting
         cfg = c.config
-        sig = validate.parse_signal(signal or cfg.get("StopSignal"), _signal.SIGTERM)
+        sig = validate.parse_signal(signal or cfg.stop_signal, _signal.SIGTERM)
         if timeout is None:
-            timeout = cfg.get("StopTimeout")
+            timeout = cfg.stop_timeout
         if timeout is None:
             timeout = 10
         task = self.containers.task_of(c)
@@ -479,7 +477,7 @@ class Lifecycle:
         for c in list(self.containers.all()):
             if c.running or c.state.paused:
                 continue
-            labels = c.config.get("Labels") or {}
+            labels = c.config.labels
             if not all(containerconfig.label_matches(labels, v) for v in filters.get("label", [])):
                 continue
             if any(containerconfig.label_matches(labels, v) for v in filters.get("label!", [])):

@@ -31,12 +31,13 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from berth.errors import Conflict, InvalidArgument, NotFound
 from berth.services.records import Container, ContainerRecord
+from berth.wire.containerspec import ContainerConfig, HostConfig
 
 USER_NETWORK_EXEMPT = ("default", "bridge", "none", "host")
 _ALIAS = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]*")
@@ -82,7 +83,7 @@ def user_defined(network_mode: str) -> bool:
     return not (network_mode in USER_NETWORK_EXEMPT or network_mode.startswith("container:"))
 
 
-def at_create(host: Mapping[str, Any], name: str, lookup: Callable[[str], Container]) -> list[str] | None:
+def at_create(host: HostConfig, name: str, lookup: Callable[[str], Container]) -> list[str] | None:
     """HostConfig.Links of a new container named *name*, checked and in Docker's stored form.
 
     *lookup(ref)* returns a container or raises NotFound.
@@ -91,10 +92,10 @@ def at_create(host: Mapping[str, Any], name: str, lookup: Callable[[str], Contai
         InvalidArgument: a malformed link, a linked container that does not exist, or one on the
             host's network.
     """
-    links = host.get("Links")
+    links = host.links
     if not links:
         return None
-    if user_defined(str(host.get("NetworkMode") or "default")):
+    if user_defined(host.network_mode or "default"):
         for text in links:
             parse(text)
         return list(links)
@@ -175,10 +176,10 @@ class Link:
         return out
 
 
-def exposed(config: Mapping[str, Any]) -> tuple[tuple[int, str], ...]:
+def exposed(config: ContainerConfig) -> tuple[tuple[int, str], ...]:
     """Config.ExposedPorts as (port, protocol) pairs; a range or a bad key is left out."""
     out = []
-    for key in config.get("ExposedPorts") or {}:
+    for key in config.exposed_ports or {}:
         port, _, proto = str(key).partition("/")
         if port.isdigit():
             out.append((int(port), proto or "tcp"))
@@ -197,14 +198,13 @@ def at_start(record: ContainerRecord, lookup: Callable[[str], Container]) -> lis
         Conflict: (default bridge) a linked container is missing or not running ("Cannot link
             to a non running container: /db AS /web/db").
     """
-    host = record.host
     if user_defined(record.network_mode):
         return _on_user_networks(record, lookup)
-    if not host.get("Links"):
+    if not record.host.links:
         return []
     out = []
     me = record.name
-    for text in host["Links"]:
+    for text in record.host.links:
         spec = parse(text)
         name = posixpath.join("/", me, spec.alias)
         try:
@@ -216,12 +216,12 @@ def at_start(record: ContainerRecord, lookup: Callable[[str], Container]) -> lis
             raise Conflict(f"Cannot link to a non running container: /{child.name} AS {name}")
         out.append(Link(spec.alias, name, "/" + child.name,
                         child.record.hostname, _address(child.record),
-                        exposed(child.config), tuple(child.config.get("Env") or ())))
+                        exposed(child.config), tuple(child.config.env or ())))
     return out
 
 
 def _on_user_networks(record: ContainerRecord, lookup: Callable[[str], Container]) -> list[Link]:
-    texts = list(record.host.get("Links") or [])
+    texts = list(record.host.links or [])
     for cfg in record.endpoints_config.values():
         texts += list(cfg.links or ())
     mine = {ep.network for ep in record.endpoints.values()}
@@ -275,11 +275,11 @@ def unlink(containers: Any, ref: str, alias: str) -> None:
         c = containers.get(ref)
     except NotFound:
         raise NotFound(f"No such container: {ref}/{alias}") from None
-    links = list(c.host.get("Links") or [])
+    links = list(c.host.links or [])
     kept = without(links, alias)
     if len(kept) == len(links):
         raise NotFound(f"No such container: {ref}/{alias}")
-    c.host["Links"] = kept or None
+    c.host.links = kept or None
     containers.save(c)
 
 

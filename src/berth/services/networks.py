@@ -374,7 +374,7 @@ class Networks:
             ep = c.record.endpoints.get(net.id)
             if ep is None:
                 continue
-            names = {c.name.lower(), c.id[:12], str(c.config.get("Hostname") or "").lower(),
+            names = {c.name.lower(), c.id[:12], c.config.hostname.lower(),
                      *(a.lower() for a in ep.aliases)}
             if name in names:
                 out.append(ep.ip)

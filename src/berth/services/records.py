@@ -1,8 +1,9 @@
 """The container records the engine keeps in memory, and the table that holds them.
 
-Strategy: a container's record is typed (`ContainerRecord`, with its `ContainerState`); Docker's
-JSON shape exists only where it leaves the engine: `to_doc` for the database row (the same JSON
-older daemons wrote, read back by `from_doc`) and api.views.containers for the API. What the run plan
+Strategy: a container's record is typed (`ContainerRecord`, with its `ContainerState`, and its
+Config and HostConfig as berth.wire.containerspec types them); Docker's JSON shape exists only where
+it leaves the engine: services.containerrows for the database row (the same JSON older daemons
+wrote) and api.views.containers for the API. What the run plan
 decided at create (isolation, runtime, network mode) is read from the record's properties, never
 worked out again. One `Container` per container (the record plus the in-memory coordination:
 locks, conditions, the watcher), made at start and kept for the daemon's life; the `ContainerTable` is built first by the composition root and handed to every
@@ -15,17 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any
 
 from berth import timefmt
 from berth.errors import InvalidArgument, NotFound
-from berth.metadata.db import Database
 from berth.network.endpoint import Endpoint, EndpointSettings
 from berth.network.portplan import PortBinding
 from berth.runtime.task import Task
 from berth.services.healthrules import HealthState
+from berth.wire.containerspec import ContainerConfig, HostConfig
 from berth.wire.mountspec import Mount
 
 
@@ -46,10 +47,6 @@ class ContainerState:
     finished_at: str = timefmt.ZERO
     health: HealthState | None = None
 
-    _FIELDS: ClassVar[tuple[tuple[str, str], ...]] = (
-        ("status", "Status"), ("running", "Running"), ("paused", "Paused"), ("restarting", "Restarting"),
-        ("oom_killed", "OOMKilled"), ("dead", "Dead"), ("pid", "Pid"), ("exit_code", "ExitCode"),
-        ("error", "Error"), ("started_at", "StartedAt"), ("finished_at", "FinishedAt"))
 
     @property
     def word(self) -> str:
@@ -70,21 +67,6 @@ class ContainerState:
         self.exit_code, self.oom_killed, self.error = code, oom_killed, error
         self.finished_at = timefmt.now()
 
-    def to_doc(self) -> dict[str, Any]:
-        """Docker's State object (the record's stored form, and inspect's)."""
-        out: dict[str, Any] = {key: getattr(self, attr) for attr, key in self._FIELDS}
-        if self.health is not None:
-            out["Health"] = self.health.to_doc()
-        return out
-
-    @classmethod
-    def from_doc(cls, doc: dict[str, Any]) -> ContainerState:
-        state = cls(health=HealthState.from_doc(doc.get("Health")))
-        for attr, key in cls._FIELDS:
-            if key in doc and doc[key] is not None:
-                setattr(state, attr, type(getattr(state, attr))(doc[key]))
-        return state
-
 
 @dataclass(slots=True)
 class ContainerRecord:
@@ -94,8 +76,8 @@ class ContainerRecord:
     image's defaults merged in, the run plan's runtime and isolation recorded);
     `binds` the mounts decided then (services.volumes); `endpoints_config` the
     networks it asked for (by name), `endpoints` the ones it is attached to now (by
-    network id) and `ports` its published bindings. `to_doc`/`from_doc` are the
-    stored JSON form, which is also what older daemons wrote.
+    network id) and `ports` its published bindings. services.containerrows keeps
+    it in the database.
     """
 
     id: str
@@ -104,8 +86,8 @@ class ContainerRecord:
     path: str
     args: list[str]
     image: str  # the image id
-    config: dict[str, Any]
-    host: dict[str, Any]
+    config: ContainerConfig
+    host: HostConfig
     state: ContainerState = field(default_factory=ContainerState)
     platform: str = "linux"
     binds: list[Mount] = field(default_factory=list)
@@ -119,69 +101,34 @@ class ContainerRecord:
     pending_size: list[int] | None = None  # a TTY size asked for before the start
     extra: dict[str, Any] = field(default_factory=dict)  # stored fields this version does not know, kept
 
-    _KNOWN: ClassVar[frozenset[str]] = frozenset({
-        "Id", "Name", "Created", "Path", "Args", "Image", "Config", "HostConfig", "State", "Platform", "Binds",
-        "EndpointsConfig", "EndpointsListed", "Endpoints", "Ports", "MonitorPid", "RestartCount",
-        "ManuallyStopped", "PendingSize", "ExecIDs"})
 
     # What the run plan decided at create, as recorded (never derived again from the request).
     @property
     def vm(self) -> bool:
         """VM isolation (`--isolation vm|hyperv`): the container runs in its own utility VM."""
-        return self.host.get("Isolation") == "hyperv"
+        return self.host.vm
 
     @property
     def runtime(self) -> str:
         """The OCI runtime named at create ("" for records that named none: the daemon's default)."""
-        return str(self.host.get("Runtime") or "")
+        return self.host.runtime
 
     @property
     def network_mode(self) -> str:
-        return str(self.host.get("NetworkMode") or "default")
+        return self.host.network_mode or "default"
 
     @property
     def auto_remove(self) -> bool:
-        return bool(self.host.get("AutoRemove"))
+        return self.host.auto_remove
 
     @property
     def tty(self) -> bool:
-        return bool(self.config.get("Tty"))
+        return self.config.tty
 
     @property
     def hostname(self) -> str:
         """The container's host name: its Config's, else its short id (as Docker names it)."""
-        return str(self.config.get("Hostname") or self.id[:12])
-
-    def to_doc(self) -> dict[str, Any]:
-        """The stored JSON form (Docker's field names)."""
-        out: dict[str, Any] = {
-            **self.extra, "Id": self.id, "Name": "/" + self.name, "Created": self.created, "Path": self.path,
-            "Args": self.args, "Config": self.config, "HostConfig": self.host, "Image": self.image,
-            "Binds": [m.to_doc() for m in self.binds], "EndpointsConfig": {k: v.to_doc() for k, v in self.endpoints_config.items()},
-            "EndpointsListed": self.endpoints_listed,
-            "State": self.state.to_doc(), "MonitorPid": self.monitor_pid, "RestartCount": self.restart_count,
-            "Platform": self.platform, "ManuallyStopped": self.manually_stopped,
-            "Endpoints": {k: v.to_doc() for k, v in self.endpoints.items()}, "Ports": [b.to_doc() for b in self.ports],
-        }
-        if self.pending_size is not None:
-            out["PendingSize"] = self.pending_size
-        return out
-
-    @classmethod
-    def from_doc(cls, doc: dict[str, Any]) -> ContainerRecord:
-        return cls(
-            id=str(doc["Id"]), name=str(doc.get("Name") or "").lstrip("/"), created=str(doc.get("Created") or ""),
-            path=str(doc.get("Path") or ""), args=list(doc.get("Args") or []), image=str(doc.get("Image") or ""),
-            config=dict(doc.get("Config") or {}), host=dict(doc.get("HostConfig") or {}),
-            state=ContainerState.from_doc(doc.get("State") or {}), platform=str(doc.get("Platform") or "linux"),
-            binds=[Mount.from_doc(m) for m in doc.get("Binds") or []], endpoints_config={
-                k: EndpointSettings.from_doc(v) for k, v in (doc.get("EndpointsConfig") or {}).items()},
-            endpoints_listed=bool(doc.get("EndpointsListed")), endpoints={
-                k: Endpoint.from_doc(v) for k, v in (doc.get("Endpoints") or {}).items()},
-            ports=[PortBinding.from_doc(b) for b in doc.get("Ports") or []], monitor_pid=int(doc.get("MonitorPid") or 0),
-            restart_count=int(doc.get("RestartCount") or 0), manually_stopped=bool(doc.get("ManuallyStopped")),
-            pending_size=doc.get("PendingSize"),
-            extra={k: v for k, v in doc.items() if k not in cls._KNOWN})
+        return self.config.hostname or self.id[:12]
 
 
 class Container:
@@ -214,11 +161,11 @@ class Container:
         return self.record.state
 
     @property
-    def config(self) -> dict[str, Any]:
+    def config(self) -> ContainerConfig:
         return self.record.config
 
     @property
-    def host(self) -> dict[str, Any]:
+    def host(self) -> HostConfig:
         return self.record.host
 
     @property
@@ -237,9 +184,8 @@ class ContainerTable:
         self.by_id = by_id
 
     @classmethod
-    def load(cls, db: Database, containers_dir: str) -> ContainerTable:
-        return cls({cid: Container(ContainerRecord.from_doc(doc), os.path.join(containers_dir, cid))
-                    for cid, doc in db.containers()})
+    def load(cls, records: Iterable[ContainerRecord], containers_dir: str) -> ContainerTable:
+        return cls({r.id: Container(r, os.path.join(containers_dir, r.id)) for r in records})
 
     def get(self, ref: str) -> Container:
         """By full id, name, or unique id prefix.

@@ -9,15 +9,19 @@ engine's state (the networks that exist, the containers a mode names) is checked
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from berth.errors import FailedPrecondition, InvalidArgument, NotImplemented_
 from berth.vm import sizing
+from berth.wire.containerspec import HostConfig
 
 # What the API accepts for HostConfig.Isolation -> the isolation berth applies.
 ISOLATIONS = {"": "process", "default": "process", "process": "process", "vm": "hyperv", "hyperv": "hyperv"}
+def namespace_mode(host: HostConfig, key: str) -> str:
+    """HostConfig's PidMode, IpcMode or UTSMode ("" when not given)."""
+    return {"PidMode": host.pid_mode, "IpcMode": host.ipc_mode, "UTSMode": host.uts_mode}[key]
+
+
 NAMESPACE_MODES = (("PidMode", ("", "host", "private")), ("IpcMode", ("", "host", "private", "shareable")),
                    ("UTSMode", ("", "host")))
 
@@ -44,7 +48,7 @@ class RunPlan:
         return self.isolation == "hyperv"
 
 
-def plan(host: Mapping[str, Any], image_ref: str, image_platform: str, native: bool, offer: HostOffer) -> RunPlan:
+def plan(host: HostConfig, image_ref: str, image_platform: str, native: bool, offer: HostOffer) -> RunPlan:
     """Decide how a container of *image_ref* (of *image_platform*; *native*: runs without emulation)
     runs with HostConfig *host* on a host offering *offer*.
 
@@ -54,37 +58,37 @@ def plan(host: Mapping[str, Any], image_ref: str, image_platform: str, native: b
         NotImplemented_: what berth cannot do on this host (a foreign image in a VM, networking under runsc).
         FailedPrecondition: VM isolation without QEMU.
     """
-    given = (host.get("Isolation") or "").lower()
+    given = host.isolation.lower()
     if given not in ISOLATIONS:
         raise InvalidArgument(f"invalid isolation {given!r}: use process, vm or hyperv")
     isolation = ISOLATIONS[given]
     if not native and isolation == "hyperv":
         raise NotImplemented_(f"{image_ref} is a {image_platform} image: berth runs foreign-architecture "
                               "images under emulation in process isolation only; use --isolation process")
-    runtime = host.get("Runtime") or offer.default_runtime
+    runtime = host.runtime or offer.default_runtime
     if isolation == "hyperv":
         if "vm" not in offer.runtimes:
             raise FailedPrecondition("VM isolation needs QEMU: run the README's set-up "
                                      "(apt-get install qemu-system-x86), or use --isolation process")
-        sizing.check_fits(sizing.guest_mib(host.get("Memory") or 0), offer.memory_mib)
-        if host.get("Runtime") not in (None, "", "runc"):
-            raise InvalidArgument(f"--runtime {host['Runtime']} and --isolation {given} cannot be combined: "
+        sizing.check_fits(sizing.guest_mib(host.memory), offer.memory_mib)
+        if host.runtime not in ("", "runc"):
+            raise InvalidArgument(f"--runtime {host.runtime} and --isolation {given} cannot be combined: "
                                   "a VM-isolated container runs in its own kernel")
         runtime = offer.default_runtime if offer.default_runtime != "vm" else "runc"
     if runtime not in offer.runtimes or runtime == "vm":
         names = ", ".join(sorted(n for n in offer.runtimes if n != "vm"))
         raise InvalidArgument(f"unknown or invalid runtime name: {runtime} (available: {names})")
-    network = host.get("NetworkMode") or "default"
+    network = host.network_mode or "default"
     if isolation == "hyperv" and (network == "host" or network.startswith("container:")):
         raise InvalidArgument(f"--network {network} cannot be used with VM isolation: a VM-isolated container "
                               "has its own kernel and network stack (use a bridge network or none)")
     sandboxed = isolation != "hyperv" and runtime == "runsc"
     if sandboxed and (network not in ("default", "none", "host")
-                      or any(host.get("PortBindings") or {}) or host.get("PublishAllPorts")):
+                      or any(host.port_bindings or {}) or host.publish_all_ports):
         raise NotImplemented_("gVisor (runsc) cannot set up its own network stack on this host, so runsc "
                               "containers have loopback only: use --network none, or the default runtime")
     for key, allowed in NAMESPACE_MODES:
-        mode = host.get(key) or ""
+        mode = namespace_mode(host, key)
         if not isinstance(mode, str) or (mode not in allowed and not mode.startswith("container:")) \
                 or (key == "UTSMode" and mode.startswith("container:")):
             raise InvalidArgument(f"invalid {key} {mode!r}: use {', '.join(a for a in allowed if a)}"

@@ -57,9 +57,9 @@ def log_path(c: Container) -> str:
 
 def details(c: Container) -> bytes:
     """The `k=v,k=v ` prefix `docker logs --details` shows, from --log-opt labels= and env=."""
-    opts = ((c.host.get("LogConfig") or {}).get("Config")) or {}
-    labels = c.config.get("Labels") or {}
-    env = dict(e.split("=", 1) for e in c.config.get("Env") or [] if "=" in e)
+    opts = c.host.log_config.config
+    labels = c.config.labels
+    env = dict(e.split("=", 1) for e in c.config.env or [] if "=" in e)
     pairs = [f"{k}={labels[k]}" for k in opts.get("labels", "").split(",") if k in labels]
     pairs += [f"{k}={env[k]}" for k in opts.get("env", "").split(",") if k in env]
     return (",".join(pairs) + " ").encode() if pairs else b""
@@ -78,7 +78,7 @@ async def logs(containers: Containers, c: Container, opts: LogOptions) -> AsyncI
     """Yield the container's log as wire bytes, following while it runs when asked."""
     if not (opts.stdout or opts.stderr):
         raise InvalidArgument("You must choose at least one stream")
-    if (c.host.get("LogConfig") or {}).get("Type") == "none":
+    if c.host.log_config.type == "none":
         raise InvalidArgument('configured logging driver does not support reading ("none")')
     want = {s for s, on in (("stdout", opts.stdout), ("stderr", opts.stderr)) if on}
 
@@ -291,7 +291,7 @@ async def attach(containers: Containers, c: Container, opts: AttachOptions,
             if not data:
                 if tail := keys.flush():
                     await loop.sock_sendall(sock, tail)
-                if c.config.get("StdinOnce"):
+                if c.config.stdin_once:
                     try:
                         sock.shutdown(socket.SHUT_WR)
                     except OSError:
@@ -300,7 +300,7 @@ async def attach(containers: Containers, c: Container, opts: AttachOptions,
 
     out_task = asyncio.ensure_future(pump_out())
     tasks = {out_task}
-    if opts.stdin and c.config.get("OpenStdin"):
+    if opts.stdin and c.config.open_stdin:
         tasks.add(asyncio.ensure_future(pump_in()))
     else:
         tasks.add(asyncio.ensure_future(_until_closed(reader)))

@@ -238,12 +238,17 @@ def log_config(value: Any) -> tuple[str, int]:
         return "json-file", 0
     if not isinstance(value, dict):
         raise InvalidArgument("HostConfig.LogConfig: expected an object")
-    driver = value.get("Type") or "json-file"
+    return log_settings(value.get("Type") or "json-file", value.get("Config") or {})
+
+
+def log_settings(driver: str, options: Mapping[str, str]) -> tuple[str, int]:
+    """A LogConfig's driver and options -> (driver, max size in bytes), refused in Docker's words."""
+    driver = driver or "json-file"
     if driver not in LOG_DRIVERS:
         # Docker's words exactly (clients compare them); berth has json-file and none
         raise InvalidArgument(f"logger: no log driver named '{str(driver)[:64]}' is registered")
     size = 0
-    for key, opt in (value.get("Config") or {}).items():
+    for key, opt in options.items():
         if key not in LOG_OPTIONS or driver == "none":
             raise InvalidArgument(f"unknown log opt '{key}' for {driver} log driver")
         if key == "max-size":

@@ -33,8 +33,20 @@ from berth.errors import FailedPrecondition, InvalidArgument
 from berth.host import binfmt, proc
 from berth.oci import platform as plat
 from berth.tools.busyboxlayer import busybox_layer
-from berth.tools.debarchive import DEFAULT_CACHE, deb_arch, deb_version, fetch_deb, read_deb_member
-from berth.tools.layoutblobs import Blobs, HashingSink, add_layer, one_manifest, write_index_json
+from berth.tools.debarchive import (
+    DEFAULT_CACHE,
+    deb_arch,
+    deb_version,
+    fetch_deb,
+    read_deb_member,
+)
+from berth.tools.layoutblobs import (
+    Blobs,
+    HashingSink,
+    add_layer,
+    one_manifest,
+    write_index_json,
+)
 from berth.tools.ocijson import (
     ANNOTATION_NAME,
     ANNOTATION_REF,

@@ -31,8 +31,20 @@ from berth.vm.boot import UtilityVM
 from berth.vm.cmdline import host_tsc_khz, kernel_cmdline
 from berth.vm.prepare import QEMU, Artifacts
 from berth.vm.template import Template, artifacts_id, config_key, normalize_tags
-from berth.vm.templatefiles import TemplateUnavailable, aflock, flock, ram_dir, templates_dir
-from berth.vm.templatestore import broken, load_template, mark_broken, remove_stale, remove_template_dir
+from berth.vm.templatefiles import (
+    TemplateUnavailable,
+    aflock,
+    flock,
+    ram_dir,
+    templates_dir,
+)
+from berth.vm.templatestore import (
+    broken,
+    load_template,
+    mark_broken,
+    remove_stale,
+    remove_template_dir,
+)
 
 log = logging.getLogger(__name__)
 

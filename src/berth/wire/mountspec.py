@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 from berth.errors import InvalidArgument, NotFound, NotImplemented_
+from berth.wire.containerspec import HostConfig
 
 DRIVER = "local"
 ANONYMOUS_LABEL = "com.docker.volume.anonymous"
@@ -102,18 +103,15 @@ class MountRequest:
     config_volumes: tuple[str, ...] = ()            # Config.Volumes' keys, the image's included
 
 
-def mount_request(host: dict[str, Any], config_volumes: Iterable[str]) -> MountRequest:
-    """The mounts a HostConfig asks for, its fields' shapes checked and --volumes-from parsed.
+def mount_request(host: HostConfig, config_volumes: Iterable[str]) -> MountRequest:
+    """The mounts a HostConfig asks for (its fields' shapes were checked with the request), --volumes-from parsed.
 
     Raises:
-        InvalidArgument: "HostConfig.Binds: expected an array", a malformed --volumes-from.
+        InvalidArgument: a malformed --volumes-from.
     """
-    for key, kind in (("Binds", list), ("Mounts", list), ("VolumesFrom", list), ("Tmpfs", dict)):
-        if host.get(key) is not None and not isinstance(host[key], kind):
-            raise InvalidArgument(f"HostConfig.{key}: expected {'an array' if kind is list else 'an object'}")
-    return MountRequest(tuple(host.get("Binds") or ()), tuple(host.get("Mounts") or ()),
-                        tuple(parse_volumes_from(spec) for spec in host.get("VolumesFrom") or ()),
-                        tuple(host.get("Tmpfs") or {}), tuple(config_volumes))
+    return MountRequest(tuple(host.binds or ()), tuple(host.mounts or ()),
+                        tuple(parse_volumes_from(spec) for spec in host.volumes_from or ()),
+                        tuple(host.tmpfs or {}), tuple(config_volumes))
 
 
 # --------------------------------------------------------------------------- #

@@ -13,7 +13,6 @@ import pytest
 from berth.errors import InvalidArgument
 from berth.host import fsentries
 
-
 pytestmark = pytest.mark.usefixtures("no_hang")
 
 

@@ -9,12 +9,11 @@ import stat
 from pathlib import Path
 
 import pytest
+from berth_host_conftest import canary
 
 from berth.errors import FileTooLarge, InvalidArgument, NotRegularFile, SymlinkLoop
 from berth.host import fstree, openat2
 from berth.host.fstree import Root
-from berth_host_conftest import canary
-
 
 pytestmark = pytest.mark.usefixtures("no_hang")
 

@@ -10,10 +10,9 @@ import threading
 from pathlib import Path
 
 import pytest
-
-from berth.host import fswalk
 from berth_host_conftest import canary
 
+from berth.host import fswalk
 
 pytestmark = pytest.mark.usefixtures("no_hang")
 

@@ -10,6 +10,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from berth_image_conftest import load, put_image, sha
 
 from berth.content.local import LocalStore
 from berth.errors import InvalidArgument
@@ -17,8 +18,6 @@ from berth.image import ocilayout as ol
 from berth.image.archiveread import read_archive
 from berth.image.archiverefs import Compression
 from berth.testing.tars import files_tar as layer_tar
-from berth_image_conftest import load, put_image, sha
-
 
 # --------------------------------------------------------------------------- #
 # OCI layouts: nested indexes, names from annotations

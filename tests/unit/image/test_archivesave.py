@@ -10,6 +10,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+from berth_image_conftest import Img, load, put_image, sha
 
 from berth.content.local import LocalStore
 from berth.errors import InvalidArgument, NotFound
@@ -18,7 +19,6 @@ from berth.image.archiverefs import Compression
 from berth.image.archivesave import SaveImage, iter_archive
 from berth.oci.reference import full_name
 from berth.testing.tars import files_tar as layer_tar
-from berth_image_conftest import Img, load, put_image, sha
 
 
 def save(store: LocalStore, images: list[SaveImage], path: Path) -> Path:

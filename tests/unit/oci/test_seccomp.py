@@ -19,7 +19,11 @@ from berth.oci.seccomp import (
     parse_policy,
     verdict,
 )
-from berth.oci.seccompprofile import docker_profile, kernel_version, parse_docker_profile
+from berth.oci.seccompprofile import (
+    docker_profile,
+    kernel_version,
+    parse_docker_profile,
+)
 
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWNET = 0x40000000

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from berth.oci.imageconfig import RuntimeConfig
 from berth.services import containerconfig as cc
+from berth.services import containerrows
 from berth.services.records import ContainerRecord
 from berth.services.runplan import HostOffer, plan
+from berth.wire.containerspec import (
+    ContainerConfig,
+    HostConfig,
+    LogConfig,
+    RestartPolicy,
+)
 
-IMAGE = {"Entrypoint": ["/entry"], "Cmd": ["serve"], "Env": ["PATH=/bin", "A=1"], "WorkingDir": "/srv",
-         "User": "app", "Labels": {"from": "image", "both": "image"}, "StopSignal": "SIGQUIT"}
+IMAGE = RuntimeConfig.from_doc({
+    "Entrypoint": ["/entry"], "Cmd": ["serve"], "Env": ["PATH=/bin", "A=1"], "WorkingDir": "/srv", "User": "app",
+    "Labels": {"from": "image", "both": "image"}, "StopSignal": "SIGQUIT", "Volumes": {"/data": {}}})
 
 
 @pytest.mark.parametrize(("request_", "want"), [
@@ -18,46 +29,62 @@ IMAGE = {"Entrypoint": ["/entry"], "Cmd": ["serve"], "Env": ["PATH=/bin", "A=1"]
     ({"Entrypoint": ["/x"]}, {"Entrypoint": ["/x"], "Cmd": None}),  # a new entrypoint drops the image's Cmd
     ({"Entrypoint": [""]}, {"Entrypoint": None, "Cmd": None}),      # [""] clears it
     ({"Entrypoint": None}, {"Entrypoint": ["/entry"], "Cmd": ["serve"]}),
-    ({"Cmd": "echo hi"}, {"Entrypoint": ["/entry"], "Cmd": ["/bin/sh", "-c", "echo hi"]}),
-    ({"Entrypoint": "/y"}, {"Entrypoint": ["/y"], "Cmd": None}),
 ])
 def test_command_merge(request_, want):
-    cfg = cc.merge_image_config(request_, IMAGE)
-    assert {"Entrypoint": cfg["Entrypoint"], "Cmd": cfg.get("Cmd")} == want
+    cfg = cc.merge_image_config(ContainerConfig.from_doc(request_), IMAGE)
+    assert {"Entrypoint": cfg.entrypoint, "Cmd": cfg.cmd} == want
 
 
 def test_env_labels_and_defaults_merge():
-    cfg = cc.merge_image_config({"Env": ["A=2", "B=3"], "Labels": {"both": "request"}, "Tty": 1,
-                                 "HostConfig": {"Memory": 1}, "NetworkingConfig": {}}, IMAGE)
-    assert cfg["Env"] == ["PATH=/bin", "A=2", "B=3"]
-    assert cfg["Labels"] == {"from": "image", "both": "request"}
-    assert (cfg["WorkingDir"], cfg["User"], cfg["StopSignal"]) == ("/srv", "app", "SIGQUIT")
-    assert cfg["Tty"] is True and cfg["OpenStdin"] is False
-    assert "HostConfig" not in cfg and "NetworkingConfig" not in cfg
-    assert (cfg["Hostname"], cfg["Domainname"], cfg["Volumes"], cfg["OnBuild"]) == ("", "", None, None)
+    cfg = cc.merge_image_config(ContainerConfig.from_doc({"Env": ["A=2", "B=3"], "Labels": {"both": "request"},
+                                                          "Tty": True, "Volumes": {"/mine": {}}}), IMAGE)
+    assert cfg.env == ["PATH=/bin", "A=2", "B=3"]
+    assert cfg.labels == {"from": "image", "both": "request"}
+    assert (cfg.working_dir, cfg.user, cfg.stop_signal) == ("/srv", "app", "SIGQUIT")
+    assert cfg.tty is True and cfg.open_stdin is False
+    assert cfg.volumes == {"/data": {}, "/mine": {}}  # the image's VOLUMEs join the request's
+    doc = cfg.to_doc()
+    assert (doc["Hostname"], doc["Domainname"], doc["OnBuild"]) == ("", "", None)
 
 
 def test_settled_host_config_records_the_plan_and_docker_defaults():
-    run = plan({"Isolation": "hyperv"}, "busybox", "linux/amd64", True,
+    run = plan(HostConfig(isolation="hyperv"), "busybox", "linux/amd64", True,
                HostOffer(frozenset({"runc", "vm"}), "runc", 24 * 1024))
-    host = cc.settled_host_config({"Isolation": "hyperv", "MemorySwappiness": -1}, run)
-    assert (host["Runtime"], host["Isolation"], host["NetworkMode"]) == ("runc", "hyperv", "default")
-    assert host["MemorySwappiness"] is None
-    assert host["LogConfig"] == {"Type": "json-file", "Config": {}}
-    assert host["RestartPolicy"] == {"Name": "no", "MaximumRetryCount": 0}
-    kept = cc.settled_host_config({"NetworkMode": "none", "LogConfig": {"Type": "none"},
-                                   "RestartPolicy": {"Name": "always"}}, run)
-    assert (kept["NetworkMode"], kept["LogConfig"]["Type"], kept["RestartPolicy"]) == \
-        ("none", "none", {"Name": "always"})
+    host = cc.settled_host_config(HostConfig(isolation="hyperv", memory_swappiness=-1), run)
+    assert (host.runtime, host.isolation, host.network_mode) == ("runc", "hyperv", "default")
+    assert host.memory_swappiness is None
+    assert host.log_config == LogConfig("json-file", {})
+    assert host.restart_policy == RestartPolicy("no", 0)
+    run = plan(HostConfig(network_mode="none"), "busybox", "linux/amd64", True,
+               HostOffer(frozenset({"runc"}), "runc", 24 * 1024))
+    kept = cc.settled_host_config(HostConfig.from_doc({"NetworkMode": "none", "LogConfig": {"Type": "none"},
+                                                       "RestartPolicy": {"Name": "always"}}), run)
+    assert (kept.network_mode, kept.log_config.type, kept.restart_policy) == ("none", "none", RestartPolicy("always"))
 
 
 def test_new_record_is_a_created_container():
-    record = cc.new_record("c" * 64, "web", {"Entrypoint": ["/e"], "Cmd": ["a", "b"]}, {}, "sha256:i", "linux",
-                           [], {})
+    record = cc.new_record("c" * 64, "web", ContainerConfig(entrypoint=["/e"], cmd=["a", "b"]), HostConfig(),
+                           "sha256:i", "linux", [], {})
     assert (record.name, record.path, record.args) == ("web", "/e", ["a", "b"])
     assert record.state.status == "created" and not record.state.running
-    doc = record.to_doc()
+    doc = json.loads(containerrows.encode(record))
     assert (doc["Name"], doc["State"]["Status"], doc["EndpointsListed"]) == ("/web", "created", True)
+    assert containerrows.decode(json.dumps(doc)) == record
+
+
+@pytest.mark.parametrize(("update", "want"), [
+    (cc.ResourceUpdate(memory=1 << 20), {"memory": 1 << 20, "nano_cpus": 2_000_000_000}),
+    (cc.ResourceUpdate(cpu_quota=50_000), {"cpu_quota": 50_000, "nano_cpus": 0}),  # one way of CPUs clears the other
+    (cc.ResourceUpdate(nano_cpus=1_000_000_000), {"nano_cpus": 1_000_000_000, "cpu_quota": 0, "cpu_period": 0}),
+    (cc.ResourceUpdate(memory=0, pids_limit=None), {"memory": 256 << 20}),  # zero and null: left as they are
+    (cc.ResourceUpdate(restart_policy=RestartPolicy("", 0)), {"restart_policy": RestartPolicy("always")}),
+    (cc.ResourceUpdate(restart_policy=RestartPolicy("on-failure", 2)), {"restart_policy": RestartPolicy("on-failure", 2)}),
+])
+def test_update(update, want):
+    host = HostConfig(memory=256 << 20, nano_cpus=2_000_000_000, cpu_period=100_000,
+                      restart_policy=RestartPolicy("always"))
+    got = cc.updated_host(host, update)
+    assert {name: getattr(got, name) for name in want} == want
 
 
 @pytest.mark.parametrize(("policy", "stopped", "count", "code", "want"), [
@@ -72,7 +99,8 @@ def test_new_record_is_a_created_container():
     ({"Name": "on-failure", "MaximumRetryCount": 3}, False, 3, 1, False),
 ])
 def test_restart_policy(policy, stopped, count, code, want):
-    record = ContainerRecord("c" * 64, "c", "", "/e", [], "sha256:i", {}, {"RestartPolicy": policy},
+    record = ContainerRecord("c" * 64, "c", "", "/e", [], "sha256:i", ContainerConfig(),
+                             HostConfig.from_doc({"RestartPolicy": policy}),
                              manually_stopped=stopped, restart_count=count)
     assert cc.should_restart(record, code) is want
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from berth.errors import InvalidArgument
-from berth.services import endpoints
+from berth.services import containerrows, endpoints
 from berth.services.endpoints import Endpoint, EndpointIpam, EndpointSettings
 from berth.services.records import ContainerRecord
 
@@ -18,7 +20,7 @@ def _doc(mode: str = "web_default", listed: dict | None = None, eps: dict | None
            "HostConfig": {"NetworkMode": mode}, "EndpointsConfig": listed or {},
            "EndpointsListed": listed is not None, "Endpoints": eps or {}}
     doc.update(extra)
-    return ContainerRecord.from_doc(doc)
+    return containerrows.decode(json.dumps(doc))
 
 
 # -- parsing -----------------------------------------------------------------------------------
@@ -124,7 +126,7 @@ def test_records_keep_their_network_json():
                       "gateway6": "", "ctr_if": "eth0"}}
     listed = {"web_default": {"NetworkID": "n" * 64}}
     ports = [{"Port": 80, "Proto": "tcp", "HostIp": "", "HostPort": "8080"}]
-    doc = _doc("web_default", listed, eps, Ports=ports).to_doc()
+    doc = json.loads(containerrows.encode(_doc("web_default", listed, eps, Ports=ports)))
     assert (doc["EndpointsConfig"], doc["Endpoints"], doc["Ports"]) == (listed, eps, ports)
 
 

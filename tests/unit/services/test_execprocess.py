@@ -10,6 +10,7 @@ import pytest
 
 from berth.services.execprocess import ExecConfig, ProcessSpec, ProcessUser, process_for
 from berth.services.records import Container, ContainerRecord
+from berth.wire.containerspec import ContainerConfig, HostConfig
 
 CONTAINER = {"terminal": False, "consoleSize": {"height": 1, "width": 1}, "user": {"uid": 0, "gid": 0},
              "args": ["httpd"], "env": ["PATH=/bin"], "cwd": "/", "capabilities": None, "rlimits": []}
@@ -39,7 +40,7 @@ def test_process_for_an_exec(tmp_path: Path) -> None:
     (tmp_path / "rootfs" / "etc" / "group").write_text("root:x:0:\nbob:x:1000:\n")
     (tmp_path / "config.json").write_text(json.dumps({"process": {**CONTAINER, "env": ["PATH=/bin", "A=0"]}}))
     c = Container(ContainerRecord(id="c" * 64, name="web", created="", path="", args=[], image="",
-                                  config={"User": "bob"}, host={}), str(tmp_path))
+                                  config=ContainerConfig(user="bob"), host=HostConfig()), str(tmp_path))
     spec = process_for(c, ExecConfig(cmd=("sh",), env=("A=1",), console_size=(24, 80)), True)
     assert (spec.args, spec.env, spec.cwd, spec.terminal) == (("sh",), ("PATH=/bin", "A=1", "TERM=xterm"), "/", True)
     assert (spec.user, spec.console_size) == (ProcessUser(1000, 1000, (1000,)), (24, 80))

@@ -11,13 +11,14 @@ from berth.services import execsessions
 from berth.services.execprocess import ExecConfig, ProcessSpec, ProcessUser
 from berth.services.execsessions import Exec, SavedSession
 from berth.services.records import Container, ContainerRecord
+from berth.wire.containerspec import ContainerConfig, HostConfig
 
 EXEC_ID = "a" * 64
 
 
 def container(directory: Path) -> Container:
     return Container(ContainerRecord(id="c" * 64, name="web", created="", path="sh", args=[], image="",
-                                     config={}, host={}), str(directory))
+                                     config=ContainerConfig(), host=HostConfig()), str(directory))
 
 
 def session(directory: Path, exec_id: str = EXEC_ID) -> execmon.Session:

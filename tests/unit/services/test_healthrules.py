@@ -263,11 +263,17 @@ def test_health_state_from_odd_records(doc, want):
 
 
 def test_a_container_record_keeps_its_health():
-    from berth.services.records import ContainerState
-    state = ContainerState.from_doc({"Status": "running", "Running": True, "Health": STORED})
-    assert state.health is not None and state.health.status == HEALTHY
-    assert state.to_doc()["Health"] == STORED
-    assert "Health" not in ContainerState.from_doc({"Status": "exited"}).to_doc()
+    import json
+
+    from berth.services import containerrows
+
+    def stored(state: dict) -> dict:
+        record = containerrows.decode(json.dumps({"Id": "c" * 64, "State": state}))
+        assert record.state.health is None or record.state.health.status == HEALTHY
+        return json.loads(containerrows.encode(record))["State"]
+
+    assert stored({"Status": "running", "Running": True, "Health": STORED})["Health"] == STORED
+    assert "Health" not in stored({"Status": "exited"})
 
 
 # --------------------------------------------------------------------------- views

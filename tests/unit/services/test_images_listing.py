@@ -14,12 +14,12 @@ import pytest
 from berth.content.local import LocalStore
 from berth.errors import InvalidArgument
 from berth.metadata.db import Database
-from berth.services.events import Events
-from berth.services.imageio import ImageIO
 from berth.oci.image import OCI_CONFIG as MEDIA_CONFIG
 from berth.oci.image import OCI_MANIFEST as MEDIA_MANIFEST
 from berth.oci.image import parse_image_manifest
 from berth.oci.imageconfig import HistoryEntry, RuntimeConfig
+from berth.services.events import Events
+from berth.services.imageio import ImageIO
 from berth.services.imageremoval import ImageRemoval, Removal
 from berth.services.images import Images
 from berth.services.imageviews import ImageViews

@@ -12,11 +12,11 @@ import pytest
 from berth.content.local import LocalStore
 from berth.errors import InvalidArgument, NotFound
 from berth.metadata.db import Database
-from berth.services.events import Events
 from berth.oci.image import OCI_CONFIG as MEDIA_CONFIG
 from berth.oci.image import OCI_INDEX as MEDIA_INDEX
 from berth.oci.image import OCI_MANIFEST as MEDIA_MANIFEST
 from berth.oci.image import parse_image_manifest, parse_manifest
+from berth.services.events import Events
 from berth.services.imageremoval import ImageRemoval, Removal
 from berth.services.images import Images
 from berth.services.imageviews import ImageViews

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from berth.errors import Conflict, InvalidArgument, NotFound
-from berth.services import links
+from berth.services import containerrows, links
 from berth.services.endpoints import Endpoint
 from berth.services.records import Container, ContainerRecord
+from berth.wire.containerspec import HostConfig
 
 
 def _record(doc: dict[str, Any]) -> ContainerRecord:
-    return ContainerRecord.from_doc({"Id": "w" * 64, "Name": "/web"} | doc)
+    return containerrows.decode(json.dumps({"Id": "w" * 64, "Name": "/web"} | doc))
 
 
 def _lookup(*cs: Container):
@@ -26,9 +28,9 @@ def _lookup(*cs: Container):
 
 
 def _ctr(name: str, mode: str = "default", env=(), ports=(), ip="172.17.0.5") -> Container:
-    record = ContainerRecord.from_doc({"Id": name + "0" * 60, "Name": "/" + name, "HostConfig": {"NetworkMode": mode},
+    record = containerrows.decode(json.dumps({"Id": name + "0" * 60, "Name": "/" + name, "HostConfig": {"NetworkMode": mode},
                                        "Config": {"Env": list(env), "ExposedPorts": {p: {} for p in ports}},
-                                       "Endpoints": {"n1": {"name": "bridge", "ip": ip}}})
+                                       "Endpoints": {"n1": {"name": "bridge", "ip": ip}}}))
     record.state.running = True
     return Container(record, "/nonexistent")
 
@@ -47,14 +49,14 @@ def test_parse_refuses(text):
 
 def test_at_create_keeps_docker_form_and_names_a_missing_container():
     get = _lookup(_ctr("db"), _ctr("hostnet", "host"), _ctr("side", "container:db"))
-    assert links.at_create({"Links": ["db:data", "db"]}, "web", get) == ["/db:/web/data", "/db:/web/db"]
-    assert links.at_create({"Links": ["side:s"]}, "web", get) == ["/db:/web/s"]  # its namespace's owner
+    assert links.at_create(HostConfig.from_doc({"Links": ["db:data", "db"]}), "web", get) == ["/db:/web/data", "/db:/web/db"]
+    assert links.at_create(HostConfig.from_doc({"Links": ["side:s"]}), "web", get) == ["/db:/web/s"]  # its namespace's owner
     with pytest.raises(InvalidArgument, match="^could not get container for nope: No such container: nope$"):
-        links.at_create({"Links": ["nope:x"]}, "web", get)
+        links.at_create(HostConfig.from_doc({"Links": ["nope:x"]}), "web", get)
     with pytest.raises(InvalidArgument, match="host type networking can't be used with links"):
-        links.at_create({"Links": ["hostnet"]}, "web", get)
+        links.at_create(HostConfig.from_doc({"Links": ["hostnet"]}), "web", get)
     # A user-defined network: aliases for later, kept as given (the target may not exist yet).
-    assert links.at_create({"Links": ["later:bar"], "NetworkMode": "mynet"}, "web", get) == ["later:bar"]
+    assert links.at_create(HostConfig.from_doc({"Links": ["later:bar"], "NetworkMode": "mynet"}), "web", get) == ["later:bar"]
 
 
 def test_env_vars_as_docker_writes_them():
@@ -110,7 +112,7 @@ def test_without():
 
 def test_unlink_removes_the_link_and_saves():
     web = _ctr("web")
-    web.record.host["Links"] = ["/db:/web/data", "/db:/web/db"]
+    web.record.host.links = ["/db:/web/data", "/db:/web/db"]
     saved: list[Container] = []
 
     class Table:
@@ -120,9 +122,9 @@ def test_unlink_removes_the_link_and_saves():
         def save(self, c: Container) -> None:
             saved.append(c)
     links.unlink(Table(), "web", "data")
-    assert web.record.host["Links"] == ["/db:/web/db"] and saved == [web]
+    assert web.record.host.links == ["/db:/web/db"] and saved == [web]
     links.unlink(Table(), "web", "db")
-    assert web.record.host["Links"] is None
+    assert web.record.host.links is None
     with pytest.raises(NotFound, match="^No such container: web/db$"):
         links.unlink(Table(), "web", "db")
     with pytest.raises(NotFound, match="^No such container: nope/db$"):

@@ -2,9 +2,8 @@
 
 import pytest
 
-from berth.services.patterns import reference_matches
-from berth.services.patterns import go_regex
 from berth.api.views.containers import name_matches
+from berth.services.patterns import go_regex, reference_matches
 
 
 def test_name_filter_takes_gos_syntax_and_anchors():

@@ -6,6 +6,7 @@ import pytest
 
 from berth.errors import FailedPrecondition, InvalidArgument, NotImplemented_
 from berth.services.runplan import HostOffer, plan
+from berth.wire.containerspec import HostConfig
 
 ALL = HostOffer(frozenset({"runc", "runsc", "vm"}), "runc", 24 * 1024)
 NO_QEMU = HostOffer(frozenset({"runc", "runsc"}), "runc", 24 * 1024)
@@ -26,7 +27,7 @@ SMALL = HostOffer(frozenset({"runc", "vm"}), "runc", 512)
     ({"PidMode": "container:web", "IpcMode": "container:web"}, ALL, ("process", "process", "runc", "default", False)),
 ])
 def test_what_the_plan_decides(host, offer, want):
-    p = plan(host, "busybox", "linux/amd64", True, offer)
+    p = plan(HostConfig.from_doc(host), "busybox", "linux/amd64", True, offer)
     assert (p.isolation, p.isolation_field, p.runtime, p.network, p.sandboxed) == want
     assert p.vm is (want[0] == "hyperv")
 
@@ -49,8 +50,8 @@ def test_what_the_plan_decides(host, offer, want):
 ])
 def test_what_the_plan_refuses(host, native, offer, error, words):
     with pytest.raises(error, match=words):
-        plan(host, "busybox", "linux/arm64", native, offer)
+        plan(HostConfig.from_doc(host), "busybox", "linux/arm64", native, offer)
 
 
 def test_a_foreign_image_runs_in_process_isolation():
-    assert plan({}, "busybox", "linux/arm64", False, ALL).isolation == "process"
+    assert plan(HostConfig(), "busybox", "linux/arm64", False, ALL).isolation == "process"

@@ -8,15 +8,16 @@ from pathlib import Path
 from typing import AsyncIterator
 
 from berth import timefmt
+from berth.api.containerrequests import create_request, update_request
+from berth.api.execrequests import create_request as exec_create_request
+from berth.api.execrequests import start_request as exec_start_request
 from berth.api.replies import Hijack, Reply, Stream
 from berth.api.request import Request
 from berth.api.routing import Router
 from berth.api.views import containerfs as fs_views
 from berth.api.views import containers as views
-from berth.api.views import pathstat
-from berth.api.execrequests import create_request as exec_create_request
-from berth.api.execrequests import start_request as exec_start_request
 from berth.api.views import execs as exec_views
+from berth.api.views import pathstat
 from berth.api.views import stats as stats_views
 from berth.api.wiring import Daemon
 from berth.errors import Conflict, InvalidArgument, NotFound
@@ -56,7 +57,7 @@ def register(router: Router, d: Daemon) -> None:
         body = await req.json()
         endpoints.check_create_version(body, req.api_version)  # one network at create below API 1.44
         healthrules.for_api_version(body, req.api_version)  # StartInterval from API 1.44
-        cid, warnings = cs.create(req.q("name"), body, req.q("platform"))
+        cid, warnings = cs.create(req.q("name"), create_request(body), req.q("platform"))
         return Reply(201, {"Id": cid, "Warnings": warnings})
 
     async def list_(req: Request) -> Reply:
@@ -179,7 +180,8 @@ def register(router: Router, d: Daemon) -> None:
         return Stream(lines())
 
     async def update(req: Request) -> Reply:
-        return Reply(200, await cs.update(req.params["id"], await req.json()))
+        await cs.update(req.params["id"], update_request(await req.json()))
+        return Reply(200, {"Warnings": []})
 
     async def prune(req: Request) -> Reply:
         report = await life.prune(req.filters())
@@ -225,7 +227,7 @@ def register(router: Router, d: Daemon) -> None:
         body = body or {}
         async with life.held_still(c.id, req.qbool("pause", True)):  # one exiting meanwhile is committed as is
             image_id = await asyncio.to_thread(
-                d.imageio.commit, c.record.image, Path(cs.upper_dir(c.id)), RuntimeConfig.from_doc({**c.config, **body}),
+                d.imageio.commit, c.record.image, Path(cs.upper_dir(c.id)), RuntimeConfig.from_doc({**c.config.to_doc(), **body}),
                 repo=req.q("repo"), tag=req.q("tag"), comment=req.q("comment"), author=req.q("author"),
                 changes=req.query.get("changes", []), container_id=c.id)
         repo, tag = req.q("repo"), req.q("tag")
@@ -239,7 +241,7 @@ def register(router: Router, d: Daemon) -> None:
         view_cm = cs.root_view(c.id)
         root = view_cm.__enter__()
         try:
-            view = containerview.View.of_container(c.record.binds, bool(c.host.get("ReadonlyRootfs")), c.dir, root, ref)
+            view = containerview.View.of_container(c.record.binds, c.host.readonly_rootfs, c.dir, root, ref)
             if req.method == "HEAD":
                 info = await asyncio.to_thread(containerview.stat_path, view, path)
                 view_cm.__exit__(None, None, None)
@@ -262,10 +264,10 @@ def register(router: Router, d: Daemon) -> None:
         ref, path = req.params["id"], _archive_path(req)
         c = cs.get(ref)
         with cs.root_view(c.id) as root:
-            view = containerview.View.of_container(c.record.binds, bool(c.host.get("ReadonlyRootfs")), c.dir, root, ref)
+            view = containerview.View.of_container(c.record.binds, c.host.readonly_rootfs, c.dir, root, ref)
             owner = None
             if req.qbool("copyUIDGID"):
-                owner = await asyncio.to_thread(copy.owner_of, view, c.config.get("User") or "")
+                owner = await asyncio.to_thread(copy.owner_of, view, c.config.user)
             options = copy.ExtractOptions(req.qbool("noOverwriteDirNonDir"), owner)
             await copy.extract_body(view, path, req.stream(), options)
         cs.event(c, "extract-to-dir")

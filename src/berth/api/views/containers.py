@@ -22,6 +22,7 @@ from berth.services import (
     healthrules,
     patterns,
 )
+from berth.services.containerrows import STATE_KEYS
 from berth.services.containers import Containers
 from berth.services.images import Images
 from berth.services.lifecycle import WaitResult
@@ -35,12 +36,18 @@ def wait_result(result: WaitResult) -> dict[str, Any]:
     return {"StatusCode": result.status_code, "Error": {"Message": result.error} if result.error else None}
 
 
+def state_doc(state: ContainerState) -> dict[str, Any]:
+    """Docker's State object (Status in the API's wording: a running container is "running" or "paused")."""
+    out: dict[str, Any] = {key: getattr(state, attr) for attr, key in STATE_KEYS}
+    out["Status"] = state.word
+    if state.health is not None:
+        out["Health"] = state.health.to_doc()
+    return out
+
+
 def inspect(c: Container, api_version: str = "") -> dict[str, Any]:
     r = c.record
-    host = dict(r.host)
-    host.setdefault("Binds", None)
-    state = r.state.to_doc()
-    state["Status"] = r.state.word
+    state = state_doc(r.state)
     return {
         "Id": c.id, "Created": r.created, "Path": r.path, "Args": r.args, "State": state,
         "Image": r.image, "ResolvConfPath": os.path.join(c.dir, "resolv.conf"),
@@ -48,12 +55,12 @@ def inspect(c: Container, api_version: str = "") -> dict[str, Any]:
         "LogPath": os.path.join(c.dir, "container.log"), "Name": "/" + r.name,
         "RestartCount": r.restart_count, "Driver": "overlay2", "Platform": r.platform,
         "MountLabel": "", "ProcessLabel": "", "AppArmorProfile": "", "ExecIDs": None,
-        "HostConfig": host,
+        "HostConfig": r.host.to_doc(),
         "GraphDriver": {"Name": "overlay2", "Data": {"UpperDir": os.path.join(c.dir, "upper"),
                                                      "WorkDir": os.path.join(c.dir, "work"),
                                                      "MergedDir": os.path.join(c.dir, "rootfs")}},
         "Mounts": [volume_views.mount_point(m) for m in r.binds],
-        "Config": r.config,
+        "Config": r.config.to_doc(),
         "NetworkSettings": _versioned(_network_settings(r), r, api_version),
     }
 
@@ -71,12 +78,12 @@ def sizes(images: Images, c: Container) -> dict[str, int]:
 def summary(c: Container) -> dict[str, Any]:
     r = c.record
     args = [r.path, *r.args]
-    image = r.config.get("Image") or r.image
+    image = r.config.image or r.image
     return {
         "Id": c.id, "Names": ["/" + r.name], "Image": image, "ImageID": r.image,
         "Command": shlex.join(args), "Created": timefmt.parse_ns(r.created) // 1_000_000_000,
-        "Ports": port_list(r), "Labels": r.config.get("Labels") or {}, "State": r.state.word,
-        "Status": status_text(r.state), "HostConfig": {"NetworkMode": r.host.get("NetworkMode")},
+        "Ports": port_list(r), "Labels": r.config.labels, "State": r.state.word,
+        "Status": status_text(r.state), "HostConfig": {"NetworkMode": r.host.network_mode},
         "NetworkSettings": {"Networks": _network_settings(r)["Networks"]},
         "Mounts": [volume_views.mount_point(m) for m in r.binds],
     }
@@ -117,7 +124,7 @@ def _matches(images: Images, c: Container, filters: dict[str, list[str]]) -> boo
             if not any(c.id.startswith(v) for v in values):
                 return False
         elif key == "label":
-            labels = r.config.get("Labels") or {}
+            labels = r.config.labels
             if not all(containerconfig.label_matches(labels, v) for v in values):
                 return False
         elif key == "ancestor":
@@ -134,7 +141,7 @@ def _matches(images: Images, c: Container, filters: dict[str, list[str]]) -> boo
             if r.state.running or r.state.status != "exited" or str(r.state.exit_code) not in values:
                 return False
         elif key == "isolation":
-            isolation = r.host.get("Isolation") or "process"
+            isolation = r.host.isolation or "process"
             if isolation not in values and (isolation != "default" or "process" not in values):
                 return False
         elif key == "volume":
@@ -181,7 +188,7 @@ def status_text(state: ContainerState) -> str:
 def _network_settings(r: ContainerRecord) -> dict[str, Any]:
     """NetworkSettings: the container's endpoints (bridge modes) or the none/host pseudo-network."""
     ports: dict[str, Any] = {}
-    for key in r.config.get("ExposedPorts") or {}:
+    for key in r.config.exposed_ports or {}:
         ports[key] = None
     for b in r.ports:
         key = f"{b.port}/{b.proto}"
@@ -200,7 +207,7 @@ def port_list(r: ContainerRecord) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = [{"IP": b.host_ip or "0.0.0.0", "PrivatePort": b.port, "PublicPort": b.host_port,
                                   "Type": b.proto} for b in r.ports]
     published = {(o["PrivatePort"], o["Type"]) for o in out}
-    for key in r.config.get("ExposedPorts") or {}:
+    for key in r.config.exposed_ports or {}:
         port, _, proto = key.partition("/")
         if port.isdigit() and (int(port), proto or "tcp") not in published:
             out.append({"PrivatePort": int(port), "Type": proto or "tcp"})

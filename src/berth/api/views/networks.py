@@ -83,7 +83,7 @@ def dns_names(r: ContainerRecord | None, aliases: tuple[str, ...] | None) -> lis
     """Docker's DNSNames: the name, the aliases, the short id, the hostname; each once, in that order."""
     if r is None:
         return list(dict.fromkeys(a for a in aliases or () if a))
-    names = [r.name, *(aliases or ()), r.id[:12], str(r.config.get("Hostname") or "")]
+    names = [r.name, *(aliases or ()), r.id[:12], r.config.hostname]
     return list(dict.fromkeys(n for n in names if n))
 
 
@@ -134,7 +134,7 @@ def for_version(networks: dict[str, dict[str, Any]], r: ContainerRecord,
     """Inspect's Networks as a client of *api_version* expects them (short id among the aliases below 1.45)."""
     if endpoints.version(api_version) >= (1, 45):
         return networks
-    extra = [r.id[:12], str(r.config.get("Hostname") or "")]
+    extra = [r.id[:12], r.config.hostname]
     out = {}
     for name, value in networks.items():
         if endpoints.user_defined(name):

@@ -6,11 +6,12 @@ from berth.api.views import execs as views
 from berth.services.execprocess import ExecConfig
 from berth.services.execsessions import Exec
 from berth.services.records import Container, ContainerRecord
+from berth.wire.containerspec import ContainerConfig, HostConfig
 
 
 def container() -> Container:
     return Container(ContainerRecord(id="c" * 64, name="web", created="", path="sh", args=[], image="",
-                                     config={}, host={}), "/nonexistent")
+                                     config=ContainerConfig(), host=HostConfig()), "/nonexistent")
 
 
 def test_a_finished_exec() -> None:

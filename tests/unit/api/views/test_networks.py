@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from berth.api.views import networks as views
 from berth.network import bridgeplan
-from berth.services import endpoints
+from berth.services import containerrows, endpoints
 from berth.services.endpoints import Endpoint
 from berth.services.networks import NetworkDetails, NetworkMember
 from berth.services.records import ContainerRecord
@@ -20,7 +22,7 @@ def _doc(mode: str = "web_default", listed: dict | None = None, eps: dict | None
            "HostConfig": {"NetworkMode": mode}, "EndpointsConfig": listed or {},
            "EndpointsListed": listed is not None, "Endpoints": eps or {}}
     doc.update(extra)
-    return ContainerRecord.from_doc(doc)
+    return containerrows.decode(json.dumps(doc))
 
 
 def _settings(value: dict, network_id: str = "") -> dict:

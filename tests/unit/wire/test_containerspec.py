@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from berth.services.containerspec import ContainerConfig, HostConfig, LogConfig, RestartPolicy
+from berth.wire.containerspec import (
+    ContainerConfig,
+    HostConfig,
+    LogConfig,
+    RestartPolicy,
+)
 
 
 def test_host_config_reads_known_fields_and_keeps_the_rest() -> None:
