@@ -324,6 +324,24 @@ def test_pids_limit(berthd, image):
     assert events[0] == "events=max" and int(events[1]) >= 1, cp.stdout
 
 
+def test_update_limits_live_and_restart_policy(berthd, image, names):
+    """`docker update` changes a running container's cgroup at once and is shown by inspect; an update
+    of the limits alone keeps the restart policy (the CLI sends an empty one), a named one replaces it."""
+    name = names()
+    run(berthd, "-d", "--name", name, "--restart", "always", "--memory", "64m", image, "sleep", "1000")
+    docker(berthd, "update", "--memory", "96m", "--memory-swap", "192m", "--cpus", "0.5", name)
+    limit = docker(berthd, "exec", name, "cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes").stdout.strip()
+    assert limit == str(96 << 20)
+    host = json.loads(docker(berthd, "inspect", name).stdout)[0]["HostConfig"]
+    assert (host["Memory"], host["MemorySwap"], host["NanoCpus"]) == (96 << 20, 192 << 20, 500_000_000)
+    assert host["RestartPolicy"]["Name"] == "always"
+    docker(berthd, "update", "--restart", "on-failure:3", name)
+    host = json.loads(docker(berthd, "inspect", name).stdout)[0]["HostConfig"]
+    assert host["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 3}
+    cp = docker(berthd, "update", "--memory", "1k", name, check=False)
+    assert cp.returncode != 0 and "Minimum memory limit" in cp.stderr, cp.stderr
+
+
 # --------------------------------------------------------------------------- #
 # security / process options
 

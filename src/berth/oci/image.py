@@ -159,7 +159,12 @@ def parse_manifest(raw: bytes, *, digest: str = "", media_type: str = "",
             manifests (index) it must have.
         SchemaOneManifest: a Docker schema 1 manifest.
     """
-    doc = _object(raw, what)
+    return manifest_of(_object(raw, what), raw, digest=digest, media_type=media_type, what=what)
+
+
+def manifest_of(doc: dict[str, Any], raw: bytes, *, digest: str = "", media_type: str = "",
+                what: str = "the image manifest") -> ImageManifest | ImageIndex:
+    """`parse_manifest` for bytes already decoded into *doc* (a registry client checks the JSON first)."""
     digest = digest or digest_of(raw)
     media = media_type or str(doc.get("mediaType") or "")
     if is_index_doc(doc):

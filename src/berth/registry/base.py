@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from berth.errors import BerthError, Unavailable
+from berth.oci.image import ImageIndex, ImageManifest, SchemaOneManifest
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -49,11 +50,29 @@ class RegistryOptions:
 
 @dataclass(frozen=True, slots=True)
 class Manifest:
-    """A manifest or index as the registry sent it: its bytes are what the digest covers."""
+    """A manifest or index as the registry sent it: its bytes are what the digest covers.
+
+    `image` is the same bytes parsed (oci.image), once, as they arrived; None with the reason in
+    `refusal` when they are not an image's manifest or index (an artifact, a schema 1 manifest).
+    """
 
     media_type: str
     digest: str
     data: bytes
+    image: ImageManifest | ImageIndex | None = None
+    refusal: BerthError | None = None
+
+    def parsed(self) -> ImageManifest | ImageIndex:
+        """The image manifest or index.
+
+        Raises:
+            RegistryDataError: the registry sent a malformed one. SchemaOneManifest (501): schema 1.
+        """
+        if self.image is not None:
+            return self.image
+        if isinstance(self.refusal, SchemaOneManifest):
+            raise self.refusal
+        raise RegistryDataError(str(self.refusal or f"manifest {self.digest} is not an image's"))
 
 
 class RegistryDataError(BerthError):

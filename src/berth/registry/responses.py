@@ -15,6 +15,7 @@ import re
 
 import httpx
 
+from berth.oci import image as oci_image
 from berth.registry.base import (
     DIGEST,
     OCI_INDEX,
@@ -58,7 +59,11 @@ def check_manifest(data: bytes, content_type: str, header_digest: str, reference
             raise RegistryDataError(f"{what}: the registry sent a manifest whose digest is {actual}, "
                                     f"not {expected} ({source})")
     digest = reference if DIGEST.fullmatch(reference) else "sha256:" + hashlib.sha256(data).hexdigest()
-    return Manifest(media_type, digest, data)
+    try:
+        image = oci_image.manifest_of(doc, data, digest=digest, media_type=media_type, what=what)
+    except (oci_image.MalformedImage, oci_image.SchemaOneManifest) as exc:
+        return Manifest(media_type, digest, data, refusal=exc)
+    return Manifest(media_type, digest, data, image)
 
 
 def parse_content_range(value: str, offset: int, what: str, registry: str) -> tuple[int, int]:

@@ -32,7 +32,6 @@ from berth.oci import reference
 from berth.oci.image import Descriptor, ImageIndex, ImageManifest, MalformedImage
 from berth.registry import (
     Credentials,
-    Manifest,
     RegistryClient,
     RegistryDataError,
     RegistryOptions,
@@ -127,10 +126,7 @@ class Distribution:
         registry, repo = registry_and_repo(ref.name)
         top = await self.client().get_manifest(registry, repo, ref.digest or ref.tag or "latest",
                                                self.credentials(registry, creds))
-        try:
-            parsed: ImageManifest | ImageIndex | None = _parsed(top, f"the manifest of {ref}")
-        except (RegistryDataError, oci_image.SchemaOneManifest):  # an artifact, say: no platforms to show
-            parsed = None
+        parsed = top.image  # None for an artifact, say: no platforms to show
         found: tuple[platforms.Platform, ...] = ()
         if isinstance(parsed, ImageIndex):
             found = tuple(platforms.of_dict(m.platform or {}) for m in parsed.manifests
@@ -151,7 +147,7 @@ class Distribution:
         wanted = platforms.parse(platform) if platform else None
         rc = self.client()
         top = await rc.get_manifest(registry, repo, ref.digest or ref.tag or "latest", creds)
-        top_parsed = _parsed(top, f"the manifest of {ref}")
+        top_parsed = top.parsed()
         index = top_parsed if isinstance(top_parsed, ImageIndex) else None
         manifest, parsed = top, top_parsed
         if index is not None:
@@ -161,7 +157,7 @@ class Distribution:
                 raise InvalidArgument(platforms.mismatch_message(
                     str(ref), want, platforms.available(index.descriptors())))
             manifest = await rc.get_manifest(registry, repo, str(chosen["digest"]), creds)
-            parsed = _parsed(manifest, f"the manifest of {ref}")
+            parsed = manifest.parsed()
         if not isinstance(parsed, ImageManifest):
             raise RegistryDataError(f"the manifest of {ref} from {registry} has no config or layers")
         config_desc = parsed.config
@@ -410,18 +406,6 @@ async def _gather(coros: Any) -> None:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
-
-
-def _parsed(got: Manifest, what: str) -> ImageManifest | ImageIndex:
-    """A manifest the registry sent, parsed once (oci.image): a malformed one is the registry's fault.
-
-    Raises:
-        RegistryDataError: malformed. SchemaOneManifest (501): a schema 1 manifest.
-    """
-    try:
-        return oci_image.parse_manifest(got.data, digest=got.digest, media_type=got.media_type, what=what)
-    except MalformedImage as exc:
-        raise RegistryDataError(str(exc)) from None
 
 
 def _registry_of(server: str) -> str:
