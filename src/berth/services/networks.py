@@ -292,8 +292,9 @@ class Networks:
         """The networks a container is on: name -> endpoint settings (aliases, IPAMConfig, ...)."""
         return endpoint_settings.requested(c.record)
 
-    def plan_endpoints(self, mode: str, networking_config: object) -> dict[str, EndpointSettings]:
-        """NetworkingConfig (a create request's, as sent) checked, keyed by network name, the NetworkMode's first.
+    def plan_endpoints(self, mode: str, given: dict[str, EndpointSettings]) -> dict[str, EndpointSettings]:
+        """A create request's NetworkingConfig (parsed: network name or id -> settings) checked, keyed by
+        network name, the NetworkMode's first.
 
         The result is the record's EndpointsConfig (with EndpointsListed set): every
         network the container is on, so a disconnect never has to change NetworkMode.
@@ -301,7 +302,6 @@ class Networks:
         Raises:
             InvalidArgument: a bad entry, a network that does not exist, or one the mode cannot join.
         """
-        given = endpoint_settings.parse_networking_config(networking_config)
         if not endpoint_settings.bridged(mode):
             for key, cfg in given.items():
                 if key != mode and cfg.configured:  # the CLI names the mode's own pseudo-network
