@@ -184,6 +184,28 @@ def test_blob_with_wrong_content_is_refused(berthd, registry, tmp_path):
         data.write_bytes(original)
 
 
+def test_blob_longer_than_its_manifest_says_is_refused_as_it_arrives(berthd, registry, tmp_path):
+    """A registry serving more of a blob than the manifest declares (an attack on the disk) is cut off at the
+    declared size: the pull fails naming the blob, and neither the blob nor a partial download stays."""
+    _big_image_tar(tmp_path / "long.tar", 64 << 10)
+    name = f"{registry.address}/hostile/long:1"
+    docker(berthd, "import", str(tmp_path / "long.tar"), name)
+    docker(berthd, "push", name, timeout=120)
+    docker(berthd, "rmi", name)
+    layer = json.loads(skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{name}"))["layers"][0]["digest"]
+    hexd = layer.split(":")[1]
+    data = next(Path(registry.workdir).rglob(f"blobs/sha256/{hexd[:2]}/{hexd}/data"))
+    original = data.read_bytes()
+    data.write_bytes(original + b"\0" * (8 << 20))  # the registry now serves 8 MiB more than declared
+    try:
+        cp = docker(berthd, "pull", name, check=False, timeout=120)
+        assert cp.returncode != 0 and layer in cp.stderr and "larger than" in cp.stderr, cp.stderr
+        assert not Path(berthd.root, "blobs", "sha256", hexd).exists()
+        assert not list(Path(berthd.root, "partial").iterdir())
+    finally:
+        data.write_bytes(original)
+
+
 def _layer_tar(entries: list[tarfile.TarInfo], payload: bytes = b"x") -> bytes:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:

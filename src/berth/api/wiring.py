@@ -131,7 +131,7 @@ def build(config: DaemonConfig) -> Daemon:
     options = RegistryOptions(insecure_registries=tuple(config.insecure_registries), certs_dir=Path(config.certs_dir))
     distribution = Distribution(images, layers, leases, store, events, options,
                                 Path(config.registry_auth_file) if config.registry_auth_file else None)
-    imageio = ImageIO(images, leases, store, events, root)
+    imageio = ImageIO(images, leases, store, events, root, layers)
     execs = Execs(containers)
     lifecycle = Lifecycle(containers, Health(containers, execs.probe_process), events)
     builder = Builder(images, imageio, containers, lifecycle, db, events, root, distribution)

@@ -6,6 +6,8 @@ and renamed into blobs/. A crash leaves at most a stale ingest file, never a
 visible blob with the wrong content. Downloads whose digest is known ahead
 (`resume(digest)`) are written to <root>/partial/<hex> instead, which is kept
 across daemon restarts so an interrupted pull continues where it stopped.
+A file berthd wrote itself under its root (an extracted `docker load`) can be
+adopted instead of copied: hashed, checked, fsynced, then hard-linked in.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import stat
 import uuid
 
 from berth.errors import InvalidArgument, NotFound
@@ -136,6 +139,43 @@ class LocalStore:
         except BaseException:
             ing.abort()
             raise
+
+    def adopt(self, path: str, expected: str | None = None) -> str:
+        """Make the regular file at *path* a blob without copying it: hashed, verified, fsynced, then
+        hard-linked into blobs/ (checked to be the very inode hashed); return its digest.
+
+        For a file berthd wrote itself under its root (an extracted `docker load` archive) and writes no
+        more; *path* keeps its name, removing it later leaves the blob.
+
+        Raises:
+            InvalidArgument: *path* is not a regular file, or its content does not match *expected*.
+        """
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise InvalidArgument(f"{path} is not a regular file")
+            h = hashlib.sha256()
+            while chunk := os.read(fd, 1 << 20):
+                h.update(chunk)
+            digest = "sha256:" + h.hexdigest()
+            if expected is not None and expected != digest:
+                raise InvalidArgument(f"content digest mismatch: expected {expected}, got {digest}")
+            if self.exists(digest):
+                return digest
+            os.fsync(fd)  # the content is durable before any name in blobs/ refers to it
+            target = self.path(digest)
+            try:
+                os.link(path, target, follow_symlinks=False)
+            except FileExistsError:
+                return digest
+            st, linked = os.fstat(fd), os.lstat(target)
+            if (linked.st_dev, linked.st_ino) != (st.st_dev, st.st_ino):  # not the inode hashed: undo
+                os.unlink(target)
+                raise InvalidArgument(f"{path} changed while it was stored")
+        finally:
+            os.close(fd)
+        fs.fsync_dir(self.blob_dir)
+        return digest
 
     def read(self, digest: str) -> bytes:
         try:

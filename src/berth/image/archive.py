@@ -1,8 +1,9 @@
 """Apply a layer tarball to a directory, safely.
 
-Strategy: the tar is read as a stream (gzip detected by tarfile), member by
-member. Every name is normalised and must stay inside the target: absolute
-names and `..` components are refused, and no write ever goes through a
+Strategy: the tar is read as a stream, once, front to back (gzip, bzip2 or xz
+sniffed; big reads: image.archivestream), member by member. Every name is
+normalised and must stay inside the target: absolute names and `..` components
+are refused, and no write ever goes through a
 symlink: each parent directory is opened O_NOFOLLOW relative to the one above
 it, starting from a descriptor of the target, and every entry is made by name
 in its parent's descriptor (berth.host.fsentries: O_EXCL, O_NOFOLLOW, *at calls). Symlinks may point anywhere: they are resolved inside the
@@ -23,6 +24,7 @@ from typing import BinaryIO
 
 from berth.errors import InvalidArgument
 from berth.host import fsentries
+from berth.image import archivestream
 
 WHITEOUT_PREFIX = ".wh."
 OPAQUE = ".wh..wh..opq"
@@ -81,7 +83,7 @@ def apply_layer(stream: BinaryIO, root: str) -> int:
     dirs: list[tuple[str, tarfile.TarInfo]] = []
     total = 0
     try:
-        tar = tarfile.open(fileobj=stream, mode="r|*")
+        tar = archivestream.open_tar(stream)  # type: ignore[arg-type]
     except tarfile.TarError as exc:
         raise InvalidArgument(f"not a tar archive (plain, gzip, bzip2 or xz): {exc}") from exc
     root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)

@@ -24,7 +24,7 @@ from typing import BinaryIO
 
 from berth.errors import FailedPrecondition, InvalidArgument
 from berth.host import fsentries, fswalk
-from berth.image import archive
+from berth.image import archive, archivestream
 
 _CHUNK = 1 << 20
 
@@ -67,7 +67,7 @@ def extract_archive(stream: BinaryIO, root: Path) -> int:
     root_fd = os.open(top, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         try:
-            tar = tarfile.open(fileobj=stream, mode="r|*")
+            tar = archivestream.open_tar(stream)  # type: ignore[arg-type]
         except tarfile.TarError as exc:
             raise InvalidArgument(f"docker load: the upload is not a tar archive (plain, gzip, bzip2 or xz): "
                                   f"{exc}") from exc

@@ -7,7 +7,9 @@ manifest is chosen from it, the host's by default) *before* it reports
 anything, so a bad name, a missing tag, a refused login or a platform the
 image lacks is an HTTP error with a message, not a broken stream. Layers then
 download concurrently, each streamed into a resumable ingest
-(<root>/partial/<hex>) that survives a broken connection or a daemon crash:
+(<root>/partial/<hex>) that survives a broken connection or a daemon crash
+(written, and the layer unpacked from the same bytes, by one worker thread per
+layer: services.unpacker.BlobWriter; the event loop only hands bytes over):
 the next attempt asks for the rest with a Range request. A blob becomes
 visible only when its digest matches. Everything a pull writes is leased
 against garbage collection until the image is recorded.
@@ -43,7 +45,7 @@ from berth.services.events import Events
 from berth.services.imagerecords import IndexRecord
 from berth.services.images import Images
 from berth.services.layers import Layers, Leases
-from berth.services.unpacker import Unpacker
+from berth.services.unpacker import BlobWriter
 from berth.snapshot.overlay import chain_ids
 
 Emit = Callable[[dict[str, Any]], None]
@@ -197,7 +199,7 @@ class Distribution:
                     unpack = None if self._layers.has(chain) else diff_id
                     tmp = await self._download(registry, repo, desc, creds, emit, unpack=unpack)
                     if tmp is not None:
-                        self._layers.publish(tmp, chain)
+                        await spool.settled(self._layers.publish, tmp, chain)  # syncfs: not on the loop
                 fetched[0] = True
                 emit({"status": "Pull complete", "progressDetail": {}, "id": short})
 
@@ -225,60 +227,57 @@ class Distribution:
         digest, total = desc.digest, desc.size
         short = digest[7:19]
         ingest = await spool.settled(self._store.resume, digest)  # hashes a partial file: not on the loop
-        unpacker = Unpacker(self._layers, unpack) if unpack else None
+        writer = BlobWriter(self._layers, ingest, unpack)  # its thread writes the ingest (and unpacks)
+        fed = ingest.size  # what the ingest will hold once the thread has written all it was fed
         last = 0.0
         try:
-            if unpacker is not None and ingest.size:  # what an earlier attempt got: unpack it first
-                with open(ingest.path, "rb") as done:
-                    while chunk := await spool.settled(done.read, 1 << 20):
-                        await unpacker.feed(chunk)
             for attempt in range(RESUME_ATTEMPTS):
                 try:
-                    async with await self.client().open_blob(registry, repo, digest, creds,
-                                                             offset=ingest.size) as stream:
-                        if stream.start != ingest.size:
-                            ingest.reset()  # the registry sent the whole blob again
-                            if unpacker is not None:
-                                await unpacker.abort()
-                                unpacker = Unpacker(self._layers, str(unpack))
+                    async with await self.client().open_blob(registry, repo, digest, creds, offset=fed) as stream:
+                        if stream.start != fed:  # the registry sent the whole blob again
+                            await writer.abort()
+                            await spool.settled(ingest.reset)
+                            writer, fed = BlobWriter(self._layers, ingest, unpack), 0
                         async for chunk in stream:
-                            await spool.settled(ingest.write, chunk)  # file I/O in a thread
-                            if unpacker is not None:
-                                await unpacker.feed(chunk)
+                            fed += len(chunk)
+                            if total and fed > total:  # a registry's blob is bounded by the manifest's size
+                                raise BlobTooLarge(f"blob {digest} from {display_name(registry, repo)} is larger "
+                                                   f"than the {total} bytes its manifest says: refused")
+                            await writer.feed(chunk)
                             now = time.monotonic()
                             if now - last >= PROGRESS_EVERY:
                                 last = now
                                 emit({"status": "Downloading", "id": short,
-                                      "progressDetail": {"current": ingest.size, "total": total},
-                                      "progress": progress_bar(ingest.size, total)})
+                                      "progressDetail": {"current": fed, "total": total},
+                                      "progress": progress_bar(fed, total)})
                     break
                 except Unavailable:
-                    ingest.flush()
                     if attempt == RESUME_ATTEMPTS - 1:
                         raise
                     await asyncio.sleep(0.5 * 2 ** attempt)
-            if total and ingest.size != total:
+            if total and fed != total:
                 raise RegistryDataError(f"blob {digest} from {display_name(registry, repo)} ended after "
-                                        f"{ingest.size} of {total} bytes")
+                                        f"{fed} of {total} bytes")
             emit({"status": "Verifying Checksum", "progressDetail": {}, "id": short})
-            if unpacker is not None:
+            if unpack:
                 emit({"status": "Extracting", "progressDetail": {}, "id": short})
-        except BaseException:
-            ingest.close()  # keep what arrived: the next pull asks for the rest
-            if unpacker is not None:
-                await unpacker.abort()
-            raise
-        tmp, refused = None, None
-        if unpacker is not None:
+            tmp, refused = None, None
             try:
-                tmp = await unpacker.finish()
+                tmp = await writer.finish()
             except InvalidArgument as exc:
                 refused = exc
+        except BaseException as exc:
+            await writer.abort()  # the thread has stopped: the ingest is ours again
+            if isinstance(exc, BlobTooLarge):
+                await spool.settled(ingest.abort)  # nothing of it is worth resuming
+            else:
+                ingest.close()  # keep what arrived: the next pull asks for the rest
+            raise
         try:
             await spool.settled(ingest.commit, digest)  # the blob's own digest first: a wrong blob explains a bad layer
         except InvalidArgument as exc:
             if tmp is not None:
-                self._layers.discard(tmp)
+                await spool.settled(self._layers.discard, tmp)
             raise RegistryDataError(f"blob {digest} from {display_name(registry, repo)} has the wrong content "
                                     f"({exc}): refused, nothing was stored") from None
         if refused is not None:
@@ -406,6 +405,10 @@ async def _gather(coros: Any) -> None:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         raise
+
+
+class BlobTooLarge(RegistryDataError):
+    """A registry sent more of a blob than the manifest declared (it is refused before it is all written)."""
 
 
 def _registry_of(server: str) -> str:

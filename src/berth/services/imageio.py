@@ -2,9 +2,10 @@
 
 Strategy: the formats live in berth.image (archivesave, archiveextract, archiveread,
 ocilayout, layerdiff);
-this module moves bytes between them and the stores. A load is spooled to a
-private directory under the daemon's root, extracted safely, read, and only
-then stored: every blob is copied in through an ingest that checks its digest,
+this module moves bytes between them and the stores. A load is extracted
+safely, as it arrives, into a private directory under the daemon's root
+(services.unpacker.ThreadFeed: nothing spooled), read, and only then stored:
+every blob is linked in from there once its digest is checked (LocalStore.adopt),
 and the image records and tags are written last, so a bad archive leaves
 nothing visible. Commit turns the container's overlay upper directory into
 one layer (overlay whiteouts become OCI whiteouts) on top of its image.
@@ -18,9 +19,10 @@ import json
 import os
 import tempfile
 from collections.abc import AsyncIterator, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from berth import timefmt
 from berth.builder.configedit import apply_changes
@@ -34,14 +36,19 @@ from berth.oci.imageconfig import HistoryEntry, RuntimeConfig
 from berth.oci.platform import Platform
 from berth.services.events import Events
 from berth.services.images import Images
-from berth.services.layers import Leases
+from berth.services.layers import Layers, Leases
+from berth.services.unpacker import ThreadFeed
+from berth.snapshot.overlay import chain_ids
 
 LAYER_GZIP = oci_image.OCI_LAYER + "+gzip"
+UNPACK_THREADS = 2  # layers hashed, then unpacked, at once by a load (gunzip, sha256 and writes release the GIL)
 
 
 class ImageIO:
-    def __init__(self, images: Images, leases: Leases, store: LocalStore, events: Events, root: str) -> None:
+    def __init__(self, images: Images, leases: Leases, store: LocalStore, events: Events, root: str,
+                 layers: Layers | None = None) -> None:
         self._images, self._leases, self._store, self._events = images, leases, store, events
+        self._layers = layers  # given: a load unpacks an image's layers UNPACK_THREADS at a time
         self._tmp = os.path.join(root, "tmp")
         os.makedirs(self._tmp, exist_ok=True)
         for stale in os.listdir(self._tmp):  # a load cut short by a crash
@@ -85,18 +92,37 @@ class ImageIO:
         """Store every image of the archive streamed in *body*; return Docker's "Loaded image" lines."""
         work = Path(await spool.settled(tempfile.mkdtemp, None, "load-", self._tmp))
         try:
-            archive = work / "archive.tar"
-            if await spool.to_file(body, archive) == 0:  # written in a thread, never on the event loop
-                raise InvalidArgument("docker load: the request body is empty: send an image archive "
-                                      "(docker save's output or an OCI layout tar)")
-            return await asyncio.to_thread(self._load_spooled, archive, work / "x")
+            root = work / "x"
+            await self._extract(body, root)
+            return await asyncio.to_thread(self._load_extracted, root)
         finally:
             await spool.settled(fs.rmtree, str(work))
 
-    def _load_spooled(self, spool: Path, root: Path) -> list[str]:
-        root.mkdir()
-        with open(spool, "rb") as f:
-            archiveextract.extract_archive(f, root)
+    async def _extract(self, body: AsyncIterator[bytes], root: Path) -> None:
+        """Extract the archive in *body* into *root* as it arrives (a worker thread reads it: one pass,
+        nothing spooled). The whole body is read even when the archive is refused early, so the
+        client is answered after its upload, as when it was spooled first."""
+        feed = ThreadFeed(lambda f: _extract_all(f, root))
+        received = 0
+        failed = False
+        try:
+            async for chunk in body:
+                received += len(chunk)
+                if not failed:
+                    try:
+                        await feed.feed(chunk)
+                    except Exception:
+                        failed = True  # raised again by finish(); read the rest of the body first
+        except BaseException:
+            await feed.abort()
+            raise
+        if received == 0:
+            await feed.abort()
+            raise InvalidArgument("docker load: the request body is empty: send an image archive "
+                                  "(docker save's output or an OCI layout tar)")
+        await feed.finish()
+
+    def _load_extracted(self, root: Path) -> list[str]:
         refs = archiveread.read_archive(root)
         if not refs:
             raise InvalidArgument("docker load: the archive names no image")
@@ -113,6 +139,7 @@ class ImageIO:
                 if image.is_attestation:
                     continue
                 manifest = self._store_image_blobs(image, leased)
+                self._unpack_ahead(manifest, leased)
                 image_id = self._images.register(oci_image.parse_image_manifest(manifest))
                 ids["sha256:" + hashlib.sha256(manifest).hexdigest()] = image_id
             if not ids:
@@ -146,8 +173,10 @@ class ImageIO:
             self._store.put(image.config, image.config_digest)
         self._hold(image.config_digest, leased)
         descriptors = []
-        for layer in image.layers:
-            digest = self._ingest_file(layer.path, layer.digest)
+        with ThreadPoolExecutor(UNPACK_THREADS, thread_name_prefix="adopt") as pool:  # sha256 releases the GIL
+            jobs = [pool.submit(self._ingest_file, layer.path, layer.digest) for layer in image.layers]
+            digests = [job.result() for job in jobs]  # the first error; the others finish first
+        for layer, digest in zip(image.layers, digests, strict=True):
             self._hold(digest, leased)
             media = layer.media_type or (LAYER_GZIP if layer.compression.name == "GZIP" else oci_image.OCI_LAYER)
             descriptors.append({"mediaType": media, "digest": digest, "size": self._store.size(digest)})
@@ -158,6 +187,31 @@ class ImageIO:
                     "layers": descriptors}
         return json.dumps(manifest, separators=(",", ":")).encode()
 
+    def _unpack_ahead(self, manifest: bytes, leased: list[str]) -> None:
+        """Unpack the image's layers in parallel before Images.register would, one by one (it then finds
+        them unpacked). Layers are independent until mounted: each goes to its own directory. Anything
+        wrong is left for register to say."""
+        if self._layers is None:
+            return
+        try:
+            parsed = oci_image.parse_image_manifest(manifest)
+            config = oci_image.parse_config(self._store.read(parsed.config.digest), digest=parsed.config.digest)
+        except (InvalidArgument, NotFound):
+            return
+        diff_ids = list(config.diff_ids)
+        if len(diff_ids) != len(parsed.layers):
+            return
+        jobs = []
+        for desc, diff_id, chain in zip(parsed.layers, diff_ids, chain_ids(diff_ids), strict=True):
+            self._hold(chain, leased)
+            if not self._layers.has(chain):
+                jobs.append((desc.digest, diff_id, chain))
+        if len(jobs) < 2:
+            return
+        with ThreadPoolExecutor(UNPACK_THREADS, thread_name_prefix="unpack") as pool:
+            for job in [pool.submit(self._layers.unpack, *j) for j in jobs]:
+                job.result()  # the first error; the others finish first (the pool is waited for)
+
     def _hold(self, item: str, leased: list[str]) -> None:
         self._leases.hold(item)
         leased.append(item)
@@ -165,17 +219,10 @@ class ImageIO:
     def _ingest_file(self, path: Path, expected: str | None) -> str:
         if expected and self._store.exists(expected):
             return expected
-        ingest = self._store.ingest()
-        try:
-            with open(path, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    ingest.write(chunk)
-            return ingest.commit(expected)
+        try:  # the extracted file becomes the blob: linked, not copied (it is berthd's own, under its root)
+            return self._store.adopt(str(path), expected)
         except InvalidArgument as exc:
             raise InvalidArgument(f"docker load: layer {path.name} does not match its digest ({exc})") from None
-        except BaseException:
-            ingest.abort()
-            raise
 
     # commit -----------------------------------------------------------------------
     def layer_from_chunks(self, chunks: Iterator[bytes]) -> tuple[str, str]:
@@ -261,6 +308,14 @@ class ImageIO:
 
 # what a commit takes from the container's config when it is set there (not empty)
 COMMITTED = ("cmd", "entrypoint", "env", "working_dir", "user", "labels", "exposed_ports", "stop_signal", "volumes")
+
+
+def _extract_all(f: IO[bytes], root: Path) -> None:
+    """Extract the archive read from *f* into *root*, then read *f* to its end (a tar's padding)."""
+    root.mkdir()
+    archiveextract.extract_archive(f, root)  # type: ignore[arg-type]
+    while f.read(1 << 20):
+        pass
 
 
 def _with_changes(runtime: RuntimeConfig, changes: Sequence[str]) -> RuntimeConfig:

@@ -1,7 +1,7 @@
 """Image layers: unpacked once per chain id, verified against the image config, and kept from GC by leases.
 
-Strategy: a layer blob (plain, gzip, bzip2, xz or zstd) is read once through
-a hashing reader and unpacked by image.archive's safe extraction into a
+Strategy: a layer blob (plain, gzip, bzip2, xz or zstd; gzip by
+image.archivestream.Gunzip, in 1 MiB reads) is read once through a hashing reader and unpacked by image.archive's safe extraction into a
 private directory that is published under its chain id only once its
 content hashed to the diff id the config names; a directory that is not
 published is never seen. Work in progress (a pull, a load, a commit) leases
@@ -27,7 +27,7 @@ import zstandard
 
 from berth.content.local import LocalStore
 from berth.errors import InvalidArgument, NotFound
-from berth.image import archive
+from berth.image import archive, archivestream
 from berth.snapshot.overlay import Snapshots
 
 MEDIA_LAYER = "application/vnd.oci.image.layer.v1.tar"
@@ -83,7 +83,7 @@ def _decompressed(f: BinaryIO) -> tuple[IO[bytes], str]:
     head = f.read(6)
     f.seek(0)
     if head.startswith(b"\x1f\x8b"):
-        return cast(IO[bytes], gzip.GzipFile(fileobj=f)), MEDIA_LAYER + "+gzip"
+        return cast(IO[bytes], archivestream.Gunzip(f)), MEDIA_LAYER + "+gzip"
     if head.startswith(b"BZh"):
         return bz2.BZ2File(f), MEDIA_LAYER + "+bzip2"
     if head.startswith(b"\xfd7zXZ\x00"):
@@ -97,7 +97,7 @@ def _sniffed(f: io.BufferedReader[Any]) -> IO[bytes]:
     """The decompressed view of a non-seekable stream, by its magic bytes (peeked, not consumed)."""
     head = f.peek(6)[:6]
     if head.startswith(b"\x1f\x8b"):
-        return cast(IO[bytes], gzip.GzipFile(fileobj=f))
+        return cast(IO[bytes], archivestream.Gunzip(f))
     if head.startswith(b"\x28\xb5\x2f\xfd"):
         return cast(IO[bytes], zstandard.ZstdDecompressor().stream_reader(f))
     if head.startswith(b"\xfd7zXZ\x00"):

@@ -162,3 +162,54 @@ def test_digest_with_trailing_newline_refused(store: LocalStore) -> None:
 def test_size_of_missing_blob_is_not_found(store: LocalStore) -> None:
     with pytest.raises(NotFound):
         store.size(sha(b"never stored"))
+
+
+# --------------------------------------------------------------------------- adopt: a file becomes a blob by link
+
+
+def test_adopt_links_the_file_in(store: LocalStore, tmp_path: Path) -> None:
+    src = tmp_path / "layer.tar"
+    src.write_bytes(b"layer bytes" * 1000)
+    digest = store.adopt(str(src), sha(src.read_bytes()))
+    assert digest == sha(src.read_bytes())
+    assert store.read(digest) == src.read_bytes()
+    assert os.stat(store.path(digest)).st_ino == os.stat(src).st_ino  # linked, not copied
+    src.unlink()
+    assert store.read(digest) == b"layer bytes" * 1000  # the blob outlives the extracted name
+    assert ingest_files(store) == []
+
+
+def test_adopt_without_expected_returns_the_digest(store: LocalStore, tmp_path: Path) -> None:
+    src = tmp_path / "f"
+    src.write_bytes(b"x")
+    assert store.adopt(str(src)) == sha(b"x")
+
+
+def test_adopt_refuses_a_mismatch_and_stores_nothing(store: LocalStore, tmp_path: Path) -> None:
+    src = tmp_path / "f"
+    src.write_bytes(b"actual")
+    with pytest.raises(InvalidArgument, match="digest mismatch"):
+        store.adopt(str(src), sha(b"claimed"))
+    assert blob_files(store) == []
+    assert src.exists()
+
+
+def test_adopt_of_a_blob_already_there_keeps_it(store: LocalStore, tmp_path: Path) -> None:
+    digest = store.put(b"same")
+    before = os.stat(store.path(digest)).st_ino
+    src = tmp_path / "f"
+    src.write_bytes(b"same")
+    assert store.adopt(str(src), digest) == digest
+    assert os.stat(store.path(digest)).st_ino == before
+
+
+def test_adopt_refuses_symlinks_and_non_files(store: LocalStore, tmp_path: Path) -> None:
+    target = tmp_path / "t"
+    target.write_bytes(b"t")
+    link = tmp_path / "l"
+    link.symlink_to(target)
+    with pytest.raises(OSError):
+        store.adopt(str(link))
+    with pytest.raises((InvalidArgument, OSError)):
+        store.adopt(str(tmp_path))
+    assert blob_files(store) == []
