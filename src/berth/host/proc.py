@@ -69,6 +69,29 @@ async def run(
     return Result(proc.returncode, out, err)
 
 
+async def run_beside(argv: Sequence[str], *, timeout: float = 60.0) -> Result:
+    """Run *argv* to completion from a worker thread (no input; its exit code not checked).
+
+    For clean-ups that go on beside an answer (a runtime's delete after an exit): forking from
+    the event loop would hold it (0.5-1 ms) just when the answer is due. Not cut short when the
+    caller is cancelled: it ends within *timeout* (then it is killed).
+
+    Raises:
+        FailedPrecondition: the program is not installed.
+    """
+    log.debug("run beside %s", list(argv))
+
+    def go() -> Result:
+        try:
+            done = subprocess.run(list(argv), stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return Result(-1, b"", f"timed out after {timeout}s".encode())
+        except FileNotFoundError as exc:
+            raise FailedPrecondition(f"{argv[0]} is not installed (run the README's set-up)") from exc
+        return Result(done.returncode, done.stdout, done.stderr)
+    return await asyncio.to_thread(go)
+
+
 def first_line(argv: Sequence[str], timeout: float = 5.0) -> str:
     """The first line *argv* prints on stdout, "" when it is missing, fails to start or times out.
 

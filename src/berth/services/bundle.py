@@ -9,8 +9,10 @@ writing the bundle's files. build_spec blocks: the caller runs it in a thread.
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
+import logging
 import os
 import resource
 import stat
@@ -18,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from berth.errors import InvalidArgument, NotRegularFile
+from berth.errors import FailedPrecondition, InvalidArgument, NotRegularFile
 from berth.host import devices, fs, fstree, mount
 from berth.oci import capabilities, passwd, runtime_spec, seccomp
 from berth.services import validate
@@ -27,6 +29,9 @@ from berth.services.records import ContainerRecord
 from berth.snapshot.overlay import OverlayMount
 from berth.wire.containerspec import ContainerConfig, HostConfig
 
+log = logging.getLogger(__name__)
+
+ROOTFS = "rootfs"  # a container's root mount point in its directory (snapshot.overlay.Snapshots.container_mount)
 USER_FILE_LIMIT = 4 << 20  # /etc/passwd, /etc/group: more is an attack, not an image
 INIT_BINARY = "/usr/bin/tini-static"
 INIT_PATH = "/sbin/docker-init"
@@ -124,6 +129,20 @@ def mount_root(m: OverlayMount) -> None:
 
 def unmount_root(m: OverlayMount) -> None:
     mount.unmount(m.target)
+
+
+async def remove_bundle(directory: str) -> None:
+    """A removed container's directory: its root unmounted, then the tree deleted, both in worker threads.
+
+    The unmount comes first (the deletion must never walk into a root still mounted); when it fails the
+    directory is left, for the sweep at the next daemon start.
+    """
+    try:
+        await asyncio.to_thread(mount.unmount, os.path.join(directory, ROOTFS))
+    except FailedPrecondition:
+        log.exception("unmount the root of removed container %s; its directory is left", directory)
+        return
+    await fs.remove_tree(directory)
 
 
 def process_args(cfg: ContainerConfig) -> list[str]:

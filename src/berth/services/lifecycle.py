@@ -145,6 +145,7 @@ class Lifecycle:
             return None  # runsc: loopback only, see create()
         mode = c.record.network_mode
         bridged = mode not in ("none", "host") and not mode.startswith("container:")
+        changes = bridged or bool(c.record.ports)  # none, host, container: nothing to record before the start
         c.record.ports = self.containers.attachments.plan_ports(c) if bridged else []
 
         def pid_of(ref: str) -> int:
@@ -153,7 +154,8 @@ class Lifecycle:
                 raise Conflict(f"cannot join network of a non running container: {other.id}")
             return int(other.state.pid)
         attached = await self.containers.attachments.attach(c, pid_of, vm=c.record.vm)
-        self.containers.save(c)
+        if changes or c.record.vm:  # endpoints and ports are written before anything uses them
+            self.containers.save(c)
         return attached
 
     async def detach_networks(self, c: Container) -> None:
@@ -212,10 +214,12 @@ class Lifecycle:
         # A later start of the same container waits for it; a daemon killed meanwhile sweeps it at recovery.
         c.release = asyncio.get_running_loop().create_task(self._release(c))
         self.health.stopped(c)
-        try:
-            bundles.unmount_root(self.containers.overlay(c))
-        except (BerthError, NotFound):
-            log.exception("unmount rootfs of %s", c.id)
+        removed_next = c.record.auto_remove and not c.restarting
+        if not removed_next:  # an --rm container's root is unmounted with its directory's removal, beside the answer
+            try:
+                bundles.unmount_root(self.containers.overlay(c))
+            except (BerthError, NotFound):
+                log.exception("unmount rootfs of %s", c.id)
         self.containers.volumes.release(c.id, c.record.binds)
         c.state.mark_exited(result.code, result.oom_killed, result.error)
         c.record.monitor_pid = 0
@@ -232,7 +236,7 @@ class Lifecycle:
             self.containers.event(c, "oom")
         self.containers.event(c, "die", exitCode=str(result.code))
         await c.notify()
-        if c.record.auto_remove and not c.restarting:
+        if removed_next:
             await self.remove(c.id, force=True)
         elif not c.restarting and containerconfig.should_restart(c.record, result.code):
             asyncio.get_running_loop().create_task(self._restart_by_policy(c))
@@ -453,14 +457,11 @@ class Lifecycle:
         if c.running:  # the kill did not take within its wait: make the runtime let go
             await self.containers.task_of(c).delete()
         # Otherwise no runtime delete here: _exited (or a failed start) already did it.
-        try:
-            bundles.unmount_root(self.containers.overlay(c))
-        except (BerthError, NotFound):
-            pass
         self.containers.forget(c)
-        # The directory goes beside the answer, not before it (an upper dir may hold much, nested however
-        # deep): nothing refers to it any more, and a daemon killed first sweeps it at recovery.
-        self._keep(asyncio.get_running_loop().create_task(fs.remove_tree(c.dir)))
+        # The root's unmount and the directory go beside the answer, not before it (an upper dir may hold
+        # much, nested however deep): nothing refers to them any more, and a daemon killed first unmounts
+        # and sweeps them at recovery (a directory no record claims).
+        self._keep(asyncio.get_running_loop().create_task(bundles.remove_bundle(c.dir)))
         if volumes or c.record.auto_remove:  # docker rm -v, and --rm containers
             self.containers.volumes.remove_anonymous(c.record.binds)
         c.removed = True
