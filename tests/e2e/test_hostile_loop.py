@@ -258,14 +258,27 @@ def _zeros(total: int) -> Iterator[bytes]:
         yield bytes(MiB)
 
 
+def _slow_body(path: str) -> tuple[int, Iterator[bytes]]:
+    """What makes the daemon write to the slow disk as the body arrives.
+
+    A load is extracted as it arrives, so its body is a tar whose one member (zeros) is written out
+    there, and refused at its end (no manifest); a build context is spooled whole first, so zeros
+    do (a tar that ends at once, refused only once all of it is spooled).
+    """
+    if path == "/images/load":
+        data = _member("junk.bin", bytes(SLOW_BODY - MiB)) + b"\0" * 1024
+        return len(data), (data[i:i + MiB] for i in range(0, len(data), MiB))
+    return SLOW_BODY, _zeros(SLOW_BODY)
+
+
 @pytest.mark.parametrize("path, refusal", [
     ("/images/load", b"neither manifest.json nor an OCI index.json"),
     ("/build", b"Dockerfile"),
 ])
 def test_an_upload_to_a_slow_disk_never_stalls_ping(slow_daemon: Daemon, path: str, refusal: bytes) -> None:
     d = slow_daemon
-    # zeros: a tar that ends at once (an empty archive), refused only after the whole body is spooled
-    upload = SlowUpload(d, "POST", path, SLOW_BODY, _zeros(SLOW_BODY))
+    length, chunks = _slow_body(path)
+    upload = SlowUpload(d, "POST", path, length, chunks)
     assert _ping_while(d, upload) > 5
     assert upload.status == 400 or (upload.status == 200 and b"errorDetail" in upload.body), upload.body[:500]
     assert refusal in upload.body, upload.body[:500]
