@@ -163,15 +163,22 @@ def test_interrupted_pull_resumes_with_range(berthd, registry, tmp_path):
     docker(berthd, "rmi", via)
 
 
-def test_blob_with_wrong_content_is_refused(berthd, registry, tmp_path):
-    _big_image_tar(tmp_path / "small.tar", 64 << 10)  # a layer nothing else has
-    name = f"{registry.address}/corrupt/small:1"
-    docker(berthd, "import", str(tmp_path / "small.tar"), name)
+def _pushed_layer(berthd, registry, tmp_path: Path, name: str) -> tuple[str, Path]:
+    """Push a one-layer image nothing else shares as *name*, drop it locally; its layer's digest and the
+    file the registry serves it from (for a test to tamper with)."""
+    _big_image_tar(tmp_path / "one.tar", 64 << 10)
+    docker(berthd, "import", str(tmp_path / "one.tar"), name)
     docker(berthd, "push", name, timeout=120)
     docker(berthd, "rmi", name)
     layer = json.loads(skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{name}"))["layers"][0]["digest"]
     hexd = layer.split(":")[1]
-    data = next(Path(registry.workdir).rglob(f"blobs/sha256/{hexd[:2]}/{hexd}/data"))
+    return layer, next(Path(registry.workdir).rglob(f"blobs/sha256/{hexd[:2]}/{hexd}/data"))
+
+
+def test_blob_with_wrong_content_is_refused(berthd, registry, tmp_path):
+    name = f"{registry.address}/corrupt/small:1"
+    layer, data = _pushed_layer(berthd, registry, tmp_path, name)
+    hexd = layer.split(":")[1]
     original = data.read_bytes()
     data.write_bytes(original[:1024] + bytes(b ^ 0xFF for b in original[1024:2048]) + original[2048:])
     try:
@@ -187,14 +194,9 @@ def test_blob_with_wrong_content_is_refused(berthd, registry, tmp_path):
 def test_blob_longer_than_its_manifest_says_is_refused_as_it_arrives(berthd, registry, tmp_path):
     """A registry serving more of a blob than the manifest declares (an attack on the disk) is cut off at the
     declared size: the pull fails naming the blob, and neither the blob nor a partial download stays."""
-    _big_image_tar(tmp_path / "long.tar", 64 << 10)
     name = f"{registry.address}/hostile/long:1"
-    docker(berthd, "import", str(tmp_path / "long.tar"), name)
-    docker(berthd, "push", name, timeout=120)
-    docker(berthd, "rmi", name)
-    layer = json.loads(skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{name}"))["layers"][0]["digest"]
+    layer, data = _pushed_layer(berthd, registry, tmp_path, name)
     hexd = layer.split(":")[1]
-    data = next(Path(registry.workdir).rglob(f"blobs/sha256/{hexd[:2]}/{hexd}/data"))
     original = data.read_bytes()
     data.write_bytes(original + b"\0" * (8 << 20))  # the registry now serves 8 MiB more than declared
     try:

@@ -88,16 +88,7 @@ def dns_names(r: ContainerRecord | None, aliases: tuple[str, ...] | None) -> lis
 
 
 def _endpoint_ipam(ipam: EndpointIpam | None) -> dict[str, Any] | None:
-    if ipam is None:
-        return None
-    out: dict[str, Any] = {}
-    if ipam.ipv4:
-        out["IPv4Address"] = ipam.ipv4
-    if ipam.ipv6:
-        out["IPv6Address"] = ipam.ipv6
-    if ipam.link_local:
-        out["LinkLocalIPs"] = list(ipam.link_local)
-    return out
+    return None if ipam is None else ipam.to_doc()  # the same shape as the stored one
 
 
 def endpoint(r: ContainerRecord | None, entry: NetworkEntry) -> dict[str, Any]:
