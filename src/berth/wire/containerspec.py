@@ -132,8 +132,13 @@ class HostConfig:
         return self.isolation == "hyperv"
 
 
+_KEYED: dict[type, dict[str, dataclasses.Field[Any]]] = {}  # per class: a record is saved at every state change
+
+
 def _keyed(cls: type) -> dict[str, dataclasses.Field[Any]]:
-    return {f.metadata["key"]: f for f in dataclasses.fields(cls) if "key" in f.metadata}
+    if cls not in _KEYED:
+        _KEYED[cls] = {f.metadata["key"]: f for f in dataclasses.fields(cls) if "key" in f.metadata}
+    return _KEYED[cls]
 
 
 def _from_doc(cls: type[T], doc: dict[str, JSON]) -> T:

@@ -13,6 +13,7 @@ import zlib
 import pytest
 
 from berth.image.archivestream import Forward, Gunzip, open_tar
+from berth.testing.tars import files_tar as tar_of
 
 
 class Trickle(io.RawIOBase):
@@ -32,14 +33,6 @@ class Trickle(io.RawIOBase):
         return out
 
 
-def tar_of(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in files.items():
-            ti = tarfile.TarInfo(name)
-            ti.size = len(data)
-            tar.addfile(ti, io.BytesIO(data))
-    return buf.getvalue()
 
 
 # --------------------------------------------------------------------------- Forward

@@ -5,9 +5,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import hashlib
-import io
 import os
-import tarfile
 from pathlib import Path
 from typing import IO
 
@@ -19,20 +17,13 @@ from berth.services import unpacker
 from berth.services.layers import Layers
 from berth.services.unpacker import BlobWriter, ThreadFeed
 from berth.snapshot.overlay import Snapshots
+from berth.testing.tars import files_tar as layer_tar
 
 
 def sha(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-def layer_tar(files: dict[str, bytes]) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for name, data in files.items():
-            ti = tarfile.TarInfo(name)
-            ti.size = len(data)
-            tar.addfile(ti, io.BytesIO(data))
-    return buf.getvalue()
 
 
 async def feed_all(feed: ThreadFeed | BlobWriter, data: bytes, step: int = 65536) -> None:  # type: ignore[type-arg]
