@@ -150,6 +150,11 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                    help="where the utility VM's kernel and initramfs are prepared (default <root>/vm)")
     p.add_argument("--vm-boot", choices=["clone", "cold"], default="clone",
                    help="start VM-isolated containers from a saved template (clone) or by booting (cold)")
+    p.add_argument("--vm-pool", type=int, default=1, metavar="N",
+                   help="VMs kept restored and waiting for each VM shape in use, so a VM-isolated container "
+                        "starts without restoring one (default 1; 0 disables the pool)")
+    p.add_argument("--vm-pool-memory", type=parse_size, default=parse_size("1GiB"), metavar="SIZE",
+                   help="bound on the guest RAM of all pooled VMs together, e.g. 2GiB (default 1GiB)")
     p.add_argument("--default-runtime", default="runc", help="OCI runtime for containers that name none (runc, runsc)")
     p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]|CIDR",
                    help="a registry reached without TLS verification (or over plain HTTP); repeatable. "
@@ -247,10 +252,7 @@ async def serve(config: DaemonConfig) -> None:
         listener.close()
     for task in list(server.connections):
         task.cancel()
-    await daemon.distribution.close()
-    await daemon.lifecycle.settle()  # directories of removed containers still being deleted
-    await daemon.networks.shutdown()
-    daemon.db.close()
+    await daemon.shutdown()
 
 
 def _raise_open_file_limit() -> None:
@@ -272,6 +274,7 @@ def main(argv: list[str] | None = None) -> None:
     _raise_open_file_limit()
     config = DaemonConfig(root=args.root, hosts=tuple(args.host or [DEFAULT_HOST]),
                           default_runtime=args.default_runtime, vm_dir=args.vm_dir or "", vm_boot=args.vm_boot,
+                          vm_pool=max(0, args.vm_pool), vm_pool_memory_mib=args.vm_pool_memory >> 20,
                           insecure_registries=tuple(args.insecure_registry), certs_dir=args.certs_dir,
                           registry_auth_file=args.registry_auth_file, bridge=args.bridge, bip=args.bip,
                           tls=args.tls or args.tlsverify, tls_verify=args.tlsverify, tls_ca=args.tlscacert,

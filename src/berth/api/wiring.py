@@ -21,6 +21,7 @@ from berth.registry import RegistryOptions
 from berth.runtime.base import Runtime
 from berth.runtime.oci import OciRuntime
 from berth.runtime.vm import VmRuntime
+from berth.runtime.vmpool import VmPool
 from berth.services import recovery
 from berth.services.attachments import Attachments
 from berth.services.build import Builder
@@ -41,6 +42,7 @@ from berth.services.networks import Networks
 from berth.services.records import ContainerTable
 from berth.services.volumes import Volumes
 from berth.snapshot.overlay import Snapshots
+from berth.vm import pool
 
 
 @dataclass(frozen=True)
@@ -50,6 +52,8 @@ class DaemonConfig:
     default_runtime: str = "runc"
     vm_dir: str = ""   # "" = <root>/vm
     vm_boot: str = "clone"  # "clone" (from a saved template when possible) or "cold"
+    vm_pool: int = pool.DEFAULT_PER_SHAPE  # VMs kept restored and waiting per shape in use (0: no pool)
+    vm_pool_memory_mib: int = pool.DEFAULT_MEMORY_MIB  # bound on the pooled VMs' guest RAM, all together
     runtime_paths: dict[str, str] = field(default_factory=lambda: {"runc": "runc", "runsc": "runsc"})
     insecure_registries: tuple[str, ...] = ()  # host[:port] or CIDR; loopback registries always are
     certs_dir: str = "/etc/docker/certs.d"  # <registry>/ca.crt, client.cert, client.key, as Docker reads them
@@ -86,10 +90,23 @@ class Daemon:
     imageio: ImageIO
     networks: Networks
     builder: Builder
+    vm_pool: VmPool | None = None
 
     async def recover(self) -> None:
-        """After a (re)start, before serving: containers' records and runtimes brought into agreement."""
+        """After a (re)start, before serving: containers' records and runtimes brought into agreement,
+        then the VM pool (the waiting VMs a crashed daemon left are adopted)."""
         await recovery.recover(self.lifecycle)
+        if self.vm_pool is not None:
+            await self.vm_pool.start()
+
+    async def shutdown(self) -> None:
+        """A clean stop: containers keep running; what the daemon itself holds is let go."""
+        await self.distribution.close()
+        await self.lifecycle.settle()  # directories of removed containers still being deleted
+        if self.vm_pool is not None:
+            await self.vm_pool.close()
+        await self.networks.shutdown()
+        self.db.close()
 
 
 def build(config: DaemonConfig) -> Daemon:
@@ -112,9 +129,13 @@ def build(config: DaemonConfig) -> Daemon:
         if name == "runsc":
             extra = ("--network=none", "--ignore-cgroups", "--oci-seccomp")
         runtimes[name] = OciRuntime(name, path, os.path.join(root, "runtime", name), sockets, extra)
+    vm_pool: VmPool | None = None
     if shutil.which("qemu-system-x86_64"):
-        runtimes["vm"] = VmRuntime(config.vm_dir or os.path.join(root, "vm"), sockets,
-                                   os.path.join(root, "containers"), cold_boot=config.vm_boot == "cold")
+        vm_dir = config.vm_dir or os.path.join(root, "vm")
+        if config.vm_boot == "clone":
+            vm_pool = VmPool(sockets, vm_dir, pool.Settings(config.vm_pool, config.vm_pool_memory_mib))
+        runtimes["vm"] = VmRuntime(vm_dir, sockets, os.path.join(root, "containers"),
+                                   cold_boot=config.vm_boot == "cold", pool=vm_pool)
     rows = ContainerRows(db)
     table = ContainerTable.load(rows.load(), os.path.join(root, "containers"))  # read by images, networks, volumes
     leases, layers = Leases(), Layers(store, snaps)
@@ -136,7 +157,7 @@ def build(config: DaemonConfig) -> Daemon:
     lifecycle = Lifecycle(containers, Health(containers, execs.probe_process), events)
     builder = Builder(images, imageio, containers, lifecycle, db, events, root, distribution)
     return Daemon(config, db, store, images, imageviews, imageremoval, layers, containers, lifecycle, execs, events,
-                  runtimes, distribution, imageio, networks, builder)
+                  runtimes, distribution, imageio, networks, builder, vm_pool)
 
 
 # Modes of the data root and what is in it (Docker's data root is 0710). Nothing

@@ -10,12 +10,14 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import re
 
 from berth.errors import FailedPrecondition
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 MNT_DETACH = 2
 MS_BIND = 0x1000
+MS_REC = 0x4000
 
 
 def mount(source: str, target: str, fstype: str, options: str = "", flags: int = 0) -> None:
@@ -46,3 +48,17 @@ def mount_overlay(lower: list[str], upper: str, work: str, target: str) -> None:
     if is_mountpoint(target):
         return
     mount("overlay", target, "overlay", opts)
+
+
+def mounts_under(path: str, mountinfo: str = "/proc/self/mountinfo") -> list[str]:
+    """The mount points at or below *path* (read from mountinfo: os.path.ismount misses same-device binds)."""
+    prefix = path.rstrip("/") + "/"
+    out = []
+    with open(mountinfo) as f:
+        for line in f:
+            fields = line.split(" ")
+            if len(fields) > 4:
+                point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
+                if point == path or point.startswith(prefix):
+                    out.append(point)
+    return out

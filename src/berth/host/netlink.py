@@ -130,6 +130,31 @@ def create_tap(name: str, bridge: str, mtu: int = 1500) -> None:
             raise
 
 
+def adopt_tap(current: str, name: str) -> None:
+    """Put the tap *current* (a pooled VM's, opened by its QEMU, on no bridge) in the place of the
+    tap *name* made for a container: *name* is deleted and *current*, renamed to it, joins the
+    same bridge with the same MTU, up. Whoever deletes *name* later deletes this one.
+
+    Raises:
+        NotFound: *current* or *name* does not exist, or *name* is on no bridge.
+    """
+    check_ifname(current)
+    check_ifname(name)
+    with rtnl(f"put tap {current} in the place of {name}") as ipr:
+        old, new = link_index(ipr, name), link_index(ipr, current)
+        if old is None or new is None:
+            raise NotFound(f"adopt tap {current} as {name}: {name if old is None else current} does not exist")
+        link = ipr.get_links(old)[0]
+        master, mtu = link.get_attr("IFLA_MASTER"), link.get_attr("IFLA_MTU")
+        if not master:
+            raise NotFound(f"adopt tap {current} as {name}: {name} is on no bridge")
+        ipr.link("del", index=old)
+        ipr.link("set", index=new, state="down")
+        ipr.link("set", index=new, ifname=name)
+        ipr.link("set", index=new, mtu=mtu, master=master)
+        ipr.link("set", index=new, state="up")
+
+
 def delete_tap(name: str) -> None:
     """Delete the tap *name*; fine when it is gone."""
     check_ifname(name)

@@ -29,7 +29,7 @@ from berth.errors import (
     Unavailable,
 )
 from berth.host import cgroups, proc
-from berth.runtime import execmon, monitor
+from berth.runtime import execmon, monitor, vmpool
 from berth.runtime.base import (
     CannotExecute,
     CommandNotFound,
@@ -54,9 +54,11 @@ NIC_FILE = "network.json"  # the VM's card, from the driver to its shim
 class VmRuntime:
     name = "vm"
 
-    def __init__(self, vm_dir: str, socket_dir: str, containers_dir: str, cold_boot: bool = False) -> None:
+    def __init__(self, vm_dir: str, socket_dir: str, containers_dir: str, cold_boot: bool = False,
+                 pool: vmpool.VmPool | None = None) -> None:
         self.vm_dir = vm_dir
         self.cold_boot = cold_boot
+        self.pool = None if cold_boot else pool
         self.socket_dir = socket_dir
         self.containers_dir = containers_dir
         os.makedirs(socket_dir, mode=0o700, exist_ok=True)  # control, attach sockets and VM workdirs: root only
@@ -86,32 +88,26 @@ class VmRuntime:
                 json.dump(dataclasses.asdict(opts.nic), f)
         if not opts.log:
             raise InvalidArgument("VM-isolated containers keep their log: the none log driver is not supported")
-        rfd, wfd = os.pipe()
-        argv = [sys.executable, "-m", SHIM_MODULE, "--bundle", bundle, "--cid", cid, "--vm-dir", self.vm_dir,
+        args = ["--bundle", bundle, "--cid", cid, "--vm-dir", self.vm_dir,
                 "--attach", self.attach_socket(cid, bundle), "--control", self.control_socket(cid),
-                "--workdir", os.path.join(self.socket_dir, f"{cid[:16]}.d"),
-                "--sync-fd", str(wfd)]
+                "--workdir", os.path.join(self.socket_dir, f"{cid[:16]}.d")]
         if opts.stdin:
-            argv.append("--stdin")
+            args.append("--stdin")
             if opts.stdin_once:
-                argv.append("--stdin-once")
+                args.append("--stdin-once")
         if self.cold_boot:
-            argv.append("--cold")
+            args.append("--cold")
         if opts.log_size_max > 0:
-            argv += ["--log-size-max", str(opts.log_size_max)]  # the monitor rotates as conmon does
-        try:
-            await proc.run(argv, timeout=30, pass_fds=[wfd], cwd=bundle)
-        finally:
-            os.close(wfd)
-        loop = asyncio.get_running_loop()
-        try:
-            reply = await asyncio.wait_for(loop.run_in_executor(None, _read_line, rfd), 180)
-        finally:
-            os.close(rfd)
-        try:
-            doc = json.loads(reply or b"{}")
-        except ValueError:
-            doc = {}
+            args += ["--log-size-max", str(opts.log_size_max)]  # the monitor rotates as conmon does
+        doc = await self._from_pool(cid, bundle, args, opts.nic is not None) if self.pool is not None else None
+        if doc is None:
+            rfd, wfd = os.pipe()
+            try:
+                await proc.run([sys.executable, "-m", SHIM_MODULE, *args, "--sync-fd", str(wfd)],
+                               timeout=30, pass_fds=[wfd], cwd=bundle)
+            finally:
+                os.close(wfd)
+            doc = await _sync_reply(rfd)
         pid = int(doc.get("pid", -1))
         if pid <= 0:
             tail = _tail(os.path.join(bundle, "shim.log"))
@@ -119,6 +115,30 @@ class VmRuntime:
         with open(os.path.join(bundle, "shim.pid")) as f:
             monitor = int(f.read().strip())
         return Started(monitor, pid)
+
+    async def _from_pool(self, cid: str, bundle: str, args: list[str], nic: bool) -> dict[str, Any] | None:
+        """Hand a pooled VM of this container's shape its shim's *args*; its report, or None when the
+        pool has none (or the one taken died before answering: the caller then starts a shim)."""
+        assert self.pool is not None
+        shape = await asyncio.to_thread(vmpool.bundle_shape, bundle, nic)
+        member = self.pool.take(shape) if shape is not None else None
+        if member is None:
+            return None
+        rfd, wfd = os.pipe()
+        try:
+            await asyncio.to_thread(vmpool.send_claim, member, args, wfd)
+        except OSError as exc:
+            os.close(rfd)
+            log.warning("the pooled VM %s could not be claimed (%s): starting one", member.name, exc)
+            return None
+        finally:
+            os.close(wfd)
+        doc = await _sync_reply(rfd)
+        if not doc:
+            log.warning("the pooled VM %s ended before it answered: starting one", member.name)
+            return None
+        log.info("container %s: its VM came from the pool (%s)", cid[:12], member.name)
+        return doc
 
     async def _connect(self, cid: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         try:
@@ -288,6 +308,19 @@ def container_ps(text: str) -> str:
     keep = lines[:1] + [line for line in lines[1:]
                         if not line.rstrip().endswith("]") and "/init" not in line and "/bin/busybox ps" not in line]
     return "\n".join(keep)
+
+
+async def _sync_reply(rfd: int) -> dict[str, Any]:
+    """The shim's report on its sync pipe ({} when it closed the pipe without one); closes *rfd*."""
+    try:
+        reply = await asyncio.wait_for(asyncio.to_thread(_read_line, rfd), 180)
+    finally:
+        os.close(rfd)
+    try:
+        doc = json.loads(reply or b"{}")
+    except ValueError:
+        return {}
+    return doc if isinstance(doc, dict) else {}
 
 
 def _read_line(fd: int) -> bytes:

@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import secrets
 import stat
 from collections.abc import Callable, Iterable, Sequence
@@ -233,7 +232,7 @@ class Volumes:
 
     def _delete(self, name: str) -> None:
         self._unmount(name)
-        left = mounts_under(self._dir(name))
+        left = host_mount.mounts_under(self._dir(name))
         if left:  # never delete through a mount: it would empty what is mounted there (a bind's source)
             raise FailedPrecondition(f"remove {name}: {', '.join(left)} is still mounted; unmount it and try again")
         self._db.delete_volume(name)
@@ -356,7 +355,7 @@ class Volumes:
 
     async def _mount(self, volume: VolumeRecord) -> None:
         data = self.mountpoint(volume.name)
-        if not volume.options.get("device") or data in mounts_under(data):
+        if not volume.options.get("device") or data in host_mount.mounts_under(data):
             return
         await proc.run(mount_argv(volume.options, data), timeout=60)
 
@@ -364,7 +363,7 @@ class Volumes:
         """Unmount the volume's file system (every layer of it: a mount may have been stacked)."""
         data = self.mountpoint(name)
         for _ in range(8):
-            if data not in mounts_under(data):
+            if data not in host_mount.mounts_under(data):
                 return
             host_mount.unmount(data)
         raise FailedPrecondition(f"cannot unmount {data}: it is still mounted after 8 attempts")
@@ -401,17 +400,3 @@ def _check_propagation(m: Mount, mountinfo: list[str]) -> None:
     why = propagation_refusal(mountinfo[0], os.path.realpath(m.source), m.propagation)
     if why:
         raise FailedPrecondition(f"{why}: make it one (mount --make-rshared), or use another propagation")
-
-
-def mounts_under(path: str, mountinfo: str = "/proc/self/mountinfo") -> list[str]:
-    """The mount points at or below *path* (read from mountinfo: os.path.ismount misses same-device binds)."""
-    prefix = path.rstrip("/") + "/"
-    out = []
-    with open(mountinfo) as f:
-        for line in f:
-            fields = line.split(" ")
-            if len(fields) > 4:
-                point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4])
-                if point == path or point.startswith(prefix):
-                    out.append(point)
-    return out

@@ -168,12 +168,14 @@ class AgentChannel:
 
     # -- what callers use --
 
-    async def mount(self, tag: str, target: str | None = None, *, container_root: bool = True) -> str:
-        """Mount the 9p share *tag* in the guest (once) and return where."""
+    async def mount(self, tag: str, target: str | None = None, *, container_root: bool = True,
+                    subdir: bool = False) -> str:
+        """Mount the 9p share *tag* in the guest (once) and return where (*subdir*: its subdirectory m,
+        as a pooled VM's shares hold what they serve)."""
         if tag in self._mounted:
             return self._mounted[tag]
         where = target or f"/mnt/{tag}"
-        await self._request(lambda i: ap.encode_mount(i, ap.Mount(tag, where, container_root)))
+        await self._request(lambda i: ap.encode_mount(i, ap.Mount(tag, where, container_root, subdir)))
         self._mounted[tag] = where
         return where
 

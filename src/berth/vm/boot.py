@@ -120,7 +120,7 @@ class UtilityVM(AgentChannel):
             except Unavailable as exc:
                 raise cls._failure(vm.qemu, wd, str(exc)) from None
             vm.boot_seconds = time.monotonic() - started
-            await vm._fresh_identity()
+            await vm.fresh_identity()
             yield vm
         finally:
             await cls._teardown(vm, qemu_box)
@@ -198,7 +198,7 @@ class UtilityVM(AgentChannel):
                 await qmp.close()
             vm.kernel_release = template.kernel_release
             try:
-                await vm._fresh_identity(timeout=remaining())
+                await vm.fresh_identity(timeout=remaining())
             except (asyncio.TimeoutError, CommandFailed) as exc:
                 raise Unavailable(f"the clone's agent did not answer after restore: {exc!r}") from None
             if not vm._ready.done():
@@ -263,8 +263,9 @@ class UtilityVM(AgentChannel):
                     qemu.send_signal(signal.SIGKILL)
             await qemu.wait()
 
-    async def _fresh_identity(self, timeout: float = 60.0) -> None:
-        """Set the guest's clock and reseed its RNG (after boot, and after every restore)."""
+    async def fresh_identity(self, timeout: float = 60.0) -> None:
+        """Set the guest's clock and reseed its RNG (after boot, after every restore, and when a
+        pooled VM is handed out): no two clones ever share random state."""
         await self._request(lambda i: ap.encode_settime(i, time.time_ns()), timeout=timeout)
         await self._request(lambda i: ap.encode_rngseed(i, os.urandom(64)), timeout=timeout)
 

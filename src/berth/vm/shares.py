@@ -123,23 +123,32 @@ def _depth(dest: str) -> int:
     return len([c for c in dest.split("/") if c])
 
 
-def guest_script(p: Plan, root: str) -> str:
-    """The busybox sh script that mounts the plan under the container's *root* in the guest."""
+def guest_script(p: Plan, root: str, *, subdir: bool = False) -> str:
+    """The busybox sh script that mounts the plan under the container's *root* in the guest.
+
+    *subdir*: a pooled VM's shares (berth.vm.pool), whose content is their subdirectory m.
+    """
     q = shlex.quote
     lines = ["set -e"]
+    inner = "/m" if subdir else ""
     for tag, _ in p.stages:
         lines += [f"mkdir -p {q(f'{STAGE_ROOT}/{tag}')}",
                   f"mount -t 9p -o {NINEP_OPTIONS} {q(tag)} {q(f'{STAGE_ROOT}/{tag}')}"]
     steps: list[tuple[int, int, list[str]]] = []
     for i, d in enumerate(p.dirs):
         target = q(root + d.destination)
-        steps.append((_depth(d.destination), i, [f"mkdir -p {target}",
-                                                 f"mount -t 9p -o {NINEP_OPTIONS} {q(d.tag)} {target}"]))
+        if subdir:
+            aside = q(f"{STAGE_ROOT}/{d.tag}")
+            cmds = [f"mkdir -p {aside} {target}", f"mount -t 9p -o {NINEP_OPTIONS} {q(d.tag)} {aside}",
+                    f"mount --bind {q(f'{STAGE_ROOT}/{d.tag}/m')} {target}"]
+        else:
+            cmds = [f"mkdir -p {target}", f"mount -t 9p -o {NINEP_OPTIONS} {q(d.tag)} {target}"]
+        steps.append((_depth(d.destination), i, cmds))
     for i, f in enumerate(p.files):
         target = q(root + f.destination)
         cmds = [f"mkdir -p {q(posixpath.dirname(root + f.destination))}",
                 f"[ -e {target} ] || touch {target}",
-                f"mount --bind {q(f'{STAGE_ROOT}/{f.stage_tag}/{f.name}')} {target}"]
+                f"mount --bind {q(f'{STAGE_ROOT}/{f.stage_tag}{inner}/{f.name}')} {target}"]
         if f.readonly:
             cmds.append(f"mount -o remount,bind,ro {target}")
         steps.append((_depth(f.destination), 1000 + i, cmds))

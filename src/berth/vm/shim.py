@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from berth.errors import BerthError, FailedPrecondition, InvalidArgument
-from berth.host import cgroups, fstree, mount
+from berth.host import cgroups, fstree, mount, netlink
 from berth.vm import clones, execclient, shares, sizing
 from berth.vm.agentchannel import DEFAULT_PATH
 from berth.vm.boot import UtilityVM
@@ -137,8 +137,9 @@ class Setup:
         self.config: dict[str, Any] = json.loads((self.bundle / "config.json").read_text())
         self.host_mounts: list[Path] = []  # staged files bind-mounted on the host
 
-    def stage(self, p: shares.Plan, workdir: Path) -> Callable[[str], Path]:
-        """Put the plan's host side in place: /etc copies, mount points in the root, staged files.
+    def stage(self, p: shares.Plan, stage_dir: Callable[[str], Path]) -> None:
+        """Put the plan's host side in place: /etc copies, mount points in the root, staged files
+        (each stage tag's files in *stage_dir(tag)*).
 
         A staged file is a hard link to the bind's source, or (across file
         systems) a bind mount of it, undone by the monitor (or `undo`).
@@ -157,10 +158,6 @@ class Setup:
                     os.close(fstree.mkdirs(root, d.destination))
         for why in p.skipped:
             log.warning("%s: not shared into the VM", why)
-
-        def stage_dir(tag: str) -> Path:
-            return workdir / f"stage-{tag}"
-
         for f in p.files:
             source = os.path.realpath(f.source)  # a symlink is bound by its target, as the kernel does
             stage = stage_dir(f.stage_tag)
@@ -172,7 +169,6 @@ class Setup:
                 target.touch()
                 mount.mount(str(source), str(target), "", flags=mount.MS_BIND)
                 self.host_mounts.append(target)
-        return stage_dir
 
     def open_ctl(self) -> int:
         """Make the resize fifo before the container is reported created (resizes follow start at once)."""
@@ -182,63 +178,115 @@ class Setup:
         os.mkfifo(path, 0o600)
         return os.open(path, os.O_RDWR | os.O_NONBLOCK)
 
+    def prepare_host(self, workdir: Path, stage_dir: Callable[[str], Path]) -> HostSide:
+        """The host side, before there is a VM: exec frames, the mount plan and its staging, sockets, card."""
+        workdir.mkdir(parents=True, exist_ok=True)
+        (workdir / "main.exec").write_bytes(main_frame(self.config))  # a bad process spec fails here, early
+        (workdir / "probe.exec").write_bytes(probe_frame())
+        plan = shares.plan(self.config.get("mounts") or [], path_kind)
+        attach = _listen(self.args.attach, socket.SOCK_SEQPACKET)
+        control = _listen(self.args.control, socket.SOCK_STREAM)
+        empty = workdir / "empty"
+        empty.mkdir(exist_ok=True)
+        self.stage(plan, stage_dir)
+        vm_shares = shares.shares(plan, Path(self.config["root"]["path"]), stage_dir, empty)
+        return HostSide(plan, vm_shares, _nic(self.bundle), attach, control, empty)
+
     async def run(self) -> NoReturn:
         """Start the VM, mount what the container needs, and exec the monitor (or raise)."""
         args = self.args
         vm_dir = Path(args.vm_dir)
         artifacts = prepare(vm_dir)
-        monitor = monitor_binary(vm_dir)
         workdir = Path(args.workdir)
-        workdir.mkdir(parents=True, exist_ok=True)
-        (workdir / "main.exec").write_bytes(main_frame(self.config))  # a bad process spec fails here, early
-        (workdir / "probe.exec").write_bytes(probe_frame())
-        plan = shares.plan(self.config.get("mounts") or [], _kind)
-        attach = _listen(args.attach, socket.SOCK_SEQPACKET)
-        control = _listen(args.control, socket.SOCK_STREAM)
-        empty = workdir / "empty"
-        empty.mkdir(exist_ok=True)
-        vm_shares = shares.shares(plan, Path(self.config["root"]["path"]), self.stage(plan, workdir), empty)
-        nic = _nic(self.bundle)
-        async with clones.start_vm(artifacts, vm_dir, shares=vm_shares,
+        host = self.prepare_host(workdir, lambda tag: workdir / f"stage-{tag}")
+        async with clones.start_vm(artifacts, vm_dir, shares=host.shares,
                                    mem_mib=sizing.memory_mib(self.config),
                                    vcpus=sizing.vcpus(self.config, os.cpu_count() or 1),
-                                   readonly=plan.readonly_tags, workdir=workdir,
-                                   templates=not args.cold, tap=nic.get("tap")) as vm:
-            if nic:  # loopback and the hostname are the agent's (at boot, and when it mounts the root)
-                code, _, err = await vm.run(["/bin/busybox", "sh", "-c", nic_script(nic)])
-                if code != 0:
-                    raise FailedPrecondition(f"configuring the VM's network card failed: "
-                                             f"{err.decode(errors='replace').strip()}")
-            root = await vm.mount("rootfs", execclient.GUEST_ROOT)
-            if plan.share_count() or plan.tmpfs:
-                code, _, err = await vm.run(["/bin/busybox", "sh", "-c", shares.guest_script(plan, root)])
-                if code != 0:
-                    raise FailedPrecondition(f"mounting the container's volumes in the VM failed: "
-                                             f"{err.decode(errors='replace').strip()}")
-            (self.bundle / "pid").write_text(f"{vm.qemu.pid}\n")
-            joined = cgroups.join(args.cid, vm.qemu.pid)  # for stats: what the VM costs the host
-            handover = Handover(
-                cid=args.cid, bundle=str(self.bundle), workdir=str(workdir), attach=args.attach,
-                control=args.control, qemu_pid=vm.qemu.pid, agent_fd=_agent_fd(vm),
-                attach_fd=attach.fileno(), control_fd=control.fileno(), ctl_fd=self.open_ctl(),
-                log_fd=os.open(self.bundle / "container.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644),
-                main_exec=str(workdir / "main.exec"), probe_exec=str(workdir / "probe.exec"),
-                sync_fd=args.sync_fd, stdin=args.stdin, stdin_once=args.stdin_once,
-                cgroups=tuple(str(d) for d in joined), unmounts=tuple(str(t) for t in self.host_mounts),
-                log_size_max=args.log_size_max)
-            _exec(str(monitor), handover)
+                                   readonly=host.plan.readonly_tags, workdir=workdir,
+                                   templates=not args.cold, tap=host.nic.get("tap")) as vm:
+            await self.finish(vm, host, workdir, monitor_binary(vm_dir))
+
+    async def run_pooled(self, vm: UtilityVM, workdir: Path, monitor: Path, pool_tap: str | None) -> NoReturn:
+        """Take over a pooled VM (berth.vm.poolmember) whose work directory is *workdir*: the
+        container's directories are bind-mounted into its shares' subdirectories m, its card
+        takes the container's tap's place, its clock and RNG are set again; then as `run`."""
+        host = self.prepare_host(workdir, lambda tag: workdir / tag / "m")
+        for tag, source in host.shares.items():
+            target = workdir / tag / "m"
+            if source in (target, host.empty):
+                continue
+            mount.mount(str(source), str(target), "", flags=mount.MS_BIND | mount.MS_REC)
+            self.host_mounts.append(target)
+        if host.nic:
+            if pool_tap is None:
+                raise FailedPrecondition("this pooled VM has no network card")
+            netlink.adopt_tap(pool_tap, host.nic["tap"])
+        await vm.fresh_identity()  # it waited in the pool: its clock is behind, its RNG seen by no one yet
+        await self.finish(vm, host, workdir, monitor, subdir=True)
+
+    async def finish(self, vm: UtilityVM, host: HostSide, workdir: Path, monitor: Path, *,
+                     subdir: bool = False) -> NoReturn:
+        """With the VM up: its card, the root and volumes mounted in the guest, then exec the monitor."""
+        args = self.args
+        if host.nic:  # loopback and the hostname are the agent's (at boot, and when it mounts the root)
+            code, _, err = await vm.run(["/bin/busybox", "sh", "-c", nic_script(host.nic)])
+            if code != 0:
+                raise FailedPrecondition(f"configuring the VM's network card failed: "
+                                         f"{err.decode(errors='replace').strip()}")
+        root = await vm.mount("rootfs", execclient.GUEST_ROOT, subdir=subdir)
+        plan = host.plan
+        if plan.share_count() or plan.tmpfs:
+            script = shares.guest_script(plan, root, subdir=subdir)
+            code, _, err = await vm.run(["/bin/busybox", "sh", "-c", script])
+            if code != 0:
+                raise FailedPrecondition(f"mounting the container's volumes in the VM failed: "
+                                         f"{err.decode(errors='replace').strip()}")
+        (self.bundle / "pid").write_text(f"{vm.qemu.pid}\n")
+        joined = cgroups.join(args.cid, vm.qemu.pid)  # for stats: what the VM costs the host
+        handover = Handover(
+            cid=args.cid, bundle=str(self.bundle), workdir=str(workdir), attach=args.attach,
+            control=args.control, qemu_pid=vm.qemu.pid, agent_fd=_agent_fd(vm),
+            attach_fd=host.attach.fileno(), control_fd=host.control.fileno(), ctl_fd=self.open_ctl(),
+            log_fd=os.open(self.bundle / "container.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644),
+            main_exec=str(workdir / "main.exec"), probe_exec=str(workdir / "probe.exec"),
+            sync_fd=args.sync_fd, stdin=args.stdin, stdin_once=args.stdin_once,
+            cgroups=tuple(str(d) for d in joined), unmounts=tuple(str(t) for t in self.host_mounts),
+            log_size_max=args.log_size_max)
+        _exec(str(monitor), handover)
 
     def undo(self) -> None:
         """After a failed set-up (the VM is already stopped): what the monitor would have removed."""
-        for target in self.host_mounts:
+        for target in reversed(self.host_mounts):
             with contextlib.suppress(Exception):
                 mount.unmount(str(target))
         cgroups.remove(self.args.cid)
-        shutil.rmtree(self.args.workdir, ignore_errors=True)
+        remove_workdir(Path(self.args.workdir))
         for path in (self.args.attach, self.args.control):
             with contextlib.suppress(OSError):
                 os.unlink(path)
         _write(self.bundle / "exit", "255")
+
+
+@dataclass(frozen=True, slots=True)
+class HostSide:
+    """What `Setup.prepare_host` made: the plan, each 9p tag's host directory, the card, the listeners."""
+
+    plan: shares.Plan
+    shares: dict[str, Path]
+    nic: dict[str, str]
+    attach: socket.socket
+    control: socket.socket
+    empty: Path  # the directory behind the spare (padding) shares
+
+
+def remove_workdir(workdir: Path) -> None:
+    """Remove a VM work directory, unless something is still mounted below it (then it is left, and
+    logged): deleting through a bind mount would delete the container's own files."""
+    left = mount.mounts_under(str(workdir))
+    if left:
+        log.error("not removing %s: still mounted below it: %s", workdir, ", ".join(left))
+        return
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _nic(bundle: Path) -> dict[str, str]:
@@ -286,7 +334,7 @@ def _exec(binary: str, handover: Handover) -> NoReturn:
     os.execv(binary, handover.argv(binary))
 
 
-def _kind(path: Path) -> str:
+def path_kind(path: Path) -> str:
     return "dir" if path.is_dir() else "file" if path.exists() else "missing"
 
 

@@ -62,6 +62,7 @@ class T(enum.IntEnum):
 
 
 MOUNT_CONTAINER_ROOT = 1
+MOUNT_SUBDIR = 2  # a pooled VM's share: the content is its subdirectory m
 EXEC_TTY = 1
 
 
@@ -77,6 +78,7 @@ class Mount:
     tag: str
     target: str
     container_root: bool = True
+    subdir: bool = False  # a pooled VM's share: mount its subdirectory m (berth.vm.pool)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +125,7 @@ def _u16(v: int, what: str) -> bytes:
 def encode_mount(id_: int, m: Mount) -> bytes:
     if not m.tag or not m.target.startswith("/"):
         raise InvalidArgument(f"mount needs a tag and an absolute target, got {m.tag!r} {m.target!r}")
-    flags = MOUNT_CONTAINER_ROOT if m.container_root else 0
+    flags = (MOUNT_CONTAINER_ROOT if m.container_root else 0) | (MOUNT_SUBDIR if m.subdir else 0)
     return frame(T.MOUNT, id_, _u32(flags, "flags") + _str(m.tag) + _str(m.target))
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from berth.errors import InvalidArgument
 from berth.vm import shares
-from berth.vm.shim import Setup, _kind
+from berth.vm.shim import Setup, path_kind
 
 
 def setup_for(tmp_path: Path, root: Path) -> tuple[Setup, shares.Plan]:
@@ -27,7 +27,7 @@ def setup_for(tmp_path: Path, root: Path) -> tuple[Setup, shares.Plan]:
     mounts.append({"type": "bind", "source": str(data), "destination": "/mnt/data"})
     (bundle / "config.json").write_text(json.dumps({"root": {"path": str(root)}, "mounts": mounts}))
     setup = Setup(argparse.Namespace(bundle=str(bundle)))
-    return setup, shares.plan(mounts, _kind)
+    return setup, shares.plan(mounts, path_kind)
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def test_symlinked_etc_files_are_replaced_inside_the_root(tmp_path: Path, hostil
     os.symlink("/fifo", root / "etc" / "resolv.conf")                                 # to a FIFO
     os.symlink(str(host), root / "mnt")                                               # a mount point's parent
     setup, plan = setup_for(tmp_path, root)
-    setup.stage(plan, tmp_path / "work")
+    setup.stage(plan, lambda tag: tmp_path / "work" / f"stage-{tag}")
     assert (host / "canary").read_text() == "HOST\n"
     assert (host / "hostname").read_text() == "HOST\n"
     assert sorted(os.listdir(host)) == ["canary", "hostname"]
@@ -65,7 +65,7 @@ def test_symlinked_etc_directory_stays_inside(tmp_path: Path, hostile: tuple[Pat
     os.rmdir(root / "etc")
     os.symlink(str(host), root / "etc")
     setup, plan = setup_for(tmp_path, root)
-    setup.stage(plan, tmp_path / "work")
+    setup.stage(plan, lambda tag: tmp_path / "work" / f"stage-{tag}")
     assert sorted(os.listdir(host)) == ["canary", "hostname"]
     assert (host / "hostname").read_text() == "HOST\n"
     assert (root / str(host).lstrip("/") / "hosts").read_text() == "new hosts\n"
@@ -78,4 +78,4 @@ def test_a_full_directory_at_etc_hosts_is_a_clear_error(tmp_path: Path, hostile:
     setup, plan = setup_for(tmp_path, root)
     with pytest.raises(InvalidArgument, match="cannot write /etc/hosts in the container's root: "
                                               "/etc/hosts is not a regular file"):
-        setup.stage(plan, tmp_path / "work")
+        setup.stage(plan, lambda tag: tmp_path / "work" / f"stage-{tag}")

@@ -10,7 +10,7 @@ import pytest
 
 from berth.cli.runopts import parse_mount_flag
 from berth.errors import InvalidArgument, NotFound, NotImplemented_
-from berth.services.volumes import mounts_under
+from berth.host.mount import mounts_under
 from berth.wire.containerspec import HostConfig
 from berth.wire.mountspec import (
     ANONYMOUS_LABEL,

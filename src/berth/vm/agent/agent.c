@@ -483,11 +483,26 @@ static void do_mount_req(uint32_t id, const uint8_t *payload, size_t n) {
     struct rd r = {payload, n, 0, 0};
     uint32_t flags = rd_u32(&r);
     char *tag = rd_str(&r), *target = rd_str(&r);
-    char path[4200];
-    if (r.bad || r.pos != n || !tag[0] || target[0] != '/') { send_error(id, "bad MOUNT payload"); goto out; }
-    if (do_mount(tag, target, "9p", 0, "trans=virtio,version=9p2000.L,msize=262144,access=client") < 0) {
+    char path[4200], share[300];
+    if (r.bad || r.pos != n || !tag[0] || target[0] != '/' || strchr(tag, '/') || strlen(tag) > 200) {
+        send_error(id, "bad MOUNT payload");
+        goto out;
+    }
+    /* flag 2: a pooled VM's share, whose content is its subdirectory m (bind-mounted by the host at
+       hand-out): the share is mounted aside and m is bound on the target */
+    snprintf(share, sizeof share, "/run/9p-%s", tag);
+    if (flags & 2) mkdir(share, 0700);
+    if (do_mount(tag, (flags & 2) ? share : target, "9p", 0,
+                 "trans=virtio,version=9p2000.L,msize=262144,access=client") < 0) {
         send_error(id, "mount 9p %s on %s: %s", tag, target, strerror(errno));
         goto out;
+    }
+    if (flags & 2) {
+        snprintf(path, sizeof path, "%s/m", share);
+        if (do_mount(path, target, NULL, MS_BIND, NULL) < 0) {
+            send_error(id, "bind %s on %s: %s", path, target, strerror(errno));
+            goto out;
+        }
     }
     if (flags & 1) { /* a container root: give it what a container expects */
         struct { const char *src, *sub, *type; unsigned long fl; const char *opts; } m[] = {
