@@ -12,6 +12,11 @@ berth is measured: Docker has no VM isolation to compare with. In order:
    `docker run -d --isolation vm --network none busybox sleep 100000` and of
    its `docker rm -f`, a few times, after one untimed run that readies the
    guest kernel; then `docker exec C true` into one such container, ~10 times.
+   berthd keeps a pool of restored VMs (`--vm-pool`, refilled at idle
+   priority a moment after each start), so a start takes about a quarter of
+   the time when the pool has a VM ready: each timed start comes after --gap
+   seconds of quiet, and berthd's log tells which starts were served by the
+   pool. The crowd's back-to-back starts mix both kinds.
 2. The crowd: COUNT `docker run -d --isolation vm --network none busybox sleep
    1000000`, one after another, each timed. MemAvailable is read before each
    start: under the floor (--min-available-mib) the script stops starting and
@@ -140,7 +145,9 @@ def median_ms(samples: Sequence[float]) -> float | None:
 
 def edges(samples: Sequence[float], n: int = EDGE) -> dict[str, Any]:
     """Median (ms) of the first and of the last *n* samples (fewer if there are fewer), and the total (s)."""
-    return {"first_n": min(n, len(samples)), "first_median_ms": median_ms(samples[:n]),
+    whole = base.summarize(samples) if samples else {}
+    return {"p10_ms": whole.get("p10_ms"), "median_ms": whole.get("median_ms"), "p90_ms": whole.get("p90_ms"),
+            "first_n": min(n, len(samples)), "first_median_ms": median_ms(samples[:n]),
             "last_n": min(n, len(samples)), "last_median_ms": median_ms(samples[-n:]),
             "max_ms": max(samples) * 1000 if samples else None, "total_s": sum(samples)}
 
@@ -184,15 +191,24 @@ def remove(eng: Engine, ids: Sequence[str]) -> float:
     return took
 
 
-def start_stop(eng: Engine, runs: int) -> dict[str, Any]:
-    """*runs* times: a timed start of a VM container, then its timed removal."""
-    run_s, rm_s = [], []
+def pool_hits(eng: Engine, ids: Sequence[str]) -> int:
+    """How many of these containers got a VM from berthd's pool, by its log ("its VM came from the pool")."""
+    text = base.read(str(eng.logfile))
+    return sum(1 for cid in ids if f"container {cid[:12]}: its VM came from the pool" in text)
+
+
+def start_stop(eng: Engine, runs: int, gap: float) -> dict[str, Any]:
+    """*runs* times: wait *gap* seconds, a timed start of a VM container, then its timed removal."""
+    run_s, rm_s, ids = [], [], []
     for _ in range(runs):
+        time.sleep(gap)
         cid, took = start(eng, PROBE_RUN)
+        ids.append(cid)
         run_s.append(took)
         rm_s.append(remove(eng, [cid]))
-    out = {"run": base.summarize(run_s), "rm": base.summarize(rm_s)}
-    log(f"start: median {out['run']['median_ms']:.0f} ms, rm -f: median {out['rm']['median_ms']:.0f} ms (n={runs})")
+    out = {"run": base.summarize(run_s), "rm": base.summarize(rm_s), "pool_hits": pool_hits(eng, ids)}
+    log(f"start: median {out['run']['median_ms']:.0f} ms ({out['pool_hits']} of {runs} from the VM pool), "
+        f"rm -f: median {out['rm']['median_ms']:.0f} ms (n={runs})")
     return out
 
 
@@ -256,14 +272,30 @@ def locate(eng: Engine, crowd: list[Member]) -> None:
                 log(f"WARNING: {cid[:12]}: QEMU {m.qemu}'s parent {parent} is no {MONITOR}; counting QEMU alone")
 
 
-def memory(crowd: list[Member], used_before_kb: int) -> dict[str, Any]:
+def engine_others(eng: Engine, procs: dict[int, Any], counted: set[int]) -> list[dict[str, Any]]:
+    """berth's processes that belong to no container of the crowd (e.g. a pooled VM waiting to be
+    claimed): below berthd or naming its state directory, minus the daemon and *counted*."""
+    below = base.descendants(procs, eng.daemon_pids)
+    out = []
+    for p in procs.values():
+        if p.pid in counted or p.pid in eng.daemon_pids or not p.cmdline:
+            continue
+        if p.pid in below or str(eng.workdir) in p.cmdline:
+            kb = base.mem_kb(p.pid) or {"rss": 0, "pss": 0}
+            out.append({"pid": p.pid, "ppid": p.ppid, "comm": p.comm, "cmdline": p.cmdline[:200], **kb})
+    return out
+
+
+def memory(eng: Engine, crowd: list[Member], used_before_kb: int) -> dict[str, Any]:
     """Host memory growth and each container's PSS (its QEMU, its monitor and anything below the monitor)."""
     procs = base.snapshot()
     per_qemu, per_monitor, per_container = [], [], []
     kinds: dict[str, int] = {}
     missing = 0
+    counted: set[int] = set()
     for m in crowd:
         pids = base.descendants(procs, {m.monitor} if m.monitor else {m.qemu}) | {m.qemu}
+        counted |= pids
         total = 0
         for pid in pids:
             kb = base.mem_kb(pid)
@@ -279,6 +311,7 @@ def memory(crowd: list[Member], used_before_kb: int) -> dict[str, Any]:
             kinds[exe or procs[pid].comm] = kinds.get(exe or procs[pid].comm, 0) + 1
         per_container.append(total)
     used = used_kb()
+    others = engine_others(eng, procs, counted)
     out: dict[str, Any] = {
         "host_used_kb_before": used_before_kb, "host_used_kb": used,
         "host_used_growth_kb": used - used_before_kb,
@@ -290,6 +323,7 @@ def memory(crowd: list[Member], used_before_kb: int) -> dict[str, Any]:
         "pss_kb_median_qemu": statistics.median(per_qemu) if per_qemu else None,
         "pss_kb_median_monitor": statistics.median(per_monitor) if per_monitor else None,
         "processes": kinds, "processes_gone": missing,
+        "other_engine_processes": others, "other_engine_pss_kb": sum(o["pss"] for o in others),
         "pss_kb_per_container": per_container,
     }
     log(f"memory: host used +{out['host_used_growth_kb'] / 1024:.0f} MiB "
@@ -364,22 +398,24 @@ def render(res: dict[str, Any]) -> str:
     m, cfg = res["machine"], res["config"]
     base_, load = res.get("idle_host", {}), res.get("under_load", {})
     crowd, mem, w = res.get("crowd", {}), res.get("memory"), res.get("window")
-    n = crowd.get("running", 0)
+    n = crowd.get("started", 0)
     L = [BEGIN, "## Density: idle VM-isolated containers\n",
          ("Generated by `bench/density.py` (bench/run.py keeps this section when it rewrites the file); "
           "do not edit by hand. Rerun to refresh.\n")]
     L.append(f"- Date: {res['date']}; CPU: {m['nproc']} × {m['cpu']}; memory {m['mem_total_mib']} MiB; "
              f"kernel {m['kernel']}; client: {m['docker_cli']}")
     L.append(f"- berth: {res['versions'].get('berth', 'not started')}; VMs under TCG, cloned from the saved "
-             "template")
-    L.append(f"- Asked for {cfg['count']} containers, {n} running"
+             "template" + (f"; berthd started with `{' '.join(cfg['berthd_args'])}`" if cfg.get("berthd_args") else ""))
+    L.append(f"- Asked for {cfg['count']} containers, {n} started"
              + (f" (stopped early: {res['stopped_early']})" if res.get("stopped_early") else "")
              + f"; settle {cfg['settle']:.0f} s, window {cfg['window']:.0f} s; load average at start / end: "
              f"{m['loadavg_start']} / {res.get('loadavg_end', '?')}\n")
 
     L.append("### Latency: idle host and with the crowd running\n")
     L.append("Wall clock of the docker CLI process; `C` is a running VM container (its own on the idle host, "
-             "one of the crowd under load). Each start is followed by its `docker rm -f`, timed apart.\n")
+             "one of the crowd under load). Each start is followed by its `docker rm -f`, timed apart, and preceded "
+             f"by {cfg.get('gap', 0):.0f} s of quiet in which berthd's VM pool (if on) can get a VM ready; how many "
+             "starts got their VM from the pool is read from berthd's log.\n")
     L.append(f"| command | idle host | with {n} idle VM containers | ratio |")
     L.append("| --- | ---: | ---: | ---: |")
     rows = (("start", "run", f"`docker {' '.join(PROBE_RUN)}`"), ("start", "rm", "`docker rm -f C`"),
@@ -390,7 +426,12 @@ def render(res: dict[str, Any]) -> str:
             a, b = a and a.get(sub), b and b.get(sub)
         am, bm = a and a["median_ms"], b and b["median_ms"]
         ratio = f"{bm / am:.2f}" if am and bm else ""
-        L.append(f"| {label} (median of {a['n'] if a else '—'} / {b['n'] if b else '—'}) | {_ms(am)} | {_ms(bm)} "
+        cells = [_ms(am), _ms(bm)]
+        if sub == "run":
+            for i, phase in enumerate((base_.get(key), load.get(key))):
+                if phase and phase.get("pool_hits") is not None:
+                    cells[i] += f" ({phase['pool_hits']}/{phase['run']['n']} pooled)"
+        L.append(f"| {label} (median of {a['n'] if a else '—'} / {b['n'] if b else '—'}) | {cells[0]} | {cells[1]} "
                  f"| {ratio} |")
     L.append("")
 
@@ -406,10 +447,14 @@ def render(res: dict[str, Any]) -> str:
     L.append("| figure | value |")
     L.append("| --- | ---: |")
     if crowd:
-        L.append(f"| containers running | {n} |")
+        L.append(f"| containers started{' (all running after the settle)' if mem else ''} | {n} |")
         L.append(f"| start, median of the first {crowd['first_n']} | {_ms(crowd['first_median_ms'])} |")
         L.append(f"| start, median of the last {crowd['last_n']} | {_ms(crowd['last_median_ms'])} |")
+        L.append(f"| start, p10 / median / p90 of all {n} | {_ms(crowd.get('p10_ms'))} / "
+                 f"{_ms(crowd.get('median_ms'))} / {_ms(crowd.get('p90_ms'))} |")
         L.append(f"| start, slowest | {_ms(crowd['max_ms'])} |")
+        if crowd.get("pool_hits") is not None:
+            L.append(f"| starts whose VM came from berthd's pool | {crowd['pool_hits']} of {n} |")
         L.append(f"| time to start all {n} (sum of the starts) | {crowd['total_s']:.1f} s |")
     if mem:
         L.append(f"| host memory used, growth | {_mib(mem['host_used_growth_kb'])} "
@@ -419,14 +464,16 @@ def render(res: dict[str, Any]) -> str:
                  f"({_mib(mem['pss_kb_max_per_container'])}) |")
         L.append(f"| of which QEMU / monitor, medians | {_mib(mem['pss_kb_median_qemu'])} / "
                  f"{_mib(mem['pss_kb_median_monitor'])} |")
+        L.append(f"| berth's processes outside the crowd (e.g. a pooled VM waiting), PSS | "
+                 f"{len(mem.get('other_engine_processes', []))} processes, {_mib(mem.get('other_engine_pss_kb'))} |")
         L.append(f"| MemAvailable left | {_mib(mem['mem_available_kb'])} |")
     if w:
-        L.append(f"| 1-min load average, median (max) of {len(w['load1_samples'])} samples | "
+        L.append(f"| 1-min load average over the window, median (max) of {len(w['load1_samples'])} samples | "
                  f"{w['load1_median']:.2f} ({w['load1_max']:.2f}) |")
         for name, label in (("qemu", "QEMU"), ("monitor", "monitors"), ("berthd", "berthd")):
             c = w["cpu"][name]
-            per = f" ({c['percent_per_container']:.2f} % / container)" if name != "berthd" else ""
-            L.append(f"| CPU of {label}, % of one core | {c['percent_of_one_core']:.1f} %{per} |")
+            per = f" ({c['percent_per_container']:.3f} % / container)" if name != "berthd" else ""
+            L.append(f"| CPU of {label}, % of one core | {c['percent_of_one_core']:.2f} %{per} |")
     if res.get("removal_s") is not None:
         L.append(f"| removal of all (`docker rm -f`, {RM_BATCH} ids a call, {RM_WORKERS} at once) | "
                  f"{res['removal_s']:.1f} s |")
@@ -440,7 +487,8 @@ def render(res: dict[str, Any]) -> str:
     L.append("As root, with berth installed in `.venv`, the docker CLI and QEMU, the guest kernel and template in "
              "`$BERTH_VM_DIR` (default `/var/cache/berth-test-vm`), from the repository root:\n")
     L.append(f"```\nflock /tmp/berth-e2e.lock .venv/bin/python bench/density.py --count {cfg['count']} "
-             f"--settle {cfg['settle']:.0f} --window {cfg['window']:.0f}\n```\n")
+             f"--settle {cfg['settle']:.0f} --window {cfg['window']:.0f}"
+             + "".join(f" --berthd-arg={a}" for a in cfg.get("berthd_args", [])) + "\n```\n")
     raw = res.get("raw")
     L.append("Per-container PSS and every latency sample are kept in `bench/results/` (git-ignored)"
              + (f"; this section was written from `{raw}`." if raw else "."))
@@ -457,7 +505,7 @@ def figures(res: dict[str, Any]) -> dict[str, Any]:
     """The headline numbers, without the per-sample lists: what goes to stdout."""
     def brief(x: Any) -> Any:
         if isinstance(x, dict):
-            return {k: brief(v) for k, v in x.items() if k not in ("samples_ms", "pss_kb_per_container")}
+            return {k: brief(v) for k, v in x.items() if k not in ("samples_ms", "pss_kb_per_container", "other_engine_processes")}
         return x
     keys = ("date", "config", "idle_host", "crowd", "memory", "window", "under_load", "removal_s",
             "stopped_early", "errors", "raw")
@@ -478,7 +526,7 @@ def measure(args: argparse.Namespace, res: dict[str, Any], launched: list[Engine
     tarball = write_rootfs_tar(scratch / "busybox.tar")
     d = Path(tempfile.mkdtemp(prefix="bd-density-", dir="/tmp"))
     dirs.append(d)
-    eng = base.start_berth(d, logdir, env, launched)
+    eng = base.start_berth(d, logdir, env, launched, "berth", tuple(args.berthd_arg))
     res["versions"]["berth"] = base.engine_version(eng) + base.source_state()
     base.import_image(eng, tarball)
     cid, took = start(eng, PROBE_RUN)  # the first VM container readies the guest kernel: not counted
@@ -486,14 +534,15 @@ def measure(args: argparse.Namespace, res: dict[str, Any], launched: list[Engine
     log(f"warm-up start {took * 1000:.0f} ms")
 
     time.sleep(2.0)
-    res["idle_host"] = {"start": start_stop(eng, args.start_runs), "exec": idle_exec(eng, args.exec_runs),
+    res["idle_host"] = {"start": start_stop(eng, args.start_runs, args.gap), "exec": idle_exec(eng, args.exec_runs),
                         "load1": load1()}
     time.sleep(2.0)
     used_before = used_kb()
     try:
         start_crowd(eng, args.count, args.min_available_mib, crowd, res)
     finally:  # the starts so far, also when one failed
-        res["crowd"] = {"running": len(crowd), **edges([m.start_s for m in crowd]),
+        res["crowd"] = {"started": len(crowd), **edges([m.start_s for m in crowd]),
+                        "pool_hits": pool_hits(eng, [m.cid for m in crowd]),
                         "samples_ms": [round(m.start_s * 1000, 1) for m in crowd]}
     if not crowd:
         raise BenchError("no container of the crowd started")
@@ -501,10 +550,10 @@ def measure(args: argparse.Namespace, res: dict[str, Any], launched: list[Engine
     log(f"all {len(crowd)} running; settling for {args.settle:.0f} s")
     time.sleep(args.settle)
     locate(eng, crowd)  # still running after the settle
-    res["memory"] = memory(crowd, used_before)
+    res["memory"] = memory(eng, crowd, used_before)
     res["window"] = watch(eng, crowd, args.window)
     res["under_load"] = {"exec": exec_latency(eng, crowd[len(crowd) // 2].cid, args.exec_runs),
-                         "start": start_stop(eng, args.start_runs), "load1": load1()}
+                         "start": start_stop(eng, args.start_runs, args.gap), "load1": load1()}
 
 
 def main() -> int:
@@ -514,9 +563,13 @@ def main() -> int:
     ap.add_argument("--window", type=float, default=60,
                     help="seconds over which load and CPU are sampled (default 60)")
     ap.add_argument("--exec-runs", type=int, default=10, help="timed `docker exec` per phase (default 10)")
-    ap.add_argument("--start-runs", type=int, default=3, help="timed start + rm -f per phase (default 3)")
+    ap.add_argument("--start-runs", type=int, default=5, help="timed start + rm -f per phase (default 5)")
+    ap.add_argument("--gap", type=float, default=3,
+                    help="seconds of quiet before each timed start + rm -f, so berthd's VM pool can refill (default 3)")
     ap.add_argument("--min-available-mib", type=float, default=1536,
                     help="stop starting when MemAvailable is under this (default 1536)")
+    ap.add_argument("--berthd-arg", action="append", default=[], metavar="ARG",
+                    help="an extra berthd argument, repeatable (e.g. --berthd-arg=--vm-pool=0)")
     ap.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
     ap.add_argument("--from-json", type=Path, help="only rewrite the section of --out from an earlier run's JSON")
     args = ap.parse_args()
@@ -526,8 +579,8 @@ def main() -> int:
     if os.geteuid() != 0:
         print("run as root (berthd needs it)", file=sys.stderr)
         return 2
-    if args.count < 1 or args.exec_runs < 1 or args.start_runs < 1 or args.settle < 0 or args.window < 0:
-        print("--count, --exec-runs and --start-runs must be at least 1; --settle and --window not negative",
+    if args.count < 1 or args.exec_runs < 1 or args.start_runs < 1 or min(args.settle, args.window, args.gap) < 0:
+        print("--count, --exec-runs and --start-runs must be at least 1; --settle, --window and --gap not negative",
               file=sys.stderr)
         return 2
 
@@ -550,7 +603,8 @@ def main() -> int:
     res: dict[str, Any] = {
         "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"), "machine": base.machine_info(),
         "config": {"count": args.count, "settle": args.settle, "window": args.window, "exec_runs": args.exec_runs,
-                   "start_runs": args.start_runs, "min_available_mib": args.min_available_mib},
+                   "start_runs": args.start_runs, "gap": args.gap, "min_available_mib": args.min_available_mib,
+                   "berthd_args": args.berthd_arg},
         "versions": {}, "errors": {}}
     interrupted = False
     try:

@@ -233,6 +233,16 @@ def test_containers_on_one_bridge(lab: Lab) -> None:
     netlink.create_tap(tap, net.bridge)
     detail = subprocess.run(["ip", "-d", "link", "show", tap], capture_output=True, text=True).stdout
     assert f"master {net.bridge}" in detail and "tap" in detail
+    # A pooled VM's tap (QEMU's, on no bridge) takes a container's tap's place: name, bridge, up.
+    pooled = f"{lab.prefix}p0"
+    subprocess.run(["ip", "tuntap", "add", "dev", pooled, "mode", "tap"], check=True)
+    subprocess.run(["ip", "link", "set", tap, "mtu", "1400"], check=True)
+    netlink.adopt_tap(pooled, tap)
+    assert not netlink.exists(pooled)
+    detail = subprocess.run(["ip", "-d", "link", "show", tap], capture_output=True, text=True).stdout
+    assert f"master {net.bridge}" in detail and "mtu 1400" in detail and ",UP" in detail, detail
+    with pytest.raises(NotFound):
+        netlink.adopt_tap(pooled, tap)  # it is gone: renamed
     netlink.delete_tap(tap)
     netlink.delete_tap(tap)
 

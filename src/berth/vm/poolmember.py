@@ -36,7 +36,8 @@ import socket
 import sys
 from pathlib import Path
 
-from berth.vm import clones, pool, shim
+from berth.errors import FailedPrecondition
+from berth.vm import clones, pool, shares, shim
 from berth.vm.prepare import QEMU, monitor_binary, prepare
 from berth.vm.template import artifacts_id
 
@@ -98,12 +99,15 @@ class Member:
         vm_dir = Path(args.vm_dir)
         artifacts = prepare(vm_dir)
         monitor = monitor_binary(vm_dir)
-        shares = {}
+        dirs = {}
         for tag in self.shape.share_tags:
             (self.dir / tag / "m").mkdir(parents=True, exist_ok=True)
-            shares[tag] = self.dir / tag
-        async with clones.clone(artifacts, vm_dir, shares=shares, mem_mib=self.shape.mem_mib,
+            dirs[tag] = self.dir / tag
+        async with clones.clone(artifacts, vm_dir, shares=dirs, mem_mib=self.shape.mem_mib,
                                 workdir=self.dir, vcpus=self.shape.vcpus, tap=args.tap) as vm:
+            code, _, err = await vm.run(["/bin/busybox", "sh", "-c", shares.premount_script(self.shape.share_tags)])
+            if code != 0:
+                raise FailedPrecondition(f"mounting the pooled VM's shares failed: {err.decode(errors='replace')}")
             state = pool.MemberState(os.getpid(), vm.qemu.pid, self.shape,
                                      artifacts_id(artifacts, Path(shutil.which(QEMU) or QEMU)))
             listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)

@@ -119,6 +119,18 @@ def shares(p: Plan, root: Path, stage_dir: Callable[[str], Path], empty: Path) -
     return out
 
 
+def premount_script(tags: Sequence[str]) -> str:
+    """What a pooled VM runs while it waits: each share mounted in STAGE_ROOT/TAG, so a hand-out
+    only binds (the 9p handshakes are done; the host binds the container's directories later, and
+    9p without a cache looks each path up on the host when it is used)."""
+    q = shlex.quote
+    lines = ["set -e"]
+    for tag in tags:
+        lines += [f"mkdir -p {q(f'{STAGE_ROOT}/{tag}')}",
+                  f"mount -t 9p -o {NINEP_OPTIONS} {q(tag)} {q(f'{STAGE_ROOT}/{tag}')}"]
+    return "\n".join(lines) + "\n"
+
+
 def _depth(dest: str) -> int:
     return len([c for c in dest.split("/") if c])
 
@@ -126,21 +138,21 @@ def _depth(dest: str) -> int:
 def guest_script(p: Plan, root: str, *, subdir: bool = False) -> str:
     """The busybox sh script that mounts the plan under the container's *root* in the guest.
 
-    *subdir*: a pooled VM's shares (berth.vm.pool), whose content is their subdirectory m.
+    *subdir*: a pooled VM's shares (berth.vm.pool), already mounted in STAGE_ROOT/TAG
+    (`premount_script`), whose content is their subdirectory m.
     """
     q = shlex.quote
     lines = ["set -e"]
     inner = "/m" if subdir else ""
     for tag, _ in p.stages:
-        lines += [f"mkdir -p {q(f'{STAGE_ROOT}/{tag}')}",
-                  f"mount -t 9p -o {NINEP_OPTIONS} {q(tag)} {q(f'{STAGE_ROOT}/{tag}')}"]
+        if not subdir:
+            lines += [f"mkdir -p {q(f'{STAGE_ROOT}/{tag}')}",
+                      f"mount -t 9p -o {NINEP_OPTIONS} {q(tag)} {q(f'{STAGE_ROOT}/{tag}')}"]
     steps: list[tuple[int, int, list[str]]] = []
     for i, d in enumerate(p.dirs):
         target = q(root + d.destination)
         if subdir:
-            aside = q(f"{STAGE_ROOT}/{d.tag}")
-            cmds = [f"mkdir -p {aside} {target}", f"mount -t 9p -o {NINEP_OPTIONS} {q(d.tag)} {aside}",
-                    f"mount --bind {q(f'{STAGE_ROOT}/{d.tag}/m')} {target}"]
+            cmds = [f"mkdir -p {target}", f"mount --bind {q(f'{STAGE_ROOT}/{d.tag}/m')} {target}"]
         else:
             cmds = [f"mkdir -p {target}", f"mount -t 9p -o {NINEP_OPTIONS} {q(d.tag)} {target}"]
         steps.append((_depth(d.destination), i, cmds))

@@ -240,7 +240,7 @@ class _Reader:
 def decode_mount(payload: bytes) -> Mount:
     r = _Reader(payload, "MOUNT")
     flags = r.u32()
-    m = Mount(r.str(), r.str(), bool(flags & MOUNT_CONTAINER_ROOT))
+    m = Mount(r.str(), r.str(), bool(flags & MOUNT_CONTAINER_ROOT), bool(flags & MOUNT_SUBDIR))
     r.end()
     return m
 

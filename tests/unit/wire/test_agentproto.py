@@ -17,6 +17,8 @@ CASES: list[tuple[bytes, ap.T, int, Callable[[bytes], Any] | None, Any]] = [
      ap.Mount("rootfs", "/mnt/rootfs", True)),
     (ap.encode_mount(2, ap.Mount("data", "/data", False)), ap.T.MOUNT, 2, ap.decode_mount,
      ap.Mount("data", "/data", False)),
+    (ap.encode_mount(3, ap.Mount("rootfs", "/mnt/rootfs", True, True)), ap.T.MOUNT, 3, ap.decode_mount,
+     ap.Mount("rootfs", "/mnt/rootfs", True, True)),
     (ap.encode_exec(7, EXEC), ap.T.EXEC, 7, ap.decode_exec, EXEC),
     (ap.exec_frame(8, ["true"]), ap.T.EXEC, 8, ap.decode_exec, ap.Exec(("true",))),
     (ap.encode_stdin(7, b"input\n")[0], ap.T.STDIN, 7, None, b"input\n"),

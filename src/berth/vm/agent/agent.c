@@ -479,6 +479,13 @@ out:
 
 /* ---- other requests ----------------------------------------------------------- */
 
+static int is_mountpoint(const char *path) {
+    struct stat here, up;
+    char parent[320];
+    snprintf(parent, sizeof parent, "%s/..", path);
+    return stat(path, &here) == 0 && stat(parent, &up) == 0 && here.st_dev != up.st_dev;
+}
+
 static void do_mount_req(uint32_t id, const uint8_t *payload, size_t n) {
     struct rd r = {payload, n, 0, 0};
     uint32_t flags = rd_u32(&r);
@@ -489,10 +496,15 @@ static void do_mount_req(uint32_t id, const uint8_t *payload, size_t n) {
         goto out;
     }
     /* flag 2: a pooled VM's share, whose content is its subdirectory m (bind-mounted by the host at
-       hand-out): the share is mounted aside and m is bound on the target */
-    snprintf(share, sizeof share, "/run/9p-%s", tag);
-    if (flags & 2) mkdir(share, 0700);
-    if (do_mount(tag, (flags & 2) ? share : target, "9p", 0,
+       hand-out): the share is mounted aside, in /run/berth/TAG (where the pooled VM mounted it
+       ahead of time, while it waited), and m is bound on the target */
+    snprintf(share, sizeof share, "/run/berth/%s", tag);
+    if (flags & 2) {
+        mkdir("/run/berth", 0700);
+        mkdir(share, 0700);
+    }
+    if (!((flags & 2) && is_mountpoint(share)) &&
+        do_mount(tag, (flags & 2) ? share : target, "9p", 0,
                  "trans=virtio,version=9p2000.L,msize=262144,access=client") < 0) {
         send_error(id, "mount 9p %s on %s: %s", tag, target, strerror(errno));
         goto out;
