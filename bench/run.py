@@ -42,6 +42,7 @@ LAT_TRUE = ["run", "--rm", "--network", "none", "busybox", "true"]
 LAT_ECHO = ["run", "--rm", "--network", "none", "busybox", "echo", "hi"]
 LAT_FLOOR = ["version"]  # one client start and one server round trip: the CLI's own share
 IDLE_RUN = ["run", "-d", "--network", "none", "busybox", "sleep", "3600"]
+POOL_MEMBER = "berth.vm.poolmember"  # a VM waiting in berth's pool (berth.vm.poolmember)
 
 
 class BenchError(Exception):
@@ -368,16 +369,39 @@ def per_container_procs(eng: Engine, ids: list[str], before: dict[int, Proc],
     below the daemon or naming the engine's directory or a container id in their command
     line; minus the containers' own processes and the daemon processes."""
     below_daemon = descendants(procs, eng.daemon_pids)
+    pooled = descendants(procs, {p.pid for p in procs.values() if POOL_MEMBER in p.cmdline})
     out = set()
     for p in procs.values():
         old = before.get(p.pid)
         if old is not None and old.start == p.start:
             continue  # existed before the containers
-        if p.pid in in_container or p.pid in eng.daemon_pids:
-            continue
+        if p.pid in in_container or p.pid in eng.daemon_pids or p.pid in pooled:
+            continue  # (a VM waiting in the pool is no container's: pool_cost counts it)
         if p.pid in below_daemon or eng.mentions_me(p, ids):
             out.add(p.pid)
     return out
+
+
+def pool_cost(eng: Engine) -> dict | None:
+    """What one VM waiting in berth's pool costs (its QEMU, and its waiting process), averaged over
+    the ones waiting now; None when none waits."""
+    rows = []
+    for ready in sorted(eng.workdir.glob("root/s/p-*/ready")):
+        try:
+            state = json.loads(ready.read_text())
+        except (OSError, ValueError):
+            continue
+        qemu, member = mem_kb(int(state["qemu_pid"])), mem_kb(int(state["pid"]))
+        if qemu and member:
+            rows.append({"shape": state.get("shape"), "qemu": qemu, "member": member})
+    if not rows:
+        return None
+    n = len(rows)
+    return {"waiting": n, "rows": rows,
+            "qemu_pss_kb": sum(r["qemu"]["pss"] for r in rows) / n,
+            "member_pss_kb": sum(r["member"]["pss"] for r in rows) / n,
+            "qemu_rss_kb": sum(r["qemu"]["rss"] for r in rows) / n,
+            "member_rss_kb": sum(r["member"]["rss"] for r in rows) / n}
 
 
 def daemon_rss(eng: Engine) -> int:
@@ -569,7 +593,8 @@ def fmt(x: float | None, unit: str = "") -> str:
 # these lines; rewriting the file keeps them, in the order they had
 KEPT = (("<!-- network benchmark: begin -->", "<!-- network benchmark: end -->"),
         ("<!-- build benchmark: begin -->", "<!-- build benchmark: end -->"),
-        ("<!-- transfer benchmark: begin -->", "<!-- transfer benchmark: end -->"))
+        ("<!-- transfer benchmark: begin -->", "<!-- transfer benchmark: end -->"),
+        ("<!-- density benchmark: begin -->", "<!-- density benchmark: end -->"))
 
 
 def kept_section(out: Path) -> str:
@@ -617,7 +642,8 @@ def write_markdown(res: dict, out: Path) -> None:
             ratio = f"{r['median_ms'] / d['median_ms']:.2f}" if d and r and name != "docker" else ""
             label = {"berth": "berth (process)", "berth-runsc": "berth (--runtime runsc)",
                      "berth-baseline": f"berth (process) at {res.get('baseline', 'the baseline')}",
-                     "berth-vm": "berth (--isolation hyperv, VM template clone, TCG)",
+                     "berth-vm": "berth (--isolation hyperv, warm pool: a waiting clone, TCG)",
+                     "berth-vm-nopool": "berth (--isolation hyperv, no pool: a template clone restored, TCG)",
                      "berth-vm-cold": "berth (--isolation hyperv, VM cold boot, TCG)"}.get(name, name)
             L.append(f"| `docker {' '.join(cmd)}` | {label} | "
                      f"{fmt(r and r['median_ms'], ' ms')} | {fmt(r and r['p10_ms'], ' ms')} | "
@@ -682,6 +708,20 @@ def write_markdown(res: dict, out: Path) -> None:
         L.append(f"- VM isolation, target `docker run --rm --isolation hyperv IMG true` under 0.6 s end to end here "
                  f"(TCG): {ms / 1000:.2f} s ({'met' if ms < 600 else 'not met'}); cold boot: "
                  f"{fmt(lt.get('berth-vm-cold') and lt['berth-vm-cold']['median_ms'], ' ms')}.")
+        if lt.get("docker"):
+            r = ms / lt["docker"]["median_ms"]
+            L.append(f"- VM isolation with a warm pool at or below Docker's process containers (`docker "
+                     f"{' '.join(LAT_TRUE)}`): {ms:.1f} ms vs {lt['docker']['median_ms']:.1f} ms, {r:.2f} × "
+                     f"({'met' if r <= 1 else 'not met'}); with the pool empty (each start restores a clone): "
+                     f"{fmt(lt.get('berth-vm-nopool') and lt['berth-vm-nopool']['median_ms'], ' ms')}.")
+    pc = res.get("pool")
+    if pc:
+        L.append(f"- One VM waiting in the pool costs {(pc['qemu_pss_kb'] + pc['member_pss_kb']) / 1024:.1f} MiB PSS: "
+                 f"its QEMU {pc['qemu_pss_kb'] / 1024:.1f} MiB and its waiting process (Python) "
+                 f"{pc['member_pss_kb'] / 1024:.1f} MiB (RSS {pc['qemu_rss_kb'] / 1024:.1f} and "
+                 f"{pc['member_rss_kb'] / 1024:.1f} MiB; {pc['waiting']} measured). Once claimed the process "
+                 "becomes the container's C monitor, so a container served from the pool costs what any "
+                 "VM-isolated container costs (row above).")
     if vm_mem:
         pss = vm_mem["pss_kb_per_container"] / 1024
         L.append(f"- VM isolation, target under 50 MiB PSS per idle VM-isolated container: {pss:.1f} MiB "
@@ -722,8 +762,9 @@ def main() -> int:
     ap.add_argument("--idle", type=int, default=10, help="idle containers per engine for the memory test")
     ap.add_argument("--out", type=Path, default=REPO / "BENCHMARKS.md")
     ap.add_argument("--engines", default="docker,berth", help="comma list, default docker,berth")
-    ap.add_argument("--modes", default="runsc,vm,vm-cold",
-                    help="berth's other isolation modes to measure beside process isolation (runsc,vm,vm-cold)")
+    ap.add_argument("--modes", default="runsc,vm,vm-nopool,vm-cold",
+                    help="berth's other isolation modes to measure beside process isolation "
+                         "(runsc,vm,vm-nopool,vm-cold)")
     ap.add_argument("--baseline", type=Path, metavar="CHECKOUT",
                     help="also time process isolation with the berthd of another checkout (made by "
                          "bench/baseline.sh REF), interleaved with the rest: the regression check")
@@ -789,6 +830,15 @@ def main() -> int:
                                     ("berth-vm", ("--isolation", "hyperv"), True)):
                 if mode.split("-", 1)[1] in args.modes.split(","):
                     ready.append(dataclasses.replace(base, name=mode, mode_args=flags, vm=vm))
+            if "vm-nopool" in args.modes.split(","):  # a berthd with no pool: each start restores a clone
+                d = Path(tempfile.mkdtemp(prefix="bn-", dir="/tmp"))
+                dirs.append(d)
+                try:
+                    nopool = start_berth(d, logdir, env, launched, "berth-vm-nopool", ("--vm-pool", "0"))
+                    import_image(nopool, tarball)
+                    ready.append(dataclasses.replace(nopool, mode_args=("--isolation", "hyperv"), vm=True))
+                except BenchError as e:
+                    errors["berth-vm-nopool: start/import"] = str(e)
             if "vm-cold" in args.modes.split(","):  # a second berthd whose VMs always boot cold
                 d = Path(tempfile.mkdtemp(prefix="bc-", dir="/tmp"))
                 dirs.append(d)
@@ -816,6 +866,10 @@ def main() -> int:
             res["latency"]["true"] = latency(ready, LAT_TRUE, None, args.runs, errors)
             res["latency"]["echo"] = latency(ready, LAT_ECHO, "hi", args.runs, errors)
             res["latency"]["floor"] = latency(ready, LAT_FLOOR, None, args.runs, errors)
+            pooled = next((e for e in ready if e.name == "berth-vm"), None)
+            if pooled is not None:
+                time.sleep(3)  # the refill after the last start
+                res["pool"] = pool_cost(pooled)
             for eng in ready:
                 if eng.name == "berth-baseline":  # the regression check is about latency
                     continue

@@ -78,12 +78,18 @@ def _write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _report(fd: int | None, doc: dict[str, object]) -> None:
+def _report(fd: int | None, doc: dict[str, object]) -> bool:
+    """Write *doc* on the sync pipe and close it; False when no one reads it any more."""
     if fd is None:
-        return
-    with contextlib.suppress(OSError):
+        return False
+    try:
         os.write(fd, json.dumps(doc).encode() + b"\n")
-        os.close(fd)
+        return True
+    except OSError:
+        return False
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 class Member:
@@ -116,8 +122,11 @@ class Member:
             listener.listen(1)
             listener.setblocking(False)
             _write_atomic(self.dir / pool.READY_FILE, state.to_json())
-            _report(args.sync_fd, {"ready": vm.qemu.pid})
+            heard = _report(args.sync_fd, {"ready": vm.qemu.pid})
             args.sync_fd = None
+            if not heard:  # the daemon stopped or gave up on this one meanwhile: no one would ever claim it
+                log.warning("no daemon is waiting for this pooled VM any more: stopping it")
+                return
             loop = asyncio.get_running_loop()
             while True:
                 accept = asyncio.ensure_future(loop.sock_accept(listener))
