@@ -183,11 +183,19 @@ def test_vm_sockets_and_workdir_are_root_only_and_qemu_is_sandboxed(berthd, imag
     assert mode(sockets) == 0o700
     for sock in (sockets / f"{cid[:16]}.vm", sockets / f"{cid[:16]}.attach"):
         assert stat.S_ISSOCK(os.lstat(sock).st_mode) and mode(sock) == 0o600, (sock, oct(mode(sock)))
-    work = sockets / f"{cid[:16]}.d"
+    qemu = int((root / "containers" / cid / "pid").read_text())
+    argv = Path(f"/proc/{qemu}/cmdline").read_bytes().split(b"\0")
+    agent = next(a.decode() for a in argv if a.startswith(b"socket,id=agent,path="))
+    work = Path(agent.split("path=", 1)[1]).parent  # <cid>.d, or the pooled VM's p-* it was handed out
+    assert work.parent == sockets and work.name in (f"{cid[:16]}.d", *[p.name for p in sockets.glob("p-*")])
     assert mode(work) == 0o700
     assert mode(work / "qmp.sock") == 0o600, oct(mode(work / "qmp.sock"))
     for entry in work.iterdir():  # agent.sock, console.log, qemu.log, ...: nothing for others
         assert mode(entry) & 0o077 == 0, (entry.name, oct(mode(entry)))
+    for pooled in sockets.glob("p-*"):  # the VMs waiting in the pool: their sockets and files as private
+        assert mode(pooled) == 0o700
+        for entry in pooled.iterdir():
+            assert mode(entry) & 0o077 == 0, (pooled.name, entry.name, oct(mode(entry)))
     for d in (Path("/dev/shm/berth-templates"), Path(VM_DIR) / "templates"):
         if d.exists():
             st = os.lstat(d)
@@ -195,8 +203,6 @@ def test_vm_sockets_and_workdir_are_root_only_and_qemu_is_sandboxed(berthd, imag
             for sub in d.iterdir():
                 if sub.is_dir() and not sub.is_symlink():
                     assert mode(sub) & 0o077 == 0, (sub, oct(mode(sub)))
-    qemu = int((root / "containers" / cid / "pid").read_text())
-    argv = Path(f"/proc/{qemu}/cmdline").read_bytes().split(b"\0")
     assert b"-sandbox" in argv, argv
     policy = argv[argv.index(b"-sandbox") + 1].decode()
     assert policy.split(",")[0] == "on"
