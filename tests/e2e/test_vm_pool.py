@@ -207,3 +207,19 @@ def test_a_clean_stop_stops_the_waiting_vms(berthd_factory, rootfs_tar):
     assert not list(Path(d.root, "s").glob("p-*"))
     out = subprocess.run(["pgrep", "-f", f"berth.vm.poolmember.*{d.root}"], capture_output=True, text=True)
     assert out.stdout == ""
+
+
+def test_a_stop_while_a_pooled_vm_is_starting_leaves_no_vm(berthd_factory, rootfs_tar):
+    """The refill is cancelled half way: the pooled VM, finding no one reading its report, stops itself."""
+    d = pool_daemon(berthd_factory, rootfs_tar, "--vm-pool", "1")
+    warm(d, *NO_NET)
+    docker(d, "run", "--rm", "--isolation", "vm", *NO_NET, "busybox", "true", timeout=120)  # takes it: a refill
+    time.sleep(0.6)  # the refill has started a pooled VM, which is restoring its clone now
+    d.proc.send_signal(signal.SIGTERM)
+    d.proc.wait(60)
+
+    def left() -> str:
+        return subprocess.run(["pgrep", "-f", f"berth.vm.poolmember.*{d.root}"], capture_output=True,
+                              text=True).stdout
+    wait_until(lambda: left() == "", 60, "no pooled VM left after the daemon stopped")
+    wait_until(lambda: not list(Path(d.root, "s").glob("p-*")), 20, "no pooled VM directory left")

@@ -133,8 +133,7 @@ class VmPool:
         shapes = pool.remember(self.shapes, shape)
         if shapes != self.shapes:
             self.shapes = shapes
-            with contextlib.suppress(OSError):
-                _write_atomic(self.shapes_file, pool.dump_shapes(shapes))
+            asyncio.get_running_loop().run_in_executor(None, _save_shapes, self.shapes_file, shapes)
 
     # -- refill --
 
@@ -161,6 +160,7 @@ class VmPool:
         path = self.root / name
         self.starting[name] = shape
         rfd, wfd = os.pipe()
+        reading: asyncio.ReadTransport | None = None
         try:
             argv = ["chrt", "--idle", "0", sys.executable, "-m", MEMBER_MODULE, "--dir", str(path),
                     "--vm-dir", self.vm_dir, "--mem-mib", str(shape.mem_mib), "--vcpus", str(shape.vcpus),
@@ -172,13 +172,20 @@ class VmPool:
             finally:
                 os.close(wfd)
                 wfd = -1
-            reply = await asyncio.wait_for(asyncio.to_thread(_read_line, rfd), READY_TIMEOUT)
+            # Read on the event loop, not in a thread: a thread blocked in read() would keep the pipe
+            # open after a cancellation (a daemon stopping), and the pooled VM, its report heard,
+            # would wait for a claim forever. Closed, the pipe tells it no one is waiting.
+            reader = asyncio.StreamReader(limit=65536)
+            reading, _ = await asyncio.get_running_loop().connect_read_pipe(
+                lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(rfd, "rb", buffering=0))
+            rfd = -1  # the transport owns it now
+            reply = await asyncio.wait_for(reader.readline(), READY_TIMEOUT)
             doc = json.loads(reply or b"{}")
-            if not isinstance(doc, dict) or not doc.get("ready"):
+            if not isinstance(doc, dict) or not isinstance(doc.get("ready"), str):
                 raise InvalidArgument(str(doc.get("error") if isinstance(doc, dict) else "") or
                                       "it exited without saying why (see its member.log)")
-            state = pool.MemberState.from_json(await asyncio.to_thread((path / pool.READY_FILE).read_text))
-            self.ready.append(Member(name, path, state))
+            state = pool.MemberState.from_json(doc["ready"])
+            self.ready.append(Member(name, path, state))  # no await since the report: a stop finds it here
             self.backoff.pop(shape, None)
             log.info("VM pool: %s ready (%s)", name, shape.key())
         except (BerthError, OSError, ValueError, asyncio.TimeoutError) as exc:
@@ -190,9 +197,11 @@ class VmPool:
             await asyncio.to_thread(_stop_member, path)
         finally:
             self.starting.pop(name, None)
-            os.close(rfd)
-            if wfd >= 0:
-                os.close(wfd)
+            if reading is not None:
+                reading.close()
+            for fd in (rfd, wfd):
+                if fd >= 0:
+                    os.close(fd)
 
     # -- what a previous daemon left (blocking: run in a thread) --
 
@@ -298,17 +307,12 @@ def _current_artifacts(vm_dir: str) -> str:
         return ""
 
 
-def _read_line(fd: int) -> bytes:
-    out = b""
-    while not out.endswith(b"\n") and len(out) < 65536:
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            break
-        out += chunk
-    return out
+def _save_shapes(path: Path, shapes: tuple[pool.Shape, ...]) -> None:
+    with contextlib.suppress(OSError):
+        _write_atomic(path, pool.dump_shapes(shapes))
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(f"{path.name}.{secrets.token_hex(4)}.tmp")  # two saves at once never share one
     tmp.write_text(text)
     os.replace(tmp, path)

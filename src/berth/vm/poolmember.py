@@ -9,7 +9,7 @@ and so does its QEMU, so filling the pool never takes a CPU from a start. Its
 9p shares are DIR/<tag>, each holding an empty directory `m`; it restores a
 clone of the shape's template with them (a template that fails to restore is
 rebuilt once; then the pooled VM gives up: the pool never boots cold) and reports
-on the sync fd ({"ready": qemu pid} or {"error": ...}) after writing
+on the sync fd ({"ready": its state, as in `ready`} or {"error": ...}) after writing
 DIR/ready. Then it waits, at most for its QEMU's life, for one connection on
 DIR/claim.sock: one message, the shim's own arguments as JSON, with the
 container's sync pipe passed along (SCM_RIGHTS). From there it is that
@@ -122,7 +122,7 @@ class Member:
             listener.listen(1)
             listener.setblocking(False)
             _write_atomic(self.dir / pool.READY_FILE, state.to_json())
-            heard = _report(args.sync_fd, {"ready": vm.qemu.pid})
+            heard = _report(args.sync_fd, {"ready": state.to_json()})
             args.sync_fd = None
             if not heard:  # the daemon stopped or gave up on this one meanwhile: no one would ever claim it
                 log.warning("no daemon is waiting for this pooled VM any more: stopping it")

@@ -43,10 +43,11 @@ def test_qemu_argv() -> None:
 
 
 def test_template_and_clone_argv_differ_only_in_memory_mapping_and_incoming() -> None:
-    common = dict(agent_socket=Path("/w/agent.sock"), shares={"rootfs": Path("/r")}, cmdline="x",
-                  console_log=Path("/w/console.log"), accelerator="tcg")
-    template = cmdline.qemu_argv(ART, memory_file=Path("/t/ram"), memory_shared=True, **common)
-    clone = cmdline.qemu_argv(ART, memory_file=Path("/t/ram"), memory_shared=False, incoming=True, **common)
+    def argv(shared: bool, incoming: bool) -> list[str]:
+        return cmdline.qemu_argv(ART, agent_socket=Path("/w/agent.sock"), shares={"rootfs": Path("/r")},
+                                 cmdline="x", console_log=Path("/w/console.log"), accelerator="tcg",
+                                 memory_file=Path("/t/ram"), memory_shared=shared, incoming=incoming)
+    template, clone = argv(True, False), argv(False, True)
     assert [a.replace("share=off", "share=on") for a in clone] == template + ["-incoming", "defer"]
     assert template[2] == clone[2] == cmdline.MACHINE
 
