@@ -179,6 +179,10 @@ class AgentChannel:
         self._mounted[tag] = where
         return where
 
+    async def netconf(self, conf: ap.NetConf) -> None:
+        """Configure the guest's eth0: the container's MAC, address/prefix and default route."""
+        await self._request(lambda i: ap.encode_netconf(i, conf))
+
     async def exec(self, argv: Sequence[str], *, env: Sequence[str] | Mapping[str, str] | None = None,
                    cwd: str = "/", uid: int = 0, gid: int = 0, tty: bool = False,
                    rootfs_tag: str | None = None, rows: int = 0, cols: int = 0) -> GuestProcess:

@@ -32,7 +32,6 @@ import contextlib
 import json
 import logging
 import os
-import shlex
 import shutil
 import signal
 import socket
@@ -42,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
-from berth.errors import BerthError, FailedPrecondition, InvalidArgument
+from berth.errors import BerthError, CommandFailed, FailedPrecondition, InvalidArgument
 from berth.host import cgroups, fstree, mount, netlink
 from berth.vm import clones, execclient, shares, sizing
 from berth.vm.agentchannel import DEFAULT_PATH
@@ -229,10 +228,10 @@ class Setup:
         """With the VM up: its card, the root and volumes mounted in the guest, then exec the monitor."""
         args = self.args
         if host.nic:  # loopback and the hostname are the agent's (at boot, and when it mounts the root)
-            code, _, err = await vm.run(["/bin/busybox", "sh", "-c", nic_script(host.nic)])
-            if code != 0:
-                raise FailedPrecondition(f"configuring the VM's network card failed: "
-                                         f"{err.decode(errors='replace').strip()}")
+            try:
+                await vm.netconf(ap.NetConf(host.nic["mac"], host.nic["address"], host.nic.get("gateway", "")))
+            except (CommandFailed, KeyError) as exc:
+                raise FailedPrecondition(f"configuring the VM's network card failed: {exc}") from exc
         root = await vm.mount("rootfs", execclient.GUEST_ROOT, subdir=subdir)
         plan = host.plan
         if plan.share_count() or plan.tmpfs:
@@ -296,17 +295,6 @@ def _nic(bundle: Path) -> dict[str, str]:
     except (OSError, ValueError):
         return {}
     return {k: str(v) for k, v in doc.items() if v} if isinstance(doc, dict) and doc.get("tap") else {}
-
-
-def nic_script(nic: dict[str, str]) -> str:
-    """The guest's commands for its card: the container's MAC (clones share the template's), address, route."""
-    q = shlex.quote
-    lines = ["set -e"]
-    lines += [f"ip link set eth0 address {q(nic['mac'])}", f"ip addr add {q(nic['address'])} dev eth0",
-              "ip link set eth0 up"]
-    if nic.get("gateway"):
-        lines.append(f"ip route add default via {q(nic['gateway'])}")
-    return "\n".join(lines) + "\n"
 
 
 def _agent_fd(vm: UtilityVM) -> int:

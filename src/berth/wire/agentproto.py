@@ -29,6 +29,8 @@ the other).
 from __future__ import annotations
 
 import enum
+import ipaddress
+import re
 import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -51,6 +53,7 @@ class T(enum.IntEnum):
     SETTIME = 0x07
     RNGSEED = 0x08
     SHUTDOWN = 0x09
+    NETCONF = 0x0a
     # guest -> host
     READY = 0x81
     STARTED = 0x82
@@ -171,6 +174,36 @@ def encode_rngseed(id_: int, seed: bytes) -> bytes:
     if not seed:
         raise InvalidArgument("empty random seed")
     return frame(T.RNGSEED, id_, seed)
+
+
+@dataclass(frozen=True, slots=True)
+class NetConf:
+    """eth0 in the guest: its MAC, an IPv4 address with its prefix ("10.0.0.2/24"), the gateway ("" for none)."""
+
+    mac: str
+    address: str
+    gateway: str = ""
+
+
+def encode_netconf(id_: int, c: NetConf) -> bytes:
+    if not re.fullmatch(r"[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}", c.mac):
+        raise InvalidArgument(f"invalid MAC address {c.mac!r}")
+    try:
+        iface = ipaddress.IPv4Interface(c.address)
+        if c.gateway:
+            ipaddress.IPv4Address(c.gateway)
+    except ValueError as exc:
+        raise InvalidArgument(f"invalid guest address or gateway: {exc}") from None
+    if "/" not in c.address:
+        raise InvalidArgument(f"the guest address needs its prefix length: {c.address!r}")
+    return frame(T.NETCONF, id_, _str(c.mac) + _str(iface.with_prefixlen) + _str(c.gateway))
+
+
+def decode_netconf(payload: bytes) -> NetConf:
+    r = _Reader(payload, "NETCONF")
+    c = NetConf(r.str(), r.str(), r.str())
+    r.end()
+    return c
 
 
 def encode_shutdown(id_: int = 0) -> bytes:

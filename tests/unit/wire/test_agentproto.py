@@ -19,6 +19,10 @@ CASES: list[tuple[bytes, ap.T, int, Callable[[bytes], Any] | None, Any]] = [
      ap.Mount("data", "/data", False)),
     (ap.encode_mount(3, ap.Mount("rootfs", "/mnt/rootfs", True, True)), ap.T.MOUNT, 3, ap.decode_mount,
      ap.Mount("rootfs", "/mnt/rootfs", True, True)),
+    (ap.encode_netconf(4, ap.NetConf("02:42:ac:11:00:02", "172.17.0.2/16", "172.17.0.1")), ap.T.NETCONF, 4,
+     ap.decode_netconf, ap.NetConf("02:42:ac:11:00:02", "172.17.0.2/16", "172.17.0.1")),
+    (ap.encode_netconf(5, ap.NetConf("02:42:ac:11:00:02", "10.1.0.2/24")), ap.T.NETCONF, 5,
+     ap.decode_netconf, ap.NetConf("02:42:ac:11:00:02", "10.1.0.2/24", "")),
     (ap.encode_exec(7, EXEC), ap.T.EXEC, 7, ap.decode_exec, EXEC),
     (ap.exec_frame(8, ["true"]), ap.T.EXEC, 8, ap.decode_exec, ap.Exec(("true",))),
     (ap.encode_stdin(7, b"input\n")[0], ap.T.STDIN, 7, None, b"input\n"),
@@ -114,3 +118,15 @@ def test_truncated_and_trailing_payloads() -> None:
         ap.decode_exec(ap.encode_exec(1, EXEC)[ap.HEADER_LEN:-1])
     with pytest.raises(InvalidArgument, match="trailing"):
         ap.decode_exit(b"\x00\x00\x00\x01\x00")
+
+
+@pytest.mark.parametrize("conf", [
+    ap.NetConf("02:42:ac:11:00", "10.0.0.2/24"),         # short MAC
+    ap.NetConf("02:42:ac:11:00:02", "10.0.0.2"),          # no prefix
+    ap.NetConf("02:42:ac:11:00:02", "10.0.0.2/33"),
+    ap.NetConf("02:42:ac:11:00:02", "fd00::2/64"),        # the guest card is IPv4 only
+    ap.NetConf("02:42:ac:11:00:02", "10.0.0.2/24", "nope"),
+])
+def test_netconf_refuses_what_the_agent_could_not_apply(conf: ap.NetConf) -> None:
+    with pytest.raises(InvalidArgument):
+        ap.encode_netconf(1, conf)

@@ -31,7 +31,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
 #include <net/if.h>
+#include <net/if_arp.h>
+#include <net/route.h>
+#include <netinet/in.h>
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/socket.h>
@@ -55,7 +59,7 @@
 
 enum {
     T_MOUNT = 0x01, T_EXEC = 0x02, T_STDIN = 0x03, T_STDIN_EOF = 0x04, T_SIGNAL = 0x05,
-    T_RESIZE = 0x06, T_SETTIME = 0x07, T_RNGSEED = 0x08, T_SHUTDOWN = 0x09,
+    T_RESIZE = 0x06, T_SETTIME = 0x07, T_RNGSEED = 0x08, T_SHUTDOWN = 0x09, T_NETCONF = 0x0a,
     T_READY = 0x81, T_STARTED = 0x82, T_STDOUT = 0x83, T_STDERR = 0x84, T_EXIT = 0x85,
     T_ERROR = 0x86, T_OK = 0x87,
 };
@@ -557,6 +561,70 @@ static void do_settime(uint32_t id, const uint8_t *p, size_t n) {
     send_frame(T_OK, id, NULL, 0);
 }
 
+/* NETCONF: eth0 gets the container's MAC (clones share the template's), an IPv4 address and
+ * prefix, and a default route when a gateway is given; then it is up. Done with ioctls, here,
+ * because a shell with `ip` costs a fork and an exec per step under TCG. */
+static int set_sockaddr(struct sockaddr *sa, const char *text) {
+    struct sockaddr_in *in = (struct sockaddr_in *)sa;
+    memset(in, 0, sizeof *in);
+    in->sin_family = AF_INET;
+    return inet_pton(AF_INET, text, &in->sin_addr) == 1 ? 0 : -1;
+}
+
+static void do_netconf(uint32_t id, const uint8_t *payload, size_t n) {
+    struct rd r = {payload, n, 0, 0};
+    char *mac = rd_str(&r), *addr = rd_str(&r), *gw = rd_str(&r);
+    struct ifreq ifr;
+    unsigned char hw[6];
+    unsigned prefix = 0;
+    char ip[64] = "";
+    int s = -1;
+    const char *slash = addr ? strchr(addr, '/') : NULL;
+    if (r.bad || r.pos != n || !slash || (size_t)(slash - addr) >= sizeof ip ||
+        sscanf(slash + 1, "%u", &prefix) != 1 || prefix > 32 ||
+        sscanf(mac, "%2hhx:%2hhx:%2hhx:%2hhx:%2hhx:%2hhx", &hw[0], &hw[1], &hw[2], &hw[3], &hw[4], &hw[5]) != 6) {
+        send_error(id, "bad NETCONF payload");
+        goto out;
+    }
+    memcpy(ip, addr, (size_t)(slash - addr));
+    s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    memset(&ifr, 0, sizeof ifr);
+    snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "eth0");
+    ifr.ifr_hwaddr.sa_family = ARPHRD_ETHER;
+    memcpy(ifr.ifr_hwaddr.sa_data, hw, 6);
+    if (s < 0 || ioctl(s, SIOCSIFHWADDR, &ifr) < 0) { send_error(id, "set eth0's MAC: %s", strerror(errno)); goto out; }
+    if (set_sockaddr(&ifr.ifr_addr, ip) < 0 || ioctl(s, SIOCSIFADDR, &ifr) < 0) {
+        send_error(id, "set eth0's address %s: %s", ip, strerror(errno));
+        goto out;
+    }
+    struct sockaddr_in *mask = (struct sockaddr_in *)&ifr.ifr_netmask;
+    memset(mask, 0, sizeof *mask);
+    mask->sin_family = AF_INET;
+    mask->sin_addr.s_addr = htonl(prefix ? 0xffffffffu << (32 - prefix) : 0);
+    if (ioctl(s, SIOCSIFNETMASK, &ifr) < 0) { send_error(id, "set eth0's netmask: %s", strerror(errno)); goto out; }
+    if (ioctl(s, SIOCGIFFLAGS, &ifr) < 0) { send_error(id, "read eth0's flags: %s", strerror(errno)); goto out; }
+    ifr.ifr_flags |= IFF_UP | IFF_RUNNING;
+    if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0) { send_error(id, "bring eth0 up: %s", strerror(errno)); goto out; }
+    if (gw[0]) {
+        struct rtentry rt;
+        memset(&rt, 0, sizeof rt);
+        set_sockaddr(&rt.rt_dst, "0.0.0.0");
+        set_sockaddr(&rt.rt_genmask, "0.0.0.0");
+        if (set_sockaddr(&rt.rt_gateway, gw) < 0) { send_error(id, "bad gateway %s", gw); goto out; }
+        rt.rt_flags = RTF_UP | RTF_GATEWAY;
+        if (ioctl(s, SIOCADDRT, &rt) < 0 && errno != EEXIST) {
+            send_error(id, "default route via %s: %s", gw, strerror(errno));
+            goto out;
+        }
+    }
+    send_frame(T_OK, id, NULL, 0);
+out:
+    if (s >= 0) close(s);
+    free(mac);
+    free(addr);
+    free(gw);
+}
+
 static void do_rngseed(uint32_t id, const uint8_t *p, size_t n) {
     struct rand_pool_info *info = malloc(sizeof *info + n);
     if (!info) abort();
@@ -583,6 +651,7 @@ static void handle_frame(uint8_t type, uint32_t id, const uint8_t *p, size_t n) 
     case T_EXEC: do_exec(id, p, n); return;
     case T_SETTIME: do_settime(id, p, n); return;
     case T_RNGSEED: do_rngseed(id, p, n); return;
+    case T_NETCONF: do_netconf(id, p, n); return;
     case T_SHUTDOWN:
         sync();
         reboot(RB_POWER_OFF);
