@@ -99,7 +99,8 @@ class VmRuntime:
             args.append("--cold")
         if opts.log_size_max > 0:
             args += ["--log-size-max", str(opts.log_size_max)]  # the monitor rotates as conmon does
-        doc = await self._from_pool(cid, bundle, args, opts.nic is not None) if self.pool is not None else None
+        doc = await self._from_pool(cid, bundle, args, opts.nic is not None) \
+            if self.pool is not None and self.pool.settings.enabled else None
         if doc is None:
             rfd, wfd = os.pipe()
             try:

@@ -37,6 +37,7 @@ import sys
 from pathlib import Path
 
 from berth.errors import FailedPrecondition
+from berth.host import netlink
 from berth.vm import clones, pool, shares, shim
 from berth.vm.prepare import QEMU, monitor_binary, prepare
 from berth.vm.template import artifacts_id
@@ -157,7 +158,9 @@ class Member:
             self.setup = shim.Setup(sargs)
             log.info("claimed by container %s", sargs.cid[:12])
             (Path(sargs.bundle) / "shim.pid").write_text(f"{os.getpid()}\n")
-            await self.setup.run_pooled(vm, self.dir, monitor, args.tap)
+            tap = args.tap
+            adopt = None if tap is None else (lambda name: netlink.adopt_tap(tap, name))
+            await self.setup.run_pooled(vm, self.dir, monitor, adopt)
 
     def _receive(self, conn: socket.socket) -> tuple[list[str], int] | None:
         """One claim from *conn*: (shim arguments, the container's sync fd); None when it is not one."""

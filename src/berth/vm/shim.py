@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from berth.errors import BerthError, CommandFailed, FailedPrecondition, InvalidArgument
-from berth.host import cgroups, fstree, mount, netlink
+from berth.host import cgroups, fstree, mount
 from berth.vm import clones, execclient, shares, sizing
 from berth.vm.agentchannel import DEFAULT_PATH
 from berth.vm.boot import UtilityVM
@@ -205,10 +205,13 @@ class Setup:
                                    templates=not args.cold, tap=host.nic.get("tap")) as vm:
             await self.finish(vm, host, workdir, monitor_binary(vm_dir))
 
-    async def run_pooled(self, vm: UtilityVM, workdir: Path, monitor: Path, pool_tap: str | None) -> NoReturn:
+    async def run_pooled(self, vm: UtilityVM, workdir: Path, monitor: Path,
+                         adopt_card: Callable[[str], None] | None) -> NoReturn:
         """Take over a pooled VM (berth.vm.poolmember) whose work directory is *workdir*: the
         container's directories are bind-mounted into its shares' subdirectories m, its card
-        takes the container's tap's place, its clock and RNG are set again; then as `run`."""
+        takes the container's tap's place (*adopt_card(tap)*), its clock and RNG are set again;
+        then as `run`. (The shim itself never imports netlink: pyroute2 costs ~70 ms of import
+        at every VM start; a pooled VM imports it while it waits.)"""
         host = self.prepare_host(workdir, lambda tag: workdir / tag / "m")
         for tag, source in host.shares.items():
             target = workdir / tag / "m"
@@ -217,9 +220,9 @@ class Setup:
             mount.mount(str(source), str(target), "", flags=mount.MS_BIND | mount.MS_REC)
             self.host_mounts.append(target)
         if host.nic:
-            if pool_tap is None:
+            if adopt_card is None:
                 raise FailedPrecondition("this pooled VM has no network card")
-            netlink.adopt_tap(pool_tap, host.nic["tap"])
+            adopt_card(host.nic["tap"])
         await vm.fresh_identity()  # it waited in the pool: its clock is behind, its RNG seen by no one yet
         await self.finish(vm, host, workdir, monitor, subdir=True)
 
