@@ -433,6 +433,9 @@ def memory(eng: Engine, k: int) -> dict:
         if eng.vm:  # the sandbox or utility VM (State.Pid) is what this isolation adds per container
             monitors |= roots
             in_container -= roots
+            # a VM handed out by berth's pool: its monitor is the pooled process, older than the container
+            monitors |= {procs[r].ppid for r in roots
+                         if r in procs and "berth-vm-monitor" in getattr(procs.get(procs[r].ppid), "cmdline", "")}
         rss_after = daemon_rss(eng)
         # new processes this count left out, for checking by eye (other users of the machine show up here too)
         unclassified = [{"pid": p.pid, "ppid": p.ppid, "comm": p.comm, "cmdline": p.cmdline[:200]}
