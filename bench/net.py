@@ -42,12 +42,14 @@ that section when it rewrites the file) and, raw, to bench/results/net-<stamp>.j
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import importlib
 import ipaddress
 import json
 import os
 import random
+import shutil
 import signal
 import socket
 import statistics
@@ -392,6 +394,24 @@ def proxy_cpu_seconds(eng: Engine) -> float:
     return total / os.sysconf("SC_CLK_TCK")
 
 
+POOL_GAP = 1.5  # s of quiet before each timed VM start: berthd's pool refills a VM in about 1 s
+
+
+def warm_pool_latency(eng: Engine, cmd: list[str], runs: int) -> dict[str, Any]:
+    """*cmd* timed *runs* times with VM isolation, each after POOL_GAP s of quiet (2 warm-ups: the
+    first teaches berthd's pool the VM's shape), so each start finds a VM waiting in the pool."""
+    for _ in range(2):
+        base.timed(eng, cmd, None)
+        time.sleep(POOL_GAP)
+    samples = []
+    for _ in range(runs):
+        time.sleep(POOL_GAP)
+        samples.append(base.timed(eng, cmd, None))
+    r = base.summarize(samples)
+    log(f"docker {' '.join(cmd)} [{eng.name}, {POOL_GAP} s apart]: median {r['median_ms']:.1f} ms (n={r['n']})")
+    return r
+
+
 def interleaved(names: list[str], once: Callable[[str], float], runs: int, warmups: int, label: str,
                 errors: dict[str, str], on_success: Callable[[str], None]) -> dict[str, list[float]]:
     """Warm each up, then run docker, berth, docker, berth, ... *runs* times each; seconds per engine."""
@@ -462,20 +482,26 @@ def render(res: dict[str, Any]) -> str:
 
     L.append("### Start latency on the default bridge\n")
     L.append(f"Wall clock of the docker CLI process, start to exit; 2 warm-up runs per engine, then "
-             f"{res['runs']} runs each, interleaved docker, berth, docker, berth, …\n")
+             f"{res['runs']} runs each, interleaved docker, berth, docker, berth, … The VM rows are the same "
+             f"berthd with `--isolation hyperv`, timed afterwards, each start after {POOL_GAP} s of quiet so that "
+             "berthd's pool has a VM waiting (back to back, starts outrun the refill and restore their own "
+             "clone: see the `no pool` row of the run latency table above).\n")
     L.append("| command | engine | median | p10 | p90 | berth / docker (median) |")
     L.append("| --- | --- | ---: | ---: | ---: | ---: |")
     for key, cmd in (("bridge", LAT_BRIDGE), ("none", LAT_NONE)):
         lat = res["latency"].get(key, {})
         d = lat.get("docker")
-        for name in ("docker", "berth"):
+        for name in ("docker", "berth", "berth-vm"):
             r = lat.get(name)
+            if r is None and name == "berth-vm":
+                continue
             ratio = f"{r['median_ms'] / d['median_ms']:.2f}" if d and r and name != "docker" else ""
-            L.append(f"| `docker {' '.join(cmd)}` | {name} | {_ms(r, 'median_ms')} | {_ms(r, 'p10_ms')} | "
+            label = {"berth-vm": "berth (--isolation hyperv, VM from the warm pool, TCG)"}.get(name, name)
+            L.append(f"| `docker {' '.join(cmd)}` | {label} | {_ms(r, 'median_ms')} | {_ms(r, 'p10_ms')} | "
                      f"{_ms(r, 'p90_ms')} | {ratio} |")
     lb, ln = res["latency"].get("bridge", {}), res["latency"].get("none", {})
     extra = []
-    for name in ("docker", "berth"):
+    for name in ("docker", "berth", "berth-vm"):
         if lb.get(name) and ln.get(name):
             extra.append(f"{name} {lb[name]['median_ms'] - ln[name]['median_ms']:+.1f} ms")
     if extra:
@@ -589,6 +615,14 @@ def measure(args: argparse.Namespace, res: dict[str, Any], launched: list[Engine
 
     res["latency"]["bridge"] = base.latency(ready, LAT_BRIDGE, None, args.runs, errors)
     res["latency"]["none"] = base.latency(ready, LAT_NONE, None, args.runs, errors)
+    berth_eng = next((e for e in ready if e.name == "berth"), None)
+    if berth_eng is not None and shutil.which("qemu-system-x86_64"):  # the same starts in a VM, pool warm
+        vm = dataclasses.replace(berth_eng, name="berth-vm", mode_args=("--isolation", "hyperv"), vm=True)
+        for key, cmd in (("bridge", LAT_BRIDGE), ("none", LAT_NONE)):
+            try:
+                res["latency"][key]["berth-vm"] = warm_pool_latency(vm, cmd, args.runs)
+            except BenchError as e:
+                errors[f"berth-vm: docker {' '.join(cmd)}"] = str(e)
 
     by_name = {e.name: e for e in ready}
     rig_of: dict[str, Rig] = {}
