@@ -833,24 +833,19 @@ def main() -> int:
                                     ("berth-vm", ("--isolation", "hyperv"), True)):
                 if mode.split("-", 1)[1] in args.modes.split(","):
                     ready.append(dataclasses.replace(base, name=mode, mode_args=flags, vm=vm))
-            if "vm-nopool" in args.modes.split(","):  # a berthd with no pool: each start restores a clone
-                d = Path(tempfile.mkdtemp(prefix="bn-", dir="/tmp"))
+            # More berthds for the VM modes: no pool (each start restores a clone), and VMs booted cold.
+            for mode, prefix, flags in (("vm-nopool", "bn-", ("--vm-pool", "0")),
+                                        ("vm-cold", "bc-", ("--vm-boot", "cold"))):
+                if mode not in args.modes.split(","):
+                    continue
+                d = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
                 dirs.append(d)
                 try:
-                    nopool = start_berth(d, logdir, env, launched, "berth-vm-nopool", ("--vm-pool", "0"))
-                    import_image(nopool, tarball)
-                    ready.append(dataclasses.replace(nopool, mode_args=("--isolation", "hyperv"), vm=True))
+                    other = start_berth(d, logdir, env, launched, f"berth-{mode}", flags)
+                    import_image(other, tarball)
+                    ready.append(dataclasses.replace(other, mode_args=("--isolation", "hyperv"), vm=True))
                 except BenchError as e:
-                    errors["berth-vm-nopool: start/import"] = str(e)
-            if "vm-cold" in args.modes.split(","):  # a second berthd whose VMs always boot cold
-                d = Path(tempfile.mkdtemp(prefix="bc-", dir="/tmp"))
-                dirs.append(d)
-                try:
-                    cold = start_berth(d, logdir, env, launched, "berth-vm-cold", ("--vm-boot", "cold"))
-                    import_image(cold, tarball)
-                    ready.append(dataclasses.replace(cold, mode_args=("--isolation", "hyperv"), vm=True))
-                except BenchError as e:
-                    errors["berth-vm-cold: start/import"] = str(e)
+                    errors[f"berth-{mode}: start/import"] = str(e)
             if args.baseline:  # the same measurements with an earlier berth, in the same run
                 d = Path(tempfile.mkdtemp(prefix="bb-", dir="/tmp"))
                 dirs.append(d)

@@ -31,7 +31,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import socket
 import sys
 from pathlib import Path
@@ -199,35 +198,15 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    if os.fork() > 0:
-        os._exit(0)
-    os.setsid()
-    os.umask(0o077)
-    if os.fork() > 0:
-        os._exit(0)
-    with contextlib.suppress(OSError):  # the pool fills at idle priority: never a CPU taken from a start
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     d = Path(args.dir)
     d.mkdir(mode=0o700, exist_ok=True)
-    (d / "pid").write_text(f"{os.getpid()}\n")
-    logfd = os.open(d / "member.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    devnull = os.open(os.devnull, os.O_RDWR)
-    os.dup2(devnull, 0)
-    os.dup2(logfd, 1)
-    os.dup2(logfd, 2)
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s pool {d.name}: %(message)s")
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    shim.detach(d / "pid", d / "member.log", 0o600, f"pool {d.name}")
+    with contextlib.suppress(OSError):  # the pool fills at idle priority: never a CPU taken from a start
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     member = Member(args)
-
-    async def run() -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
-        await member.run()
-
     failure: BaseException | None = None
     try:
-        asyncio.run(run())
+        shim.run_until_sigterm(member.run)
     except BaseException as exc:  # a claimed member only gets here on failure: success execs the monitor
         failure = exc
     if member.setup is not None:  # claimed, and the take-over failed: as the shim reports it

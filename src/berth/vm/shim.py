@@ -36,7 +36,7 @@ import shutil
 import signal
 import socket
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -359,34 +359,43 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    # Detach from berthd: the container must outlive it.
+def detach(pid_file: Path, log_file: Path, log_mode: int, label: str) -> None:
+    """Leave berthd (double fork, a session of our own): the container must outlive it. Then the
+    pid file, stdio to *log_file*, logging with *label*, SIGPIPE ignored (a closed pipe is an OSError)."""
     if os.fork() > 0:
         os._exit(0)
     os.setsid()
     os.umask(0o077)  # sockets, logs, QEMU's files and templates: root only
     if os.fork() > 0:
         os._exit(0)
-    bundle = Path(args.bundle)
-    (bundle / "shim.pid").write_text(f"{os.getpid()}\n")
-    logfd = os.open(bundle / "shim.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    pid_file.write_text(f"{os.getpid()}\n")
+    logfd = os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, log_mode)
     devnull = os.open(os.devnull, os.O_RDWR)
     os.dup2(devnull, 0)
     os.dup2(logfd, 1)
     os.dup2(logfd, 2)
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s shim {args.cid[:12]}: %(message)s")
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {label}: %(message)s")
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    setup = Setup(args)
 
+
+def run_until_sigterm(work: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run *work()* in an event loop; SIGTERM cancels it (so its context managers stop the VM)."""
     async def run() -> None:
         task = asyncio.current_task()
         assert task is not None
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)  # stop the VM, then go
-        await setup.run()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        await work()
 
+    asyncio.run(run())
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    bundle = Path(args.bundle)
+    detach(bundle / "shim.pid", bundle / "shim.log", 0o644, f"shim {args.cid[:12]}")
+    setup = Setup(args)
     try:
-        asyncio.run(run())
+        run_until_sigterm(setup.run)
     except BaseException as exc:  # only a failure returns here: success execs the monitor
         message = "stopped by a signal" if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt)) else \
             f"the utility VM did not start: {exc}"
