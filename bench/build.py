@@ -522,16 +522,9 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _on_term)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background
 
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    logdir = RESULTS / f"logs-build-{stamp}"
-    logdir.mkdir()
-    scratch = Path(tempfile.mkdtemp(prefix="bbx-", dir="/tmp"))
+    session = base.new_session("build", "bbx-", DOCKER_BUILDKIT="0")
+    stamp, logdir, scratch, env = session.stamp, session.logdir, session.scratch, session.env
     dirs = [scratch]
-    cfg = scratch / "cli"
-    cfg.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_TLS_VERIFY")}
-    env.update(DOCKER_CONFIG=str(cfg), DOCKER_CLI_HINTS="false", DOCKER_BUILDKIT="0")
 
     launched: list[Engine] = []
     objects = net.BerthObjects([], "")

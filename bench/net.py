@@ -680,16 +680,9 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _on_term)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background
 
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    logdir = RESULTS / f"logs-net-{stamp}"
-    logdir.mkdir()
-    scratch = Path(tempfile.mkdtemp(prefix="bnx-", dir="/tmp"))
+    session = base.new_session("net", "bnx-")
+    stamp, logdir, scratch, env = session.stamp, session.logdir, session.scratch, session.env
     dirs = [scratch]
-    cfg = scratch / "cli"
-    cfg.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_TLS_VERIFY")}
-    env.update(DOCKER_CONFIG=str(cfg), DOCKER_CLI_HINTS="false")
 
     launched: list[Engine] = []
     rigs: list[Rig] = []

@@ -49,6 +49,33 @@ class BenchError(Exception):
     """A step failed; the message says which command and how."""
 
 
+@dataclass(frozen=True)
+class Session:
+    """One benchmark run's places: its time stamp, its log directory under bench/results, a scratch
+    directory in /tmp (first in the list of directories cleaned up) and the docker CLI's environment."""
+
+    stamp: str
+    logdir: Path
+    scratch: Path
+    env: dict[str, str]
+
+
+def new_session(kind: str, prefix: str, **env: str) -> Session:
+    """Make the places of a run of bench/<kind>.py ("" for run.py): bench/results/logs[-kind]-<stamp>/,
+    a scratch directory /tmp/<prefix>*, the CLI's config in it; the environment drops DOCKER_HOST and
+    friends (each call names its engine) and adds *env*."""
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    logdir = RESULTS / (f"logs-{kind}-{stamp}" if kind else f"logs-{stamp}")
+    logdir.mkdir()
+    scratch = Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp"))
+    cfg = scratch / "cli"
+    cfg.mkdir()
+    cli_env = {k: v for k, v in os.environ.items() if k not in ("DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_TLS_VERIFY")}
+    cli_env.update(DOCKER_CONFIG=str(cfg), DOCKER_CLI_HINTS="false", **env)
+    return Session(stamp, logdir, scratch, cli_env)
+
+
 def log(msg: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -789,16 +816,9 @@ def main() -> int:
     # a shell may start us with SIGINT ignored (background job): Ctrl-C must still clean up
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    logdir = RESULTS / f"logs-{stamp}"
-    logdir.mkdir()
-    scratch = Path(tempfile.mkdtemp(prefix="bn-", dir="/tmp"))
+    session = new_session("", "bn-")
+    stamp, logdir, scratch, env = session.stamp, session.logdir, session.scratch, session.env
     dirs = [scratch]
-    cfg = scratch / "cli"
-    cfg.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_TLS_VERIFY")}
-    env.update(DOCKER_CONFIG=str(cfg), DOCKER_CLI_HINTS="false")
 
     want = [e.strip() for e in args.engines.split(",") if e.strip()]
     launched: list[Engine] = []  # every engine whose daemon was started: all get cleaned up

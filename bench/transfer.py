@@ -1133,16 +1133,10 @@ def main() -> int:
     signal.signal(signal.SIGTERM, _on_term)
     signal.signal(signal.SIGINT, signal.default_int_handler)  # also when started in the background
 
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    logdir = RESULTS / f"logs-transfer-{stamp}"
-    logdir.mkdir()
-    scratch = Path(tempfile.mkdtemp(prefix="btx-", dir="/tmp"))
+    session = base.new_session("transfer", "btx-")
+    stamp, logdir, scratch = session.stamp, session.logdir, session.scratch
+    env = {**session.env, "TMPDIR": str(scratch)}
     started = Started(dirs=[scratch])
-    cfg = scratch / "cli"
-    cfg.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("DOCKER_HOST", "DOCKER_CONTEXT", "DOCKER_TLS_VERIFY")}
-    env.update(DOCKER_CONFIG=str(cfg), DOCKER_CLI_HINTS="false", TMPDIR=str(scratch))
 
     res: dict[str, Any] = {
         "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"), "runs": args.runs,
