@@ -7,6 +7,7 @@ root and socket in the same process.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import os
 import shutil
@@ -95,7 +96,13 @@ class Daemon:
     async def recover(self) -> None:
         """After a (re)start, before serving: containers' records and runtimes brought into agreement,
         then the VM pool (the waiting VMs a crashed daemon left are adopted)."""
-        await recovery.recover(self.lifecycle)
+        report = recovery.Report()
+        await recovery.recover(self.lifecycle, report)
+        for subject, what in await asyncio.to_thread(self.containers.volumes.sweep):
+            report.add(subject, what)
+        if freed := await self.imageremoval.collect_async():  # what an interrupted pull, load or rmi left
+            report.add("content store", f"{freed} bytes of blobs, layers and downloads no image refers to: removed")
+        report.close()
         if self.vm_pool is not None:
             await self.vm_pool.start()
 

@@ -5,6 +5,9 @@ For tests that prove recovery from a kill at one chosen moment (a kill from outs
 random one). Unset, a point costs one string comparison. The points:
 
     start:after-runtime-start   the runtime runs the container; the record still says "created"
+    pause:after-runtime-pause   the runtime paused the container; the record does not say so yet
+    volume:after-record         a removed volume's record is gone; its directory is still there
+    build:step-started          a build's RUN-step container runs; the build is waiting for it
 """
 
 from __future__ import annotations

@@ -123,6 +123,11 @@ class Runtime(Protocol):
         """The ids the runtime still keeps state for (a delete the daemon did not live to finish shows here)."""
         ...
 
+    def tidy(self) -> list[str]:
+        """After a daemon restart: remove what the driver left for containers that are gone (a link to a
+        removed bundle); returns what it removed."""
+        ...
+
     async def top(self, cid: str, ps_args: list[str]) -> tuple[list[str], list[list[str]]]: ...
 
     def attach_socket(self, cid: str, bundle: str) -> str:

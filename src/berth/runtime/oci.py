@@ -187,6 +187,22 @@ class OciRuntime:
     async def delete(self, cid: str) -> None:
         self._created.pop(cid, None)
         await proc.run_beside(self._argv("delete", "--force", cid), timeout=30)
+        _unlink_link(os.path.join(self.socket_dir, cid[:16]))  # conmon's short link to the bundle
+
+    def tidy(self) -> list[str]:
+        """conmon's links (`<socket dir>/<id prefix>`) whose bundle is gone: a removal the daemon did not
+        live to finish. Only dangling symbolic links go; whatever else is there is not conmon's."""
+        removed = []
+        try:
+            entries = os.listdir(self.socket_dir)
+        except FileNotFoundError:
+            return []
+        for entry in entries:
+            path = os.path.join(self.socket_dir, entry)
+            if os.path.islink(path) and not os.path.exists(path):
+                _unlink_link(path)
+                removed.append(path)
+        return removed
 
     def held(self) -> list[str]:
         try:
@@ -338,6 +354,15 @@ async def _readable(loop: asyncio.AbstractEventLoop, fd: int, pidfd: int, timeou
     finally:
         for f in fds:
             loop.remove_reader(f)
+
+
+def _unlink_link(path: str) -> None:
+    """Remove *path* if it is a symbolic link (never what a link points to, never anything else)."""
+    try:
+        if stat.S_ISLNK(os.lstat(path).st_mode):
+            os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _unlink(path: str) -> None:

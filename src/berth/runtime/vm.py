@@ -220,7 +220,13 @@ class VmRuntime:
         return Exit(255, False, "the VM monitor exited without recording an exit code; see shim.log in the bundle")
 
     async def status(self, cid: str) -> str | None:
-        return "running" if self._shim_pid(cid) else None
+        if not self._shim_pid(cid):
+            return None
+        try:  # the monitor's word: created, running, paused (an older monitor never says paused) or stopped
+            state = (await self._call(cid, "state", timeout=10)).strip()
+        except (CommandFailed, OSError, asyncio.TimeoutError, Conflict):
+            return "running"  # alive with a VM
+        return state if state in ("created", "running", "paused", "stopped") else "running"
 
     async def load(self, cid: str, bundle: str) -> Loaded | None:
         if os.path.exists(os.path.join(bundle, "exit")):
@@ -238,10 +244,13 @@ class VmRuntime:
                 pid = int(f.read().strip() or 0)
         except (OSError, ValueError):
             pid = 0
-        return Loaded(state if state in ("created", "running", "stopped") else "running", monitor_pid, pid)
+        return Loaded(state if state in ("created", "running", "paused", "stopped") else "running", monitor_pid, pid)
 
     def held(self) -> list[str]:
         return []  # a VM's state lives in its bundle and ends with its monitor; delete() tidies a killed one
+
+    def tidy(self) -> list[str]:
+        return []  # its sockets live in the bundle's own directory
 
     async def delete(self, cid: str) -> None:
         """Stop the VM if it still runs (a start that failed half way), and drop the sockets."""

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from berth.builder import dockerfile as dfp
 from berth.errors import BerthError
+from berth.host import crashpoint
 from berth.oci.imageconfig import HistoryEntry
 from berth.services.buildcache import BuildCache
 from berth.services.buildtypes import (
@@ -60,7 +61,7 @@ class RunSteps:
                             user=state.config.user, working_dir=state.config.working_dir),
             HostConfig(network_mode=opts.networkmode or "default", extra_hosts=list(opts.extrahosts or ()) or None,
                        isolation=opts.isolation or ""))
-        cid, _ = self._containers.create("", request, opts.platform)
+        cid, _ = self._containers.create("", request, opts.platform, build_step=opts.rm)
         say(opts, emit, f" ---> Running in {cid[:12]}")
         failed = True
         try:
@@ -78,6 +79,8 @@ class RunSteps:
                     await self._lifecycle.remove(cid, force=True, volumes=True)
                 if not opts.quiet:
                     emit({"stream": f"Removing intermediate container {cid[:12]}\n"})
+            elif opts.rm:  # a failed step's container stays for the user to look at: no longer the build's
+                self._containers.keep(cid)
         self._cache.remember(key, image)
         state.image = image
         say(opts, emit, f" ---> {short(image)}")
@@ -85,6 +88,7 @@ class RunSteps:
     async def _run_container(self, cid: str, opts: BuildOptions, emit: Emit) -> int:
         c = self._containers.get(cid)
         await self._lifecycle.start(cid)
+        crashpoint.reached("build:step-started")
         log_path = os.path.join(c.dir, "container.log")
         parser = Parser()
         offset = 0

@@ -27,7 +27,7 @@ STATE_KEYS = (("status", "Status"), ("running", "Running"), ("paused", "Paused")
 
 _KNOWN = frozenset({"Id", "Name", "Created", "Path", "Args", "Image", "Config", "HostConfig", "State", "Platform",
                     "Binds", "EndpointsConfig", "EndpointsListed", "Endpoints", "Ports", "MonitorPid",
-                    "RestartCount", "ManuallyStopped", "PendingSize", "ExecIDs"})
+                    "RestartCount", "ManuallyStopped", "PendingSize", "ExecIDs", "PauseIntent", "BuildStep"})
 
 
 class ContainerRows:
@@ -87,6 +87,10 @@ def _row(r: ContainerRecord) -> dict[str, Any]:
     }
     if r.pending_size is not None:
         out["PendingSize"] = r.pending_size
+    if r.pause_intent:
+        out["PauseIntent"] = r.pause_intent
+    if r.build_step:
+        out["BuildStep"] = True
     return out
 
 
@@ -103,4 +107,5 @@ def _record(doc: dict[str, Any]) -> ContainerRecord:
         ports=[PortBinding.from_doc(b) for b in doc.get("Ports") or []],
         monitor_pid=int(doc.get("MonitorPid") or 0), restart_count=int(doc.get("RestartCount") or 0),
         manually_stopped=bool(doc.get("ManuallyStopped")), pending_size=doc.get("PendingSize"),
+        pause_intent=str(doc.get("PauseIntent") or ""), build_step=bool(doc.get("BuildStep")),
         extra={k: v for k, v in doc.items() if k not in _KNOWN})

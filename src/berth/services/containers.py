@@ -97,14 +97,23 @@ class Containers:
         """Docker's `commit` event: on the container, naming the new image (imageRef: its tag, or "")."""
         self.event(c, "commit", comment=comment, imageID=image_id, imageRef=image_ref)
 
+    def keep(self, ref: str) -> None:
+        """A build's RUN-step container the build leaves for the user: recovery no longer removes it."""
+        c = self.get(ref)
+        if c.record.build_step:
+            c.record.build_step = False
+            self.save(c)
+
     def forget(self, c: Container) -> None:
         """Drop *c*'s record (its removal; the directory is the caller's)."""
         self._rows.delete(c.id)
         self._all.pop(c.id, None)
 
     # create -------------------------------------------------------------
-    def create(self, name: str, request: CreateRequest, platform: str = "") -> tuple[str, list[str]]:
-        """A new container from a parsed create request (checked by validate.check_config first, in api/)."""
+    def create(self, name: str, request: CreateRequest, platform: str = "",
+               build_step: bool = False) -> tuple[str, list[str]]:
+        """A new container from a parsed create request (checked by validate.check_config first, in api/).
+        *build_step*: a build's RUN step that the build removes (recorded, so that recovery removes it too)."""
         host = request.host
         if name:
             name = validate.check_name(name)
@@ -149,6 +158,7 @@ class Containers:
             cfg = replace(cfg, hostname=cid[:12])  # as Docker records it
         record = containerconfig.new_record(cid, name, cfg, containerconfig.settled_host_config(host, run), image_id,
                                             image_cfg.os or "linux", binds, planned)
+        record.build_step = build_step
         directory = os.path.join(self.root, cid)
         os.makedirs(directory, mode=0o700)  # root only: its upper dir holds what the container made
         try:

@@ -23,7 +23,7 @@ from berth.host import binfmt, crashpoint, fs
 from berth.oci import platform as platforms
 from berth.runtime.base import CreateOptions, Exit, start_exit_code
 from berth.services import bundle as bundles
-from berth.services import containerconfig, validate
+from berth.services import containerconfig, pausing, validate
 from berth.services import links as legacy_links
 from berth.services.attachments import Attached
 from berth.services.containers import Containers
@@ -366,10 +366,7 @@ class Lifecycle:
             raise Conflict(f"Container {c.id} is not running")
         if c.state.paused:
             raise Conflict(f"Container {c.id} is already paused")
-        await self.containers.task_of(c).pause()
-        c.state.paused = True
-        c.state.status = "paused"
-        self.containers.save(c)
+        await pausing.freeze(self.containers, c, "pause")
         self.containers.event(c, "pause")
 
     @contextlib.asynccontextmanager
@@ -383,7 +380,8 @@ class Lifecycle:
         paused = False
         if pause and c.running and not c.state.paused:
             try:
-                await self.pause(c.id)
+                await pausing.freeze(self.containers, c, "commit")
+                self.containers.event(c, "pause")
                 paused = True
             except BerthError:
                 if c.running and await self.containers.task_of(c).status() in ("running", "paused"):
@@ -393,7 +391,8 @@ class Lifecycle:
         finally:
             if paused and c.running and c.state.paused:
                 try:
-                    await self.unpause(c.id)
+                    await pausing.thaw(self.containers, c)
+                    self.containers.event(c, "unpause")
                 except BerthError:
                     if c.running:
                         raise
@@ -402,10 +401,7 @@ class Lifecycle:
         c = self.containers.get(ref)
         if not c.state.paused:
             raise Conflict(f"Container {c.id} is not paused")
-        await self.containers.task_of(c).resume()
-        c.state.paused = False
-        c.state.status = "running"
-        self.containers.save(c)
+        await pausing.thaw(self.containers, c)
         self.containers.event(c, "unpause")
 
     # wait / remove ------------------------------------------------------

@@ -99,6 +99,10 @@ class ContainerRecord:
     restart_count: int = 0
     manually_stopped: bool = False  # stopped by a user: no restart policy brings it back
     pending_size: list[int] | None = None  # a TTY size asked for before the start
+    # A pause or unpause under way, written before the runtime is asked: "pause", "unpause", or "commit"
+    # (a commit holds the container paused); recovery compares it with the runtime (services.reconcile).
+    pause_intent: str = ""
+    build_step: bool = False  # a build's RUN-step container that its build removes: recovery removes it
     extra: dict[str, Any] = field(default_factory=dict)  # stored fields this version does not know, kept
 
 

@@ -43,7 +43,7 @@ from berth.errors import (
     InvalidArgument,
     NotFound,
 )
-from berth.host import fs, proc
+from berth.host import crashpoint, fs, proc
 from berth.host import mount as host_mount
 from berth.metadata.db import Database
 from berth.services import containerview
@@ -111,6 +111,9 @@ class VolumeUsage:
 class VolumePruneReport:
     deleted: tuple[str, ...]
     reclaimed: int  # bytes
+
+
+TRASH_PREFIX = ".gone-"  # a removed volume's directory while it is being deleted (never a volume name: no dot first)
 
 
 def _stored(v: VolumeRecord) -> dict[str, Any]:
@@ -181,6 +184,8 @@ class Volumes:
         else:  # no name: anonymous, as Docker labels it (so `volume prune` removes it once unused)
             name = secrets.token_hex(32)
             labels.setdefault(ANONYMOUS_LABEL, "")
+        if os.path.lexists(self._dir(name)):  # left by a removal a crash cut short: never handed out again
+            self._discard(name)
         os.makedirs(self._dir(name), mode=0o701, exist_ok=True)
         os.makedirs(self.mountpoint(name), mode=0o755, exist_ok=True)
         volume = VolumeRecord(name, self.mountpoint(name), timefmt.now().split(".")[0] + "Z", labels, options)
@@ -236,8 +241,39 @@ class Volumes:
         if left:  # never delete through a mount: it would empty what is mounted there (a bind's source)
             raise FailedPrecondition(f"remove {name}: {', '.join(left)} is still mounted; unmount it and try again")
         self._db.delete_volume(name)
-        fs.rmtree(self._dir(name))
+        crashpoint.reached("volume:after-record")
+        self._discard(name)
         self._events.publish("volume", "destroy", name, {"driver": DRIVER})
+
+    def _discard(self, name: str) -> None:
+        """Take the directory of volume *name* out of the way at once (a rename; the name is free again) and
+        delete it beside the answer, in a thread. The record goes first: a daemon killed before the rename
+        or the deletion leaves a directory with no record, which `sweep` removes at the next start."""
+        trash = os.path.join(self.root, f"{TRASH_PREFIX}{secrets.token_hex(8)}")
+        os.rename(self._dir(name), trash)
+        try:
+            asyncio.get_running_loop().run_in_executor(None, fs.rmtree, trash)
+        except RuntimeError:  # no event loop (a tool, a test): here and now
+            fs.rmtree(trash)
+
+    def sweep(self) -> list[tuple[str, str]]:
+        """At start: delete what a removal the last daemon did not finish left (no record, or taken out of
+        the way); a directory with something still mounted below stays, and is reported. Blocking: run
+        it in a thread. Returns (subject, what was done) for the recovery report."""
+        known = {name for name, _ in self._db.volumes()}
+        found = []
+        for entry in os.listdir(self.root):
+            if entry in known:
+                continue
+            path = os.path.join(self.root, entry)
+            subject = f"volume directory {entry[:40]}"
+            if host_mount.mounts_under(path):
+                found.append((subject, "no volume record, but something is mounted below it: left in place"))
+                continue
+            fs.rmtree(path)
+            if not entry.startswith(TRASH_PREFIX):
+                found.append((subject, "no volume record (a removal cut short): removed"))
+        return found
 
     def prune(self, filters: dict[str, list[str]]) -> VolumePruneReport:
         """Remove the unused volumes *filters* select (`docker volume prune`)."""

@@ -157,6 +157,7 @@ static struct conn conns[MAX_CONNS];
 static struct buf agent_in, agent_out, main_frame, probe_frame, pending_stdin, probe_out;
 static int agent_dead, qemu_dead, pidfd = -1, sigfd = -1;
 static enum main_state main_state = M_IDLE;
+static int vm_paused; /* the VM's CPUs are stopped (pause), until resume */
 static enum phase phase = P_RUN;
 static int main_code = 255, pending_eof, oom, start_conn = -1;
 static uint16_t size_rows, size_cols;
@@ -704,9 +705,13 @@ static void op_line(int i, char *line) {
         }
     } else if (strcmp(line, "pause") == 0 || strcmp(line, "resume") == 0) {
         if (qmp(line[0] == 'p' ? "stop" : "cont", err, sizeof err) < 0) conn_reply(i, "error %s", err);
-        else conn_reply(i, "ok");
-    } else if (strcmp(line, "state") == 0) { /* for a daemon that restarted before recording the start */
-        conn_reply(i, "ok %s", main_state == M_IDLE ? "created" : main_state == M_EXITED ? "stopped" : "running");
+        else {
+            vm_paused = line[0] == 'p';
+            conn_reply(i, "ok");
+        }
+    } else if (strcmp(line, "state") == 0) { /* for a daemon that restarted: what to believe */
+        conn_reply(i, "ok %s", main_state == M_IDLE ? "created" : main_state == M_EXITED ? "stopped"
+                   : vm_paused ? "paused" : "running");
     } else if (strcmp(line, "exec") == 0) {
         conns[i].kind = C_EXEC;
     } else {
