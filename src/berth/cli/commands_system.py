@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from berth import API_VERSION, __version__
+from berth.cli import reset
 from berth.cli.common import Ctx, StatusError, describe
 from berth.cli.gotemplate import Template, tabwrite
 from berth.cli.parser import Parser
@@ -290,4 +291,4 @@ def cmd_events(ctx: Ctx, argv: list[str]) -> int:
 
 
 COMMANDS = {"version": cmd_version, "info": cmd_info, "inspect": cmd_inspect,
-            "events": cmd_events}
+            "events": cmd_events, "system": reset.cmd_system}

@@ -64,6 +64,7 @@ _SUMMARY = [
     ("network", "Manage networks (create, ls, inspect, rm, connect, disconnect, prune)"),
     ("port", "List port mappings or a specific mapping for the container"),
     ("info", "Display system-wide information"),
+    ("system", "Manage berth (reset: remove a data root and all it left on the host)"),
     ("version", "Show the berth version information"),
     ("attach", "Attach local standard input, output, and error streams to a running container"),
     ("create", "Create a new container"),
