@@ -12,16 +12,26 @@ download concurrently, each streamed into a resumable ingest
 layer: services.unpacker.BlobWriter; the event loop only hands bytes over):
 the next attempt asks for the rest with a Range request. A blob becomes
 visible only when its digest matches. Everything a pull writes is leased
-against garbage collection until the image is recorded.
+against garbage collection until the image is recorded (and the pull is an
+operation of the store, content.local). One download per blob at a time: a
+second pull of the same blob waits for the first, then finds it stored (two
+writers never append to one partial file).
+
+A pull whose client goes away is not stopped: `detach` adopts its task, which
+goes on to the end and tags the image, as Docker's does, its progress sent
+nowhere; `close` (daemon shutdown) cancels what is still running (its partial
+downloads stay, for the next pull to resume).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +57,8 @@ from berth.services.images import Images
 from berth.services.layers import Layers, Leases
 from berth.services.unpacker import BlobWriter
 from berth.snapshot.overlay import chain_ids
+
+log = logging.getLogger(__name__)
 
 Emit = Callable[[dict[str, Any]], None]
 CONCURRENT_LAYERS = 3
@@ -97,6 +109,8 @@ class Distribution:
         self._options = options
         self._docker_config = docker_config
         self._client: RegistryClient | None = None
+        self._downloads: dict[str, _Turn] = {}  # blob digest -> held by the pull downloading it
+        self._detached: set[asyncio.Task[Any]] = set()  # pulls that outlive their clients
 
     def client(self) -> RegistryClient:
         if self._client is None:
@@ -104,8 +118,25 @@ class Distribution:
         return self._client
 
     async def close(self) -> None:
+        """Let go of the registry client, cancelling the pulls that went on without their clients."""
+        detached, self._detached = set(self._detached), set()
+        for task in detached:
+            task.cancel()
+        await asyncio.gather(*detached, return_exceptions=True)
         if self._client is not None:
             await self._client.aclose()
+
+    def detach(self, task: asyncio.Task[Any]) -> None:
+        """Keep *task* (a pull whose client went away) running to its end; `close` cancels it."""
+        if task.done():
+            return
+        self._detached.add(task)
+
+        def ended(t: asyncio.Task[Any]) -> None:
+            self._detached.discard(t)
+            if not t.cancelled() and (exc := t.exception()) is not None:
+                log.warning("a pull its client left failed: %s", exc)
+        task.add_done_callback(ended)
 
     def credentials(self, registry: str, given: Credentials | None) -> Credentials | None:
         """The credentials a request brought (X-Registry-Auth), else those of the daemon's config file."""
@@ -143,6 +174,10 @@ class Distribution:
             NotFound, Unauthenticated, Unavailable, InvalidArgument (platform mismatch),
             RegistryDataError (the registry sent something wrong): before any progress when they can.
         """
+        with self._store.operation():
+            return await self._pull(ref_text, platform, creds, emit)
+
+    async def _pull(self, ref_text: str, platform: str, creds: Credentials | None, emit: Emit) -> PullResult:
         ref = reference.parse(ref_text)
         registry, repo = registry_and_repo(ref.name)
         creds = self.credentials(registry, creds)
@@ -167,7 +202,9 @@ class Distribution:
         blobs = [config_desc.digest, *(layer.digest for layer in layers)]
         with self._leases.lease([top.digest, manifest.digest, *blobs]):
             if not self._store.exists(config_desc.digest):
-                await self._download(registry, repo, config_desc, creds, lambda d: None)
+                async with self._downloading(config_desc.digest):
+                    if not self._store.exists(config_desc.digest):
+                        await self._download(registry, repo, config_desc, creds, lambda d: None)
             try:
                 config = oci_image.parse_config(self._store.read(config_desc.digest), digest=config_desc.digest,
                                                 what=f"the config of {ref}")
@@ -194,7 +231,11 @@ class Distribution:
                     emit({"status": "Already exists", "progressDetail": {}, "id": short})
                     return
                 emit({"status": "Pulling fs layer", "progressDetail": {}, "id": short})
-                async with sem:
+                async with sem, self._downloading(desc.digest):
+                    if self._store.exists(desc.digest):  # another pull stored it while this one waited
+                        fetched[0] = True
+                        emit({"status": "Pull complete", "progressDetail": {}, "id": short})
+                        return
                     chain = chains[diff_id]
                     unpack = None if self._layers.has(chain) else diff_id
                     tmp = await self._download(registry, repo, desc, creds, emit, unpack=unpack)
@@ -203,9 +244,10 @@ class Distribution:
                 fetched[0] = True
                 emit({"status": "Pull complete", "progressDetail": {}, "id": short})
 
-            await _gather(layer(desc, diff) for desc, diff in zip(layers, diff_ids, strict=False))
-            image_id = await asyncio.to_thread(self._images.register, parsed, config=config,
-                                               repo_digests=[f"{ref.name}@{top.digest}"])
+            with self._leases.lease(chains.values()):
+                await _gather(layer(desc, diff) for desc, diff in zip(layers, diff_ids, strict=False))
+                image_id = await asyncio.to_thread(self._images.register, parsed, config=config,
+                                                   repo_digests=[f"{ref.name}@{top.digest}"])
             target = image_id
             if index is not None:
                 target = self._images.register_index(index, {manifest.digest: image_id})
@@ -216,6 +258,19 @@ class Distribution:
         emit({"status": f"Status: {'Downloaded newer image' if fresh else 'Image is up to date'} for {ref}"})
         self._images.event("pull", str(ref), ref.name, image_id)  # as Docker: the reference, then its name
         return PullResult(image_id, target, top.digest, fresh)
+
+    @contextlib.asynccontextmanager
+    async def _downloading(self, digest: str) -> AsyncIterator[None]:
+        """Hold the one download of *digest* (its partial file has one writer); others wait their turn."""
+        turn = self._downloads.setdefault(digest, _Turn())
+        turn.users += 1
+        try:
+            async with turn.lock:
+                yield
+        finally:
+            turn.users -= 1
+            if not turn.users:
+                del self._downloads[digest]
 
     async def _download(self, registry: str, repo: str, desc: Descriptor, creds: Credentials | None,
                         emit: Emit, *, unpack: str | None = None) -> str | None:
@@ -394,6 +449,14 @@ class Distribution:
                              chunk_size=CHUNK_BYTES if size > CHUNKED_ABOVE else None)
         if show:
             emit({"status": "Pushed", "progressDetail": {}, "id": short})
+
+
+@dataclass
+class _Turn:
+    """The downloads of one blob, one at a time: the lock, and how many pulls hold or wait for it."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0
 
 
 async def _gather(coros: Any) -> None:

@@ -14,6 +14,7 @@ one layer (overlay whiteouts become OCI whiteouts) on top of its image.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import os
@@ -89,14 +90,21 @@ class ImageIO:
 
     # load -------------------------------------------------------------------------
     async def load(self, body: AsyncIterator[bytes]) -> list[str]:
-        """Store every image of the archive streamed in *body*; return Docker's "Loaded image" lines."""
-        work = Path(await spool.settled(tempfile.mkdtemp, None, "load-", self._tmp))
-        try:
-            root = work / "x"
-            await self._extract(body, root)
-            return await asyncio.to_thread(self._load_extracted, root)
-        finally:
-            await spool.settled(fs.rmtree, str(work))
+        """Store every image of the archive streamed in *body*; return Docker's "Loaded image" lines.
+
+        An operation of the store: the blobs it links in stay until recorded (content.local)."""
+        with self._store.operation():
+            work = Path(await spool.settled(tempfile.mkdtemp, None, "load-", self._tmp))
+            try:
+                root = work / "x"
+                await self._extract(body, root)
+                return await asyncio.to_thread(self._load_extracted, root)
+            finally:
+                await spool.settled(fs.rmtree, str(work))
+
+    def operation(self) -> contextlib.AbstractContextManager[None]:
+        """Bracket work that stores blobs before an image refers to them (a build: content.local)."""
+        return self._store.operation()
 
     async def _extract(self, body: AsyncIterator[bytes], root: Path) -> None:
         """Extract the archive in *body* into *root* as it arrives (a worker thread reads it: one pass,
@@ -147,7 +155,7 @@ class ImageIO:
                                       f"{', '.join(ref.names) or 'its entry'}")
             target = next(iter(ids.values()))
             for blob in ref.indexes[1:]:  # nested indexes
-                if not self._store.exists(blob.digest):
+                if not self._store.reuse(blob.digest):
                     self._store.put(blob.data, blob.digest)
             if ref.indexes:
                 index = oci_image.parse_manifest(ref.indexes[0].data, what="the archive's index")
@@ -169,7 +177,7 @@ class ImageIO:
 
     def _store_image_blobs(self, image: archiverefs.ArchiveImage, leased: list[str]) -> bytes:
         """Copy the image's config and layers into the store (verified); return its manifest bytes."""
-        if not self._store.exists(image.config_digest):
+        if not self._store.reuse(image.config_digest):
             self._store.put(image.config, image.config_digest)
         self._hold(image.config_digest, leased)
         descriptors = []
@@ -217,7 +225,7 @@ class ImageIO:
         leased.append(item)
 
     def _ingest_file(self, path: Path, expected: str | None) -> str:
-        if expected and self._store.exists(expected):
+        if expected and self._store.reuse(expected):
             return expected
         try:  # the extracted file becomes the blob: linked, not copied (it is berthd's own, under its root)
             return self._store.adopt(str(path), expected)
@@ -226,7 +234,9 @@ class ImageIO:
 
     # commit -----------------------------------------------------------------------
     def layer_from_chunks(self, chunks: Iterator[bytes]) -> tuple[str, str]:
-        """Store an uncompressed layer tar; return (blob digest, diff id) — the same for a plain tar."""
+        """Store an uncompressed layer tar; return (blob digest, diff id) — the same for a plain tar.
+
+        Call it inside an `operation()` that lasts until an image refers to the layer (`derive`)."""
         ingest = self._store.ingest()
         try:
             for chunk in chunks:
@@ -259,7 +269,7 @@ class ImageIO:
                 self._store.read(base.manifest), what="the base image's manifest").layers]
             diff_ids = list(base.diff_ids)
         leased = [layer] if layer else []
-        with self._leases.lease(leased):
+        with self._store.operation(), self._leases.lease(leased):
             created = timefmt.now()
             config = {k: v for k, v in base_config.items() if k not in ("container", "container_config")}
             config.update({"created": created, "config": runtime.to_doc()})
@@ -296,11 +306,12 @@ class ImageIO:
         """
         ref = reference.parse(f"{repo}:{tag}" if tag else repo) if repo else None
         base = self._images.config(image_id).runtime
-        layer, _ = self.layer_from_chunks(layerdiff.iter_layer_from_upper(upper))
-        given = {name: getattr(container_config, name) for name in COMMITTED if getattr(container_config, name)}
-        runtime = _with_changes(replace(base, **given), changes)
-        step = HistoryEntry(created_by=" ".join(container_config.cmd or ()), comment=comment, author=author)
-        new_id = self.derive(image_id, runtime, layer=layer, step=step, author=author, container=container_id)
+        with self._store.operation():
+            layer, _ = self.layer_from_chunks(layerdiff.iter_layer_from_upper(upper))
+            given = {name: getattr(container_config, name) for name in COMMITTED if getattr(container_config, name)}
+            runtime = _with_changes(replace(base, **given), changes)
+            step = HistoryEntry(created_by=" ".join(container_config.cmd or ()), comment=comment, author=author)
+            new_id = self.derive(image_id, runtime, layer=layer, step=step, author=author, container=container_id)
         if ref is not None:
             self._images.set_tag(str(ref), new_id)
         return new_id  # the `commit` event is the container's (Containers.committed)

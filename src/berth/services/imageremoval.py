@@ -1,16 +1,25 @@
 """Image removal: `rmi` (untag, delete, and the untagged parents above), `image prune`, and the GC.
 
-Strategy: records go first (tags, then the image, then its unused parents),
-bytes after: `collect` deletes every blob and unpacked layer that no image,
-index or lease (work in progress, services.layers) refers to, so a daemon
-killed between the two leaves garbage the next collection takes, never an
-image with a part missing. What rmi and prune did comes back as typed
-`Removal`s, in order (api.views.images renders Docker's JSON for them).
+Strategy: records go first (tags, then the image, then its unused parents,
+then a multi-platform index none of whose platforms is left, with its tags),
+bytes after: `collect` deletes every blob and unpacked layer that no image or
+index record refers to, so a daemon killed between the two leaves garbage the
+next collection (at the latest the one at start) takes, never an image with a
+part missing. Work in progress is never collected from under it: what a pull,
+load or commit leases (services.layers.Leases) or publishes during an
+operation (content.local: marks) stays, each item checked and deleted under
+the guards' locks. Ingest files no write owns go; a partial download stays
+while a pull works on it and PARTIAL_IDLE seconds after its last byte, so a
+retried pull resumes it (an `image prune -a` drops every idle one). The
+collection is file work: `collect_async` runs it in a thread, one at a time.
+What rmi and prune did comes back as typed `Removal`s, in order
+(api.views.images renders Docker's JSON for them).
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
+import threading
 from dataclasses import dataclass
 
 from berth.content.local import LocalStore
@@ -23,6 +32,8 @@ from berth.services.images import Images
 from berth.services.imageviews import ImageViews, image_matches
 from berth.services.layers import Layers, Leases
 from berth.snapshot.overlay import chain_ids
+
+PARTIAL_IDLE = 24 * 3600.0  # seconds a partial download no pull works on is kept for a retry to resume
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +58,38 @@ class ImageRemoval:
         self._images, self._views, self._db, self._store = images, views, db, store
         self._records = ImageRecords(db)
         self._layers, self._leases, self._events = layers, leases, events
+        self._collecting = threading.Lock()
 
-    def remove(self, name: str, force: bool = False) -> list[Removal]:
+    async def remove_async(self, name: str, force: bool = False) -> list[Removal]:
+        """`remove`, its collection in a worker thread."""
+        out = self.remove(name, force, collect=False)
+        await self.collect_async()  # an index untagged for good leaves blobs even when no image goes
+        return out
+
+    async def prune_build_cache(self) -> tuple[int, int]:
+        """`docker builder prune`: forget every build-cache record, delete the images only they kept
+        (a build step's image no tag, container or kept image needs), then collect; (records
+        forgotten, bytes freed)."""
+        cached = self._db.build_cache_images()
+        cleared = self._db.build_cache_clear()
+        while True:  # a step's image goes once the steps made from it went: up the chain, as rmi does
+            referenced, parents = self._images.referenced_images(), self._images.children()
+            gone = [i for i in cached if self._images.has(i) and i not in referenced and i not in parents
+                    and not self._images.repo_tags(i) and not self._images.in_use(i)]
+            if not gone:
+                break
+            for image_id in gone:
+                self._delete(image_id)
+        return cleared, await self.collect_async()
+
+    async def prune_async(self, all_: bool = False, filters: dict[str, list[str]] | None = None) -> PruneResult:
+        """`prune`, its collection in a worker thread."""
+        deleted = self._prune_records(all_, filters)
+        reclaimed = await self.collect_async(drop_partials=all_)
+        self._events.publish("image", "prune", "", {"reclaimed": str(reclaimed)})
+        return PruneResult(tuple(deleted), reclaimed)
+
+    def remove(self, name: str, force: bool = False, collect: bool = True) -> list[Removal]:
         """`docker rmi`: untag *name*, and delete the image when no other tag names it.
 
         Raises:
@@ -63,7 +104,7 @@ class ImageRemoval:
         except InvalidArgument:
             pass
         if by_ref and (target := self._db.tag(by_ref)) and self._records.index(target) is not None:
-            return self._remove_index_tag(by_ref, target, force)
+            return self._remove_index_tag(by_ref, target, force, collect)
         image_id = self._images.resolve(name)
         tags = self._images.repo_tags(image_id)
         users = self._images.in_use(image_id)
@@ -90,10 +131,11 @@ class ImageRemoval:
         parent = self._images.record(image_id).parent
         out += self._delete(image_id)
         out += self._delete_untagged_parents(image_id, parent)
-        self.collect()
+        if collect:
+            self.collect()
         return out
 
-    def _remove_index_tag(self, ref: str, index_digest: str, force: bool) -> list[Removal]:
+    def _remove_index_tag(self, ref: str, index_digest: str, force: bool, collect: bool = True) -> list[Removal]:
         index = self._records.index(index_digest)
         children = [i for i in (index.images() if index is not None else []) if self._images.has(i)]
         others = [r for r, t in self._images.all_tags() if t == index_digest and r != ref]
@@ -112,13 +154,25 @@ class ImageRemoval:
         for image in children:
             if image not in referenced and not self._images.in_use(image):
                 out += self._delete(image)
-        self.collect()
+        if collect:
+            self.collect()
         return out
 
     def _delete(self, image_id: str) -> list[Removal]:
+        """Delete the image's record; then each index that listed it and has no platform left here
+        goes too, with its tags (it would show nothing, and keep its blobs for ever)."""
         self._records.delete(image_id)
         self._events.publish("image", "delete", image_id, {"name": image_id})  # no labels: it is gone
-        return [Removal(deleted=image_id)]
+        out = [Removal(deleted=image_id)]
+        for digest, idx in self._records.indexes():
+            if image_id in idx.images() and not any(self._images.has(i) for i in idx.images()):
+                for ref, target in self._images.all_tags():
+                    if target == digest:
+                        self._db.remove_tag(ref)
+                        self._images.event("untag", digest, ref)
+                        out.append(Removal(untagged=ref))
+                self._records.delete_index(digest)
+        return out
 
     def _delete_untagged_parents(self, image_id: str, parent: str) -> list[Removal]:
         """After *image_id* is deleted: its parent too, and so on up, while each is untagged, unused
@@ -136,10 +190,17 @@ class ImageRemoval:
         return out
 
     def prune(self, all_: bool = False, filters: dict[str, list[str]] | None = None) -> PruneResult:
-        """Remove unused images: dangling ones (no tag), or with *all_* every one no container uses.
+        """Remove unused images: dangling ones (no tag), or with *all_* every one no container uses
+        (and every idle partial download).
 
         *filters* are `docker images`' (services.imageviews), `dangling` aside (the caller decides *all_* by it).
         """
+        deleted = self._prune_records(all_, filters)
+        reclaimed = self.collect(drop_partials=all_)
+        self._events.publish("image", "prune", "", {"reclaimed": str(reclaimed)})
+        return PruneResult(tuple(deleted), reclaimed)
+
+    def _prune_records(self, all_: bool, filters: dict[str, list[str]] | None) -> list[Removal]:
         deleted: list[Removal] = []
         referenced = self._images.referenced_images() | (set() if all_ else self._db.build_cache_images() | set(self._images.children()))
         for image_id, record in self._records.items():
@@ -149,6 +210,8 @@ class ImageRemoval:
                 item = self._views.summary(image_id, record, self._images.repo_tags(image_id))
                 if not image_matches(item, {k: v for k, v in filters.items() if k != "dangling"}, self._images):
                     continue
+            if not self._images.has(image_id):
+                continue  # gone with an index an earlier deletion emptied
             for t in self._images.repo_tags(image_id):
                 self._db.remove_tag(t)
                 self._images.event("untag", image_id, t)
@@ -162,28 +225,50 @@ class ImageRemoval:
                             self._db.remove_tag(ref)
                             deleted.append(Removal(untagged=ref))
                     self._records.delete_index(digest)
-        reclaimed = self.collect()
-        self._events.publish("image", "prune", "", {"reclaimed": str(reclaimed)})
-        return PruneResult(tuple(deleted), reclaimed)
+        return deleted
 
-    def collect(self) -> int:
-        """Remove blobs and snapshots nothing refers to (no image, index, container or lease); bytes freed."""
-        keep_blobs: set[str] = self._leases.held()
-        keep_chains: set[str] = self._leases.held()
+    async def collect_async(self, drop_partials: bool = False) -> int:
+        """`collect` in a worker thread (it is file work); bytes freed."""
+        return await asyncio.to_thread(self.collect, drop_partials)
+
+    def collect(self, drop_partials: bool = False) -> int:
+        """Remove blobs and snapshots no image or index record refers to and no work in progress
+        holds, stray ingest files, and partial downloads idle for PARTIAL_IDLE (with *drop_partials*:
+        every idle one); bytes freed. Blocking: call it in a worker thread (`collect_async`)."""
+        with self._collecting, self._store.collecting():
+            blobs, chains = self._store.digests(), self._layers.chains()  # listed before the records are read
+            keep_blobs, keep_chains = self._referenced()
+            freed = 0
+            for digest in blobs:
+                if digest not in keep_blobs:
+                    with self._leases.locked() as held:  # checked and deleted with no lease taken between
+                        if digest not in held:
+                            freed += self._store.delete_unmarked(digest)
+            for chain in chains:
+                if chain not in keep_chains:
+                    with self._leases.locked() as held:
+                        if chain in held:
+                            continue
+                        size = self._layers.size(chain)
+                        trash = self._layers.detach_unmarked(chain)
+                    if trash is not None:
+                        self._layers.discard(trash)  # out of sight already: removed outside the locks
+                        freed += size
+            freed += self._store.sweep_ingests()
+            for digest in self._store.partials():
+                with self._leases.locked() as held:  # a pull leases its blobs before it opens their partials
+                    if digest not in held:
+                        freed += self._store.drop_partial(digest, 0.0 if drop_partials else PARTIAL_IDLE)
+            return freed
+
+    def _referenced(self) -> tuple[set[str], set[str]]:
+        """Blob digests and chain ids the image and index records refer to."""
+        keep_blobs: set[str] = set()
+        keep_chains: set[str] = set()
         for image_id, record in self._records.items():
             keep_blobs |= {image_id, record.manifest, *record.layers}
             keep_chains |= set(chain_ids(list(record.diff_ids)))
         for digest, idx in self._records.indexes():
             keep_blobs.add(digest)
-            keep_blobs |= {c.manifest for c in idx.children if self._store.exists(c.manifest)}
-        freed = 0
-        for digest in self._store.digests():
-            if digest not in keep_blobs:
-                with contextlib.suppress(OSError):
-                    freed += self._store.size(digest)
-                self._store.delete(digest)
-        for chain in self._layers.chains():
-            if chain not in keep_chains:
-                freed += self._layers.size(chain)
-                self._layers.remove(chain)
-        return freed
+            keep_blobs |= {c.manifest for c in idx.children if c.image and c.image in keep_blobs}
+        return keep_blobs, keep_chains

@@ -58,6 +58,13 @@ class Images:
     # import -------------------------------------------------------------
     async def import_tarball(self, body: AsyncIterator[bytes], repo: str, tag: str,
                              changes: list[str], message: str, platform: str = "") -> str:
+        """Store the tarball streamed in *body* as a one-layer image; return its id (an operation of
+        the store: what it writes stays until it is recorded, content.local)."""
+        with self._store.operation():
+            return await self._import_tarball(body, repo, tag, changes, message, platform)
+
+    async def _import_tarball(self, body: AsyncIterator[bytes], repo: str, tag: str,
+                              changes: list[str], message: str, platform: str = "") -> str:
         """Store the tarball streamed in *body* as a one-layer image; return its id.
 
         Nothing is recorded unless the whole body arrived (a body cut short raises
@@ -133,7 +140,12 @@ class Images:
         config_digest = manifest.config.digest
         layers = [d.digest for d in manifest.layers]
         manifest_digest = oci_image.digest_of(manifest.raw)
-        if not self._store.exists(manifest_digest):
+        with self._leases.lease([manifest_digest, config_digest, *layers]):  # before they are looked for
+            return self._register(manifest, manifest_digest, config, config_digest, layers, repo_digests)
+
+    def _register(self, manifest: ImageManifest, manifest_digest: str, config: ImageConfig | None,
+                  config_digest: str, layers: list[str], repo_digests: Sequence[str]) -> str:
+        if not self._store.reuse(manifest_digest):
             self._store.put(manifest.raw, manifest_digest)
         if config is None or config.digest != config_digest:
             config = oci_image.parse_config(self._store.read(config_digest), digest=config_digest,
@@ -142,7 +154,7 @@ class Images:
         if len(diff_ids) != len(layers):
             raise InvalidArgument(f"the image config lists {len(diff_ids)} layers but its manifest {len(layers)}")
         chains = chain_ids(diff_ids)
-        with self._leases.lease([manifest_digest, config_digest, *layers, *chains]):
+        with self._leases.lease(chains):
             size = sum(self._layers.unpack(layer, diff, chain) for layer, diff, chain in zip(layers, diff_ids, chains, strict=False))
             old = self._records.get(config_digest)  # registered again (a pull of a new tag): keep what it had
             fresh = ImageRecord(manifest_digest, tuple(layers), tuple(diff_ids), size,
@@ -156,7 +168,7 @@ class Images:
         """Record a multi-platform index; *images* maps child manifest digests to local image ids."""
         digest = oci_image.digest_of(index.raw)
         entries = [(d.digest, dict(d.platform or {})) for d in index.manifests]
-        if not self._store.exists(digest):
+        if not self._store.reuse(digest):
             self._store.put(index.raw, digest)
         old = self._records.index(digest)
         before = {c.manifest: c.image for c in old.children} if old is not None else {}

@@ -18,9 +18,11 @@ import hashlib
 import io
 import lzma
 import os
+import threading
+import uuid
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from typing import IO, Any, BinaryIO, cast
 
 import zstandard
@@ -34,33 +36,49 @@ MEDIA_LAYER = "application/vnd.oci.image.layer.v1.tar"
 
 
 class Leases:
-    """Blob digests and chain ids that work in progress needs: `collect()` keeps them."""
+    """Blob digests and chain ids that work in progress needs: `collect()` keeps them.
+
+    Thread-safe: the collection (in a worker thread) checks an item and deletes it while holding
+    `locked()`, so a lease taken meanwhile waits for that one deletion, then finds the item gone.
+    """
 
     def __init__(self) -> None:
         self._leases: Counter[str] = Counter()
+        self._lock = threading.Lock()
 
     @contextlib.contextmanager
     def lease(self, items: Iterable[str]) -> Iterator[None]:
         """Keep *items* (blob digests, chain ids) from `collect()` while a pull, load or commit runs."""
         held = list(items)
-        self._leases.update(held)
+        with self._lock:
+            self._leases.update(held)
         try:
             yield
         finally:
-            self._leases.subtract(held)
-            self._leases += Counter()  # drop zero counts
+            with self._lock:
+                self._leases.subtract(held)
+                self._leases += Counter()  # drop zero counts
 
     def hold(self, item: str) -> None:
         """Add one more item to the leases (released with `release`)."""
-        self._leases[item] += 1
+        with self._lock:
+            self._leases[item] += 1
 
     def release(self, item: str) -> None:
-        self._leases[item] -= 1
-        self._leases += Counter()
+        with self._lock:
+            self._leases[item] -= 1
+            self._leases += Counter()
 
     def held(self) -> set[str]:
         """Everything leased now."""
-        return set(self._leases)
+        with self._lock:
+            return set(self._leases)
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[Collection[str]]:
+        """What is leased, with no lease taken or let go until the block ends (keep it short)."""
+        with self._lock:
+            yield self._leases.keys()
 
 
 class _Hashing(io.RawIOBase):
@@ -138,6 +156,7 @@ class Layers:
                 with open(os.path.join(tmp, "size"), "w") as f:
                     f.write(str(size))
                 diff_id = "sha256:" + hashing.hash.hexdigest()
+                self._store.mark(diff_id)  # its own chain id: a collection running now leaves it
                 self._snaps.publish(tmp, diff_id)
             except BaseException:
                 self._snaps.discard(tmp)
@@ -146,6 +165,7 @@ class Layers:
 
     def unpack(self, layer_digest: str, diff_id: str, chain: str) -> int:
         """Unpack a layer blob as the snapshot *chain* (once); return its unpacked size."""
+        self._store.mark(chain)
         if self._snaps.exists(chain):
             try:
                 with open(os.path.join(os.path.dirname(self._snaps.path(chain)), "size")) as f:
@@ -210,12 +230,14 @@ class Layers:
             raise
 
     def publish(self, tmp: str, chain: str) -> None:
+        self._store.mark(chain)
         self._snaps.publish(tmp, chain)
 
     def discard(self, tmp: str) -> None:
         self._snaps.discard(tmp)
 
     def has(self, chain: str) -> bool:
+        self._store.mark(chain)  # about to be relied on, or not: marked either way (kept one collection more)
         return self._snaps.exists(chain)
 
     def size(self, chain: str) -> int:
@@ -240,3 +262,16 @@ class Layers:
 
     def remove(self, chain: str) -> None:
         self._snaps.remove(chain)
+
+    def detach_unmarked(self, chain: str) -> str | None:
+        """Move the snapshot *chain* out of sight unless the store marked it (work in progress relies
+        on it), atomically with marking; return where it went, for `discard` (a `.tmp-` directory,
+        swept at start if a crash comes first), or None when it stays."""
+        def detach() -> str | None:
+            trash = os.path.join(self._snaps.root, f".tmp-gc-{uuid.uuid4().hex}")
+            try:
+                os.rename(os.path.dirname(self._snaps.path(chain)), trash)
+            except FileNotFoundError:
+                return None
+            return trash
+        return self._store.unless_marked(chain, detach)

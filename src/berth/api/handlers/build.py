@@ -62,14 +62,14 @@ def register(router: Router, d: Daemon) -> None:
 
         async def work(emit: Any) -> None:
             try:
-                await d.builder.build(body, opts, emit)
+                with d.imageio.operation():  # what its steps store stays until an image refers to it
+                    await d.builder.build(body, opts, emit)
             except BuildError as exc:  # a step failed: its exit code goes back, as Docker's classic builder does
                 emit({"errorDetail": {"code": exc.code, "message": str(exc)}, "error": str(exc)})
         return await progress_stream(work)
 
     async def prune(req: Request) -> Reply:
-        cleared = d.db.build_cache_clear()
-        reclaimed = d.imageremoval.collect()
+        cleared, reclaimed = await d.imageremoval.prune_build_cache()
         return Reply(200, {"CachesDeleted": [str(cleared)] if cleared else None, "SpaceReclaimed": reclaimed})
 
     router.add("POST", "/build", build)

@@ -43,8 +43,11 @@ class _Pending:
     def __init__(self) -> None:
         self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.size = 0
+        self.unread = False  # the client went away: what the work reports goes nowhere
 
     def put(self, doc: dict[str, Any]) -> None:
+        if self.unread:
+            return
         line = _line(doc)
         if self.size > PROGRESS_SOFT_CAP and (doc.get("progressDetail") or {}).get("current") is not None:
             return
@@ -64,17 +67,27 @@ class _Pending:
         return line
 
 
-async def progress_stream(work: Callable[[Callable[[dict[str, Any]], None]], Awaitable[Any]]) -> Stream:
+async def progress_stream(work: Callable[[Callable[[dict[str, Any]], None]], Awaitable[Any]],
+                          detach: Callable[[asyncio.Task[Any]], None] | None = None) -> Stream:
     """Run *work* (which reports through its emit argument) as Docker's JSON progress stream.
 
     Errors raised before the first message become the HTTP error itself (a
     status and a message); later ones end the stream with errorDetail, as
-    Docker's do.
+    Docker's do. With *detach* (a pull), work whose client goes away is not
+    cancelled but handed to *detach* to finish, its reports dropped.
     """
     pending = _Pending()
     task = asyncio.ensure_future(work(pending.put))
     task.add_done_callback(lambda _: pending.end())
-    first = await pending.get()
+    try:
+        first = await pending.get()
+    except asyncio.CancelledError:  # the request ended before the first message
+        if detach is not None and not task.done():
+            pending.unread = True
+            detach(task)
+        else:
+            task.cancel()
+        raise
     if first is None:
         task.result()  # raises the error as an HTTP status
 
@@ -90,9 +103,13 @@ async def progress_stream(work: Callable[[Callable[[dict[str, Any]], None]], Awa
                 yield _line({"errorDetail": {"message": message}, "error": message})
         finally:
             if not task.done():
-                task.cancel()
-                with contextlib.suppress(BaseException):
-                    await task
+                if detach is not None:
+                    pending.unread = True
+                    detach(task)
+                else:
+                    task.cancel()
+                    with contextlib.suppress(BaseException):
+                        await task
     return Stream(body())
 
 
@@ -117,7 +134,8 @@ def register(router: Router, d: Daemon) -> None:
             if tag:
                 image = f"{image}@{tag}" if tag.startswith("sha256:") else f"{image}:{tag}"
             creds = credentials(req)
-            return await progress_stream(lambda emit: d.distribution.pull(image, req.q("platform"), creds, emit))
+            return await progress_stream(lambda emit: d.distribution.pull(image, req.q("platform"), creds, emit),
+                                         detach=d.distribution.detach)  # as Docker's: the pull outlives its client
         if src != "-":
             if not src:
                 raise InvalidArgument("images/create needs fromSrc=- (import) or fromImage (pull)")
@@ -156,12 +174,12 @@ def register(router: Router, d: Daemon) -> None:
         return Reply(201)
 
     async def remove(req: Request) -> Reply:
-        return Reply(200, views.removed(d.imageremoval.remove(req.params["image"], req.qbool("force"))))
+        return Reply(200, views.removed(await d.imageremoval.remove_async(req.params["image"], req.qbool("force"))))
 
     async def prune(req: Request) -> Reply:
         filters = req.filters()
         all_ = any(v in ("false", "0") for v in filters.get("dangling", []))
-        return Reply(200, views.prune(d.imageremoval.prune(all_, filters)))
+        return Reply(200, views.prune(await d.imageremoval.prune_async(all_, filters)))
 
     async def save_many(req: Request) -> Stream:
         return Stream(threaded(d.imageio.save(req.query.get("names", []))), TAR)
