@@ -81,6 +81,18 @@ def prepare_netns_dir(directory: Path) -> None:
     _share_directory(directory)
 
 
+def release_netns_dir(directory: Path) -> bool:
+    """Undo prepare_netns_dir's bind when no namespace is bound in the directory any more (a clean stop
+    with no container left); False when namespaces remain (containers outlive the daemon: it stays)."""
+    try:
+        if os.listdir(directory) or not _is_mount_point(directory):
+            return False
+    except FileNotFoundError:
+        return False
+    mount.unmount(str(directory))
+    return True
+
+
 def _share_directory(directory: Path) -> None:
     # iproute2's recipe for /run/netns: the directory becomes a mount point of its
     # own (a bind onto itself) with shared propagation.

@@ -213,6 +213,7 @@ class Lifecycle:
         # not before it: the exit is recorded and answered without waiting for one more program to run.
         # A later start of the same container waits for it; a daemon killed meanwhile sweeps it at recovery.
         c.release = asyncio.get_running_loop().create_task(self._release(c))
+        self._keep(c.release)  # a clean stop waits for it too (settle)
         self.health.stopped(c)
         removed_next = c.record.auto_remove and not c.restarting
         if not removed_next:  # an --rm container's root is unmounted with its directory's removal, beside the answer

@@ -46,7 +46,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from berth.errors import Conflict, InvalidArgument, NotFound
+from berth.errors import BerthError, Conflict, InvalidArgument, NotFound
 from berth.host import netlink, netns, nftables, nftrules, sysctl
 from berth.metadata.db import Database
 from berth.network import bridgeplan, ipam, ipam6
@@ -179,6 +179,17 @@ class Networks:
             if net.driver == "bridge" and net.name != "bridge":
                 with contextlib.suppress(Exception):
                     await self.resolver.stop(str(bridgeplan.pool_of(net).gateway))
+        with contextlib.suppress(BerthError, OSError):  # nothing mounted under the data root after a clean stop
+            netns.release_netns_dir(self._netns_dir)
+
+    def drop_netns(self, cid: str) -> bool:
+        """Delete the namespace a start the daemon did not live to finish made for *cid* (recovery);
+        False when there is none."""
+        path = self._netns_dir / cid
+        if not os.path.lexists(path):
+            return False
+        netns.delete_netns(path)
+        return True
 
     # -- API ---------------------------------------------------------------------------
     async def create(self, req: NetworkCreateRequest) -> NetworkRecord:

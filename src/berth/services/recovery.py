@@ -61,13 +61,6 @@ async def recover(lifecycle: Lifecycle, report: Report) -> None:
             bundles.unmount_root(OverlayMount((), "", "", os.path.join(directory, "rootfs")))
             await asyncio.to_thread(fs.rmtree, directory)
             report.add(f"directory containers/{entry[:12]}", "no container record: removed")
-    for runtime in containers.runtimes.values():  # removed while the runtime's own clean-up was under way
-        for cid in runtime.held():
-            if cid not in known:
-                await runtime.delete(cid)
-                report.add(f"{runtime.name} state {cid[:12]}", "no container record: deleted")
-        for link in await asyncio.to_thread(runtime.tidy):
-            report.add(f"link {link}", "points to a removed container: removed")
     for c in containers.all():
         if c.removed:
             continue
@@ -75,6 +68,8 @@ async def recover(lifecycle: Lifecycle, report: Report) -> None:
             await _adopt_or_clean(lifecycle, c, report)
         if not c.running:
             await lifecycle.detach_networks(c)  # it stopped while the daemon was down
+            for found in _undo_cut_start(lifecycle, c):
+                report.add(_name(c), found)
         if c.running:
             found = await pausing.reconcile(containers, c)
             if found:
@@ -87,6 +82,39 @@ async def recover(lifecycle: Lifecycle, report: Report) -> None:
                 c.watcher = asyncio.get_running_loop().create_task(lifecycle.watch(c))
                 lifecycle.health.started(c)  # probing resumes, from "starting" as Docker's restore does
         await _undo_orphaned(lifecycle, c, report)
+    await lifecycle.settle()  # the removals just made finish before what they leave is judged
+    await _sweep_runtimes(lifecycle, report)
+
+
+async def _sweep_runtimes(lifecycle: Lifecycle, report: Report) -> None:
+    """Runtime state no running container needs: of removed containers (a removal the daemon did not
+    live to finish) and of stopped ones whose clean-up after the exit was cut short; then the links
+    that point to removed containers."""
+    containers = lifecycle.containers
+    live = {c.id: c for c in containers.all() if not c.removed}
+    for runtime in containers.runtimes.values():
+        for cid in runtime.held():
+            c = live.get(cid)
+            if c is not None and (c.running or c.state.restarting or (c.release is not None and not c.release.done())):
+                continue  # it runs (or its restart policy is starting it), or its clean-up is under way
+            await runtime.delete(cid)
+            report.add(f"{runtime.name} state {cid[:12]}",
+                       "no container record: deleted" if c is None else "left after the container stopped: deleted")
+        for link in await asyncio.to_thread(runtime.tidy):
+            report.add(f"link {link}", "points to a removed container: removed")
+
+
+def _undo_cut_start(lifecycle: Lifecycle, c: Container) -> list[str]:
+    """A stopped container's root mount and network namespace, left by a start the daemon did not live
+    to finish (a finished stop leaves neither)."""
+    found = []
+    overlay = lifecycle.containers.overlay(c)
+    if os.path.ismount(overlay.target):
+        bundles.unmount_root(overlay)
+        found.append("its root was still mounted (a start cut short): unmounted")
+    if lifecycle.containers.networks.drop_netns(c.id):
+        found.append("its network namespace was left (a start cut short): deleted")
+    return found
 
 
 async def _undo_orphaned(lifecycle: Lifecycle, c: Container, report: Report) -> None:
