@@ -35,6 +35,17 @@ def test_diff_of_a_running_container_and_of_none(berthd, client, image, names):
     assert docker(berthd, "diff", "no-such-container", check=False).returncode != 0
 
 
+def test_a_container_never_started_diffs_empty_and_commits(berthd, image, names):
+    """As Docker: `docker create` then `diff` (no changes) and `commit` (the image again, one empty layer)."""
+    fresh = names()
+    docker(berthd, "create", *RUN_NET, "--name", fresh, image, "true")
+    assert docker(berthd, "diff", fresh).stdout == ""
+    new = docker(berthd, "commit", fresh, f"{fresh}:committed").stdout.strip()
+    assert new.startswith("sha256:")
+    assert docker(berthd, "run", "--rm", *RUN_NET, f"{fresh}:committed", "true").returncode == 0
+    docker(berthd, "rmi", f"{fresh}:committed")
+
+
 def test_diff_never_follows_what_the_container_planted(berthd, image, names, tmp_path):
     """A container replaces directories of its image with symlinks to host paths, makes a FIFO and a device
     node where the image had files: the diff lists them, opens none of them, and the host is untouched."""

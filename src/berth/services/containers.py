@@ -161,6 +161,7 @@ class Containers:
         record.build_step = build_step
         directory = os.path.join(self.root, cid)
         os.makedirs(directory, mode=0o700)  # root only: its upper dir holds what the container made
+        os.makedirs(self._snaps.container_mount([], directory).upper)  # empty until a start: diff and commit work
         try:
             self._rows.insert(record)
         except AlreadyExists as exc:
