@@ -18,6 +18,9 @@ Public API (used by the test modules):
                            live_restore matters only for dockerd (berthd always keeps
                            containers across its restarts)
     docker(d, *args, input=None, timeout=60, check=True) -> CompletedProcess
+    cli_name               function fixture parametrised over CLIS: "berth", "docker" (each CLI test
+                           runs with both clients); cli_run(which, d, *args, ...) is docker() with
+                           the client CLIS[which], popen_cli(which, d, *args) is popen_docker()'s twin
     popen_docker(d, *args), finish(proc, timeout)   background CLI (logs -f, attach) and its end
     rootfs_tar             session fixture -> Path of a busybox rootfs tarball
     image                  session fixture -> "busybox:latest", imported with `docker import`
@@ -59,6 +62,8 @@ import pytest
 
 BERTHD = os.environ.get("BERTHD", os.path.join(os.path.dirname(sys.executable), "berthd"))
 DOCKER = os.environ.get("DOCKER_CLI", shutil.which("docker") or "/usr/bin/docker")
+BERTH_CLI = os.environ.get("BERTH_CLI", os.path.join(os.path.dirname(sys.executable), "berth"))
+CLIS = {"docker": DOCKER, "berth": BERTH_CLI}  # the clients `cli_name` runs each CLI test with
 TARGET = os.environ.get("BERTH_TEST_TARGET", "berthd")
 VM_DIR = os.environ.get("BERTH_TEST_VM_DIR", "/var/cache/berth-test-vm")
 START_TIMEOUT = 20.0
@@ -409,6 +414,33 @@ def docker(d: Daemon, *args: str, input: str | None = None, timeout: float = 60,
         pytest.fail(f"`docker {' '.join(args)}` exited {cp.returncode}\nstdout: {cp.stdout}\n"
                     f"stderr: {cp.stderr}", pytrace=False)
     return cp
+
+
+def cli_run(which: str, d: Daemon, *args: str, input: str | None = None, timeout: float = 60,
+            check: bool = True) -> subprocess.CompletedProcess:
+    """Like docker(), with the client CLIS[which] ("docker" or "berth")."""
+    try:
+        cp = subprocess.run([CLIS[which], *args], env=d.env, input=input, text=True, capture_output=True,
+                            timeout=timeout, stdin=None if input is not None else subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as e:
+        pytest.fail(f"`{which} {' '.join(args)}` did not finish in {timeout}s; "
+                    f"stdout={e.stdout!r} stderr={e.stderr!r}", pytrace=False)
+    if check and cp.returncode != 0:
+        pytest.fail(f"`{which} {' '.join(args)}` exited {cp.returncode}\nstdout: {cp.stdout}\n"
+                    f"stderr: {cp.stderr}", pytrace=False)
+    return cp
+
+
+def popen_cli(which: str, d: Daemon, *args: str, stdin=subprocess.DEVNULL, text=True):
+    """Like popen_docker(), with the client CLIS[which]."""
+    return subprocess.Popen([CLIS[which], *args], env=d.env, stdin=stdin, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=text, start_new_session=True)
+
+
+@pytest.fixture(params=sorted(CLIS))
+def cli_name(request: pytest.FixtureRequest) -> str:
+    """Runs the test once with each client: "berth" (berth's own CLI) and "docker"; use with cli_run."""
+    return request.param
 
 
 # --------------------------------------------------------------------------- #

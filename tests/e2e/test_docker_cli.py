@@ -1,9 +1,11 @@
-"""End-to-end: the real `docker` CLI against the daemon, as a user would type it.
+"""End-to-end: the real `docker` CLI and berth's own CLI against the daemon, as a user would type them.
 
-Each test runs the docker binary (or drives it under a pty with pexpect) and
-checks what a user sees: output, exit status, and what `docker inspect` / `ps`
-report afterwards. Nothing is mocked. Every container a test makes is named
-with the `names` fixture and force-removed when the test ends.
+Each test runs twice, once with the docker binary and once with `berth` (the
+`cli_name` fixture; the module's `docker()` helper runs whichever client the
+test was given), or drives it under a pty with pexpect, and checks what a user
+sees: output, exit status, and what `inspect` / `ps` report afterwards. The
+same assertions hold for both clients. Nothing is mocked. Every container a
+test makes is named with the `names` fixture and force-removed when the test ends.
 """
 
 from __future__ import annotations
@@ -18,19 +20,42 @@ import pexpect
 import pytest
 from berth_e2e_conftest import (
     API_VERSION,
-    DOCKER,
+    CLIS,
     RUN_NET,
     LineReader,
-    docker,
+    cli_run,
     finish,
     is_dockerd,
-    popen_docker,
+    popen_cli,
     unique_name,
     wait_until,
 )
 
 # --------------------------------------------------------------------------- #
 # helpers
+
+_CLIENT = {"name": "docker"}  # the client of the running test, set by the autouse fixture below
+
+
+@pytest.fixture(autouse=True)
+def _client(cli_name):
+    """Every test in this module runs with each client (see `cli_name`)."""
+    _CLIENT["name"] = cli_name
+    yield cli_name
+    _CLIENT["name"] = "docker"
+
+
+def docker(d, *args, **kw):
+    """Run the test's client (docker or berth) against *d*; see berth_e2e_conftest.docker."""
+    return cli_run(_CLIENT["name"], d, *args, **kw)
+
+
+def popen_docker(d, *args, **kw):
+    return popen_cli(_CLIENT["name"], d, *args, **kw)
+
+
+def binary():
+    return CLIS[_CLIENT["name"]]
 
 
 def run(d, *args, **kw):
@@ -73,7 +98,7 @@ def wait_exited(d, name, timeout=60):
 
 
 def spawn(d, *args, timeout=30):
-    child = pexpect.spawn(DOCKER, list(args), env=d.env, encoding="utf-8", timeout=timeout,
+    child = pexpect.spawn(binary(), list(args), env=d.env, encoding="utf-8", timeout=timeout,
                           dimensions=(24, 120))
     return child
 
@@ -164,7 +189,7 @@ def test_create_then_start_attach(berthd, image, names):
 
 def test_tty_output(berthd, image):
     # with -t the container writes to a terminal: the CLI passes \r\n through
-    cp = subprocess.run([DOCKER, "run", *RUN_NET, "--rm", "-t", image, "sh", "-c",
+    cp = subprocess.run([binary(), "run", *RUN_NET, "--rm", "-t", image, "sh", "-c",
                          "echo a; test -t 1 && echo tty"], env=berthd.env, capture_output=True,
                         stdin=subprocess.DEVNULL, timeout=60)
     assert cp.stdout == b"a\r\ntty\r\n", cp

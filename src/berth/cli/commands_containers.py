@@ -12,15 +12,23 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import os
 import time
 from typing import Any
 
 from berth.cli import commands_registry, tty
 from berth.cli.common import Ctx, StatusError, describe, for_each
-from berth.cli.gotemplate import render_rows, tabwrite
-from berth.cli.parser import Parser, UsageError, integer, typed
-from berth.cli.runopts import CreateRequest, add_create_flags, build_create, expand_env
+from berth.cli.gotemplate import tabwrite
+from berth.cli.parser import Parser, filter_flag, integer, typed
+from berth.cli.runerrors import StartFailed, as_run_failure
+from berth.cli.runopts import (
+    CreateRequest,
+    add_create_flags,
+    build_create,
+    env_files,
+    expand_env,
+)
 from berth.cli.session import (
     Waiter,
     attach_query,
@@ -29,18 +37,11 @@ from berth.cli.session import (
     start_error_code,
 )
 from berth.cli.streams import OutputSink
-from berth.cli.tables import (
-    PS_DEFAULT,
-    PS_HEADERS,
-    PS_QUIET,
-    normalize_ref,
-    ps_row,
-    status_text,
-)
+from berth.cli.tables import PS_DEFAULT, PS_HEADERS, PS_QUIET, normalize_ref, ps_row, render_listing, status_text
 from berth.cli.units import parse_api_time, parse_timestamp
 from berth.client.engine import Client
-from berth.client.errors import APIError, DaemonUnreachable, NotFoundError
-from berth.errors import BerthError, InvalidArgument
+from berth.client.errors import APIError, NotFoundError
+from berth.errors import InvalidArgument
 
 RUN_USAGE = "[OPTIONS] IMAGE [COMMAND] [ARG...]"
 
@@ -49,16 +50,20 @@ RUN_USAGE = "[OPTIONS] IMAGE [COMMAND] [ARG...]"
 
 
 def _create(ctx: Ctx, req: CreateRequest, image: str) -> str:
-    """POST /containers/create; print warnings; pull a missing image first, as docker does."""
+    """POST /containers/create; print warnings; pull first as --pull says (docker reports it on stderr)."""
+    puller = dataclasses.replace(ctx, out=io.StringIO() if req.quiet else ctx.err)
+    platform = (req.query or {}).get("platform")
     try:
+        if req.pull == "always":
+            commands_registry.pull(puller, image, platform, quiet=req.quiet)
         doc = ctx.client.post("/containers/create", req.query, req.body)
     except NotFoundError as exc:
-        if "no such image" not in exc.message.lower():
+        if "no such image" not in exc.message.lower() or req.pull == "never":
             raise StatusError(125, describe(exc)) from exc
-        ctx.error(f"Unable to find image '{normalize_ref(image)}' locally")
+        if not req.quiet:
+            ctx.error(f"Unable to find image '{normalize_ref(image)}' locally")
         try:
-            # docker run reports the pull on stderr: stdout is the container's
-            commands_registry.pull(dataclasses.replace(ctx, out=ctx.err), image, (req.query or {}).get("platform"))
+            commands_registry.pull(puller, image, platform, quiet=req.quiet)
             doc = ctx.client.post("/containers/create", req.query, req.body)
         except APIError as again:
             raise StatusError(125, describe(again)) from again
@@ -75,25 +80,7 @@ def _build(ctx: Ctx, ns: Any) -> CreateRequest:
         raise StatusError(125, f"berth: {exc}") from exc
 
 
-def _as_run_failure(fn: Any) -> Any:
-    """Daemon and transport failures while running a container exit 125."""
-
-    def wrapper(ctx: Ctx, argv: list[str]) -> int:
-        try:
-            return int(fn(ctx, argv))
-        except (APIError, DaemonUnreachable) as exc:
-            raise StatusError(125, describe(exc)) from exc
-        except StatusError:
-            raise
-        except BerthError as exc:
-            raise StatusError(125, f"berth: {exc}") from exc
-
-    wrapper.__name__ = fn.__name__
-    wrapper.__doc__ = fn.__doc__
-    return wrapper
-
-
-@_as_run_failure
+@as_run_failure("create")
 def cmd_create(ctx: Ctx, argv: list[str]) -> int:
     p = Parser("create", RUN_USAGE, "Create a new container")
     add_create_flags(p, run=False)
@@ -103,7 +90,7 @@ def cmd_create(ctx: Ctx, argv: list[str]) -> int:
     return 0
 
 
-@_as_run_failure
+@as_run_failure("run")
 def cmd_run(ctx: Ctx, argv: list[str]) -> int:
     p = Parser("run", RUN_USAGE, "Create and run a new container from an image")
     add_create_flags(p, run=True)
@@ -139,7 +126,7 @@ def _start(client: Client, cid: str) -> None:
     try:
         client.request("POST", f"/containers/{cid}/start")
     except APIError as exc:
-        raise StatusError(start_error_code(exc.message), describe(exc)) from exc
+        raise StartFailed(start_error_code(exc.message), describe(exc)) from exc
 
 
 def _is_running(client: Client, cid: str) -> bool:
@@ -225,11 +212,12 @@ def cmd_attach(ctx: Ctx, argv: list[str]) -> int:
 
 def cmd_exec(ctx: Ctx, argv: list[str]) -> int:
     p = Parser("exec", "[OPTIONS] CONTAINER COMMAND [ARG...]",
-               "Execute a command in a running container")
+               "Execute a command in a running container", min_args=2)
     p.add_argument("-d", "--detach", action="store_true")
     p.add_argument("-i", "--interactive", action="store_true")
     p.add_argument("-t", "--tty", action="store_true")
     p.add_argument("-e", "--env", action="append", default=[])
+    p.add_argument("--env-file", action="append", default=[])
     p.add_argument("-w", "--workdir", default=None)
     p.add_argument("-u", "--user", default=None)
     p.add_argument("--privileged", action="store_true")
@@ -238,7 +226,7 @@ def cmd_exec(ctx: Ctx, argv: list[str]) -> int:
     p.add_argument("command", nargs=argparse.REMAINDER)
     ns = p.parse(argv)
     if not ns.command:
-        raise UsageError('"berth exec" requires at least 2 arguments.', "exec", code=1)
+        raise p.arity_error()
     if ns.interactive and ns.tty and not ns.detach and not tty.is_tty(0):
         raise StatusError(1, "the input device is not a TTY")
     client = ctx.client
@@ -249,7 +237,7 @@ def cmd_exec(ctx: Ctx, argv: list[str]) -> int:
         "AttachStdin": ns.interactive and not ns.detach,
         "AttachStdout": not ns.detach,
         "AttachStderr": not ns.detach,
-        "Env": expand_env(ns.env, os.environ),
+        "Env": env_files(ns.env_file, os.environ) + expand_env(ns.env, os.environ),
         "WorkingDir": ns.workdir or "",
         "Cmd": ns.command,
     }
@@ -337,7 +325,7 @@ def cmd_ps(ctx: Ctx, argv: list[str]) -> int:
     p.add_argument("-s", "--size", action="store_true")
     p.add_argument("--no-trunc", action="store_true")
     p.add_argument("--format", default=None)
-    p.add_argument("-f", "--filter", action="append", default=[])
+    p.add_argument("-f", "--filter", action="append", default=[], type=filter_flag("-f, --filter"))
     p.add_argument("args", nargs="*")
     ns = p.parse(argv)
     last = 1 if ns.latest and ns.last == -1 else ns.last
@@ -363,7 +351,7 @@ def cmd_ps(ctx: Ctx, argv: list[str]) -> int:
         rows.append(ps_row(c, now, trunc=not ns.no_trunc, status=status))
     if ns.size and fmt == PS_DEFAULT:
         fmt = PS_DEFAULT + "\t{{.Size}}"
-    ctx.out.write(render_rows(fmt, rows, PS_HEADERS))
+    ctx.out.write(render_listing(fmt, rows, PS_HEADERS))
     return 0
 
 
@@ -440,9 +428,14 @@ def cmd_rm(ctx: Ctx, argv: list[str]) -> int:
     ns = p.parse(argv)
     client = ctx.client
 
-    def act(name: str) -> str:
-        client.request("DELETE", f"/containers/{name}",
-                       {"force": ns.force, "v": ns.volumes, "link": ns.link})
+    def act(name: str) -> str | None:
+        try:
+            client.request("DELETE", f"/containers/{name}", {"force": ns.force, "v": ns.volumes, "link": ns.link})
+        except NotFoundError as exc:
+            if not ns.force:
+                raise
+            ctx.error(describe(exc))  # docker: with --force, a missing container is said but not a failure
+            return None
         return name
 
     return for_each(ctx, ns.args, act)

@@ -12,9 +12,14 @@ import time
 from typing import IO, Any
 
 from berth.cli.common import Ctx, StatusError, for_each
-from berth.cli.gotemplate import render_rows
-from berth.cli.parser import Parser
-from berth.cli.tables import IMAGES_DEFAULT, IMAGES_HEADERS, image_rows, split_repo_tag
+from berth.cli.parser import Parser, filter_flag
+from berth.cli.tables import (
+    IMAGES_DEFAULT,
+    IMAGES_HEADERS,
+    image_rows,
+    render_listing,
+    split_repo_tag,
+)
 from berth.client.errors import APIError
 
 
@@ -25,7 +30,7 @@ def cmd_images(ctx: Ctx, argv: list[str]) -> int:
     p.add_argument("--no-trunc", action="store_true")
     p.add_argument("--digests", action="store_true")
     p.add_argument("--format", default=None)
-    p.add_argument("-f", "--filter", action="append", default=[])
+    p.add_argument("-f", "--filter", action="append", default=[], type=filter_flag("-f, --filter"))
     p.add_argument("args", nargs="*")
     ns = p.parse(argv)
     filters: dict[str, list[str]] = {}
@@ -50,7 +55,7 @@ def cmd_images(ctx: Ctx, argv: list[str]) -> int:
         fmt = IMAGES_DEFAULT
         if ns.digests:
             fmt = fmt.replace("{{.Tag}}\t", "{{.Tag}}\t{{.Digest}}\t")
-    ctx.out.write(render_rows(fmt, rows, IMAGES_HEADERS))
+    ctx.out.write(render_listing(fmt, rows, IMAGES_HEADERS))
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Registry and archive verbs: pull, push, login, logout, save, load, commit, export, image bootstrap/prune.
+"""Registry and archive verbs: pull, push, login, logout, save, load, commit, export, image bootstrap/prune
+(the `image` group itself is berth.cli.commands_imagegroup).
 
 Strategy: the same Engine API calls as the docker CLI. Credentials live where
 docker keeps them (`$DOCKER_CONFIG/config.json`, default ~/.docker), so
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from berth.cli.common import Ctx, StatusError
-from berth.cli.parser import Parser
+from berth.cli.parser import Parser, filter_flag
 from berth.cli.tables import split_repo_tag
 from berth.client.errors import APIError
 from berth.oci import reference
@@ -167,7 +168,18 @@ def cmd_login(ctx: Ctx, argv: list[str]) -> int:
     if ns.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     if not ns.username or password is None:
-        raise StatusError(1, "berth login: give --username and --password-stdin (or -p)")
+        if not sys.stdin.isatty():
+            raise StatusError(1, "Error: Cannot perform an interactive login from a non TTY device")
+        import getpass
+
+        if not ns.username:
+            ctx.out.write("Username: ")
+            ctx.flush()
+            ns.username = sys.stdin.readline(1024).strip()
+        if password is None:
+            password = getpass.getpass("Password: ")
+        if not ns.username or not password:
+            raise StatusError(1, "Error: Username and password are required")
     ctx.client.post("/auth", None, {"username": ns.username, "password": password, "serveraddress": server})
     doc = _read_config()
     token = base64.b64encode(f"{ns.username}:{password}".encode()).decode()
@@ -183,11 +195,9 @@ def cmd_logout(ctx: Ctx, argv: list[str]) -> int:
     ns = p.parse(argv)
     server = ns.args[0] if ns.args else "docker.io"
     doc = _read_config()
-    if (doc.get("auths") or {}).pop(_server_key(server), None) is None:
-        ctx.print(f"Not logged in to {server}")
-        return 0
-    _write_config(doc)
-    ctx.print(f"Removing login credentials for {server}")
+    ctx.print(f"Removing login credentials for {server}")  # docker says so whether or not there were any
+    if (doc.get("auths") or {}).pop(_server_key(server), None) is not None:
+        _write_config(doc)
     return 0
 
 
@@ -278,26 +288,18 @@ def cmd_export(ctx: Ctx, argv: list[str]) -> int:
     return 0
 
 
-def cmd_image(ctx: Ctx, argv: list[str]) -> int:
-    """`berth image SUBCOMMAND`: bootstrap and prune here; the rest are the top-level verbs."""
-    from berth.cli import commands_images
-
-    sub = {"bootstrap": cmd_bootstrap, "prune": cmd_image_prune, "ls": commands_images.cmd_images,
-           "list": commands_images.cmd_images, "rm": commands_images.cmd_rmi, "tag": commands_images.cmd_tag,
-           "import": commands_images.cmd_import, "pull": cmd_pull, "push": cmd_push, "save": cmd_save,
-           "load": cmd_load}
-    if not argv or argv[0] not in sub:
-        ctx.print("Usage:  berth image COMMAND\n\nCommands:\n  " + "\n  ".join(sorted(sub)))
-        return 0 if not argv or argv[0] in ("-h", "--help") else 1
-    return sub[argv[0]](ctx, argv[1:])
-
-
 def cmd_image_prune(ctx: Ctx, argv: list[str]) -> int:
     p = Parser("image prune", "[OPTIONS]", "Remove unused images", max_args=0)
     p.add_argument("-a", "--all", action="store_true")
     p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("--filter", action="append", default=[], type=filter_flag("--filter"))
     ns = p.parse(argv)
-    filters = json.dumps({"dangling": ["false" if ns.all else "true"]})
+    from berth.cli.prune import confirmed, prune_filters
+
+    filters = json.dumps({**json.loads(prune_filters(ns.filter) or "{}"), "dangling": ["false" if ns.all else "true"]})
+    what = ("all images without at least one container associated to them" if ns.all else "all dangling images")
+    if not ns.force and not confirmed(ctx, f"WARNING! This will remove {what}."):
+        return 0
     doc = ctx.client.post("/images/prune", {"filters": filters}) or {}
     deleted = doc.get("ImagesDeleted") or []
     if deleted:
@@ -352,4 +354,4 @@ def cmd_bootstrap(ctx: Ctx, argv: list[str]) -> int:
 
 
 COMMANDS = {"pull": cmd_pull, "push": cmd_push, "login": cmd_login, "logout": cmd_logout, "save": cmd_save,
-            "load": cmd_load, "commit": cmd_commit, "export": cmd_export, "image": cmd_image}
+            "load": cmd_load, "commit": cmd_commit, "export": cmd_export}

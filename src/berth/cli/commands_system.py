@@ -7,17 +7,16 @@ blocks go through berth.cli.gotemplate.tabwrite like docker's tabwriter.
 
 from __future__ import annotations
 
-import json
 import platform
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from berth import API_VERSION, __version__
-from berth.cli import reset
 from berth.cli.common import Ctx, StatusError, describe
 from berth.cli.gotemplate import Template, tabwrite
-from berth.cli.parser import Parser
+from berth.cli.parser import Parser, filter_flag
+from berth.cli.tables import inspected_tail
 from berth.cli.units import format_nano_time, parse_api_time, parse_timestamp
 from berth.client.errors import APIError, NotFoundError
 
@@ -102,8 +101,10 @@ def cmd_version(ctx: Ctx, argv: list[str]) -> int:
         api, error = API_VERSION, exc
     client = client_version(api)
     if ns.format:
-        tmpl = Template(ns.format)
-        ctx.print(tmpl.execute({"Client": client, "Server": server}))
+        tmpl = Template("{{json .}}" if ns.format == "json" else ns.format)
+        # docker's Go field is APIVersion (JSON "ApiVersion"): templates may use either
+        ctx.print(tmpl.execute({"Client": {**client, "APIVersion": client.get("ApiVersion")},
+                                "Server": {**server, "APIVersion": server.get("ApiVersion")} if server else server}))
     else:
         ctx.out.write(version_lines(client, server))
     if error is not None:
@@ -190,7 +191,7 @@ def cmd_info(ctx: Ctx, argv: list[str]) -> int:
     ns = p.parse(argv)
     info = ctx.client.get("/info")
     if ns.format:
-        ctx.print(Template(ns.format).execute(info))
+        ctx.print(Template("{{json .}}" if ns.format == "json" else ns.format).execute(info))
         return 0
     ctx.out.write(info_lines(client_version(ctx.client.api_version), info))
     for warning in info.get("Warnings") or []:
@@ -211,7 +212,7 @@ def cmd_inspect(ctx: Ctx, argv: list[str]) -> int:
     ns = p.parse(argv)
     if ns.type not in (None, "", "container", "image"):
         raise StatusError(1, f'"{ns.type}" is not a valid value for --type')
-    tmpl = Template(ns.format) if ns.format else None
+    tmpl = Template(ns.format) if ns.format and ns.format != "json" else None
     client = ctx.client
     found: list[Any] = []
     errors: list[str] = []
@@ -224,19 +225,23 @@ def cmd_inspect(ctx: Ctx, argv: list[str]) -> int:
                 else:
                     obj = client.get(f"/images/{name}/json")
                 break
-            except NotFoundError:
+            except NotFoundError as exc:
+                if ns.type:  # docker: with --type, the daemon's own words
+                    errors.append(describe(exc))
+                    break
                 continue
             except APIError as exc:
                 errors.append(describe(exc))
                 break
         else:
-            errors.append(f"Error: No such {ns.type or 'object'}: {name}")
+            errors.append(f"Error: No such object: {name}")
         if obj is not None:
             found.append(obj)
             if tmpl is not None:
                 ctx.print(tmpl.execute(obj))
-    if tmpl is None:
-        ctx.print(json.dumps(found, indent=4, ensure_ascii=False) if found else "[]")
+    tail = inspected_tail(ns.format, found, tmpl is not None)
+    if tail is not None:
+        ctx.print(tail)
     for line in errors:
         ctx.error(line)
     return 1 if errors else 0
@@ -263,7 +268,7 @@ def cmd_events(ctx: Ctx, argv: list[str]) -> int:
     p = Parser("events", "[OPTIONS]", "Get real time events from the server", max_args=0)
     p.add_argument("--since", default=None)
     p.add_argument("--until", default=None)
-    p.add_argument("-f", "--filter", action="append", default=[])
+    p.add_argument("-f", "--filter", action="append", default=[], type=filter_flag("-f, --filter"))
     p.add_argument("--format", default=None)
     p.add_argument("args", nargs="*")
     ns = p.parse(argv)
@@ -291,4 +296,4 @@ def cmd_events(ctx: Ctx, argv: list[str]) -> int:
 
 
 COMMANDS = {"version": cmd_version, "info": cmd_info, "inspect": cmd_inspect,
-            "events": cmd_events, "system": reset.cmd_system}
+            "events": cmd_events}  # `system` is berth.cli.commands_sysgroup

@@ -24,9 +24,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-from berth.cli.common import Ctx, StatusError, for_each
-from berth.cli.gotemplate import Template, render_rows
-from berth.cli.parser import Parser
+from berth.cli import groups
+from berth.cli.common import Ctx, StatusError, describe, for_each
+from berth.cli.gotemplate import Template
+from berth.cli.parser import Parser, filter_flag
+from berth.cli.tables import go_json, render_listing
 from berth.cli.units import human_size
 from berth.client.errors import NotFoundError
 from berth.image import archive
@@ -62,16 +64,15 @@ def _pairs(items: list[str], what: str) -> dict[str, str]:
 
 
 def cmd_volume(ctx: Ctx, argv: list[str]) -> int:
-    sub = {"create": cmd_volume_create, "ls": cmd_volume_ls, "list": cmd_volume_ls,
-           "inspect": cmd_volume_inspect, "rm": cmd_volume_rm, "remove": cmd_volume_rm,
-           "prune": cmd_volume_prune}
-    if not argv or argv[0] not in sub:
-        ctx.print("Usage:  berth volume COMMAND\n\nManage volumes\n\nCommands:\n"
-                  "  create      Create a volume\n  inspect     Display detailed information on one or more volumes\n"
-                  "  ls          List volumes\n  prune       Remove unused local volumes\n"
-                  "  rm          Remove one or more volumes")
-        return 0 if not argv or argv[0] in ("-h", "--help") else 1
-    return sub[argv[0]](ctx, argv[1:])
+    table: groups.Table = {
+        "create": (cmd_volume_create, "Create a volume"),
+        "inspect": (cmd_volume_inspect, "Display detailed information on one or more volumes"),
+        "ls": (cmd_volume_ls, "List volumes"), "list": (cmd_volume_ls, "List volumes"),
+        "prune": (cmd_volume_prune, "Remove unused local volumes"),
+        "rm": (cmd_volume_rm, "Remove one or more volumes"), "remove": (cmd_volume_rm, "Remove one or more volumes"),
+    }
+    return groups.dispatch(ctx, "volume", "Manage volumes", table, argv, set(table) - {"list", "remove"},
+                           use="volume COMMAND")
 
 
 def cmd_volume_create(ctx: Ctx, argv: list[str]) -> int:
@@ -108,7 +109,7 @@ def volume_rows(volumes: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def cmd_volume_ls(ctx: Ctx, argv: list[str]) -> int:
     p = Parser("volume ls", "[OPTIONS]", "List volumes", max_args=0)
     p.add_argument("-q", "--quiet", action="store_true")
-    p.add_argument("-f", "--filter", action="append", default=[])
+    p.add_argument("-f", "--filter", action="append", default=[], type=filter_flag("-f, --filter"))
     p.add_argument("--format", default=None)
     ns = p.parse(argv)
     filters = _filters(ns.filter)
@@ -119,7 +120,7 @@ def cmd_volume_ls(ctx: Ctx, argv: list[str]) -> int:
             ctx.print(v["Name"])
         return 0
     fmt = ns.format if ns.format not in (None, "", "table") else VOLUMES_DEFAULT
-    ctx.out.write(render_rows(fmt, volume_rows(volumes), VOLUMES_HEADERS))
+    ctx.out.write(render_listing(fmt, volume_rows(volumes), VOLUMES_HEADERS))
     return 0
 
 
@@ -133,13 +134,17 @@ def cmd_volume_inspect(ctx: Ctx, argv: list[str]) -> int:
     for name in ns.args:
         try:
             found.append(ctx.client.get(f"/volumes/{name}"))
-        except NotFoundError:
-            ctx.error(f"Error: No such volume: {name}")
+        except NotFoundError as exc:
+            ctx.error(describe(exc))
             failed = True
-    if ns.format:
+    if ns.format == "json":  # docker: the whole array, compact
+        ctx.print(go_json(found, escape_html=False))
+    elif ns.format:
         tmpl = Template(ns.format)
         for doc in found:
             ctx.print(tmpl.execute(doc))
+        if not found:
+            ctx.print()  # docker: a template that printed nothing still ends its line
     else:
         ctx.print(json.dumps(found, indent=4, ensure_ascii=False))
     return 1 if failed else 0
@@ -161,7 +166,7 @@ def cmd_volume_prune(ctx: Ctx, argv: list[str]) -> int:
     p = Parser("volume prune", "[OPTIONS]", "Remove unused local volumes", max_args=0)
     p.add_argument("-a", "--all", action="store_true")
     p.add_argument("-f", "--force", action="store_true")
-    p.add_argument("--filter", action="append", default=[])
+    p.add_argument("--filter", action="append", default=[], type=filter_flag("--filter"))
     ns = p.parse(argv)
     filters = _filters(ns.filter)
     if ns.all:

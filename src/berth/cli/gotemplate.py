@@ -847,12 +847,23 @@ class _Header(str):
         return self
 
 
+class _LabelHeader(_Header):
+    """`.Label "com.example.team-name"`'s header, as docker words it: the key's last dotted part,
+    with - and _ as spaces ("team name")."""
+
+    def __call__(self, *args: Any) -> _Header:
+        if len(args) == 1 and isinstance(args[0], str):
+            return _Header(args[0].split(".")[-1].replace("-", " ").replace("_", " "))
+        return self
+
+
 class _HeaderContext(Mapping[str, Any]):
     def __init__(self, headers: Mapping[str, str]) -> None:
         self.headers = headers
 
     def __getitem__(self, key: str) -> Any:
-        return _Header(self.headers.get(key, key.upper()))
+        text = self.headers.get(key, key.upper())
+        return _LabelHeader(text) if key == "Label" else _Header(text)
 
     def __contains__(self, key: object) -> bool:
         return True

@@ -17,12 +17,18 @@ from collections.abc import Callable, Sequence
 from berth import __version__
 from berth.cli import (
     commands_build,
+    commands_builder,
+    commands_container,
     commands_containers,
+    commands_imagegroup,
     commands_images,
     commands_network,
     commands_registry,
+    commands_stats,
+    commands_sysgroup,
     commands_system,
     commands_volumes,
+    groups,
 )
 from berth.cli.common import Ctx, StatusError, describe
 from berth.cli.parser import HelpRequested, UsageError
@@ -41,6 +47,12 @@ COMMANDS: dict[str, Command] = {
     **commands_network.COMMANDS,
     **commands_volumes.COMMANDS,
     **commands_build.COMMANDS,
+    # the groups (docker's management commands) and the verbs added for issue 15
+    **commands_container.COMMANDS,
+    **commands_imagegroup.COMMANDS,
+    **commands_stats.COMMANDS,
+    **commands_sysgroup.COMMANDS,
+    **commands_builder.COMMANDS,
 }
 
 _SUMMARY = [
@@ -53,18 +65,24 @@ _SUMMARY = [
     ("images", "List images"),
     ("login", "Log in to a registry"),
     ("logout", "Log out from a registry"),
-    ("image", "Manage images (bootstrap: base images from Debian's packages; prune)"),
+    ("image", "Manage images (docker's sub-verbs, and bootstrap: base images from Debian's packages)"),
     ("import", "Import the contents from a tarball to create a filesystem image"),
     ("save", "Save one or more images to a tar archive"),
     ("load", "Load an image from a tar archive or STDIN"),
     ("commit", "Create a new image from a container's changes"),
+    ("container", "Manage containers (docker's sub-verbs: ls, run, inspect, rm, prune, ...)"),
+    ("diff", "Inspect changes to files or directories on a container's filesystem"),
+    ("history", "Show the history of an image"),
+    ("stats", "Display a live stream of container(s) resource usage statistics"),
+    ("update", "Update configuration of one or more containers"),
+    ("builder", "Manage builds (prune: remove build cache)"),
     ("cp", "Copy files/folders between a container and the local filesystem"),
     ("volume", "Manage volumes"),
     ("export", "Export a container's filesystem as a tar archive"),
     ("network", "Manage networks (create, ls, inspect, rm, connect, disconnect, prune)"),
     ("port", "List port mappings or a specific mapping for the container"),
     ("info", "Display system-wide information"),
-    ("system", "Manage berth (reset: remove a data root and all it left on the host)"),
+    ("system", "Manage berth (df, events, info, prune; reset: remove a data root and all it left)"),
     ("version", "Show the berth version information"),
     ("attach", "Attach local standard input, output, and error streams to a running container"),
     ("create", "Create a new container"),
@@ -139,7 +157,8 @@ def parse_globals(argv: Sequence[str]) -> tuple[GlobalOptions, list[str]]:
                     "--tlscacert", "--tlscert", "--tlskey"):
             if not eq:
                 if i + 1 >= len(args):
-                    raise UsageError(f"flag needs an argument: {name}")
+                    raise UsageError(f"flag needs an argument: {name}" if name.startswith("--")
+                                     else f"flag needs an argument: {name[1]!r} in {name}")
                 value = args[i + 1]
                 i += 1
             if name in ("-H", "--host"):
@@ -169,7 +188,8 @@ def run(argv: Sequence[str]) -> int:
     try:
         opts, rest = parse_globals(argv)
     except UsageError as exc:
-        sys.stderr.write(f"berth: {exc}\nSee 'berth --help'.\n")
+        sys.stderr.write(f"{exc}\n\nUsage:  berth [OPTIONS] COMMAND [ARG...]\n\n"
+                         "Run 'berth --help' for more information\n")
         return 125
     if opts.version:
         sys.stdout.write(f"berth version {__version__}\n")
@@ -186,7 +206,7 @@ def run(argv: Sequence[str]) -> int:
             return 0
     command = COMMANDS.get(verb)
     if command is None:
-        sys.stderr.write(f"berth: unknown command: berth {verb}\n\n"
+        sys.stderr.write(f"berth: unknown command: berth {verb}\n\n{groups.did_you_mean(verb, COMMANDS)}"
                          "Run 'berth --help' for more information\n")
         return 1
     if opts.help:
@@ -202,7 +222,7 @@ def run(argv: Sequence[str]) -> int:
     except UsageError as exc:
         ctx.flush()
         prefix = "berth: " if exc.code != 125 else ""
-        ctx.error(f"{prefix}{exc}\nSee 'berth {verb} --help'.")
+        ctx.error(f"{prefix}{exc}" if exc.complete else f"{prefix}{exc}\nSee 'berth {verb} --help'.")
         return exc.code
     except StatusError as exc:
         if exc.message:

@@ -18,15 +18,20 @@ from berth.errors import BerthError
 
 
 class UsageError(BerthError):
-    """The command line is wrong; the CLI exits 125 (or `code`)."""
+    """The command line is wrong; the CLI exits 125 (or `code`). With `complete`, the message
+    already carries docker's usage lines and pointer to --help, and main prints it as is."""
 
-    def __init__(self, message: str, command: str = "", code: int = 125) -> None:
+    def __init__(self, message: str, command: str = "", code: int = 125, complete: bool = False) -> None:
         super().__init__(message)
         self.command = command
         self.code = code
+        self.complete = complete
 
 
-class HelpRequested(BerthError):
+class HelpRequested(Exception):
+    """`--help` was given: main prints the text and exits 0 (not a BerthError, so that no
+    command's error handling turns it into a failure)."""
+
     def __init__(self, text: str) -> None:
         super().__init__(text)
         self.text = text
@@ -54,6 +59,31 @@ class Parser(argparse.ArgumentParser):
         self.max_args = max_args
         self.add_argument("--help", action=_HelpAction)
 
+    def format_help(self) -> str:
+        """docker's layout: usage, description, then each flag (short and long spelling, value kind, help)."""
+        lines = [f"Usage:  {self.usage}", ""]
+        if self.description:
+            lines += [self.description, ""]
+        rows: list[tuple[str, str]] = []
+        for action in self._actions:
+            if not action.option_strings or action.dest == "help":
+                continue
+            short = [o for o in action.option_strings if not o.startswith("--")]
+            long = [o for o in action.option_strings if o.startswith("--")]
+            if action.nargs == 0:
+                kind = ""
+            elif isinstance(action, argparse._AppendAction):
+                kind = " list"
+            else:
+                kind = " string"
+            spelled = f"{short[0]}, " if short else "    "
+            rows.append((f"  {spelled}{long[0] if long else short[0]}{kind}", action.help or ""))
+        if rows:
+            width = max(len(r[0]) for r in rows) + 3
+            lines.append("Options:")
+            lines += [(flag.ljust(width) + text).rstrip() for flag, text in rows]
+        return "\n".join(lines) + "\n"
+
     def error(self, message: str) -> NoReturn:
         message = strip_type_error(message)
         if message.startswith("unrecognized arguments: "):
@@ -63,34 +93,46 @@ class Parser(argparse.ArgumentParser):
                 message = (f"unknown flag: {flag}" if flag.startswith("--")
                            else f"unknown shorthand flag: {flag[1:2]!r} in {flag}")
             else:
-                message = f"\"berth {self.command}\" accepts no arguments"
+                raise self.usage_error(self._arity_message(), code=1)
         elif message.startswith("the following arguments are required"):
-            raise UsageError(self._arity_message(), self.command, code=1)
+            raise self.usage_error(self._arity_message(), code=1)
         elif "expected one argument" in message:
             flag = message.split(":", 1)[0].replace("argument ", "").split("/")[-1]
             message = f"flag needs an argument: {flag}"
-        raise UsageError(message, self.command)
+        raise self.usage_error(message)
+
+    def usage_error(self, message: str, code: int = 125) -> UsageError:
+        """docker's words for a bad command line: the problem, the usage line, where help is."""
+        see = "See" if self.max_args is None and self.min_args > 0 else "Run"
+        return UsageError(f"{message}\n\nUsage:  {self.usage}\n\n{see} '{self.prog} --help' for more information",
+                          self.command, code=code, complete=True)
+
+    def arity_error(self) -> UsageError:
+        """The error for a wrong number of arguments (exit 1)."""
+        return self.usage_error(self._arity_message(), code=1)
 
     def _arity_message(self) -> str:
-        if self.min_args == 1 and self.max_args == 1:
-            return f"\"berth {self.command}\" requires exactly 1 argument."
-        return f"\"berth {self.command}\" requires at least {self.min_args} argument."
+        lo, hi = self.min_args, self.max_args
+
+        def args(n: int) -> str:
+            return f"{n} argument{'s' if n != 1 else ''}"
+        name = f"'{self.prog}'"
+        if hi == 0:
+            return f"{name} accepts no arguments"
+        if hi is None:
+            return f"{name} requires at least {args(lo)}"
+        if lo == hi:
+            return f"{name} requires {args(lo)}"
+        if lo == 0:
+            return f"{name} requires at most {args(hi)}"
+        return f"{name} requires at least {lo} and at most {args(hi)}"
 
     def parse(self, argv: Sequence[str]) -> argparse.Namespace:
         ns = self.parse_args(list(argv))
         args = getattr(ns, "args", None)
         if isinstance(args, list):
-            if len(args) < self.min_args or (self.max_args is not None
-                                              and len(args) > self.max_args):
-                if self.max_args is not None and len(args) > self.max_args:
-                    if self.max_args == self.min_args:
-                        msg = (f"\"berth {self.command}\" requires exactly "
-                               f"{self.max_args} argument{'s' if self.max_args != 1 else ''}.")
-                    else:
-                        msg = (f"\"berth {self.command}\" requires at most "
-                               f"{self.max_args} argument{'s' if self.max_args != 1 else ''}.")
-                    raise UsageError(msg, self.command, code=1)
-                raise UsageError(self._arity_message(), self.command, code=1)
+            if len(args) < self.min_args or (self.max_args is not None and len(args) > self.max_args):
+                raise self.usage_error(self._arity_message(), code=1)
         return ns
 
 
@@ -109,6 +151,17 @@ def typed(flag_names: str, fn: Callable[[str], Any]) -> Callable[[str], Any]:
 
     parse.__name__ = flag_names
     return parse
+
+
+def _filter_pair(text: str) -> str:
+    if "=" not in text:
+        raise ValueError("bad format of filter (expected name=value)")
+    return text
+
+
+def filter_flag(flag_names: str) -> Callable[[str], Any]:
+    """The type of a `--filter k=v` flag: a value without "=" is a flag error, worded as docker's."""
+    return typed(flag_names, _filter_pair)
 
 
 def integer(text: str) -> int:

@@ -13,7 +13,7 @@ import sys
 from typing import TextIO
 
 from berth.cli.common import Ctx, StatusError
-from berth.cli.parser import Parser, UsageError
+from berth.cli.parser import Parser
 from berth.errors import BerthError
 from berth.tools import reset, resetplan
 
@@ -23,20 +23,6 @@ WARNING = """WARNING! This will remove everything berth keeps for the data root 
   - the bridges of its networks and its nftables tables
   - the cgroups of its containers{templates}
 Are you sure you want to continue? [y/N] """
-
-
-def cmd_system(ctx: Ctx, argv: list[str]) -> int:
-    """`berth system SUBCOMMAND` (reset)."""
-    sub = {"reset": cmd_reset}
-    if not argv or argv[0] in ("--help", "-h"):
-        ctx.print("Usage:  berth system COMMAND\n\nManage berth\n\nCommands:\n"
-                  "  reset       Remove every container, image, volume, network, bridge and nftables\n"
-                  "              table of a data root, and the data root itself (berthd stopped)")
-        return 0
-    command = sub.get(argv[0])
-    if command is None:
-        raise UsageError(f"unknown command: berth system {argv[0]}", "system", code=1)
-    return command(ctx, argv[1:])
 
 
 def confirm(question: str, stdin: TextIO, out: TextIO) -> bool:

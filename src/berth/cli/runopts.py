@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from berth.cli.parser import Parser, integer, typed
+from berth.cli.runextra import add_extra_flags, apply_extra, read_label_files
 from berth.cli.units import parse_cpus, parse_go_duration, ram_in_bytes
 from berth.errors import InvalidArgument
 
@@ -82,6 +83,7 @@ def add_create_flags(p: Parser, run: bool) -> None:
         p.add_argument(flag, type=typed(flag, duration_ns), default=0)
     p.add_argument("--health-retries", type=typed("--health-retries", integer), default=0)
     p.add_argument("--no-healthcheck", action="store_true")
+    add_extra_flags(p)
     p.add_argument("image")
     p.add_argument("command", nargs=argparse.REMAINDER)
 
@@ -107,17 +109,17 @@ def parse_publish(spec: str) -> list[tuple[str, str, str]]:
     else:
         raise InvalidArgument(f"invalid publish spec: {spec}")
 
-    def span(text: str) -> list[int]:
+    def span(text: str, kind: str) -> list[int]:  # docker's words: "invalid hostPort: 99999"
         lo, _, hi = text.partition("-")
         try:
             a, b = int(lo), int(hi or lo)
         except ValueError:
-            raise InvalidArgument(f"invalid port {text!r} in publish spec {spec}") from None
+            raise InvalidArgument(f"invalid {kind}: {text}") from None
         if not (0 < a <= b < 65536):
-            raise InvalidArgument(f"invalid port range {text!r} in publish spec {spec}")
+            raise InvalidArgument(f"invalid {kind}: {text}")
         return list(range(a, b + 1))
-    ctr_ports = span(ctr)
-    host_ports = span(host) if host else [0] * len(ctr_ports)
+    ctr_ports = span(ctr, "containerPort")
+    host_ports = span(host, "hostPort") if host else [0] * len(ctr_ports)
     if len(host_ports) != len(ctr_ports):
         if len(ctr_ports) == 1 and host:
             return [(f"{ctr_ports[0]}/{proto}", host_ip, host)]  # a host range for one port: docker picks
@@ -180,6 +182,8 @@ class CreateRequest:
     attach_stdout: bool = True
     attach_stderr: bool = True
     warnings: list[str] = field(default_factory=list)
+    pull: str = "missing"  # --pull: missing, always, never
+    quiet: bool = False    # -q: no pull output
 
 
 SECCOMP_FILE_LIMIT = 16 << 20
@@ -207,6 +211,18 @@ def read_seccomp_file(opt: str) -> str:
     except (ValueError, RecursionError) as exc:
         raise InvalidArgument(f"compacting json for seccomp profile ({path}) failed: {exc}") from None
     return f"seccomp={json.dumps(doc, separators=(',', ':'))}"
+
+
+def env_files(paths: list[str], environ: Mapping[str, str]) -> list[str]:
+    """The variables of each --env-file, in order (reads the files)."""
+    env: list[str] = []
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                env += parse_env_file(fh.read(1 << 20), environ)
+        except OSError as exc:
+            raise InvalidArgument(f"open {path}: {(exc.strerror or str(exc)).lower()}") from None
+    return env
 
 
 def parse_env_file(text: str, environ: Mapping[str, str]) -> list[str]:
@@ -348,14 +364,7 @@ def build_create(ns: argparse.Namespace, environ: Mapping[str, str] | None = Non
     else:
         a_in, a_out, a_err = ns.interactive, True, True
 
-    env: list[str] = []
-    for path in ns.env_file:
-        try:
-            with open(path, encoding="utf-8") as fh:
-                env += parse_env_file(fh.read(), environ)
-        except OSError as exc:
-            raise InvalidArgument(f"open {path}: {(exc.strerror or str(exc)).lower()}") from None
-    env += expand_env(ns.env, environ)
+    env = env_files(ns.env_file, environ) + expand_env(ns.env, environ)
     binds, volumes = split_volumes(ns.volume)
 
     body: dict[str, Any] = {
@@ -449,11 +458,12 @@ def build_create(ns: argparse.Namespace, environ: Mapping[str, str] | None = Non
                                 **{e if "/" in e else f"{e}/tcp": {} for e in ns.expose}}
     if ns.publish_all:
         host["PublishAllPorts"] = True
+    apply_extra(ns, body, host, read_label_files(ns.label_file))
     body["HostConfig"] = host
     if network not in _BUILTIN_NETWORKS and not network.startswith("container:"):
         endpoint: dict[str, Any] = {}
-        if ns.ip:
-            endpoint["IPAMConfig"] = {"IPv4Address": ns.ip}
+        if ns.ip or ns.ip6:
+            endpoint["IPAMConfig"] = {k: v for k, v in (("IPv4Address", ns.ip), ("IPv6Address", ns.ip6)) if v}
         if ns.network_alias:
             endpoint["Aliases"] = list(ns.network_alias)
         body["NetworkingConfig"] = {"EndpointsConfig": {network: endpoint}}
@@ -463,4 +473,4 @@ def build_create(ns: argparse.Namespace, environ: Mapping[str, str] | None = Non
         query["name"] = ns.name
     if ns.platform:
         query["platform"] = ns.platform
-    return CreateRequest(query, body, a_in, a_out, a_err)
+    return CreateRequest(query, body, a_in, a_out, a_err, pull=ns.pull, quiet=ns.quiet)

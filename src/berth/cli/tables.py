@@ -9,11 +9,11 @@ that docker computes lazily (`.Label "k"`) are callables in the row.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from berth.cli.gotemplate import go_quote
-from berth.cli.units import ago, human_duration, human_size
+from berth.cli.units import ago, human_duration, human_size, human_size4
 
 PS_DEFAULT = ("table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}"
               "\t{{.Ports}}\t{{.Names}}")
@@ -95,11 +95,9 @@ def ps_row(c: Mapping[str, Any], now: float, trunc: bool = True,
     labels = c.get("Labels") or {}
     created = float(c.get("Created") or 0)
     size_rw, size_root = c.get("SizeRw"), c.get("SizeRootFs")
-    size = ""
-    if size_rw is not None or size_root is not None:
-        size = human_size(size_rw or 0)
-        if size_root:
-            size += f" (virtual {human_size(size_root)})"
+    size = human_size(size_rw or 0)  # docker: "0B" when the daemon did not measure
+    if size_root:
+        size += f" (virtual {human_size(size_root)})"
     mounts = ",".join(
         ellipsis(m.get("Name") or m.get("Source", ""), 15 if trunc else 10**9)
         for m in c.get("Mounts") or [])
@@ -121,6 +119,7 @@ def ps_row(c: Mapping[str, Any], now: float, trunc: bool = True,
         "Mounts": mounts,
         "Networks": networks,
         "LocalVolumes": str(sum(1 for m in c.get("Mounts") or [] if m.get("Driver") == "local")),
+        "Platform": (c.get("ImageManifestDescriptor") or {}).get("platform"),
     }
 
 
@@ -155,15 +154,17 @@ def image_rows(images: list[Mapping[str, Any]], now: float, trunc: bool = True,
         tags = [t for t in img.get("RepoTags") or [] if t != "<none>:<none>"]
         digests = [d for d in img.get("RepoDigests") or [] if d != "<none>@<none>"]
         created = float(img.get("Created") or 0)
+        virtual = int(img.get("VirtualSize") or img.get("Size") or 0)
+        shared_size = img.get("SharedSize")
+        shared = int(shared_size) if isinstance(shared_size, (int, float)) else -1
         base = {
             "ID": shown_id,
             "CreatedSince": ago(created, now),
             "CreatedAt": _format_utc_local(created),
             "Size": human_size(img.get("Size") or 0),
-            "VirtualSize": human_size(img.get("VirtualSize") or img.get("Size") or 0),
-            "SharedSize": human_size(img.get("SharedSize") or 0)
-            if (img.get("SharedSize") or -1) >= 0 else "N/A",
-            "UniqueSize": "N/A",
+            "VirtualSize": human_size4(virtual),  # docker: 4 digits here, 3 for Size
+            "SharedSize": human_size4(shared) if shared >= 0 else "N/A",
+            "UniqueSize": human_size4(virtual - shared) if shared >= 0 and virtual >= 0 else "N/A",
             "Containers": "N/A" if (img.get("Containers", -1) or 0) < 0
             else str(img.get("Containers")),
             "Digest": "<none>",
@@ -199,3 +200,44 @@ def normalize_ref(ref: str) -> str:
         return ref
     _, tag = split_repo_tag(ref)
     return ref if tag else f"{ref}:latest"
+
+
+def inspected_tail(fmt: str | None, found: list[Any], templated: bool) -> str | None:
+    """What `inspect` prints once every object was looked up: the compact array for `--format json`, the
+    indented array with no format, an empty line when a template matched nothing (docker still ends its
+    line); None when the template already printed each object."""
+    if fmt == "json":
+        return go_json(found, escape_html=False)
+    if not templated:
+        import json
+
+        return json.dumps(found, indent=4, ensure_ascii=False) if found else "[]"
+    return None if found else ""
+
+
+def go_json(value: Any, sort_keys: bool = False, escape_html: bool = True) -> str:
+    """Compact JSON as Go's json.Marshal writes it (&, <, > and U+2028/9 escaped; they occur only in strings);
+    without *escape_html*, as docker's `inspect --format json` passes the daemon's JSON on."""
+    import json
+
+    text = json.dumps(value, sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=False)
+    if not escape_html:
+        return text
+    for ch, esc in (("&", "\\u0026"), ("<", "\\u003c"), (">", "\\u003e"), ("\u2028", "\\u2028"),
+                    ("\u2029", "\\u2029")):
+        text = text.replace(ch, esc)
+    return text
+
+
+def json_rows(rows: Iterable[Mapping[str, Any]]) -> str:
+    """docker's `--format json` for a listing: one compact JSON object a row, keys sorted, lazy fields left out."""
+    return "".join(go_json({k: v for k, v in row.items() if not callable(v)}, sort_keys=True) + "\n"
+                   for row in rows)
+
+
+def render_listing(fmt: str, rows: Iterable[Mapping[str, Any]], headers: Mapping[str, str]) -> str:
+    """A listing's output for `--format`: docker's `json` keyword, else the template (`table ...` or not)."""
+    from berth.cli.gotemplate import render_rows
+
+    rows = list(rows)
+    return json_rows(rows) if fmt.strip() == "json" else render_rows(fmt, rows, headers)

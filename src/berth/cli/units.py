@@ -15,21 +15,30 @@ from decimal import Decimal, InvalidOperation
 from berth.errors import InvalidArgument
 from berth.timefmt import human_duration
 
-_RAM = re.compile(r"^(\d+(?:\.\d+)*) ?([kKmMgGtTpP])?[iI]?[bB]?$")
 _BINARY = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40, "p": 1 << 50}
 
 
 def ram_in_bytes(text: str) -> int:
-    """Parse a memory size like docker's RAMInBytes ("512m", "1.5g", "100", "2kb")."""
-    m = _RAM.match(text.strip())
-    if not m:
+    """Parse a memory size like docker's RAMInBytes ("512m", "1.5g", "100", "2kb"), with its error words."""
+    sep = max(text.rfind(c) for c in "0123456789. ")
+    if sep == -1:
         raise InvalidArgument(f"invalid size: '{text}'")
+    number, suffix = (text[:sep + 1], text[sep + 1:]) if text[sep] != " " else (text[:sep], text[sep + 1:])
     try:
-        number = Decimal(m.group(1))
-    except InvalidOperation:
-        raise InvalidArgument(f"invalid size: '{text}'") from None
-    unit = (m.group(2) or "").lower()
-    return int(number * _BINARY[unit])
+        size = float(number)
+        if not re.fullmatch(r"[0-9.eE+-]+", number):
+            raise ValueError(number)
+    except ValueError:
+        raise InvalidArgument(f'strconv.ParseFloat: parsing "{number}": invalid syntax') from None
+    if size < 0:
+        raise InvalidArgument(f"invalid size: '{text}'")
+    sfx = suffix.lower()
+    if not sfx or sfx == "b":
+        return int(size)
+    if len(sfx) > 3 or sfx[0] not in _BINARY or sfx[0] == "" or (len(sfx) == 2 and sfx[1] != "b") \
+            or (len(sfx) == 3 and sfx[1:] != "ib"):
+        raise InvalidArgument(f"invalid suffix: '{sfx}'")
+    return int(size * _BINARY[sfx[0]])
 
 
 def parse_cpus(text: str) -> int:
@@ -64,6 +73,29 @@ def human_size(size: float) -> str:
         value /= 1000
         i += 1
     return f"{_fmt_g3(value)}{_DECIMAL_UNITS[i]}"
+
+
+def human_size4(size: float) -> str:
+    """Decimal size with 4 significant digits (docker's units.HumanSize): 1234567 -> "1.235MB"."""
+    value = float(size)
+    i = 0
+    while value >= 1000 and i < len(_DECIMAL_UNITS) - 1:
+        value /= 1000
+        i += 1
+    return f"{value:.4g}{_DECIMAL_UNITS[i]}"
+
+
+_BINARY_UNITS = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB", "ZiB", "YiB"]
+
+
+def bytes_size(size: float) -> str:
+    """Binary size with 4 significant digits (docker's units.BytesSize): 1572864 -> "1.5MiB"."""
+    value = float(size)
+    i = 0
+    while value >= 1024 and i < len(_BINARY_UNITS) - 1:
+        value /= 1024
+        i += 1
+    return f"{value:.4g}{_BINARY_UNITS[i]}"
 
 
 def ago(then: float, now: float) -> str:

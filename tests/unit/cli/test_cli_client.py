@@ -143,7 +143,7 @@ def test_bad_flag_exits_125(capsys: pytest.CaptureFixture[str]) -> None:
     assert run(["-H", "unix:///nonexistent.sock", "run", "--bogus", "busybox"]) == 125
     assert "unknown flag: --bogus" in capsys.readouterr().err
     assert run(["-H", "unix:///nonexistent.sock", "run", "-m", "1x", "busybox"]) == 125
-    assert "invalid size" in capsys.readouterr().err
+    assert "invalid suffix: 'x'" in capsys.readouterr().err
 
 
 def test_missing_argument_exits_1(capsys: pytest.CaptureFixture[str]) -> None:

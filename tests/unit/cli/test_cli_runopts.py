@@ -92,7 +92,7 @@ def test_tty_console_size() -> None:
 
 
 @pytest.mark.parametrize("argv,message", [
-    (["-m", "1x", "busybox"], 'invalid argument "1x" for "-m, --memory" flag: invalid size: \'1x\''),
+    (["-m", "1x", "busybox"], 'invalid argument "1x" for "-m, --memory" flag: invalid suffix: \'x\''),
     (["--cpus", "abc", "busybox"], 'invalid argument "abc" for "--cpus" flag'),
     (["--nope", "busybox"], "unknown flag: --nope"),
     (["--pids-limit", "x", "busybox"], 'invalid argument "x" for "--pids-limit" flag'),

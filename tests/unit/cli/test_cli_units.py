@@ -15,10 +15,20 @@ def test_ram_in_bytes(text: str, expected: int) -> None:
     assert units.ram_in_bytes(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "1x", "m", "-1", "1.2.3.g4", "abc", "1mm"])
-def test_ram_in_bytes_invalid(text: str) -> None:
-    with pytest.raises(InvalidArgument, match="invalid size"):
+@pytest.mark.parametrize("text,error", [
+    ("", "invalid size: ''"), ("1x", "invalid suffix: 'x'"), ("m", "invalid size: 'm'"),
+    ("-1", "invalid size: '-1'"), ("1.2.3.g4", 'strconv.ParseFloat: parsing "1.2.3.g4": invalid syntax'),
+    ("abc", "invalid size: 'abc'"), ("1mm", "invalid suffix: 'mm'"), ("1KB", None), ("3 MiB", None),
+    ("2kib", None), ("1kbb", "invalid suffix: 'kbb'"), ("1bb", "invalid suffix: 'bb'"),
+])
+def test_ram_in_bytes_invalid(text: str, error: str | None) -> None:
+    """docker's words (go-units' RAMInBytes) for each malformed size."""
+    if error is None:
+        assert units.ram_in_bytes(text) > 0
+        return
+    with pytest.raises(InvalidArgument) as info:
         units.ram_in_bytes(text)
+    assert str(info.value) == error
 
 
 @pytest.mark.parametrize("text,nano", [("1", 10**9), ("0.5", 5 * 10**8), ("2.25", 2_250_000_000),
