@@ -42,7 +42,7 @@ def cmd_images(ctx: Ctx, argv: list[str]) -> int:
     if ns.args:
         filters.setdefault("reference", []).append(ns.args[0])
     images = ctx.client.get("/images/json", {"all": ns.all, "filters": filters or None})
-    rows = image_rows(images, time.time(), trunc=not ns.no_trunc)
+    rows = image_rows(images, time.time(), trunc=not ns.no_trunc, show_digests=ns.digests)
     fmt = ns.format
     if ns.quiet:
         seen: set[str] = set()

@@ -145,8 +145,10 @@ def status_text(state: Mapping[str, Any], now: float,
 
 
 def image_rows(images: list[Mapping[str, Any]], now: float, trunc: bool = True,
-               show_dangling: bool = True) -> list[dict[str, Any]]:
-    """`images` rows: one per repo:tag (or one <none>:<none> row for an untagged image)."""
+               show_dangling: bool = True, show_digests: bool = False) -> list[dict[str, Any]]:
+    """`images` rows: one per repo:tag, then, as docker's CLI adds them, one per repository known only by
+    digest (its tag <none>; its digest shown with --digests, one row per digest then); one <none>:<none>
+    row for an image with neither."""
     rows = []
     for img in images:
         iid = str(img.get("Id", ""))
@@ -169,20 +171,27 @@ def image_rows(images: list[Mapping[str, Any]], now: float, trunc: bool = True,
             else str(img.get("Containers")),
             "Digest": "<none>",
         }
-        if not tags:
-            if not show_dangling:
-                continue
-            repo = digests[0].rsplit("@", 1)[0] if digests else "<none>"
-            rows.append({**base, "Repository": repo, "Tag": "<none>",
-                         "Digest": digests[0].rsplit("@", 1)[1] if digests else "<none>"})
+        if not tags and not digests:
+            if show_dangling:
+                rows.append({**base, "Repository": "<none>", "Tag": "<none>"})
             continue
+        tagged = set()
         for tag in tags:
             repo, _, t = tag.rpartition(":")
             if "/" in t:  # the colon was a registry port, not a tag
                 repo, t = tag, "<none>"
+            tagged.add(repo)
             digest = next((d.rsplit("@", 1)[1] for d in digests
                            if d.rsplit("@", 1)[0] == repo), "<none>")
             rows.append({**base, "Repository": repo, "Tag": t, "Digest": digest})
+        by_repo: dict[str, list[str]] = {}
+        for ref in digests:
+            repo, _, digest = ref.rpartition("@")
+            if repo not in tagged:
+                by_repo.setdefault(repo, []).append(digest)
+        for repo, repo_digests in by_repo.items():
+            for digest in (repo_digests if show_digests else [""]):
+                rows.append({**base, "Repository": repo, "Tag": "<none>", "Digest": digest})
     return rows
 
 

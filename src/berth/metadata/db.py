@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from typing import Any, Iterator
 
 from berth.errors import AlreadyExists
@@ -30,6 +31,9 @@ class Database:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(SCHEMA)
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(build_cache)")}
+        if "created" not in columns:  # a root written before build-cache records had an age
+            self._db.execute("ALTER TABLE build_cache ADD COLUMN created REAL NOT NULL DEFAULT 0")
 
     def close(self) -> None:
         self._db.close()
@@ -73,13 +77,19 @@ class Database:
         return str(row[0]) if row else None
 
     def build_cache_put(self, key: str, image_id: str) -> None:
-        self._db.execute("INSERT OR REPLACE INTO build_cache VALUES (?, ?)", (key, image_id))
+        self._db.execute("INSERT OR REPLACE INTO build_cache (key, image_id, created) VALUES (?, ?, ?)",
+                         (key, image_id, time.time()))
 
-    def build_cache_images(self) -> set[str]:
-        return {str(r[0]) for r in self._db.execute("SELECT DISTINCT image_id FROM build_cache").fetchall()}
+    def build_cache_images(self, before: float | None = None) -> set[str]:
+        """The images build-cache records name (only records made before *before*, a Unix time, if given)."""
+        rows = self._db.execute("SELECT DISTINCT image_id FROM build_cache WHERE created < ?",
+                                (float("inf") if before is None else before,)).fetchall()
+        return {str(r[0]) for r in rows}
 
-    def build_cache_clear(self) -> int:
-        return int(self._db.execute("DELETE FROM build_cache").rowcount)
+    def build_cache_clear(self, before: float | None = None) -> int:
+        """Forget the build-cache records (made before *before*, if given); how many."""
+        return int(self._db.execute("DELETE FROM build_cache WHERE created < ?",
+                                    (float("inf") if before is None else before,)).rowcount)
 
     # networks
     def put_network(self, doc: dict[str, Any]) -> None:

@@ -66,12 +66,13 @@ class ImageRemoval:
         await self.collect_async()  # an index untagged for good leaves blobs even when no image goes
         return out
 
-    async def prune_build_cache(self) -> tuple[int, int]:
-        """`docker builder prune`: forget every build-cache record, delete the images only they kept
-        (a build step's image no tag, container or kept image needs), then collect; (records
-        forgotten, bytes freed)."""
-        cached = self._db.build_cache_images()
-        cleared = self._db.build_cache_clear()
+    async def prune_build_cache(self, before: float | None = None) -> tuple[int, int]:
+        """`docker builder prune`: forget the build-cache records (those made before *before*, a Unix
+        time, for `--filter until=`), delete the images only they kept (a build step's image no tag,
+        container, kept image or remaining record needs), then collect; (records forgotten, bytes freed)."""
+        cached = self._db.build_cache_images(before)
+        cleared = self._db.build_cache_clear(before)
+        cached -= self._db.build_cache_images()  # still named by a younger record
         while True:  # a step's image goes once the steps made from it went: up the chain, as rmi does
             referenced, parents = self._images.referenced_images(), self._images.children()
             gone = [i for i in cached if self._images.has(i) and i not in referenced and i not in parents

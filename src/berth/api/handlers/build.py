@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from berth import timefmt
 from berth.api.handlers.images import progress_stream
 from berth.api.replies import Reply, Stream
 from berth.api.request import Request, parse_json
@@ -69,7 +70,9 @@ def register(router: Router, d: Daemon) -> None:
         return await progress_stream(work)
 
     async def prune(req: Request) -> Reply:
-        cleared, reclaimed = await d.imageremoval.prune_build_cache()
+        until = [v for v in req.filters().get("until", []) if v]  # docker builder prune --filter until=1h
+        before = min(timefmt.parse_since(v) for v in until) / 1e9 if until else None
+        cleared, reclaimed = await d.imageremoval.prune_build_cache(before)
         return Reply(200, {"CachesDeleted": [str(cleared)] if cleared else None, "SpaceReclaimed": reclaimed})
 
     router.add("POST", "/build", build)
