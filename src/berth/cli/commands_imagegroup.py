@@ -14,10 +14,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from berth.cli import groups
-from berth.cli.common import Ctx, describe
+from berth.cli.common import Ctx, describe, finish_inspect
 from berth.cli.gotemplate import Template, render_rows
 from berth.cli.parser import Parser
-from berth.cli.tables import ellipsis, inspected_tail, json_rows, short_id
+from berth.cli.tables import ellipsis, json_rows, short_id
 from berth.cli.units import ago, human_size
 from berth.client.errors import APIError
 
@@ -85,12 +85,7 @@ def cmd_image_inspect(ctx: Ctx, argv: list[str]) -> int:
         found.append(obj)
         if tmpl is not None:
             ctx.print(tmpl.execute(obj))
-    tail = inspected_tail(ns.format, found, tmpl is not None)
-    if tail is not None:
-        ctx.print(tail)
-    for line in errors:
-        ctx.error(line)
-    return 1 if errors else 0
+    return finish_inspect(ctx, ns.format, tmpl is not None, found, errors)
 
 
 def _table() -> groups.Table:

@@ -13,10 +13,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from berth import API_VERSION, __version__
-from berth.cli.common import Ctx, StatusError, describe
+from berth.cli.common import Ctx, StatusError, describe, finish_inspect
 from berth.cli.gotemplate import Template, tabwrite
 from berth.cli.parser import Parser, filter_flag
-from berth.cli.tables import inspected_tail
 from berth.cli.units import format_nano_time, parse_api_time, parse_timestamp
 from berth.client.errors import APIError, NotFoundError
 
@@ -239,12 +238,7 @@ def cmd_inspect(ctx: Ctx, argv: list[str]) -> int:
             found.append(obj)
             if tmpl is not None:
                 ctx.print(tmpl.execute(obj))
-    tail = inspected_tail(ns.format, found, tmpl is not None)
-    if tail is not None:
-        ctx.print(tail)
-    for line in errors:
-        ctx.error(line)
-    return 1 if errors else 0
+    return finish_inspect(ctx, ns.format, tmpl is not None, found, errors)
 
 
 # --------------------------------------------------------------------------- events

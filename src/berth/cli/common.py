@@ -12,8 +12,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TextIO
+from typing import Any, TextIO
 
+from berth.cli.tables import inspected_tail
 from berth.client.engine import Client
 from berth.client.errors import APIError
 from berth.client.tls import TlsConfig
@@ -76,3 +77,15 @@ def for_each(ctx: Ctx, names: Iterable[str], action: Callable[[str], str | None]
         if shown is not None:
             ctx.print(shown)
     return 1 if failed else 0
+
+
+def finish_inspect(ctx: Ctx, fmt: str | None, templated: bool, found: list[Any], errors: list[str]) -> int:
+    """The end of every `inspect`: what docker prints after the objects (berth.cli.tables.inspected_tail),
+    then the lookups that failed on stderr; exit 1 when one did."""
+    tail = inspected_tail(fmt, found, templated)
+    if tail is not None:
+        ctx.print(tail)
+    for line in errors:
+        ctx.error(line)
+    return 1 if errors else 0
+
