@@ -387,3 +387,16 @@ def test_vm_isolated_container_uses_a_volume(berthd, image, volumes):
                  "sh", "-c", "echo from-vm > /data/f; cat /data/f", timeout=180).stdout
     assert out == "from-vm\n"
     assert run(berthd, "--rm", "-v", f"{vol}:/data", image, "cat", "/data/f").stdout == "from-vm\n"
+
+
+def test_a_volume_whose_directory_was_deleted_by_hand_still_removes(berthd):
+    """The record is all that is left: `volume rm` answers as for any volume, and the name is free again."""
+    if is_dockerd(berthd):
+        pytest.skip("berth's data root layout")
+    name = unique_name("gone")
+    docker(berthd, "volume", "create", name)
+    shutil.rmtree(Path(berthd.root) / "volumes" / name)
+    assert docker(berthd, "volume", "rm", name).stdout == f"{name}\n"
+    assert name not in docker(berthd, "volume", "ls", "-q").stdout.split()
+    docker(berthd, "volume", "create", name)
+    docker(berthd, "volume", "rm", name)

@@ -250,7 +250,10 @@ class Volumes:
         delete it beside the answer, in a thread. The record goes first: a daemon killed before the rename
         or the deletion leaves a directory with no record, which `sweep` removes at the next start."""
         trash = os.path.join(self.root, f"{TRASH_PREFIX}{secrets.token_hex(8)}")
-        os.rename(self._dir(name), trash)
+        try:
+            os.rename(self._dir(name), trash)
+        except FileNotFoundError:
+            return  # already gone (removed by hand): the record was all there was
         try:
             asyncio.get_running_loop().run_in_executor(None, fs.rmtree, trash)
         except RuntimeError:  # no event loop (a tool, a test): here and now
