@@ -21,6 +21,11 @@ Public API (used by the test modules):
     cli_name               function fixture parametrised over CLIS: "berth", "docker" (each CLI test
                            runs with both clients); cli_run(which, d, *args, ...) is docker() with
                            the client CLIS[which], popen_cli(which, d, *args) is popen_docker()'s twin
+    each_cli               function fixture parametrised like cli_name that makes docker(),
+                           popen_docker() and active_cli() use that client for the whole test; a
+                           module opts in with `pytestmark = pytest.mark.usefixtures("each_cli")`.
+                           BERTH_TEST_CLI=berth makes berth's CLI the client of every test.
+    active_cli()           the path of the client docker() runs now (the docker CLI by default)
     popen_docker(d, *args), finish(proc, timeout)   background CLI (logs -f, attach) and its end
     rootfs_tar             session fixture -> Path of a busybox rootfs tarball
     image                  session fixture -> "busybox:latest", imported with `docker import`
@@ -64,6 +69,7 @@ BERTHD = os.environ.get("BERTHD", os.path.join(os.path.dirname(sys.executable), 
 DOCKER = os.environ.get("DOCKER_CLI", shutil.which("docker") or "/usr/bin/docker")
 BERTH_CLI = os.environ.get("BERTH_CLI", os.path.join(os.path.dirname(sys.executable), "berth"))
 CLIS = {"docker": DOCKER, "berth": BERTH_CLI}  # the clients `cli_name` runs each CLI test with
+_ACTIVE = {"cli": os.environ.get("BERTH_TEST_CLI", "docker")}  # the client docker() runs; see each_cli
 TARGET = os.environ.get("BERTH_TEST_TARGET", "berthd")
 VM_DIR = os.environ.get("BERTH_TEST_VM_DIR", "/var/cache/berth-test-vm")
 START_TIMEOUT = 20.0
@@ -385,9 +391,14 @@ def berthd_factory(_log_dir: Path) -> Iterator[Callable[[], Daemon]]:
 
 
 
+def active_cli() -> str:
+    """The client docker() and popen_docker() run: the docker CLI, or berth's under each_cli."""
+    return CLIS[_ACTIVE["cli"]]
+
+
 def popen_docker(d, *args, stdin=subprocess.DEVNULL, text=True):
-    """Start the docker CLI in the background (stdout and stderr together), for streams like logs -f."""
-    return subprocess.Popen([DOCKER, *args], env=d.env, stdin=stdin, stdout=subprocess.PIPE,
+    """Start the client in the background (stdout and stderr together), for streams like logs -f."""
+    return subprocess.Popen([active_cli(), *args], env=d.env, stdin=stdin, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=text, start_new_session=True)
 
 
@@ -402,16 +413,18 @@ def finish(proc, timeout=30):
 
 def docker(d: Daemon, *args: str, input: str | None = None, timeout: float = 60,
            check: bool = True) -> subprocess.CompletedProcess:
-    """Run the real docker CLI against daemon *d*; with check=True a non-zero exit fails the test."""
-    argv = [DOCKER, *args]
+    """Run the real docker CLI (or the test's client, see each_cli) against daemon *d*.
+
+    With check=True a non-zero exit fails the test."""
+    argv = [active_cli(), *args]
     try:
         cp = subprocess.run(argv, env=d.env, input=input, text=True, capture_output=True,
                             timeout=timeout, stdin=None if input is not None else subprocess.DEVNULL)
     except subprocess.TimeoutExpired as e:
-        pytest.fail(f"`docker {' '.join(args)}` did not finish in {timeout}s; "
+        pytest.fail(f"`{_ACTIVE['cli']} {' '.join(args)}` did not finish in {timeout}s; "
                     f"stdout={e.stdout!r} stderr={e.stderr!r}", pytrace=False)
     if check and cp.returncode != 0:
-        pytest.fail(f"`docker {' '.join(args)}` exited {cp.returncode}\nstdout: {cp.stdout}\n"
+        pytest.fail(f"`{_ACTIVE['cli']} {' '.join(args)}` exited {cp.returncode}\nstdout: {cp.stdout}\n"
                     f"stderr: {cp.stderr}", pytrace=False)
     return cp
 
@@ -441,6 +454,15 @@ def popen_cli(which: str, d: Daemon, *args: str, stdin=subprocess.DEVNULL, text=
 def cli_name(request: pytest.FixtureRequest) -> str:
     """Runs the test once with each client: "berth" (berth's own CLI) and "docker"; use with cli_run."""
     return request.param
+
+
+@pytest.fixture(params=sorted(CLIS))
+def each_cli(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Runs the test once with each client, as the client of docker(), popen_docker() and active_cli()."""
+    before = _ACTIVE["cli"]
+    _ACTIVE["cli"] = request.param
+    yield request.param
+    _ACTIVE["cli"] = before
 
 
 # --------------------------------------------------------------------------- #

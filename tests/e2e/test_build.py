@@ -12,7 +12,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from berth_e2e_conftest import DOCKER, docker, is_dockerd, unique_name
+from berth_e2e_conftest import active_cli, docker, is_dockerd, unique_name
 
 DOCKERFILE = r"""# syntax is ignored
 ARG BASE=busybox:latest
@@ -70,7 +70,7 @@ def make_context(root: Path) -> Path:
 
 def classic_build(d, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     env = dict(d.env, DOCKER_BUILDKIT="0")
-    cp = subprocess.run([DOCKER, "build", *args], env=env, capture_output=True, text=True, timeout=600)
+    cp = subprocess.run([active_cli(), "build", *args], env=env, capture_output=True, text=True, timeout=600)
     if check and cp.returncode != 0:
         pytest.fail(f"docker build {' '.join(args)} exited {cp.returncode}\n{cp.stdout}\n{cp.stderr}", pytrace=False)
     return cp
@@ -146,7 +146,7 @@ def test_build_errors_are_clear(berthd, tmp_path):
     assert cp.returncode == 3, (cp.returncode, cp.stderr)
     assert "before-failing" in cp.stdout and "returned a non-zero code: 3" in cp.stderr, (cp.stdout, cp.stderr)
     assert docker(berthd, "image", "inspect", tag, check=False).returncode != 0  # nothing tagged
-    cp = subprocess.run([DOCKER, "build", "-"], input="not a tar and not a dockerfile\x00\x01",
+    cp = subprocess.run([active_cli(), "build", "-"], input="not a tar and not a dockerfile\x00\x01",
                         env=dict(berthd.env, DOCKER_BUILDKIT="0"), capture_output=True, text=True, timeout=60)
     assert cp.returncode != 0
 

@@ -17,7 +17,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from berth_e2e_conftest import DOCKER, RUN_NET, LineReader, docker, wait_until
+from berth_e2e_conftest import active_cli, RUN_NET, LineReader, docker, wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -58,7 +58,7 @@ def _ancestors(pid: int) -> list[int]:
 
 
 def _popen(d, *args):
-    return subprocess.Popen([DOCKER, *args], env=d.env, stdin=subprocess.DEVNULL,
+    return subprocess.Popen([active_cli(), *args], env=d.env, stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
 

@@ -27,7 +27,7 @@ import pexpect
 import pytest
 from berth_e2e_conftest import (
     API_VERSION,
-    DOCKER,
+    active_cli,
     RUN_NET,
     LineReader,
     docker,
@@ -79,7 +79,7 @@ def wait_status(d, name, status, timeout=60):
 
 
 def spawn(d, *args, timeout=30):
-    return pexpect.spawn(DOCKER, list(args), env=d.env, encoding="utf-8", timeout=timeout,
+    return pexpect.spawn(active_cli(), list(args), env=d.env, encoding="utf-8", timeout=timeout,
                          dimensions=(24, 120))
 
 
@@ -87,7 +87,7 @@ def spawn(d, *args, timeout=30):
 
 def run_bytes(d, *args, input: bytes | None = None, timeout=120):
     """`docker run` with binary stdin/stdout."""
-    return subprocess.run([DOCKER, "run", *RUN_NET, *args], env=d.env, input=input,
+    return subprocess.run([active_cli(), "run", *RUN_NET, *args], env=d.env, input=input,
                           capture_output=True, timeout=timeout,
                           stdin=None if input is not None else subprocess.DEVNULL)
 
@@ -218,7 +218,7 @@ def test_run_stdin_large_md5(berthd, image):
 def test_exec_stdin_large_md5(berthd, image, names):
     name = run_d(berthd, names(), image, "sleep", "1000")
     data = os.urandom(2 * 1024 * 1024 + 7)
-    cp = subprocess.run([DOCKER, "exec", "-i", name, "md5sum"], env=berthd.env, input=data,
+    cp = subprocess.run([active_cli(), "exec", "-i", name, "md5sum"], env=berthd.env, input=data,
                         capture_output=True, timeout=120)
     assert cp.stdout.split()[0].decode() == hashlib.md5(data).hexdigest(), cp
 
@@ -250,7 +250,7 @@ def test_logs_no_trailing_newline_tty_and_plain(berthd, image, names):
     run(berthd, "--name", plain, image, "printf", "a\\nb-no-newline")
     run(berthd, "--name", tty, "-t", image, "printf", "a\\nb-no-newline")
     assert docker(berthd, "logs", plain).stdout == "a\nb-no-newline"
-    raw = subprocess.run([DOCKER, "logs", tty], env=berthd.env, capture_output=True, timeout=60)
+    raw = subprocess.run([active_cli(), "logs", tty], env=berthd.env, capture_output=True, timeout=60)
     assert raw.stdout == b"a\r\nb-no-newline"  # the terminal's \r\n, kept as written
     stamped = docker(berthd, "logs", "-t", plain).stdout
     lines = stamped.split("\n")
@@ -527,7 +527,7 @@ def test_env_file_and_label_file(berthd, image, names, tmp_path):
     labf = tmp_path / "labels"
     labf.write_text("l1=a\nl2=b c\n")
     d = dict(berthd.env, FROM_CLIENT="passed")
-    cp = subprocess.run([DOCKER, "run", *RUN_NET, "--rm", "--env-file", str(envf), image,
+    cp = subprocess.run([active_cli(), "run", *RUN_NET, "--rm", "--env-file", str(envf), image,
                          "sh", "-c", 'echo "$A|$B|$FROM_CLIENT"'], env=d, capture_output=True,
                         text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert cp.stdout == "1|two words|passed\n", cp
@@ -539,7 +539,7 @@ def test_env_file_and_label_file(berthd, image, names, tmp_path):
 def test_env_from_client_environment(berthd, image):
     env = dict(berthd.env, SET_HERE="yes")
     env.pop("NOT_SET_ANYWHERE", None)
-    cp = subprocess.run([DOCKER, "run", *RUN_NET, "--rm", "-e", "SET_HERE", "-e",
+    cp = subprocess.run([active_cli(), "run", *RUN_NET, "--rm", "-e", "SET_HERE", "-e",
                          "NOT_SET_ANYWHERE", image, "sh", "-c",
                          'echo "[$SET_HERE]"; env | grep -c NOT_SET_ANYWHERE'],
                         env=env, capture_output=True, text=True, timeout=60,

@@ -22,7 +22,7 @@ import pexpect
 import pytest
 from berth_e2e_conftest import (
     API_VERSION,
-    DOCKER,
+    active_cli,
     RUN_NET,
     assert_responsive,
     docker,
@@ -44,11 +44,11 @@ def state(d, name):
 
 
 def spawn(d, *args, timeout=30):
-    return pexpect.spawn(DOCKER, list(args), env=d.env, encoding="utf-8", timeout=timeout, dimensions=(24, 120))
+    return pexpect.spawn(active_cli(), list(args), env=d.env, encoding="utf-8", timeout=timeout, dimensions=(24, 120))
 
 
 def raw_out(d, *args) -> bytes:
-    cp = subprocess.run([DOCKER, *args], env=d.env, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
+    cp = subprocess.run([active_cli(), *args], env=d.env, capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
     assert cp.returncode == 0, cp
     return cp.stdout
 
@@ -394,7 +394,7 @@ def test_runsc_exec(berthd, image, names):
     name = run_d(berthd, names(), image, "sleep", "1000", extra=("--runtime", "runsc"))
     assert docker(berthd, "exec", name, "sh", "-c", "echo a; echo b >&2; exit 3", check=False).returncode == 3
     assert raw_out(berthd, "exec", name, "echo", "plain") == b"plain\n"
-    cp = subprocess.run([DOCKER, "exec", "-t", name, "sh", "-c", "echo a; exit 4"], env=berthd.env,  # foreground
+    cp = subprocess.run([active_cli(), "exec", "-t", name, "sh", "-c", "echo a; exit 4"], env=berthd.env,  # foreground
                         capture_output=True, timeout=60, stdin=subprocess.DEVNULL)
     assert (cp.returncode, cp.stdout) == (4, b"a\r\n"), cp
     cp = docker(berthd, "exec", "-d", name, "sleep", "5")

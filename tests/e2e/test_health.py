@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from berth_e2e_conftest import (
-    DOCKER,
+    active_cli,
     RUN_NET,
     assert_responsive,
     docker,
@@ -193,7 +193,7 @@ def test_image_healthcheck_from_build_and_no_healthcheck(berthd, image, names, t
         "HEALTHCHECK --interval=1s --timeout=5s --retries=1 CMD test -e /tmp/ok || exit 1\n"
         'CMD ["sleep", "300"]\n')
     env = dict(berthd.env, DOCKER_BUILDKIT="0")
-    cp = subprocess.run([DOCKER, "build", "-q", "-t", tag, str(tmp_path)], env=env, capture_output=True,
+    cp = subprocess.run([active_cli(), "build", "-q", "-t", tag, str(tmp_path)], env=env, capture_output=True,
                         text=True, timeout=300)
     assert cp.returncode == 0, cp.stderr
     name, off = names(), names()

@@ -26,7 +26,7 @@ from typing import Iterator
 import pytest
 from berth_e2e_conftest import (
     BERTHD,
-    DOCKER,
+    active_cli,
     TARGET,
     Daemon,
     _new_daemon,
@@ -448,7 +448,7 @@ def test_keep_alive_attach_and_logs_follow_are_not_cut(tlsd: TlsDaemon, rootfs_t
     try:
         docker(d, "run", "-d", "--name", name, "busybox", "sh", "-c",
                f"sleep {IDLE_TIMEOUT + BODY_TIMEOUT + 2}; echo done")
-        logs = subprocess.Popen([DOCKER, "logs", "-f", name], env=d.env, stdout=subprocess.PIPE,
+        logs = subprocess.Popen([active_cli(), "logs", "-f", name], env=d.env, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, start_new_session=True)
         waited = docker(d, "wait", name, timeout=60)
         assert waited.stdout.strip() == "0"

@@ -18,7 +18,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from berth_e2e_conftest import DOCKER, docker, is_dockerd
+from berth_e2e_conftest import active_cli, docker, is_dockerd
 
 from berth.testing.cutproxy import CutProxy
 from berth.testing.registry import LocalRegistry
@@ -56,7 +56,7 @@ def skopeo(*args: str) -> str:
 
 def docker_with(d, config_dir: Path, *args: str, input: str | None = None) -> subprocess.CompletedProcess:
     env = dict(d.env, DOCKER_CONFIG=str(config_dir))
-    return subprocess.run([DOCKER, *args], env=env, capture_output=True, text=True, timeout=120, input=input,
+    return subprocess.run([active_cli(), *args], env=env, capture_output=True, text=True, timeout=120, input=input,
                           stdin=None if input is not None else subprocess.DEVNULL)
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pexpect
 import pytest
-from berth_e2e_conftest import DOCKER, docker, is_dockerd, wait_until
+from berth_e2e_conftest import active_cli, docker, is_dockerd, wait_until
 
 from berth.host import cgroups
 
@@ -88,7 +88,7 @@ def test_detached_logs_exec_top_stop(berthd, image, names):
 
 
 def test_run_it_typing(berthd, image):
-    child = pexpect.spawn(DOCKER, ["run", "-it", "--rm", "--isolation", "hyperv", image, "sh"], env=berthd.env,
+    child = pexpect.spawn(active_cli(), ["run", "-it", "--rm", "--isolation", "hyperv", image, "sh"], env=berthd.env,
                           encoding="utf-8", timeout=90, dimensions=(30, 100))
     child.expect("#")
     child.sendline("echo typed-$((40+2)); stty size")
@@ -106,7 +106,7 @@ def test_run_it_typing(berthd, image):
 def test_exec_it_in_a_vm(berthd, image, names):
     name = names()
     docker(berthd, "run", "-d", "--name", name, "--isolation", "hyperv", image, "sleep", "300", timeout=120)
-    child = pexpect.spawn(DOCKER, ["exec", "-it", name, "sh"], env=berthd.env, encoding="utf-8", timeout=60)
+    child = pexpect.spawn(active_cli(), ["exec", "-it", name, "sh"], env=berthd.env, encoding="utf-8", timeout=60)
     child.expect("#")
     child.sendline("uname -r; exit 6")
     child.expect(pexpect.EOF)
