@@ -14,6 +14,7 @@ import argparse
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
+from berth.cli import flaghelp
 from berth.errors import BerthError
 
 
@@ -77,7 +78,8 @@ class Parser(argparse.ArgumentParser):
             else:
                 kind = " string"
             spelled = f"{short[0]}, " if short else "    "
-            rows.append((f"  {spelled}{long[0] if long else short[0]}{kind}", action.help or ""))
+            name = long[0] if long else short[0]
+            rows.append((f"  {spelled}{name}{kind}", action.help or flaghelp.describe(self.command, name)))
         if rows:
             width = max(len(r[0]) for r in rows) + 3
             lines.append("Options:")
