@@ -12,9 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 
 from berth.cli.common import Ctx, StatusError
+from berth.cli.parser import spelled
 
 Command = Callable[[Ctx, list[str]], int]
 Table = Mapping[str, tuple[Command, str]]
+_CANONICAL = {"list": "ls", "remove": "rm", "ps": "ls"}  # a sub-verb's aliases show its own name in usage
 
 
 def usage(group: str, description: str, table: Table, shown: set[str] | None = None) -> str:
@@ -64,4 +66,5 @@ def dispatch(ctx: Ctx, group: str, description: str, table: Table, argv: list[st
                              f"{did_you_mean(argv[0], shown if shown is not None else table)}"
                              f"Usage:  berth {use or group}\n\n"
                              f"Run 'berth {group} --help' for more information")
-    return entry[0](ctx, argv[1:])
+    with spelled(f"{group} {_CANONICAL.get(argv[0], argv[0])}"):
+        return entry[0](ctx, argv[1:])

@@ -11,10 +11,12 @@ way docker does: invalid argument "X" for "-m, --memory" flag: ...
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, NoReturn
 
-from berth.cli import flaghelp
+from berth.cli import aliases, flaghelp
 from berth.errors import BerthError
 
 
@@ -48,12 +50,28 @@ class _HelpAction(argparse.Action):
         raise HelpRequested(parser.format_help())
 
 
+_spelled: ContextVar[str | None] = ContextVar("berth_cli_spelled", default=None)
+
+
+@contextmanager
+def spelled(words: str) -> Iterator[None]:
+    """The next Parser made inside this block shows *words* ("container ls") as its name in usage
+    lines and errors, as docker does for the spelling the user typed (Parser.command stays "ps")."""
+    token = _spelled.set(words)
+    try:
+        yield
+    finally:
+        _spelled.reset(token)
+
+
 class Parser(argparse.ArgumentParser):
     """An ArgumentParser that raises instead of exiting."""
 
     def __init__(self, command: str, usage: str, description: str = "",
                  min_args: int = 0, max_args: int | None = None) -> None:
-        super().__init__(prog=f"berth {command}", usage=f"berth {command} {usage}",
+        shown = _spelled.get() or command
+        _spelled.set(None)  # only the command's own parser, not one it makes for another command
+        super().__init__(prog=f"berth {shown}", usage=f"berth {shown} {usage}",
                          description=description, add_help=False, allow_abbrev=False)
         self.command = command
         self.min_args = min_args
@@ -65,6 +83,8 @@ class Parser(argparse.ArgumentParser):
         lines = [f"Usage:  {self.usage}", ""]
         if self.description:
             lines += [self.description, ""]
+        if also := aliases.aliases(self.command):
+            lines += ["Aliases:", f"  {also}", ""]
         rows: list[tuple[str, str]] = []
         for action in self._actions:
             if not action.option_strings or action.dest == "help":

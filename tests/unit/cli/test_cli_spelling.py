@@ -1,0 +1,38 @@
+"""Usage lines and errors name the command as the user spelled it (`berth container ls`), and
+help lists a command's other spellings, as docker's CLI does."""
+
+from __future__ import annotations
+
+import pytest
+
+from berth.cli import main
+from berth.cli.aliases import aliases
+from berth.cli.parser import Parser, spelled
+
+
+def test_group_sub_verb_errors_name_the_group(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main.run(["container", "ls", "--bogus"]) == 125
+    err = capsys.readouterr().err
+    assert "Usage:  berth container ls [OPTIONS]" in err and "'berth container ls --help'" in err
+    assert main.run(["container", "list", "--bogus"]) == 125  # an alias shows the sub-verb's own name
+    assert "Usage:  berth container ls [OPTIONS]" in capsys.readouterr().err
+    assert main.run(["ps", "--bogus"]) == 125
+    assert "Usage:  berth ps [OPTIONS]" in capsys.readouterr().err
+    assert main.run(["image", "remove"]) == 1
+    assert "'berth image rm' requires at least 1 argument" in capsys.readouterr().err
+
+
+def test_only_the_commands_own_parser_takes_the_spelling() -> None:
+    with spelled("container inspect"):
+        first, second = Parser("inspect", "X"), Parser("pull", "Y")
+    assert (first.prog, second.prog) == ("berth container inspect", "berth pull")
+    assert first.command == "inspect"
+
+
+def test_help_lists_aliases(capsys: pytest.CaptureFixture[str]) -> None:
+    assert aliases("ps") == "berth container ls, berth container list, berth container ps, berth ps"
+    assert aliases("version") == ""
+    assert main.run(["image", "ls", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Usage:  berth image ls [OPTIONS] [REPOSITORY[:TAG]]\n\nList images\n\n"
+                          "Aliases:\n  berth image ls, berth image list, berth images\n\nOptions:\n")
