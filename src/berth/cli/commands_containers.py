@@ -20,8 +20,9 @@ from typing import Any
 from berth.cli import commands_registry, tty
 from berth.cli.common import Ctx, StatusError, describe, for_each
 from berth.cli.gotemplate import tabwrite
-from berth.cli.parser import Parser, filter_flag, integer, typed
+from berth.cli.parser import Parser, UsageError, filter_flag, integer, typed
 from berth.cli.runerrors import StartFailed, as_run_failure
+from berth.cli.runextra import windows_only
 from berth.cli.runopts import (
     CreateRequest,
     add_create_flags,
@@ -74,6 +75,8 @@ def _create(ctx: Ctx, req: CreateRequest, image: str) -> str:
 
 def _build(ctx: Ctx, ns: Any) -> CreateRequest:
     size = (tty.terminal_size(1) or tty.terminal_size(0)) if ns.tty else None
+    if refused := windows_only(ns):  # said as is, exit 1: docker's CLI refuses these before any request
+        raise UsageError(refused, code=1, complete=True, bare=True)
     try:
         return build_create(ns, console_size=size)
     except InvalidArgument as exc:

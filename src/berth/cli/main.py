@@ -221,7 +221,7 @@ def run(argv: Sequence[str]) -> int:
         return 0
     except UsageError as exc:
         ctx.flush()
-        prefix = "berth: " if exc.code != 125 else ""
+        prefix = "berth: " if exc.code != 125 and not exc.bare else ""
         ctx.error(f"{prefix}{exc}" if exc.complete else f"{prefix}{exc}\nSee 'berth {verb} --help'.")
         return exc.code
     except StatusError as exc:

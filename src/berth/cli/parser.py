@@ -24,11 +24,13 @@ class UsageError(BerthError):
     """The command line is wrong; the CLI exits 125 (or `code`). With `complete`, the message
     already carries docker's usage lines and pointer to --help, and main prints it as is."""
 
-    def __init__(self, message: str, command: str = "", code: int = 125, complete: bool = False) -> None:
+    def __init__(self, message: str, command: str = "", code: int = 125, complete: bool = False,
+                 bare: bool = False) -> None:
         super().__init__(message)
         self.command = command
         self.code = code
         self.complete = complete
+        self.bare = bare  # printed without the "berth: " an exit-1 usage error otherwise starts with
 
 
 class HelpRequested(Exception):

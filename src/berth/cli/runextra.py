@@ -10,6 +10,7 @@ are parsed here with docker's error wording (InvalidArgument; the caller exits 1
 from __future__ import annotations
 
 import argparse
+import csv
 from collections.abc import Mapping
 from typing import Any
 
@@ -31,6 +32,11 @@ _SIZES = (("--shm-size", "ShmSize"), ("--memory-reservation", "MemoryReservation
 _INTS = (("--oom-score-adj", "OomScoreAdj"), ("--memory-swappiness", "MemorySwappiness"),
          ("--blkio-weight", "BlkioWeight"), ("--cpu-rt-period", "CpuRealtimePeriod"),
          ("--cpu-rt-runtime", "CpuRealtimeRuntime"))
+# flags docker's CLI takes only for a daemon on Windows; berthd runs on Linux, so they are refused as docker's
+# CLI refuses them for any Linux daemon (after parsing, exit 1)
+_WINDOWS_ONLY = (("--cpu-count", "cpu_count"), ("--cpu-percent", "cpu_percent"),
+                 ("--io-maxbandwidth", "io_maxbandwidth"), ("--io-maxiops", "io_maxiops"))
+_GPU_KEYS = ("driver", "count", "device", "capabilities", "options")
 
 
 def _dest(flag: str) -> str:
@@ -46,6 +52,12 @@ def add_extra_flags(p: Parser) -> None:
         p.add_argument(flag, type=typed(flag, ram_in_bytes), default=None)
     for flag, _ in _INTS:
         p.add_argument(flag, type=typed(flag, integer), default=None)
+    p.add_argument("--cpu-count", type=typed("--cpu-count", integer), default=None)
+    p.add_argument("--cpu-percent", type=typed("--cpu-percent", integer), default=None)
+    p.add_argument("--io-maxbandwidth", type=typed("--io-maxbandwidth", ram_in_bytes), default=None)
+    p.add_argument("--io-maxiops", type=typed("--io-maxiops", integer), default=None)
+    p.add_argument("--gpus", action="append", default=[], type=typed("--gpus", parse_gpus))
+    p.add_argument("--link-local-ip", action="append", default=[])
     p.add_argument("--domainname", default=None)
     p.add_argument("--mac-address", default=None)
     p.add_argument("--ip6", default=None)
@@ -69,6 +81,62 @@ def pull_policy(text: str) -> str:
     if text not in ("missing", "always", "never"):
         raise InvalidArgument(f'invalid pull option: \'{text}\': must be one of "always", "missing" or "never"')
     return text
+
+
+def _gpu_count(text: str) -> int:
+    if text == "all":
+        return -1
+    try:
+        return int(text, 10)
+    except ValueError:
+        raise InvalidArgument(f'invalid count ({text}): value must be either "all" or an integer: '
+                              "invalid syntax") from None
+
+
+def parse_gpus(text: str) -> dict[str, Any]:
+    """One `--gpus` value (`all`, a count, or CSV of driver=, count=, device=, capabilities=, options=)
+    as a HostConfig.DeviceRequests entry, with docker's defaults: one GPU, capability "gpu"."""
+    if not text:
+        raise InvalidArgument("EOF")  # what Go's CSV reader says of an empty value
+    try:
+        fields = next(csv.reader([text]))
+    except (csv.Error, StopIteration):
+        raise InvalidArgument("EOF") from None
+    request: dict[str, Any] = {"Driver": "", "Count": 0, "DeviceIDs": None, "Capabilities": None, "Options": {}}
+    seen: set[str] = set()
+    for item in fields:
+        key, sep, value = item.partition("=")
+        if key in seen:
+            raise InvalidArgument(f"gpu request key '{key}' can be specified only once")
+        seen.add(key)
+        if not sep:
+            seen.add("count")
+            request["Count"] = _gpu_count(key)
+        elif key not in _GPU_KEYS:
+            raise InvalidArgument(f"unexpected key '{key}' in '{item}'")
+        elif key == "driver":
+            request["Driver"] = value
+        elif key == "count":
+            request["Count"] = _gpu_count(value)
+        elif key == "device":
+            request["DeviceIDs"] = value.split(",")
+        elif key == "capabilities":
+            request["Capabilities"] = [[*value.split(","), "gpu"]]
+        else:
+            request["Options"] = _pairs(next(csv.reader([value]), []), "--gpus")
+    if "count" not in seen and request["DeviceIDs"] is None:
+        request["Count"] = 1
+    request["Capabilities"] = request["Capabilities"] or [["gpu"]]
+    return request
+
+
+def windows_only(ns: argparse.Namespace) -> str | None:
+    """docker's refusal of the first Windows-only flag given, or None."""
+    for flag, dest in _WINDOWS_ONLY:
+        if getattr(ns, dest, None) is not None:
+            return (f'"{flag}" is only supported on a Docker daemon running on windows, '
+                    "but the Docker daemon is running on linux")
+    return None
 
 
 def parse_throttle(text: str, rate_is_size: bool) -> dict[str, Any]:
@@ -151,6 +219,8 @@ def apply_extra(ns: argparse.Namespace, body: dict[str, Any], host: dict[str, An
         values = getattr(ns, _dest(flag), None)
         if values:
             host[key] = list(values)
+    if ns.gpus:
+        host["DeviceRequests"] = list(ns.gpus)
     if ns.domainname:
         body["Domainname"] = ns.domainname
     if ns.mac_address:

@@ -462,8 +462,9 @@ def build_create(ns: argparse.Namespace, environ: Mapping[str, str] | None = Non
     body["HostConfig"] = host
     if network not in _BUILTIN_NETWORKS and not network.startswith("container:"):
         endpoint: dict[str, Any] = {}
-        if ns.ip or ns.ip6:
-            endpoint["IPAMConfig"] = {k: v for k, v in (("IPv4Address", ns.ip), ("IPv6Address", ns.ip6)) if v}
+        if ns.ip or ns.ip6 or ns.link_local_ip:
+            endpoint["IPAMConfig"] = {k: v for k, v in (("IPv4Address", ns.ip), ("IPv6Address", ns.ip6),
+                                                        ("LinkLocalIPs", list(ns.link_local_ip))) if v}
         if ns.network_alias:
             endpoint["Aliases"] = list(ns.network_alias)
         body["NetworkingConfig"] = {"EndpointsConfig": {network: endpoint}}

@@ -25,6 +25,7 @@ from berth.runtime.base import CreateOptions, Exit, start_exit_code
 from berth.services import bundle as bundles
 from berth.services import containerconfig, pausing, validate
 from berth.services import links as legacy_links
+from berth.services.devicerequests import refuse_device_requests
 from berth.services.attachments import Attached
 from berth.services.containers import Containers
 from berth.services.events import Events
@@ -90,6 +91,7 @@ class Lifecycle:
 
     async def _start_locked(self, c: Container) -> None:
         await self._released(c)
+        refuse_device_requests(c.host.extra)  # --gpus: no device driver here, as Docker without one
         task = self.containers.task_of(c)
         attached = None
         image_platform = platforms.of_config(self.containers.images.config(c.record.image).doc)

@@ -4,6 +4,7 @@ the run/create error words, docker's usage errors, command groups."""
 from __future__ import annotations
 
 import io
+import re
 
 import pytest
 
@@ -229,3 +230,39 @@ def test_suggestions() -> None:
     assert groups.suggestions("zzz", ["image"]) == []
     assert groups.did_you_mean("inspct", ["inspect", "history"]) == "Did you mean this?\n\tinspect\n\n"
     assert groups.suggestions("x" * 100, ["x"]) == []
+
+
+def test_gpus_requests_as_docker_parses_them() -> None:
+    from berth.cli.runextra import parse_gpus
+
+    assert parse_gpus("all") == {"Driver": "", "Count": -1, "DeviceIDs": None, "Capabilities": [["gpu"]],
+                                 "Options": {}}
+    assert parse_gpus("2")["Count"] == 2
+    got = parse_gpus('"device=0,1",capabilities=compute,driver=nvidia')
+    assert (got["Count"], got["DeviceIDs"], got["Capabilities"], got["Driver"]) == \
+        (0, ["0", "1"], [["compute", "gpu"]], "nvidia")
+    assert parse_gpus("driver=x")["Count"] == 1  # one GPU unless told
+    for bad, words in (("", "EOF"), ("bogus=1", "unexpected key 'bogus' in 'bogus=1'"),
+                       ("1,count=2", "gpu request key 'count' can be specified only once"),
+                       ("count=x", 'invalid count (x): value must be either "all" or an integer')):
+        with pytest.raises(InvalidArgument, match=re.escape(words)):
+            parse_gpus(bad)
+
+
+def test_windows_only_flags_are_refused_as_docker_refuses_them() -> None:
+    import argparse
+
+    from berth.cli.runextra import windows_only
+
+    assert windows_only(argparse.Namespace(cpu_count=None, cpu_percent=None)) is None
+    assert windows_only(argparse.Namespace(cpu_count=None, cpu_percent=5)) == (
+        '"--cpu-percent" is only supported on a Docker daemon running on windows, '
+        "but the Docker daemon is running on linux")
+    assert main.run(["create", "--io-maxiops", "3", "busybox"]) == 1
+
+
+def test_link_local_ips_go_to_the_endpoint() -> None:
+    p = Parser("run", "X")
+    add_create_flags(p, run=True)
+    req = build_create(p.parse(["--network", "net1", "--link-local-ip", "169.254.1.1", "busybox"]), environ={})
+    assert req.body["NetworkingConfig"]["EndpointsConfig"]["net1"]["IPAMConfig"] == {"LinkLocalIPs": ["169.254.1.1"]}
