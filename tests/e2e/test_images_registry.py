@@ -18,7 +18,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from berth_e2e_conftest import active_cli, docker, is_dockerd
+from berth_e2e_conftest import active_cli, docker, is_dockerd, unique_name
 
 from berth.testing.cutproxy import CutProxy
 from berth.testing.registry import LocalRegistry
@@ -77,6 +77,27 @@ def test_push_then_pull_round_trip_checked_by_skopeo(berthd, image, registry):
     again = docker(berthd, "push", name, timeout=120).stdout
     assert "Layer already exists" in again
     docker(berthd, "rmi", name)
+
+
+@pytest.mark.usefixtures("each_cli")
+def test_pull_all_tags(berthd, image, registry):
+    repo = f"{registry.address}/alltags/{unique_name('busybox')}"
+    for tag in ("1", "2", "three"):
+        docker(berthd, "tag", image, f"{repo}:{tag}")
+        docker(berthd, "push", "-q", f"{repo}:{tag}", timeout=120)
+    docker(berthd, "rmi", f"{repo}:1", f"{repo}:2", f"{repo}:three")
+    out = docker(berthd, "pull", "--all-tags", repo, timeout=120).stdout
+    assert "Using default tag" not in out and out.count("Status: ") == 1, out
+    assert f"Status: Downloaded newer image for {repo}\n" in out and out.endswith(f"\n{repo}\n"), out
+    assert all(f"{tag}: Pulling from" in out for tag in ("1", "2", "three")), out
+    listed = docker(berthd, "images", "--format", "{{.Tag}}", repo).stdout.split()
+    assert sorted(listed) == ["1", "2", "three"]
+    assert f"Status: Image is up to date for {repo}\n" in docker(berthd, "pull", "-a", repo, timeout=120).stdout
+    cp = docker(berthd, "pull", "-a", f"{repo}:1", check=False)
+    assert (cp.returncode, cp.stderr) == (1, "tag can't be used with --all-tags/-a\n")
+    missing = docker(berthd, "pull", "-a", f"{registry.address}/alltags/nosuch", check=False, timeout=120)
+    assert missing.returncode == 1 and "nosuch" in missing.stderr, missing.stderr
+    docker(berthd, "rmi", f"{repo}:1", f"{repo}:2", f"{repo}:three")
 
 
 def test_pull_what_skopeo_seeded_for_each_platform(berthd, bootbox, registry, tmp_path):

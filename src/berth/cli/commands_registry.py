@@ -112,21 +112,24 @@ def _check(msg: Any) -> None:
 
 def cmd_pull(ctx: Ctx, argv: list[str]) -> int:
     p = Parser("pull", "[OPTIONS] NAME[:TAG|@DIGEST]", "Download an image from a registry", min_args=1, max_args=1)
+    p.add_argument("-a", "--all-tags", action="store_true")
     p.add_argument("--platform", default=None)
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("args", nargs="*")
     ns = p.parse(argv)
-    pull(ctx, ns.args[0], ns.platform, quiet=ns.quiet)
+    pull(ctx, ns.args[0], ns.platform, quiet=ns.quiet, all_tags=ns.all_tags)
     return 0
 
 
-def pull(ctx: Ctx, name: str, platform: str | None, *, quiet: bool = False) -> None:
-    ref = reference.parse(name)
+def pull(ctx: Ctx, name: str, platform: str | None, *, quiet: bool = False, all_tags: bool = False) -> None:
+    ref = reference.parse(name, default_tag=None if all_tags else "latest")
     registry, _ = registry_and_repo(ref.name)
-    if not ref.digest and ":" not in name.rsplit("/", 1)[-1] and not quiet:
+    if all_tags and (ref.tag or ref.digest):
+        raise StatusError(1, "tag can't be used with --all-tags/-a")
+    if not all_tags and not ref.digest and ":" not in name.rsplit("/", 1)[-1] and not quiet:
         ctx.print("Using default tag: latest")
     image = ref.name
-    tag = ref.digest or ref.tag or "latest"
+    tag = "" if all_tags else ref.digest or ref.tag or "latest"
     with ctx.client.stream("POST", "/images/create", {"fromImage": image, "tag": tag, "platform": platform},
                            None, registry_auth_header(registry)) as sr:
         if quiet:

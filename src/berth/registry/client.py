@@ -49,6 +49,7 @@ from berth.registry.responses import (
     parse_content_range,
     read_capped,
 )
+from berth.registry import tagslist
 from berth.registry.transport import Transport
 from berth.wire import registryauth as auth
 from berth.wire import registrynames as names
@@ -109,6 +110,42 @@ class RegistryClient:
             await resp.aclose()
         return check_manifest(data, resp.headers.get("content-type", ""),
                               resp.headers.get("docker-content-digest", ""), reference, f"manifest {name}")
+
+    async def list_tags(self, registry: str, repo: str, creds: Credentials | None = None) -> list[str]:
+        """Every tag of *repo*, following the registry's pages (at most tagslist.MAX_TAGS).
+
+        Raises:
+            NotFound: no such repository. InvalidArgument: more tags than berth pulls at once.
+            Unauthenticated, Unavailable, RegistryDataError: as get_manifest.
+        """
+        tags: list[str] = []
+        path: str | None = f"/v2/{repo}/tags/list?n={tagslist.PAGE}"
+        what = f"the tags of {names.display_name(registry, repo)}"
+        pages = 0
+        while path is not None:
+            pages += 1
+            if pages > tagslist.MAX_PAGES:  # empty pages that always point on
+                raise RegistryDataError(f"{what}: the registry sent more than {tagslist.MAX_PAGES} pages")
+            resp = await self._transport.call(registry, "GET", path, creds=creds,
+                                              scopes=[auth.scope(repo, ["pull"])], what=what)
+            try:
+                if resp.status_code == 404:
+                    raise NotFound(f"repository {names.display_name(registry, repo)} not found: "
+                                   f"{await error_text(resp)}")
+                if resp.status_code != 200:
+                    await fail(resp, registry, what, creds)
+                data = await read_capped(resp, self._opts.max_manifest_bytes, what)
+            except httpx.TransportError as exc:
+                raise Unavailable(f"the connection to registry {registry} broke while reading {what} "
+                                  f"({describe(exc)}); try again") from exc
+            finally:
+                await resp.aclose()
+            tags += tagslist.parse_page(data, what)
+            if len(tags) > tagslist.MAX_TAGS:
+                raise InvalidArgument(f"{names.display_name(registry, repo)} has more than {tagslist.MAX_TAGS} "
+                                      "tags, more than berth pulls at once: pull the tags you need by name")
+            path = tagslist.next_page(resp.headers.get("link", ""), repo)
+        return list(dict.fromkeys(tags))
 
     async def put_manifest(self, registry: str, repo: str, reference: str, media_type: str, data: bytes,
                            creds: Credentials | None = None) -> str:

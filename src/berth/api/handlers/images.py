@@ -15,6 +15,7 @@ from berth.api.routing import Router
 from berth.api.views import images as views
 from berth.api.wiring import Daemon
 from berth.errors import BerthError, InvalidArgument
+from berth.services import pullall
 from berth.wire.registryauth import Credentials, decode_x_registry_auth
 
 TAR = "application/x-tar"
@@ -134,6 +135,10 @@ def register(router: Router, d: Daemon) -> None:
             if tag:
                 image = f"{image}@{tag}" if tag.startswith("sha256:") else f"{image}:{tag}"
             creds = credentials(req)
+            if not tag and pullall.names_repository(image):  # no tag anywhere: every tag, as Docker
+                return await progress_stream(
+                    lambda emit: pullall.pull_all_tags(d.distribution, image, req.q("platform"), creds, emit),
+                    detach=d.distribution.detach)
             return await progress_stream(lambda emit: d.distribution.pull(image, req.q("platform"), creds, emit),
                                          detach=d.distribution.detach)  # as Docker's: the pull outlives its client
         if src != "-":
