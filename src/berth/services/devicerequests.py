@@ -7,10 +7,10 @@ Docker's words, so that scripts that check for GPUs behave alike.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
 from berth.errors import InvalidArgument
+from berth.wire.containerspec import HostConfig
 
 
 def _go_list(value: Any) -> str:
@@ -20,9 +20,9 @@ def _go_list(value: Any) -> str:
     return str(value)
 
 
-def refuse_device_requests(extra: Mapping[str, Any]) -> None:
-    """Raise InvalidArgument for the first device request of a container's HostConfig extras."""
-    for request in extra.get("DeviceRequests") or []:
+def refuse_device_requests(host: HostConfig) -> None:
+    """Raise InvalidArgument for the first device request of a container's HostConfig."""
+    for request in host.extra.get("DeviceRequests") or []:
         if not isinstance(request, dict):
             continue
         driver = request.get("Driver") or ""

@@ -91,7 +91,7 @@ class Lifecycle:
 
     async def _start_locked(self, c: Container) -> None:
         await self._released(c)
-        refuse_device_requests(c.host.extra)  # --gpus: no device driver here, as Docker without one
+        refuse_device_requests(c.host)  # --gpus: no device driver here, as Docker without one
         task = self.containers.task_of(c)
         attached = None
         image_platform = platforms.of_config(self.containers.images.config(c.record.image).doc)

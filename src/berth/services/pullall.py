@@ -8,13 +8,15 @@ repository: "Downloaded newer image" when any tag brought something new.
 
 from __future__ import annotations
 
-from typing import Any
-
 from berth.errors import InvalidArgument
 from berth.oci import reference
 from berth.services.distribution import Distribution, Emit
+from berth.wire.containerspec import JSON
 from berth.wire.registryauth import Credentials
 from berth.wire.registrynames import registry_and_repo
+
+
+Progress = dict[str, JSON]  # one progress message, as Emit takes it
 
 
 def names_repository(name: str) -> bool:
@@ -40,7 +42,7 @@ async def pull_all_tags(dist: Distribution, name: str, platform: str, creds: Cre
     registry, repo = registry_and_repo(ref.name)
     tags = await dist.client().list_tags(registry, repo, dist.credentials(registry, creds))
 
-    def quiet(msg: dict[str, Any]) -> None:
+    def quiet(msg: Progress) -> None:
         if not str(msg.get("status", "")).startswith("Status: "):
             emit(msg)
     fresh = False

@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 
 from berth.errors import InvalidArgument
-from berth.services.devicerequests import refuse_device_requests
+from berth.services.devicerequests import refuse_device_requests as _refuse
+from berth.wire.containerspec import HostConfig
+
+
+def refuse_device_requests(doc: dict) -> None:
+    _refuse(HostConfig.from_doc(doc))
 
 
 def test_no_requests_start() -> None:
