@@ -209,7 +209,13 @@ def df_rows(doc: Mapping[str, Any]) -> list[dict[str, Any]]:
 def cmd_system_df(ctx: Ctx, argv: list[str]) -> int:
     p = Parser("system df", "[OPTIONS]", "Show berth disk usage", max_args=0)
     p.add_argument("--format", default=None)
+    p.add_argument("-v", "--verbose", action="store_true")
     ns = p.parse(argv)
+    if ns.verbose:
+        from berth.cli.diskusage import verbose
+
+        ctx.out.write(verbose(ctx.client.get("/system/df") or {}, ns.format or "", time.time()))
+        return 0
     fmt = ns.format or DF_DEFAULT
     if fmt == "table":
         fmt = DF_DEFAULT

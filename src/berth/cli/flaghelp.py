@@ -124,6 +124,7 @@ BY_COMMAND: dict[tuple[str, str], str] = {
     ("network disconnect", "--force"): "Disconnect the container forcibly",
     ("network inspect", "--format"): _INSPECT_FORMAT,
     ("network inspect", "--verbose"): "Ask the daemon for more detail",
+    ("system df", "--verbose"): "List the space of each image, container, volume and cache record",
     ("network ls", "--quiet"): "Print network IDs only",
     ("network ls", "--filter"): "Show only matching networks, e.g. driver=bridge",
     ("network rm", "--force"): "A network that does not exist is no failure",
