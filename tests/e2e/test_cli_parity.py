@@ -160,6 +160,18 @@ def test_run_failures(berthd, image, names):
     both(berthd, "run", "--rm", *RUN_NET, "-p", "99999:1", image, "true", check_code=125)
     both(berthd, "create", *RUN_NET, "-p", "99999:1", image, "true", check_code=125)
     both(berthd, "run", "--rm", *RUN_NET, "--bogus", image, "true", check_code=125)
+    both(berthd, "run", "--rm", *RUN_NET, "--gpus", "all", image, "true", check_code=125)
+    both(berthd, "run", "--rm", *RUN_NET, "--gpus", "bogus=1", image, "true", check_code=125)
+    for flag, value in (("--cpu-count", "2"), ("--cpu-percent", "50"), ("--io-maxbandwidth", "1m"),
+                        ("--io-maxiops", "9")):
+        both(berthd, "create", *RUN_NET, flag, value, image, "true", check_code=1)
+
+
+def test_flags_newer_than_the_api(berthd, image):
+    # berthd serves API 1.47: both CLIs refuse what needs a later one, before any request
+    both(berthd, "save", "--platform", "linux/amd64", "-o", "/dev/null", image, check_code=1)
+    both(berthd, "load", "--platform", "linux/amd64", "-i", "/dev/null", check_code=1)
+    both(berthd, "rmi", "--platform", "linux/amd64", image, check_code=1)
 
 
 def _no_suggestion(text):

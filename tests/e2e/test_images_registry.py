@@ -100,6 +100,21 @@ def test_pull_all_tags(berthd, image, registry):
     docker(berthd, "rmi", f"{repo}:1", f"{repo}:2", f"{repo}:three")
 
 
+@pytest.mark.usefixtures("each_cli")
+def test_push_one_platform_of_a_multi_platform_image(berthd, bootbox, registry):
+    name = f"{registry.address}/oneplat/{unique_name('bootbox')}:1"
+    docker(berthd, "tag", bootbox, name)
+    out = docker(berthd, "push", "--platform", "linux/arm64", name, timeout=120).stdout
+    digest = re.search(r"digest: (sha256:[0-9a-f]{64})", out).group(1)
+    raw = json.loads(skopeo("inspect", "--raw", "--tls-verify=false", f"docker://{name}"))
+    assert "manifests" not in raw and "layers" in raw  # one image's manifest, not the index
+    seen = json.loads(skopeo("inspect", "--tls-verify=false", f"docker://{name}"))
+    assert (seen["Digest"], seen["Architecture"]) == (digest, "arm64")
+    cp = docker(berthd, "push", "--platform", "linux/s390x", name, check=False, timeout=120)
+    assert cp.returncode == 1 and "linux/s390x" in cp.stderr, cp.stderr
+    docker(berthd, "rmi", name)
+
+
 def test_pull_what_skopeo_seeded_for_each_platform(berthd, bootbox, registry, tmp_path):
     layout = tmp_path / "layout"
     asyncio.run(bootstrap.build_busybox(layout, name="docker.io/library/seeded:latest"))

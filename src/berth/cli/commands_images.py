@@ -11,7 +11,7 @@ import sys
 import time
 from typing import IO, Any
 
-from berth.cli.common import Ctx, StatusError, for_each
+from berth.cli.common import Ctx, StatusError, for_each, platform_json, require_api
 from berth.cli.parser import Parser, filter_flag
 from berth.cli.tables import (
     IMAGES_DEFAULT,
@@ -73,12 +73,17 @@ def cmd_rmi(ctx: Ctx, argv: list[str]) -> int:
     p = Parser("rmi", "[OPTIONS] IMAGE [IMAGE...]", "Remove one or more images", min_args=1)
     p.add_argument("-f", "--force", action="store_true")
     p.add_argument("--no-prune", action="store_true")
+    p.add_argument("--platform", action="append", default=[])
     p.add_argument("args", nargs="*")
     ns = p.parse(argv)
     client = ctx.client
+    query: dict[str, Any] = {"force": ns.force, "noprune": ns.no_prune}
+    if ns.platform:  # API 1.50: remove only these platforms of a multi-platform image
+        require_api(ctx, "--platform", "1.50")
+        query["platforms"] = [platform_json(p) for t in ns.platform for p in t.split(",") if p]
 
     def act(name: str) -> str | None:
-        items = client.delete(f"/images/{name}", {"force": ns.force, "noprune": ns.no_prune})
+        items = client.delete(f"/images/{name}", query)
         lines = []
         for item in items or []:
             if item.get("Untagged"):

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from berth.cli.common import Ctx, StatusError
+from berth.cli.common import Ctx, StatusError, platform_json, require_api
 from berth.cli.parser import Parser, filter_flag
 from berth.cli.tables import split_repo_tag
 from berth.client.errors import APIError
@@ -143,13 +143,17 @@ def pull(ctx: Ctx, name: str, platform: str | None, *, quiet: bool = False, all_
 def cmd_push(ctx: Ctx, argv: list[str]) -> int:
     p = Parser("push", "[OPTIONS] NAME[:TAG]", "Upload an image to a registry", min_args=1, max_args=1)
     p.add_argument("-a", "--all-tags", action="store_true")
+    p.add_argument("--platform", default=None)
     p.add_argument("-q", "--quiet", action="store_true")
     p.add_argument("args", nargs="*")
     ns = p.parse(argv)
     ref = reference.parse(ns.args[0], default_tag=None if ns.all_tags else "latest")
     registry, _ = registry_and_repo(ref.name)
-    with ctx.client.stream("POST", f"/images/{ref.name}/push", {"tag": ref.tag or None}, None,
-                           registry_auth_header(registry)) as sr:
+    query = {"tag": ref.tag or None}
+    if ns.platform:  # one platform of a multi-platform image (API 1.46)
+        require_api(ctx, "--platform", "1.46")
+        query["platform"] = platform_json(ns.platform)
+    with ctx.client.stream("POST", f"/images/{ref.name}/push", query, None, registry_auth_header(registry)) as sr:
         messages = sr.json_lines()
         if ns.quiet:
             for msg in messages:
@@ -207,11 +211,16 @@ def cmd_logout(ctx: Ctx, argv: list[str]) -> int:
 def cmd_save(ctx: Ctx, argv: list[str]) -> int:
     p = Parser("save", "[OPTIONS] IMAGE [IMAGE...]", "Save one or more images to a tar archive", min_args=1)
     p.add_argument("-o", "--output", default=None)
+    p.add_argument("--platform", default=None)
     p.add_argument("args", nargs="*")
     ns = p.parse(argv)
+    query: dict[str, Any] = {"names": ns.args}
+    if ns.platform:  # API 1.48: save only this platform of multi-platform images
+        require_api(ctx, "--platform", "1.48")
+        query["platform"] = platform_json(ns.platform)
     if ns.output is None and sys.stdout.isatty():
         raise StatusError(1, "cowardly refusing to save to a terminal. Use the -o flag or redirect")
-    with ctx.client.stream("GET", "/images/get", {"names": ns.args}) as sr:
+    with ctx.client.stream("GET", "/images/get", query) as sr:
         if ns.output is None:
             for chunk in sr.chunks():
                 sys.stdout.buffer.write(chunk)
@@ -237,7 +246,12 @@ def cmd_load(ctx: Ctx, argv: list[str]) -> int:
     p = Parser("load", "[OPTIONS]", "Load an image from a tar archive or STDIN", max_args=0)
     p.add_argument("-i", "--input", default=None)
     p.add_argument("-q", "--quiet", action="store_true")
+    p.add_argument("--platform", default=None)
     ns = p.parse(argv)
+    query: dict[str, Any] = {"quiet": "1" if ns.quiet else None}
+    if ns.platform:  # API 1.48: load only this platform of a multi-platform archive
+        require_api(ctx, "--platform", "1.48")
+        query["platform"] = platform_json(ns.platform)
     if ns.input is None and sys.stdin.isatty():
         raise StatusError(1, "requested load from stdin, but stdin is empty")
     source = open(ns.input, "rb") if ns.input else sys.stdin.buffer
@@ -245,7 +259,7 @@ def cmd_load(ctx: Ctx, argv: list[str]) -> int:
         headers = {"Content-Type": "application/x-tar"}
         if ns.input:
             headers["Content-Length"] = str(os.fstat(source.fileno()).st_size)
-        with ctx.client.stream("POST", "/images/load", {"quiet": "1" if ns.quiet else None}, source, headers) as sr:
+        with ctx.client.stream("POST", "/images/load", query, source, headers) as sr:
             for msg in sr.json_lines():
                 _check(msg)
                 if isinstance(msg, dict) and msg.get("stream"):

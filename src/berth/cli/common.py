@@ -89,3 +89,29 @@ def finish_inspect(ctx: Ctx, fmt: str | None, templated: bool, found: list[Any],
         ctx.error(line)
     return 1 if errors else 0
 
+
+def _version(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split("."))
+    except ValueError:
+        return (0,)
+
+
+def require_api(ctx: Ctx, flag: str, version: str) -> None:
+    """docker's refusal (exit 1, said as is) of a flag the daemon's API version is too old for."""
+    from berth.cli.parser import UsageError
+
+    have = ctx.client.api_version
+    if _version(have) < _version(version):
+        raise UsageError(f'"{flag}" requires API version {version}, but the Docker daemon API version is {have}',
+                         code=1, complete=True, bare=True)
+
+
+def platform_json(text: str) -> str:
+    """`--platform os/arch[/variant]` as the API's JSON-encoded OCI platform."""
+    import json
+
+    from berth.oci import platform as platforms
+
+    return json.dumps(platforms.to_dict(platforms.parse(text)), separators=(",", ":"))
+

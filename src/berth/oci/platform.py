@@ -15,6 +15,7 @@ only I/O is `host()`, which reads the running kernel's machine name.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
@@ -170,6 +171,26 @@ def of_dict(platform: dict[str, Any]) -> Platform:
     """The platform described by an OCI "platform" object ({"os", "architecture", "variant"})."""
     return normalize(Platform(str(platform.get("os") or ""), str(platform.get("architecture") or ""),
                               str(platform.get("variant") or "")))
+
+
+def from_query(text: str) -> str:
+    """A JSON-encoded OCI platform object from an API query (push's `platform`, API 1.46) as
+    "os/arch[/variant]" text, checked; "" for none.
+
+    Raises:
+        InvalidArgument: not a JSON object naming a known os and architecture.
+    """
+    if not text:
+        return ""
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError):
+        doc = None
+    if not isinstance(doc, dict) or not all(isinstance(doc.get(k, ""), str) for k in ("os", "architecture",
+                                                                                       "variant")):
+        raise InvalidArgument(f"invalid platform {text[:200]!r}: expected a JSON object such as "
+                              '{"os":"linux","architecture":"arm64"}')
+    return str(parse(str(of_dict(doc))))
 
 
 def to_dict(p: Platform) -> dict[str, str]:

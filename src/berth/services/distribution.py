@@ -341,8 +341,9 @@ class Distribution:
         return tmp
 
     # push ----------------------------------------------------------------------------
-    async def push(self, name: str, tag: str, creds: Credentials | None, emit: Emit) -> list[str]:
-        """Push the local tag(s) of *name* to its registry; return the manifest digests pushed."""
+    async def push(self, name: str, tag: str, creds: Credentials | None, emit: Emit,
+                   platform: str = "") -> list[str]:
+        """Push the local tag(s) of *name* (only *platform*'s image of a multi-platform one, if given)."""
         base = reference.parse(name, default_tag=None)
         registry, repo = registry_and_repo(base.name)
         creds = self.credentials(registry, creds)
@@ -355,7 +356,7 @@ class Distribution:
             target = self._images.target(str(ref))
             if target is None:
                 raise NotFound(f"An image does not exist locally with the tag: {ref}")
-            targets[ref] = target
+            targets[ref] = self._images.resolve(str(ref), platform) if platform else target
         emit({"status": f"The push refers to repository [{_full_name(registry, repo)}]"})
         pushed = []
         for ref, target in targets.items():

@@ -15,6 +15,7 @@ from berth.api.routing import Router
 from berth.api.views import images as views
 from berth.api.wiring import Daemon
 from berth.errors import BerthError, InvalidArgument
+from berth.oci import platform as platforms
 from berth.services import pullall
 from berth.wire.registryauth import Credentials, decode_x_registry_auth
 
@@ -155,7 +156,9 @@ def register(router: Router, d: Daemon) -> None:
 
     async def push(req: Request) -> Stream:
         creds = credentials(req)
-        return await progress_stream(lambda emit: d.distribution.push(req.params["image"], req.q("tag"), creds, emit))
+        platform = platforms.from_query(req.q("platform"))  # API 1.46: one platform of a multi-platform image
+        return await progress_stream(lambda emit: d.distribution.push(req.params["image"], req.q("tag"), creds, emit,
+                                                                      platform))
 
     async def login(req: Request) -> Reply:
         body = await req.json()
