@@ -307,3 +307,44 @@ def test_a_context_nested_thousands_deep_fails_clearly_and_leaves_nothing(berthd
     assert os.listdir(os.path.join(berthd.root, "build")) == []
     image, _ = client.images.build(fileobj=io.BytesIO(b"FROM busybox:latest\nRUN true\n"))
     assert image.id
+
+
+def _run_in(d, tag: str, *cmd: str) -> str:
+    return docker(d, "run", "--rm", "--entrypoint", cmd[0], tag, *cmd[1:]).stdout
+
+
+@pytest.mark.usefixtures("each_cli")
+def test_dockerfile_outside_the_context_from_stdin_and_iidfile(berthd, tmp_path, monkeypatch):
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "in.txt").write_text("context file\n")
+    (tmp_path / "Dockerfile.out").write_text("FROM busybox:latest\nCOPY in.txt /\nRUN echo outside > /where\n")
+    monkeypatch.chdir(tmp_path)  # -f is relative to where the CLI runs, not to the context
+    tag = unique_name("outside") + ":1"
+    classic_build(berthd, "-q", "-t", tag, "--iidfile", str(tmp_path / "iid"), "-f", "Dockerfile.out", "ctx")
+    assert _run_in(berthd, tag, "cat", "/where", "/in.txt") == "outside\ncontext file\n"
+    image_id = docker(berthd, "image", "inspect", "-f", "{{.Id}}", tag).stdout.strip()
+    assert (tmp_path / "iid").read_text().strip() == image_id
+    assert ".dockerfile." not in _run_in(berthd, tag, "ls", "-a", "/")
+    env = dict(berthd.env, DOCKER_BUILDKIT="0")
+    cp = subprocess.run([active_cli(), "build", "-q", "-t", tag, "-f", "-", "ctx"], env=env, text=True,
+                        input="FROM busybox:latest\nRUN echo stdin > /where\n", capture_output=True, timeout=300)
+    assert cp.returncode == 0, cp.stderr
+    assert _run_in(berthd, tag, "cat", "/where") == "stdin\n"
+    squash = classic_build(berthd, "--squash", "ctx", check=False)
+    assert squash.returncode == 1 and "experimental" in squash.stderr
+    docker(berthd, "rmi", tag)
+
+
+@pytest.mark.usefixtures("each_cli")
+def test_run_steps_get_the_builds_limits(berthd, tmp_path):
+    (tmp_path / "Dockerfile").write_text(
+        "FROM busybox:latest\n"
+        "RUN cat /sys/fs/cgroup/memory/memory.limit_in_bytes > /memory; "
+        "cat /sys/fs/cgroup/cpu/cpu.shares > /shares\n")
+    tag = unique_name("limits") + ":1"
+    classic_build(berthd, "-q", "--no-cache", "-t", tag, "-m", "64m", "--cpu-shares", "512", str(tmp_path))
+    assert _run_in(berthd, tag, "cat", "/memory", "/shares") == f"{64 << 20}\n512\n"
+    bad = classic_build(berthd, "--ulimit", "bogus", str(tmp_path), check=False)
+    assert bad.returncode == 125 and 'invalid argument "bogus" for "--ulimit" flag' in bad.stderr
+    docker(berthd, "rmi", tag)

@@ -97,7 +97,11 @@ BY_COMMAND: dict[tuple[str, str], str] = {
     ("login", "--password-stdin"): "Read the password from standard input",
     # build
     ("build", "--tag"): "Name the image NAME[:TAG] (repeatable)",
-    ("build", "--file"): "Dockerfile to use, relative to the context (default Dockerfile)",
+    ("build", "--file"): "Dockerfile path from here, or - for stdin (default PATH/Dockerfile)",
+    ("build", "--cache-from"): "Take cached steps only from these images' histories",
+    ("build", "--compress"): "Accepted; the context is sent uncompressed to a local daemon",
+    ("build", "--iidfile"): "Write the new image's ID to this file",
+    ("build", "--squash"): "Refused: needs a daemon with experimental features",
     ("build", "--build-arg"): "Set a build argument: KEY=VALUE, or KEY from this shell",
     ("build", "--target"): "Build up to this stage of a multi-stage Dockerfile",
     ("build", "--no-cache"): "Run every step afresh, reusing nothing from the cache",

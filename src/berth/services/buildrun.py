@@ -34,7 +34,7 @@ from berth.services.containerconfig import CreateRequest
 from berth.services.containers import Containers
 from berth.services.imageio import ImageIO
 from berth.services.lifecycle import Lifecycle
-from berth.wire.containerspec import ContainerConfig, HostConfig
+from berth.wire.containerspec import ContainerConfig, replace
 from berth.wire.k8slog import Parser
 
 
@@ -59,8 +59,8 @@ class RunSteps:
         request = CreateRequest(
             ContainerConfig(image=state.image, cmd=argv, entrypoint=[""], env=[*(state.config.env or ()), *run_env],
                             user=state.config.user, working_dir=state.config.working_dir),
-            HostConfig(network_mode=opts.networkmode or "default", extra_hosts=list(opts.extrahosts or ()) or None,
-                       isolation=opts.isolation or ""))
+            replace(opts.step_limits, network_mode=opts.networkmode or "default",
+                    extra_hosts=list(opts.extrahosts or ()) or None, isolation=opts.isolation or ""))
         cid, _ = self._containers.create("", request, opts.platform, build_step=opts.rm)
         say(opts, emit, f" ---> Running in {cid[:12]}")
         failed = True

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 from berth.errors import BerthError
 from berth.oci.imageconfig import HistoryEntry, RuntimeConfig
 from berth.oci.platform import Platform
+from berth.wire.containerspec import HostConfig
 
 Emit = Callable[[dict[str, Any]], None]
 DEFAULT_SHELL = ["/bin/sh", "-c"]
@@ -36,6 +37,8 @@ class BuildOptions:
     extrahosts: list[str] = field(default_factory=list)
     isolation: str = ""
     cache_from: list[str] = field(default_factory=list)  # images whose chains alone may serve as cache
+    # the RUN steps' limits (memory, cpu*, cpuset*, shmsize, ulimits, cgroupparent), as their HostConfig
+    step_limits: HostConfig = field(default_factory=HostConfig)
     # (history, diff_ids) of each cache_from image found; None = the whole local cache (set by Builder.build)
     cache_sources: list[CacheSource] | None = None
 

@@ -266,3 +266,17 @@ def test_link_local_ips_go_to_the_endpoint() -> None:
     add_create_flags(p, run=True)
     req = build_create(p.parse(["--network", "net1", "--link-local-ip", "169.254.1.1", "busybox"]), environ={})
     assert req.body["NetworkingConfig"]["EndpointsConfig"]["net1"]["IPAMConfig"] == {"LinkLocalIPs": ["169.254.1.1"]}
+
+
+def test_dockerfile_is_found_from_the_current_directory(tmp_path) -> None:
+    from pathlib import Path
+
+    from berth.cli.commands_build import dockerfile_in_context
+
+    ctx = tmp_path / "ctx"
+    (ctx / "sub").mkdir(parents=True)
+    assert dockerfile_in_context(ctx, None, tmp_path) == ("Dockerfile", None)
+    assert dockerfile_in_context(ctx, "ctx/sub/Dockerfile.dev", tmp_path) == ("sub/Dockerfile.dev", None)
+    assert dockerfile_in_context(ctx, str(ctx / "D"), Path("/")) == ("D", None)
+    name, outside = dockerfile_in_context(ctx, "Dockerfile.out", tmp_path)
+    assert re.fullmatch(r"\.dockerfile\.[0-9a-f]{20}", name) and outside == tmp_path / "Dockerfile.out"

@@ -11,7 +11,9 @@ from berth.api.request import Request, parse_json
 from berth.api.routing import Router
 from berth.api.wiring import Daemon
 from berth.errors import InvalidArgument
+from berth.services import createtypes
 from berth.services.buildtypes import BuildError, BuildOptions
+from berth.wire.containerspec import HostConfig
 
 
 def _json_param(req: Request, name: str, default: Any) -> Any:
@@ -38,8 +40,38 @@ def _json_list(req: Request, name: str) -> list[str]:
     return value
 
 
+_LIMITS = (("memory", "Memory"), ("memswap", "MemorySwap"), ("cpushares", "CpuShares"), ("cpuquota", "CpuQuota"),
+           ("cpuperiod", "CpuPeriod"), ("shmsize", "ShmSize"))
+
+
+def step_limits(req: Request) -> HostConfig:
+    """The RUN steps' resource limits from the build's query, as the HostConfig `docker run` would send."""
+    doc: dict[str, Any] = {}
+    for param, key in _LIMITS:
+        value = req.qint(param)
+        if value:
+            if value < -1 or (value < 0 and param != "memswap"):
+                raise InvalidArgument(f"build: {param} must not be negative: {value}")
+            doc[key] = value
+    for param, key in (("cpusetcpus", "CpusetCpus"), ("cpusetmems", "CpusetMems"), ("cgroupparent", "CgroupParent")):
+        if req.q(param):
+            doc[key] = req.q(param)
+    ulimits = req.q("ulimits")
+    if ulimits:
+        value = parse_json(ulimits, "build: the ulimits parameter", req.limits.max_json_depth)
+        if value is not None:
+            doc["Ulimits"] = value
+    try:
+        createtypes.check(doc, createtypes.HOST_CONFIG, "")
+    except InvalidArgument as exc:
+        raise InvalidArgument(f"build: {exc}") from None
+    return HostConfig.from_doc(doc)
+
+
 def options(req: Request) -> BuildOptions:
     """The classic builder's query parameters as BuildOptions."""
+    if req.qbool("squash"):
+        raise InvalidArgument("squash is only supported with experimental mode")
     args = _json_param(req, "buildargs", {}) or {}
     labels = _json_param(req, "labels", {}) or {}
     hosts = " ".join(req.qall("extrahosts"))  # the key may be repeated (docker-py sends one per host)
@@ -53,7 +85,7 @@ def options(req: Request) -> BuildOptions:
         networkmode=req.q("networkmode") if req.q("networkmode") not in ("", "default") else "",
         extrahosts=[h for h in hosts.replace(",", " ").split() if h] if hosts else [],
         isolation=req.q("isolation") if req.q("isolation") not in ("", "default") else "",
-        cache_from=_json_list(req, "cachefrom"))
+        cache_from=_json_list(req, "cachefrom"), step_limits=step_limits(req))
 
 
 def register(router: Router, d: Daemon) -> None:
