@@ -110,6 +110,7 @@ def _container_inspect(ctx: Ctx, argv: list[str]) -> int:
 def _table() -> groups.Table:
     from berth.cli import (
         commands_containers,
+        commands_logs,
         commands_network,
         commands_registry,
         commands_stats,
@@ -126,7 +127,7 @@ def _table() -> groups.Table:
         "export": (commands_registry.cmd_export, "Export a container's filesystem as a tar archive"),
         "inspect": (_container_inspect, "Display detailed information on one or more containers"),
         "kill": (c.cmd_kill, "Kill one or more running containers"),
-        "logs": (c.cmd_logs, "Fetch the logs of a container"),
+        "logs": (commands_logs.cmd_logs, "Fetch the logs of a container"),
         "ls": (c.cmd_ps, "List containers"), "list": (c.cmd_ps, "List containers"),
         "ps": (c.cmd_ps, "List containers"),
         "pause": (c.cmd_pause, "Pause all processes within one or more containers"),

@@ -37,9 +37,8 @@ from berth.cli.session import (
     settle_exit,
     start_error_code,
 )
-from berth.cli.streams import OutputSink
 from berth.cli.tables import PS_DEFAULT, PS_HEADERS, PS_QUIET, normalize_ref, ps_row, render_listing, status_text
-from berth.cli.units import parse_api_time, parse_timestamp
+from berth.cli.units import parse_api_time
 from berth.client.engine import Client
 from berth.client.errors import APIError, NotFoundError
 from berth.errors import InvalidArgument
@@ -116,9 +115,9 @@ def cmd_run(ctx: Ctx, argv: list[str]) -> int:
     try:
         _start(client, cid)
         ctx.flush()
-        run_stream(client, h, tty_mode=ns.tty, stdin=req.attach_stdin,
-                   resize_path=f"/containers/{cid}/resize",
-                   sig_proxy_id=cid if ns.sig_proxy else None)
+        if run_stream(client, h, tty_mode=ns.tty, stdin=req.attach_stdin, resize_path=f"/containers/{cid}/resize",
+                      sig_proxy_id=cid if ns.sig_proxy else None, detach_keys=ns.detach_keys):
+            return 0  # detached: the container runs on
     finally:
         h.close()
     code = settle_exit(waiter, lambda: _is_running(client, cid))
@@ -166,9 +165,11 @@ def cmd_start(ctx: Ctx, argv: list[str]) -> int:
     auto_remove = bool((info.get("HostConfig") or {}).get("AutoRemove"))
     waiter = Waiter(client, cid, "removed" if auto_remove else "next-exit").start()
     try:
-        _start(client, cid)
-        run_stream(client, h, tty_mode=is_tty, stdin=stdin,
-                   resize_path=f"/containers/{cid}/resize", sig_proxy_id=None if is_tty else cid)
+        if not (info.get("State") or {}).get("Running"):  # start -a of a running one only attaches
+            _start(client, cid)
+        if run_stream(client, h, tty_mode=is_tty, stdin=stdin, resize_path=f"/containers/{cid}/resize",
+                      sig_proxy_id=None if is_tty else cid, detach_keys=ns.detach_keys):
+            return 0
     finally:
         h.close()
     code = settle_exit(waiter, lambda: _is_running(client, cid))
@@ -201,9 +202,9 @@ def cmd_attach(ctx: Ctx, argv: list[str]) -> int:
     h = client.hijack("POST", f"/containers/{cid}/attach",
                       attach_query(stdin, True, True, ns.detach_keys))
     try:
-        run_stream(client, h, tty_mode=is_tty, stdin=stdin,
-                   resize_path=f"/containers/{cid}/resize",
-                   sig_proxy_id=cid if sig_proxy else None)
+        if run_stream(client, h, tty_mode=is_tty, stdin=stdin, resize_path=f"/containers/{cid}/resize",
+                      sig_proxy_id=cid if sig_proxy else None, detach_keys=ns.detach_keys):
+            raise StatusError(1, "read escape sequence")  # docker's CLI says so, and exits 1
     finally:
         h.close()
     code = settle_exit(waiter, lambda: _is_running(client, cid))
@@ -259,8 +260,9 @@ def cmd_exec(ctx: Ctx, argv: list[str]) -> int:
     h = client.hijack("POST", f"/exec/{exec_id}/start", None, start_body)
     try:
         ctx.flush()
-        run_stream(client, h, tty_mode=ns.tty, stdin=ns.interactive,
-                   resize_path=f"/exec/{exec_id}/resize", sig_proxy_id=None)
+        if run_stream(client, h, tty_mode=ns.tty, stdin=ns.interactive, resize_path=f"/exec/{exec_id}/resize",
+                      sig_proxy_id=None, detach_keys=ns.detach_keys):
+            raise StatusError(1, "read escape sequence")
     finally:
         h.close()
     for _ in range(50):
@@ -270,40 +272,6 @@ def cmd_exec(ctx: Ctx, argv: list[str]) -> int:
         time.sleep(0.1)
     code = info.get("ExitCode")
     return int(code) if code is not None else 0
-
-
-# --------------------------------------------------------------------------- logs
-
-
-def cmd_logs(ctx: Ctx, argv: list[str]) -> int:
-    p = Parser("logs", "[OPTIONS] CONTAINER", "Fetch the logs of a container",
-               min_args=1, max_args=1)
-    p.add_argument("-f", "--follow", action="store_true")
-    p.add_argument("-n", "--tail", default="all")
-    p.add_argument("--since", default=None)
-    p.add_argument("--until", default=None)
-    p.add_argument("-t", "--timestamps", action="store_true")
-    p.add_argument("--details", action="store_true")
-    p.add_argument("args", nargs="*")
-    ns = p.parse(argv)
-    client = ctx.client
-    info = client.get(f"/containers/{ns.args[0]}/json")
-    now = time.time()
-    query = {
-        "stdout": True, "stderr": True, "follow": ns.follow, "tail": ns.tail,
-        "timestamps": ns.timestamps, "details": ns.details,
-        "since": parse_timestamp(ns.since, now) if ns.since else None,
-        "until": parse_timestamp(ns.until, now) if ns.until else None,
-    }
-    multiplexed = not (info.get("Config") or {}).get("Tty")
-    ctx.flush()
-    with client.stream("GET", f"/containers/{info['Id']}/logs", query) as sr:
-        if "multiplexed" in sr.headers.get("content-type", ""):
-            multiplexed = True
-        sink = OutputSink(multiplexed)
-        for chunk in sr.chunks():
-            sink.feed(chunk)
-    return 0
 
 
 # --------------------------------------------------------------------------- ps
@@ -488,7 +456,7 @@ def cmd_rename(ctx: Ctx, argv: list[str]) -> int:
 
 COMMANDS = {
     "create": cmd_create, "run": cmd_run, "start": cmd_start, "attach": cmd_attach,
-    "exec": cmd_exec, "logs": cmd_logs, "ps": cmd_ps, "stop": cmd_stop,
+    "exec": cmd_exec, "ps": cmd_ps, "stop": cmd_stop,
     "restart": cmd_restart, "kill": cmd_kill, "pause": cmd_pause, "unpause": cmd_unpause,
     "rm": cmd_rm, "wait": cmd_wait, "top": cmd_top, "rename": cmd_rename,
 }

@@ -92,7 +92,7 @@ def cmd_rmi(ctx: Ctx, argv: list[str]) -> int:
                 lines.append(f"Deleted: {item['Deleted']}")
         return "\n".join(lines) if lines else None
 
-    return for_each(ctx, ns.args, act)
+    return for_each(ctx, ns.args, act, missing_ok=ns.force)
 
 
 def cmd_import(ctx: Ctx, argv: list[str]) -> int:

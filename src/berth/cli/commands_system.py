@@ -18,6 +18,7 @@ from berth.cli.gotemplate import Template, tabwrite
 from berth.cli.parser import Parser, filter_flag
 from berth.cli.units import format_nano_time, parse_api_time, parse_timestamp
 from berth.client.errors import APIError, NotFoundError
+from berth.errors import InvalidArgument
 
 _ARCH = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386",
          "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}
@@ -273,11 +274,14 @@ def cmd_events(ctx: Ctx, argv: list[str]) -> int:
         if not sep:
             raise StatusError(125, f"berth: bad format of filter (expected name=value): {item}")
         filters.setdefault(key.strip().lower(), []).append(value)
-    query = {
-        "since": parse_timestamp(ns.since, now) if ns.since else None,
-        "until": parse_timestamp(ns.until, now) if ns.until else None,
-        "filters": filters or None,
-    }
+    try:
+        query = {
+            "since": parse_timestamp(ns.since, now) if ns.since else None,
+            "until": parse_timestamp(ns.until, now) if ns.until else None,
+            "filters": filters or None,
+        }
+    except InvalidArgument as exc:
+        raise StatusError(1, str(exc)) from None  # said as docker's CLI says it, without a prefix
     fmt = ns.format
     if fmt == "json":
         fmt = "{{json .}}"

@@ -64,15 +64,17 @@ def describe(exc: BaseException) -> str:
     return str(exc)
 
 
-def for_each(ctx: Ctx, names: Iterable[str], action: Callable[[str], str | None]) -> int:
-    """Run action on each name; print what it returns, report failures, exit 1 if any."""
+def for_each(ctx: Ctx, names: Iterable[str], action: Callable[[str], str | None],
+             missing_ok: bool = False) -> int:
+    """Run action on each name; print what it returns, report failures, exit 1 if any (with
+    *missing_ok*, as docker's `rmi -f`, a name that does not exist is reported but not a failure)."""
     failed = False
     for name in names:
         try:
             shown = action(name)
         except APIError as exc:
             ctx.error(describe(exc))
-            failed = True
+            failed = failed or not (missing_ok and exc.status == 404)
             continue
         if shown is not None:
             ctx.print(shown)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -792,6 +793,19 @@ def execute(src: str, data: Any) -> str:
 # --------------------------------------------------------------------------- tables
 
 
+def display_width(text: str) -> int:
+    """Terminal columns of *text*, as the docker CLI's tabwriter counts them: East Asian wide and
+    full-width characters (emoji among them) take 2, combining marks and format characters 0."""
+    if text.isascii():
+        return len(text)
+    width = 0
+    for ch in text:
+        if unicodedata.combining(ch) or unicodedata.category(ch) in ("Mn", "Me", "Cf"):
+            continue
+        width += 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+    return width
+
+
 def tabwrite(text: str, minwidth: int = 10, padding: int = 3) -> str:
     """Align tab-separated cells like Go's text/tabwriter (padchar ' ', no flags).
 
@@ -812,7 +826,7 @@ def tabwrite(text: str, minwidth: int = 10, padding: int = 3) -> str:
             parts = []
             for j, cell in enumerate(cells):
                 if j < len(widths) and j < len(cells) - 1:
-                    parts.append(cell + " " * max(0, widths[j] - len(cell)))
+                    parts.append(cell + " " * max(0, widths[j] - display_width(cell)))
                 else:
                     parts.append(cell)
             out.append("".join(parts))
@@ -828,7 +842,7 @@ def tabwrite(text: str, minwidth: int = 10, padding: int = 3) -> str:
             line0 = this
             width = minwidth
             while this < line1 and column < len(lines[this]) - 1:
-                width = max(width, len(lines[this][column]) + padding)
+                width = max(width, display_width(lines[this][column]) + padding)
                 this += 1
             widths.append(width)
             fmt(line0, this)

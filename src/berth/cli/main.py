@@ -22,9 +22,12 @@ from berth.cli import (
     commands_containers,
     commands_imagegroup,
     commands_images,
+    commands_logs,
     commands_network,
     commands_registry,
+    commands_search,
     commands_stats,
+    commands_swarm,
     commands_sysgroup,
     commands_system,
     commands_volumes,
@@ -47,12 +50,15 @@ COMMANDS: dict[str, Command] = {
     **commands_network.COMMANDS,
     **commands_volumes.COMMANDS,
     **commands_build.COMMANDS,
+    **commands_logs.COMMANDS,
+    **commands_swarm.COMMANDS,
     # the groups (docker's management commands) and the verbs added for issue 15
     **commands_container.COMMANDS,
     **commands_imagegroup.COMMANDS,
     **commands_stats.COMMANDS,
     **commands_sysgroup.COMMANDS,
     **commands_builder.COMMANDS,
+    **commands_search.COMMANDS,
 }
 
 _SUMMARY = [
@@ -61,6 +67,7 @@ _SUMMARY = [
     ("ps", "List containers"),
     ("pull", "Download an image from a registry"),
     ("push", "Upload an image to a registry"),
+    ("search", "Search Docker Hub (or HOST:PORT/TERM: a registry of your own) for images"),
     ("build", "Build an image from a Dockerfile"),
     ("images", "List images"),
     ("login", "Log in to a registry"),

@@ -115,16 +115,16 @@ def parse_publish(spec: str) -> list[tuple[str, str, str]]:
             a, b = int(lo), int(hi or lo)
         except ValueError:
             raise InvalidArgument(f"invalid {kind}: {text}") from None
-        if not (0 < a <= b < 65536):
+        if not (0 <= a <= b < 65536):  # 0 is docker's too: any free port
             raise InvalidArgument(f"invalid {kind}: {text}")
         return list(range(a, b + 1))
     ctr_ports = span(ctr, "containerPort")
-    host_ports = span(host, "hostPort") if host else [0] * len(ctr_ports)
+    host_ports: list[int | None] = list(span(host, "hostPort")) if host else [None] * len(ctr_ports)
     if len(host_ports) != len(ctr_ports):
         if len(ctr_ports) == 1 and host:
             return [(f"{ctr_ports[0]}/{proto}", host_ip, host)]  # a host range for one port: docker picks
         raise InvalidArgument(f"invalid ranges specified for container and host ports: {spec}")
-    return [(f"{c}/{proto}", host_ip, str(h) if h else "") for c, h in zip(ctr_ports, host_ports, strict=False)]
+    return [(f"{c}/{proto}", host_ip, "" if h is None else str(h)) for c, h in zip(ctr_ports, host_ports, strict=False)]
 
 
 def _swap(text: str) -> int:
@@ -262,25 +262,17 @@ def parse_labels(items: list[str]) -> dict[str, str]:
 
 
 def split_volumes(specs: list[str]) -> tuple[list[str], dict[str, dict[str, Any]]]:
-    """Split `-v` specs into HostConfig.Binds (src:dst[:opts]) and anonymous Volumes."""
+    """Split `-v` specs into HostConfig.Binds (anything with a destination after a colon) and anonymous
+    Volumes, as docker's CLI does: the daemon checks them and words what is wrong."""
     binds: list[str] = []
     volumes: dict[str, dict[str, Any]] = {}
     for spec in specs:
         if not spec:
             raise InvalidArgument("invalid empty volume spec")
-        parts = spec.split(":")
-        if len(parts) == 1:
-            if not spec.startswith("/"):
-                raise InvalidArgument(f"invalid volume specification: '{spec}'")
-            volumes[spec] = {}
-        elif len(parts) <= 3:
-            if not parts[1].startswith("/"):
-                raise InvalidArgument(
-                    f"invalid volume specification: '{spec}': invalid mount config: "
-                    "destination must be an absolute path")
+        if spec.partition(":")[2]:
             binds.append(spec)
         else:
-            raise InvalidArgument(f"invalid volume specification: '{spec}'")
+            volumes[spec] = {}
     return binds, volumes
 
 

@@ -19,6 +19,8 @@ from berth.cli.streams import pump
 from berth.client.engine import Client
 from berth.client.errors import APIError
 from berth.client.responses import Hijacked
+from berth.errors import InvalidArgument
+from berth.wire import detachkeys
 
 _HEADERS_GRACE = 2.0  # seconds to wait for the wait request to be registered (headers)
 
@@ -88,8 +90,9 @@ def attach_query(stdin: bool, stdout: bool, stderr: bool,
 
 
 def run_stream(client: Client, h: Hijacked, *, tty_mode: bool, stdin: bool,
-               resize_path: str | None, sig_proxy_id: str | None) -> None:
-    """Pump an attached stream with the local terminal set up for it."""
+               resize_path: str | None, sig_proxy_id: str | None, detach_keys: str | None = None) -> bool:
+    """Pump an attached stream with the local terminal set up for it. With a terminal in the container
+    and stdin attached, the detach keys typed end it here (as docker's CLI): then True."""
     stdin_is_tty = tty.is_tty(0)
 
     def resize(rows: int, cols: int) -> None:
@@ -107,7 +110,11 @@ def run_stream(client: Client, h: Hijacked, *, tty_mode: bool, stdin: bool,
             tty.on_resize(resize, fd=1 if tty.is_tty(1) else 0,
                           enabled=tty_mode and resize_path is not None), \
             tty.proxy_signals(forward, enabled=sig_proxy_id is not None and not tty_mode):
-        pump(h, multiplexed, 0 if stdin else None)
+        try:
+            escape = detachkeys.parse(detach_keys) if tty_mode and stdin else None
+        except InvalidArgument:
+            escape = detachkeys.DEFAULT  # docker's CLI warns and uses the default
+        return pump(h, multiplexed, 0 if stdin else None, escape=escape)
 
 
 def settle_exit(waiter: Waiter, is_running: Callable[[], bool]) -> int | None:

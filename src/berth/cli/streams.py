@@ -63,9 +63,42 @@ class OutputSink:
             self._write(self.fds[stream], payload)
 
 
+class EscapeScanner:
+    """Watches what the user types for the detach keys, as docker's CLI does with a terminal: bytes
+    that could start the sequence are held back until it is clear they do not; the sequence itself
+    is never sent."""
+
+    def __init__(self, keys: bytes) -> None:
+        self.keys = keys
+        self.held = b""
+
+    def feed(self, data: bytes) -> tuple[bytes, bool]:
+        """What to send of *data*, and whether the whole sequence was typed (then stop reading)."""
+        out = bytearray()
+        for byte in data:
+            candidate = self.held + bytes([byte])
+            if self.keys.startswith(candidate):
+                if candidate == self.keys:
+                    self.held = b""
+                    return bytes(out), True
+                self.held = candidate
+                continue
+            out += self.held  # what was held was not the sequence after all
+            self.held = b""
+            if self.keys[0] == byte:  # but this byte may start it
+                if len(self.keys) == 1:
+                    return bytes(out), True
+                self.held = bytes([byte])
+            else:
+                out.append(byte)
+        return bytes(out), False
+
+
 def pump(h: Hijacked, multiplexed: bool, stdin_fd: int | None,
-         stdout_fd: int = 1, stderr_fd: int = 2) -> None:
-    """Shuttle stdin -> socket and socket -> stdout/stderr until the daemon closes."""
+         stdout_fd: int = 1, stderr_fd: int = 2, escape: bytes | None = None) -> bool:
+    """Shuttle stdin -> socket and socket -> stdout/stderr until the daemon closes; with *escape*,
+    stop when the user types those detach keys. Returns True when the user detached so."""
+    scanner = EscapeScanner(escape) if escape else None
     sink = OutputSink(multiplexed, stdout_fd, stderr_fd)
     if h.buffered:
         sink.feed(h.buffered)
@@ -86,13 +119,21 @@ def pump(h: Hijacked, multiplexed: bool, stdin_fd: int | None,
                     except (ConnectionResetError, OSError):
                         data = b""
                     if not data:
-                        return
+                        return False
                     sink.feed(data)
                 else:
                     try:
                         data = os.read(stdin_fd, 32768) if stdin_fd is not None else b""
                     except OSError:
                         data = b""
+                    if data and scanner is not None:
+                        data, detached = scanner.feed(data)
+                        if detached:
+                            if data:
+                                h.sock.sendall(data)
+                            return True
+                        if not data:
+                            continue
                     if data:
                         try:
                             h.sock.sendall(data)

@@ -36,7 +36,7 @@ from berth.client.responses import (
     StreamResponse,
     parse_head,
 )
-from berth.client.tls import TlsConfig, TlsStream, tls_config
+from berth.client.tls import TlsConfig, TlsStream, describe_tls, tls_config
 from berth.errors import Unavailable
 
 USER_AGENT = f"berth-cli/{__version__}"
@@ -96,7 +96,7 @@ class Client:
                 if self.tls is not None:
                     sock = self._wrap(sock)
         except ssl.SSLError as exc:
-            raise Unavailable(f"TLS with the berth daemon at {self.host} failed: {exc.reason or exc}; "
+            raise Unavailable(f"TLS with the berth daemon at {self.host} failed: {describe_tls(exc)}; "
                               "check --tlscacert, --tlscert and --tlskey (or DOCKER_CERT_PATH)") from exc
         except OSError as exc:
             raise DaemonUnreachable(str(self.host), exc) from exc
@@ -180,7 +180,7 @@ class Client:
             if isinstance(exc, (BrokenPipeError, ConnectionResetError)):
                 return sock
             sock.close()
-            raise Unavailable(f"error sending request to daemon: {exc}") from exc
+            raise Unavailable(f"error sending request to daemon: {describe_tls(exc)}") from exc
         return sock
 
     def _open(self, method: str, path: str, query: Query, body: Body,
@@ -197,7 +197,7 @@ class Client:
                 return sock, reader, status, reason, hdrs
         except OSError as exc:
             sock.close()
-            raise Unavailable(f"error reading response from daemon: {exc}") from exc
+            raise Unavailable(f"error reading response from daemon: {describe_tls(exc)}") from exc
         except BaseException:
             sock.close()
             raise

@@ -161,3 +161,22 @@ class TlsStream:
 
     def gettimeout(self) -> float | None:
         return self.raw.gettimeout()
+
+
+# OpenSSL's names of the TLS alerts a daemon sends, and the words Go's (docker's) client uses for them
+_ALERTS = {
+    "TLSV1_ALERT_UNKNOWN_CA": "remote error: tls: unknown certificate authority",
+    "SSLV3_ALERT_BAD_CERTIFICATE": "remote error: tls: bad certificate",
+    "TLSV13_ALERT_CERTIFICATE_REQUIRED": "remote error: tls: certificate required",
+    "SSLV3_ALERT_CERTIFICATE_EXPIRED": "remote error: tls: expired certificate",
+    "SSLV3_ALERT_HANDSHAKE_FAILURE": "remote error: tls: handshake failure",
+    "CERTIFICATE_VERIFY_FAILED": "tls: failed to verify certificate: x509: certificate signed by unknown authority",
+}
+
+
+def describe_tls(exc: BaseException) -> str:
+    """An error of the TLS layer in the words docker's CLI uses (the alert's meaning), else str(exc)."""
+    reason = getattr(exc, "reason", None)
+    if isinstance(exc, ssl.SSLError) and isinstance(reason, str) and reason in _ALERTS:
+        return _ALERTS[reason]
+    return str(exc)

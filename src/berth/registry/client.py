@@ -26,6 +26,7 @@ import asyncio
 import hashlib
 import logging
 import re
+import socket
 from collections.abc import AsyncIterator, Callable
 
 import httpx
@@ -41,7 +42,7 @@ from berth.registry.base import (
     RegistryUnavailable,
 )
 from berth.registry.blobstream import BlobStream
-from berth.registry.failures import describe, error_text, fail
+from berth.registry.failures import causes, describe, error_text, fail
 from berth.registry.responses import (
     check_digest_header,
     check_manifest,
@@ -50,6 +51,7 @@ from berth.registry.responses import (
     read_capped,
 )
 from berth.registry import tagslist
+from berth.registry import search
 from berth.registry.transport import Transport
 from berth.wire import registryauth as auth
 from berth.wire import registrynames as names
@@ -360,6 +362,50 @@ class RegistryClient:
                 await fail(resp, registry, "login", creds)
         finally:
             await resp.aclose()
+
+    # ------------------------------------------------------------------ #
+    # Search (Docker's v1 search API; the request and the answer are berth.registry.search's)
+
+    async def search(self, index: str, query: str, limit: int,
+                     creds: Credentials | None = None) -> list[search.SearchResult]:
+        """What *index* finds for *query* (`GET /v1/search?q=&n=`), at most search.MAX_BODY bytes read.
+
+        Raises:
+            SearchNotServed: the index answered neither 200 nor 401/403 (a v2 registry: 404).
+            Unauthenticated: the index wants credentials or refused them.
+            Unavailable: the index could not be reached (after retries).
+            RegistryDataError: the answer is too large or not search results.
+        """
+        what = f"search for {query!r}"
+        try:
+            resp = await self._transport.call(index, "GET", search.search_path(index, query, limit), creds=creds,
+                                              scopes=[search.SCOPE], what=what,
+                                              headers={"X-Docker-Token": "true", "Accept-Encoding": "identity"})
+        except Unavailable as exc:
+            if index != names.DOCKER_HUB:
+                raise
+            unknown = next((c for c in causes(exc) if isinstance(c, socket.gaierror)), None)
+            cause = (f"unknown host: {unknown.strerror}" if unknown is not None else
+                     describe(exc.__cause__) if isinstance(exc.__cause__, httpx.TransportError) else str(exc))
+            raise Unavailable(f"cannot search Docker Hub: {search.HUB_INDEX} could not be reached ({cause}); "
+                              "check the network, or search a registry of your own (HOST:PORT/TERM)") from exc
+        try:
+            if resp.status_code in (401, 403):
+                await fail(resp, index, what, creds)
+            if resp.status_code != 200:
+                raise search.not_served(index, resp.status_code, await error_text(resp))
+            data = bytearray()
+            async for chunk in resp.aiter_raw():  # as sent: a compressed answer is not inflated (a bomb)
+                data += chunk
+                if len(data) > search.MAX_BODY:
+                    raise RegistryDataError(f"registry {index} answered the {what} with more than "
+                                            f"{search.MAX_BODY} bytes, more than berth reads for a search")
+        except httpx.TransportError as exc:
+            raise Unavailable(f"the connection to registry {index} broke while reading the {what} "
+                              f"({describe(exc)}); try again") from exc
+        finally:
+            await resp.aclose()
+        return search.parse_results(bytes(data), index)
 
 
 def _with_digest(location: str, digest: str) -> str:

@@ -99,3 +99,14 @@ def test_half_close_after_the_answer_arrived_loses_nothing(tmp_path: Path) -> No
         server.join(10)
     assert b"".join(got) == b"stdin"
     assert answer == b"earlylate"
+
+
+def test_tls_alerts_in_dockers_words() -> None:
+    import ssl
+
+    from berth.client.tls import describe_tls
+
+    alert = ssl.SSLError(1, "[SSL: TLSV1_ALERT_UNKNOWN_CA] tlsv1 alert unknown ca")
+    alert.reason = "TLSV1_ALERT_UNKNOWN_CA"
+    assert describe_tls(alert) == "remote error: tls: unknown certificate authority"
+    assert describe_tls(OSError("broken pipe")) == "broken pipe"

@@ -280,3 +280,16 @@ def test_dockerfile_is_found_from_the_current_directory(tmp_path) -> None:
     assert dockerfile_in_context(ctx, str(ctx / "D"), Path("/")) == ("D", None)
     name, outside = dockerfile_in_context(ctx, "Dockerfile.out", tmp_path)
     assert re.fullmatch(r"\.dockerfile\.[0-9a-f]{20}", name) and outside == tmp_path / "Dockerfile.out"
+
+
+def test_detach_keys_are_caught_as_typed() -> None:
+    from berth.cli.streams import EscapeScanner
+
+    s = EscapeScanner(b"\x10\x11")
+    assert s.feed(b"ls\n") == (b"ls\n", False)
+    assert s.feed(b"\x10") == (b"", False)  # held: it may start the sequence
+    assert s.feed(b"x") == (b"\x10x", False)  # it did not: sent after all
+    assert s.feed(b"a\x10") == (b"a", False)
+    assert s.feed(b"\x11rest") == (b"", True)  # the sequence itself is never sent
+    assert EscapeScanner(b"\x10\x11").feed(b"\x10\x10\x11") == (b"\x10", True)
+    assert EscapeScanner(b"\x01").feed(b"ab\x01c") == (b"ab", True)
