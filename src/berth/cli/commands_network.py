@@ -12,18 +12,20 @@ from typing import Any
 from berth.cli import groups
 from berth.cli.common import Ctx, StatusError, describe, for_each
 from berth.cli.gotemplate import Template, render_rows
+from berth.cli.ipamopts import ipam_configs
 from berth.cli.parser import Parser, filter_flag
 from berth.cli.prune import confirmed, prune_filters
 from berth.cli.tables import go_json, json_rows
 from berth.client.errors import APIError, NotFoundError
+from berth.errors import InvalidArgument
 
 
 def _create(ctx: Ctx, argv: list[str]) -> int:
     p = Parser("network create", "[OPTIONS] NETWORK", "Create a network", min_args=1, max_args=1)
     p.add_argument("-d", "--driver", default="bridge")
-    p.add_argument("--subnet", default=None)
-    p.add_argument("--gateway", default=None)
-    p.add_argument("--ip-range", default=None)
+    p.add_argument("--subnet", action="append", default=[])
+    p.add_argument("--gateway", action="append", default=[])
+    p.add_argument("--ip-range", action="append", default=[])
     p.add_argument("--internal", action="store_true")
     p.add_argument("--attachable", action="store_true")
     p.add_argument("--ipv6", action="store_true", default=None)
@@ -35,13 +37,14 @@ def _create(ctx: Ctx, argv: list[str]) -> int:
     p.add_argument("-o", "--opt", action="append", default=[])
     p.add_argument("args", nargs="*")
     ns = p.parse(argv)
-    config: dict[str, Any] = {k: v for k, v in (("Subnet", ns.subnet), ("Gateway", ns.gateway),
-                                                 ("IPRange", ns.ip_range)) if v}
-    if ns.aux_address:
-        config["AuxiliaryAddresses"] = dict(a.partition("=")[::2] for a in ns.aux_address)
+    try:
+        configs = ipam_configs(ns.subnet, ns.ip_range, ns.gateway,
+                               [(a.partition("=")[0], a.partition("=")[2]) for a in ns.aux_address])
+    except InvalidArgument as exc:
+        raise StatusError(1, str(exc)) from None  # said as is, as docker's CLI says it
     body: dict[str, Any] = {
             "Name": ns.args[0], "Driver": ns.driver, "Internal": ns.internal, "Attachable": ns.attachable,
-            "IPAM": {"Driver": ns.ipam_driver, "Config": [config] if config else [],
+            "IPAM": {"Driver": ns.ipam_driver, "Config": configs,
                      "Options": dict(o.partition("=")[::2] for o in ns.ipam_opt)},
             "Labels": dict(label.partition("=")[::2] for label in ns.label),
             "Options": dict(o.partition("=")[::2] for o in ns.opt)}
