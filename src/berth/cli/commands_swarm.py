@@ -1,4 +1,4 @@
-"""`berth swarm|node|service|secret|config|stack|plugin ...`: docker's verbs, the daemon's answer.
+"""`berth swarm|node|service|secret|config|stack|plugin|checkpoint ...`: docker's verbs, the daemon's answer.
 
 Strategy: berthd runs no swarm and serves no plugins, and says so for every path
 of those groups (api/handlers/swarm.py, routes.PLANNED). These groups exist
@@ -87,4 +87,10 @@ def _group(group: str) -> Any:
     return command
 
 
-COMMANDS = {group: _group(group) for group in GROUPS}
+def cmd_checkpoint(ctx: Ctx, argv: list[str]) -> int:
+    """`checkpoint [create|ls|rm]`: docker's CLI offers it only with an experimental daemon; berthd is not one."""
+    words = "checkpoint" + (f" {argv[0]}" if argv and argv[0] in ("create", "ls", "list", "rm", "remove") else "")
+    raise StatusError(1, f"berth {words} is only supported on a Docker daemon with experimental features enabled")
+
+
+COMMANDS = {**{group: _group(group) for group in GROUPS}, "checkpoint": cmd_checkpoint}
