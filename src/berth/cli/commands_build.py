@@ -81,6 +81,8 @@ def _write_context(context: Path, out: IO[bytes], dockerfile: str, extra: tuple[
                         if name in dirnames and patterns.dir_excluded_entirely(rel):
                             dirnames.remove(name)
                         continue
+                    if extra is not None and rel == ".dockerignore":
+                        continue  # written below, naming the added Dockerfile
                     full = os.path.join(dirpath, name)
                     info = tar.gettarinfo(full, arcname=rel)
                     info.uid = info.gid = 0
@@ -92,9 +94,16 @@ def _write_context(context: Path, out: IO[bytes], dockerfile: str, extra: tuple[
                         tar.addfile(info)
                 dirnames.sort()
             if extra is not None:
-                info = tarfile.TarInfo(extra[0])
-                info.size, info.mode, info.mtime = len(extra[1]), 0o600, int(time.time())
-                tar.addfile(info, io.BytesIO(extra[1]))
+                # as docker's CLI: the Dockerfile under its own name, and a .dockerignore that names it, so that
+                # the daemon takes it out of the context once read
+                try:
+                    ignore = (context / ".dockerignore").read_bytes()[:MAX_DOCKERFILE]
+                except OSError:
+                    ignore = b".dockerignore"
+                for name, data in ((extra[0], extra[1]), (".dockerignore", ignore + f"\n{extra[0]}\n".encode())):
+                    info = tarfile.TarInfo(name)
+                    info.size, info.mode, info.mtime = len(data), 0o600, int(time.time())
+                    tar.addfile(info, io.BytesIO(data))
     finally:
         out.close()
 

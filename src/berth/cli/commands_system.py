@@ -145,6 +145,14 @@ def info_lines(client: Mapping[str, Any], info: Mapping[str, Any]) -> str:
         f" Cgroup Driver: {info.get('CgroupDriver', '')}",
         f" Cgroup Version: {info.get('CgroupVersion', '')}",
     ]
+    plugins = info.get("Plugins") or {}
+    if plugins:
+        lines.append(" Plugins:")
+        lines += [f"  {kind}: {' '.join(plugins[kind])}" for kind in ("Volume", "Network", "Authorization", "Log")
+                  if plugins.get(kind)]
+    swarm = info.get("Swarm") or {}
+    if swarm:
+        lines.append(f" Swarm: {swarm.get('LocalNodeState', '')}")
     runtimes = info.get("Runtimes") or {}
     if runtimes:
         lines.append(f" Runtimes: {' '.join(sorted(runtimes))}")
@@ -156,13 +164,21 @@ def info_lines(client: Mapping[str, Any], info: Mapping[str, Any]) -> str:
     if modes:
         lines.append(f" Isolation Modes: {' '.join(modes)}")
         lines.append(f" Virtualization: {info.get('VirtualizationAccel') or 'none'}")
+    if info.get("OSType") == "linux":
+        lines.append(f" Init Binary: {info.get('InitBinary', '')}")
+        for key, words in (("ContainerdCommit", "containerd"), ("RuncCommit", "runc"), ("InitCommit", "init")):
+            commit = info.get(key) or {}
+            line = f" {words} version: {commit.get('ID', '')}"
+            if commit.get("Expected") and commit.get("Expected") != commit.get("ID"):
+                line += f" (expected: {commit['Expected']})"
+            lines.append(line)
     sec = info.get("SecurityOptions") or []
     if sec:
         lines.append(" Security Options:")
         for opt in sec:
             for part in str(opt).split(","):
                 key, _, value = part.partition("=")
-                lines.append(f"  {value}" if key == "name" else f"   {key}: {value}")
+                lines.append(f"  {value}" if key == "name" else f"   {key[:1].upper()}{key[1:]}: {value}")
     lines += [
         f" Kernel Version: {info.get('KernelVersion', '')}",
         f" Operating System: {info.get('OperatingSystem', '')}",
@@ -174,14 +190,27 @@ def info_lines(client: Mapping[str, Any], info: Mapping[str, Any]) -> str:
         f" ID: {info.get('ID', '')}",
         f" Docker Root Dir: {info.get('DockerRootDir', '')}",
         f" Debug Mode: {str(bool(info.get('Debug'))).lower()}",
-        f" Experimental: {str(bool(info.get('ExperimentalBuild'))).lower()}",
-        f" Live Restore Enabled: {str(bool(info.get('LiveRestoreEnabled'))).lower()}",
     ]
+    for key, words in (("HttpProxy", "HTTP Proxy"), ("HttpsProxy", "HTTPS Proxy"), ("NoProxy", "No Proxy")):
+        if info.get(key):
+            lines.append(f" {words}: {info[key]}")
     labels = info.get("Labels") or []
     if labels:
         lines.append(" Labels:")
         lines += [f"  {label}" for label in labels]
-    return "\n".join(lines) + "\n"
+    lines.append(f" Experimental: {str(bool(info.get('ExperimentalBuild'))).lower()}")
+    registry = info.get("RegistryConfig") or {}
+    insecure = [str(c.get("Name")) for c in (registry.get("IndexConfigs") or {}).values()
+                if isinstance(c, dict) and not c.get("Secure")] + [str(c) for c in registry.get("InsecureRegistryCIDRs")
+                                                                    or []]
+    if insecure:
+        lines.append(" Insecure Registries:")
+        lines += [f"  {name}" for name in insecure]
+    if registry.get("Mirrors"):
+        lines.append(" Registry Mirrors:")
+        lines += [f"  {m}" for m in registry["Mirrors"]]
+    lines.append(f" Live Restore Enabled: {str(bool(info.get('LiveRestoreEnabled'))).lower()}")
+    return "\n".join(lines) + "\n\n"
 
 
 def cmd_info(ctx: Ctx, argv: list[str]) -> int:

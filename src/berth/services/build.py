@@ -119,11 +119,13 @@ class Builder:
             ref = reference.parse(tag)
             self._images.set_tag(str(ref), image_id)
             self._images.event("tag", image_id, str(ref))
+        if opts.quiet:  # as dockerd: a quiet build's whole output is the image ID, as a stream line
+            emit({"stream": f"{image_id}\n"})
+            return image_id
         emit({"aux": {"ID": image_id}})
-        if not opts.quiet:
-            emit({"stream": f"Successfully built {image_id[7:19]}\n"})
-            for tag in opts.tags:
-                emit({"stream": f"Successfully tagged {reference.parse(tag)}\n"})
+        emit({"stream": f"Successfully built {image_id[7:19]}\n"})
+        for tag in opts.tags:
+            emit({"stream": f"Successfully tagged {reference.parse(tag)}\n"})
         return image_id
 
     async def _multi(self, df: dfp.Dockerfile, ctx: Context, opts: BuildOptions, emit: Emit, work: Path,
