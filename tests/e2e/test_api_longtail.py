@@ -24,6 +24,8 @@ from berth_e2e_conftest import (
     wait_until,
 )
 
+pytestmark = pytest.mark.usefixtures("each_cli")  # every test runs with the docker CLI and berth's
+
 
 def inspect(d, what: str) -> dict:
     return json.loads(docker(d, "inspect", what).stdout)[0]

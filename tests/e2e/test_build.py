@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 from berth_e2e_conftest import active_cli, docker, is_dockerd, unique_name
 
+pytestmark = pytest.mark.usefixtures("each_cli")  # every test runs with the docker CLI and berth's
+
 DOCKERFILE = r"""# syntax is ignored
 ARG BASE=busybox:latest
 FROM ${BASE} AS builder

@@ -254,7 +254,8 @@ def test_json_listings(berthd, image, names, network):
     both(berthd, "volume", "ls", "--format", "json", check_code=0)
     both(berthd, "image", "history", "--format", "json", image, normalise=steady, check_code=0)
     both(berthd, "system", "df", "--format", "json", check_code=0)
-    both(berthd, "system", "df", "-v", "--format", "json", normalise=steady, check_code=0)
+    both(berthd, "system", "df", "-v", "--format", "json", check_code=0,
+         normalise=lambda t: re.sub(r'"Status":"[^"]*"', '"Status":"<status>"', steady(t)))
     both(berthd, "system", "df", "-v", normalise=ages, check_code=0)
 
 

@@ -10,6 +10,8 @@ import subprocess
 import pytest
 from berth_e2e_conftest import RUN_NET, assert_responsive, docker, is_dockerd
 
+pytestmark = pytest.mark.usefixtures("each_cli")  # every test runs with the docker CLI and berth's
+
 
 def test_diff_lists_added_changed_and_deleted_like_docker(berthd, image, names):
     name = names()

@@ -38,6 +38,8 @@ from berth_e2e_conftest import (
     wait_until,
 )
 
+pytestmark = pytest.mark.usefixtures("each_cli")  # every test runs with the docker CLI and berth's
+
 NET = {"network_mode": "none"} if RUN_NET else {}
 
 

@@ -30,6 +30,8 @@ from berth_e2e_conftest import API_VERSION, RUN_NET, docker, is_dockerd, unique_
 from berth.errors import InvalidArgument, NotFound
 from berth.services import containerview, copy
 
+pytestmark = pytest.mark.usefixtures("each_cli")  # every test runs with the docker CLI and berth's
+
 BERTH = str(Path(sys.executable).parent / "berth")
 SETUP = ("mkdir -p /d/sub /e && echo a > /d/a && echo b > /d/sub/b && ln -s /d/a /d/link && ln -s sub /d/rel"
          " && echo v > /vol/v")

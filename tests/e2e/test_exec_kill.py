@@ -30,6 +30,8 @@ from berth_e2e_conftest import (
     wait_until,
 )
 
+pytestmark = pytest.mark.usefixtures("each_cli")  # every test runs with the docker CLI and berth's
+
 NET = {"network_mode": "none"} if RUN_NET else {}
 SCRIPT = 'sh -c "echo hello out; sleep 1; echo hello err >&2"'  # docker-py's ExecDemuxTest, whole seconds
 

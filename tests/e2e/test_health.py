@@ -24,6 +24,8 @@ from berth_e2e_conftest import (
     wait_until,
 )
 
+pytestmark = pytest.mark.usefixtures("each_cli")  # every test runs with the docker CLI and berth's
+
 SECOND = 1_000_000_000
 QUICK = ["--health-interval", "1s", "--health-timeout", "5s"]
 

@@ -26,6 +26,8 @@ import docker as docker_sdk
 import pytest
 from berth_e2e_conftest import assert_responsive, docker, is_dockerd, wait_until
 
+pytestmark = pytest.mark.usefixtures("each_cli")  # every test runs with the docker CLI and berth's
+
 CANARY_PREFIX = b"CANARY-HOST-BYTES-"
 CANARY_TEXT = CANARY_PREFIX.decode() + uuid.uuid4().hex + "\n"
 MODES = {"process": ["--isolation", "process"], "vm": ["--isolation", "hyperv"]}

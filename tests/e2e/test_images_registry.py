@@ -24,8 +24,9 @@ from berth.testing.cutproxy import CutProxy
 from berth.testing.registry import LocalRegistry
 from berth.tools import bootstrap, layouttar
 
-pytestmark = pytest.mark.skipif(shutil.which("docker-registry") is None or shutil.which("skopeo") is None,
-                                reason="needs docker-registry and skopeo (the README's set-up installs them)")
+pytestmark = [pytest.mark.usefixtures("each_cli"),  # every test with both CLIs
+              pytest.mark.skipif(shutil.which("docker-registry") is None or shutil.which("skopeo") is None,
+                                  reason="needs docker-registry and skopeo (the README's set-up installs them)")]
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,8 @@ import docker as docker_sdk
 import pytest
 from berth_e2e_conftest import assert_responsive, docker, is_dockerd, unique_name
 
+pytestmark = pytest.mark.usefixtures("each_cli")  # every test runs with the docker CLI and berth's
+
 SLEEP = ["sleep", "300"]
 
 

@@ -18,6 +18,8 @@ from berth_e2e_conftest import docker, is_dockerd, unique_name, wait_until
 from berth.api.wiring import nft_table
 from berth.host import nftables
 
+pytestmark = pytest.mark.usefixtures("each_cli")  # every test runs with the docker CLI and berth's
+
 HTTPD = ["sh", "-c", "echo served-by-$(hostname) > /tmp/index.html; exec httpd -f -p 80 -h /tmp"]
 
 

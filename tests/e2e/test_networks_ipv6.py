@@ -36,7 +36,8 @@ import docker as docker_sdk
 import pytest
 from berth_e2e_conftest import assert_responsive, docker, is_dockerd, wait_until
 
-pytestmark = pytest.mark.skipif(not Path("/proc/sys/net/ipv6").exists(), reason="no IPv6 on this host")
+pytestmark = [pytest.mark.usefixtures("each_cli"),  # every test with both CLIs
+              pytest.mark.skipif(not Path("/proc/sys/net/ipv6").exists(), reason="no IPv6 on this host")]
 
 TOP = ["sleep", "300"]
 

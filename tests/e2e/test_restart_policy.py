@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from berth_e2e_conftest import RUN_NET, docker, wait_until
+
+pytestmark = pytest.mark.usefixtures("each_cli")  # every test runs with the docker CLI and berth's
 
 
 def state(d, name: str) -> dict:

@@ -22,6 +22,8 @@ from pathlib import Path
 import pytest
 from berth_e2e_conftest import RUN_NET, docker, is_dockerd, unique_name
 
+pytestmark = pytest.mark.usefixtures("each_cli")  # every test runs with the docker CLI and berth's
+
 BERTH = str(Path(sys.executable).parent / "berth")
 
 
