@@ -22,6 +22,8 @@ SPELLINGS: dict[str, tuple[str, ...]] = {
     "network rm": ("network rm", "network remove"),
     "volume ls": ("volume ls", "volume list"),
     "volume rm": ("volume rm", "volume remove"),
+    "context ls": ("context ls", "context list"),
+    "context rm": ("context rm", "context remove"),
     "events": ("system events", "events"),
     "info": ("system info", "info"),
 }

@@ -12,6 +12,7 @@ import time
 from typing import IO, Any
 
 from berth.cli.common import Ctx, StatusError, for_each, platform_json, require_api
+from berth.cli.commands_imagetree import images_tree
 from berth.cli.parser import Parser, filter_flag
 from berth.cli.tables import (
     IMAGES_DEFAULT,
@@ -31,6 +32,7 @@ def cmd_images(ctx: Ctx, argv: list[str]) -> int:
     p.add_argument("--digests", action="store_true")
     p.add_argument("--format", default=None)
     p.add_argument("-f", "--filter", action="append", default=[], type=filter_flag("-f, --filter"))
+    p.add_argument("--tree", action="store_true")
     p.add_argument("args", nargs="*")
     ns = p.parse(argv)
     filters: dict[str, list[str]] = {}
@@ -41,6 +43,9 @@ def cmd_images(ctx: Ctx, argv: list[str]) -> int:
         filters.setdefault(key.strip().lower(), []).append(value)
     if ns.args:
         filters.setdefault("reference", []).append(ns.args[0])
+    if ns.tree:
+        return images_tree(ctx, ns.all, filters, quiet=ns.quiet, no_trunc=ns.no_trunc, digests=ns.digests,
+                           format_=ns.format)
     images = ctx.client.get("/images/json", {"all": ns.all, "filters": filters or None})
     rows = image_rows(images, time.time(), trunc=not ns.no_trunc, show_digests=ns.digests)
     fmt = ns.format

@@ -38,6 +38,7 @@ class Ctx:
     err: TextIO = field(default_factory=lambda: sys.stderr)
     _client: Client | None = None
     tls: TlsConfig | None = None  # None: plain, unless the environment asks for TLS
+    context: str = "default"  # the docker context this command line uses (-c, DOCKER_CONTEXT, config.json)
 
     @property
     def client(self) -> Client:

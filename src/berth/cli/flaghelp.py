@@ -73,6 +73,7 @@ BY_COMMAND: dict[tuple[str, str], str] = {
     ("images", "--quiet"): "Print image IDs only",
     ("images", "--digests"): "Add a DIGEST column",
     ("images", "--filter"): "Show only matching images, e.g. dangling=true",
+    ("images", "--tree"): "List multi-platform images as a tree (EXPERIMENTAL)",
     ("image inspect", "--format"): _INSPECT_FORMAT,
     ("history", "--quiet"): "Print layer IDs only",
     ("image history", "--quiet"): "Print layer IDs only",
@@ -154,6 +155,28 @@ BY_COMMAND: dict[tuple[str, str], str] = {
     ("system prune", "--all"): "Also remove unused images (not only dangling) and all build cache",
     ("system prune", "--volumes"): "Also remove anonymous volumes no container uses",
     ("system prune", "--filter"): "Prune only what matches, e.g. until=24h or label=k=v",
+    # manifest lists (berth.cli.commands_manifest)
+    ("manifest inspect", "--insecure"): "Allow a registry over plain HTTP or unverified TLS",
+    ("manifest inspect", "--verbose"): "Also show each manifest's reference, platform and layers",
+    ("manifest create", "--amend"): "Add to (or refresh in) an existing local list",
+    ("manifest create", "--insecure"): "Allow a registry over plain HTTP or unverified TLS",
+    ("manifest annotate", "--arch"): "Set the manifest's architecture",
+    ("manifest annotate", "--os"): "Set the manifest's operating system",
+    ("manifest annotate", "--os-features"): "Add operating system features (comma-separated)",
+    ("manifest annotate", "--os-version"): "Set the operating system version",
+    ("manifest annotate", "--variant"): "Set the architecture variant (v7, v8, ...)",
+    ("manifest push", "--insecure"): "Allow a registry over plain HTTP or unverified TLS",
+    ("manifest push", "--purge"): "Remove the local list once pushed",
+    # contexts
+    ("context create", "--description"): "Description of the context",
+    ("context create", "--docker"): "Endpoint k=v,...: host, ca, cert, key, skip-tls-verify, from",
+    ("context create", "--from"): "Copy this context's endpoint (and TLS files) into the new one",
+    ("context update", "--description"): "New description of the context",
+    ("context update", "--docker"): "New endpoint k=v,...: host, ca, cert, key, skip-tls-verify, from",
+    ("context ls", "--format"): "Output format: table, json, or a Go template",
+    ("context ls", "--quiet"): "Print context names only",
+    ("context inspect", "--format"): _INSPECT_FORMAT,
+    ("context rm", "--force"): "Remove it even when it is the context in use",
 }
 
 

@@ -916,6 +916,8 @@ def render_rows(
         parts.append(_render_header(tmpl, headers or {}) + "\n")
     for row in rows:
         parts.append(tmpl.execute(row) + "\n")
+    if not is_table:  # docker aligns only tables: a plain template's tabs stay tabs
+        return "".join(parts)
     return tabwrite("".join(parts), minwidth=minwidth, padding=padding)
 
 

@@ -20,9 +20,11 @@ from berth.cli import (
     commands_builder,
     commands_container,
     commands_containers,
+    commands_context,
     commands_imagegroup,
     commands_images,
     commands_logs,
+    commands_manifest,
     commands_network,
     commands_registry,
     commands_search,
@@ -31,6 +33,7 @@ from berth.cli import (
     commands_sysgroup,
     commands_system,
     commands_volumes,
+    contextstore,
     groups,
 )
 from berth.cli.common import Ctx, StatusError, describe
@@ -59,6 +62,8 @@ COMMANDS: dict[str, Command] = {
     **commands_sysgroup.COMMANDS,
     **commands_builder.COMMANDS,
     **commands_search.COMMANDS,
+    **commands_context.COMMANDS,
+    **commands_manifest.COMMANDS,
 }
 
 _SUMMARY = [
@@ -71,6 +76,7 @@ _SUMMARY = [
     ("build", "Build an image from a Dockerfile"),
     ("images", "List images"),
     ("login", "Log in to a registry"),
+    ("manifest", "Manage manifest lists (inspect, create, annotate, push, rm), as docker's CLI keeps them"),
     ("logout", "Log out from a registry"),
     ("image", "Manage images (docker's sub-verbs, and bootstrap: base images from Debian's packages)"),
     ("import", "Import the contents from a tarball to create a filesystem image"),
@@ -91,6 +97,7 @@ _SUMMARY = [
     ("info", "Display system-wide information"),
     ("system", "Manage berth (df, events, info, prune; reset: remove a data root and all it left)"),
     ("version", "Show the berth version information"),
+    ("context", "Manage contexts (docker's: named daemon endpoints, in docker's own store)"),
     ("attach", "Attach local standard input, output, and error streams to a running container"),
     ("create", "Create a new container"),
     ("events", "Get real time events from the server"),
@@ -121,6 +128,8 @@ def usage() -> str:
         "Options:",
         "  -H, --host string   Daemon socket to connect to (default: $BERTH_HOST,",
         "                      $DOCKER_HOST, or unix:///run/berth/berth.sock)",
+        "  -c, --context string",
+        "                      Context to use (default: $DOCKER_CONTEXT, or \"berth context use\")",
         "  -D, --debug         Enable debug mode",
         "      --tls           Use TLS; implied by --tlsverify",
         "      --tlsverify     Use TLS and verify the daemon (default: $DOCKER_TLS_VERIFY)",
@@ -139,6 +148,7 @@ def usage() -> str:
 class GlobalOptions:
     def __init__(self) -> None:
         self.host: str | None = None
+        self.context: str | None = None  # -c/--context
         self.tls = False
         self.tlsverify = False
         self.tls_files: dict[str, str] = {}  # --tlscacert/--tlscert/--tlskey -> path
@@ -170,10 +180,14 @@ def parse_globals(argv: Sequence[str]) -> tuple[GlobalOptions, list[str]]:
                 i += 1
             if name in ("-H", "--host"):
                 opts.host = value
+            elif name in ("-c", "--context"):
+                opts.context = value
             elif name.startswith("--tls"):
                 opts.tls_files[name] = value
         elif arg.startswith("-H") and len(arg) > 2:
             opts.host = arg[2:]
+        elif arg.startswith("-c") and len(arg) > 2:
+            opts.context = arg[2:]
         elif arg in ("-D", "--debug"):
             opts.debug = True
         elif arg in ("-v", "--version"):
@@ -220,8 +234,18 @@ def run(argv: Sequence[str]) -> int:
         args = ["--help"]
     ctx = Ctx(host=resolve_host(opts.host), debug=opts.debug)
     try:
-        ctx.tls = tls_config(tls=opts.tls, verify=opts.tlsverify, ca=opts.tls_files.get("--tlscacert"),
-                             cert=opts.tls_files.get("--tlscert"), key=opts.tls_files.get("--tlskey"))
+        ctx.context = contextstore.chosen_name(opts.host, opts.context)
+        chosen = None if verb == "context" or opts.help else contextstore.endpoint_for(ctx.context)
+    except BerthError as exc:  # docker: "Failed to initialize" for a context it cannot use
+        conflict = str(exc).startswith("conflicting options")
+        ctx.error(str(exc) if conflict else f"Failed to initialize: unable to resolve docker endpoint: {exc}")
+        return 1
+    try:
+        if chosen is not None:
+            ctx.host, ctx.tls = chosen
+        else:
+            ctx.tls = tls_config(tls=opts.tls, verify=opts.tlsverify, ca=opts.tls_files.get("--tlscacert"),
+                                 cert=opts.tls_files.get("--tlscert"), key=opts.tls_files.get("--tlskey"))
         return command(ctx, args)
     except HelpRequested as exc:
         ctx.out.write(exc.text)

@@ -152,7 +152,10 @@ class Parser(argparse.ArgumentParser):
         return f"{name} requires at least {lo} and at most {args(hi)}"
 
     def parse(self, argv: Sequence[str]) -> argparse.Namespace:
-        ns = self.parse_args(list(argv))
+        # flags may follow arguments (`rm a -f b`), as pflag allows, except where the rest of the line is
+        # the container's command (run, create, exec, top: argparse.REMAINDER stops at the first argument)
+        remainder = any(a.nargs == argparse.REMAINDER for a in self._actions)
+        ns = self.parse_args(list(argv)) if remainder else self.parse_intermixed_args(list(argv))
         args = getattr(ns, "args", None)
         if isinstance(args, list):
             if len(args) < self.min_args or (self.max_args is not None and len(args) > self.max_args):

@@ -36,7 +36,9 @@ class TlsConfig:
         """The client context; InvalidArgument naming the file that cannot be used."""
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        if self.verify:
+        if self.verify and not self.ca:  # a context without ca.pem: the system's authorities
+            ctx.load_default_certs()
+        elif self.verify:
             try:
                 ctx.load_verify_locations(cafile=self.ca)
             except (OSError, ssl.SSLError) as exc:

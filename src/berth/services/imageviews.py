@@ -73,6 +73,9 @@ class ImageViews:
 
     def listing(self, all_: bool = False, filters: dict[str, list[str]] | None = None) -> list[ImageSummary]:
         """The images `docker images` shows, newest first (raises InvalidArgument on an unknown filter)."""
+        for key in filters or {}:  # refused even when no image would be tested against it, as Docker does
+            if key not in _FILTERS:
+                raise InvalidArgument(f"invalid filter '{key[:64]}'")
         tags = self._images.tag_map()
         # Another platform of a tagged multi-platform image, or a build step's image (Docker's
         # "intermediate" images): not dangling, and shown only with --all.
@@ -113,6 +116,9 @@ def _epoch(iso: str) -> int:
         return timefmt.parse_ns(iso) // 1_000_000_000
     except ValueError:
         return 0
+
+
+_FILTERS = frozenset({"dangling", "reference", "label", "before", "since", "until"})  # what image_matches knows
 
 
 def image_matches(item: ImageSummary, filters: dict[str, list[str]], images: Images) -> bool:

@@ -36,3 +36,27 @@ def test_help_lists_aliases(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     assert out.startswith("Usage:  berth image ls [OPTIONS] [REPOSITORY[:TAG]]\n\nList images\n\n"
                           "Aliases:\n  berth image ls, berth image list, berth images\n\nOptions:\n")
+
+
+def test_flags_may_follow_arguments_except_before_a_command() -> None:
+    p = Parser("rm", "X", min_args=1)
+    p.add_argument("-f", "--force", action="store_true")
+    p.add_argument("args", nargs="*")
+    ns = p.parse(["a", "-f", "b"])
+    assert (ns.args, ns.force) == (["a", "b"], True)
+    import argparse
+
+    run = Parser("exec", "X")
+    run.add_argument("-i", action="store_true")
+    run.add_argument("container")
+    run.add_argument("command", nargs=argparse.REMAINDER)
+    ns = run.parse(["c", "ls", "-i"])  # -i after the command is the command's
+    assert (ns.i, ns.command) == (False, ["ls", "-i"])
+
+
+def test_only_tables_are_aligned() -> None:
+    from berth.cli.gotemplate import render_rows
+
+    rows = [{"A": "x", "B": "1"}, {"A": "longer", "B": "2"}]
+    assert render_rows("{{.A}}\t{{.B}}", rows) == "x\t1\nlonger\t2\n"
+    assert render_rows("table {{.A}}\t{{.B}}", rows, {"A": "A", "B": "B"}).splitlines()[1] == "x         1"

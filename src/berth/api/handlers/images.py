@@ -16,7 +16,7 @@ from berth.api.views import images as views
 from berth.api.wiring import Daemon
 from berth.errors import BerthError, InvalidArgument
 from berth.oci import platform as platforms
-from berth.services import pullall
+from berth.services import imagemanifests, pullall
 from berth.wire.registryauth import Credentials, decode_x_registry_auth
 
 TAR = "application/x-tar"
@@ -169,7 +169,10 @@ def register(router: Router, d: Daemon) -> None:
         return Reply(200, {"Status": "Login Succeeded", "IdentityToken": ""})
 
     async def list_(req: Request) -> Reply:
-        return Reply(200, views.listing(d.imageviews.listing(req.qbool("all"), req.filters())))
+        items = d.imageviews.listing(req.qbool("all"), req.filters())
+        if not req.qbool("manifests"):  # API 1.47: each image's manifests, only when asked for
+            return Reply(200, views.listing(items))
+        return Reply(200, views.listing(items, await imagemanifests.for_listing(d.images, d.store, items)))
 
     async def inspect(req: Request) -> Reply:
         return Reply(200, views.inspect(d.imageviews.inspect(req.params["image"])))

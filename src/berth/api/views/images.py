@@ -11,23 +11,32 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from berth import timefmt
+from berth.api.views import imagemanifests as manifest_views
 from berth.oci import platform as platforms
 from berth.services.distribution import RegistryImage
+from berth.services.imagemanifests import ManifestSummary
 from berth.services.imageremoval import PruneResult, Removal
 from berth.services.imageviews import ImageDetails, ImageHistory, ImageSummary
 
 
-def summary(item: ImageSummary) -> dict[str, Any]:
-    """One row of GET /images/json (and of /system/df's Images)."""
-    return {
+def summary(item: ImageSummary, manifests: Sequence[ManifestSummary] | None = None) -> dict[str, Any]:
+    """One row of GET /images/json (and of /system/df's Images); "Manifests" only when given (manifests=1)."""
+    row = {
         "Id": item.id, "ParentId": item.parent, "RepoTags": list(item.repo_tags),
         "RepoDigests": list(item.repo_digests), "Created": item.created, "Size": item.size, "SharedSize": -1,
         "VirtualSize": item.size, "Labels": dict(item.labels), "Containers": item.containers,
     }
+    if manifests is not None:
+        row["Manifests"] = [manifest_views.manifest(m) for m in manifests]
+    return row
 
 
-def listing(items: Iterable[ImageSummary]) -> list[dict[str, Any]]:
-    return [summary(i) for i in items]
+def listing(items: Iterable[ImageSummary],
+            manifests: Sequence[Sequence[ManifestSummary]] | None = None) -> list[dict[str, Any]]:
+    """GET /images/json; *manifests*: each item's, in order (manifests=1)."""
+    if manifests is None:
+        return [summary(i) for i in items]
+    return [summary(i, m) for i, m in zip(items, manifests, strict=True)]
 
 
 def _strings(value: tuple[str, ...] | None) -> list[str] | None:
