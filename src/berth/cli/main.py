@@ -115,6 +115,14 @@ _SUMMARY = [
     ("top", "Display the running processes of a container"),
     ("unpause", "Unpause all processes within one or more containers"),
     ("wait", "Block until one or more containers stop, then print their exit codes"),
+    ("swarm", "Manage Swarm (berthd runs none: the daemon's answer)"),
+    ("node", "Manage Swarm nodes (the daemon's answer)"),
+    ("service", "Manage Swarm services (the daemon's answer)"),
+    ("secret", "Manage Swarm secrets (the daemon's answer)"),
+    ("config", "Manage Swarm configs (the daemon's answer)"),
+    ("stack", "Manage Swarm stacks (the daemon's answer)"),
+    ("plugin", "Manage plugins (berthd serves none: the daemon's answer)"),
+    ("checkpoint", "Manage checkpoints (needs an experimental daemon)"),
 ]
 
 

@@ -60,3 +60,9 @@ def test_only_tables_are_aligned() -> None:
     rows = [{"A": "x", "B": "1"}, {"A": "longer", "B": "2"}]
     assert render_rows("{{.A}}\t{{.B}}", rows) == "x\t1\nlonger\t2\n"
     assert render_rows("table {{.A}}\t{{.B}}", rows, {"A": "A", "B": "B"}).splitlines()[1] == "x         1"
+
+
+def test_help_lists_every_verb(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main.run(["--help"]) == 0
+    text = capsys.readouterr().out
+    assert [verb for verb in main.COMMANDS if f"\n  {verb} " not in text] == []
