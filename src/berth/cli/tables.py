@@ -181,8 +181,8 @@ def image_rows(images: list[Mapping[str, Any]], now: float, trunc: bool = True,
             if "/" in t:  # the colon was a registry port, not a tag
                 repo, t = tag, "<none>"
             tagged.add(repo)
-            digest = next((d.rsplit("@", 1)[1] for d in digests
-                           if d.rsplit("@", 1)[0] == repo), "<none>")
+            digest = next((d.rsplit("@", 1)[1] for d in digests  # docker shows a tag's digest only when asked
+                           if d.rsplit("@", 1)[0] == repo), "<none>") if show_digests else "<none>"
             rows.append({**base, "Repository": repo, "Tag": t, "Digest": digest})
         by_repo: dict[str, list[str]] = {}
         for ref in digests:

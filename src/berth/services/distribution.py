@@ -356,14 +356,15 @@ class Distribution:
             target = self._images.target(str(ref))
             if target is None:
                 raise NotFound(f"An image does not exist locally with the tag: {ref}")
-            targets[ref] = self._images.resolve(str(ref), platform) if platform else target
+            targets[ref] = (target, self._images.resolve(str(ref), platform) if platform else target)
         emit({"status": f"The push refers to repository [{_full_name(registry, repo)}]"})
         pushed = []
-        for ref, target in targets.items():
-            digest, size = await self._push_target(registry, repo, str(ref.tag), target, creds, emit)
+        for ref, (target, sent) in targets.items():
+            digest, size = await self._push_target(registry, repo, str(ref.tag), sent, creds, emit)
             emit({"status": f"{ref.tag}: digest: {digest} size: {size}"})
             emit({"progressDetail": {}, "aux": {"Tag": ref.tag, "Digest": digest, "Size": size}})
-            self._images.set_tag(str(ref), target, f"{ref.name}@{digest}")
+            if sent == target:  # one platform's push leaves the tag, and its repo digests, as they were
+                self._images.set_tag(str(ref), target, f"{ref.name}@{digest}")
             self._images.event("push", str(ref), ref.name, target)  # as Docker: the reference, then its name
             pushed.append(digest)
         return pushed

@@ -83,14 +83,16 @@ def test_image_rows() -> None:
 
 def test_image_rows_of_repositories_known_only_by_digest() -> None:
     """As docker's CLI: a row per such repository, tag <none>, its digest shown only with --digests (a row per
-    digest then); a tagged repository's digest stays on its tag's row; no digest and no tag: <none>:<none>."""
+    digest then); a tagged repository's digest is on its tag's row only with --digests too; no digest and no
+    tag: <none>:<none>."""
     d1, d2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
     image = {"Id": "sha256:" + "c" * 64, "RepoTags": ["busybox:latest"], "Created": NOW, "Size": 5,
              "RepoDigests": [f"busybox@{d1}", f"127.0.0.1:5000/ev/busybox@{d1}", f"127.0.0.1:5000/ev/busybox@{d2}"]}
     rows = tables.image_rows([image], NOW)
     assert [(r["Repository"], r["Tag"], r["Digest"]) for r in rows] == [
-        ("busybox", "latest", d1), ("127.0.0.1:5000/ev/busybox", "<none>", "")]
+        ("busybox", "latest", "<none>"), ("127.0.0.1:5000/ev/busybox", "<none>", "")]
     rows = tables.image_rows([image], NOW, show_digests=True)
+    assert rows[0]["Digest"] == d1
     assert [(r["Repository"], r["Tag"], r["Digest"]) for r in rows][1:] == [
         ("127.0.0.1:5000/ev/busybox", "<none>", d1), ("127.0.0.1:5000/ev/busybox", "<none>", d2)]
     untagged = {**image, "RepoTags": [], "RepoDigests": [f"x@{d1}"]}
