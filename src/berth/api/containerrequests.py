@@ -10,13 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from berth.errors import InvalidArgument
-from berth.services import endpoints, validate
+from berth.services import endpoints, hostlimits, validate
 from berth.services.containerconfig import CreateRequest, ResourceUpdate
 from berth.wire.containerspec import ContainerConfig, HostConfig, RestartPolicy
 
 # What `docker update` may change (UpdateConfig's fields berth applies)
 _UPDATABLE = ("Memory", "MemorySwap", "NanoCpus", "CpuShares", "CpuQuota", "CpuPeriod", "PidsLimit",
-              "RestartPolicy", "OomKillDisable")
+              "RestartPolicy", "OomKillDisable", *hostlimits.UPDATABLE)
 
 
 def create_request(body: object) -> CreateRequest:
@@ -54,5 +54,6 @@ def update_request(body: object) -> ResourceUpdate:
         memory=given.get("Memory"), memory_swap=given.get("MemorySwap"), nano_cpus=given.get("NanoCpus"),
         cpu_shares=given.get("CpuShares"), cpu_quota=given.get("CpuQuota"), cpu_period=given.get("CpuPeriod"),
         pids_limit=given.get("PidsLimit"), oom_kill_disable=given.get("OomKillDisable"),
+        extra=tuple((k, given[k]) for k in hostlimits.UPDATABLE if given.get(k) not in (None, "")),
         restart_policy=RestartPolicy(str(policy.get("Name") or ""), int(policy.get("MaximumRetryCount") or 0))
         if isinstance(policy, dict) else None)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from berth.cli import groups
-from berth.cli.commands_registry import _read_config, config_path
+from berth.cli.commands_registry import config_path, read_config
 from berth.cli.common import Ctx, StatusError
 from berth.cli.parser import Parser
 from berth.errors import BerthError, NotFound
@@ -46,7 +46,7 @@ def _store() -> ManifestStore:
 
 def _creds_for(registry: str) -> Credentials | None:
     """The stored login for *registry* (`berth login` / `docker login`), as push uses it."""
-    return credentials_from_config(_read_config(), registry)
+    return credentials_from_config(read_config(), registry)
 
 
 def _ref(text: str) -> ml.Ref:

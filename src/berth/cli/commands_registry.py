@@ -34,7 +34,7 @@ def config_path() -> Path:
     return Path(os.environ.get("DOCKER_CONFIG") or Path.home() / ".docker") / "config.json"
 
 
-def _read_config() -> dict[str, Any]:
+def read_config() -> dict[str, Any]:
     try:
         doc = json.loads(config_path().read_text())
         return doc if isinstance(doc, dict) else {}
@@ -53,7 +53,7 @@ def _write_config(doc: dict[str, Any]) -> None:
 
 def registry_auth_header(registry: str) -> dict[str, str]:
     """X-Registry-Auth for *registry* from the stored login, if any."""
-    creds = credentials_from_config(_read_config(), registry)
+    creds = credentials_from_config(read_config(), registry)
     if creds is None:
         return {}
     doc = {"username": creds.username, "password": creds.password, "serveraddress": registry}
@@ -188,7 +188,7 @@ def cmd_login(ctx: Ctx, argv: list[str]) -> int:
         if not ns.username or not password:
             raise StatusError(1, "Error: Username and password are required")
     ctx.client.post("/auth", None, {"username": ns.username, "password": password, "serveraddress": server})
-    doc = _read_config()
+    doc = read_config()
     token = base64.b64encode(f"{ns.username}:{password}".encode()).decode()
     doc.setdefault("auths", {})[_server_key(server)] = {"auth": token}
     _write_config(doc)
@@ -201,7 +201,7 @@ def cmd_logout(ctx: Ctx, argv: list[str]) -> int:
     p.add_argument("args", nargs="*")
     ns = p.parse(argv)
     server = ns.args[0] if ns.args else "docker.io"
-    doc = _read_config()
+    doc = read_config()
     ctx.print(f"Removing login credentials for {server}")  # docker says so whether or not there were any
     if (doc.get("auths") or {}).pop(_server_key(server), None) is not None:
         _write_config(doc)

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from berth.errors import InvalidArgument
-from berth.oci import capabilities, seccomp, seccompprofile
+from berth.oci import capabilities, hostresources, seccomp, seccompprofile
+from berth.oci.hostresources import BlockIO, DeviceRule, Rlimit
 
 OCI_VERSION = "1.0.2"
 NOFILE_DEFAULT = 1048576  # Docker's RLIMIT_NOFILE, soft and hard
@@ -40,6 +41,13 @@ class Resources:
     # limit above its own without CAP_SYS_RESOURCE: the caller caps it at its hard limit.
     nofile: int = NOFILE_DEFAULT
     disable_oom_killer: bool = False
+    cpuset_cpus: str = ""      # "0-2,4"; "" = all
+    cpuset_mems: str = ""
+    memory_reservation: int = 0    # bytes, the soft limit; 0 = none
+    memory_swappiness: int | None = None   # 0-100; None = the host's
+    cpu_rt_period: int = 0     # microseconds; 0 = the default
+    cpu_rt_runtime: int = 0
+    blkio: BlockIO = field(default_factory=BlockIO)
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +100,14 @@ class ContainerSpec:
     pid_mode: str = ""
     ipc_mode: str = ""
     uts_mode: str = ""
+    rlimits: tuple[Rlimit, ...] = ()      # HostConfig.Ulimits; RLIMIT_NOFILE defaults to resources.nofile
+    shm_size: int = 0                      # /dev/shm's size in bytes; 0 = Docker's 64 MiB
+    sysctl: tuple[tuple[str, str], ...] = ()
+    oom_score_adj: int = 0
+    device_rules: tuple[DeviceRule, ...] = ()  # cgroup allow rules: --device's and --device-cgroup-rule's
+    cgroup_ns: bool = False                # a cgroup namespace of its own (--cgroupns private)
+    masked_paths: tuple[str, ...] | None = None     # HostConfig.MaskedPaths; None = Docker's list
+    readonly_paths: tuple[str, ...] | None = None   # HostConfig.ReadonlyPaths; None = Docker's list
 
 
 PATH_DEFAULT = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -135,7 +151,7 @@ DEFAULT_DEVICES: tuple[tuple[str, int, int | None], ...] = (
 )
 
 
-def _default_mounts(privileged: bool) -> list[dict[str, Any]]:
+def _default_mounts(privileged: bool, shm_size: int = 0) -> list[dict[str, Any]]:
     sys_mode = "rw" if privileged else "ro"
     return [
         {"destination": "/proc", "type": "proc", "source": "proc",
@@ -151,7 +167,7 @@ def _default_mounts(privileged: bool) -> list[dict[str, Any]]:
         {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
          "options": ["nosuid", "noexec", "nodev"]},
         {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-         "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=67108864"]},
+         "options": ["nosuid", "noexec", "nodev", "mode=1777", f"size={shm_size or hostresources.SHM_DEFAULT}"]},
     ]
 
 
@@ -187,7 +203,7 @@ def _mounts(spec: ContainerSpec) -> list[dict[str, Any]]:
     # Parents before children, keeping the caller's order among equals.
     binds.sort(key=lambda b: b["destination"].rstrip("/").count("/"))
     taken = [b["destination"] for b in binds]
-    defaults = [d for d in _default_mounts(spec.privileged)
+    defaults = [d for d in _default_mounts(spec.privileged, spec.shm_size)
                 if not any(_is_under(d["destination"], t) for t in taken)]
     return defaults + binds
 
@@ -210,10 +226,11 @@ def _memory(r: Resources) -> dict[str, Any]:
     if r.memory == 0:
         if r.memory_swap > 0:
             raise InvalidArgument("a memory swap limit needs a memory limit")
-        return {"disableOOMKiller": True} if r.disable_oom_killer else {}
+        return {**({"disableOOMKiller": True} if r.disable_oom_killer else {}), **_memory_soft(r)}
     out: dict[str, Any] = {"limit": r.memory}
     if r.disable_oom_killer:
         out["disableOOMKiller"] = True
+    out.update(_memory_soft(r))
     if not r.swap_accounting:
         return out
     if r.memory_swap == 0:
@@ -228,11 +245,20 @@ def _memory(r: Resources) -> dict[str, Any]:
     return out
 
 
-def _cpu(r: Resources) -> dict[str, int]:
+def _memory_soft(r: Resources) -> dict[str, int]:
+    out = {}
+    if r.memory_reservation:
+        out["reservation"] = r.memory_reservation
+    if r.memory_swappiness is not None:
+        out["swappiness"] = r.memory_swappiness
+    return out
+
+
+def _cpu(r: Resources) -> dict[str, int | str]:
     for name in ("nano_cpus", "cpu_shares", "cpu_quota", "cpu_period"):
         if getattr(r, name) < 0:
             raise InvalidArgument(f"{name} must not be negative: {getattr(r, name)}")
-    out: dict[str, int] = {}
+    out: dict[str, int | str] = {}
     if r.nano_cpus:
         if r.cpu_quota or r.cpu_period:
             raise InvalidArgument("nano_cpus conflicts with cpu_quota/cpu_period; set one or the other")
@@ -251,10 +277,18 @@ def _cpu(r: Resources) -> dict[str, int]:
             out["period"] = r.cpu_period
     if r.cpu_shares:
         out["shares"] = r.cpu_shares
+    if r.cpuset_cpus:
+        out["cpus"] = r.cpuset_cpus
+    if r.cpuset_mems:
+        out["mems"] = r.cpuset_mems
+    if r.cpu_rt_period:
+        out["realtimePeriod"] = r.cpu_rt_period
+    if r.cpu_rt_runtime:
+        out["realtimeRuntime"] = r.cpu_rt_runtime
     return out
 
 
-def _devices(privileged: bool) -> list[dict[str, Any]]:
+def _devices(privileged: bool, extra: tuple[DeviceRule, ...] = ()) -> list[dict[str, Any]]:
     if privileged:
         return [{"allow": True, "access": "rwm"}]
     rules: list[dict[str, Any]] = [
@@ -267,11 +301,11 @@ def _devices(privileged: bool) -> list[dict[str, Any]]:
         if minor is not None:
             rule["minor"] = minor
         rules.append(rule)
-    return rules
+    return rules + [r.to_doc() for r in extra]
 
 
 def limits(r: Resources) -> dict[str, Any]:
-    """The memory, cpu and pids parts of linux.resources (also what `runc update` takes).
+    """The memory, cpu, pids and blockIO parts of linux.resources (also what `runc update` takes).
 
     Raises:
         InvalidArgument: inconsistent or negative limits.
@@ -282,8 +316,11 @@ def limits(r: Resources) -> dict[str, Any]:
         out["memory"] = memory
     if cpu:
         out["cpu"] = cpu
-    if r.pids_limit > 0:
-        out["pids"] = {"limit": r.pids_limit}
+    if r.pids_limit:
+        out["pids"] = {"limit": r.pids_limit if r.pids_limit > 0 else -1}  # -1: unlimited (update lifts one)
+    blockio = hostresources.blockio_section(r.blkio)
+    if blockio:
+        out["blockIO"] = blockio
     return out
 
 
@@ -337,9 +374,9 @@ def build(spec: ContainerSpec, arch: str = "amd64") -> dict[str, Any]:
             "inheritable": [],
             "ambient": [],
         },
-        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": r.nofile, "soft": r.nofile}] if r.nofile else [],
+        "rlimits": hostresources.rlimits_section(spec.rlimits, r.nofile),
         "noNewPrivileges": spec.no_new_privileges,
-        "oomScoreAdj": 0,
+        "oomScoreAdj": spec.oom_score_adj,
     }
 
     namespaces: list[dict[str, str]] = []
@@ -353,18 +390,22 @@ def build(spec: ContainerSpec, arch: str = "amd64") -> dict[str, Any]:
             raise InvalidArgument(f"invalid {kind} namespace mode {mode!r}: use host or a namespace path")
         else:
             namespaces.append({"type": kind})
+    if spec.cgroup_ns:
+        namespaces.append({"type": "cgroup"})
 
-    resources: dict[str, Any] = {"devices": _devices(spec.privileged), **limits(r)}
+    resources: dict[str, Any] = {"devices": _devices(spec.privileged, spec.device_rules), **limits(r)}
 
     linux: dict[str, Any] = {"namespaces": namespaces, "resources": resources}
+    if spec.sysctl:
+        linux["sysctl"] = dict(spec.sysctl)
     if spec.devices:
         linux["devices"] = [{"path": d.path, "type": d.kind, "major": d.major, "minor": d.minor,
                              "fileMode": d.mode, "uid": d.uid, "gid": d.gid} for d in spec.devices]
     if spec.cgroups_path:
         linux["cgroupsPath"] = spec.cgroups_path
     if not spec.privileged:
-        linux["maskedPaths"] = list(MASKED_PATHS)
-        linux["readonlyPaths"] = list(READONLY_PATHS)
+        linux["maskedPaths"] = list(MASKED_PATHS if spec.masked_paths is None else spec.masked_paths)
+        linux["readonlyPaths"] = list(READONLY_PATHS if spec.readonly_paths is None else spec.readonly_paths)
     section = _seccomp(spec, caps, arch)
     if section is not None:
         linux["seccomp"] = section

@@ -22,8 +22,8 @@ from typing import Any
 
 from berth.errors import FailedPrecondition, InvalidArgument, NotRegularFile
 from berth.host import devices, fs, fstree, mount
-from berth.oci import capabilities, passwd, runtime_spec, seccomp
-from berth.services import validate
+from berth.oci import capabilities, hostresources, passwd, runtime_spec, seccomp
+from berth.services import hostlimits, validate
 from berth.services.links import Link, merged_env
 from berth.services.records import ContainerRecord
 from berth.snapshot.overlay import OverlayMount
@@ -45,6 +45,7 @@ class HostFacts:
     nofile: int                     # RLIMIT_NOFILE a container may get
     swap_accounting: bool
     seccomp_abis: tuple[str, ...] | None = None  # the ABIs the kernel runs, for the seccomp filter; None = all
+    cgroup: hostlimits.CgroupSupport = hostlimits.CgroupSupport()  # what the cgroup hierarchy offers
 
     @classmethod
     def probe(cls) -> HostFacts:
@@ -55,7 +56,8 @@ class HostFacts:
                     caps = tuple(capabilities.from_bitmask(int(line.split()[1], 16)))
         return cls(caps, min(1048576, resource.getrlimit(resource.RLIMIT_NOFILE)[1]),
                    os.path.exists("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes"),
-                   seccomp.kernel_abis(os.uname().machine, _kernel_config(), read_text("/proc/cmdline") or ""))
+                   seccomp.kernel_abis(os.uname().machine, _kernel_config(), read_text("/proc/cmdline") or ""),
+                   hostlimits.CgroupSupport.probe())
 
 
 def _kernel_config() -> str | None:
@@ -179,6 +181,9 @@ def write_etc_files(record: ContainerRecord, bundle: str, network: Any = None,
             line + "\n" for line in resolv.splitlines() if not line.strip().startswith("nameserver"))
     for dns in host.dns or []:
         resolv = f"nameserver {dns}\n" + resolv
+    resolv = hostresources.with_resolv_words(  # --dns-search, --dns-option
+        resolv, hostresources.resolv_words(host.extra.get("DnsSearch"), "DnsSearch"),
+        hostresources.resolv_words(host.extra.get("DnsOptions"), "DnsOptions"))
     files = {"hostname": hostname + "\n", "hosts": hosts, "resolv.conf": resolv}
     mounts = []
     for name, text in files.items():
@@ -226,9 +231,14 @@ def build_spec(record: ContainerRecord, bundle: str, rootfs: str, host_facts: Ho
     elif not any(e.startswith("HOME=") for e in env):
         env.append("HOME=/root")
     network = record.network_mode
-    resources = resources_of(host, host_facts)
+    resources = resources_of(host, host_facts, block_devices=True)
+    hostlimits.check_realtime_budget(host)
+    nodes, device_rules = hostlimits.devices(host)  # --device: host nodes, by the user's host paths
+    if host.privileged:
+        taken = {d.path for d in nodes}
+        nodes = tuple(d for d in devices_of_host() if d.path not in taken) + nodes
     security = validate.security_options(host.security_opt)
-    return runtime_spec.ContainerSpec(
+    spec = runtime_spec.ContainerSpec(
         args=tuple(args), rootfs=rootfs, env=tuple(env), cwd=cfg.working_dir or "/",
         uid=uid, gid=gid, additional_gids=groups,
         hostname=record.hostname if network != "host" else "",
@@ -240,12 +250,13 @@ def build_spec(record: ContainerRecord, bundle: str, rootfs: str, host_facts: Ho
         seccomp_abis=host_facts.seccomp_abis,
         resources=resources,
         network_mode="host" if network == "host" else (namespaces or {}).get("network", "none"),
-        cgroups_path=f"/berth/{record.id}", host_capabilities=host_facts.capabilities,
-        devices=devices.host_devices() if host.privileged else (),
+        cgroups_path=hostlimits.cgroups_path(host, record.id), host_capabilities=host_facts.capabilities,
+        devices=nodes, device_rules=device_rules,
         tmpfs=tuple(tmpfs),
         pid_mode=(namespaces or {}).get("pid", ""), ipc_mode=(namespaces or {}).get("ipc", ""),
         uts_mode=(namespaces or {}).get("uts", ""),
     )
+    return hostlimits.process(spec, host, network)  # ulimits, /dev/shm size, sysctls, oom_score_adj
 
 
 def with_group_add(groups: tuple[int, ...], group_add: list[str] | None, group_text: str | None) -> tuple[int, ...]:
@@ -260,14 +271,21 @@ def with_group_add(groups: tuple[int, ...], group_add: list[str] | None, group_t
     return groups + tuple(g for g in passwd.resolve_groups(extra, group_text) if g not in groups)
 
 
-def resources_of(host: HostConfig, host_facts: HostFacts) -> runtime_spec.Resources:
-    """HostConfig's limits as runtime_spec.Resources."""
-    return runtime_spec.Resources(
+def devices_of_host() -> tuple[runtime_spec.Device, ...]:
+    """The host's device nodes, for a privileged container."""
+    return devices.host_devices()
+
+
+def resources_of(host: HostConfig, host_facts: HostFacts, block_devices: bool = False) -> runtime_spec.Resources:
+    """HostConfig's limits as runtime_spec.Resources (*block_devices*: with the Blkio*Device throttles,
+    each path resolved by a stat: blocking)."""
+    base = runtime_spec.Resources(
         memory=host.memory, memory_swap=host.memory_swap, nano_cpus=host.nano_cpus, cpu_shares=host.cpu_shares,
         cpu_quota=host.cpu_quota, cpu_period=host.cpu_period, pids_limit=host.pids_limit or 0,
         swap_accounting=host_facts.swap_accounting, nofile=host_facts.nofile,
         disable_oom_killer=bool(host.oom_kill_disable),
     )
+    return hostlimits.resources(base, host, host_facts.cgroup, block_devices)
 
 
 def _home(passwd_text: str | None, uid: int) -> str:

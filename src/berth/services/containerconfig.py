@@ -16,6 +16,7 @@ from berth import timefmt
 from berth.network.endpoint import EndpointSettings
 from berth.oci.imageconfig import RuntimeConfig
 from berth.services import bundle as bundles
+from berth.services import hostlimits
 from berth.services.records import ContainerRecord, ContainerState
 from berth.services.runplan import RunPlan
 from berth.wire.containerspec import (
@@ -73,6 +74,7 @@ class ResourceUpdate:
     pids_limit: int | None = None
     oom_kill_disable: bool | None = None
     restart_policy: RestartPolicy | None = None  # applied when it names a policy
+    extra: tuple[tuple[str, object], ...] = ()   # HostConfig.extra knobs given (hostlimits.UPDATABLE)
 
 
 def updated_host(host: HostConfig, update: ResourceUpdate) -> HostConfig:
@@ -86,7 +88,11 @@ def updated_host(host: HostConfig, update: ResourceUpdate) -> HostConfig:
         changes["cpu_quota"] = changes["cpu_period"] = 0
     elif changes.get("cpu_quota") or changes.get("cpu_period"):
         changes["nano_cpus"] = 0
-    return replace(host, **changes)
+    if update.extra:
+        changes["extra"] = {**host.extra, **dict(update.extra)}
+    updated = replace(host, **changes)
+    hostlimits.check_update(updated)
+    return updated
 
 
 def merge_image_config(request: ContainerConfig, image: RuntimeConfig) -> ContainerConfig:

@@ -28,7 +28,7 @@ from berth.oci import runtime_spec
 from berth.runtime.base import Runtime
 from berth.runtime.task import Task
 from berth.services import bundle as bundles
-from berth.services import containerconfig, healthrules, runplan, validate
+from berth.services import containerconfig, healthrules, hostlimits, runplan, validate
 from berth.services import links as legacy_links
 from berth.services.attachments import Attachments
 from berth.services.containerconfig import CreateRequest, ResourceUpdate
@@ -136,6 +136,7 @@ class Containers:
             binfmt.ensure_emulator(image_platform)  # milliseconds; also done again at each start
         # RestartPolicy (with AutoRemove) is checked by validate.check_config, in Docker's words
         self.networks.check_mode(run.network)
+        warnings = hostlimits.check_create(host, run.isolation, run.runtime, run.network, self.host_facts.cgroup)
         planned = self.networks.plan_endpoints(run.network, request.networks)  # checked, by name
         for key, _ in runplan.NAMESPACE_MODES:
             mode = runplan.namespace_mode(host, key)
@@ -171,7 +172,7 @@ class Containers:
         c = Container(record, directory)
         self._all[cid] = c
         self.event(c, "create")
-        return cid, []
+        return cid, warnings
 
     # the container's files (export, commit) ---------------------------------
     @contextlib.contextmanager
@@ -214,8 +215,8 @@ class Containers:
             self.save(c)
 
     # other --------------------------------------------------------------
-    async def update(self, ref: str, update: ResourceUpdate) -> None:
-        """Change a container's limits (and restart policy), live when it runs."""
+    async def update(self, ref: str, update: ResourceUpdate) -> list[str]:
+        """Change a container's limits (and restart policy), live when it runs; Docker's Warnings."""
         c = self.get(ref)
         host = containerconfig.updated_host(c.host, update)
         limits = runtime_spec.limits(bundles.resources_of(host, self.host_facts))
@@ -224,6 +225,7 @@ class Containers:
         c.record.host = host
         self.save(c)
         self.event(c, "update")
+        return hostlimits.update_warnings(update.extra, self.host_facts.cgroup)
 
     def rename(self, ref: str, new_name: str) -> None:
         c = self.get(ref)

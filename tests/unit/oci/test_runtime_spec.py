@@ -187,7 +187,7 @@ def test_pids() -> None:
     res = lambda **kw: build(spec(resources=Resources(**kw)))["linux"]["resources"]  # noqa: E731
     assert res(pids_limit=20)["pids"] == {"limit": 20}
     assert "pids" not in res(pids_limit=0)
-    assert "pids" not in res(pids_limit=-1)
+    assert res(pids_limit=-1)["pids"] == {"limit": -1}  # unlimited: what lifts a limit at `docker update`
 
 
 def test_devices_default() -> None:

@@ -180,8 +180,8 @@ def register(router: Router, d: Daemon) -> None:
         return Stream(lines())
 
     async def update(req: Request) -> Reply:
-        await cs.update(req.params["id"], update_request(await req.json()))
-        return Reply(200, {"Warnings": []})
+        warnings = await cs.update(req.params["id"], update_request(await req.json()))
+        return Reply(200, {"Warnings": warnings})
 
     async def prune(req: Request) -> Reply:
         report = await life.prune(req.filters())
