@@ -156,7 +156,9 @@ def check_create(host: HostConfig, isolation: str, runtime: str, network: str,
         raise InvalidArgument(f"HostConfig.Cgroup {str(extra['Cgroup'])[:64]!r}: berth cannot join another "
                               "container's cgroup; leave it empty")
     driver = extra.get("VolumeDriver")
-    if driver not in (None, "", "local"):
+    named = [b for b in host.binds or [] if not str(b).startswith("/")] + \
+        [m for m in host.mounts or [] if isinstance(m, dict) and m.get("Type", "volume") == "volume"]
+    if driver not in (None, "", "local") and named:  # as Docker: the driver matters once a volume needs it
         raise InvalidArgument(f'error looking up volume plugin {str(driver)[:64]}: plugin "{str(driver)[:64]}" '
                               "not found (berth has the local volume driver only)")
     if extra.get("StorageOpt"):  # Docker's words: berth's overlay has no per-container quota

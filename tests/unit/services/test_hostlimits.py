@@ -201,13 +201,22 @@ def test_realtime_budget(tmp_path) -> None:
 @pytest.mark.parametrize(("doc", "words"), [
     ({"UsernsMode": "container:x"}, "invalid USER mode: container:x"),
     ({"Cgroup": "container:x"}, "berth cannot join another container's cgroup"),
-    ({"VolumeDriver": "flocker"}, 'error looking up volume plugin flocker: plugin "flocker" not found'),
+    ({"VolumeDriver": "flocker", "Binds": ["data:/data"]},
+     'error looking up volume plugin flocker: plugin "flocker" not found'),
     ({"StorageOpt": {"size": "1G"}}, "--storage-opt is supported only for overlay over xfs"),
     ({"MaskedPaths": ["relative"]}, "not an absolute path"),
 ])
 def test_other_fields_refused(doc, words) -> None:
     with pytest.raises(InvalidArgument, match=words):
         check(host(**doc))
+
+
+def test_a_volume_driver_matters_only_for_a_volume() -> None:
+    # as Docker (docker-py's test_create_with_volume_driver): kept at create when no volume needs it
+    assert check(host(VolumeDriver="foo")) == []
+    assert check(host(VolumeDriver="foo", Binds=["/host:/in"])) == []
+    with pytest.raises(InvalidArgument, match="volume plugin foo"):
+        check(host(VolumeDriver="foo", Mounts=[{"Type": "volume", "Source": "v", "Target": "/v"}]))
 
 
 def test_other_fields_applied() -> None:
