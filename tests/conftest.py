@@ -416,17 +416,7 @@ def docker(d: Daemon, *args: str, input: str | None = None, timeout: float = 60,
     """Run the real docker CLI (or the test's client, see each_cli) against daemon *d*.
 
     With check=True a non-zero exit fails the test."""
-    argv = [active_cli(), *args]
-    try:
-        cp = subprocess.run(argv, env=d.env, input=input, text=True, capture_output=True,
-                            timeout=timeout, stdin=None if input is not None else subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as e:
-        pytest.fail(f"`{_ACTIVE['cli']} {' '.join(args)}` did not finish in {timeout}s; "
-                    f"stdout={e.stdout!r} stderr={e.stderr!r}", pytrace=False)
-    if check and cp.returncode != 0:
-        pytest.fail(f"`{_ACTIVE['cli']} {' '.join(args)}` exited {cp.returncode}\nstdout: {cp.stdout}\n"
-                    f"stderr: {cp.stderr}", pytrace=False)
-    return cp
+    return cli_run(_ACTIVE["cli"], d, *args, input=input, timeout=timeout, check=check)
 
 
 def cli_run(which: str, d: Daemon, *args: str, input: str | None = None, timeout: float = 60,
